@@ -1,0 +1,185 @@
+//! The HTTP API: trigger, list and fetch backups, status, health and metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::StreamExt;
+use proto::backup::{
+    ApiErrorBody, BackupList, HEADER_BACKUP_NAME, HEADER_ETCD_VERSION, HEADER_REVISION, HEADER_SHA256,
+};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::backup::{BackupError, Engine, Outcome};
+use crate::storage::StorageError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The backup engine.
+    pub engine: Arc<Engine>,
+    /// When set, every `/v1/` request must carry `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+}
+
+/// Errors as clients see them: a stable JSON body and a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// No such backup.
+    #[error("{0}")]
+    NotFound(String),
+    /// A backup attempt failed.
+    #[error("backup failed: {0}")]
+    Backup(Arc<BackupError>),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound(name) => Self::NotFound(format!("no backup named {name:?}")),
+            other => Self::Storage(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_string()),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found".to_string()),
+            Self::Backup(error) => {
+                let status = match error.as_ref() {
+                    BackupError::Etcd(_) | BackupError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, error.reason().to_string())
+            }
+            Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage".to_string()),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let body = ApiErrorBody { error: kind, detail: self.to_string() };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The sidecar's router.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/backups", get(list_backups).post(take_backup))
+        .route("/backups/{name}", get(fetch_backup))
+        .route("/status", get(status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare in constant time so the token cannot be guessed byte by byte from response times.
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+async fn take_backup(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.engine.backup().await.map_err(ApiError::Backup)? {
+        Outcome::Created(info) => Ok((StatusCode::CREATED, Json(info)).into_response()),
+        Outcome::Unchanged(info) => Ok((StatusCode::OK, Json(info)).into_response()),
+    }
+}
+
+async fn list_backups(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {
+    Ok(Json(BackupList { backups: state.engine.list().await? }))
+}
+
+async fn fetch_backup(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+) -> Result<Response, ApiError> {
+    let storage = state.engine.storage();
+    let manifest = storage.manifest(&name).await?;
+    let info = &manifest.info;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.compressed_size));
+    headers.insert(HEADER_REVISION, HeaderValue::from(info.revision));
+    headers.insert(HEADER_SHA256, HeaderValue::from_str(&info.sha256).expect("hex is a valid header"));
+    headers.insert(HEADER_BACKUP_NAME, HeaderValue::from_str(&info.name).expect("names are checked"));
+    if let Ok(version) = HeaderValue::from_str(&info.etcd_version) {
+        headers.insert(HEADER_ETCD_VERSION, version);
+    }
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}.db.gz\"", info.name)) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    if method == Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    let stream = storage.data(&manifest).await?;
+    let name = info.name.clone();
+    // A read error mid-stream aborts the response, so the client sees a short body, never a silently cut one.
+    let body = Body::from_stream(stream.map(move |chunk| {
+        chunk.inspect_err(|error| tracing::warn!(backup = %name, %error, "streaming a backup failed"))
+    }));
+    Ok((headers, body).into_response())
+}
+
+async fn status(State(state): State<AppState>) -> Json<proto::backup::SidecarStatus> {
+    Json(state.engine.status())
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.engine.storage_reached() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage not reached yet").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.engine.metrics.encode(),
+    )
+        .into_response()
+}

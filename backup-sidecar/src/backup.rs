@@ -1,0 +1,330 @@
+//! Taking backups: one at a time, skipped when etcd has not moved, published only when verified, then retention.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use proto::backup::{BackupFailure, BackupInfo, SidecarStatus};
+use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
+
+use crate::etcd::{EtcdConfig, EtcdError};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::retention::Retention;
+use crate::snapshot::{SnapshotError, stream_snapshot};
+use crate::storage::{Storage, StorageError, manifest_for};
+
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once; with [`PART_SIZE`] this bounds the upload buffer to about 24 MiB.
+const UPLOAD_CONCURRENCY: usize = 2;
+/// Snapshot objects without a manifest are removed once they are this old (an upload elsewhere may be running).
+const ORPHAN_GRACE_MINUTES: i64 = 60;
+
+/// Settings of the backup engine.
+#[derive(Clone, Debug)]
+pub struct BackupConfig {
+    /// Name of the cluster, the first part of every backup name.
+    pub cluster_name: String,
+    /// What to keep.
+    pub retention: Retention,
+    /// How long the etcd snapshot stream may stay silent before the attempt fails.
+    pub idle_timeout: Duration,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// etcd could not be reached.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The snapshot stream failed or was not intact.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The uploaded object is not what was written.
+    #[error("verification of {name} failed: {why}")]
+    Verification {
+        /// The backup.
+        name: String,
+        /// What did not match.
+        why: String,
+    },
+}
+
+impl BackupError {
+    /// Stable short reason, used as a metric label and in status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Etcd(_) => "etcd_unreachable",
+            Self::Snapshot(SnapshotError::Write(_)) => "storage",
+            Self::Snapshot(SnapshotError::Incomplete { .. }) => "snapshot_incomplete",
+            Self::Snapshot(_) => "snapshot",
+            Self::Storage(_) => "storage",
+            Self::Verification { .. } => "verification",
+        }
+    }
+}
+
+/// What an attempt produced.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A new backup was published.
+    Created(BackupInfo),
+    /// etcd had not moved since this backup, so none was taken.
+    Unchanged(BackupInfo),
+}
+
+impl Outcome {
+    /// The backup the outcome names.
+    pub fn info(&self) -> &BackupInfo {
+        match self {
+            Self::Created(info) | Self::Unchanged(info) => info,
+        }
+    }
+}
+
+/// The shared result of one attempt, handed to every caller that waited for it.
+pub type AttemptResult = Result<Outcome, Arc<BackupError>>;
+
+/// Takes backups of one cluster into one storage, one at a time, and keeps what status reports.
+pub struct Engine {
+    etcd: EtcdConfig,
+    storage: Storage,
+    config: BackupConfig,
+    /// Metrics, also served at `/metrics`.
+    pub metrics: Metrics,
+    state: Mutex<State>,
+    inflight: Mutex<Option<Shared<BoxFuture<'static, AttemptResult>>>>,
+}
+
+#[derive(Default)]
+struct State {
+    schedule: Option<String>,
+    next_run: Option<chrono::DateTime<Utc>>,
+    backup_count: usize,
+    storage_reached: bool,
+    last_success: Option<BackupInfo>,
+    last_success_at: Option<chrono::DateTime<Utc>>,
+    last_failure: Option<BackupFailure>,
+    consecutive_failures: u32,
+}
+
+impl Engine {
+    /// A new engine; nothing is contacted yet.
+    pub fn new(etcd: EtcdConfig, storage: Storage, config: BackupConfig) -> Arc<Self> {
+        Arc::new(Self {
+            etcd,
+            storage,
+            config,
+            metrics: Metrics::default(),
+            state: Mutex::new(State::default()),
+            inflight: Mutex::new(None),
+        })
+    }
+
+    /// The storage backups go to.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Takes a backup now, or joins the one already running and returns its result. The attempt runs on its own
+    /// task, so a caller that goes away (an HTTP client hanging up) does not cancel it.
+    pub async fn backup(self: &Arc<Self>) -> AttemptResult {
+        let shared = {
+            let mut inflight = self.inflight.lock().expect("inflight lock");
+            match inflight.as_ref() {
+                Some(running) => running.clone(),
+                None => {
+                    let engine = self.clone();
+                    let task = tokio::spawn(async move {
+                        let result = engine.attempt().await.map_err(Arc::new);
+                        *engine.inflight.lock().expect("inflight lock") = None;
+                        result
+                    });
+                    let shared = async move { task.await.expect("a backup attempt does not panic") }.boxed().shared();
+                    *inflight = Some(shared.clone());
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+
+    async fn attempt(&self) -> Result<Outcome, BackupError> {
+        let span = tracing::info_span!("backup", cluster = %self.config.cluster_name);
+        let started = Instant::now();
+        let result = self.take().instrument(span.clone()).await;
+        let _entered = span.enter();
+        let mut state = self.state.lock().expect("state lock");
+        match &result {
+            Ok(outcome) => {
+                let (label, info) = match outcome {
+                    Outcome::Created(info) => {
+                        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+                        self.metrics.last_raw_bytes.set(info.raw_size as i64);
+                        self.metrics.last_compressed_bytes.set(info.compressed_size as i64);
+                        tracing::info!(
+                            backup = %info.name, revision = info.revision, raw = info.raw_size,
+                            compressed = info.compressed_size, seconds = started.elapsed().as_secs_f64(),
+                            "backup published"
+                        );
+                        ("created", info)
+                    }
+                    Outcome::Unchanged(info) => {
+                        tracing::info!(backup = %info.name, revision = info.revision, "etcd unchanged since the last backup; skipped");
+                        ("unchanged", info)
+                    }
+                };
+                self.metrics.attempt(label);
+                self.metrics.last_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                state.last_success = Some(info.clone());
+                state.last_success_at = Some(Utc::now());
+                state.last_failure = None;
+                state.consecutive_failures = 0;
+            }
+            Err(error) => {
+                self.metrics.attempt("failed");
+                self.metrics.failures.get_or_create(&ReasonLabel { reason: error.reason().to_string() }).inc();
+                state.consecutive_failures += 1;
+                tracing::warn!(reason = error.reason(), error = %error, failures = state.consecutive_failures, "backup failed");
+                state.last_failure =
+                    Some(BackupFailure { at: Utc::now(), reason: error.reason().to_string(), error: error.to_string() });
+            }
+        }
+        result
+    }
+
+    async fn take(&self) -> Result<Outcome, BackupError> {
+        let mut member = self.etcd.connect_member().await?;
+        let cluster_id = format!("{:x}", member.cluster_id);
+        let existing = self.list().await?;
+        if let Some(latest) = existing.first().filter(|b| b.etcd_cluster_id == cluster_id && b.revision == member.revision) {
+            return Ok(Outcome::Unchanged(latest.clone()));
+        }
+
+        let started_at = Utc::now();
+        let name = format!("{}-{}-r{}", self.config.cluster_name, started_at.format("%Y%m%dT%H%M%S%.3fZ"), member.revision);
+        tracing::info!(backup = %name, member = %member.endpoint, revision = member.revision, "snapshot started");
+        let mut writer = self.storage.data_writer(&name, PART_SIZE, UPLOAD_CONCURRENCY);
+        let streamed = match stream_snapshot(&mut member.client, &member.endpoint, &mut writer, self.config.idle_timeout).await
+        {
+            Ok(streamed) => streamed,
+            Err(error) => {
+                abort(&mut writer, &name).await;
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = writer.shutdown().await {
+            abort(&mut writer, &name).await;
+            return Err(SnapshotError::Write(error).into());
+        }
+        let key = Storage::data_key(&name);
+        let stored = self.storage.object_size(&key).await?;
+        if stored != streamed.compressed_size {
+            return Err(BackupError::Verification {
+                name,
+                why: format!("storage holds {stored} bytes, {} were written", streamed.compressed_size),
+            });
+        }
+        let info = BackupInfo {
+            name,
+            cluster_name: self.config.cluster_name.clone(),
+            etcd_cluster_id: cluster_id,
+            etcd_member: member.endpoint.clone(),
+            revision: member.revision,
+            etcd_version: member.version.clone(),
+            raw_size: streamed.raw_size,
+            compressed_size: streamed.compressed_size,
+            sha256: streamed.sha256,
+            started_at,
+            finished_at: Utc::now(),
+        };
+        self.storage.publish(&manifest_for(info.clone())).await?;
+        self.apply_retention().await;
+        Ok(Outcome::Created(info))
+    }
+
+    /// Runs only after a backup was published: a failed attempt never deletes anything.
+    async fn apply_retention(&self) {
+        let backups = match self.storage.list().await {
+            Ok(backups) => backups,
+            Err(error) => {
+                tracing::warn!(%error, "retention skipped: listing failed");
+                return;
+            }
+        };
+        let expired = self.config.retention.expired(&backups, Utc::now());
+        let mut deleted = 0;
+        for backup in &expired {
+            match self.storage.delete(backup).await {
+                Ok(()) => {
+                    deleted += 1;
+                    self.metrics.retention_deleted.inc();
+                    tracing::info!(backup = %backup.info.name, policy = %self.config.retention.describe(), "retention deleted backup");
+                }
+                Err(error) => tracing::warn!(backup = %backup.info.name, %error, "retention could not delete backup"),
+            }
+        }
+        self.set_count(backups.len() - deleted);
+        match self.storage.cleanup(chrono::Duration::minutes(ORPHAN_GRACE_MINUTES)).await {
+            Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed incomplete uploads"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cleanup of incomplete uploads failed"),
+        }
+    }
+
+    /// Every published backup, newest first.
+    pub async fn list(&self) -> Result<Vec<BackupInfo>, StorageError> {
+        let manifests = self.storage.list().await?;
+        self.set_count(manifests.len());
+        Ok(manifests.into_iter().map(|m| m.info).collect())
+    }
+
+    fn set_count(&self, count: usize) {
+        self.metrics.stored.set(count as i64);
+        let mut state = self.state.lock().expect("state lock");
+        state.backup_count = count;
+        state.storage_reached = true;
+    }
+
+    /// Whether storage has answered at least once.
+    pub fn storage_reached(&self) -> bool {
+        self.state.lock().expect("state lock").storage_reached
+    }
+
+    /// Records the schedule and when it runs next, for status.
+    pub fn set_schedule(&self, schedule: Option<String>, next_run: Option<chrono::DateTime<Utc>>) {
+        let mut state = self.state.lock().expect("state lock");
+        state.schedule = schedule;
+        state.next_run = next_run;
+    }
+
+    /// What `/v1/status` reports.
+    pub fn status(&self) -> SidecarStatus {
+        let running = self.inflight.lock().expect("inflight lock").is_some();
+        let state = self.state.lock().expect("state lock");
+        SidecarStatus {
+            cluster_name: self.config.cluster_name.clone(),
+            storage: self.storage.display_url().to_string(),
+            schedule: state.schedule.clone(),
+            next_run: state.next_run,
+            running,
+            backup_count: state.backup_count,
+            last_success: state.last_success.clone(),
+            last_success_at: state.last_success_at,
+            last_failure: state.last_failure.clone(),
+            consecutive_failures: state.consecutive_failures,
+        }
+    }
+}
+
+async fn abort(writer: &mut object_store::buffered::BufWriter, name: &str) {
+    if let Err(error) = writer.abort().await {
+        tracing::warn!(backup = %name, %error, "could not abort the partial upload; cleanup removes it later");
+    }
+}

@@ -1,0 +1,223 @@
+//! Restoring a snapshot file from a sidecar or from storage: download, decompress, verify, and only then put it in
+//! place. This is what the restore init container of a seeded member runs.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use flate2::write::GzDecoder;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use proto::backup::{ApiErrorBody, HEADER_BACKUP_NAME, HEADER_SHA256};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::snapshot::TrailerCheck;
+use crate::storage::{S3Options, Storage, StorageError};
+
+/// Where to restore from and to.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    /// A sidecar's base URL (`http://host:19999`) or a storage URL (`file:///…`, `s3://…`).
+    pub from: String,
+    /// A backup name, or `latest`.
+    pub backup: String,
+    /// Where the verified snapshot goes.
+    pub output: PathBuf,
+    /// Bearer token for a sidecar that requires one.
+    pub token: Option<String>,
+    /// S3 settings when `from` is an `s3://` URL.
+    pub s3: S3Options,
+}
+
+/// What was restored.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restored {
+    /// The backup's name.
+    pub backup: String,
+    /// Hex SHA-256 of the snapshot written.
+    pub sha256: String,
+    /// Bytes written.
+    pub size: u64,
+    /// Where.
+    pub output: PathBuf,
+}
+
+/// Why a restore failed. In every case nothing is left at the output path.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The sidecar refused or could not be reached.
+    #[error("fetching backup {backup:?} from {from}: {why}")]
+    Fetch {
+        /// The source.
+        from: String,
+        /// The backup asked for.
+        backup: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The backup is corrupt.
+    #[error("backup {backup:?} is corrupt and was refused: {why}")]
+    Corrupt {
+        /// The backup.
+        backup: String,
+        /// What did not match.
+        why: String,
+    },
+    /// Writing the output failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Downloads, decompresses and verifies a backup, then renames it into place (fsynced). On any failure the
+/// partial file is removed and nothing appears at the output path.
+pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError> {
+    let (name, expected, stream) = open_source(request).await?;
+    let output = request.output.clone();
+    let partial = partial_path(&output);
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RestoreError::Io { path, source }
+    };
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let file = File::create(&partial).map_err(io(&partial))?;
+    let result = unpack(stream, file, &name).await;
+    let verified = result.and_then(|(sha256, size, trailer_ok)| {
+        if sha256 != expected {
+            return Err(RestoreError::Corrupt {
+                backup: name.clone(),
+                why: format!("SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"),
+            });
+        }
+        if trailer_ok != Some(true) {
+            return Err(RestoreError::Corrupt {
+                backup: name.clone(),
+                why: "etcd's SHA-256 trailer does not match the database".into(),
+            });
+        }
+        Ok((sha256, size))
+    });
+    let (sha256, size) = match verified {
+        Ok(ok) => ok,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&partial, &output).map_err(io(&output))?;
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+    }
+    Ok(Restored { backup: name, sha256, size, output })
+}
+
+type ByteStream = BoxStream<'static, Result<Bytes, String>>;
+
+/// The backup's name, its expected SHA-256 and its compressed bytes.
+async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteStream), RestoreError> {
+    if request.from.starts_with("http://") || request.from.starts_with("https://") {
+        let fetch_error = |why: String| RestoreError::Fetch {
+            from: request.from.clone(),
+            backup: request.backup.clone(),
+            why,
+        };
+        let url = format!("{}/v1/backups/{}", request.from.trim_end_matches('/'), request.backup);
+        let mut get = reqwest::Client::new().get(&url);
+        if let Some(token) = &request.token {
+            get = get.bearer_auth(token);
+        }
+        let response = get.send().await.map_err(|e| fetch_error(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let detail = match response.json::<ApiErrorBody>().await {
+                Ok(body) => body.detail,
+                Err(_) => String::new(),
+            };
+            return Err(fetch_error(format!("{status} {detail}")));
+        }
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let expected = header(HEADER_SHA256).ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
+        let name = header(HEADER_BACKUP_NAME).unwrap_or_else(|| request.backup.clone());
+        let stream = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
+        Ok((name, expected, stream))
+    } else {
+        let storage = Storage::open(&request.from, &request.s3)?;
+        let manifest = storage.manifest(&request.backup).await?;
+        let stream = storage.data(&manifest).await?.map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
+        Ok((manifest.info.name, manifest.info.sha256, stream))
+    }
+}
+
+/// Streams compressed chunks through gunzip and SHA-256 into `file` on a blocking thread, then fsyncs it.
+/// Returns the hex SHA-256, the size and whether etcd's trailer matched.
+async fn unpack(mut stream: ByteStream, file: File, name: &str) -> Result<(String, u64, Option<bool>), RestoreError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut decoder = GzDecoder::new(HashingWriter { file, all: Sha256::new(), trailer: TrailerCheck::default(), size: 0 });
+        while let Some(chunk) = rx.blocking_recv() {
+            decoder.write_all(&chunk)?;
+        }
+        let out = decoder.finish()?;
+        out.file.sync_all()?;
+        Ok::<_, std::io::Error>((hex::encode(out.all.finalize()), out.size, out.trailer.verify()))
+    });
+    let mut download_error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                download_error = Some(error);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let unpacked = writer.await.expect("the unpacking thread does not panic");
+    if let Some(why) = download_error {
+        return Err(RestoreError::Fetch { from: String::new(), backup: name.to_string(), why });
+    }
+    unpacked.map_err(|e| RestoreError::Corrupt { backup: name.to_string(), why: format!("gzip stream: {e}") })
+}
+
+struct HashingWriter {
+    file: File,
+    all: Sha256,
+    trailer: TrailerCheck,
+    size: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(data)?;
+        self.all.update(&data[..written]);
+        self.trailer.update(&data[..written]);
+        self.size += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let file_name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
+    output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()))
+}

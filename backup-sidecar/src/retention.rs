@@ -1,0 +1,106 @@
+//! Which backups a retention policy lets go. Pure: the caller lists and deletes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proto::backup::BackupManifest;
+
+/// How many and how old backups to keep. With neither limit set, every backup is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many backups.
+    pub max_backups: Option<usize>,
+    /// Keep only backups that finished less than this long ago.
+    pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// The backups to delete from `newest_first` (sorted by [`crate::storage::sort_newest_first`]). The newest backup
+    /// is never deleted, whatever its age, so retention can never leave a cluster with no backup.
+    pub fn expired<'a>(&self, newest_first: &'a [BackupManifest], now: DateTime<Utc>) -> Vec<&'a BackupManifest> {
+        newest_first
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(index, backup)| {
+                let too_many = self.max_backups.is_some_and(|max| *index >= max.max(1));
+                let too_old = self.max_age.is_some_and(|max_age| {
+                    now.signed_duration_since(backup.info.finished_at).to_std().is_ok_and(|age| age > max_age)
+                });
+                too_many || too_old
+            })
+            .map(|(_, backup)| backup)
+            .collect()
+    }
+
+    /// A short description for logs and status.
+    pub fn describe(&self) -> String {
+        match (self.max_backups, self.max_age) {
+            (None, None) => "keep all".to_string(),
+            (Some(n), None) => format!("keep {n}"),
+            (None, Some(age)) => format!("keep {}", humantime::format_duration(age)),
+            (Some(n), Some(age)) => format!("keep {n}, at most {}", humantime::format_duration(age)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{manifest_for, sort_newest_first};
+    use proto::backup::BackupInfo;
+
+    fn backup(name: &str, revision: i64, minutes_ago: i64, now: DateTime<Utc>) -> BackupManifest {
+        let at = now - chrono::Duration::minutes(minutes_ago);
+        manifest_for(BackupInfo {
+            name: name.into(),
+            cluster_name: "c".into(),
+            etcd_cluster_id: "1".into(),
+            etcd_member: "m".into(),
+            revision,
+            etcd_version: "3.4.23".into(),
+            raw_size: 1,
+            compressed_size: 1,
+            sha256: String::new(),
+            started_at: at,
+            finished_at: at,
+        })
+    }
+
+    fn names(list: Vec<&BackupManifest>) -> Vec<&str> {
+        list.into_iter().map(|b| b.info.name.as_str()).collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_n_sorted_on_time_not_on_names() {
+        let now = Utc::now();
+        // Names that sort wrongly as strings: r9 > r10 as text.
+        let mut all =
+            vec![backup("r9", 9, 30, now), backup("r10", 10, 20, now), backup("r100", 100, 10, now), backup("r2", 2, 40, now)];
+        sort_newest_first(&mut all);
+        let policy = Retention { max_backups: Some(2), max_age: None };
+        assert_eq!(names(policy.expired(&all, now)), ["r9", "r2"]);
+    }
+
+    #[test]
+    fn drops_backups_older_than_max_age_but_never_the_newest() {
+        let now = Utc::now();
+        let mut all = vec![backup("a", 3, 120, now), backup("b", 2, 180, now), backup("c", 1, 240, now)];
+        sort_newest_first(&mut all);
+        let policy = Retention { max_backups: None, max_age: Some(Duration::from_secs(3600)) };
+        assert_eq!(names(policy.expired(&all, now)), ["b", "c"]);
+    }
+
+    #[test]
+    fn both_limits_apply_and_no_limit_keeps_everything() {
+        let now = Utc::now();
+        let mut all = vec![backup("a", 4, 1, now), backup("b", 3, 2, now), backup("c", 2, 90, now), backup("d", 1, 3, now)];
+        sort_newest_first(&mut all);
+        let both = Retention { max_backups: Some(3), max_age: Some(Duration::from_secs(3600)) };
+        assert_eq!(names(both.expired(&all, now)), ["c"]);
+        let none = Retention::default();
+        assert!(none.expired(&all, now).is_empty());
+        let zero = Retention { max_backups: Some(0), max_age: None };
+        assert_eq!(zero.expired(&all, now).len(), 3, "max 0 still keeps the newest");
+    }
+}

@@ -1,0 +1,248 @@
+//! The backup pipeline: etcd's snapshot stream -> SHA-256 -> gzip -> storage writer, with bounded buffers.
+//!
+//! The snapshot is never held in memory whole: etcd chunks flow through a small channel into a blocking thread
+//! that hashes and compresses them, and compressed chunks flow through another into the storage writer, so the
+//! network receive, the compression and the upload run side by side on separate cores.
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Length of the SHA-256 trailer etcd appends to every snapshot stream.
+pub const TRAILER_LEN: usize = 32;
+/// Size of the compressed chunks handed to the storage writer.
+const OUT_CHUNK: usize = 256 * 1024;
+/// How many chunks may wait in each channel.
+const CHANNEL_DEPTH: usize = 8;
+
+/// Why a snapshot could not be streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// etcd refused or broke the snapshot stream.
+    #[error("etcd snapshot stream from {endpoint}: {source}")]
+    Etcd {
+        /// The member streamed from.
+        endpoint: String,
+        /// The underlying error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// etcd sent nothing for too long.
+    #[error("etcd snapshot stream from {endpoint} stalled for {idle:?}")]
+    Stalled {
+        /// The member streamed from.
+        endpoint: String,
+        /// How long nothing arrived.
+        idle: Duration,
+    },
+    /// The stream ended before etcd said it was complete, or its SHA-256 trailer does not match its content.
+    #[error("snapshot from {endpoint} is not intact: {why}")]
+    Incomplete {
+        /// The member streamed from.
+        endpoint: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// Writing to storage failed.
+    #[error("writing the snapshot to storage: {0}")]
+    Write(#[source] std::io::Error),
+    /// Compressing failed (the compressor thread could not hand on its output).
+    #[error("compressing the snapshot: {0}")]
+    Compress(#[source] std::io::Error),
+}
+
+/// What a complete, verified snapshot stream produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streamed {
+    /// Bytes received from etcd (database plus trailer).
+    pub raw_size: u64,
+    /// Bytes written to storage.
+    pub compressed_size: u64,
+    /// Hex SHA-256 of all bytes received.
+    pub sha256: String,
+}
+
+/// Streams a snapshot from `client` (connected to the single member `endpoint`) into `out`, verifying etcd's
+/// trailer. On error nothing is finished on `out`: the caller aborts it. On success the caller still has to
+/// complete (`shutdown`) `out`.
+pub async fn stream_snapshot<W>(
+    client: &mut etcd_client::Client,
+    endpoint: &str,
+    out: &mut W,
+    idle_timeout: Duration,
+) -> Result<Streamed, SnapshotError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let etcd_err = |source| SnapshotError::Etcd { endpoint: endpoint.to_string(), source };
+    let mut stream = client.snapshot().await.map_err(etcd_err)?;
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (gz_tx, mut gz_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let compressor = tokio::task::spawn_blocking(move || compress(raw_rx, gz_tx));
+
+    let receive = async move {
+        let mut finished = false;
+        loop {
+            let message = tokio::time::timeout(idle_timeout, stream.message())
+                .await
+                .map_err(|_| SnapshotError::Stalled { endpoint: endpoint.to_string(), idle: idle_timeout })?
+                .map_err(etcd_err)?;
+            let Some(message) = message else { break };
+            finished = message.remaining_bytes() == 0;
+            if raw_tx.send(Bytes::copy_from_slice(message.blob())).await.is_err() {
+                // The compressor stopped; its own error says why.
+                break;
+            }
+        }
+        Ok::<bool, SnapshotError>(finished)
+    };
+    let write = async {
+        let mut written = 0u64;
+        while let Some(chunk) = gz_rx.recv().await {
+            out.write_all(&chunk).await.map_err(SnapshotError::Write)?;
+            written += chunk.len() as u64;
+        }
+        Ok::<u64, SnapshotError>(written)
+    };
+    let (received, written) = tokio::join!(receive, write);
+    // The writer may have failed, which made the compressor fail; report the root cause first.
+    let written = written?;
+    let finished = received?;
+    let digest = compressor.await.expect("the compressor thread does not panic").map_err(SnapshotError::Compress)?;
+    let incomplete = |why: String| SnapshotError::Incomplete { endpoint: endpoint.to_string(), why };
+    if !finished {
+        return Err(incomplete(format!("the stream ended after {} bytes with bytes still to come", digest.raw_size)));
+    }
+    if digest.raw_size < TRAILER_LEN as u64 || !(digest.raw_size - TRAILER_LEN as u64).is_multiple_of(512) {
+        return Err(incomplete(format!("{} bytes is not a bolt database plus a 32-byte trailer", digest.raw_size)));
+    }
+    if digest.trailer_ok.is_none_or(|ok| !ok) {
+        return Err(incomplete("the SHA-256 trailer does not match the database".to_string()));
+    }
+    Ok(Streamed { raw_size: digest.raw_size, compressed_size: written, sha256: digest.sha256 })
+}
+
+struct Digest256 {
+    raw_size: u64,
+    sha256: String,
+    trailer_ok: Option<bool>,
+}
+
+/// Runs on a blocking thread: hashes and gzips every chunk until the sender closes.
+fn compress(mut raw_rx: mpsc::Receiver<Bytes>, gz_tx: mpsc::Sender<Bytes>) -> std::io::Result<Digest256> {
+    let mut all = Sha256::new();
+    let mut trailer = TrailerCheck::default();
+    let mut raw_size = 0u64;
+    let mut encoder = GzEncoder::new(ChunkSink { buf: Vec::with_capacity(OUT_CHUNK), tx: gz_tx }, Compression::fast());
+    while let Some(chunk) = raw_rx.blocking_recv() {
+        all.update(&chunk);
+        trailer.update(&chunk);
+        raw_size += chunk.len() as u64;
+        encoder.write_all(&chunk)?;
+    }
+    let mut sink = encoder.finish()?;
+    sink.send_buffered()?;
+    Ok(Digest256 { raw_size, sha256: hex::encode(all.finalize()), trailer_ok: trailer.verify() })
+}
+
+/// Hashes every byte but the last 32 seen so far, so at the end the held-back bytes are the trailer to compare.
+#[derive(Default)]
+pub struct TrailerCheck {
+    body: Sha256,
+    held: Vec<u8>,
+}
+
+impl TrailerCheck {
+    /// Feeds the next bytes of the stream.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.held.extend_from_slice(chunk);
+        if self.held.len() > TRAILER_LEN {
+            let release = self.held.len() - TRAILER_LEN;
+            self.body.update(&self.held[..release]);
+            self.held.drain(..release);
+        }
+    }
+
+    /// `Some(true)` when the last 32 bytes are the SHA-256 of everything before them; `None` when the stream was
+    /// shorter than a trailer.
+    pub fn verify(self) -> Option<bool> {
+        (self.held.len() == TRAILER_LEN).then(|| self.body.finalize().as_slice() == self.held.as_slice())
+    }
+}
+
+/// Collects compressed bytes into chunks and hands each full chunk to the async writer.
+struct ChunkSink {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl ChunkSink {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(OUT_CHUNK)));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= OUT_CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_trailer(body: &[u8]) -> Vec<u8> {
+        let mut all = body.to_vec();
+        all.extend_from_slice(&Sha256::digest(body));
+        all
+    }
+
+    #[test]
+    fn trailer_check_accepts_an_intact_stream_in_any_chunking() {
+        let stream = with_trailer(&[7u8; 4096]);
+        for chunk in [1, 5, 31, 32, 33, 1000, 5000] {
+            let mut check = TrailerCheck::default();
+            stream.chunks(chunk).for_each(|c| check.update(c));
+            assert_eq!(check.verify(), Some(true), "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn trailer_check_refuses_truncated_or_altered_streams() {
+        let stream = with_trailer(&[7u8; 4096]);
+        let mut truncated = TrailerCheck::default();
+        truncated.update(&stream[..stream.len() - 1]);
+        assert_eq!(truncated.verify(), Some(false));
+
+        let mut flipped = stream.clone();
+        flipped[100] ^= 1;
+        let mut altered = TrailerCheck::default();
+        altered.update(&flipped);
+        assert_eq!(altered.verify(), Some(false));
+
+        let mut short = TrailerCheck::default();
+        short.update(&[1, 2, 3]);
+        assert_eq!(short.verify(), None);
+    }
+}

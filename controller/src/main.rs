@@ -1,0 +1,5 @@
+//! Entry point of the etcd controller.
+fn main() {
+    eprintln!("etcd-controller: not yet implemented");
+    std::process::exit(2);
+}

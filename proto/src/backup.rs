@@ -1,0 +1,147 @@
+//! The backup manifest stored beside every snapshot, and the backup sidecar's HTTP request and response types.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The port the backup sidecar's HTTP API listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 19999;
+
+/// Response header carrying the etcd revision a backup holds (see [`BackupInfo::revision`]).
+pub const HEADER_REVISION: &str = "x-etcd-revision";
+/// Response header carrying the version of the etcd server the backup was taken from.
+pub const HEADER_ETCD_VERSION: &str = "x-etcd-version";
+/// Response header carrying the hex SHA-256 of the uncompressed snapshot.
+pub const HEADER_SHA256: &str = "x-snapshot-sha256";
+/// Response header carrying the backup's name.
+pub const HEADER_BACKUP_NAME: &str = "x-backup-name";
+
+/// The version of the manifest format this crate writes; readers refuse newer ones.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// What is known about one published backup. The API returns it, and the manifest stores it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInfo {
+    /// Unique name of the backup, used in URLs (`/v1/backups/{name}`). Names are not ordered: sort on
+    /// [`BackupInfo::finished_at`] and [`BackupInfo::revision`].
+    pub name: String,
+    /// Name of the etcd cluster (the EtcdCluster resource) the backup belongs to.
+    pub cluster_name: String,
+    /// etcd's cluster ID (hex) at the time of the backup; a restored cluster gets a new one.
+    pub etcd_cluster_id: String,
+    /// The client URL of the member the snapshot was streamed from.
+    pub etcd_member: String,
+    /// The etcd revision read from the same member just before its snapshot was opened: every write up to and
+    /// including this revision is in the backup.
+    pub revision: i64,
+    /// Version of the etcd server the snapshot was taken from, e.g. `3.5.17`.
+    pub etcd_version: String,
+    /// Size in bytes of the raw snapshot (etcd's bolt database followed by its 32-byte SHA-256 trailer).
+    pub raw_size: u64,
+    /// Size in bytes of the gzip object in storage.
+    pub compressed_size: u64,
+    /// Lower-case hex SHA-256 of the raw snapshot (the uncompressed bytes, trailer included).
+    pub sha256: String,
+    /// When the snapshot was opened.
+    pub started_at: DateTime<Utc>,
+    /// When the snapshot was completely written to storage and verified.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The JSON document written next to a snapshot object, last, to publish it. An object without one is an
+/// incomplete backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupManifest {
+    /// Format version of this document ([`MANIFEST_FORMAT`]).
+    pub format: u32,
+    /// Storage key of the compressed snapshot, relative to the storage prefix.
+    pub object: String,
+    /// The backup itself.
+    #[serde(flatten)]
+    pub info: BackupInfo,
+}
+
+/// Response of `GET /v1/backups`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupList {
+    /// Published backups, newest first (by finish time, then revision).
+    pub backups: Vec<BackupInfo>,
+}
+
+/// A backup attempt that failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    /// When the attempt failed.
+    pub at: DateTime<Utc>,
+    /// Stable short reason, also used as a metric label (`etcd`, `storage`, `verification`, ...).
+    pub reason: String,
+    /// The error, as a person would read it.
+    pub error: String,
+}
+
+/// Response of `GET /v1/status`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarStatus {
+    /// Name of the etcd cluster this sidecar backs up.
+    pub cluster_name: String,
+    /// The storage URL, without credentials.
+    pub storage: String,
+    /// The schedule as configured (`every 30m`, `cron 0 * * * *`), if any.
+    pub schedule: Option<String>,
+    /// When the next scheduled attempt is due (a retry after a failure comes earlier than the schedule).
+    pub next_run: Option<DateTime<Utc>>,
+    /// Whether a backup is being taken right now.
+    pub running: bool,
+    /// Number of published backups in storage, as of the last listing.
+    pub backup_count: usize,
+    /// The most recent backup this process published or found unchanged.
+    pub last_success: Option<BackupInfo>,
+    /// When the last successful attempt ended (a skipped, unchanged run counts as success).
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The most recent failed attempt, if it came after the last success.
+    pub last_failure: Option<BackupFailure>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+}
+
+/// The JSON body of every error response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApiErrorBody {
+    /// Stable short error kind, e.g. `not_found`, `unauthorized`, `backup_failed`.
+    pub error: String,
+    /// What went wrong, as a person would read it.
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_with_flattened_info() {
+        let info = BackupInfo {
+            name: "c-20260101T000000Z-r42".into(),
+            cluster_name: "c".into(),
+            etcd_cluster_id: "abc".into(),
+            etcd_member: "http://127.0.0.1:2379".into(),
+            revision: 42,
+            etcd_version: "3.4.23".into(),
+            raw_size: 20512,
+            compressed_size: 900,
+            sha256: "00".repeat(32),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+        };
+        let manifest = BackupManifest { format: MANIFEST_FORMAT, object: "x.db.gz".into(), info };
+        let json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(json["revision"], 42);
+        assert_eq!(json["clusterName"], "c");
+        assert_eq!(json["object"], "x.db.gz");
+        let back: BackupManifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, manifest);
+    }
+}

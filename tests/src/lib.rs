@@ -1,0 +1,5 @@
+//! Support for the integration and end-to-end tests: real etcd and S3 servers on loopback, on free ports.
+
+pub mod etcd;
+pub mod net;
+pub mod s3;
