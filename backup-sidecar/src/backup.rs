@@ -146,7 +146,10 @@ impl Engine {
                         *engine.inflight.lock().expect("inflight lock") = None;
                         result
                     });
-                    let shared = async move { task.await.expect("a backup attempt does not panic") }.boxed().shared();
+                    let shared =
+                        async move { task.await.expect("a backup attempt does not panic") }
+                            .boxed()
+                            .shared();
                     *inflight = Some(shared.clone());
                     shared
                 }
@@ -165,9 +168,13 @@ impl Engine {
             Ok(outcome) => {
                 let (label, info) = match outcome {
                     Outcome::Created(info) => {
-                        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+                        self.metrics
+                            .duration
+                            .observe(started.elapsed().as_secs_f64());
                         self.metrics.last_raw_bytes.set(info.raw_size as i64);
-                        self.metrics.last_compressed_bytes.set(info.compressed_size as i64);
+                        self.metrics
+                            .last_compressed_bytes
+                            .set(info.compressed_size as i64);
                         tracing::info!(
                             backup = %info.name, revision = info.revision, raw = info.raw_size,
                             compressed = info.compressed_size, seconds = started.elapsed().as_secs_f64(),
@@ -181,7 +188,9 @@ impl Engine {
                     }
                 };
                 self.metrics.attempt(label);
-                self.metrics.last_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                self.metrics
+                    .last_success
+                    .set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 state.last_success = Some(info.clone());
                 state.last_success_at = Some(Utc::now());
                 state.last_failure = None;
@@ -189,11 +198,19 @@ impl Engine {
             }
             Err(error) => {
                 self.metrics.attempt("failed");
-                self.metrics.failures.get_or_create(&ReasonLabel { reason: error.reason().to_string() }).inc();
+                self.metrics
+                    .failures
+                    .get_or_create(&ReasonLabel {
+                        reason: error.reason().to_string(),
+                    })
+                    .inc();
                 state.consecutive_failures += 1;
                 tracing::warn!(reason = error.reason(), error = %error, failures = state.consecutive_failures, "backup failed");
-                state.last_failure =
-                    Some(BackupFailure { at: Utc::now(), reason: error.reason().to_string(), error: error.to_string() });
+                state.last_failure = Some(BackupFailure {
+                    at: Utc::now(),
+                    reason: error.reason().to_string(),
+                    error: error.to_string(),
+                });
             }
         }
         result
@@ -203,15 +220,31 @@ impl Engine {
         let mut member = self.etcd.connect_member().await?;
         let cluster_id = format!("{:x}", member.cluster_id);
         let existing = self.list().await?;
-        if let Some(latest) = existing.first().filter(|b| b.etcd_cluster_id == cluster_id && b.revision == member.revision) {
+        if let Some(latest) = existing
+            .first()
+            .filter(|b| b.etcd_cluster_id == cluster_id && b.revision == member.revision)
+        {
             return Ok(Outcome::Unchanged(latest.clone()));
         }
 
         let started_at = Utc::now();
-        let name = format!("{}-{}-r{}", self.config.cluster_name, started_at.format("%Y%m%dT%H%M%S%.3fZ"), member.revision);
+        let name = format!(
+            "{}-{}-r{}",
+            self.config.cluster_name,
+            started_at.format("%Y%m%dT%H%M%S%.3fZ"),
+            member.revision
+        );
         tracing::info!(backup = %name, member = %member.endpoint, revision = member.revision, "snapshot started");
-        let mut writer = self.storage.data_writer(&name, PART_SIZE, UPLOAD_CONCURRENCY);
-        let streamed = match stream_snapshot(&mut member.client, &member.endpoint, &mut writer, self.config.idle_timeout).await
+        let mut writer = self
+            .storage
+            .data_writer(&name, PART_SIZE, UPLOAD_CONCURRENCY);
+        let streamed = match stream_snapshot(
+            &mut member.client,
+            &member.endpoint,
+            &mut writer,
+            self.config.idle_timeout,
+        )
+        .await
         {
             Ok(streamed) => streamed,
             Err(error) => {
@@ -228,7 +261,10 @@ impl Engine {
         if stored != streamed.compressed_size {
             return Err(BackupError::Verification {
                 name,
-                why: format!("storage holds {stored} bytes, {} were written", streamed.compressed_size),
+                why: format!(
+                    "storage holds {stored} bytes, {} were written",
+                    streamed.compressed_size
+                ),
             });
         }
         let info = BackupInfo {
@@ -267,12 +303,20 @@ impl Engine {
                     self.metrics.retention_deleted.inc();
                     tracing::info!(backup = %backup.info.name, policy = %self.config.retention.describe(), "retention deleted backup");
                 }
-                Err(error) => tracing::warn!(backup = %backup.info.name, %error, "retention could not delete backup"),
+                Err(error) => {
+                    tracing::warn!(backup = %backup.info.name, %error, "retention could not delete backup")
+                }
             }
         }
         self.set_count(backups.len() - deleted);
-        match self.storage.cleanup(chrono::Duration::minutes(ORPHAN_GRACE_MINUTES)).await {
-            Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed incomplete uploads"),
+        match self
+            .storage
+            .cleanup(chrono::Duration::minutes(ORPHAN_GRACE_MINUTES))
+            .await
+        {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(?removed, "removed incomplete uploads")
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cleanup of incomplete uploads failed"),
         }

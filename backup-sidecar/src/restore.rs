@@ -99,7 +99,9 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
         if sha256 != expected {
             return Err(RestoreError::Corrupt {
                 backup: name.clone(),
-                why: format!("SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"),
+                why: format!(
+                    "SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"
+                ),
             });
         }
         if trailer_ok != Some(true) {
@@ -119,22 +121,35 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
     };
     std::fs::rename(&partial, &output).map_err(io(&output))?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(parent))?;
     }
-    Ok(Restored { backup: name, sha256, size, output })
+    Ok(Restored {
+        backup: name,
+        sha256,
+        size,
+        output,
+    })
 }
 
 type ByteStream = BoxStream<'static, Result<Bytes, String>>;
 
 /// The backup's name, its expected SHA-256 and its compressed bytes.
-async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteStream), RestoreError> {
+async fn open_source(
+    request: &RestoreRequest,
+) -> Result<(String, String, ByteStream), RestoreError> {
     if request.from.starts_with("http://") || request.from.starts_with("https://") {
         let fetch_error = |why: String| RestoreError::Fetch {
             from: request.from.clone(),
             backup: request.backup.clone(),
             why,
         };
-        let url = format!("{}/v1/backups/{}", request.from.trim_end_matches('/'), request.backup);
+        let url = format!(
+            "{}/v1/backups/{}",
+            request.from.trim_end_matches('/'),
+            request.backup
+        );
         let mut get = reqwest::Client::new().get(&url);
         if let Some(token) = &request.token {
             get = get.bearer_auth(token);
@@ -148,31 +163,58 @@ async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteSt
             };
             return Err(fetch_error(format!("{status} {detail}")));
         }
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let expected = header(HEADER_SHA256).ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let expected = header(HEADER_SHA256)
+            .ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
         let name = header(HEADER_BACKUP_NAME).unwrap_or_else(|| request.backup.clone());
-        let stream = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| e.to_string()))
+            .boxed();
         Ok((name, expected, stream))
     } else {
         let storage = Storage::open(&request.from, &request.s3)?;
         let manifest = storage.manifest(&request.backup).await?;
-        let stream = storage.data(&manifest).await?.map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
+        let stream = storage
+            .data(&manifest)
+            .await?
+            .map(|chunk| chunk.map_err(|e| e.to_string()))
+            .boxed();
         Ok((manifest.info.name, manifest.info.sha256, stream))
     }
 }
 
 /// Streams compressed chunks through gunzip and SHA-256 into `file` on a blocking thread, then fsyncs it.
 /// Returns the hex SHA-256, the size and whether etcd's trailer matched.
-async fn unpack(mut stream: ByteStream, file: File, name: &str) -> Result<(String, u64, Option<bool>), RestoreError> {
+async fn unpack(
+    mut stream: ByteStream,
+    file: File,
+    name: &str,
+) -> Result<(String, u64, Option<bool>), RestoreError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut decoder = GzDecoder::new(HashingWriter { file, all: Sha256::new(), trailer: TrailerCheck::default(), size: 0 });
+        let mut decoder = GzDecoder::new(HashingWriter {
+            file,
+            all: Sha256::new(),
+            trailer: TrailerCheck::default(),
+            size: 0,
+        });
         while let Some(chunk) = rx.blocking_recv() {
             decoder.write_all(&chunk)?;
         }
         let out = decoder.finish()?;
         out.file.sync_all()?;
-        Ok::<_, std::io::Error>((hex::encode(out.all.finalize()), out.size, out.trailer.verify()))
+        Ok::<_, std::io::Error>((
+            hex::encode(out.all.finalize()),
+            out.size,
+            out.trailer.verify(),
+        ))
     });
     let mut download_error = None;
     while let Some(chunk) = stream.next().await {
@@ -191,9 +233,16 @@ async fn unpack(mut stream: ByteStream, file: File, name: &str) -> Result<(Strin
     drop(tx);
     let unpacked = writer.await.expect("the unpacking thread does not panic");
     if let Some(why) = download_error {
-        return Err(RestoreError::Fetch { from: String::new(), backup: name.to_string(), why });
+        return Err(RestoreError::Fetch {
+            from: String::new(),
+            backup: name.to_string(),
+            why,
+        });
     }
-    unpacked.map_err(|e| RestoreError::Corrupt { backup: name.to_string(), why: format!("gzip stream: {e}") })
+    unpacked.map_err(|e| RestoreError::Corrupt {
+        backup: name.to_string(),
+        why: format!("gzip stream: {e}"),
+    })
 }
 
 struct HashingWriter {
@@ -218,6 +267,9 @@ impl Write for HashingWriter {
 }
 
 fn partial_path(output: &Path) -> PathBuf {
-    let file_name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
     output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()))
 }

@@ -80,7 +80,10 @@ pub async fn stream_snapshot<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let etcd_err = |source| SnapshotError::Etcd { endpoint: endpoint.to_string(), source };
+    let etcd_err = |source| SnapshotError::Etcd {
+        endpoint: endpoint.to_string(),
+        source,
+    };
     let mut stream = client.snapshot().await.map_err(etcd_err)?;
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let (gz_tx, mut gz_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
@@ -91,11 +94,18 @@ where
         loop {
             let message = tokio::time::timeout(idle_timeout, stream.message())
                 .await
-                .map_err(|_| SnapshotError::Stalled { endpoint: endpoint.to_string(), idle: idle_timeout })?
+                .map_err(|_| SnapshotError::Stalled {
+                    endpoint: endpoint.to_string(),
+                    idle: idle_timeout,
+                })?
                 .map_err(etcd_err)?;
             let Some(message) = message else { break };
             finished = message.remaining_bytes() == 0;
-            if raw_tx.send(Bytes::copy_from_slice(message.blob())).await.is_err() {
+            if raw_tx
+                .send(Bytes::copy_from_slice(message.blob()))
+                .await
+                .is_err()
+            {
                 // The compressor stopped; its own error says why.
                 break;
             }
@@ -114,18 +124,38 @@ where
     // The writer may have failed, which made the compressor fail; report the root cause first.
     let written = written?;
     let finished = received?;
-    let digest = compressor.await.expect("the compressor thread does not panic").map_err(SnapshotError::Compress)?;
-    let incomplete = |why: String| SnapshotError::Incomplete { endpoint: endpoint.to_string(), why };
+    let digest = compressor
+        .await
+        .expect("the compressor thread does not panic")
+        .map_err(SnapshotError::Compress)?;
+    let incomplete = |why: String| SnapshotError::Incomplete {
+        endpoint: endpoint.to_string(),
+        why,
+    };
     if !finished {
-        return Err(incomplete(format!("the stream ended after {} bytes with bytes still to come", digest.raw_size)));
+        return Err(incomplete(format!(
+            "the stream ended after {} bytes with bytes still to come",
+            digest.raw_size
+        )));
     }
-    if digest.raw_size < TRAILER_LEN as u64 || !(digest.raw_size - TRAILER_LEN as u64).is_multiple_of(512) {
-        return Err(incomplete(format!("{} bytes is not a bolt database plus a 32-byte trailer", digest.raw_size)));
+    if digest.raw_size < TRAILER_LEN as u64
+        || !(digest.raw_size - TRAILER_LEN as u64).is_multiple_of(512)
+    {
+        return Err(incomplete(format!(
+            "{} bytes is not a bolt database plus a 32-byte trailer",
+            digest.raw_size
+        )));
     }
     if digest.trailer_ok.is_none_or(|ok| !ok) {
-        return Err(incomplete("the SHA-256 trailer does not match the database".to_string()));
+        return Err(incomplete(
+            "the SHA-256 trailer does not match the database".to_string(),
+        ));
     }
-    Ok(Streamed { raw_size: digest.raw_size, compressed_size: written, sha256: digest.sha256 })
+    Ok(Streamed {
+        raw_size: digest.raw_size,
+        compressed_size: written,
+        sha256: digest.sha256,
+    })
 }
 
 struct Digest256 {
@@ -135,11 +165,20 @@ struct Digest256 {
 }
 
 /// Runs on a blocking thread: hashes and gzips every chunk until the sender closes.
-fn compress(mut raw_rx: mpsc::Receiver<Bytes>, gz_tx: mpsc::Sender<Bytes>) -> std::io::Result<Digest256> {
+fn compress(
+    mut raw_rx: mpsc::Receiver<Bytes>,
+    gz_tx: mpsc::Sender<Bytes>,
+) -> std::io::Result<Digest256> {
     let mut all = Sha256::new();
     let mut trailer = TrailerCheck::default();
     let mut raw_size = 0u64;
-    let mut encoder = GzEncoder::new(ChunkSink { buf: Vec::with_capacity(OUT_CHUNK), tx: gz_tx }, Compression::fast());
+    let mut encoder = GzEncoder::new(
+        ChunkSink {
+            buf: Vec::with_capacity(OUT_CHUNK),
+            tx: gz_tx,
+        },
+        Compression::fast(),
+    );
     while let Some(chunk) = raw_rx.blocking_recv() {
         all.update(&chunk);
         trailer.update(&chunk);
@@ -148,7 +187,11 @@ fn compress(mut raw_rx: mpsc::Receiver<Bytes>, gz_tx: mpsc::Sender<Bytes>) -> st
     }
     let mut sink = encoder.finish()?;
     sink.send_buffered()?;
-    Ok(Digest256 { raw_size, sha256: hex::encode(all.finalize()), trailer_ok: trailer.verify() })
+    Ok(Digest256 {
+        raw_size,
+        sha256: hex::encode(all.finalize()),
+        trailer_ok: trailer.verify(),
+    })
 }
 
 /// Hashes every byte but the last 32 seen so far, so at the end the held-back bytes are the trailer to compare.
@@ -172,7 +215,8 @@ impl TrailerCheck {
     /// `Some(true)` when the last 32 bytes are the SHA-256 of everything before them; `None` when the stream was
     /// shorter than a trailer.
     pub fn verify(self) -> Option<bool> {
-        (self.held.len() == TRAILER_LEN).then(|| self.body.finalize().as_slice() == self.held.as_slice())
+        (self.held.len() == TRAILER_LEN)
+            .then(|| self.body.finalize().as_slice() == self.held.as_slice())
     }
 }
 
@@ -187,10 +231,13 @@ impl ChunkSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(OUT_CHUNK)));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped"))
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(OUT_CHUNK),
+        ));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped")
+        })
     }
 }
 

@@ -62,7 +62,11 @@ impl StorageError {
     fn store(op: &'static str, path: &Path, source: object_store::Error) -> Self {
         match source {
             object_store::Error::NotFound { .. } if op == "get" => Self::NotFound(path.to_string()),
-            source => Self::Store { op, path: path.to_string(), source },
+            source => Self::Store {
+                op,
+                path: path.to_string(),
+                source,
+            },
         }
     }
 }
@@ -104,19 +108,31 @@ impl Storage {
             url: redact(raw),
             why: e.to_string(),
         })?;
-        let invalid = |why: &str| StorageError::InvalidUrl { url: redact(raw), why: why.to_string() };
+        let invalid = |why: &str| StorageError::InvalidUrl {
+            url: redact(raw),
+            why: why.to_string(),
+        };
         match url.scheme() {
             "file" => {
-                let dir = url.to_file_path().map_err(|()| invalid("not an absolute local path"))?;
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| invalid("not an absolute local path"))?;
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| invalid(&format!("cannot create {}: {e}", dir.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| invalid(&e.to_string()))?
                     .with_automatic_cleanup(true);
-                Ok(Self { store: Arc::new(store), prefix: Path::default(), display: format!("file://{}", dir.display()) })
+                Ok(Self {
+                    store: Arc::new(store),
+                    prefix: Path::default(),
+                    display: format!("file://{}", dir.display()),
+                })
             }
             "s3" => {
-                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("no bucket"))?;
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| invalid("no bucket"))?;
                 let prefix = url.path().trim_matches('/');
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -132,7 +148,10 @@ impl Storage {
                 }
                 if let Some(region) = &s3.region {
                     builder = builder.with_region(region);
-                } else if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+                } else if builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .is_none()
+                {
                     builder = builder.with_region("us-east-1");
                 }
                 if let Some(key) = &s3.access_key_id {
@@ -146,12 +165,20 @@ impl Storage {
                 }
                 let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
                 let display = match &s3.endpoint {
-                    Some(endpoint) => format!("s3://{bucket}/{prefix} (endpoint {})", redact(endpoint)),
+                    Some(endpoint) => {
+                        format!("s3://{bucket}/{prefix} (endpoint {})", redact(endpoint))
+                    }
                     None => format!("s3://{bucket}/{prefix}"),
                 };
-                Ok(Self { store: Arc::new(store), prefix: Path::from(prefix), display })
+                Ok(Self {
+                    store: Arc::new(store),
+                    prefix: Path::from(prefix),
+                    display,
+                })
             }
-            other => Err(invalid(&format!("unsupported scheme {other:?}; use file:// or s3://"))),
+            other => Err(invalid(&format!(
+                "unsupported scheme {other:?}; use file:// or s3://"
+            ))),
         }
     }
 
@@ -172,14 +199,22 @@ impl Storage {
     /// A streaming writer for the compressed snapshot of backup `name`, with bounded memory: at most
     /// `part_size * (concurrency + 1)` bytes are buffered.
     pub fn data_writer(&self, name: &str, part_size: usize, concurrency: usize) -> BufWriter {
-        BufWriter::with_capacity(self.store.clone(), self.path(&Self::data_key(name)), part_size)
-            .with_max_concurrency(concurrency)
+        BufWriter::with_capacity(
+            self.store.clone(),
+            self.path(&Self::data_key(name)),
+            part_size,
+        )
+        .with_max_concurrency(concurrency)
     }
 
     /// Size of an object, if it exists.
     pub async fn object_size(&self, key: &str) -> Result<u64, StorageError> {
         let path = self.path(key);
-        let meta = self.store.head(&path).await.map_err(|e| StorageError::store("head", &path, e))?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|e| StorageError::store("head", &path, e))?;
         Ok(meta.size)
     }
 
@@ -200,7 +235,10 @@ impl Storage {
         let objects = self.list_objects().await?;
         let sizes: HashMap<String, u64> = objects.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
         let mut manifests = Vec::new();
-        for (key, _, _) in objects.iter().filter(|(k, _, _)| k.ends_with(MANIFEST_SUFFIX)) {
+        for (key, _, _) in objects
+            .iter()
+            .filter(|(k, _, _)| k.ends_with(MANIFEST_SUFFIX))
+        {
             let manifest = match self.read_manifest_key(key).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -214,7 +252,9 @@ impl Storage {
                     backup = %manifest.info.name, expected = manifest.info.compressed_size, found = size,
                     "skipping backup whose snapshot object has the wrong size"
                 ),
-                None => tracing::warn!(backup = %manifest.info.name, "skipping backup whose snapshot object is missing"),
+                None => {
+                    tracing::warn!(backup = %manifest.info.name, "skipping backup whose snapshot object is missing")
+                }
             }
         }
         sort_newest_first(&mut manifests);
@@ -224,14 +264,24 @@ impl Storage {
     /// The manifest of backup `name` (`latest` names the newest).
     pub async fn manifest(&self, name: &str) -> Result<BackupManifest, StorageError> {
         if name == "latest" {
-            return self.list().await?.into_iter().next().ok_or_else(|| StorageError::NotFound(name.to_string()));
+            return self
+                .list()
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StorageError::NotFound(name.to_string()));
         }
         if !valid_name(name) {
             return Err(StorageError::NotFound(name.to_string()));
         }
-        let manifest = self.read_manifest_key(&format!("{name}{MANIFEST_SUFFIX}")).await?;
+        let manifest = self
+            .read_manifest_key(&format!("{name}{MANIFEST_SUFFIX}"))
+            .await?;
         // A manifest whose object is absent or of another size is not a published backup.
-        let size = self.object_size(&manifest.object).await.map_err(|_| StorageError::NotFound(name.to_string()))?;
+        let size = self
+            .object_size(&manifest.object)
+            .await
+            .map_err(|_| StorageError::NotFound(name.to_string()))?;
         if size != manifest.info.compressed_size {
             return Err(StorageError::NotFound(name.to_string()));
         }
@@ -239,20 +289,34 @@ impl Storage {
     }
 
     /// The compressed snapshot of a published backup, as a stream of chunks.
-    pub async fn data(&self, manifest: &BackupManifest) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    pub async fn data(
+        &self,
+        manifest: &BackupManifest,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(&manifest.object);
-        let result = self.store.get(&path).await.map_err(|e| StorageError::store("get", &path, e))?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| StorageError::store("get", &path, e))?;
         let shown = path.to_string();
         Ok(result
             .into_stream()
-            .map_err(move |e| StorageError::Store { op: "read", path: shown.clone(), source: e })
+            .map_err(move |e| StorageError::Store {
+                op: "read",
+                path: shown.clone(),
+                source: e,
+            })
             .boxed())
     }
 
     /// Deletes a backup: its manifest first (so it stops being listed), then its snapshot object.
     pub async fn delete(&self, manifest: &BackupManifest) -> Result<(), StorageError> {
         let manifest_path = self.path(&format!("{}{MANIFEST_SUFFIX}", manifest.info.name));
-        self.store.delete(&manifest_path).await.map_err(|e| StorageError::store("delete", &manifest_path, e))?;
+        self.store
+            .delete(&manifest_path)
+            .await
+            .map_err(|e| StorageError::store("delete", &manifest_path, e))?;
         let data_path = self.path(&manifest.object);
         match self.store.delete(&data_path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -266,14 +330,17 @@ impl Storage {
         let objects = self.list_objects().await?;
         let published: std::collections::HashSet<String> = objects
             .iter()
-            .filter_map(|(k, _, _)| k.strip_suffix(MANIFEST_SUFFIX).map(|n| Self::data_key(n)))
+            .filter_map(|(k, _, _)| k.strip_suffix(MANIFEST_SUFFIX).map(Self::data_key))
             .collect();
         let cutoff = Utc::now() - grace;
         let mut removed = Vec::new();
         for (key, _, modified) in objects {
             if key.ends_with(DATA_SUFFIX) && !published.contains(&key) && modified < cutoff {
                 let path = self.path(&key);
-                self.store.delete(&path).await.map_err(|e| StorageError::store("delete", &path, e))?;
+                self.store
+                    .delete(&path)
+                    .await
+                    .map_err(|e| StorageError::store("delete", &path, e))?;
                 removed.push(key);
             }
         }
@@ -290,12 +357,18 @@ impl Storage {
             .bytes()
             .await
             .map_err(|e| StorageError::store("read", &path, e))?;
-        let manifest: BackupManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageError::BadManifest { path: path.to_string(), why: e.to_string() })?;
+        let manifest: BackupManifest =
+            serde_json::from_slice(&bytes).map_err(|e| StorageError::BadManifest {
+                path: path.to_string(),
+                why: e.to_string(),
+            })?;
         if manifest.format > MANIFEST_FORMAT {
             return Err(StorageError::BadManifest {
                 path: path.to_string(),
-                why: format!("format {} is newer than this build understands ({MANIFEST_FORMAT})", manifest.format),
+                why: format!(
+                    "format {} is newer than this build understands ({MANIFEST_FORMAT})",
+                    manifest.format
+                ),
             });
         }
         Ok(manifest)
@@ -331,13 +404,19 @@ pub fn sort_newest_first(manifests: &mut [BackupManifest]) {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
 }
 
 /// The manifest of a new backup.
 pub fn manifest_for(info: BackupInfo) -> BackupManifest {
-    BackupManifest { format: MANIFEST_FORMAT, object: Storage::data_key(&info.name), info }
+    BackupManifest {
+        format: MANIFEST_FORMAT,
+        object: Storage::data_key(&info.name),
+        info,
+    }
 }
 
 /// Removes user info (credentials) from a URL for display.

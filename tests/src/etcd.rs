@@ -11,12 +11,16 @@ use crate::net::{free_port, wait_for_port};
 
 /// Path of the etcd server binary the tests use.
 pub fn etcd_bin() -> PathBuf {
-    std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| "etcd".into())
+    std::env::var_os("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "etcd".into())
 }
 
 /// Path of the etcdctl binary the tests use.
 pub fn etcdctl_bin() -> PathBuf {
-    std::env::var_os("ETCDCTL_BIN").map(PathBuf::from).unwrap_or_else(|| "etcdctl".into())
+    std::env::var_os("ETCDCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "etcdctl".into())
 }
 
 /// One single-member etcd server; killed and its data removed on drop.
@@ -41,7 +45,11 @@ impl EtcdServer {
 
     /// Starts etcd on an existing data directory (for example one made by `etcdctl snapshot restore`), whose
     /// member was named `name` with peer URL `peer_url`.
-    pub async fn start_restored(data_dir: &Path, name: &str, peer_url: &str) -> anyhow::Result<Self> {
+    pub async fn start_restored(
+        data_dir: &Path,
+        name: &str,
+        peer_url: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let moved = dir.path().join("data");
         copy_dir(data_dir, &moved)?;
@@ -56,7 +64,10 @@ impl EtcdServer {
         let client_port = free_port();
         let (name, peer_url) = match existing {
             Some(named) => named,
-            None => ("m0".to_string(), format!("http://127.0.0.1:{}", free_port())),
+            None => (
+                "m0".to_string(),
+                format!("http://127.0.0.1:{}", free_port()),
+            ),
         };
         let client_url = format!("http://127.0.0.1:{client_port}");
         let listen_peer = peer_url.clone();
@@ -88,7 +99,11 @@ impl EtcdServer {
             peer_url,
             _dir: dir,
         };
-        wait_for_port(format!("127.0.0.1:{client_port}").parse()?, Duration::from_secs(20)).await?;
+        wait_for_port(
+            format!("127.0.0.1:{client_port}").parse()?,
+            Duration::from_secs(20),
+        )
+        .await?;
         server.wait_healthy().await?;
         Ok(server)
     }
@@ -110,10 +125,10 @@ impl EtcdServer {
 
     async fn wait_healthy(&self) -> anyhow::Result<()> {
         for _ in 0..200 {
-            if let Ok(mut client) = self.client().await {
-                if client.get("health-probe", None).await.is_ok() {
-                    return Ok(());
-                }
+            if let Ok(mut client) = self.client().await
+                && client.get("health-probe", None).await.is_ok()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -129,11 +144,18 @@ impl EtcdServer {
     }
 
     /// Writes `count` keys `{prefix}{i:06}` with values of `value_len` bytes, in batches.
-    pub async fn put_keys(&self, prefix: &str, count: usize, value_len: usize) -> anyhow::Result<()> {
+    pub async fn put_keys(
+        &self,
+        prefix: &str,
+        count: usize,
+        value_len: usize,
+    ) -> anyhow::Result<()> {
         let mut client = self.client().await?;
         let value = "v".repeat(value_len);
         for i in 0..count {
-            client.put(format!("{prefix}{i:06}"), value.clone(), None).await?;
+            client
+                .put(format!("{prefix}{i:06}"), value.clone(), None)
+                .await?;
         }
         Ok(())
     }
@@ -147,7 +169,12 @@ impl EtcdServer {
         Ok(resp
             .kvs()
             .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
             .collect())
     }
 }

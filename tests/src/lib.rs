@@ -2,4 +2,6 @@
 
 pub mod etcd;
 pub mod net;
+pub mod proxy;
 pub mod s3;
+pub mod sidecar;

@@ -1,1 +1,160 @@
-//! A real S3-compatible server (MinIO) on a free loopback port.
+//! A real S3-compatible server (MinIO, built by `scripts/install-deps.sh`) on a free loopback port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use tempfile::TempDir;
+
+use crate::net::{free_port, wait_for_port};
+
+/// Access key of the test server.
+pub const ACCESS_KEY: &str = "kec-test-access";
+/// Secret key of the test server.
+pub const SECRET_KEY: &str = "kec-test-secret-key";
+/// The bucket every test server starts with.
+pub const BUCKET: &str = "backups";
+
+/// Path of the MinIO binary: `$MINIO_BIN`, else where `scripts/install-deps.sh` builds it.
+pub fn minio_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MINIO_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("KEC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kec")
+        });
+    let dir = cache.join("minio");
+    // The newest build in the cache.
+    std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("minio"))
+                .filter(|p| p.exists())
+                .max()
+        })
+        .unwrap_or_else(|| "minio".into())
+}
+
+/// A MinIO server with one bucket; stopped on drop. It can be stopped and started again on the same port and data.
+pub struct S3Server {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl S3Server {
+    /// Starts a server with an empty bucket [`BUCKET`].
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // In single-drive mode a top-level directory of the drive is a bucket.
+        std::fs::create_dir_all(dir.path().join("data").join(BUCKET))?;
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.resume().await?;
+        Ok(server)
+    }
+
+    /// The endpoint URL (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A storage URL in the bucket under `prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// Kills the server (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("minio.log"))?;
+        let child = Command::new(minio_bin())
+            .arg("server")
+            .arg(self.dir.path().join("data"))
+            .arg("--address")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--console-address")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--quiet")
+            .env("MINIO_ROOT_USER", ACCESS_KEY)
+            .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+            .env("MINIO_BROWSER", "off")
+            .env("MINIO_UPDATE", "off")
+            .env("MINIO_CALLHOME_ENABLE", "off")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "start {} (run scripts/install-deps.sh)",
+                    minio_bin().display()
+                )
+            })?;
+        self.child = Some(child);
+        wait_for_port(
+            format!("127.0.0.1:{}", self.port).parse()?,
+            Duration::from_secs(30),
+        )
+        .await?;
+        // The port opens before the server answers S3 requests.
+        let probe = format!("{}/minio/health/ready", self.endpoint());
+        for _ in 0..100 {
+            if reqwest_probe(&probe).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("MinIO at {} never became ready", self.endpoint())
+    }
+}
+
+async fn reqwest_probe(url: &str) -> bool {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(url_host(url)),
+    )
+    .await
+    else {
+        return false;
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = url.splitn(4, '/').nth(3).unwrap_or("");
+    let request = format!("GET /{path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = vec![0u8; 64];
+    matches!(tokio::time::timeout(Duration::from_secs(1), stream.read(&mut response)).await, Ok(Ok(n)) if n > 12 && response[9..12] == *b"200")
+}
+
+fn url_host(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

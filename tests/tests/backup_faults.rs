@@ -1,0 +1,357 @@
+//! The backup sidecar under faults, with real etcd and real storage: corrupt and truncated objects, etcd dying
+//! mid-snapshot, storage going away and coming back, and scheduled runs that skip an unchanged cluster.
+
+use std::time::Duration;
+
+use backup_sidecar::backup::Outcome;
+use backup_sidecar::restore::{RestoreRequest, restore};
+use backup_sidecar::retention::Retention;
+use backup_sidecar::schedule::{self, CancellationToken, Schedule};
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use proto::backup::BackupInfo;
+use system_tests::etcd::EtcdServer;
+use system_tests::proxy::TripProxy;
+use system_tests::sidecar::{Backend, Sidecar, TestStorage};
+
+/// An object store handle on the same storage, to damage objects behind the sidecar's back.
+fn raw_store(storage: &TestStorage) -> (std::sync::Arc<dyn object_store::ObjectStore>, Path) {
+    let url = url_of(storage);
+    let (store, prefix) = if let Some(s3) = &storage.server {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(system_tests::s3::BUCKET)
+            .with_endpoint(s3.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id(system_tests::s3::ACCESS_KEY)
+            .with_secret_access_key(system_tests::s3::SECRET_KEY)
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        (
+            std::sync::Arc::new(store) as _,
+            Path::from(url.path().trim_matches('/')),
+        )
+    } else {
+        let dir = url.to_file_path().unwrap();
+        (
+            std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap())
+                as _,
+            Path::default(),
+        )
+    };
+    (store, prefix)
+}
+
+fn url_of(storage: &TestStorage) -> reqwest::Url {
+    reqwest::Url::parse(&storage.url).unwrap()
+}
+
+async fn backup(sidecar: &Sidecar) -> BackupInfo {
+    match sidecar.engine.backup().await.unwrap() {
+        Outcome::Created(info) => info,
+        Outcome::Unchanged(info) => {
+            panic!("expected a new backup, etcd was unchanged at {}", info.name)
+        }
+    }
+}
+
+async fn corrupt_backup_is_refused(backend: Backend) {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 300, 200).await.unwrap();
+    let storage = TestStorage::new(backend).await.unwrap();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let info = backup(&sidecar).await;
+
+    // Flip one bit in the middle of the stored object; its size stays the same, so it is still listed.
+    let (store, prefix) = raw_store(&storage);
+    let key = prefix.clone().join(format!("{}.db.gz", info.name));
+    let mut body = store
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let middle = body.len() / 2;
+    body[middle] ^= 0x10;
+    store.put(&key, Bytes::from(body).into()).await.unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    for from in [sidecar.base.clone(), storage.url.clone()] {
+        let request = RestoreRequest {
+            from: from.clone(),
+            backup: info.name.clone(),
+            output: out.path().join("member").join("snapshot.db"),
+            token: None,
+            s3: storage.s3.clone(),
+        };
+        let error = restore(&request).await.unwrap_err().to_string();
+        assert!(
+            error.contains("corrupt") && error.contains(&info.name),
+            "{from}: {error}"
+        );
+        assert!(
+            !request.output.exists(),
+            "nothing may be left at the output path"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(out.path().join("member"))
+            .unwrap()
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "no partial file is left behind: {leftovers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn file_corrupt_backup_is_refused_before_anything_is_written() {
+    corrupt_backup_is_refused(Backend::File).await;
+}
+
+#[tokio::test]
+async fn s3_corrupt_backup_is_refused_before_anything_is_written() {
+    corrupt_backup_is_refused(Backend::S3).await;
+}
+
+async fn incomplete_uploads_are_never_listed(backend: Backend) {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 50, 100).await.unwrap();
+    let storage = TestStorage::new(backend).await.unwrap();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let good = backup(&sidecar).await;
+    etcd.put_keys("/more/", 50, 100).await.unwrap();
+    let truncated = backup(&sidecar).await;
+
+    let (store, prefix) = raw_store(&storage);
+    // An upload that died before its manifest: an object alone.
+    store
+        .put(
+            &prefix.clone().join("test-orphan.db.gz"),
+            Bytes::from_static(b"partial").into(),
+        )
+        .await
+        .unwrap();
+    // A published backup whose object was cut short afterwards.
+    let key = prefix.clone().join(format!("{}.db.gz", truncated.name));
+    let body = store.get(&key).await.unwrap().bytes().await.unwrap();
+    store
+        .put(&key, body.slice(..body.len() / 2).into())
+        .await
+        .unwrap();
+
+    let listed: Vec<_> = sidecar
+        .engine
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(listed, [good.name.clone()]);
+    let http = reqwest::Client::new();
+    let response = http
+        .get(sidecar.url(&format!("/v1/backups/{}", truncated.name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    let latest = http
+        .head(sidecar.url("/v1/backups/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        latest.headers()[proto::backup::HEADER_BACKUP_NAME],
+        good.name.as_str()
+    );
+}
+
+#[tokio::test]
+async fn file_incomplete_uploads_are_never_listed() {
+    incomplete_uploads_are_never_listed(Backend::File).await;
+}
+
+#[tokio::test]
+async fn s3_incomplete_uploads_are_never_listed() {
+    incomplete_uploads_are_never_listed(Backend::S3).await;
+}
+
+#[tokio::test]
+async fn etcd_killed_mid_snapshot_publishes_nothing_and_keeps_the_last_good_backup() {
+    let mut etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 400, 1024).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let upstream = etcd
+        .client_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // About 400 KiB of snapshot; cut after 100 KiB of it (plus the small status reply before).
+    let mut proxy = TripProxy::start(upstream, 100 * 1024).await.unwrap();
+    let through_proxy = format!("http://{}", proxy.addr);
+    let direct = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let good = backup(&direct).await;
+    etcd.put_keys("/after/", 10, 10).await.unwrap();
+
+    let sidecar = Sidecar::start(vec![through_proxy], &storage, Retention::default(), None)
+        .await
+        .unwrap();
+    let attempt = tokio::spawn({
+        let engine = sidecar.engine.clone();
+        async move { engine.backup().await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), proxy.tripped())
+        .await
+        .expect("the snapshot stream started");
+    etcd.kill();
+    proxy.release();
+    let error = tokio::time::timeout(Duration::from_secs(30), attempt)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(error.reason(), "snapshot" | "snapshot_incomplete"),
+        "{error}"
+    );
+
+    let listed: Vec<_> = sidecar
+        .engine
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(
+        listed,
+        [good.name],
+        "the broken snapshot was not published and the last good one is kept"
+    );
+    let status = sidecar.engine.status();
+    assert_eq!(status.consecutive_failures, 1);
+    assert!(status.last_failure.unwrap().error.contains("snapshot"));
+}
+
+#[tokio::test]
+async fn storage_unreachable_then_back() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 20, 10).await.unwrap();
+    let mut storage = TestStorage::new(Backend::S3).await.unwrap();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = backup(&sidecar).await;
+
+    etcd.put_keys("/more/", 20, 10).await.unwrap();
+    storage.server.as_mut().unwrap().stop();
+    let http = reqwest::Client::new();
+    let response = http.post(sidecar.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let status = sidecar.engine.status();
+    assert_eq!(status.last_failure.as_ref().unwrap().reason, "storage");
+    // The process keeps serving while storage is away.
+    assert_eq!(
+        http.get(sidecar.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+
+    storage.server.as_mut().unwrap().resume().await.unwrap();
+    let second = backup(&sidecar).await;
+    assert!(second.revision > first.revision);
+    let listed: Vec<_> = sidecar
+        .engine
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(listed, [second.name, first.name]);
+    assert!(sidecar.engine.status().last_failure.is_none());
+}
+
+#[tokio::test]
+async fn scheduled_runs_skip_an_unchanged_cluster() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 20, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let engine = sidecar.engine.clone();
+    let job = move || {
+        let engine = engine.clone();
+        async move { engine.backup().await.map(|_| ()) }
+    };
+    let engine = sidecar.engine.clone();
+    let on_next = move |at| engine.set_schedule(Some("every 1s".into()), Some(at));
+    let task = tokio::spawn(schedule::run(
+        Schedule::every("1s").unwrap(),
+        job,
+        on_next,
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        sidecar.engine.list().await.unwrap().len(),
+        1,
+        "unchanged runs add nothing"
+    );
+    etcd.put_keys("/new/", 1, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        sidecar.engine.list().await.unwrap().len(),
+        2,
+        "a changed cluster gets a new backup"
+    );
+    let metrics = sidecar.engine.metrics.encode();
+    let unchanged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_backup_attempts_total{result=\"unchanged\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(unchanged >= 2, "{metrics}");
+    assert!(sidecar.engine.status().next_run.is_some());
+}
