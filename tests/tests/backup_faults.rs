@@ -164,7 +164,7 @@ async fn incomplete_uploads_are_never_listed(backend: Backend) {
         .into_iter()
         .map(|b| b.name)
         .collect();
-    assert_eq!(listed, [good.name.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&good.name));
     let http = reqwest::Client::new();
     let response = http
         .get(sidecar.url(&format!("/v1/backups/{}", truncated.name)))
