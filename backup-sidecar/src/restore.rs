@@ -94,7 +94,7 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     let file = File::create(&partial).map_err(io(&partial))?;
-    let result = unpack(stream, file, &name).await;
+    let result = unpack(stream, file, &request.from, &name).await;
     let verified = result.and_then(|(sha256, size, trailer_ok)| {
         if sha256 != expected {
             return Err(RestoreError::Corrupt {
@@ -195,6 +195,7 @@ async fn open_source(
 async fn unpack(
     mut stream: ByteStream,
     file: File,
+    from: &str,
     name: &str,
 ) -> Result<(String, u64, Option<bool>), RestoreError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
@@ -234,7 +235,7 @@ async fn unpack(
     let unpacked = writer.await.expect("the unpacking thread does not panic");
     if let Some(why) = download_error {
         return Err(RestoreError::Fetch {
-            from: String::new(),
+            from: from.to_string(),
             backup: name.to_string(),
             why,
         });
