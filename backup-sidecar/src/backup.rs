@@ -16,9 +16,9 @@ use crate::retention::Retention;
 use crate::snapshot::{SnapshotError, stream_snapshot};
 use crate::storage::{Storage, StorageError, manifest_for};
 
-/// Part size of multipart uploads (S3's minimum is 5 MiB).
-const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts uploaded at once; with [`PART_SIZE`] this bounds the upload buffer to about 24 MiB.
+/// Part size of multipart uploads (S3's minimum).
+const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts uploaded at once; with [`PART_SIZE`] this bounds the upload buffer to about 15 MiB.
 const UPLOAD_CONCURRENCY: usize = 2;
 /// Snapshot objects without a manifest are removed once they are this old (an upload elsewhere may be running).
 const ORPHAN_GRACE_MINUTES: i64 = 60;

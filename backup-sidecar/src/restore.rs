@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use flate2::write::GzDecoder;
+use flate2::write::MultiGzDecoder;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use proto::backup::{ApiErrorBody, HEADER_BACKUP_NAME, HEADER_SHA256};
@@ -200,7 +200,7 @@ async fn unpack(
 ) -> Result<(String, u64, Option<bool>), RestoreError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut decoder = GzDecoder::new(HashingWriter {
+        let mut decoder = MultiGzDecoder::new(HashingWriter {
             file,
             all: Sha256::new(),
             trailer: TrailerCheck::default(),

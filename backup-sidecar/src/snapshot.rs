@@ -4,6 +4,7 @@
 //! that hashes and compresses them, and compressed chunks flow through another into the storage writer, so the
 //! network receive, the compression and the upload run side by side on separate cores.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 
@@ -16,10 +17,12 @@ use tokio::sync::mpsc;
 
 /// Length of the SHA-256 trailer etcd appends to every snapshot stream.
 pub const TRAILER_LEN: usize = 32;
-/// Size of the compressed chunks handed to the storage writer.
-const OUT_CHUNK: usize = 256 * 1024;
-/// How many chunks may wait in each channel.
-const CHANNEL_DEPTH: usize = 8;
+/// Size of the raw blocks compressed in parallel, each into its own gzip member.
+const BLOCK: usize = 2 * 1024 * 1024;
+/// How many etcd chunks (32 KiB each) may wait for the hashing thread.
+const RAW_DEPTH: usize = 64;
+/// How many compressed blocks may wait for the storage writer.
+const GZ_DEPTH: usize = 2;
 
 /// Why a snapshot could not be streamed.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +88,8 @@ where
         source,
     };
     let mut stream = client.snapshot().await.map_err(etcd_err)?;
-    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let (gz_tx, mut gz_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(RAW_DEPTH);
+    let (gz_tx, mut gz_rx) = mpsc::channel::<Bytes>(GZ_DEPTH);
     let compressor = tokio::task::spawn_blocking(move || compress(raw_rx, gz_tx));
 
     let receive = async move {
@@ -164,34 +167,70 @@ struct Digest256 {
     trailer_ok: Option<bool>,
 }
 
-/// Runs on a blocking thread: hashes and gzips every chunk until the sender closes.
+/// Runs on a blocking thread: hashes every chunk until the sender closes, and gzips the stream in blocks on
+/// several threads at once (each block an independent gzip member, written in order: a multi-member gzip file
+/// that `gunzip` and [`flate2::write::MultiGzDecoder`] read as one stream). At most `workers` blocks are in
+/// flight, so memory stays bounded.
 fn compress(
     mut raw_rx: mpsc::Receiver<Bytes>,
     gz_tx: mpsc::Sender<Bytes>,
 ) -> std::io::Result<Digest256> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
     let mut all = Sha256::new();
     let mut trailer = TrailerCheck::default();
     let mut raw_size = 0u64;
-    let mut encoder = GzEncoder::new(
-        ChunkSink {
-            buf: Vec::with_capacity(OUT_CHUNK),
-            tx: gz_tx,
-        },
-        Compression::fast(),
-    );
+    let mut block = Vec::with_capacity(BLOCK);
+    let mut in_flight = VecDeque::new();
+    let send = |compressed: Vec<u8>| {
+        gz_tx.blocking_send(Bytes::from(compressed)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped")
+        })
+    };
+    let dispatch =
+        |block: Vec<u8>,
+         in_flight: &mut VecDeque<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>| {
+            if in_flight.len() >= workers {
+                let oldest = in_flight.pop_front().expect("in flight is not empty");
+                send(oldest.join().expect("a compressor thread does not panic")?)?;
+            }
+            in_flight.push_back(std::thread::spawn(move || gzip_block(&block)));
+            Ok::<(), std::io::Error>(())
+        };
     while let Some(chunk) = raw_rx.blocking_recv() {
         all.update(&chunk);
         trailer.update(&chunk);
         raw_size += chunk.len() as u64;
-        encoder.write_all(&chunk)?;
+        block.extend_from_slice(&chunk);
+        if block.len() >= BLOCK {
+            dispatch(
+                std::mem::replace(&mut block, Vec::with_capacity(BLOCK)),
+                &mut in_flight,
+            )?;
+        }
     }
-    let mut sink = encoder.finish()?;
-    sink.send_buffered()?;
+    if !block.is_empty() || raw_size == 0 {
+        dispatch(block, &mut in_flight)?;
+    }
+    for pending in in_flight {
+        send(
+            pending
+                .join()
+                .expect("a compressor thread does not panic")?,
+        )?;
+    }
     Ok(Digest256 {
         raw_size,
         sha256: hex::encode(all.finalize()),
         trailer_ok: trailer.verify(),
     })
+}
+
+fn gzip_block(block: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(block.len() / 2), Compression::fast());
+    encoder.write_all(block)?;
+    encoder.finish()
 }
 
 /// Hashes every byte but the last 32 seen so far, so at the end the held-back bytes are the trailer to compare.
@@ -217,41 +256,6 @@ impl TrailerCheck {
     pub fn verify(self) -> Option<bool> {
         (self.held.len() == TRAILER_LEN)
             .then(|| self.body.finalize().as_slice() == self.held.as_slice())
-    }
-}
-
-/// Collects compressed bytes into chunks and hands each full chunk to the async writer.
-struct ChunkSink {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<Bytes>,
-}
-
-impl ChunkSink {
-    fn send_buffered(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(OUT_CHUNK),
-        ));
-        self.tx.blocking_send(chunk).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped")
-        })
-    }
-}
-
-impl Write for ChunkSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= OUT_CHUNK {
-            self.send_buffered()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

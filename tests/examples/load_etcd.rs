@@ -1,8 +1,8 @@
 //! Fills an etcd with `COUNT` keys of `SIZE`-byte random printable values, `CONCURRENCY` puts at a time.
 //! Usage: load_etcd ENDPOINT COUNT SIZE
+use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand::distr::Alphanumeric;
 
 const CONCURRENCY: usize = 64;
 

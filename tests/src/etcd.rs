@@ -160,6 +160,15 @@ impl EtcdServer {
         Ok(())
     }
 
+    /// How many keys there are under `prefix`.
+    pub async fn count(&self, prefix: &str) -> anyhow::Result<i64> {
+        let mut client = self.client().await?;
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        Ok(client.get(prefix, Some(options)).await?.count())
+    }
+
     /// All keys (and values) under `prefix`, sorted by key.
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let mut client = self.client().await?;

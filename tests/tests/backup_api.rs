@@ -94,7 +94,7 @@ async fn round_trip(backend: Backend) {
     let body = response.bytes().await.unwrap();
     assert_eq!(body.len() as u64, first.compressed_size);
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&body[..])
+    flate2::read::MultiGzDecoder::new(&body[..])
         .read_to_end(&mut raw)
         .unwrap();
     assert_eq!(raw.len() as u64, first.raw_size);
@@ -361,4 +361,55 @@ async fn retention_keeps_the_newest_and_runs_only_after_a_published_backup() {
         metrics.contains("etcd_backup_retention_deleted_total 2"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_one_compression_block_round_trips() {
+    let etcd = EtcdServer::start().await.unwrap();
+    // About 10 MB: several 2 MiB blocks, compressed in parallel into separate gzip members.
+    etcd.put_keys("/big/", 5000, 2048).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let (status, info) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        info.raw_size > 8 * 1024 * 1024,
+        "{} bytes is not several blocks",
+        info.raw_size
+    );
+
+    // Plain gunzip semantics: the whole multi-member body decompresses to the snapshot.
+    let body = http
+        .get(sidecar.url("/v1/backups/latest"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&raw)), info.sha256);
+
+    let out = tempfile::tempdir().unwrap();
+    let request = RestoreRequest {
+        from: storage.url.clone(),
+        backup: info.name.clone(),
+        output: out.path().join("big.db"),
+        token: None,
+        s3: storage.s3.clone(),
+    };
+    assert_eq!(restore(&request).await.unwrap().size, info.raw_size);
+    let revived = restore_and_start(&request.output).await.unwrap();
+    assert_eq!(revived.count("/big/").await.unwrap(), 5000);
 }
