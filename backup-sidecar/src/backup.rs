@@ -7,7 +7,6 @@ use chrono::Utc;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use proto::backup::{BackupFailure, BackupInfo, SidecarStatus};
-use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use crate::etcd::{EtcdConfig, EtcdError};
@@ -235,27 +234,28 @@ impl Engine {
             member.revision
         );
         tracing::info!(backup = %name, member = %member.endpoint, revision = member.revision, "snapshot started");
-        let mut writer = self
+        let mut upload = self
             .storage
-            .data_writer(&name, PART_SIZE, UPLOAD_CONCURRENCY);
+            .upload(&name, PART_SIZE, UPLOAD_CONCURRENCY)
+            .await?;
         let streamed = match stream_snapshot(
             &mut member.client,
             &member.endpoint,
-            &mut writer,
+            &mut upload,
             self.config.idle_timeout,
         )
         .await
         {
             Ok(streamed) => streamed,
             Err(error) => {
-                abort(&mut writer, &name).await;
+                if let Err(abort_error) = upload.abort().await {
+                    tracing::warn!(backup = %name, error = %abort_error, "could not abort the partial upload; cleanup removes it later");
+                }
                 return Err(error.into());
             }
         };
-        if let Err(error) = writer.shutdown().await {
-            abort(&mut writer, &name).await;
-            return Err(SnapshotError::Write(error).into());
-        }
+        // A failed finish aborts the upload itself.
+        upload.finish().await.map_err(SnapshotError::Write)?;
         let key = Storage::data_key(&name);
         let stored = self.storage.object_size(&key).await?;
         if stored != streamed.compressed_size {
@@ -364,11 +364,5 @@ impl Engine {
             last_failure: state.last_failure.clone(),
             consecutive_failures: state.consecutive_failures,
         }
-    }
-}
-
-async fn abort(writer: &mut object_store::buffered::BufWriter, name: &str) {
-    if let Err(error) = writer.abort().await {
-        tracing::warn!(backup = %name, %error, "could not abort the partial upload; cleanup removes it later");
     }
 }

@@ -10,10 +10,9 @@ use flate2::write::MultiGzDecoder;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use proto::backup::{ApiErrorBody, HEADER_BACKUP_NAME, HEADER_SHA256};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::snapshot::TrailerCheck;
+use crate::snapshot::{Digested, SnapshotDigest};
 use crate::storage::{S3Options, Storage, StorageError};
 
 /// Where to restore from and to.
@@ -95,23 +94,29 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
     }
     let file = File::create(&partial).map_err(io(&partial))?;
     let result = unpack(stream, file, &request.from, &name).await;
-    let verified = result.and_then(|(sha256, size, trailer_ok)| {
-        if sha256 != expected {
-            return Err(RestoreError::Corrupt {
-                backup: name.clone(),
-                why: format!(
-                    "SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"
-                ),
-            });
-        }
-        if trailer_ok != Some(true) {
-            return Err(RestoreError::Corrupt {
-                backup: name.clone(),
-                why: "etcd's SHA-256 trailer does not match the database".into(),
-            });
-        }
-        Ok((sha256, size))
-    });
+    let verified = result.and_then(
+        |Digested {
+             sha256,
+             size,
+             trailer_ok,
+         }| {
+            if sha256 != expected {
+                return Err(RestoreError::Corrupt {
+                    backup: name.clone(),
+                    why: format!(
+                        "SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"
+                    ),
+                });
+            }
+            if trailer_ok != Some(true) {
+                return Err(RestoreError::Corrupt {
+                    backup: name.clone(),
+                    why: "etcd's SHA-256 trailer does not match the database".into(),
+                });
+            }
+            Ok((sha256, size))
+        },
+    );
     let (sha256, size) = match verified {
         Ok(ok) => ok,
         Err(error) => {
@@ -191,31 +196,24 @@ async fn open_source(
 }
 
 /// Streams compressed chunks through gunzip and SHA-256 into `file` on a blocking thread, then fsyncs it.
-/// Returns the hex SHA-256, the size and whether etcd's trailer matched.
 async fn unpack(
     mut stream: ByteStream,
     file: File,
     from: &str,
     name: &str,
-) -> Result<(String, u64, Option<bool>), RestoreError> {
+) -> Result<Digested, RestoreError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
         let mut decoder = MultiGzDecoder::new(HashingWriter {
             file,
-            all: Sha256::new(),
-            trailer: TrailerCheck::default(),
-            size: 0,
+            digest: SnapshotDigest::default(),
         });
         while let Some(chunk) = rx.blocking_recv() {
             decoder.write_all(&chunk)?;
         }
         let out = decoder.finish()?;
         out.file.sync_all()?;
-        Ok::<_, std::io::Error>((
-            hex::encode(out.all.finalize()),
-            out.size,
-            out.trailer.verify(),
-        ))
+        Ok::<_, std::io::Error>(out.digest.finish())
     });
     let mut download_error = None;
     while let Some(chunk) = stream.next().await {
@@ -248,17 +246,13 @@ async fn unpack(
 
 struct HashingWriter {
     file: File,
-    all: Sha256,
-    trailer: TrailerCheck,
-    size: u64,
+    digest: SnapshotDigest,
 }
 
 impl Write for HashingWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let written = self.file.write(data)?;
-        self.all.update(&data[..written]);
-        self.trailer.update(&data[..written]);
-        self.size += written as u64;
+        self.digest.update(&data[..written]);
         Ok(written)
     }
 

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+use crate::storage::{StorageError, Upload};
 
 /// Length of the SHA-256 trailer etcd appends to every snapshot stream.
 pub const TRAILER_LEN: usize = 32;
@@ -54,7 +55,7 @@ pub enum SnapshotError {
     },
     /// Writing to storage failed.
     #[error("writing the snapshot to storage: {0}")]
-    Write(#[source] std::io::Error),
+    Write(#[source] StorageError),
     /// Compressing failed (the compressor thread could not hand on its output).
     #[error("compressing the snapshot: {0}")]
     Compress(#[source] std::io::Error),
@@ -73,16 +74,13 @@ pub struct Streamed {
 
 /// Streams a snapshot from `client` (connected to the single member `endpoint`) into `out`, verifying etcd's
 /// trailer. On error nothing is finished on `out`: the caller aborts it. On success the caller still has to
-/// complete (`shutdown`) `out`.
-pub async fn stream_snapshot<W>(
+/// finish `out`.
+pub async fn stream_snapshot(
     client: &mut etcd_client::Client,
     endpoint: &str,
-    out: &mut W,
+    out: &mut Upload,
     idle_timeout: Duration,
-) -> Result<Streamed, SnapshotError>
-where
-    W: AsyncWrite + Unpin,
-{
+) -> Result<Streamed, SnapshotError> {
     let etcd_err = |source| SnapshotError::Etcd {
         endpoint: endpoint.to_string(),
         source,
@@ -118,8 +116,8 @@ where
     let write = async {
         let mut written = 0u64;
         while let Some(chunk) = gz_rx.recv().await {
-            out.write_all(&chunk).await.map_err(SnapshotError::Write)?;
             written += chunk.len() as u64;
+            out.put(chunk).await.map_err(SnapshotError::Write)?;
         }
         Ok::<u64, SnapshotError>(written)
     };
@@ -138,15 +136,13 @@ where
     if !finished {
         return Err(incomplete(format!(
             "the stream ended after {} bytes with bytes still to come",
-            digest.raw_size
+            digest.size
         )));
     }
-    if digest.raw_size < TRAILER_LEN as u64
-        || !(digest.raw_size - TRAILER_LEN as u64).is_multiple_of(512)
-    {
+    if digest.size < TRAILER_LEN as u64 || !(digest.size - TRAILER_LEN as u64).is_multiple_of(512) {
         return Err(incomplete(format!(
             "{} bytes is not a bolt database plus a 32-byte trailer",
-            digest.raw_size
+            digest.size
         )));
     }
     if digest.trailer_ok.is_none_or(|ok| !ok) {
@@ -155,16 +151,10 @@ where
         ));
     }
     Ok(Streamed {
-        raw_size: digest.raw_size,
+        raw_size: digest.size,
         compressed_size: written,
         sha256: digest.sha256,
     })
-}
-
-struct Digest256 {
-    raw_size: u64,
-    sha256: String,
-    trailer_ok: Option<bool>,
 }
 
 /// Runs on a blocking thread: hashes every chunk until the sender closes, and gzips the stream in blocks on
@@ -174,13 +164,11 @@ struct Digest256 {
 fn compress(
     mut raw_rx: mpsc::Receiver<Bytes>,
     gz_tx: mpsc::Sender<Bytes>,
-) -> std::io::Result<Digest256> {
+) -> std::io::Result<Digested> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
-    let mut all = Sha256::new();
-    let mut trailer = TrailerCheck::default();
-    let mut raw_size = 0u64;
+    let mut digest = SnapshotDigest::default();
     let mut block = Vec::with_capacity(BLOCK);
     let mut in_flight = VecDeque::new();
     let send = |compressed: Vec<u8>| {
@@ -199,9 +187,7 @@ fn compress(
             Ok::<(), std::io::Error>(())
         };
     while let Some(chunk) = raw_rx.blocking_recv() {
-        all.update(&chunk);
-        trailer.update(&chunk);
-        raw_size += chunk.len() as u64;
+        digest.update(&chunk);
         block.extend_from_slice(&chunk);
         if block.len() >= BLOCK {
             dispatch(
@@ -210,7 +196,7 @@ fn compress(
             )?;
         }
     }
-    if !block.is_empty() || raw_size == 0 {
+    if !block.is_empty() || digest.size == 0 {
         dispatch(block, &mut in_flight)?;
     }
     for pending in in_flight {
@@ -220,11 +206,7 @@ fn compress(
                 .expect("a compressor thread does not panic")?,
         )?;
     }
-    Ok(Digest256 {
-        raw_size,
-        sha256: hex::encode(all.finalize()),
-        trailer_ok: trailer.verify(),
-    })
+    Ok(digest.finish())
 }
 
 fn gzip_block(block: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -233,29 +215,60 @@ fn gzip_block(block: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// Hashes every byte but the last 32 seen so far, so at the end the held-back bytes are the trailer to compare.
+/// The SHA-256 of a snapshot stream and the check of etcd's trailer, in one hashing pass: every byte but the
+/// last 32 seen so far is hashed, so at the end the hash state is that of the database alone (to compare with
+/// the held-back trailer), and feeding it the trailer too gives the hash of the whole stream.
 #[derive(Default)]
-pub struct TrailerCheck {
-    body: Sha256,
+pub struct SnapshotDigest {
+    hasher: Sha256,
     held: Vec<u8>,
+    size: u64,
 }
 
-impl TrailerCheck {
+/// What [`SnapshotDigest`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digested {
+    /// Hex SHA-256 of every byte (database and trailer).
+    pub sha256: String,
+    /// Bytes seen.
+    pub size: u64,
+    /// `Some(true)` when the last 32 bytes are the SHA-256 of everything before them; `None` when the stream was
+    /// shorter than a trailer.
+    pub trailer_ok: Option<bool>,
+}
+
+impl SnapshotDigest {
     /// Feeds the next bytes of the stream.
     pub fn update(&mut self, chunk: &[u8]) {
-        self.held.extend_from_slice(chunk);
-        if self.held.len() > TRAILER_LEN {
-            let release = self.held.len() - TRAILER_LEN;
-            self.body.update(&self.held[..release]);
-            self.held.drain(..release);
+        self.size += chunk.len() as u64;
+        if chunk.len() >= TRAILER_LEN {
+            // Everything held and all but the chunk's last 32 bytes can no longer be the trailer.
+            self.hasher.update(&self.held);
+            let (body, tail) = chunk.split_at(chunk.len() - TRAILER_LEN);
+            self.hasher.update(body);
+            self.held.clear();
+            self.held.extend_from_slice(tail);
+        } else {
+            self.held.extend_from_slice(chunk);
+            if self.held.len() > TRAILER_LEN {
+                let release = self.held.len() - TRAILER_LEN;
+                self.hasher.update(&self.held[..release]);
+                self.held.drain(..release);
+            }
         }
     }
 
-    /// `Some(true)` when the last 32 bytes are the SHA-256 of everything before them; `None` when the stream was
-    /// shorter than a trailer.
-    pub fn verify(self) -> Option<bool> {
-        (self.held.len() == TRAILER_LEN)
-            .then(|| self.body.finalize().as_slice() == self.held.as_slice())
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digested {
+        let trailer_ok = (self.held.len() == TRAILER_LEN)
+            .then(|| self.hasher.clone().finalize().as_slice() == self.held.as_slice());
+        let mut hasher = self.hasher;
+        hasher.update(&self.held);
+        Digested {
+            sha256: hex::encode(hasher.finalize()),
+            size: self.size,
+            trailer_ok,
+        }
     }
 }
 
@@ -269,31 +282,43 @@ mod tests {
         all
     }
 
-    #[test]
-    fn trailer_check_accepts_an_intact_stream_in_any_chunking() {
-        let stream = with_trailer(&[7u8; 4096]);
-        for chunk in [1, 5, 31, 32, 33, 1000, 5000] {
-            let mut check = TrailerCheck::default();
-            stream.chunks(chunk).for_each(|c| check.update(c));
-            assert_eq!(check.verify(), Some(true), "chunk size {chunk}");
-        }
+    fn digest(chunks: impl IntoIterator<Item = Vec<u8>>) -> Digested {
+        let mut digest = SnapshotDigest::default();
+        chunks.into_iter().for_each(|c| digest.update(&c));
+        digest.finish()
     }
 
     #[test]
-    fn trailer_check_refuses_truncated_or_altered_streams() {
-        let stream = with_trailer(&[7u8; 4096]);
-        let mut truncated = TrailerCheck::default();
-        truncated.update(&stream[..stream.len() - 1]);
-        assert_eq!(truncated.verify(), Some(false));
+    fn an_intact_stream_passes_in_any_chunking_and_hashes_whole() {
+        let body: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stream = with_trailer(&body);
+        let whole = hex::encode(Sha256::digest(&stream));
+        for size in [1, 5, 31, 32, 33, 1000, 5000] {
+            let found = digest(stream.chunks(size).map(<[u8]>::to_vec));
+            assert_eq!(found.trailer_ok, Some(true), "chunk size {size}");
+            assert_eq!(found.sha256, whole, "chunk size {size}");
+            assert_eq!(found.size, stream.len() as u64);
+        }
+        // Uneven chunks, short ones after long ones.
+        let mixed = vec![
+            stream[..40].to_vec(),
+            stream[40..45].to_vec(),
+            stream[45..4000].to_vec(),
+            stream[4000..].to_vec(),
+        ];
+        assert_eq!(digest(mixed).trailer_ok, Some(true));
+    }
 
+    #[test]
+    fn truncated_or_altered_streams_fail_the_trailer_check() {
+        let stream = with_trailer(&[7u8; 4096]);
+        assert_eq!(
+            digest([stream[..stream.len() - 1].to_vec()]).trailer_ok,
+            Some(false)
+        );
         let mut flipped = stream.clone();
         flipped[100] ^= 1;
-        let mut altered = TrailerCheck::default();
-        altered.update(&flipped);
-        assert_eq!(altered.verify(), Some(false));
-
-        let mut short = TrailerCheck::default();
-        short.update(&[1, 2, 3]);
-        assert_eq!(short.verify(), None);
+        assert_eq!(digest([flipped]).trailer_ok, Some(false));
+        assert_eq!(digest([vec![1, 2, 3]]).trailer_ok, None);
     }
 }

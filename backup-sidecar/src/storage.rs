@@ -11,10 +11,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use proto::backup::{BackupInfo, BackupManifest, MANIFEST_FORMAT};
 use url::Url;
 
@@ -196,15 +195,25 @@ impl Storage {
         format!("{name}{DATA_SUFFIX}")
     }
 
-    /// A streaming writer for the compressed snapshot of backup `name`, with bounded memory: at most
-    /// `part_size * (concurrency + 1)` bytes are buffered.
-    pub fn data_writer(&self, name: &str, part_size: usize, concurrency: usize) -> BufWriter {
-        BufWriter::with_capacity(
-            self.store.clone(),
-            self.path(&Self::data_key(name)),
-            part_size,
-        )
-        .with_max_concurrency(concurrency)
+    /// Starts the multipart upload of the compressed snapshot of backup `name`. Memory stays bounded: one
+    /// part being filled plus at most `concurrency` parts in flight, each `part_size` bytes.
+    pub async fn upload(
+        &self,
+        name: &str,
+        part_size: usize,
+        concurrency: usize,
+    ) -> Result<Upload, StorageError> {
+        let path = self.path(&Self::data_key(name));
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| StorageError::store("upload", &path, e))?;
+        Ok(Upload {
+            inner: WriteMultipart::new_with_chunk_size(upload, part_size),
+            concurrency,
+            path,
+        })
     }
 
     /// Size of an object, if it exists.
@@ -390,6 +399,45 @@ impl Storage {
                 Some((key, meta.size, meta.last_modified))
             })
             .collect())
+    }
+}
+
+/// An upload in progress. Dropped without [`Upload::finish`], the object never appears (the store's own
+/// staging area or an S3 multipart upload holds the parts; [`Upload::abort`] removes them at once).
+pub struct Upload {
+    inner: WriteMultipart,
+    concurrency: usize,
+    path: Path,
+}
+
+impl Upload {
+    /// Appends bytes, waiting while too many parts are in flight.
+    pub async fn put(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        self.inner
+            .wait_for_capacity(self.concurrency)
+            .await
+            .map_err(|e| StorageError::store("upload", &self.path, e))?;
+        self.inner.put(bytes);
+        Ok(())
+    }
+
+    /// Uploads what is left and completes the object. On failure the upload is aborted.
+    pub async fn finish(self) -> Result<(), StorageError> {
+        let path = self.path;
+        self.inner
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| StorageError::store("upload", &path, e))
+    }
+
+    /// Gives the upload up, removing its parts.
+    pub async fn abort(self) -> Result<(), StorageError> {
+        let path = self.path;
+        self.inner
+            .abort()
+            .await
+            .map_err(|e| StorageError::store("abort", &path, e))
     }
 }
 

@@ -160,6 +160,31 @@ impl EtcdServer {
         Ok(())
     }
 
+    /// Writes `count` keys `{prefix}{i:06}` with values of `value_len` pseudo-random printable bytes, which
+    /// compress about as badly as real data does.
+    pub async fn put_keys_random(
+        &self,
+        prefix: &str,
+        count: usize,
+        value_len: usize,
+    ) -> anyhow::Result<()> {
+        let mut client = self.client().await?;
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for i in 0..count {
+            let value: String = (0..value_len)
+                .map(|_| {
+                    // xorshift: enough entropy to defeat gzip, no dependency needed.
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'!' + (state % 94) as u8)
+                })
+                .collect();
+            client.put(format!("{prefix}{i:06}"), value, None).await?;
+        }
+        Ok(())
+    }
+
     /// How many keys there are under `prefix`.
     pub async fn count(&self, prefix: &str) -> anyhow::Result<i64> {
         let mut client = self.client().await?;

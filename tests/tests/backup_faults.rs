@@ -355,3 +355,87 @@ async fn scheduled_runs_skip_an_unchanged_cluster() {
     assert!(unchanged >= 2, "{metrics}");
     assert!(sidecar.engine.status().next_run.is_some());
 }
+
+/// A 2 MiB tmpfs as the backup volume, unmounted on drop.
+struct SmallVolume {
+    dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=2m",
+                "kec-test-full",
+                dir.path().to_str().unwrap(),
+            ])
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test suite runs as root in CI)"
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_backup_and_keeps_the_last_good_one() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/small/", 10, 10).await.unwrap();
+    let volume = SmallVolume::mount();
+    let storage = TestStorage {
+        url: format!("file://{}", volume.dir.path().display()),
+        s3: Default::default(),
+        server: None,
+        dir: None,
+    };
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let good = backup(&sidecar).await;
+
+    // Incompressible-enough data well past the volume's size.
+    etcd.put_keys_random("/big/", 3000, 1024).await.unwrap();
+    let error = sidecar.engine.backup().await.unwrap_err();
+    assert_eq!(error.reason(), "storage", "{error}");
+    let listed: Vec<_> = sidecar
+        .engine
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&good.name),
+        "the failed upload deleted nothing and published nothing"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(volume.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with(&good.name))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the partial upload was removed: {leftovers:?}"
+    );
+}
