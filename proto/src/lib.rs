@@ -2,3 +2,4 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod cluster;

@@ -1,0 +1,5 @@
+//! The etcd controller: the EtcdCluster resource's definition, the reconcile planner and the etcd membership layer.
+
+pub mod crd;
+pub mod membership;
+pub mod plan;

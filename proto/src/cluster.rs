@@ -1,0 +1,269 @@
+//! The `EtcdCluster` custom resource: what a user asks for (spec) and what the controller reports (status).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group the project owns.
+pub const API_GROUP: &str = "kube-etcd-controller.dev";
+/// The etcd version a cluster runs when its spec names none.
+pub const DEFAULT_ETCD_VERSION: &str = "3.5.35";
+/// The image repository etcd runs from when the spec names none; the tag is `v<version>`.
+pub const DEFAULT_REPOSITORY: &str = "quay.io/coreos/etcd";
+/// The backup interval when `spec.backup` names neither `every` nor `cron`.
+pub const DEFAULT_BACKUP_EVERY: &str = "30m";
+
+/// A managed etcd cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kube-etcd-controller.dev",
+    version = "v1alpha1",
+    kind = "EtcdCluster",
+    plural = "etcdclusters",
+    shortname = "etcd",
+    namespaced,
+    status = "EtcdClusterStatus",
+    derive = "PartialEq",
+    doc = "A managed etcd cluster: its members run as pods that the controller creates, heals, resizes and backs up.",
+    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.currentVersion"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterSpec {
+    /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
+    #[schemars(range(min = 1, max = 9))]
+    pub size: i32,
+    /// etcd version, `3.MINOR.PATCH` (3.4 to 3.6). Default: [`DEFAULT_ETCD_VERSION`].
+    #[serde(default = "default_version")]
+    #[schemars(regex(pattern = r"^3\.[4-6]\.[0-9]+$"))]
+    pub version: String,
+    /// Image repository of etcd; the image is `<repository>:v<version>`. Default: [`DEFAULT_REPOSITORY`].
+    #[serde(default = "default_repository")]
+    #[schemars(length(min = 1))]
+    pub repository: String,
+    /// While true the controller changes nothing in the cluster (it still reports status).
+    #[serde(default)]
+    pub paused: bool,
+    /// How member pods are placed and sized.
+    #[serde(default)]
+    pub pod: PodPolicy,
+    /// Scheduled backups by a sidecar beside the cluster; absent means no backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupPolicy>,
+}
+
+fn default_version() -> String {
+    DEFAULT_ETCD_VERSION.to_string()
+}
+
+fn default_repository() -> String {
+    DEFAULT_REPOSITORY.to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Placement and resources of member pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPolicy {
+    /// Compute resources of the etcd container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra labels on member pods (the controller's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on member pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector of member pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Affinity of member pods; replaces the default anti-affinity when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations of member pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Prefer spreading members over nodes (a preference, never a requirement). Default: true.
+    #[serde(default = "default_true")]
+    pub anti_affinity: bool,
+}
+
+impl Default for PodPolicy {
+    fn default() -> Self {
+        Self {
+            resources: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            node_selector: BTreeMap::new(),
+            affinity: None,
+            tolerations: Vec::new(),
+            anti_affinity: true,
+        }
+    }
+}
+
+/// Scheduled backups of the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("!(has(self.every) && has(self.cron))").message("set at most one of backup.every and backup.cron"))]
+pub struct BackupPolicy {
+    /// Interval between backups, e.g. `30m`, `6h`. Default: [`DEFAULT_BACKUP_EVERY`] when `cron` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    pub every: Option<String>,
+    /// Cron expression (five fields, UTC) naming when backups are taken, e.g. `0 */6 * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9))]
+    pub cron: Option<String>,
+    /// Keep at most this many backups (the newest is always kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_backups: Option<i32>,
+    /// Keep only backups younger than this, e.g. `7d` (the newest is always kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    pub max_age: Option<String>,
+    /// Where backups are stored.
+    pub storage: BackupStorage,
+    /// Image of the backup sidecar; default: the image the controller was built with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_image: Option<String>,
+}
+
+/// Where backups go: exactly one of `pvc` and `s3`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("has(self.pvc) != has(self.s3)").message("backup.storage needs exactly one of pvc and s3"))]
+pub struct BackupStorage {
+    /// A PersistentVolumeClaim mounted into the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcStorage>,
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+/// Backups on a PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcStorage {
+    /// Name of the claim, in the cluster's namespace.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Directory inside the volume. Default: the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+}
+
+/// Backups in an S3-compatible bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Bucket name.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// Key prefix inside the bucket. Default: `<namespace>/<cluster>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Endpoint of an S3-compatible server, e.g. `http://minio.storage:9000`. Default: AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    /// Region. Default: `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Secret in the cluster's namespace with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+    /// Allow a plain-http endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// The lifecycle phase the controller reports.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ClusterPhase {
+    /// The seed member is being started or the cluster is growing to its first full size.
+    #[default]
+    Creating,
+    /// All members are healthy and the cluster has its requested size.
+    Running,
+    /// Members are being added or removed to reach a new size.
+    Scaling,
+    /// A dead member is being replaced.
+    Healing,
+    /// Fewer than a majority of members are healthy: the cluster cannot serve writes.
+    QuorumLost,
+    /// The controller changes nothing (`spec.paused`).
+    Paused,
+    /// The spec cannot be acted on; see the `Degraded` condition.
+    Invalid,
+}
+
+/// What the controller observed and did, as of `observedGeneration`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterStatus {
+    /// The lifecycle phase.
+    #[serde(default)]
+    pub phase: ClusterPhase,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Voting members in etcd's member list.
+    #[serde(default)]
+    pub size: i32,
+    /// Members whose pods are ready.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// etcd version the members run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// Members by name.
+    #[serde(default)]
+    pub members: MemberNames,
+    /// The service clients use (`<cluster>-client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_service: Option<String>,
+    /// The token the cluster was seeded with; set once, when the seed member is created. A cluster with a
+    /// token whose members are all gone has lost its data and is never silently re-seeded empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_token: Option<String>,
+    /// The index the next member's name gets (`<cluster>-0007`): names are never reused.
+    #[serde(default)]
+    pub next_member_index: i32,
+    /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Member names, by readiness.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberNames {
+    /// Members whose pods are ready.
+    #[serde(default)]
+    pub ready: Vec<String>,
+    /// Members that exist but are not ready (starting, dead, or learners catching up).
+    #[serde(default)]
+    pub unready: Vec<String>,
+}
