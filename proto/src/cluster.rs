@@ -17,6 +17,8 @@ pub const DEFAULT_REPOSITORY: &str = "quay.io/coreos/etcd";
 pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 
 /// A managed etcd cluster.
+// Several `printcolumn`s are meant, not a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kube-etcd-controller.dev",
