@@ -2,4 +2,5 @@
 
 pub mod crd;
 pub mod membership;
+pub mod observe;
 pub mod plan;

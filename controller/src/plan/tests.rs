@@ -1,0 +1,507 @@
+//! Table-driven tests of every situation the planner knows, and property tests of its invariants.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::observe::MemberPod;
+
+const C: &str = "etcd";
+
+fn voter(index: u32) -> Member {
+    Member {
+        id: 100 + u64::from(index),
+        name: member_name(C, index),
+        started: true,
+        learner: false,
+        healthy: true,
+        leader: false,
+    }
+}
+
+fn running(index: u32) -> MemberPod {
+    MemberPod {
+        name: member_name(C, index),
+        state: PodState::Running { ready: true },
+    }
+}
+
+fn pod(index: u32, state: PodState) -> MemberPod {
+    MemberPod {
+        name: member_name(C, index),
+        state,
+    }
+}
+
+/// A healthy cluster of voters `0..n` with their pods, member 0 leading.
+fn healthy(n: u32) -> Observed {
+    let mut members: Vec<Member> = (0..n).map(voter).collect();
+    if let Some(first) = members.first_mut() {
+        first.leader = true;
+    }
+    Observed {
+        cluster: C.into(),
+        seeded: true,
+        next_index: n,
+        pods: (0..n).map(running).collect(),
+        etcd: EtcdView::Members(members),
+    }
+}
+
+fn members_mut(observed: &mut Observed) -> &mut Vec<Member> {
+    match &mut observed.etcd {
+        EtcdView::Members(members) => members,
+        EtcdView::Unreachable(_) => panic!("no members"),
+    }
+}
+
+fn want(size: u32) -> Desired {
+    Desired {
+        size,
+        paused: false,
+    }
+}
+
+#[test]
+fn a_new_cluster_starts_with_one_seed() {
+    let fresh = Observed {
+        cluster: C.into(),
+        seeded: false,
+        next_index: 0,
+        pods: vec![],
+        etcd: EtcdView::Unreachable("no pods".into()),
+    };
+    assert_eq!(
+        plan(&want(3), &fresh),
+        Action::CreateSeed {
+            name: "etcd-0000".into()
+        }
+    );
+}
+
+#[test]
+fn the_seed_starting_is_waited_for() {
+    let starting = Observed {
+        cluster: C.into(),
+        seeded: false,
+        next_index: 1,
+        pods: vec![pod(0, PodState::Pending)],
+        etcd: EtcdView::Unreachable("connection refused".into()),
+    };
+    assert!(matches!(
+        plan(&want(3), &starting),
+        Action::Wait(WaitReason::EtcdUnreachable(_))
+    ));
+}
+
+#[test]
+fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
+    let died = Observed {
+        cluster: C.into(),
+        seeded: false,
+        next_index: 1,
+        pods: vec![pod(0, PodState::Dead)],
+        etcd: EtcdView::Unreachable("connection refused".into()),
+    };
+    assert_eq!(
+        plan(&want(3), &died),
+        Action::DeletePod {
+            name: "etcd-0000".into()
+        }
+    );
+    let cleared = Observed {
+        pods: vec![],
+        ..died
+    };
+    assert_eq!(
+        plan(&want(3), &cleared),
+        Action::CreateSeed {
+            name: "etcd-0001".into()
+        },
+        "names are never reused"
+    );
+}
+
+#[test]
+fn a_formed_cluster_with_every_member_gone_is_never_seeded_empty() {
+    let gone = Observed {
+        pods: vec![],
+        etcd: EtcdView::Unreachable("no endpoints".into()),
+        ..healthy(3)
+    };
+    assert_eq!(plan(&want(3), &gone), Action::Wait(WaitReason::DataLost));
+    let all_dead = Observed {
+        pods: (0..3).map(|i| pod(i, PodState::Dead)).collect(),
+        ..gone
+    };
+    assert_eq!(
+        plan(&want(3), &all_dead),
+        Action::Wait(WaitReason::DataLost)
+    );
+}
+
+#[test]
+fn growing_adds_one_learner_then_promotes_it() {
+    let one = healthy(1);
+    assert_eq!(
+        plan(&want(3), &one),
+        Action::AddLearner {
+            name: "etcd-0001".into()
+        }
+    );
+
+    let mut joining = healthy(1);
+    members_mut(&mut joining).push(Member {
+        learner: true,
+        started: false,
+        healthy: false,
+        ..voter(1)
+    });
+    joining.pods.push(pod(1, PodState::Pending));
+    joining.next_index = 2;
+    assert_eq!(
+        plan(&want(3), &joining),
+        Action::Wait(WaitReason::LearnerNotReady("etcd-0001".into()))
+    );
+
+    let members = members_mut(&mut joining);
+    members[1].started = true;
+    members[1].healthy = true;
+    joining.pods[1].state = PodState::Running { ready: false };
+    assert_eq!(
+        plan(&want(3), &joining),
+        Action::Promote {
+            id: 101,
+            name: "etcd-0001".into()
+        }
+    );
+}
+
+#[test]
+fn a_healthy_cluster_of_the_right_size_is_done() {
+    for n in 1..=9 {
+        assert_eq!(plan(&want(n), &healthy(n)), Action::Done);
+    }
+}
+
+#[test]
+fn a_deleted_member_pod_is_removed_from_etcd_then_replaced_under_a_new_name() {
+    let mut lost = healthy(3);
+    lost.pods.retain(|p| p.name != "etcd-0001");
+    members_mut(&mut lost)[1].healthy = false;
+    assert_eq!(
+        plan(&want(3), &lost),
+        Action::RemoveMember {
+            id: 101,
+            name: "etcd-0001".into(),
+            reason: RemoveReason::Dead
+        }
+    );
+
+    members_mut(&mut lost).retain(|m| m.id != 101);
+    assert_eq!(
+        plan(&want(3), &lost),
+        Action::AddLearner {
+            name: "etcd-0003".into()
+        }
+    );
+}
+
+#[test]
+fn a_failed_member_pod_is_replaced_and_its_pod_deleted_after() {
+    let mut failed = healthy(3);
+    failed.pods[2].state = PodState::Dead;
+    members_mut(&mut failed)[2].healthy = false;
+    assert_eq!(
+        plan(&want(3), &failed),
+        Action::RemoveMember {
+            id: 102,
+            name: "etcd-0002".into(),
+            reason: RemoveReason::Dead
+        }
+    );
+    members_mut(&mut failed).retain(|m| m.id != 102);
+    assert_eq!(
+        plan(&want(3), &failed),
+        Action::DeletePod {
+            name: "etcd-0002".into()
+        },
+        "its pod is no member now"
+    );
+}
+
+#[test]
+fn a_member_added_whose_pod_never_appeared_gets_its_pod() {
+    let mut half_added = healthy(3);
+    members_mut(&mut half_added).push(Member {
+        learner: true,
+        started: false,
+        healthy: false,
+        ..voter(3)
+    });
+    half_added.next_index = 4;
+    assert_eq!(
+        plan(&want(4), &half_added),
+        Action::CreateMemberPod {
+            name: "etcd-0003".into()
+        }
+    );
+}
+
+#[test]
+fn a_learner_no_longer_needed_is_rolled_back() {
+    let mut half_added = healthy(3);
+    members_mut(&mut half_added).push(Member {
+        learner: true,
+        started: false,
+        healthy: false,
+        ..voter(3)
+    });
+    half_added.pods.push(pod(3, PodState::Pending));
+    assert_eq!(
+        plan(&want(3), &half_added),
+        Action::RemoveMember {
+            id: 103,
+            name: "etcd-0003".into(),
+            reason: RemoveReason::ScaleDown
+        }
+    );
+}
+
+#[test]
+fn a_pod_that_is_no_member_is_deleted() {
+    let mut orphan = healthy(3);
+    orphan.pods.push(pod(7, PodState::Running { ready: false }));
+    assert_eq!(
+        plan(&want(3), &orphan),
+        Action::DeletePod {
+            name: "etcd-0007".into()
+        }
+    );
+}
+
+#[test]
+fn shrinking_removes_unhealthy_first_then_followers_and_the_leader_last() {
+    let mut five = healthy(5);
+    members_mut(&mut five)[3].healthy = false;
+    five.pods[3].state = PodState::Running { ready: false };
+    assert_eq!(
+        plan(&want(3), &five),
+        Action::RemoveMember {
+            id: 103,
+            name: "etcd-0003".into(),
+            reason: RemoveReason::ScaleDown
+        }
+    );
+
+    let two = healthy(2);
+    assert_eq!(
+        plan(&want(1), &two),
+        Action::RemoveMember {
+            id: 101,
+            name: "etcd-0001".into(),
+            reason: RemoveReason::ScaleDown
+        },
+        "the follower goes, the leader stays"
+    );
+}
+
+#[test]
+fn lost_quorum_touches_nothing() {
+    let mut broken = healthy(3);
+    for member in members_mut(&mut broken).iter_mut().skip(1) {
+        member.healthy = false;
+    }
+    broken.pods.truncate(1);
+    assert_eq!(
+        plan(&want(3), &broken),
+        Action::Wait(WaitReason::QuorumLost {
+            healthy: 1,
+            voters: 3
+        })
+    );
+}
+
+#[test]
+fn a_stuck_pending_learner_does_not_block_replacing_a_dead_member() {
+    let mut stuck = healthy(3);
+    members_mut(&mut stuck).push(Member {
+        learner: true,
+        started: false,
+        healthy: false,
+        ..voter(3)
+    });
+    stuck.pods.push(pod(3, PodState::Pending));
+    stuck.pods.retain(|p| p.name != "etcd-0000");
+    members_mut(&mut stuck)[0].healthy = false;
+    assert_eq!(
+        plan(&want(4), &stuck),
+        Action::RemoveMember {
+            id: 100,
+            name: "etcd-0000".into(),
+            reason: RemoveReason::Dead
+        }
+    );
+}
+
+#[test]
+fn a_paused_cluster_is_left_alone() {
+    let mut lost = healthy(3);
+    lost.pods.clear();
+    assert_eq!(
+        plan(
+            &Desired {
+                size: 5,
+                paused: true
+            },
+            &lost
+        ),
+        Action::Wait(WaitReason::Paused)
+    );
+}
+
+// ---- properties ----
+
+fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
+    let member = (any::<bool>(), any::<bool>(), any::<bool>(), 0u8..4);
+    (
+        1u32..=9,
+        any::<bool>(),
+        prop::collection::vec(member, 0..10),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(size, paused, specs, reachable, seeded)| {
+            let mut members = Vec::new();
+            let mut pods = Vec::new();
+            let mut learners = 0;
+            for (index, (healthy, learner, started, pod_kind)) in specs.into_iter().enumerate() {
+                let index = index as u32;
+                // etcd refuses a second learner, so no observed world has two.
+                let learner = learner && learners == 0;
+                learners += usize::from(learner);
+                members.push(Member {
+                    healthy: healthy && started,
+                    learner,
+                    started,
+                    leader: index == 0,
+                    ..voter(index)
+                });
+                match pod_kind {
+                    0 => {}
+                    1 => pods.push(pod(index, PodState::Dead)),
+                    2 => pods.push(pod(index, PodState::Pending)),
+                    _ => pods.push(pod(index, PodState::Running { ready: healthy })),
+                }
+            }
+            let next_index = members.len() as u32;
+            let etcd = if reachable {
+                EtcdView::Members(members)
+            } else {
+                EtcdView::Unreachable("down".into())
+            };
+            (
+                Desired { size, paused },
+                Observed {
+                    cluster: C.into(),
+                    seeded,
+                    next_index,
+                    pods,
+                    etcd,
+                },
+            )
+        })
+}
+
+/// Applies an action to a world in which every new member starts healthy at once.
+fn simulate(observed: &mut Observed, action: &Action) {
+    let index = observed.next_index;
+    match action {
+        Action::CreateSeed { name } | Action::AddLearner { name } => {
+            let learner = matches!(action, Action::AddLearner { .. });
+            observed.pods.push(MemberPod {
+                name: name.clone(),
+                state: PodState::Running { ready: true },
+            });
+            let member = Member {
+                id: 100 + u64::from(index),
+                name: name.clone(),
+                started: true,
+                learner,
+                healthy: true,
+                leader: !learner,
+            };
+            match &mut observed.etcd {
+                EtcdView::Members(members) => members.push(member),
+                EtcdView::Unreachable(_) => observed.etcd = EtcdView::Members(vec![member]),
+            }
+            observed.next_index += 1;
+            observed.seeded = true;
+        }
+        Action::CreateMemberPod { name } => observed.pods.push(MemberPod {
+            name: name.clone(),
+            state: PodState::Running { ready: true },
+        }),
+        Action::Promote { id, .. } => members_mut(observed)
+            .iter_mut()
+            .filter(|m| m.id == *id)
+            .for_each(|m| m.learner = false),
+        Action::RemoveMember { id, name, .. } => {
+            members_mut(observed).retain(|m| m.id != *id);
+            observed.pods.retain(|p| &p.name != name);
+        }
+        Action::DeletePod { name } => observed.pods.retain(|p| &p.name != name),
+        Action::Wait(_) | Action::Done => {}
+    }
+}
+
+proptest! {
+    #[test]
+    fn never_removes_a_member_when_that_would_lose_quorum((desired, observed) in arb_observed()) {
+        if let (Action::RemoveMember { id, .. }, EtcdView::Members(members)) = (plan(&desired, &observed), &observed.etcd) {
+            let removed = members.iter().find(|m| m.id == id).unwrap();
+            prop_assert!(removed.learner || keeps_quorum(members, id), "{members:?} -{id}");
+        }
+    }
+
+    #[test]
+    fn never_more_than_one_membership_change_in_flight((desired, observed) in arb_observed()) {
+        let action = plan(&desired, &observed);
+        if let (Action::AddLearner { .. }, EtcdView::Members(members)) = (&action, &observed.etcd) {
+            prop_assert!(!members.iter().any(|m| m.learner), "a learner is still joining");
+            prop_assert!(members.iter().all(|m| m.started), "a member is still being added");
+        }
+        if action.changes_membership() {
+            prop_assert!(matches!(observed.etcd, EtcdView::Members(_)), "etcd must answer before membership changes");
+        }
+    }
+
+    #[test]
+    fn never_touches_a_paused_cluster((desired, observed) in arb_observed()) {
+        let paused = Desired { paused: true, ..desired };
+        prop_assert_eq!(plan(&paused, &observed), Action::Wait(WaitReason::Paused));
+    }
+
+    #[test]
+    fn converges_to_size_when_members_are_healthy(start in 0u32..=9, size in 1u32..=9) {
+        let mut observed = if start == 0 {
+            Observed { cluster: C.into(), seeded: false, next_index: 0, pods: vec![], etcd: EtcdView::Unreachable("new".into()) }
+        } else {
+            healthy(start)
+        };
+        let desired = want(size);
+        let mut steps = 0;
+        loop {
+            let action = plan(&desired, &observed);
+            if action == Action::Done {
+                break;
+            }
+            prop_assert!(!matches!(action, Action::Wait(_)), "stuck at {action:?} in {observed:?}");
+            simulate(&mut observed, &action);
+            steps += 1;
+            prop_assert!(steps <= 20, "no convergence after 20 steps");
+        }
+        let members = match &observed.etcd { EtcdView::Members(m) => m.clone(), EtcdView::Unreachable(_) => vec![] };
+        prop_assert_eq!(members.iter().filter(|m| !m.learner).count(), size as usize);
+        prop_assert_eq!(observed.pods.len(), size as usize);
+    }
+}
