@@ -11,8 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use proto::backup::{
-    ApiErrorBody, BackupList, HEADER_BACKUP_NAME, HEADER_ETCD_VERSION, HEADER_REVISION,
-    HEADER_SHA256,
+    ApiErrorBody, BackupList, HEADER_BACKUP_NAME, HEADER_ETCD_VERSION, HEADER_REVISION, HEADER_SHA256,
 };
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -62,9 +61,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found".to_string()),
             Self::Backup(error) => {
                 let status = match error.as_ref() {
-                    BackupError::Etcd(_) | BackupError::Storage(_) => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    BackupError::Etcd(_) | BackupError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 (status, error.reason().to_string())
@@ -74,15 +71,10 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        let body = ApiErrorBody {
-            error: kind,
-            detail: self.to_string(),
-        };
+        let body = ApiErrorBody { error: kind, detail: self.to_string() };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -110,16 +102,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }
 
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(expected) = &state.token {
         let given = request
             .headers()
@@ -143,9 +129,7 @@ async fn take_backup(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 async fn list_backups(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {
-    Ok(Json(BackupList {
-        backups: state.engine.list().await?,
-    }))
+    Ok(Json(BackupList { backups: state.engine.list().await? }))
 }
 
 async fn fetch_backup(
@@ -157,29 +141,15 @@ async fn fetch_backup(
     let manifest = storage.manifest(&name).await?;
     let info = &manifest.info;
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/gzip"),
-    );
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(info.compressed_size),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.compressed_size));
     headers.insert(HEADER_REVISION, HeaderValue::from(info.revision));
-    headers.insert(
-        HEADER_SHA256,
-        HeaderValue::from_str(&info.sha256).expect("hex is a valid header"),
-    );
-    headers.insert(
-        HEADER_BACKUP_NAME,
-        HeaderValue::from_str(&info.name).expect("names are checked"),
-    );
+    headers.insert(HEADER_SHA256, HeaderValue::from_str(&info.sha256).expect("hex is a valid header"));
+    headers.insert(HEADER_BACKUP_NAME, HeaderValue::from_str(&info.name).expect("names are checked"));
     if let Ok(version) = HeaderValue::from_str(&info.etcd_version) {
         headers.insert(HEADER_ETCD_VERSION, version);
     }
-    if let Ok(disposition) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}.db.gz\"", info.name))
-    {
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{}.db.gz\"", info.name)) {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
     if method == Method::HEAD {
@@ -189,9 +159,7 @@ async fn fetch_backup(
     let name = info.name.clone();
     // A read error mid-stream aborts the response, so the client sees a short body, never a silently cut one.
     let body = Body::from_stream(stream.map(move |chunk| {
-        chunk.inspect_err(
-            |error| tracing::warn!(backup = %name, %error, "streaming a backup failed"),
-        )
+        chunk.inspect_err(|error| tracing::warn!(backup = %name, %error, "streaming a backup failed"))
     }));
     Ok((headers, body).into_response())
 }
@@ -210,10 +178,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.engine.metrics.encode(),
     )
         .into_response()

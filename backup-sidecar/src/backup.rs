@@ -145,10 +145,7 @@ impl Engine {
                         *engine.inflight.lock().expect("inflight lock") = None;
                         result
                     });
-                    let shared =
-                        async move { task.await.expect("a backup attempt does not panic") }
-                            .boxed()
-                            .shared();
+                    let shared = async move { task.await.expect("a backup attempt does not panic") }.boxed().shared();
                     *inflight = Some(shared.clone());
                     shared
                 }
@@ -167,13 +164,9 @@ impl Engine {
             Ok(outcome) => {
                 let (label, info) = match outcome {
                     Outcome::Created(info) => {
-                        self.metrics
-                            .duration
-                            .observe(started.elapsed().as_secs_f64());
+                        self.metrics.duration.observe(started.elapsed().as_secs_f64());
                         self.metrics.last_raw_bytes.set(info.raw_size as i64);
-                        self.metrics
-                            .last_compressed_bytes
-                            .set(info.compressed_size as i64);
+                        self.metrics.last_compressed_bytes.set(info.compressed_size as i64);
                         tracing::info!(
                             backup = %info.name, revision = info.revision, raw = info.raw_size,
                             compressed = info.compressed_size, seconds = started.elapsed().as_secs_f64(),
@@ -187,9 +180,7 @@ impl Engine {
                     }
                 };
                 self.metrics.attempt(label);
-                self.metrics
-                    .last_success
-                    .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                self.metrics.last_success.set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 state.last_success = Some(info.clone());
                 state.last_success_at = Some(Utc::now());
                 state.last_failure = None;
@@ -197,12 +188,7 @@ impl Engine {
             }
             Err(error) => {
                 self.metrics.attempt("failed");
-                self.metrics
-                    .failures
-                    .get_or_create(&ReasonLabel {
-                        reason: error.reason().to_string(),
-                    })
-                    .inc();
+                self.metrics.failures.get_or_create(&ReasonLabel { reason: error.reason().to_string() }).inc();
                 state.consecutive_failures += 1;
                 tracing::warn!(reason = error.reason(), error = %error, failures = state.consecutive_failures, "backup failed");
                 state.last_failure = Some(BackupFailure {
@@ -219,25 +205,17 @@ impl Engine {
         let mut member = self.etcd.connect_member().await?;
         let cluster_id = format!("{:x}", member.cluster_id);
         let existing = self.list().await?;
-        if let Some(latest) = existing
-            .first()
-            .filter(|b| b.etcd_cluster_id == cluster_id && b.revision == member.revision)
+        if let Some(latest) =
+            existing.first().filter(|b| b.etcd_cluster_id == cluster_id && b.revision == member.revision)
         {
             return Ok(Outcome::Unchanged(latest.clone()));
         }
 
         let started_at = Utc::now();
-        let name = format!(
-            "{}-{}-r{}",
-            self.config.cluster_name,
-            started_at.format("%Y%m%dT%H%M%S%.3fZ"),
-            member.revision
-        );
+        let name =
+            format!("{}-{}-r{}", self.config.cluster_name, started_at.format("%Y%m%dT%H%M%S%.3fZ"), member.revision);
         tracing::info!(backup = %name, member = %member.endpoint, revision = member.revision, "snapshot started");
-        let mut upload = self
-            .storage
-            .upload(&name, PART_SIZE, UPLOAD_CONCURRENCY)
-            .await?;
+        let mut upload = self.storage.upload(&name, PART_SIZE, UPLOAD_CONCURRENCY).await?;
         let streamed = match stream_snapshot(
             &mut member.client,
             &member.endpoint,
@@ -261,10 +239,7 @@ impl Engine {
         if stored != streamed.compressed_size {
             return Err(BackupError::Verification {
                 name,
-                why: format!(
-                    "storage holds {stored} bytes, {} were written",
-                    streamed.compressed_size
-                ),
+                why: format!("storage holds {stored} bytes, {} were written", streamed.compressed_size),
             });
         }
         let info = BackupInfo {
@@ -309,11 +284,7 @@ impl Engine {
             }
         }
         self.set_count(backups.len() - deleted);
-        match self
-            .storage
-            .cleanup(chrono::Duration::minutes(ORPHAN_GRACE_MINUTES))
-            .await
-        {
+        match self.storage.cleanup(chrono::Duration::minutes(ORPHAN_GRACE_MINUTES)).await {
             Ok(removed) if !removed.is_empty() => {
                 tracing::info!(?removed, "removed incomplete uploads")
             }

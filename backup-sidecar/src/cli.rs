@@ -166,10 +166,7 @@ impl BackupArgs {
         let storage = Storage::open(&self.storage.storage, &self.storage.s3.options())?;
         let config = BackupConfig {
             cluster_name: self.cluster_name.clone(),
-            retention: Retention {
-                max_backups: self.max_backups,
-                max_age: self.max_age,
-            },
+            retention: Retention { max_backups: self.max_backups, max_age: self.max_age },
             idle_timeout: self.etcd.etcd_timeout,
         };
         Ok(Engine::new(etcd, storage, config))
@@ -178,14 +175,9 @@ impl BackupArgs {
 
 fn read_token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
     let token = token.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty",
-        path.display()
-    );
+    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
     Ok(Some(token))
 }
 
@@ -225,9 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let token = read_token(&args.auth_token_file)?;
     if token.is_none() {
-        tracing::warn!(
-            "no --auth-token-file: anyone who can reach the API can download the whole database"
-        );
+        tracing::warn!("no --auth-token-file: anyone who can reach the API can download the whole database");
     }
     let engine = args.backup.engine()?;
     engine.set_schedule(schedule.as_ref().map(Schedule::describe), None);
@@ -249,14 +239,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             schedule::run(schedule, job, on_next, cancel).await;
         })
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "serving the backup API");
-    let state = AppState {
-        engine,
-        token: token.map(Arc::from),
-    };
+    let state = AppState { engine, token: token.map(Arc::from) };
     let cancel = shutdown.clone();
     api::serve(listener, state, async move {
         shutdown_signal().await;
@@ -270,8 +256,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

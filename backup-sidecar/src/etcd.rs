@@ -57,10 +57,7 @@ impl EtcdConfig {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if self.ca.is_some() || self.identity.is_some() {
             let read = |path: &PathBuf| {
-                std::fs::read(path).map_err(|source| EtcdError::TlsFile {
-                    path: path.display().to_string(),
-                    source,
-                })
+                std::fs::read(path).map_err(|source| EtcdError::TlsFile { path: path.display().to_string(), source })
             };
             let mut tls = TlsOptions::new();
             if let Some(ca) = &self.ca {
@@ -81,8 +78,7 @@ impl EtcdConfig {
         let mut failures = Vec::new();
         for endpoint in &self.endpoints {
             let attempt = async {
-                let mut client =
-                    Client::connect([endpoint.as_str()], Some(options.clone())).await?;
+                let mut client = Client::connect([endpoint.as_str()], Some(options.clone())).await?;
                 let status = client.status().await?;
                 Ok::<_, etcd_client::Error>((client, status))
             };

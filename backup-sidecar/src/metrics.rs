@@ -48,17 +48,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("etcd_backup");
         let attempts = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "attempts",
-            "Backup attempts by result (created, unchanged, failed)",
-            attempts.clone(),
-        );
+        registry.register("attempts", "Backup attempts by result (created, unchanged, failed)", attempts.clone());
         let failures = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "failures",
-            "Failed backup attempts by reason",
-            failures.clone(),
-        );
+        registry.register("failures", "Failed backup attempts by reason", failures.clone());
         let last_success = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_success_timestamp_seconds",
@@ -66,17 +58,9 @@ impl Default for Metrics {
             last_success.clone(),
         );
         let duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
-        registry.register(
-            "duration_seconds",
-            "Duration of backups that were taken",
-            duration.clone(),
-        );
+        registry.register("duration_seconds", "Duration of backups that were taken", duration.clone());
         let last_raw_bytes = Gauge::default();
-        registry.register(
-            "last_raw_size_bytes",
-            "Raw snapshot size of the last backup",
-            last_raw_bytes.clone(),
-        );
+        registry.register("last_raw_size_bytes", "Raw snapshot size of the last backup", last_raw_bytes.clone());
         let last_compressed_bytes = Gauge::default();
         registry.register(
             "last_compressed_size_bytes",
@@ -86,11 +70,7 @@ impl Default for Metrics {
         let stored = Gauge::default();
         registry.register("stored", "Published backups in storage", stored.clone());
         let retention_deleted = Counter::default();
-        registry.register(
-            "retention_deleted",
-            "Backups deleted by the retention policy",
-            retention_deleted.clone(),
-        );
+        registry.register("retention_deleted", "Backups deleted by the retention policy", retention_deleted.clone());
         Self {
             registry,
             attempts,
@@ -108,18 +88,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one attempt's result.
     pub fn attempt(&self, result: &str) {
-        self.attempts
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
-            .inc();
+        self.attempts.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

@@ -94,29 +94,21 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
     }
     let file = File::create(&partial).map_err(io(&partial))?;
     let result = unpack(stream, file, &request.from, &name).await;
-    let verified = result.and_then(
-        |Digested {
-             sha256,
-             size,
-             trailer_ok,
-         }| {
-            if sha256 != expected {
-                return Err(RestoreError::Corrupt {
-                    backup: name.clone(),
-                    why: format!(
-                        "SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"
-                    ),
-                });
-            }
-            if trailer_ok != Some(true) {
-                return Err(RestoreError::Corrupt {
-                    backup: name.clone(),
-                    why: "etcd's SHA-256 trailer does not match the database".into(),
-                });
-            }
-            Ok((sha256, size))
-        },
-    );
+    let verified = result.and_then(|Digested { sha256, size, trailer_ok }| {
+        if sha256 != expected {
+            return Err(RestoreError::Corrupt {
+                backup: name.clone(),
+                why: format!("SHA-256 of the snapshot is {sha256}, the backup's manifest says {expected}"),
+            });
+        }
+        if trailer_ok != Some(true) {
+            return Err(RestoreError::Corrupt {
+                backup: name.clone(),
+                why: "etcd's SHA-256 trailer does not match the database".into(),
+            });
+        }
+        Ok((sha256, size))
+    });
     let (sha256, size) = match verified {
         Ok(ok) => ok,
         Err(error) => {
@@ -126,35 +118,19 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
     };
     std::fs::rename(&partial, &output).map_err(io(&output))?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(parent))?;
+        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
     }
-    Ok(Restored {
-        backup: name,
-        sha256,
-        size,
-        output,
-    })
+    Ok(Restored { backup: name, sha256, size, output })
 }
 
 type ByteStream = BoxStream<'static, Result<Bytes, String>>;
 
 /// The backup's name, its expected SHA-256 and its compressed bytes.
-async fn open_source(
-    request: &RestoreRequest,
-) -> Result<(String, String, ByteStream), RestoreError> {
+async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteStream), RestoreError> {
     if request.from.starts_with("http://") || request.from.starts_with("https://") {
-        let fetch_error = |why: String| RestoreError::Fetch {
-            from: request.from.clone(),
-            backup: request.backup.clone(),
-            why,
-        };
-        let url = format!(
-            "{}/v1/backups/{}",
-            request.from.trim_end_matches('/'),
-            request.backup
-        );
+        let fetch_error =
+            |why: String| RestoreError::Fetch { from: request.from.clone(), backup: request.backup.clone(), why };
+        let url = format!("{}/v1/backups/{}", request.from.trim_end_matches('/'), request.backup);
         let mut get = reqwest::Client::new().get(&url);
         if let Some(token) = &request.token {
             get = get.bearer_auth(token);
@@ -168,46 +144,25 @@ async fn open_source(
             };
             return Err(fetch_error(format!("{status} {detail}")));
         }
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let expected = header(HEADER_SHA256)
-            .ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let expected =
+            header(HEADER_SHA256).ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
         let name = header(HEADER_BACKUP_NAME).unwrap_or_else(|| request.backup.clone());
-        let stream = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(|e| e.to_string()))
-            .boxed();
+        let stream = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
         Ok((name, expected, stream))
     } else {
         let storage = Storage::open(&request.from, &request.s3)?;
         let manifest = storage.manifest(&request.backup).await?;
-        let stream = storage
-            .data(&manifest)
-            .await?
-            .map(|chunk| chunk.map_err(|e| e.to_string()))
-            .boxed();
+        let stream = storage.data(&manifest).await?.map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
         Ok((manifest.info.name, manifest.info.sha256, stream))
     }
 }
 
 /// Streams compressed chunks through gunzip and SHA-256 into `file` on a blocking thread, then fsyncs it.
-async fn unpack(
-    mut stream: ByteStream,
-    file: File,
-    from: &str,
-    name: &str,
-) -> Result<Digested, RestoreError> {
+async fn unpack(mut stream: ByteStream, file: File, from: &str, name: &str) -> Result<Digested, RestoreError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut decoder = MultiGzDecoder::new(HashingWriter {
-            file,
-            digest: SnapshotDigest::default(),
-        });
+        let mut decoder = MultiGzDecoder::new(HashingWriter { file, digest: SnapshotDigest::default() });
         while let Some(chunk) = rx.blocking_recv() {
             decoder.write_all(&chunk)?;
         }
@@ -232,16 +187,9 @@ async fn unpack(
     drop(tx);
     let unpacked = writer.await.expect("the unpacking thread does not panic");
     if let Some(why) = download_error {
-        return Err(RestoreError::Fetch {
-            from: from.to_string(),
-            backup: name.to_string(),
-            why,
-        });
+        return Err(RestoreError::Fetch { from: from.to_string(), backup: name.to_string(), why });
     }
-    unpacked.map_err(|e| RestoreError::Corrupt {
-        backup: name.to_string(),
-        why: format!("gzip stream: {e}"),
-    })
+    unpacked.map_err(|e| RestoreError::Corrupt { backup: name.to_string(), why: format!("gzip stream: {e}") })
 }
 
 struct HashingWriter {
@@ -262,9 +210,6 @@ impl Write for HashingWriter {
 }
 
 fn partial_path(output: &Path) -> PathBuf {
-    let file_name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "snapshot".into());
+    let file_name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
     output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()))
 }

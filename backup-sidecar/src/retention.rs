@@ -17,11 +17,7 @@ pub struct Retention {
 impl Retention {
     /// The backups to delete from `newest_first` (sorted by [`crate::storage::sort_newest_first`]). The newest backup
     /// is never deleted, whatever its age, so retention can never leave a cluster with no backup.
-    pub fn expired<'a>(
-        &self,
-        newest_first: &'a [BackupManifest],
-        now: DateTime<Utc>,
-    ) -> Vec<&'a BackupManifest> {
+    pub fn expired<'a>(&self, newest_first: &'a [BackupManifest], now: DateTime<Utc>) -> Vec<&'a BackupManifest> {
         newest_first
             .iter()
             .enumerate()
@@ -29,9 +25,7 @@ impl Retention {
             .filter(|(index, backup)| {
                 let too_many = self.max_backups.is_some_and(|max| *index >= max.max(1));
                 let too_old = self.max_age.is_some_and(|max_age| {
-                    now.signed_duration_since(backup.info.finished_at)
-                        .to_std()
-                        .is_ok_and(|age| age > max_age)
+                    now.signed_duration_since(backup.info.finished_at).to_std().is_ok_and(|age| age > max_age)
                 });
                 too_many || too_old
             })
@@ -90,54 +84,30 @@ mod tests {
             backup("r2", 2, 40, now),
         ];
         sort_newest_first(&mut all);
-        let policy = Retention {
-            max_backups: Some(2),
-            max_age: None,
-        };
+        let policy = Retention { max_backups: Some(2), max_age: None };
         assert_eq!(names(policy.expired(&all, now)), ["r9", "r2"]);
     }
 
     #[test]
     fn drops_backups_older_than_max_age_but_never_the_newest() {
         let now = Utc::now();
-        let mut all = vec![
-            backup("a", 3, 120, now),
-            backup("b", 2, 180, now),
-            backup("c", 1, 240, now),
-        ];
+        let mut all = vec![backup("a", 3, 120, now), backup("b", 2, 180, now), backup("c", 1, 240, now)];
         sort_newest_first(&mut all);
-        let policy = Retention {
-            max_backups: None,
-            max_age: Some(Duration::from_secs(3600)),
-        };
+        let policy = Retention { max_backups: None, max_age: Some(Duration::from_secs(3600)) };
         assert_eq!(names(policy.expired(&all, now)), ["b", "c"]);
     }
 
     #[test]
     fn both_limits_apply_and_no_limit_keeps_everything() {
         let now = Utc::now();
-        let mut all = vec![
-            backup("a", 4, 1, now),
-            backup("b", 3, 2, now),
-            backup("c", 2, 90, now),
-            backup("d", 1, 3, now),
-        ];
+        let mut all =
+            vec![backup("a", 4, 1, now), backup("b", 3, 2, now), backup("c", 2, 90, now), backup("d", 1, 3, now)];
         sort_newest_first(&mut all);
-        let both = Retention {
-            max_backups: Some(3),
-            max_age: Some(Duration::from_secs(3600)),
-        };
+        let both = Retention { max_backups: Some(3), max_age: Some(Duration::from_secs(3600)) };
         assert_eq!(names(both.expired(&all, now)), ["c"]);
         let none = Retention::default();
         assert!(none.expired(&all, now).is_empty());
-        let zero = Retention {
-            max_backups: Some(0),
-            max_age: None,
-        };
-        assert_eq!(
-            zero.expired(&all, now).len(),
-            3,
-            "max 0 still keeps the newest"
-        );
+        let zero = Retention { max_backups: Some(0), max_age: None };
+        assert_eq!(zero.expired(&all, now).len(), 3, "max 0 still keeps the newest");
     }
 }

@@ -36,24 +36,19 @@ pub enum ScheduleError {
 impl Schedule {
     /// Parses `--every` (`30m`, `1h 30m`); intervals under ten seconds are refused.
     pub fn every(text: &str) -> Result<Self, ScheduleError> {
-        let interval = humantime::parse_duration(text)
-            .map_err(|e| ScheduleError::Interval(text.into(), e.to_string()))?;
+        let interval =
+            humantime::parse_duration(text).map_err(|e| ScheduleError::Interval(text.into(), e.to_string()))?;
         if interval < Duration::from_secs(1) {
-            return Err(ScheduleError::Interval(
-                text.into(),
-                "must be at least 1s".into(),
-            ));
+            return Err(ScheduleError::Interval(text.into(), "must be at least 1s".into()));
         }
         Ok(Self::Every(interval))
     }
 
     /// Parses `--cron` (`0 */6 * * *`).
     pub fn cron(text: &str) -> Result<Self, ScheduleError> {
-        let cron =
-            Cron::from_str(text).map_err(|e| ScheduleError::Cron(text.into(), e.to_string()))?;
+        let cron = Cron::from_str(text).map_err(|e| ScheduleError::Cron(text.into(), e.to_string()))?;
         // An expression that never fires (30 February) is as wrong as one that does not parse.
-        cron.find_next_occurrence(&Utc::now(), false)
-            .map_err(|e| ScheduleError::Cron(text.into(), e.to_string()))?;
+        cron.find_next_occurrence(&Utc::now(), false).map_err(|e| ScheduleError::Cron(text.into(), e.to_string()))?;
         Ok(Self::Cron(Box::new(cron), text.to_string()))
     }
 
@@ -126,25 +121,15 @@ mod tests {
 
     #[test]
     fn parses_intervals_and_cron_and_refuses_nonsense() {
-        assert!(
-            matches!(Schedule::every("30m").unwrap(), Schedule::Every(d) if d == Duration::from_secs(1800))
-        );
+        assert!(matches!(Schedule::every("30m").unwrap(), Schedule::Every(d) if d == Duration::from_secs(1800)));
         assert!(Schedule::every("soon").is_err());
         assert!(Schedule::every("10ms").is_err());
         let cron = Schedule::cron("0 */6 * * *").unwrap();
-        let midnight = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            cron.delay_after(midnight, true),
-            Duration::from_secs(6 * 3600)
-        );
+        let midnight = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(cron.delay_after(midnight, true), Duration::from_secs(6 * 3600));
         assert_eq!(cron.describe(), "cron 0 */6 * * *");
         assert!(Schedule::cron("61 * * * *").is_err());
-        assert!(
-            Schedule::cron("0 0 30 2 *").is_err(),
-            "30 February never comes"
-        );
+        assert!(Schedule::cron("0 0 30 2 *").is_err(), "30 February never comes");
     }
 
     #[test]
@@ -169,12 +154,7 @@ mod tests {
                 async move { if ok { Ok(()) } else { Err("failed") } }
             }
         };
-        let task = tokio::spawn(run(
-            Schedule::Every(interval),
-            job,
-            |_| {},
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(run(Schedule::Every(interval), job, |_| {}, shutdown.clone()));
         tokio::time::sleep(run_for).await;
         shutdown.cancel();
         task.await.unwrap();
@@ -190,12 +170,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failures_retry_with_backoff_then_return_to_the_interval() {
-        let calls = record(
-            Duration::from_secs(60),
-            vec![false, false, false, true],
-            Duration::from_secs(100),
-        )
-        .await;
+        let calls = record(Duration::from_secs(60), vec![false, false, false, true], Duration::from_secs(100)).await;
         let secs: Vec<u64> = calls.iter().map(Duration::as_secs).collect();
         // 0 fails, retry after 5 s, fails, after 10 s, fails, after 20 s succeeds, then the regular 60 s.
         assert_eq!(secs, [0, 5, 15, 35, 95]);
@@ -203,12 +178,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_retry_never_waits_past_the_next_regular_run() {
-        let calls = record(
-            Duration::from_secs(8),
-            vec![false, false, false],
-            Duration::from_secs(30),
-        )
-        .await;
+        let calls = record(Duration::from_secs(8), vec![false, false, false], Duration::from_secs(30)).await;
         let secs: Vec<u64> = calls.iter().map(Duration::as_secs).collect();
         // Backoff would be 5, 10, 20 s; the 8 s interval caps it.
         assert_eq!(secs, [0, 5, 13, 21, 29]);

@@ -81,10 +81,7 @@ pub async fn stream_snapshot(
     out: &mut Upload,
     idle_timeout: Duration,
 ) -> Result<Streamed, SnapshotError> {
-    let etcd_err = |source| SnapshotError::Etcd {
-        endpoint: endpoint.to_string(),
-        source,
-    };
+    let etcd_err = |source| SnapshotError::Etcd { endpoint: endpoint.to_string(), source };
     let mut stream = client.snapshot().await.map_err(etcd_err)?;
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(RAW_DEPTH);
     let (gz_tx, mut gz_rx) = mpsc::channel::<Bytes>(GZ_DEPTH);
@@ -95,18 +92,11 @@ pub async fn stream_snapshot(
         loop {
             let message = tokio::time::timeout(idle_timeout, stream.message())
                 .await
-                .map_err(|_| SnapshotError::Stalled {
-                    endpoint: endpoint.to_string(),
-                    idle: idle_timeout,
-                })?
+                .map_err(|_| SnapshotError::Stalled { endpoint: endpoint.to_string(), idle: idle_timeout })?
                 .map_err(etcd_err)?;
             let Some(message) = message else { break };
             finished = message.remaining_bytes() == 0;
-            if raw_tx
-                .send(Bytes::copy_from_slice(message.blob()))
-                .await
-                .is_err()
-            {
+            if raw_tx.send(Bytes::copy_from_slice(message.blob())).await.is_err() {
                 // The compressor stopped; its own error says why.
                 break;
             }
@@ -125,86 +115,54 @@ pub async fn stream_snapshot(
     // The writer may have failed, which made the compressor fail; report the root cause first.
     let written = written?;
     let finished = received?;
-    let digest = compressor
-        .await
-        .expect("the compressor thread does not panic")
-        .map_err(SnapshotError::Compress)?;
-    let incomplete = |why: String| SnapshotError::Incomplete {
-        endpoint: endpoint.to_string(),
-        why,
-    };
+    let digest = compressor.await.expect("the compressor thread does not panic").map_err(SnapshotError::Compress)?;
+    let incomplete = |why: String| SnapshotError::Incomplete { endpoint: endpoint.to_string(), why };
     if !finished {
-        return Err(incomplete(format!(
-            "the stream ended after {} bytes with bytes still to come",
-            digest.size
-        )));
+        return Err(incomplete(format!("the stream ended after {} bytes with bytes still to come", digest.size)));
     }
     if digest.size < TRAILER_LEN as u64 || !(digest.size - TRAILER_LEN as u64).is_multiple_of(512) {
-        return Err(incomplete(format!(
-            "{} bytes is not a bolt database plus a 32-byte trailer",
-            digest.size
-        )));
+        return Err(incomplete(format!("{} bytes is not a bolt database plus a 32-byte trailer", digest.size)));
     }
     if digest.trailer_ok.is_none_or(|ok| !ok) {
-        return Err(incomplete(
-            "the SHA-256 trailer does not match the database".to_string(),
-        ));
+        return Err(incomplete("the SHA-256 trailer does not match the database".to_string()));
     }
-    Ok(Streamed {
-        raw_size: digest.size,
-        compressed_size: written,
-        sha256: digest.sha256,
-    })
+    Ok(Streamed { raw_size: digest.size, compressed_size: written, sha256: digest.sha256 })
 }
 
 /// Runs on a blocking thread: hashes every chunk until the sender closes, and gzips the stream in blocks on
 /// several threads at once (each block an independent gzip member, written in order: a multi-member gzip file
 /// that `gunzip` and [`flate2::write::MultiGzDecoder`] read as one stream). At most `workers` blocks are in
 /// flight, so memory stays bounded.
-fn compress(
-    mut raw_rx: mpsc::Receiver<Bytes>,
-    gz_tx: mpsc::Sender<Bytes>,
-) -> std::io::Result<Digested> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
+fn compress(mut raw_rx: mpsc::Receiver<Bytes>, gz_tx: mpsc::Sender<Bytes>) -> std::io::Result<Digested> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut digest = SnapshotDigest::default();
     let mut block = Vec::with_capacity(BLOCK);
     let mut in_flight = VecDeque::new();
     let send = |compressed: Vec<u8>| {
-        gz_tx.blocking_send(Bytes::from(compressed)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped")
-        })
+        gz_tx
+            .blocking_send(Bytes::from(compressed))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage writer stopped"))
     };
-    let dispatch =
-        |block: Vec<u8>,
-         in_flight: &mut VecDeque<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>| {
-            if in_flight.len() >= workers {
-                let oldest = in_flight.pop_front().expect("in flight is not empty");
-                send(oldest.join().expect("a compressor thread does not panic")?)?;
-            }
-            in_flight.push_back(std::thread::spawn(move || gzip_block(&block)));
-            Ok::<(), std::io::Error>(())
-        };
+    let dispatch = |block: Vec<u8>, in_flight: &mut VecDeque<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>| {
+        if in_flight.len() >= workers {
+            let oldest = in_flight.pop_front().expect("in flight is not empty");
+            send(oldest.join().expect("a compressor thread does not panic")?)?;
+        }
+        in_flight.push_back(std::thread::spawn(move || gzip_block(&block)));
+        Ok::<(), std::io::Error>(())
+    };
     while let Some(chunk) = raw_rx.blocking_recv() {
         digest.update(&chunk);
         block.extend_from_slice(&chunk);
         if block.len() >= BLOCK {
-            dispatch(
-                std::mem::replace(&mut block, Vec::with_capacity(BLOCK)),
-                &mut in_flight,
-            )?;
+            dispatch(std::mem::replace(&mut block, Vec::with_capacity(BLOCK)), &mut in_flight)?;
         }
     }
     if !block.is_empty() || digest.size == 0 {
         dispatch(block, &mut in_flight)?;
     }
     for pending in in_flight {
-        send(
-            pending
-                .join()
-                .expect("a compressor thread does not panic")?,
-        )?;
+        send(pending.join().expect("a compressor thread does not panic")?)?;
     }
     Ok(digest.finish())
 }
@@ -260,15 +218,11 @@ impl SnapshotDigest {
 
     /// The digest of everything fed.
     pub fn finish(self) -> Digested {
-        let trailer_ok = (self.held.len() == TRAILER_LEN)
-            .then(|| self.hasher.clone().finalize().as_slice() == self.held.as_slice());
+        let trailer_ok =
+            (self.held.len() == TRAILER_LEN).then(|| self.hasher.clone().finalize().as_slice() == self.held.as_slice());
         let mut hasher = self.hasher;
         hasher.update(&self.held);
-        Digested {
-            sha256: hex::encode(hasher.finalize()),
-            size: self.size,
-            trailer_ok,
-        }
+        Digested { sha256: hex::encode(hasher.finalize()), size: self.size, trailer_ok }
     }
 }
 
@@ -300,22 +254,15 @@ mod tests {
             assert_eq!(found.size, stream.len() as u64);
         }
         // Uneven chunks, short ones after long ones.
-        let mixed = vec![
-            stream[..40].to_vec(),
-            stream[40..45].to_vec(),
-            stream[45..4000].to_vec(),
-            stream[4000..].to_vec(),
-        ];
+        let mixed =
+            vec![stream[..40].to_vec(), stream[40..45].to_vec(), stream[45..4000].to_vec(), stream[4000..].to_vec()];
         assert_eq!(digest(mixed).trailer_ok, Some(true));
     }
 
     #[test]
     fn truncated_or_altered_streams_fail_the_trailer_check() {
         let stream = with_trailer(&[7u8; 4096]);
-        assert_eq!(
-            digest([stream[..stream.len() - 1].to_vec()]).trailer_ok,
-            Some(false)
-        );
+        assert_eq!(digest([stream[..stream.len() - 1].to_vec()]).trailer_ok, Some(false));
         let mut flipped = stream.clone();
         flipped[100] ^= 1;
         assert_eq!(digest([flipped]).trailer_ok, Some(false));

@@ -61,11 +61,7 @@ impl StorageError {
     fn store(op: &'static str, path: &Path, source: object_store::Error) -> Self {
         match source {
             object_store::Error::NotFound { .. } if op == "get" => Self::NotFound(path.to_string()),
-            source => Self::Store {
-                op,
-                path: path.to_string(),
-                source,
-            },
+            source => Self::Store { op, path: path.to_string(), source },
         }
     }
 }
@@ -103,21 +99,12 @@ pub struct StoredBackup {
 impl Storage {
     /// Opens the storage a URL names: `file:///abs/path` or `s3://bucket[/prefix]`.
     pub fn open(raw: &str, s3: &S3Options) -> Result<Self, StorageError> {
-        let url = Url::parse(raw).map_err(|e| StorageError::InvalidUrl {
-            url: redact(raw),
-            why: e.to_string(),
-        })?;
-        let invalid = |why: &str| StorageError::InvalidUrl {
-            url: redact(raw),
-            why: why.to_string(),
-        };
+        let url = Url::parse(raw).map_err(|e| StorageError::InvalidUrl { url: redact(raw), why: e.to_string() })?;
+        let invalid = |why: &str| StorageError::InvalidUrl { url: redact(raw), why: why.to_string() };
         match url.scheme() {
             "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|()| invalid("not an absolute local path"))?;
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| invalid(&format!("cannot create {}: {e}", dir.display())))?;
+                let dir = url.to_file_path().map_err(|()| invalid("not an absolute local path"))?;
+                std::fs::create_dir_all(&dir).map_err(|e| invalid(&format!("cannot create {}: {e}", dir.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| invalid(&e.to_string()))?
                     .with_automatic_cleanup(true);
@@ -128,18 +115,13 @@ impl Storage {
                 })
             }
             "s3" => {
-                let bucket = url
-                    .host_str()
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| invalid("no bucket"))?;
+                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("no bucket"))?;
                 let prefix = url.path().trim_matches('/');
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(10))
-                            .with_timeout(Duration::from_secs(300)),
-                    );
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(10))
+                        .with_timeout(Duration::from_secs(300)),
+                );
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint);
                     // A custom endpoint is almost always an S3-compatible server that wants path-style requests.
@@ -147,10 +129,7 @@ impl Storage {
                 }
                 if let Some(region) = &s3.region {
                     builder = builder.with_region(region);
-                } else if builder
-                    .get_config_value(&AmazonS3ConfigKey::Region)
-                    .is_none()
-                {
+                } else if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
                     builder = builder.with_region("us-east-1");
                 }
                 if let Some(key) = &s3.access_key_id {
@@ -169,15 +148,9 @@ impl Storage {
                     }
                     None => format!("s3://{bucket}/{prefix}"),
                 };
-                Ok(Self {
-                    store: Arc::new(store),
-                    prefix: Path::from(prefix),
-                    display,
-                })
+                Ok(Self { store: Arc::new(store), prefix: Path::from(prefix), display })
             }
-            other => Err(invalid(&format!(
-                "unsupported scheme {other:?}; use file:// or s3://"
-            ))),
+            other => Err(invalid(&format!("unsupported scheme {other:?}; use file:// or s3://"))),
         }
     }
 
@@ -197,33 +170,16 @@ impl Storage {
 
     /// Starts the multipart upload of the compressed snapshot of backup `name`. Memory stays bounded: one
     /// part being filled plus at most `concurrency` parts in flight, each `part_size` bytes.
-    pub async fn upload(
-        &self,
-        name: &str,
-        part_size: usize,
-        concurrency: usize,
-    ) -> Result<Upload, StorageError> {
+    pub async fn upload(&self, name: &str, part_size: usize, concurrency: usize) -> Result<Upload, StorageError> {
         let path = self.path(&Self::data_key(name));
-        let upload = self
-            .store
-            .put_multipart(&path)
-            .await
-            .map_err(|e| StorageError::store("upload", &path, e))?;
-        Ok(Upload {
-            inner: WriteMultipart::new_with_chunk_size(upload, part_size),
-            concurrency,
-            path,
-        })
+        let upload = self.store.put_multipart(&path).await.map_err(|e| StorageError::store("upload", &path, e))?;
+        Ok(Upload { inner: WriteMultipart::new_with_chunk_size(upload, part_size), concurrency, path })
     }
 
     /// Size of an object, if it exists.
     pub async fn object_size(&self, key: &str) -> Result<u64, StorageError> {
         let path = self.path(key);
-        let meta = self
-            .store
-            .head(&path)
-            .await
-            .map_err(|e| StorageError::store("head", &path, e))?;
+        let meta = self.store.head(&path).await.map_err(|e| StorageError::store("head", &path, e))?;
         Ok(meta.size)
     }
 
@@ -231,10 +187,7 @@ impl Storage {
     pub async fn publish(&self, manifest: &BackupManifest) -> Result<(), StorageError> {
         let path = self.path(&format!("{}{MANIFEST_SUFFIX}", manifest.info.name));
         let body = serde_json::to_vec_pretty(manifest).expect("a manifest always serializes");
-        self.store
-            .put(&path, PutPayload::from(body))
-            .await
-            .map_err(|e| StorageError::store("put", &path, e))?;
+        self.store.put(&path, PutPayload::from(body)).await.map_err(|e| StorageError::store("put", &path, e))?;
         Ok(())
     }
 
@@ -244,10 +197,7 @@ impl Storage {
         let objects = self.list_objects().await?;
         let sizes: HashMap<String, u64> = objects.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
         let mut manifests = Vec::new();
-        for (key, _, _) in objects
-            .iter()
-            .filter(|(k, _, _)| k.ends_with(MANIFEST_SUFFIX))
-        {
+        for (key, _, _) in objects.iter().filter(|(k, _, _)| k.ends_with(MANIFEST_SUFFIX)) {
             let manifest = match self.read_manifest_key(key).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -273,24 +223,14 @@ impl Storage {
     /// The manifest of backup `name` (`latest` names the newest).
     pub async fn manifest(&self, name: &str) -> Result<BackupManifest, StorageError> {
         if name == "latest" {
-            return self
-                .list()
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| StorageError::NotFound(name.to_string()));
+            return self.list().await?.into_iter().next().ok_or_else(|| StorageError::NotFound(name.to_string()));
         }
         if !valid_name(name) {
             return Err(StorageError::NotFound(name.to_string()));
         }
-        let manifest = self
-            .read_manifest_key(&format!("{name}{MANIFEST_SUFFIX}"))
-            .await?;
+        let manifest = self.read_manifest_key(&format!("{name}{MANIFEST_SUFFIX}")).await?;
         // A manifest whose object is absent or of another size is not a published backup.
-        let size = self
-            .object_size(&manifest.object)
-            .await
-            .map_err(|_| StorageError::NotFound(name.to_string()))?;
+        let size = self.object_size(&manifest.object).await.map_err(|_| StorageError::NotFound(name.to_string()))?;
         if size != manifest.info.compressed_size {
             return Err(StorageError::NotFound(name.to_string()));
         }
@@ -303,29 +243,18 @@ impl Storage {
         manifest: &BackupManifest,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(&manifest.object);
-        let result = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| StorageError::store("get", &path, e))?;
+        let result = self.store.get(&path).await.map_err(|e| StorageError::store("get", &path, e))?;
         let shown = path.to_string();
         Ok(result
             .into_stream()
-            .map_err(move |e| StorageError::Store {
-                op: "read",
-                path: shown.clone(),
-                source: e,
-            })
+            .map_err(move |e| StorageError::Store { op: "read", path: shown.clone(), source: e })
             .boxed())
     }
 
     /// Deletes a backup: its manifest first (so it stops being listed), then its snapshot object.
     pub async fn delete(&self, manifest: &BackupManifest) -> Result<(), StorageError> {
         let manifest_path = self.path(&format!("{}{MANIFEST_SUFFIX}", manifest.info.name));
-        self.store
-            .delete(&manifest_path)
-            .await
-            .map_err(|e| StorageError::store("delete", &manifest_path, e))?;
+        self.store.delete(&manifest_path).await.map_err(|e| StorageError::store("delete", &manifest_path, e))?;
         let data_path = self.path(&manifest.object);
         match self.store.delete(&data_path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -337,19 +266,14 @@ impl Storage {
     /// an upload in progress elsewhere is left alone. Returns the removed keys.
     pub async fn cleanup(&self, grace: chrono::Duration) -> Result<Vec<String>, StorageError> {
         let objects = self.list_objects().await?;
-        let published: std::collections::HashSet<String> = objects
-            .iter()
-            .filter_map(|(k, _, _)| k.strip_suffix(MANIFEST_SUFFIX).map(Self::data_key))
-            .collect();
+        let published: std::collections::HashSet<String> =
+            objects.iter().filter_map(|(k, _, _)| k.strip_suffix(MANIFEST_SUFFIX).map(Self::data_key)).collect();
         let cutoff = Utc::now() - grace;
         let mut removed = Vec::new();
         for (key, _, modified) in objects {
             if key.ends_with(DATA_SUFFIX) && !published.contains(&key) && modified < cutoff {
                 let path = self.path(&key);
-                self.store
-                    .delete(&path)
-                    .await
-                    .map_err(|e| StorageError::store("delete", &path, e))?;
+                self.store.delete(&path).await.map_err(|e| StorageError::store("delete", &path, e))?;
                 removed.push(key);
             }
         }
@@ -366,18 +290,12 @@ impl Storage {
             .bytes()
             .await
             .map_err(|e| StorageError::store("read", &path, e))?;
-        let manifest: BackupManifest =
-            serde_json::from_slice(&bytes).map_err(|e| StorageError::BadManifest {
-                path: path.to_string(),
-                why: e.to_string(),
-            })?;
+        let manifest: BackupManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageError::BadManifest { path: path.to_string(), why: e.to_string() })?;
         if manifest.format > MANIFEST_FORMAT {
             return Err(StorageError::BadManifest {
                 path: path.to_string(),
-                why: format!(
-                    "format {} is newer than this build understands ({MANIFEST_FORMAT})",
-                    manifest.format
-                ),
+                why: format!("format {} is newer than this build understands ({MANIFEST_FORMAT})", manifest.format),
             });
         }
         Ok(manifest)
@@ -386,11 +304,8 @@ impl Storage {
     /// `(key relative to prefix, size, last modified)` of every object directly under the prefix.
     async fn list_objects(&self) -> Result<Vec<(String, u64, DateTime<Utc>)>, StorageError> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let listing = self
-            .store
-            .list_with_delimiter(prefix)
-            .await
-            .map_err(|e| StorageError::store("list", &self.prefix, e))?;
+        let listing =
+            self.store.list_with_delimiter(prefix).await.map_err(|e| StorageError::store("list", &self.prefix, e))?;
         Ok(listing
             .objects
             .into_iter()
@@ -424,47 +339,32 @@ impl Upload {
     /// Uploads what is left and completes the object. On failure the upload is aborted.
     pub async fn finish(self) -> Result<(), StorageError> {
         let path = self.path;
-        self.inner
-            .finish()
-            .await
-            .map(|_| ())
-            .map_err(|e| StorageError::store("upload", &path, e))
+        self.inner.finish().await.map(|_| ()).map_err(|e| StorageError::store("upload", &path, e))
     }
 
     /// Gives the upload up, removing its parts.
     pub async fn abort(self) -> Result<(), StorageError> {
         let path = self.path;
-        self.inner
-            .abort()
-            .await
-            .map_err(|e| StorageError::store("abort", &path, e))
+        self.inner.abort().await.map_err(|e| StorageError::store("abort", &path, e))
     }
 }
 
 /// Orders backups newest first on parsed values (finish time, then revision), never on names.
 pub fn sort_newest_first(manifests: &mut [BackupManifest]) {
-    manifests.sort_by(|a, b| {
-        (b.info.finished_at, b.info.revision).cmp(&(a.info.finished_at, a.info.revision))
-    });
+    manifests.sort_by(|a, b| (b.info.finished_at, b.info.revision).cmp(&(a.info.finished_at, a.info.revision)));
 }
 
 /// Whether `name` can be a backup name: it becomes part of object keys and URLs.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
 }
 
 /// The manifest of a new backup.
 pub fn manifest_for(info: BackupInfo) -> BackupManifest {
-    BackupManifest {
-        format: MANIFEST_FORMAT,
-        object: Storage::data_key(&info.name),
-        info,
-    }
+    BackupManifest { format: MANIFEST_FORMAT, object: Storage::data_key(&info.name), info }
 }
 
 /// Removes user info (credentials) from a URL for display.

@@ -1,1 +1,239 @@
-//! placeholder
+//! The etcd membership layer: the member list with each member's health, and the membership changes the planner
+//! asks for (add as learner, promote, remove).
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+
+use crate::observe::Member;
+
+/// Errors talking to etcd about its membership.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// No endpoint answered.
+    #[error("etcd is unreachable at {endpoints}: {source}")]
+    Unreachable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The last error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A learner is not yet caught up with the leader; promoting it must wait.
+    #[error("learner {0:x} is not caught up with the leader yet")]
+    NotCaughtUp(u64),
+    /// etcd refuses membership changes until its leader has been connected to every voting member for a few
+    /// seconds (strict reconfiguration check); the change must be retried shortly.
+    #[error("etcd is not ready to {op} member {member}: {why}")]
+    NotReady {
+        /// The change.
+        op: &'static str,
+        /// The member concerned.
+        member: String,
+        /// etcd's answer.
+        why: String,
+    },
+    /// etcd refused the change.
+    #[error("etcd refused to {op} member {member}: {source}")]
+    Refused {
+        /// The change.
+        op: &'static str,
+        /// The member concerned.
+        member: String,
+        /// etcd's answer.
+        #[source]
+        source: etcd_client::Error,
+    },
+}
+
+impl MembershipError {
+    /// Stable short reason, for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "EtcdUnreachable",
+            Self::NotCaughtUp(_) => "LearnerNotCaughtUp",
+            Self::NotReady { .. } => "EtcdNotReadyForChange",
+            Self::Refused { .. } => "MembershipChangeRefused",
+        }
+    }
+}
+
+/// A member as etcd lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Member ID.
+    pub id: u64,
+    /// etcd's name for it; empty until the member has started.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs; empty until the member has started.
+    pub client_urls: Vec<String>,
+    /// Whether it is a learner.
+    pub learner: bool,
+}
+
+/// A connection to a cluster's members for membership work.
+pub struct Membership {
+    client: Client,
+    endpoints: Vec<String>,
+    timeout: Duration,
+}
+
+impl Membership {
+    /// Connects to the first of `endpoints` that answers and is a voting member: learners refuse membership
+    /// requests, and a voter's member list is the one the cluster agreed on.
+    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, MembershipError> {
+        // A membership change waits for a raft commit, possibly across a leader election: give it longer than a
+        // health probe gets.
+        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout * 5);
+        let mut last_error = None;
+        for endpoint in endpoints {
+            let attempt = async {
+                let mut client = Client::connect([endpoint], Some(options.clone())).await?;
+                let status = client.status().await?;
+                Ok::<_, etcd_client::Error>((client, status.is_learner()))
+            };
+            match tokio::time::timeout(timeout * 2, attempt).await {
+                Ok(Ok((client, false))) => {
+                    return Ok(Self { client, endpoints: vec![endpoint.clone()], timeout });
+                }
+                Ok(Ok((_, true))) => {}
+                Ok(Err(error)) => last_error = Some(error),
+                Err(_) => last_error = Some(etcd_client::Error::InvalidArgs(format!("{endpoint} timed out"))),
+            }
+        }
+        Err(MembershipError::Unreachable {
+            endpoints: endpoints.join(","),
+            source: last_error.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no voting member among them".into())),
+        })
+    }
+
+    /// etcd's member list.
+    pub async fn list(&mut self) -> Result<Vec<Listed>, MembershipError> {
+        let response = self
+            .client
+            .member_list()
+            .await
+            .map_err(|source| MembershipError::Unreachable { endpoints: self.endpoints.join(","), source })?;
+        Ok(response
+            .members()
+            .iter()
+            .map(|m| Listed {
+                id: m.id(),
+                name: m.name().to_string(),
+                peer_urls: m.peer_urls().to_vec(),
+                client_urls: m.client_urls().to_vec(),
+                learner: m.is_learner(),
+            })
+            .collect())
+    }
+
+    /// The member list with each member's health: a member is healthy when its own client URL answers a status
+    /// request within the timeout. `name_of` names a member from its peer URL (pod names in Kubernetes).
+    pub async fn observe(&mut self, name_of: impl Fn(&Listed) -> String) -> Result<Vec<Member>, MembershipError> {
+        let listed = self.list().await?;
+        let mut leader = None;
+        let mut members = Vec::with_capacity(listed.len());
+        for entry in &listed {
+            let status = match entry.client_urls.first() {
+                Some(url) => member_status(url, self.timeout).await,
+                None => None,
+            };
+            if let Some((_, reported_leader)) = status {
+                leader = leader.or(Some(reported_leader));
+            }
+            members.push(Member {
+                id: entry.id,
+                name: name_of(entry),
+                started: !entry.name.is_empty(),
+                learner: entry.learner,
+                healthy: status.is_some(),
+                leader: false,
+            });
+        }
+        for member in &mut members {
+            member.leader = Some(member.id) == leader;
+        }
+        Ok(members)
+    }
+
+    /// Adds a learner with `peer_url`; returns its ID.
+    pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64, MembershipError> {
+        let response = self
+            .client
+            .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+            .await
+            .map_err(|source| refused("add", peer_url.to_string(), source))?;
+        Ok(response.member().map(|m| m.id()).unwrap_or_default())
+    }
+
+    /// Promotes learner `id` to a voting member.
+    pub async fn promote(&mut self, id: u64) -> Result<(), MembershipError> {
+        match self.client.member_promote(id).await {
+            Ok(_) => Ok(()),
+            // etcd refuses to promote a learner whose log is not close enough to the leader's.
+            Err(error)
+                if error.to_string().contains("in sync with leader") || error.to_string().contains("not ready") =>
+            {
+                Err(MembershipError::NotCaughtUp(id))
+            }
+            Err(source) => Err(refused("promote", format!("{id:x}"), source)),
+        }
+    }
+
+    /// Removes member `id`.
+    pub async fn remove(&mut self, id: u64) -> Result<(), MembershipError> {
+        self.client.member_remove(id).await.map(|_| ()).map_err(|source| refused("remove", format!("{id:x}"), source))
+    }
+}
+
+/// Tells a change etcd refuses for now (its strict reconfiguration check) from one it refuses outright.
+fn refused(op: &'static str, member: String, source: etcd_client::Error) -> MembershipError {
+    let why = source.to_string();
+    if why.contains("unhealthy cluster") || why.contains("not enough started members") {
+        MembershipError::NotReady { op, member, why }
+    } else {
+        MembershipError::Refused { op, member, source }
+    }
+}
+
+/// `(member ID, leader ID)` as the member at `client_url` reports them, or `None` when it does not answer.
+async fn member_status(client_url: &str, timeout: Duration) -> Option<(u64, u64)> {
+    let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+    let attempt = async {
+        let mut client = Client::connect([client_url], Some(options)).await.ok()?;
+        let status = client.status().await.ok()?;
+        Some((status.header().map(|h| h.member_id()).unwrap_or_default(), status.leader()))
+    };
+    tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
+}
+
+/// The pod name in a Kubernetes peer URL (`http://<pod>.<cluster>.<namespace>.svc:2380`), else etcd's own name.
+pub fn pod_name(listed: &Listed) -> String {
+    listed
+        .peer_urls
+        .first()
+        .and_then(|url| url.split("://").nth(1))
+        .and_then(|rest| rest.split([':', '/']).next())
+        .filter(|host| host.parse::<std::net::IpAddr>().is_err() && host.contains('.'))
+        .and_then(|host| host.split('.').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| listed.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(peer: &str, name: &str) -> Listed {
+        Listed { id: 1, name: name.into(), peer_urls: vec![peer.into()], client_urls: vec![], learner: false }
+    }
+
+    #[test]
+    fn pod_names_come_from_peer_urls_even_before_a_member_starts() {
+        assert_eq!(pod_name(&listed("http://etcd-0003.etcd.default.svc:2380", "")), "etcd-0003");
+        assert_eq!(pod_name(&listed("https://etcd-0001.etcd.ns.svc.cluster.local:2380", "etcd-0001")), "etcd-0001");
+        assert_eq!(pod_name(&listed("http://127.0.0.1:2380", "m1")), "m1");
+    }
+}

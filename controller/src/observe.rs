@@ -78,9 +78,7 @@ pub fn member_name(cluster: &str, index: u32) -> String {
 /// The index in a member name of `cluster`, if it is one.
 pub fn member_index(cluster: &str, name: &str) -> Option<u32> {
     let digits = name.strip_prefix(cluster)?.strip_prefix('-')?;
-    (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 #[cfg(test)]

@@ -93,19 +93,13 @@ pub enum Action {
 impl Action {
     /// Whether the action changes etcd's member list.
     pub fn changes_membership(&self) -> bool {
-        matches!(
-            self,
-            Self::AddLearner { .. } | Self::Promote { .. } | Self::RemoveMember { .. }
-        )
+        matches!(self, Self::AddLearner { .. } | Self::Promote { .. } | Self::RemoveMember { .. })
     }
 }
 
 /// Whether removing member `id` leaves a majority of the remaining voting members healthy (and at least one).
 pub fn keeps_quorum(members: &[Member], id: u64) -> bool {
-    let remaining: Vec<&Member> = members
-        .iter()
-        .filter(|m| m.id != id && !m.learner)
-        .collect();
+    let remaining: Vec<&Member> = members.iter().filter(|m| m.id != id && !m.learner).collect();
     let healthy = remaining.iter().filter(|m| m.healthy).count();
     !remaining.is_empty() && healthy > remaining.len() / 2
 }
@@ -120,23 +114,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         EtcdView::Members(_) => return without_etcd(observed, "etcd lists no members".to_string()),
         EtcdView::Unreachable(why) => return without_etcd(observed, why.clone()),
     };
-    let pod_state = |name: &str| {
-        observed
-            .pods
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.state)
-    };
+    let pod_state = |name: &str| observed.pods.iter().find(|p| p.name == name).map(|p| p.state);
 
     // Pods that are no member: leftovers of a removal whose pod deletion did not happen.
-    if let Some(orphan) = observed
-        .pods
-        .iter()
-        .find(|p| p.state != PodState::Terminating && !members.iter().any(|m| m.name == p.name))
+    if let Some(orphan) =
+        observed.pods.iter().find(|p| p.state != PodState::Terminating && !members.iter().any(|m| m.name == p.name))
     {
-        return Action::DeletePod {
-            name: orphan.name.clone(),
-        };
+        return Action::DeletePod { name: orphan.name.clone() };
     }
 
     let voters = members.iter().filter(|m| !m.learner).count();
@@ -150,22 +134,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         None => m.started,
         Some(state) => state == PodState::Dead,
     };
-    if let Some(member) = members
-        .iter()
-        .filter(dead)
-        .find(|m| m.learner || keeps_quorum(members, m.id))
-    {
+    if let Some(member) = members.iter().filter(dead).find(|m| m.learner || keeps_quorum(members, m.id)) {
         return remove(member, RemoveReason::Dead);
     }
 
-    // A member added to etcd whose pod was never created: finish the add.
-    if let Some(member) = members
-        .iter()
-        .find(|m| !m.started && pod_state(&m.name).is_none())
-    {
-        return Action::CreateMemberPod {
-            name: member.name.clone(),
-        };
+    // A member added to etcd whose pod was never created: finish the add, unless it is no longer needed.
+    if let Some(member) = members.iter().find(|m| !m.started && pod_state(&m.name).is_none()) {
+        if member.learner && voters >= desired.size as usize {
+            return remove(member, RemoveReason::ScaleDown);
+        }
+        return Action::CreateMemberPod { name: member.name.clone() };
     }
 
     if let Some(learner) = members.iter().find(|m| m.learner) {
@@ -175,10 +153,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         }
         let running = matches!(pod_state(&learner.name), Some(PodState::Running { .. }));
         if learner.started && learner.healthy && running {
-            return Action::Promote {
-                id: learner.id,
-                name: learner.name.clone(),
-            };
+            return Action::Promote { id: learner.id, name: learner.name.clone() };
         }
         return Action::Wait(WaitReason::LearnerNotReady(learner.name.clone()));
     }
@@ -193,19 +168,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         return Action::Wait(WaitReason::QuorumLost { healthy, voters });
     }
     if voters < desired.size as usize {
-        return Action::AddLearner {
-            name: member_name(&observed.cluster, observed.next_index),
-        };
+        return Action::AddLearner { name: member_name(&observed.cluster, observed.next_index) };
     }
     Action::Done
 }
 
 /// The plan when etcd's member list is not available.
 fn without_etcd(observed: &Observed, why: String) -> Action {
-    let live = observed
-        .pods
-        .iter()
-        .any(|p| !matches!(p.state, PodState::Dead | PodState::Terminating));
+    let live = observed.pods.iter().any(|p| !matches!(p.state, PodState::Dead | PodState::Terminating));
     if live {
         // The seed is starting, or quorum is lost: either way nothing can be changed through etcd.
         return Action::Wait(WaitReason::EtcdUnreachable(why));
@@ -215,24 +185,16 @@ fn without_etcd(observed: &Observed, why: String) -> Action {
     }
     if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
         // A seed that died before the cluster ever formed holds nothing: clear it and seed again.
-        return Action::DeletePod {
-            name: dead.name.clone(),
-        };
+        return Action::DeletePod { name: dead.name.clone() };
     }
     if observed.pods.is_empty() {
-        return Action::CreateSeed {
-            name: member_name(&observed.cluster, observed.next_index),
-        };
+        return Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) };
     }
     Action::Wait(WaitReason::EtcdUnreachable(why))
 }
 
 fn remove(member: &Member, reason: RemoveReason) -> Action {
-    Action::RemoveMember {
-        id: member.id,
-        name: member.name.clone(),
-        reason,
-    }
+    Action::RemoveMember { id: member.id, name: member.name.clone(), reason }
 }
 
 #[cfg(test)]

@@ -22,10 +22,7 @@ fn refusal(doc: &Value) -> Option<String> {
     let crd = serde_json::to_value(EtcdCluster::crd()).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     let validator = jsonschema::validator_for(schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     if !errors.is_empty() {
         return Some(errors.join("; "));
     }
@@ -45,11 +42,7 @@ fn refusal(doc: &Value) -> Option<String> {
 
 #[test]
 fn the_examples_are_valid() {
-    for name in [
-        "example-etcd-cluster.yaml",
-        "example-etcd-cluster-backup.yaml",
-        "example-etcd-cluster-s3.yaml",
-    ] {
+    for name in ["example-etcd-cluster.yaml", "example-etcd-cluster-backup.yaml", "example-etcd-cluster-s3.yaml"] {
         let doc = load(&example_dir().join(name));
         assert_eq!(refusal(&doc), None, "{name}");
     }
@@ -61,21 +54,14 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("size-zero.yaml", "less than the minimum"),
         ("size-ten.yaml", "greater than the maximum"),
         ("bad-version.yaml", "does not match"),
-        (
-            "backup-two-schedules.yaml",
-            "at most one of backup.every and backup.cron",
-        ),
+        ("backup-two-schedules.yaml", "at most one of backup.every and backup.cron"),
         ("backup-two-storages.yaml", "exactly one of pvc and s3"),
         ("backup-no-storage.yaml", "exactly one of pvc and s3"),
         ("missing-size.yaml", "\"size\" is a required property"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(
-        on_disk,
-        expected.len(),
-        "every file in example/invalid has an expectation here"
-    );
+    assert_eq!(on_disk, expected.len(), "every file in example/invalid has an expectation here");
     for (file, message) in expected {
         let doc = load(&dir.join(file));
         let why = refusal(&doc).unwrap_or_else(|| panic!("{file} was accepted"));

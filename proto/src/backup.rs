@@ -136,11 +136,7 @@ mod tests {
             started_at: Utc::now(),
             finished_at: Utc::now(),
         };
-        let manifest = BackupManifest {
-            format: MANIFEST_FORMAT,
-            object: "x.db.gz".into(),
-            info,
-        };
+        let manifest = BackupManifest { format: MANIFEST_FORMAT, object: "x.db.gz".into(), info };
         let json = serde_json::to_value(&manifest).unwrap();
         assert_eq!(json["revision"], 42);
         assert_eq!(json["clusterName"], "c");

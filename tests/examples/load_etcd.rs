@@ -10,11 +10,7 @@ const CONCURRENCY: usize = 64;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(args.len() == 4, "usage: load_etcd ENDPOINT COUNT SIZE");
-    let (endpoint, count, size) = (
-        args[1].clone(),
-        args[2].parse::<usize>()?,
-        args[3].parse::<usize>()?,
-    );
+    let (endpoint, count, size) = (args[1].clone(), args[2].parse::<usize>()?, args[3].parse::<usize>()?);
     let client = etcd_client::Client::connect([endpoint], None).await?;
     let mut workers = Vec::new();
     for worker in 0..CONCURRENCY {
@@ -22,11 +18,7 @@ async fn main() -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(worker as u64);
             for i in (worker..count).step_by(CONCURRENCY) {
-                let value: String = (&mut rng)
-                    .sample_iter(&Alphanumeric)
-                    .take(size)
-                    .map(char::from)
-                    .collect();
+                let value: String = (&mut rng).sample_iter(&Alphanumeric).take(size).map(char::from).collect();
                 kv.put(format!("/bench/{i:08}"), value, None).await?;
             }
             Ok::<_, etcd_client::Error>(())

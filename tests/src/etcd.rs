@@ -11,16 +11,12 @@ use crate::net::{free_port, wait_for_port};
 
 /// Path of the etcd server binary the tests use.
 pub fn etcd_bin() -> PathBuf {
-    std::env::var_os("ETCD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "etcd".into())
+    std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| "etcd".into())
 }
 
 /// Path of the etcdctl binary the tests use.
 pub fn etcdctl_bin() -> PathBuf {
-    std::env::var_os("ETCDCTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "etcdctl".into())
+    std::env::var_os("ETCDCTL_BIN").map(PathBuf::from).unwrap_or_else(|| "etcdctl".into())
 }
 
 /// One single-member etcd server; killed and its data removed on drop.
@@ -45,29 +41,18 @@ impl EtcdServer {
 
     /// Starts etcd on an existing data directory (for example one made by `etcdctl snapshot restore`), whose
     /// member was named `name` with peer URL `peer_url`.
-    pub async fn start_restored(
-        data_dir: &Path,
-        name: &str,
-        peer_url: &str,
-    ) -> anyhow::Result<Self> {
+    pub async fn start_restored(data_dir: &Path, name: &str, peer_url: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let moved = dir.path().join("data");
         copy_dir(data_dir, &moved)?;
         Self::start_on(dir, moved, Some((name.to_string(), peer_url.to_string()))).await
     }
 
-    async fn start_on(
-        dir: TempDir,
-        data_dir: PathBuf,
-        existing: Option<(String, String)>,
-    ) -> anyhow::Result<Self> {
+    async fn start_on(dir: TempDir, data_dir: PathBuf, existing: Option<(String, String)>) -> anyhow::Result<Self> {
         let client_port = free_port();
         let (name, peer_url) = match existing {
             Some(named) => named,
-            None => (
-                "m0".to_string(),
-                format!("http://127.0.0.1:{}", free_port()),
-            ),
+            None => ("m0".to_string(), format!("http://127.0.0.1:{}", free_port())),
         };
         let client_url = format!("http://127.0.0.1:{client_port}");
         let listen_peer = peer_url.clone();
@@ -91,19 +76,8 @@ impl EtcdServer {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {}", etcd_bin().display()))?;
-        let server = Self {
-            child: Some(child),
-            client_url,
-            name,
-            data_dir,
-            peer_url,
-            _dir: dir,
-        };
-        wait_for_port(
-            format!("127.0.0.1:{client_port}").parse()?,
-            Duration::from_secs(20),
-        )
-        .await?;
+        let server = Self { child: Some(child), client_url, name, data_dir, peer_url, _dir: dir };
+        wait_for_port(format!("127.0.0.1:{client_port}").parse()?, Duration::from_secs(20)).await?;
         server.wait_healthy().await?;
         Ok(server)
     }
@@ -144,30 +118,18 @@ impl EtcdServer {
     }
 
     /// Writes `count` keys `{prefix}{i:06}` with values of `value_len` bytes, in batches.
-    pub async fn put_keys(
-        &self,
-        prefix: &str,
-        count: usize,
-        value_len: usize,
-    ) -> anyhow::Result<()> {
+    pub async fn put_keys(&self, prefix: &str, count: usize, value_len: usize) -> anyhow::Result<()> {
         let mut client = self.client().await?;
         let value = "v".repeat(value_len);
         for i in 0..count {
-            client
-                .put(format!("{prefix}{i:06}"), value.clone(), None)
-                .await?;
+            client.put(format!("{prefix}{i:06}"), value.clone(), None).await?;
         }
         Ok(())
     }
 
     /// Writes `count` keys `{prefix}{i:06}` with values of `value_len` pseudo-random printable bytes, which
     /// compress about as badly as real data does.
-    pub async fn put_keys_random(
-        &self,
-        prefix: &str,
-        count: usize,
-        value_len: usize,
-    ) -> anyhow::Result<()> {
+    pub async fn put_keys_random(&self, prefix: &str, count: usize, value_len: usize) -> anyhow::Result<()> {
         let mut client = self.client().await?;
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         for i in 0..count {
@@ -188,28 +150,15 @@ impl EtcdServer {
     /// How many keys there are under `prefix`.
     pub async fn count(&self, prefix: &str) -> anyhow::Result<i64> {
         let mut client = self.client().await?;
-        let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_count_only();
+        let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
         Ok(client.get(prefix, Some(options)).await?.count())
     }
 
     /// All keys (and values) under `prefix`, sorted by key.
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let mut client = self.client().await?;
-        let resp = client
-            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.value().to_vec(),
-                )
-            })
-            .collect())
+        let resp = client.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+        Ok(resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
     }
 }
 
@@ -239,11 +188,7 @@ pub async fn restore_and_start(snapshot: &Path) -> anyhow::Result<EtcdServer> {
         .arg("--initial-advertise-peer-urls")
         .arg(&peer_url)
         .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "etcdctl snapshot restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    anyhow::ensure!(out.status.success(), "etcdctl snapshot restore failed: {}", String::from_utf8_lossy(&out.stderr));
     EtcdServer::start_restored(&data_dir, "restored", &peer_url).await
 }
 

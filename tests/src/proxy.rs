@@ -34,8 +34,7 @@ impl TripProxy {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         continue;
                     };
-                    let (trip_tx, mut release, sent) =
-                        (trip_tx.clone(), release_rx.clone(), sent.clone());
+                    let (trip_tx, mut release, sent) = (trip_tx.clone(), release_rx.clone(), sent.clone());
                     tokio::spawn(async move {
                         let (mut client_read, mut client_write) = client.into_split();
                         let (mut server_read, mut server_write) = server.into_split();
@@ -62,12 +61,7 @@ impl TripProxy {
                 }
             })
         };
-        Ok(Self {
-            addr,
-            tripped,
-            release,
-            task,
-        })
+        Ok(Self { addr, tripped, release, task })
     }
 
     /// Waits until the byte limit was reached.

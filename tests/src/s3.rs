@@ -23,20 +23,12 @@ pub fn minio_bin() -> PathBuf {
     }
     let cache = std::env::var_os("KEC_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kec")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kec"));
     let dir = cache.join("minio");
     // The newest build in the cache.
     std::fs::read_dir(&dir)
         .ok()
-        .and_then(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path().join("minio"))
-                .filter(|p| p.exists())
-                .max()
-        })
+        .and_then(|entries| entries.filter_map(Result::ok).map(|e| e.path().join("minio")).filter(|p| p.exists()).max())
         .unwrap_or_else(|| "minio".into())
 }
 
@@ -53,11 +45,7 @@ impl S3Server {
         let dir = tempfile::tempdir()?;
         // In single-drive mode a top-level directory of the drive is a bucket.
         std::fs::create_dir_all(dir.path().join("data").join(BUCKET))?;
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-        };
+        let mut server = Self { child: None, port: free_port(), dir };
         server.resume().await?;
         Ok(server)
     }
@@ -82,10 +70,7 @@ impl S3Server {
 
     /// Starts the server again on the same port and data.
     pub async fn resume(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("minio.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("minio.log"))?;
         let child = Command::new(minio_bin())
             .arg("server")
             .arg(self.dir.path().join("data"))
@@ -102,18 +87,9 @@ impl S3Server {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "start {} (run scripts/install-deps.sh)",
-                    minio_bin().display()
-                )
-            })?;
+            .with_context(|| format!("start {} (run scripts/install-deps.sh)", minio_bin().display()))?;
         self.child = Some(child);
-        wait_for_port(
-            format!("127.0.0.1:{}", self.port).parse()?,
-            Duration::from_secs(30),
-        )
-        .await?;
+        wait_for_port(format!("127.0.0.1:{}", self.port).parse()?, Duration::from_secs(30)).await?;
         // The port opens before the server answers S3 requests.
         let probe = format!("{}/minio/health/ready", self.endpoint());
         for _ in 0..100 {
@@ -127,11 +103,8 @@ impl S3Server {
 }
 
 async fn reqwest_probe(url: &str) -> bool {
-    let Ok(Ok(mut stream)) = tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::net::TcpStream::connect(url_host(url)),
-    )
-    .await
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(url_host(url))).await
     else {
         return false;
     };
@@ -146,11 +119,7 @@ async fn reqwest_probe(url: &str) -> bool {
 }
 
 fn url_host(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_string()
 }
 
 impl Drop for S3Server {

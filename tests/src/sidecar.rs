@@ -41,12 +41,7 @@ impl TestStorage {
             Backend::File => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("file://{}", dir.path().join("backups").display());
-                Self {
-                    url,
-                    s3: S3Options::default(),
-                    server: None,
-                    dir: Some(dir),
-                }
+                Self { url, s3: S3Options::default(), server: None, dir: Some(dir) }
             }
             Backend::S3 => {
                 let server = S3Server::start().await?;
@@ -57,12 +52,7 @@ impl TestStorage {
                     secret_access_key: Some(SECRET_KEY.into()),
                     allow_http: true,
                 };
-                Self {
-                    url: server.url("clusters/test"),
-                    s3,
-                    server: Some(server),
-                    dir: None,
-                }
+                Self { url: server.url("clusters/test"), s3, server: Some(server), dir: None }
             }
         })
     }
@@ -92,33 +82,16 @@ impl Sidecar {
         retention: Retention,
         token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let etcd = EtcdConfig {
-            endpoints,
-            ca: None,
-            identity: None,
-            timeout: Duration::from_secs(5),
-        };
-        let config = BackupConfig {
-            cluster_name: "test".into(),
-            retention,
-            idle_timeout: Duration::from_secs(5),
-        };
+        let etcd = EtcdConfig { endpoints, ca: None, identity: None, timeout: Duration::from_secs(5) };
+        let config = BackupConfig { cluster_name: "test".into(), retention, idle_timeout: Duration::from_secs(5) };
         let engine = Engine::new(etcd, storage.open()?, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = AppState {
-            engine: engine.clone(),
-            token: token.map(Arc::from),
-        };
+        let state = AppState { engine: engine.clone(), token: token.map(Arc::from) };
         let task = tokio::spawn(async move {
             let _ = serve(listener, state, std::future::pending()).await;
         });
-        Ok(Self {
-            engine,
-            base: format!("http://{addr}"),
-            addr,
-            task,
-        })
+        Ok(Self { engine, base: format!("http://{addr}"), addr, task })
     }
 
     /// `base` + `path`.

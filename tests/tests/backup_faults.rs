@@ -28,17 +28,10 @@ fn raw_store(storage: &TestStorage) -> (std::sync::Arc<dyn object_store::ObjectS
             .with_allow_http(true)
             .build()
             .unwrap();
-        (
-            std::sync::Arc::new(store) as _,
-            Path::from(url.path().trim_matches('/')),
-        )
+        (std::sync::Arc::new(store) as _, Path::from(url.path().trim_matches('/')))
     } else {
         let dir = url.to_file_path().unwrap();
-        (
-            std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap())
-                as _,
-            Path::default(),
-        )
+        (std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap()) as _, Path::default())
     };
     (store, prefix)
 }
@@ -60,27 +53,13 @@ async fn corrupt_backup_is_refused(backend: Backend) {
     let etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 300, 200).await.unwrap();
     let storage = TestStorage::new(backend).await.unwrap();
-    let sidecar = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let info = backup(&sidecar).await;
 
     // Flip one bit in the middle of the stored object; its size stays the same, so it is still listed.
     let (store, prefix) = raw_store(&storage);
     let key = prefix.clone().join(format!("{}.db.gz", info.name));
-    let mut body = store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let mut body = store.get(&key).await.unwrap().bytes().await.unwrap().to_vec();
     let middle = body.len() / 2;
     body[middle] ^= 0x10;
     store.put(&key, Bytes::from(body).into()).await.unwrap();
@@ -95,21 +74,10 @@ async fn corrupt_backup_is_refused(backend: Backend) {
             s3: storage.s3.clone(),
         };
         let error = restore(&request).await.unwrap_err().to_string();
-        assert!(
-            error.contains("corrupt") && error.contains(&info.name),
-            "{from}: {error}"
-        );
-        assert!(
-            !request.output.exists(),
-            "nothing may be left at the output path"
-        );
-        let leftovers: Vec<_> = std::fs::read_dir(out.path().join("member"))
-            .unwrap()
-            .collect();
-        assert!(
-            leftovers.is_empty(),
-            "no partial file is left behind: {leftovers:?}"
-        );
+        assert!(error.contains("corrupt") && error.contains(&info.name), "{from}: {error}");
+        assert!(!request.output.exists(), "nothing may be left at the output path");
+        let leftovers: Vec<_> = std::fs::read_dir(out.path().join("member")).unwrap().collect();
+        assert!(leftovers.is_empty(), "no partial file is left behind: {leftovers:?}");
     }
 }
 
@@ -127,60 +95,26 @@ async fn incomplete_uploads_are_never_listed(backend: Backend) {
     let etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 50, 100).await.unwrap();
     let storage = TestStorage::new(backend).await.unwrap();
-    let sidecar = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let good = backup(&sidecar).await;
     etcd.put_keys("/more/", 50, 100).await.unwrap();
     let truncated = backup(&sidecar).await;
 
     let (store, prefix) = raw_store(&storage);
     // An upload that died before its manifest: an object alone.
-    store
-        .put(
-            &prefix.clone().join("test-orphan.db.gz"),
-            Bytes::from_static(b"partial").into(),
-        )
-        .await
-        .unwrap();
+    store.put(&prefix.clone().join("test-orphan.db.gz"), Bytes::from_static(b"partial").into()).await.unwrap();
     // A published backup whose object was cut short afterwards.
     let key = prefix.clone().join(format!("{}.db.gz", truncated.name));
     let body = store.get(&key).await.unwrap().bytes().await.unwrap();
-    store
-        .put(&key, body.slice(..body.len() / 2).into())
-        .await
-        .unwrap();
+    store.put(&key, body.slice(..body.len() / 2).into()).await.unwrap();
 
-    let listed: Vec<_> = sidecar
-        .engine
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
     assert_eq!(listed, std::slice::from_ref(&good.name));
     let http = reqwest::Client::new();
-    let response = http
-        .get(sidecar.url(&format!("/v1/backups/{}", truncated.name)))
-        .send()
-        .await
-        .unwrap();
+    let response = http.get(sidecar.url(&format!("/v1/backups/{}", truncated.name))).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
-    let latest = http
-        .head(sidecar.url("/v1/backups/latest"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        latest.headers()[proto::backup::HEADER_BACKUP_NAME],
-        good.name.as_str()
-    );
+    let latest = http.head(sidecar.url("/v1/backups/latest")).send().await.unwrap();
+    assert_eq!(latest.headers()[proto::backup::HEADER_BACKUP_NAME], good.name.as_str());
 }
 
 #[tokio::test]
@@ -198,60 +132,27 @@ async fn etcd_killed_mid_snapshot_publishes_nothing_and_keeps_the_last_good_back
     let mut etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 400, 1024).await.unwrap();
     let storage = TestStorage::new(Backend::File).await.unwrap();
-    let upstream = etcd
-        .client_url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let upstream = etcd.client_url.trim_start_matches("http://").parse().unwrap();
     // About 400 KiB of snapshot; cut after 100 KiB of it (plus the small status reply before).
     let mut proxy = TripProxy::start(upstream, 100 * 1024).await.unwrap();
     let through_proxy = format!("http://{}", proxy.addr);
-    let direct = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let direct = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let good = backup(&direct).await;
     etcd.put_keys("/after/", 10, 10).await.unwrap();
 
-    let sidecar = Sidecar::start(vec![through_proxy], &storage, Retention::default(), None)
-        .await
-        .unwrap();
+    let sidecar = Sidecar::start(vec![through_proxy], &storage, Retention::default(), None).await.unwrap();
     let attempt = tokio::spawn({
         let engine = sidecar.engine.clone();
         async move { engine.backup().await }
     });
-    tokio::time::timeout(Duration::from_secs(20), proxy.tripped())
-        .await
-        .expect("the snapshot stream started");
+    tokio::time::timeout(Duration::from_secs(20), proxy.tripped()).await.expect("the snapshot stream started");
     etcd.kill();
     proxy.release();
-    let error = tokio::time::timeout(Duration::from_secs(30), attempt)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(error.reason(), "snapshot" | "snapshot_incomplete"),
-        "{error}"
-    );
+    let error = tokio::time::timeout(Duration::from_secs(30), attempt).await.unwrap().unwrap().unwrap_err();
+    assert!(matches!(error.reason(), "snapshot" | "snapshot_incomplete"), "{error}");
 
-    let listed: Vec<_> = sidecar
-        .engine
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(
-        listed,
-        [good.name],
-        "the broken snapshot was not published and the last good one is kept"
-    );
+    let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(listed, [good.name], "the broken snapshot was not published and the last good one is kept");
     let status = sidecar.engine.status();
     assert_eq!(status.consecutive_failures, 1);
     assert!(status.last_failure.unwrap().error.contains("snapshot"));
@@ -262,14 +163,7 @@ async fn storage_unreachable_then_back() {
     let etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 20, 10).await.unwrap();
     let mut storage = TestStorage::new(Backend::S3).await.unwrap();
-    let sidecar = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let first = backup(&sidecar).await;
 
     etcd.put_keys("/more/", 20, 10).await.unwrap();
@@ -280,26 +174,12 @@ async fn storage_unreachable_then_back() {
     let status = sidecar.engine.status();
     assert_eq!(status.last_failure.as_ref().unwrap().reason, "storage");
     // The process keeps serving while storage is away.
-    assert_eq!(
-        http.get(sidecar.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        reqwest::StatusCode::OK
-    );
+    assert_eq!(http.get(sidecar.url("/healthz")).send().await.unwrap().status(), reqwest::StatusCode::OK);
 
     storage.server.as_mut().unwrap().resume().await.unwrap();
     let second = backup(&sidecar).await;
     assert!(second.revision > first.revision);
-    let listed: Vec<_> = sidecar
-        .engine
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
     assert_eq!(listed, [second.name, first.name]);
     assert!(sidecar.engine.status().last_failure.is_none());
 }
@@ -309,14 +189,7 @@ async fn scheduled_runs_skip_an_unchanged_cluster() {
     let etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 20, 10).await.unwrap();
     let storage = TestStorage::new(Backend::File).await.unwrap();
-    let sidecar = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let shutdown = CancellationToken::new();
     let engine = sidecar.engine.clone();
     let job = move || {
@@ -325,27 +198,14 @@ async fn scheduled_runs_skip_an_unchanged_cluster() {
     };
     let engine = sidecar.engine.clone();
     let on_next = move |at| engine.set_schedule(Some("every 1s".into()), Some(at));
-    let task = tokio::spawn(schedule::run(
-        Schedule::every("1s").unwrap(),
-        job,
-        on_next,
-        shutdown.clone(),
-    ));
+    let task = tokio::spawn(schedule::run(Schedule::every("1s").unwrap(), job, on_next, shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(
-        sidecar.engine.list().await.unwrap().len(),
-        1,
-        "unchanged runs add nothing"
-    );
+    assert_eq!(sidecar.engine.list().await.unwrap().len(), 1, "unchanged runs add nothing");
     etcd.put_keys("/new/", 1, 10).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     shutdown.cancel();
     task.await.unwrap();
-    assert_eq!(
-        sidecar.engine.list().await.unwrap().len(),
-        2,
-        "a changed cluster gets a new backup"
-    );
+    assert_eq!(sidecar.engine.list().await.unwrap().len(), 2, "a changed cluster gets a new backup");
     let metrics = sidecar.engine.metrics.encode();
     let unchanged = metrics
         .lines()
@@ -365,29 +225,17 @@ impl SmallVolume {
     fn mount() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=2m",
-                "kec-test-full",
-                dir.path().to_str().unwrap(),
-            ])
+            .args(["-t", "tmpfs", "-o", "size=2m", "kec-test-full", dir.path().to_str().unwrap()])
             .status()
             .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (the test suite runs as root in CI)"
-        );
+        assert!(status.success(), "mounting a tmpfs needs root (the test suite runs as root in CI)");
         Self { dir }
     }
 }
 
 impl Drop for SmallVolume {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
     }
 }
 
@@ -402,40 +250,19 @@ async fn a_full_disk_fails_the_backup_and_keeps_the_last_good_one() {
         server: None,
         dir: None,
     };
-    let sidecar = Sidecar::start(
-        vec![etcd.client_url.clone()],
-        &storage,
-        Retention::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let good = backup(&sidecar).await;
 
     // Incompressible-enough data well past the volume's size.
     etcd.put_keys_random("/big/", 3000, 1024).await.unwrap();
     let error = sidecar.engine.backup().await.unwrap_err();
     assert_eq!(error.reason(), "storage", "{error}");
-    let listed: Vec<_> = sidecar
-        .engine
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(
-        listed,
-        std::slice::from_ref(&good.name),
-        "the failed upload deleted nothing and published nothing"
-    );
+    let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(listed, std::slice::from_ref(&good.name), "the failed upload deleted nothing and published nothing");
     let leftovers: Vec<_> = std::fs::read_dir(volume.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !name.starts_with(&good.name))
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "the partial upload was removed: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "the partial upload was removed: {leftovers:?}");
 }

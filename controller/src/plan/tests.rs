@@ -19,17 +19,11 @@ fn voter(index: u32) -> Member {
 }
 
 fn running(index: u32) -> MemberPod {
-    MemberPod {
-        name: member_name(C, index),
-        state: PodState::Running { ready: true },
-    }
+    MemberPod { name: member_name(C, index), state: PodState::Running { ready: true } }
 }
 
 fn pod(index: u32, state: PodState) -> MemberPod {
-    MemberPod {
-        name: member_name(C, index),
-        state,
-    }
+    MemberPod { name: member_name(C, index), state }
 }
 
 /// A healthy cluster of voters `0..n` with their pods, member 0 leading.
@@ -55,10 +49,7 @@ fn members_mut(observed: &mut Observed) -> &mut Vec<Member> {
 }
 
 fn want(size: u32) -> Desired {
-    Desired {
-        size,
-        paused: false,
-    }
+    Desired { size, paused: false }
 }
 
 #[test]
@@ -70,12 +61,7 @@ fn a_new_cluster_starts_with_one_seed() {
         pods: vec![],
         etcd: EtcdView::Unreachable("no pods".into()),
     };
-    assert_eq!(
-        plan(&want(3), &fresh),
-        Action::CreateSeed {
-            name: "etcd-0000".into()
-        }
-    );
+    assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
 
 #[test]
@@ -87,10 +73,7 @@ fn the_seed_starting_is_waited_for() {
         pods: vec![pod(0, PodState::Pending)],
         etcd: EtcdView::Unreachable("connection refused".into()),
     };
-    assert!(matches!(
-        plan(&want(3), &starting),
-        Action::Wait(WaitReason::EtcdUnreachable(_))
-    ));
+    assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
 
 #[test]
@@ -102,78 +85,35 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         pods: vec![pod(0, PodState::Dead)],
         etcd: EtcdView::Unreachable("connection refused".into()),
     };
-    assert_eq!(
-        plan(&want(3), &died),
-        Action::DeletePod {
-            name: "etcd-0000".into()
-        }
-    );
-    let cleared = Observed {
-        pods: vec![],
-        ..died
-    };
-    assert_eq!(
-        plan(&want(3), &cleared),
-        Action::CreateSeed {
-            name: "etcd-0001".into()
-        },
-        "names are never reused"
-    );
+    assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
+    let cleared = Observed { pods: vec![], ..died };
+    assert_eq!(plan(&want(3), &cleared), Action::CreateSeed { name: "etcd-0001".into() }, "names are never reused");
 }
 
 #[test]
 fn a_formed_cluster_with_every_member_gone_is_never_seeded_empty() {
-    let gone = Observed {
-        pods: vec![],
-        etcd: EtcdView::Unreachable("no endpoints".into()),
-        ..healthy(3)
-    };
+    let gone = Observed { pods: vec![], etcd: EtcdView::Unreachable("no endpoints".into()), ..healthy(3) };
     assert_eq!(plan(&want(3), &gone), Action::Wait(WaitReason::DataLost));
-    let all_dead = Observed {
-        pods: (0..3).map(|i| pod(i, PodState::Dead)).collect(),
-        ..gone
-    };
-    assert_eq!(
-        plan(&want(3), &all_dead),
-        Action::Wait(WaitReason::DataLost)
-    );
+    let all_dead = Observed { pods: (0..3).map(|i| pod(i, PodState::Dead)).collect(), ..gone };
+    assert_eq!(plan(&want(3), &all_dead), Action::Wait(WaitReason::DataLost));
 }
 
 #[test]
 fn growing_adds_one_learner_then_promotes_it() {
     let one = healthy(1);
-    assert_eq!(
-        plan(&want(3), &one),
-        Action::AddLearner {
-            name: "etcd-0001".into()
-        }
-    );
+    assert_eq!(plan(&want(3), &one), Action::AddLearner { name: "etcd-0001".into() });
 
     let mut joining = healthy(1);
-    members_mut(&mut joining).push(Member {
-        learner: true,
-        started: false,
-        healthy: false,
-        ..voter(1)
-    });
+    members_mut(&mut joining).push(Member { learner: true, started: false, healthy: false, ..voter(1) });
     joining.pods.push(pod(1, PodState::Pending));
     joining.next_index = 2;
-    assert_eq!(
-        plan(&want(3), &joining),
-        Action::Wait(WaitReason::LearnerNotReady("etcd-0001".into()))
-    );
+    assert_eq!(plan(&want(3), &joining), Action::Wait(WaitReason::LearnerNotReady("etcd-0001".into())));
 
     let members = members_mut(&mut joining);
     members[1].started = true;
     members[1].healthy = true;
     joining.pods[1].state = PodState::Running { ready: false };
-    assert_eq!(
-        plan(&want(3), &joining),
-        Action::Promote {
-            id: 101,
-            name: "etcd-0001".into()
-        }
-    );
+    assert_eq!(plan(&want(3), &joining), Action::Promote { id: 101, name: "etcd-0001".into() });
 }
 
 #[test]
@@ -190,20 +130,11 @@ fn a_deleted_member_pod_is_removed_from_etcd_then_replaced_under_a_new_name() {
     members_mut(&mut lost)[1].healthy = false;
     assert_eq!(
         plan(&want(3), &lost),
-        Action::RemoveMember {
-            id: 101,
-            name: "etcd-0001".into(),
-            reason: RemoveReason::Dead
-        }
+        Action::RemoveMember { id: 101, name: "etcd-0001".into(), reason: RemoveReason::Dead }
     );
 
     members_mut(&mut lost).retain(|m| m.id != 101);
-    assert_eq!(
-        plan(&want(3), &lost),
-        Action::AddLearner {
-            name: "etcd-0003".into()
-        }
-    );
+    assert_eq!(plan(&want(3), &lost), Action::AddLearner { name: "etcd-0003".into() });
 }
 
 #[test]
@@ -213,57 +144,28 @@ fn a_failed_member_pod_is_replaced_and_its_pod_deleted_after() {
     members_mut(&mut failed)[2].healthy = false;
     assert_eq!(
         plan(&want(3), &failed),
-        Action::RemoveMember {
-            id: 102,
-            name: "etcd-0002".into(),
-            reason: RemoveReason::Dead
-        }
+        Action::RemoveMember { id: 102, name: "etcd-0002".into(), reason: RemoveReason::Dead }
     );
     members_mut(&mut failed).retain(|m| m.id != 102);
-    assert_eq!(
-        plan(&want(3), &failed),
-        Action::DeletePod {
-            name: "etcd-0002".into()
-        },
-        "its pod is no member now"
-    );
+    assert_eq!(plan(&want(3), &failed), Action::DeletePod { name: "etcd-0002".into() }, "its pod is no member now");
 }
 
 #[test]
 fn a_member_added_whose_pod_never_appeared_gets_its_pod() {
     let mut half_added = healthy(3);
-    members_mut(&mut half_added).push(Member {
-        learner: true,
-        started: false,
-        healthy: false,
-        ..voter(3)
-    });
+    members_mut(&mut half_added).push(Member { learner: true, started: false, healthy: false, ..voter(3) });
     half_added.next_index = 4;
-    assert_eq!(
-        plan(&want(4), &half_added),
-        Action::CreateMemberPod {
-            name: "etcd-0003".into()
-        }
-    );
+    assert_eq!(plan(&want(4), &half_added), Action::CreateMemberPod { name: "etcd-0003".into() });
 }
 
 #[test]
 fn a_learner_no_longer_needed_is_rolled_back() {
     let mut half_added = healthy(3);
-    members_mut(&mut half_added).push(Member {
-        learner: true,
-        started: false,
-        healthy: false,
-        ..voter(3)
-    });
+    members_mut(&mut half_added).push(Member { learner: true, started: false, healthy: false, ..voter(3) });
     half_added.pods.push(pod(3, PodState::Pending));
     assert_eq!(
         plan(&want(3), &half_added),
-        Action::RemoveMember {
-            id: 103,
-            name: "etcd-0003".into(),
-            reason: RemoveReason::ScaleDown
-        }
+        Action::RemoveMember { id: 103, name: "etcd-0003".into(), reason: RemoveReason::ScaleDown }
     );
 }
 
@@ -271,12 +173,7 @@ fn a_learner_no_longer_needed_is_rolled_back() {
 fn a_pod_that_is_no_member_is_deleted() {
     let mut orphan = healthy(3);
     orphan.pods.push(pod(7, PodState::Running { ready: false }));
-    assert_eq!(
-        plan(&want(3), &orphan),
-        Action::DeletePod {
-            name: "etcd-0007".into()
-        }
-    );
+    assert_eq!(plan(&want(3), &orphan), Action::DeletePod { name: "etcd-0007".into() });
 }
 
 #[test]
@@ -286,21 +183,13 @@ fn shrinking_removes_unhealthy_first_then_followers_and_the_leader_last() {
     five.pods[3].state = PodState::Running { ready: false };
     assert_eq!(
         plan(&want(3), &five),
-        Action::RemoveMember {
-            id: 103,
-            name: "etcd-0003".into(),
-            reason: RemoveReason::ScaleDown
-        }
+        Action::RemoveMember { id: 103, name: "etcd-0003".into(), reason: RemoveReason::ScaleDown }
     );
 
     let two = healthy(2);
     assert_eq!(
         plan(&want(1), &two),
-        Action::RemoveMember {
-            id: 101,
-            name: "etcd-0001".into(),
-            reason: RemoveReason::ScaleDown
-        },
+        Action::RemoveMember { id: 101, name: "etcd-0001".into(), reason: RemoveReason::ScaleDown },
         "the follower goes, the leader stays"
     );
 }
@@ -312,34 +201,19 @@ fn lost_quorum_touches_nothing() {
         member.healthy = false;
     }
     broken.pods.truncate(1);
-    assert_eq!(
-        plan(&want(3), &broken),
-        Action::Wait(WaitReason::QuorumLost {
-            healthy: 1,
-            voters: 3
-        })
-    );
+    assert_eq!(plan(&want(3), &broken), Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 }));
 }
 
 #[test]
 fn a_stuck_pending_learner_does_not_block_replacing_a_dead_member() {
     let mut stuck = healthy(3);
-    members_mut(&mut stuck).push(Member {
-        learner: true,
-        started: false,
-        healthy: false,
-        ..voter(3)
-    });
+    members_mut(&mut stuck).push(Member { learner: true, started: false, healthy: false, ..voter(3) });
     stuck.pods.push(pod(3, PodState::Pending));
     stuck.pods.retain(|p| p.name != "etcd-0000");
     members_mut(&mut stuck)[0].healthy = false;
     assert_eq!(
         plan(&want(4), &stuck),
-        Action::RemoveMember {
-            id: 100,
-            name: "etcd-0000".into(),
-            reason: RemoveReason::Dead
-        }
+        Action::RemoveMember { id: 100, name: "etcd-0000".into(), reason: RemoveReason::Dead }
     );
 }
 
@@ -347,30 +221,15 @@ fn a_stuck_pending_learner_does_not_block_replacing_a_dead_member() {
 fn a_paused_cluster_is_left_alone() {
     let mut lost = healthy(3);
     lost.pods.clear();
-    assert_eq!(
-        plan(
-            &Desired {
-                size: 5,
-                paused: true
-            },
-            &lost
-        ),
-        Action::Wait(WaitReason::Paused)
-    );
+    assert_eq!(plan(&Desired { size: 5, paused: true }, &lost), Action::Wait(WaitReason::Paused));
 }
 
 // ---- properties ----
 
 fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
     let member = (any::<bool>(), any::<bool>(), any::<bool>(), 0u8..4);
-    (
-        1u32..=9,
-        any::<bool>(),
-        prop::collection::vec(member, 0..10),
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(size, paused, specs, reachable, seeded)| {
+    (1u32..=9, any::<bool>(), prop::collection::vec(member, 0..10), any::<bool>(), any::<bool>()).prop_map(
+        |(size, paused, specs, reachable, seeded)| {
             let mut members = Vec::new();
             let mut pods = Vec::new();
             let mut learners = 0;
@@ -394,22 +253,10 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                 }
             }
             let next_index = members.len() as u32;
-            let etcd = if reachable {
-                EtcdView::Members(members)
-            } else {
-                EtcdView::Unreachable("down".into())
-            };
-            (
-                Desired { size, paused },
-                Observed {
-                    cluster: C.into(),
-                    seeded,
-                    next_index,
-                    pods,
-                    etcd,
-                },
-            )
-        })
+            let etcd = if reachable { EtcdView::Members(members) } else { EtcdView::Unreachable("down".into()) };
+            (Desired { size, paused }, Observed { cluster: C.into(), seeded, next_index, pods, etcd })
+        },
+    )
 }
 
 /// Applies an action to a world in which every new member starts healthy at once.
@@ -418,10 +265,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
     match action {
         Action::CreateSeed { name } | Action::AddLearner { name } => {
             let learner = matches!(action, Action::AddLearner { .. });
-            observed.pods.push(MemberPod {
-                name: name.clone(),
-                state: PodState::Running { ready: true },
-            });
+            observed.pods.push(MemberPod { name: name.clone(), state: PodState::Running { ready: true } });
             let member = Member {
                 id: 100 + u64::from(index),
                 name: name.clone(),
@@ -437,14 +281,12 @@ fn simulate(observed: &mut Observed, action: &Action) {
             observed.next_index += 1;
             observed.seeded = true;
         }
-        Action::CreateMemberPod { name } => observed.pods.push(MemberPod {
-            name: name.clone(),
-            state: PodState::Running { ready: true },
-        }),
-        Action::Promote { id, .. } => members_mut(observed)
-            .iter_mut()
-            .filter(|m| m.id == *id)
-            .for_each(|m| m.learner = false),
+        Action::CreateMemberPod { name } => {
+            observed.pods.push(MemberPod { name: name.clone(), state: PodState::Running { ready: true } })
+        }
+        Action::Promote { id, .. } => {
+            members_mut(observed).iter_mut().filter(|m| m.id == *id).for_each(|m| m.learner = false)
+        }
         Action::RemoveMember { id, name, .. } => {
             members_mut(observed).retain(|m| m.id != *id);
             observed.pods.retain(|p| &p.name != name);
@@ -504,4 +346,14 @@ proptest! {
         prop_assert_eq!(members.iter().filter(|m| !m.learner).count(), size as usize);
         prop_assert_eq!(observed.pods.len(), size as usize);
     }
+}
+
+#[test]
+fn a_half_added_learner_without_a_pod_is_rolled_back_when_no_longer_needed() {
+    let mut half_added = healthy(3);
+    members_mut(&mut half_added).push(Member { learner: true, started: false, healthy: false, ..voter(3) });
+    assert_eq!(
+        plan(&want(3), &half_added),
+        Action::RemoveMember { id: 103, name: "etcd-0003".into(), reason: RemoveReason::ScaleDown }
+    );
 }
