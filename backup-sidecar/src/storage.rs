@@ -351,7 +351,7 @@ impl Upload {
 
 /// Orders backups newest first on parsed values (finish time, then revision), never on names.
 pub fn sort_newest_first(manifests: &mut [BackupManifest]) {
-    manifests.sort_by(|a, b| (b.info.finished_at, b.info.revision).cmp(&(a.info.finished_at, a.info.revision)));
+    manifests.sort_by_key(|m| std::cmp::Reverse((m.info.finished_at, m.info.revision)));
 }
 
 /// Whether `name` can be a backup name: it becomes part of object keys and URLs.
