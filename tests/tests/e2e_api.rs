@@ -1,0 +1,89 @@
+//! End-to-end against the real API server of the test bed (`tests/e2e/up.sh`): the CRD installs as a user would
+//! install it, the examples are accepted, and every bad spec in `example/invalid/` is refused with a message a
+//! person can act on. Run with `--features e2e` and `KUBECONFIG` pointing at the test bed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../example").join(path)
+}
+
+fn load<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Installs the checked-in CRD with server-side apply and waits until it is established.
+async fn install_crd(client: &Client) -> Duration {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = load(&example("etcd-crd.yaml"));
+    let start = Instant::now();
+    crds.patch(&crd.name_any(), &PatchParams::apply("kec-e2e").force(), &Patch::Apply(&crd)).await.unwrap();
+    loop {
+        let current = crds.get(&crd.name_any()).await.unwrap();
+        let established = current
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the CRD was never established");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn clusters(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(proto::cluster::API_GROUP, "v1alpha1", "EtcdCluster");
+    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "etcdclusters"))
+}
+
+#[tokio::test]
+async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
+    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let took = install_crd(&client).await;
+    println!("CRD established in {:.1} s", took.as_secs_f64());
+    let api = clusters(&client);
+    // Dry runs: the server validates and admits the object, and nothing is stored.
+    let dry = PostParams { dry_run: true, ..Default::default() };
+
+    for name in ["example-etcd-cluster.yaml", "example-etcd-cluster-backup.yaml", "example-etcd-cluster-s3.yaml"] {
+        let object: DynamicObject = load(&example(name));
+        let created = api.create(&dry, &object).await.unwrap_or_else(|e| panic!("{name} was refused: {e}"));
+        // Defaults from the schema are applied by the server.
+        assert!(created.data["spec"]["version"].is_string(), "{name}: {:?}", created.data);
+    }
+
+    let expected = [
+        ("size-zero.yaml", "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
+        ("size-ten.yaml", "spec.size in body should be less than or equal to 9"),
+        ("bad-version.yaml", "spec.version in body should match"),
+        ("backup-two-schedules.yaml", "set at most one of backup.every and backup.cron"),
+        ("backup-two-storages.yaml", "backup.storage needs exactly one of pvc and s3"),
+        ("backup-no-storage.yaml", "backup.storage needs exactly one of pvc and s3"),
+        ("missing-size.yaml", "spec.size: Required value"),
+    ];
+    let files = std::fs::read_dir(example("invalid")).unwrap().count();
+    assert_eq!(files, expected.len(), "every invalid example has an expectation");
+    for (file, message) in expected {
+        let object: DynamicObject = load(&example("invalid").join(file));
+        let error = api.create(&dry, &object).await.expect_err(file);
+        let kube::Error::Api(status) = &error else { panic!("{file}: {error}") };
+        assert_eq!(status.code, 422, "{file}: {status:?}");
+        assert!(status.message.contains(message), "{file}: {}", status.message);
+        println!("refused {file}: {}", status.message);
+    }
+
+    // And a real one round-trips through the server with its status subresource.
+    let object: DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    let stored = api.create(&PostParams::default(), &object).await.unwrap();
+    assert_eq!(stored.data["spec"]["size"], 3);
+    api.delete(&stored.name_any(), &DeleteParams::default()).await.unwrap();
+}
