@@ -1,11 +1,16 @@
-//! The etcd controller: the EtcdCluster resource's definition, the reconcile planner and the etcd membership layer.
+//! The etcd controller: the EtcdCluster resource, and a reconcile that observes, plans one step, acts, and reports.
 
+pub mod act;
 pub mod crd;
 pub mod labels;
 pub mod membership;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod pod;
+pub mod reconcile;
+pub mod run;
 pub mod service;
+pub mod status;
 #[cfg(test)]
 mod testing;

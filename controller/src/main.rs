@@ -12,12 +12,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch EtcdClusters and manage their members.
+    Run(controller::run::RunArgs),
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
 }
 
-fn main() {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::Crd => print!("{}", controller::crd::crd_yaml()),
+        Command::Run(args) => controller::run::run(args).await,
+        Command::Crd => {
+            print!("{}", controller::crd::crd_yaml());
+            Ok(())
+        }
     }
 }

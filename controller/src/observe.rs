@@ -81,6 +81,90 @@ pub fn member_index(cluster: &str, name: &str) -> Option<u32> {
     (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
+/// Errors observing a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The API server did not answer.
+    #[error("listing the pods of {cluster}: {source}")]
+    Pods {
+        /// The cluster.
+        cluster: String,
+        /// The underlying error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Reads the cluster's member pods and etcd's member list (with each member's health) into an [`Observed`].
+/// Returns the pods too, for status.
+pub async fn observe(
+    client: &kube::Client,
+    cluster: &proto::cluster::EtcdCluster,
+    etcd_timeout: std::time::Duration,
+) -> Result<Observed, ObserveError> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{Api, ListParams};
+
+    use crate::labels::{CLUSTER_LABEL, MEMBER_LABEL, client_url};
+    use crate::membership::{Membership, pod_name};
+
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!("{CLUSTER_LABEL}={name},{MEMBER_LABEL}");
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ObserveError::Pods { cluster: name.clone(), source })?;
+    let pods: Vec<MemberPod> =
+        listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
+
+    let endpoints: Vec<String> = pods
+        .iter()
+        .filter(|p| matches!(p.state, PodState::Running { .. }))
+        .map(|p| client_url(&p.name, &name, &namespace))
+        .collect();
+    let etcd = if endpoints.is_empty() {
+        EtcdView::Unreachable("no member pod is running".into())
+    } else {
+        match Membership::connect(&endpoints, etcd_timeout).await {
+            Ok(mut membership) => match membership.observe(pod_name).await {
+                Ok(members) => EtcdView::Members(members),
+                Err(error) => EtcdView::Unreachable(error.to_string()),
+            },
+            Err(error) => EtcdView::Unreachable(error.to_string()),
+        }
+    };
+
+    let status = cluster.status.clone().unwrap_or_default();
+    let seen = pods.iter().map(|p| p.name.as_str()).chain(match &etcd {
+        EtcdView::Members(members) => members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        EtcdView::Unreachable(_) => Vec::new(),
+    });
+    let highest = seen.filter_map(|n| member_index(&name, n)).max();
+    let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
+    Ok(Observed { cluster: name, seeded: status.formed, next_index, pods, etcd })
+}
+
+/// The planner's view of a pod.
+pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodState::Terminating;
+    }
+    let status = pod.status.as_ref();
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => {
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            PodState::Running { ready }
+        }
+        Some("Failed" | "Succeeded") => PodState::Dead,
+        _ => PodState::Pending,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -240,6 +240,10 @@ pub struct EtcdClusterStatus {
     /// token whose members are all gone has lost its data and is never silently re-seeded empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_token: Option<String>,
+    /// Whether etcd ever answered with a member list. Sticky: a cluster that formed and then lost every member
+    /// has lost its data, and is never silently seeded again, empty.
+    #[serde(default)]
+    pub formed: bool,
     /// The index the next member's name gets (`<cluster>-0007`): names are never reused.
     #[serde(default)]
     pub next_member_index: i32,

@@ -1,0 +1,112 @@
+//! Prometheus metrics of the controller.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use proto::cluster::EtcdClusterStatus;
+
+/// Label of a failure reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
+}
+
+/// Label of a cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    /// The cluster's name.
+    pub cluster: String,
+}
+
+/// Label of a phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The phase.
+    pub phase: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    reconciles: Counter,
+    failures: Family<ReasonLabel, Counter>,
+    duration: Histogram,
+    members: Family<ClusterLabel, Gauge>,
+    ready: Family<ClusterLabel, Gauge>,
+    phase: Family<PhaseLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("etcd_controller");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let failures = Family::<ReasonLabel, Counter>::default();
+        registry.register("reconcile_failures", "Failed reconciles by reason", failures.clone());
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
+        let members = Family::<ClusterLabel, Gauge>::default();
+        registry.register("members", "Voting members per cluster", members.clone());
+        let ready = Family::<ClusterLabel, Gauge>::default();
+        registry.register("ready_members", "Ready members per cluster", ready.clone());
+        let phase = Family::<PhaseLabel, Gauge>::default();
+        registry.register("cluster_phase", "1 for each cluster's current phase", phase.clone());
+        Self { registry: Mutex::new(registry), reconciles, failures, duration, members, ready, phase }
+    }
+}
+
+/// Times one reconcile.
+pub struct Timer<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+}
+
+impl Timer<'_> {
+    /// Records the reconcile's duration.
+    pub fn finish(self, _ok: bool) {
+        self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and times it.
+    pub fn reconcile_started(&self) -> Timer<'_> {
+        self.reconciles.inc();
+        Timer { metrics: self, start: Instant::now() }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.failures.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+    }
+
+    /// Records a cluster's member counts and phase.
+    pub fn observe_cluster(&self, cluster: &str, status: &EtcdClusterStatus) {
+        let label = ClusterLabel { cluster: cluster.into() };
+        self.members.get_or_create(&label).set(i64::from(status.size));
+        self.ready.get_or_create(&label).set(i64::from(status.ready_members));
+        for phase in ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Paused", "Invalid"] {
+            let current = format!("{:?}", status.phase) == phase;
+            self.phase
+                .get_or_create(&PhaseLabel { cluster: cluster.into(), phase: phase.into() })
+                .set(i64::from(current));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}

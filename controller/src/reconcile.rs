@@ -1,0 +1,163 @@
+//! One reconcile of one EtcdCluster: ensure its services, observe, plan one step, act, write status if it
+//! changed. The controller keeps nothing between reconciles: everything comes from the API server and etcd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use proto::cluster::EtcdCluster;
+use serde_json::json;
+
+use crate::act::{ActError, act, publish};
+use crate::labels::FIELD_MANAGER;
+use crate::metrics::Metrics;
+use crate::observe::{ObserveError, observe};
+use crate::plan::{Action, Desired, WaitReason, plan};
+use crate::service::{client_service, disruption_budget, headless_service};
+use crate::status::derive;
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// Publishes events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Timeout of etcd requests.
+    pub etcd_timeout: Duration,
+    /// Requeue interval of a steady cluster (jittered).
+    pub resync: Duration,
+}
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Observing failed.
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// Acting failed.
+    #[error(transparent)]
+    Act(#[from] ActError),
+    /// A child object or the status could not be written.
+    #[error("{op}: {source}")]
+    Kube {
+        /// What was being done.
+        op: String,
+        /// The underlying error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ReconcileError {
+    /// Stable short reason, for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Observe(_) => "ObserveFailed",
+            Self::Act(error) => error.reason(),
+            Self::Kube { .. } => "KubernetesApiError",
+        }
+    }
+}
+
+/// Reconciles one cluster.
+pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    let name = cluster.name_any();
+    let span = tracing::info_span!("reconcile", cluster = %name, namespace = ?cluster.namespace());
+    let _guard = span.enter();
+    let timer = ctx.metrics.reconcile_started();
+    ensure_children(&ctx.client, &cluster).await?;
+
+    let observed = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
+    let desired = Desired { size: u32::try_from(cluster.spec.size).unwrap_or(1), paused: cluster.spec.paused };
+    let action = plan(&desired, &observed);
+    tracing::info!(?action, "planned");
+
+    let previous = cluster.status.clone().unwrap_or_default();
+    let acted = act(&ctx.client, &ctx.recorder, &cluster, &observed, &action, ctx.etcd_timeout).await;
+    if let Err(error) = &acted {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: error.reason().into(),
+            note: Some(error.to_string()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(&ctx.recorder, &cluster, event).await;
+    }
+    // Re-read: a step may have recorded a member index or token in status.
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let fresh =
+        api.get_status(&name).await.map_err(|source| ReconcileError::Kube { op: "reading status".into(), source })?;
+    let base = fresh.status.unwrap_or(previous);
+    let status = derive(
+        &cluster.spec,
+        cluster.meta().generation,
+        &observed,
+        &action,
+        &base,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    ctx.metrics.observe_cluster(&name, &status);
+    if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+            .await
+            .map_err(|source| ReconcileError::Kube { op: "writing status".into(), source })?;
+    }
+    timer.finish(acted.is_ok());
+    acted?;
+
+    Ok(match action {
+        Action::Done => Requeue::requeue(jitter(ctx.resync)),
+        Action::Wait(WaitReason::Paused) => Requeue::requeue(ctx.resync),
+        Action::Wait(_) => Requeue::requeue(Duration::from_secs(5)),
+        _ => Requeue::requeue(Duration::from_secs(2)),
+    })
+}
+
+/// What to do after a failed reconcile: try again soon.
+pub fn error_policy(cluster: Arc<EtcdCluster>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(cluster = %cluster.name_any(), reason = error.reason(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(error.reason());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Creates the services and the disruption budget when they are missing. Existing ones are left alone, so a
+/// steady cluster's reconcile writes nothing.
+async fn ensure_children(client: &kube::Client, cluster: &EtcdCluster) -> Result<(), ReconcileError> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    for service in [headless_service(cluster), client_service(cluster)] {
+        apply_if_missing(&services, &service).await?;
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+    apply_if_missing(&budgets, &disruption_budget(cluster)).await
+}
+
+async fn apply_if_missing<K>(api: &Api<K>, object: &K) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let op = |what: &str| format!("{what} {} {name}", K::kind(&()));
+    let existing = api.get_opt(&name).await.map_err(|source| ReconcileError::Kube { op: op("reading"), source })?;
+    if existing.is_none() {
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+            .await
+            .map_err(|source| ReconcileError::Kube { op: op("applying"), source })?;
+    }
+    Ok(())
+}
+
+/// `base` plus up to a tenth more, so clusters' resyncs spread out.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    base + base.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+}
