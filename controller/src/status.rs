@@ -118,6 +118,12 @@ fn degraded(
                  majority is back"
             ),
         ),
+        _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
+            (false, "Creating", "the seed member is starting".into())
+        }
+        _ if matches!(observed.etcd, EtcdView::Unreachable(_)) => {
+            (true, "EtcdUnreachable", "no member answers; the controller changes nothing until one does".into())
+        }
         _ if matches!(observed.etcd, EtcdView::Members(_)) && healthy < voters => {
             (true, "MemberUnhealthy", format!("{} of {voters} voting members are unhealthy", voters - healthy))
         }

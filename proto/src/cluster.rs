@@ -30,6 +30,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
     status = "EtcdClusterStatus",
     derive = "PartialEq",
     doc = "A managed etcd cluster: its members run as pods that the controller creates, heals, resizes and backs up.",
+    scale(spec_replicas_path = ".spec.size", status_replicas_path = ".status.size"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),

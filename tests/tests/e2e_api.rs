@@ -2,55 +2,18 @@
 //! install it, the examples are accepted, and every bad spec in `example/invalid/` is refused with a message a
 //! person can act on. Run with `--features e2e` and `KUBECONFIG` pointing at the test bed.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod support;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::{Client, ResourceExt};
-
-fn example(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../example").join(path)
-}
-
-fn load<T: serde::de::DeserializeOwned>(path: &Path) -> T {
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Installs the checked-in CRD with server-side apply and waits until it is established.
-async fn install_crd(client: &Client) -> Duration {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = load(&example("etcd-crd.yaml"));
-    let start = Instant::now();
-    crds.patch(&crd.name_any(), &PatchParams::apply("kec-e2e").force(), &Patch::Apply(&crd)).await.unwrap();
-    loop {
-        let current = crds.get(&crd.name_any()).await.unwrap();
-        let established = current
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the CRD was never established");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn clusters(client: &Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(proto::cluster::API_GROUP, "v1alpha1", "EtcdCluster");
-    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "etcdclusters"))
-}
+use support::{clusters, example, install_crd, load};
 
 #[tokio::test]
 async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
     let took = install_crd(&client).await;
     println!("CRD established in {:.1} s", took.as_secs_f64());
-    let api = clusters(&client);
+    let api = clusters(&client, "default");
     // Dry runs: the server validates and admits the object, and nothing is stored.
     let dry = PostParams { dry_run: true, ..Default::default() };
 

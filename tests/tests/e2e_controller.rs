@@ -1,0 +1,117 @@
+//! End-to-end: the controller against the test bed's real API server and garbage collector. It runs in-process
+//! (its library's `run`, watching one namespace of its own), as `etcd-controller run` would. Needs `--features
+//! e2e` and `KUBECONFIG` pointing at the test bed.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use support::{clusters, eventually, example, install_crd, load};
+
+/// A namespace of its own, deleted at the end.
+async fn namespace(client: &Client, name: &str) -> Api<Namespace> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    eventually("the old namespace to go", Duration::from_secs(60), || {
+        let namespaces = namespaces.clone();
+        async move { namespaces.get_opt(name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    namespaces
+}
+
+#[tokio::test]
+async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_destroyed_with_its_cluster() {
+    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    install_crd(&client).await;
+    let ns = "e2e-controller";
+    let namespaces = namespace(&client, ns).await;
+
+    let args = controller::run::RunArgs {
+        namespace: Some(ns.into()),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_timeout: Duration::from_secs(1),
+        resync: Duration::from_secs(3),
+        instance: "e2e".into(),
+    };
+    let running = tokio::spawn(controller::run::run(args));
+
+    let api = clusters(&client, ns);
+    let object: kube::api::DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let name = object.name_any();
+
+    // The seed member's pod and the services appear, owned by the cluster.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let (seed, took) = eventually("the seed pod", Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move { pods.get_opt("example-etcd-cluster-0000").await.unwrap() }
+    })
+    .await;
+    println!("seed pod created {:.1} s after the EtcdCluster", took.as_secs_f64());
+    let command = seed.spec.as_ref().unwrap().containers[0].command.clone().unwrap();
+    assert!(command.contains(&"--initial-cluster-state=new".to_string()), "{command:?}");
+    assert_eq!(seed.owner_references()[0].name, name);
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for service in [name.clone(), format!("{name}-client")] {
+        let found = services.get(&service).await.unwrap();
+        assert_eq!(found.owner_references()[0].name, name, "{service}");
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    budgets.get(&name).await.unwrap();
+
+    // Status tells the truth: the seed cannot run on a test bed without a kubelet, so the cluster is creating.
+    let (status, _) = eventually("a status", Duration::from_secs(20), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let current = api.get(&name).await.unwrap();
+            let status = current.data.get("status").cloned()?;
+            status.get("conditions").is_some().then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(status["phase"], "Creating", "{status}");
+    assert_eq!(status["nextMemberIndex"], 1);
+    assert!(status["clusterToken"].as_str().is_some_and(|t| !t.is_empty()));
+    let conditions = status["conditions"].as_array().unwrap();
+    let available = conditions.iter().find(|c| c["type"] == "Available").unwrap();
+    assert_eq!(available["status"], "False");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.contains(&"SeedCreated".to_string()), "{reasons:?}");
+
+    // Quiet: several resyncs later nothing was written, and no second seed was made.
+    let before = api.get(&name).await.unwrap().resource_version();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after = api.get(&name).await.unwrap().resource_version();
+    assert_eq!(before, after, "a reconcile with nothing to do wrote to the EtcdCluster");
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 1);
+
+    // Destroy: the garbage collector removes everything the cluster owned.
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let (_, took) = eventually("the owned objects to be collected", Duration::from_secs(60), || {
+        let (pods, services, budgets) = (pods.clone(), services.clone(), budgets.clone());
+        async move {
+            let pods_left = pods.list(&ListParams::default()).await.unwrap().items.len();
+            let services_left = services.list(&ListParams::default()).await.unwrap().items.len();
+            let budgets_left = budgets.list(&ListParams::default()).await.unwrap().items.len();
+            (pods_left + services_left + budgets_left == 0).then_some(())
+        }
+    })
+    .await;
+    println!("owned objects collected {:.1} s after the delete", took.as_secs_f64());
+
+    running.abort();
+    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+}
