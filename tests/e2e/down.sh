@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# Stops everything tests/e2e/up.sh started and removes its state; keeps the build cache.
+# Stops everything tests/e2e/up.sh and node.sh started and removes its state; keeps the build cache.
 set -euo pipefail
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
-for name in kube-controller-manager kube-apiserver etcd; do
-  pidfile=$STATE/pids/$name
-  if [[ -f $pidfile ]]; then
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$(cat "$pidfile")" 2>/dev/null || true
-    rm -f "$pidfile"
-  fi
+
+stop() {
+  local pidfile=$STATE/pids/$1
+  [[ -f $pidfile ]] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+# The kubelet first, so nothing restarts the containers; then every container process (they live in the kubelet's
+# cgroups), their shims, containerd.
+stop kubelet
+for procs in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods; do
+  [[ -d $procs ]] && find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
 done
+pkill -9 -f "containerd-shim-runc-v2 .*-address $STATE/" 2>/dev/null || true
+stop containerd
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  stop "$name"
+done
+# Mounts the kubelet and containerd left (volumes, rootfs, shm), deepest first.
+awk -v state="$STATE" 'index($2, state) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ { print $1 }'); do
+  ip netns delete "$netns" 2>/dev/null || true
+done
+ip link del kecpods0 2>/dev/null || true
 ip route del blackhole 10.215.0.0/16 2>/dev/null || true
 ip link del kecbr0 2>/dev/null || true
 rm -rf "$STATE"

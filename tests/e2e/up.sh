@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Brings the test bed up, idempotently: certificates, an etcd for the API server, kube-apiserver and
-# kube-controller-manager, all on an address of a bridge this script creates. Prints the KUBECONFIG export.
+# Brings the test bed up, idempotently: certificates, an etcd for the API server, kube-apiserver,
+# kube-controller-manager and kube-scheduler on an address of a bridge this script creates, then the node
+# (node.sh: containerd, CNI, kubelet, images). Prints the KUBECONFIG export.
 #   tests/e2e/up.sh
 # State and logs live in $KEC_CACHE/testbed (logs/*.log); tests/e2e/down.sh stops it all.
 set -euo pipefail
@@ -9,7 +10,7 @@ KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 PKI=$STATE/pki
 LOGS=$STATE/logs
-BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kubectl)
+BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubectl)
 # Addresses that exist only on this machine: the node's address on a bridge of our own, and a service range
 # with a route that drops anything that would leave.
 BRIDGE=kecbr0
@@ -67,6 +68,7 @@ cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:
 extendedKeyUsage=serverAuth"
 cert admin "/O=system:masters/CN=kec-admin" "extendedKeyUsage=clientAuth"
 cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+cert scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
 
 kubeconfig() { # file user
   local file=$1 user=$2
@@ -80,6 +82,7 @@ kubeconfig() { # file user
 }
 kubeconfig "$STATE/kubeconfig" admin
 kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
+kubeconfig "$STATE/scheduler.kubeconfig" scheduler
 
 # --- processes ------------------------------------------------------------------------------------------------
 running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
@@ -116,7 +119,10 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --client-ca-file "$PKI/ca.crt" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
-  --authorization-mode Node,RBAC --allow-privileged=true
+  --authorization-mode Node,RBAC --allow-privileged=true \
+  --kubelet-preferred-address-types InternalIP \
+  --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+  --kubelet-certificate-authority "$PKI/ca.crt"
 wait_for kube-apiserver "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
 start kube-controller-manager "$BIN/kube-controller-manager" \
@@ -126,6 +132,12 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --bind-address 127.0.0.1 --leader-elect=false \
   --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
   --service-cluster-ip-range "$SERVICE_CIDR" --use-service-account-credentials
+
+start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --leader-elect=false
+
+"$here/node.sh"
 
 log "up: API server at https://$NODE_IP:$APISERVER_PORT"
 echo "export KUBECONFIG=$STATE/kubeconfig"

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds container images without a registry or a Docker engine (docker-archive tarballs written by hand: one
+# layer, a config, a manifest) and imports them into containerd's k8s.io namespace.
+#   images.sh base                       the pause image and the etcd images the CRD's default repository names
+#   images.sh rust NAME:TAG BINARY...    a small image of static-enough binaries (busybox for a shell)
+# Needs the test bed's containerd running (tests/e2e/node.sh).
+set -euo pipefail
+KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
+STATE=$KEC_CACHE/testbed
+SOCK=$STATE/containerd/containerd.sock
+PAUSE_IMAGE=${PAUSE_IMAGE:-kec.local/pause:3.10}
+ETCD_REPOSITORY=${ETCD_REPOSITORY:-quay.io/coreos/etcd}
+
+# archive NAME ROOTFS ENTRYPOINT_JSON -> imports the image
+archive() {
+  local name=$1 rootfs=$2 entrypoint=$3 work
+  work=$(mktemp -d)
+  tar -C "$rootfs" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$work/layer.tar" .
+  local diff
+  diff=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+  printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/usr/local/bin:/usr/bin:/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$entrypoint" "$diff" >"$work/config.json"
+  local config
+  config=$(sha256sum "$work/config.json" | cut -d' ' -f1).json
+  mv "$work/config.json" "$work/$config"
+  printf '[{"Config":"%s","RepoTags":["%s"],"Layers":["layer.tar"]}]' "$config" "$name" >"$work/manifest.json"
+  tar -C "$work" -cf "$work/image.tar" manifest.json "$config" layer.tar
+  ctr --address "$SOCK" -n k8s.io images import --no-unpack "$work/image.tar" >/dev/null
+  rm -rf "$work"
+  echo "images.sh: imported $name" >&2
+}
+
+# with_libs ROOTFS BINARY...: copies binaries into ROOTFS/usr/local/bin with the shared libraries they need
+with_libs() {
+  local rootfs=$1
+  shift
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/bin" "$rootfs/tmp"
+  cp /usr/bin/busybox "$rootfs/bin/busybox"
+  ln -sf busybox "$rootfs/bin/sh"
+  for binary in "$@"; do
+    cp "$binary" "$rootfs/usr/local/bin/"
+    ldd "$binary" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+      mkdir -p "$rootfs$(dirname "$lib")"
+      cp -L "$lib" "$rootfs$lib"
+    done
+  done
+}
+
+has() { ctr --address "$SOCK" -n k8s.io images ls -q | grep -qx "$1"; }
+
+case ${1:-base} in
+  base)
+    if ! has "$PAUSE_IMAGE"; then
+      root=$(mktemp -d)
+      cp /usr/bin/catatonit "$root/pause"
+      archive "$PAUSE_IMAGE" "$root" '["/pause","-P"]'
+      rm -rf "$root"
+    fi
+    version=$(etcd --version | sed -n 's/^etcd Version: //p')
+    if ! has "$ETCD_REPOSITORY:v$version"; then
+      root=$(mktemp -d)
+      with_libs "$root" /usr/bin/etcd /usr/bin/etcdctl
+      archive "$ETCD_REPOSITORY:v$version" "$root" 'null'
+      rm -rf "$root"
+    fi
+    ;;
+  rust)
+    name=$2
+    shift 2
+    root=$(mktemp -d)
+    with_libs "$root" "$@"
+    archive "$name" "$root" 'null'
+    rm -rf "$root"
+    ;;
+  *)
+    echo "usage: images.sh base | rust NAME:TAG BINARY..." >&2
+    exit 2
+    ;;
+esac

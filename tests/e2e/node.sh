@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Brings up the test bed's node on top of the control plane that up.sh started: containerd (cgroupfs), a CNI
+# bridge for pods, the kubelet, and the base images. Idempotent. Called by up.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
+STATE=$KEC_CACHE/testbed
+PKI=$STATE/pki
+LOGS=$STATE/logs
+BIN=$("$here/build.sh" kubelet kubectl)
+NODE_NAME=kec-node
+NODE_IP=10.213.0.1
+POD_SUBNET=10.214.0.0/24
+SERVICE_CIDR=10.215.0.0/16
+DNS_IP=10.215.0.10
+PAUSE_IMAGE=kec.local/pause:3.10
+SOCK=$STATE/containerd/containerd.sock
+
+log() { echo "node.sh: $*" >&2; }
+running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+start() {
+  local name=$1
+  shift
+  running "$name" && return
+  log "starting $name"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name"
+}
+
+need=()
+for pkg in containerd runc containernetworking-plugins iptables conntrack catatonit busybox-static; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The kubelet needs shared mount propagation and forwarding between the pod bridge and the node.
+mount --make-rshared /
+sysctl -qw net.ipv4.ip_forward=1
+
+mkdir -p "$STATE/containerd" "$STATE/cni" "$STATE/kubelet"
+cat >"$STATE/containerd/config.toml" <<TOML
+version = 2
+root = "$STATE/containerd/root"
+state = "$STATE/containerd/state"
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # This sandbox may not lower a process's OOM score below its own (the kubelet asks -998 for pause
+  # containers): clamp instead of failing every pod.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni"
+TOML
+# Pods get addresses on a bridge of their own and routes only to the node and the service range: no default
+# route, so nothing in a pod can reach beyond this machine.
+cat >"$STATE/cni/10-kec.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "kec",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "kecpods0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "$POD_SUBNET" }]],
+        "routes": [{ "dst": "$SERVICE_CIDR" }, { "dst": "10.213.0.0/24" }],
+        "dataDir": "$STATE/cni/ipam"
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+JSON
+running containerd || rm -f "$SOCK"
+# No registry is reachable, and none may be tried: every image the test bed uses is imported by images.sh. An
+# image that is missing must fail at once instead of being looked up: containerd's registry client goes through
+# this proxy, a closed loopback port, so no name is resolved and nothing leaves the machine.
+start containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+  containerd --config "$STATE/containerd/config.toml"
+for _ in $(seq 1 120); do ctr --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.25; done
+"$here/images.sh" base
+
+if [[ ! -f $PKI/kubelet.crt ]]; then
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/kubelet.key" -subj "/O=system:nodes/CN=system:node:$NODE_NAME" \
+    -out "$PKI/kubelet.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE_NAME" >"$PKI/kubelet.ext"
+  openssl x509 -req -in "$PKI/kubelet.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$PKI/kubelet.ext" -out "$PKI/kubelet.crt" 2>/dev/null
+fi
+if [[ ! -f $STATE/kubelet.kubeconfig ]]; then
+  k() { "$BIN/kubectl" config --kubeconfig "$STATE/kubelet.kubeconfig" "$@" >/dev/null; }
+  k set-cluster kec --server "https://$NODE_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs
+  k set-credentials kubelet --client-certificate "$PKI/kubelet.crt" --client-key "$PKI/kubelet.key" --embed-certs
+  k set-context kec --cluster kec --user kubelet
+  k use-context kec
+fi
+# Pods resolve through the cluster DNS only, never through this machine's resolver.
+printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP" >"$STATE/resolv.conf"
+cat >"$STATE/kubelet/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+readOnlyPort: 0
+authentication:
+  anonymous: { enabled: false }
+  webhook: { enabled: false }
+  x509: { clientCAFile: $PKI/ca.crt }
+authorization: { mode: AlwaysAllow }
+tlsCertFile: $PKI/kubelet.crt
+tlsPrivateKeyFile: $PKI/kubelet.key
+cgroupDriver: cgroupfs
+failCgroupV1: false
+containerRuntimeEndpoint: unix://$SOCK
+failSwapOn: false
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
+resolvConf: $STATE/resolv.conf
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: { memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%" }
+serializeImagePulls: false
+YAML
+start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
+  --node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --root-dir "$STATE/kubelet/root" --v 1
+
+for _ in $(seq 1 120); do
+  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True && break
+  sleep 0.5
+done
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" >&2
