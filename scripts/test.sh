@@ -19,4 +19,4 @@ start=$SECONDS
 eval "$(tests/e2e/up.sh)"
 echo "test.sh: test bed up in $((SECONDS - start)) s"
 trap 'tests/e2e/down.sh' EXIT
-cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller -- --nocapture --test-threads 1
+cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller --test e2e_lifecycle -- --nocapture --test-threads 1

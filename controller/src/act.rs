@@ -9,9 +9,9 @@ use kube::{Resource, ResourceExt};
 use proto::cluster::EtcdCluster;
 use serde_json::json;
 
-use crate::labels::{FIELD_MANAGER, client_url, peer_url};
+use crate::labels::{FIELD_MANAGER, peer_url};
 use crate::membership::{Membership, MembershipError};
-use crate::observe::{EtcdView, Observed, member_index};
+use crate::observe::{Endpoints, EtcdView, Observed, member_index};
 use crate::plan::{Action, RemoveReason};
 use crate::pod::{Join, member_pod};
 
@@ -53,6 +53,7 @@ pub async fn act(
     recorder: &Recorder,
     cluster: &EtcdCluster,
     observed: &Observed,
+    addresses: &Endpoints,
     action: &Action,
     etcd_timeout: Duration,
 ) -> Result<(), ActError> {
@@ -63,7 +64,7 @@ pub async fn act(
         EtcdView::Members(members) => members.iter().map(|m| m.name.clone()).collect(),
         EtcdView::Unreachable(_) => Vec::new(),
     };
-    let endpoints: Vec<String> = members.iter().map(|m| client_url(m, &name, &namespace)).collect();
+    let endpoints: Vec<String> = addresses.values().cloned().collect();
     let event = |reason: &str, note: String| Event {
         type_: EventType::Normal,
         reason: reason.into(),
@@ -84,9 +85,14 @@ pub async fn act(
             publish(recorder, cluster, event("SeedCreated", format!("created seed member {member}"))).await;
         }
         Action::AddLearner { name: member } => {
-            reserve(client, cluster, member, None).await?;
             let mut membership = Membership::connect(&endpoints, etcd_timeout).await?;
-            let id = membership.add_learner(&peer_url(member, &name, &namespace)).await?;
+            let id = match membership.add_learner(&peer_url(member, &name, &namespace)).await {
+                Ok(id) => id,
+                Err(error) => return not_yet(error),
+            };
+            // Recorded only once etcd took the member: a refused add burns no name, and a crash before this
+            // line leaves the name in etcd's member list, where the next observation finds it.
+            reserve(client, cluster, member, None).await?;
             let mut initial = members.clone();
             initial.push(member.clone());
             create(&pods, &member_pod(cluster, member, &initial, &Join::Existing)).await?;
@@ -102,11 +108,15 @@ pub async fn act(
             .await;
         }
         Action::Promote { id, name: member } => {
-            Membership::connect(&endpoints, etcd_timeout).await?.promote(*id).await?;
+            if let Err(error) = Membership::connect(&endpoints, etcd_timeout).await?.promote(*id).await {
+                return not_yet(error);
+            }
             publish(recorder, cluster, event("MemberPromoted", format!("promoted {member} to a voting member"))).await;
         }
         Action::RemoveMember { id, name: member, reason } => {
-            Membership::connect(&endpoints, etcd_timeout).await?.remove(*id).await?;
+            if let Err(error) = Membership::connect(&endpoints, etcd_timeout).await?.remove(*id).await {
+                return not_yet(error);
+            }
             delete(&pods, member).await?;
             let why = match reason {
                 RemoveReason::Dead => "its pod is gone; a new member replaces it",
@@ -122,6 +132,18 @@ pub async fn act(
         Action::Wait(_) | Action::Done => {}
     }
     Ok(())
+}
+
+/// A change etcd refuses for now (a learner still catching up, the leader not yet connected to every voter for
+/// long enough) is no failure: the reconcile comes back in a moment. Anything else is.
+fn not_yet(error: MembershipError) -> Result<(), ActError> {
+    match error {
+        MembershipError::NotCaughtUp(_) | MembershipError::NotReady { .. } => {
+            tracing::info!(reason = error.reason(), %error, "etcd is not ready for the change yet");
+            Ok(())
+        }
+        other => Err(other.into()),
+    }
 }
 
 /// Records in status that `member`'s index is taken (and the cluster token, for a seed).

@@ -130,14 +130,21 @@ impl Membership {
     }
 
     /// The member list with each member's health: a member is healthy when its own client URL answers a status
-    /// request within the timeout. `name_of` names a member from its peer URL (pod names in Kubernetes).
-    pub async fn observe(&mut self, name_of: impl Fn(&Listed) -> String) -> Result<Vec<Member>, MembershipError> {
+    /// request within the timeout. `name_of` names a member (pod names in Kubernetes, from peer URLs); `url_of`
+    /// gives the URL to reach a named member at (its pod's address in Kubernetes, so that the controller needs no
+    /// cluster DNS), `None` for one that cannot be reached.
+    pub async fn observe(
+        &mut self,
+        name_of: impl Fn(&Listed) -> String,
+        url_of: impl Fn(&Listed, &str) -> Option<String>,
+    ) -> Result<Vec<Member>, MembershipError> {
         let listed = self.list().await?;
         let mut leader = None;
         let mut members = Vec::with_capacity(listed.len());
         for entry in &listed {
-            let status = match entry.client_urls.first() {
-                Some(url) => member_status(url, self.timeout).await,
+            let name = name_of(entry);
+            let status = match url_of(entry, &name) {
+                Some(url) => member_status(&url, self.timeout).await,
                 None => None,
             };
             if let Some((_, reported_leader)) = status {
@@ -145,7 +152,7 @@ impl Membership {
             }
             members.push(Member {
                 id: entry.id,
-                name: name_of(entry),
+                name,
                 started: !entry.name.is_empty(),
                 learner: entry.learner,
                 healthy: status.is_some(),

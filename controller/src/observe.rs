@@ -95,18 +95,21 @@ pub enum ObserveError {
     },
 }
 
-/// Reads the cluster's member pods and etcd's member list (with each member's health) into an [`Observed`].
-/// Returns the pods too, for status.
+/// Where the controller reaches each running member: pod name to client URL.
+pub type Endpoints = std::collections::BTreeMap<String, String>;
+
+/// Reads the cluster's member pods and etcd's member list (with each member's health) into an [`Observed`],
+/// with the addresses of the running members.
 pub async fn observe(
     client: &kube::Client,
     cluster: &proto::cluster::EtcdCluster,
     etcd_timeout: std::time::Duration,
-) -> Result<Observed, ObserveError> {
+) -> Result<(Observed, Endpoints), ObserveError> {
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt;
     use kube::api::{Api, ListParams};
 
-    use crate::labels::{CLUSTER_LABEL, MEMBER_LABEL, client_url};
+    use crate::labels::{CLUSTER_LABEL, MEMBER_LABEL};
     use crate::membership::{Membership, pod_name};
 
     let name = cluster.name_any();
@@ -120,16 +123,20 @@ pub async fn observe(
     let pods: Vec<MemberPod> =
         listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
 
-    let endpoints: Vec<String> = pods
+    // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
+    // name takes a moment to appear in), and it works from outside the cluster too.
+    let addresses: Endpoints = listed
+        .items
         .iter()
-        .filter(|p| matches!(p.state, PodState::Running { .. }))
-        .map(|p| client_url(&p.name, &name, &namespace))
+        .filter(|pod| matches!(pod_state(pod), PodState::Running { .. }))
+        .filter_map(|pod| Some((pod.name_any(), format!("http://{}:2379", pod.status.as_ref()?.pod_ip.as_ref()?))))
         .collect();
+    let endpoints: Vec<String> = addresses.values().cloned().collect();
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
     } else {
         match Membership::connect(&endpoints, etcd_timeout).await {
-            Ok(mut membership) => match membership.observe(pod_name).await {
+            Ok(mut membership) => match membership.observe(pod_name, |_, name| addresses.get(name).cloned()).await {
                 Ok(members) => EtcdView::Members(members),
                 Err(error) => EtcdView::Unreachable(error.to_string()),
             },
@@ -144,7 +151,7 @@ pub async fn observe(
     });
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
-    Ok(Observed { cluster: name, seeded: status.formed, next_index, pods, etcd })
+    Ok((Observed { cluster: name, seeded: status.formed, next_index, pods, etcd }, addresses))
 }
 
 /// The planner's view of a pod.

@@ -75,13 +75,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     let timer = ctx.metrics.reconcile_started();
     ensure_children(&ctx.client, &cluster).await?;
 
-    let observed = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
+    let (observed, addresses) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
     let desired = Desired { size: u32::try_from(cluster.spec.size).unwrap_or(1), paused: cluster.spec.paused };
     let action = plan(&desired, &observed);
     tracing::info!(?action, "planned");
 
     let previous = cluster.status.clone().unwrap_or_default();
-    let acted = act(&ctx.client, &ctx.recorder, &cluster, &observed, &action, ctx.etcd_timeout).await;
+    let acted = act(&ctx.client, &ctx.recorder, &cluster, &observed, &addresses, &action, ctx.etcd_timeout).await;
     if let Err(error) = &acted {
         let event = Event {
             type_: EventType::Warning,

@@ -23,7 +23,7 @@ for procs in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods; do
 done
 pkill -9 -f "containerd-shim-runc-v2 .*-address $STATE/" 2>/dev/null || true
 stop containerd
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop "$name"
 done
 # Mounts the kubelet and containerd left (volumes, rootfs, shm), deepest first.
@@ -32,7 +32,12 @@ for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ { print $1 }'); do
   ip netns delete "$netns" 2>/dev/null || true
 done
 ip link del kecpods0 2>/dev/null || true
-ip route del blackhole 10.215.0.0/16 2>/dev/null || true
+# kube-proxy's rules: its chains are all named KUBE-*.
+for table in nat filter mangle; do
+  iptables-save -t "$table" 2>/dev/null | grep -q ':KUBE-' || continue
+  iptables-save -t "$table" | grep -v -- '-j KUBE-\|^:KUBE-\|-A KUBE-' | iptables-restore -T "$table" 2>/dev/null || true
+done
+ip route del 10.215.0.0/16 2>/dev/null || true
 ip link del kecbr0 2>/dev/null || true
 rm -rf "$STATE"
 echo "down.sh: test bed stopped and its state removed" >&2

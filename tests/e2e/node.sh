@@ -7,7 +7,9 @@ KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 PKI=$STATE/pki
 LOGS=$STATE/logs
-BIN=$("$here/build.sh" kubelet kubectl)
+BIN=$("$here/build.sh" kubelet kube-proxy kubectl)
+COREDNS_VERSION=v1.14.7
+COREDNS=$KEC_CACHE/coredns/$COREDNS_VERSION/coredns
 NODE_NAME=kec-node
 NODE_IP=10.213.0.1
 POD_SUBNET=10.214.0.0/24
@@ -146,3 +148,72 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" >&2
+
+# --- cluster DNS: CoreDNS on the node's address, behind the kube-dns service ------------------------------------
+if [[ ! -x $COREDNS ]]; then
+  log "building CoreDNS $COREDNS_VERSION"
+  mkdir -p "$(dirname "$COREDNS")"
+  CGO_ENABLED=0 GOBIN=$(dirname "$COREDNS") nice -n 10 go install -trimpath "github.com/coredns/coredns@$COREDNS_VERSION"
+fi
+kubeconfig_for() { # name CN [O]
+  local name=$1 subject=$2
+  if [[ ! -f $PKI/$name.crt ]]; then
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
+    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  fi
+  if [[ ! -f $STATE/$name.kubeconfig ]]; then
+    k() { "$BIN/kubectl" config --kubeconfig "$STATE/$name.kubeconfig" "$@" >/dev/null; }
+    k set-cluster kec --server "https://$NODE_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs
+    k set-credentials "$name" --client-certificate "$PKI/$name.crt" --client-key "$PKI/$name.key" --embed-certs
+    k set-context kec --cluster kec --user "$name"
+    k use-context kec
+  fi
+}
+# CoreDNS reads services and endpoints as a member of system:masters would; the test bed has no other tenants.
+kubeconfig_for coredns "/O=system:masters/CN=coredns"
+cat >"$STATE/Corefile" <<COREFILE
+.:53 {
+    bind $NODE_IP
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $STATE/coredns.kubeconfig kec
+        pods insecure
+    }
+    cache 5
+}
+COREFILE
+# No forward plugin: names outside cluster.local get no answer, and no query ever leaves the machine.
+start coredns "$COREDNS" -conf "$STATE/Corefile"
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: { name: kube-dns, namespace: kube-system, labels: { k8s-app: kube-dns } }
+spec:
+  clusterIP: $DNS_IP
+  ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: { name: kube-dns, namespace: kube-system }
+subsets:
+  - addresses: [{ ip: $NODE_IP }]
+    ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
+YAML
+
+# --- kube-proxy (iptables): service addresses work from pods and from the node ----------------------------------
+kubeconfig_for kube-proxy "/CN=system:kube-proxy"
+cat >"$STATE/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: { kubeconfig: $STATE/kube-proxy.kubeconfig }
+mode: iptables
+clusterCIDR: 10.214.0.0/16
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+conntrack: { maxPerCore: 0 }
+YAML
+start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"

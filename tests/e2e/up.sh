@@ -12,7 +12,7 @@ PKI=$STATE/pki
 LOGS=$STATE/logs
 BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubectl)
 # Addresses that exist only on this machine: the node's address on a bridge of our own, and a service range
-# with a route that drops anything that would leave.
+# routed onto that bridge, which has no uplink.
 BRIDGE=kecbr0
 NODE_IP=10.213.0.1
 SERVICE_CIDR=10.215.0.0/16
@@ -41,7 +41,10 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 fi
 ip addr show dev "$BRIDGE" | grep -q "$NODE_IP/24" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
-ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR" || ip route add blackhole "$SERVICE_CIDR"
+# Service addresses are routed onto the bridge, which has no uplink: kube-proxy translates them to pod addresses
+# on the way out, and anything it does not translate dies there. (A blackhole route would also stop the node's own
+# connections to services, which are routed before they are translated.)
+ip route show "$SERVICE_CIDR" | grep -q "dev $BRIDGE" || ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
 
 # --- certificates ---------------------------------------------------------------------------------------------
 cert() { # name subject [extensions]

@@ -18,7 +18,8 @@ async fn connect(cluster: &LocalCluster) -> Membership {
 async fn observe(cluster: &LocalCluster) -> Vec<Member> {
     let mut membership = connect(cluster).await;
     let name_of = |listed: &Listed| cluster.name_of_peer(&listed.peer_urls[0]).unwrap_or_else(|| "unknown".into());
-    membership.observe(name_of).await.unwrap()
+    let url_of = |listed: &Listed, _: &str| listed.client_urls.first().cloned();
+    membership.observe(name_of, url_of).await.unwrap()
 }
 
 async fn put_keys(cluster: &LocalCluster, count: usize) {

@@ -1,0 +1,155 @@
+//! End-to-end on the test bed's real node: a three-member cluster comes up, serves writes through its client
+//! service, heals a deleted member under a new name with every key intact, and goes away with its EtcdCluster.
+//! The controller runs in-process (its library's `run`), watching this test's namespace.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use support::{clusters, eventually, install_crd};
+
+const NS: &str = "e2e-lifecycle";
+const CLUSTER: &str = "life";
+/// The etcd version the test bed has an image of (Debian's).
+const VERSION: &str = "3.4.23";
+
+async fn fresh_namespace(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(NS, &DeleteParams::default()).await;
+    eventually("the old namespace to go", Duration::from_secs(120), || {
+        let namespaces = namespaces.clone();
+        async move { namespaces.get_opt(NS).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": NS } })).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// Running, ready member pods by name, with their addresses.
+async fn ready_members(pods: &Api<Pod>) -> Vec<(String, String)> {
+    let list = pods.list(&ListParams::default().labels("kube-etcd-controller.dev/member")).await.unwrap();
+    let mut ready: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
+        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    ready.sort();
+    ready
+}
+
+/// etcd's own member list, read through a member: names of started voting members, if all are voters.
+async fn voters(endpoint: &str) -> Option<BTreeSet<String>> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+    let list = client.member_list().await.ok()?;
+    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
+        return None;
+    }
+    Some(list.members().iter().map(|m| m.name().to_string()).collect())
+}
+
+/// Waits until `size` ready pods form one etcd cluster of `size` voting members, exactly those pods.
+async fn converged(pods: &Api<Pod>, size: usize, limit: Duration) -> (Vec<(String, String)>, Duration) {
+    eventually(&format!("{size} ready voting members"), limit, || async move {
+        let ready = ready_members(pods).await;
+        if ready.len() != size {
+            return None;
+        }
+        let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+        (listed == names).then_some(ready)
+    })
+    .await
+}
+
+async fn client_service(client: &Client) -> String {
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let service = services.get(&format!("{CLUSTER}-client")).await.unwrap();
+    format!("http://{}:2379", service.spec.unwrap().cluster_ip.unwrap())
+}
+
+#[tokio::test]
+async fn creates_heals_and_destroys_a_three_member_cluster() {
+    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    install_crd(&client).await;
+    fresh_namespace(&client).await;
+    let args = controller::run::RunArgs {
+        namespace: Some(NS.into()),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_timeout: Duration::from_secs(2),
+        resync: Duration::from_secs(5),
+        instance: "e2e".into(),
+    };
+    let running = tokio::spawn(controller::run::run(args));
+
+    let api = clusters(&client, NS);
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": CLUSTER },
+        "spec": { "size": 3, "version": VERSION },
+    }))
+    .unwrap();
+    let created = Instant::now();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let (members, took) = converged(&pods, 3, Duration::from_secs(90)).await;
+    println!("create: 3 ready voting members {:.1} s after the EtcdCluster (goal: under 30 s)", took.as_secs_f64());
+    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["life-0000", "life-0001", "life-0002"]);
+
+    // Writes through the client service.
+    let service = client_service(&client).await;
+    let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
+    for i in 0..100 {
+        etcd.put(format!("/e2e/{i:03}"), format!("value {i}"), None).await.unwrap();
+    }
+
+    // Member recovery: delete one member pod; a new member with the next name replaces it.
+    pods.delete("life-0001", &DeleteParams::default()).await.unwrap();
+    let (healed, took) = eventually("the deleted member to be replaced", Duration::from_secs(90), || {
+        let pods = pods.clone();
+        async move {
+            let ready = ready_members(&pods).await;
+            let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+            if !names.contains("life-0003") || names.contains("life-0001") || ready.len() != 3 {
+                return None;
+            }
+            let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+            (listed == names).then_some(ready)
+        }
+    })
+    .await;
+    println!("heal: member replaced {:.1} s after its pod was deleted (goal: under 20 s)", took.as_secs_f64());
+    let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", healed[2].1)], None).await.unwrap();
+    let count = etcd.get("/e2e/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(count.count(), 100, "every key survived the replacement, read through the new member");
+
+    // Status catches up on the next reconcile.
+    let (status, _) = eventually("status Running", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(CLUSTER).await.unwrap().data["status"].clone();
+            (status["phase"] == "Running").then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(status["readyMembers"], 3, "{status}");
+    assert_eq!(status["members"]["ready"], serde_json::json!(["life-0000", "life-0002", "life-0003"]));
+    let available = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Available").unwrap();
+    assert_eq!(available["status"], "True");
+
+    // Destroy.
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    eventually("the member pods to go", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default()).await.unwrap().items.is_empty().then_some(()) }
+    })
+    .await;
+    println!("whole scenario: {:.1} s", created.elapsed().as_secs_f64());
+    running.abort();
+}
