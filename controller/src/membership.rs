@@ -189,16 +189,26 @@ impl Membership {
         }
     }
 
-    /// Removes member `id`.
+    /// Removes member `id`; a member that is already gone (an earlier attempt that timed out went through) is
+    /// fine.
     pub async fn remove(&mut self, id: u64) -> Result<(), MembershipError> {
-        self.client.member_remove(id).await.map(|_| ()).map_err(|source| refused("remove", format!("{id:x}"), source))
+        match self.client.member_remove(id).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.to_string().contains("member not found") => Ok(()),
+            Err(source) => Err(refused("remove", format!("{id:x}"), source)),
+        }
     }
 }
 
-/// Tells a change etcd refuses for now (its strict reconfiguration check) from one it refuses outright.
+/// Tells a change etcd refuses for now (its strict reconfiguration check, an election) from one it refuses
+/// outright.
 fn refused(op: &'static str, member: String, source: etcd_client::Error) -> MembershipError {
     let why = source.to_string();
-    if why.contains("unhealthy cluster") || why.contains("not enough started members") {
+    // A leader election in progress (a member just died) or a slow commit: the same change goes through a moment
+    // later. A timed-out change may also have been applied; the next observation sees which.
+    let transient =
+        ["unhealthy cluster", "not enough started members", "Timeout expired", "leader changed", "no leader"];
+    if transient.iter().any(|t| why.contains(t)) {
         MembershipError::NotReady { op, member, why }
     } else {
         MembershipError::Refused { op, member, source }

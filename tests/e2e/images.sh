@@ -5,6 +5,7 @@
 #   images.sh rust NAME:TAG BINARY...    a small image of static-enough binaries (busybox for a shell)
 # Needs the test bed's containerd running (tests/e2e/node.sh).
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 SOCK=$STATE/containerd/containerd.sock
@@ -56,6 +57,15 @@ case ${1:-base} in
       archive "$PAUSE_IMAGE" "$root" '["/pause","-P"]'
       rm -rf "$root"
     fi
+    # etcd 3.5 (the CRD's default version), built from its Go modules; static binaries.
+    etcd35=$("$here/build.sh" etcd-3.5)
+    if ! has "$ETCD_REPOSITORY:$(basename "$etcd35")"; then
+      root=$(mktemp -d)
+      with_libs "$root" "$etcd35/etcd" "$etcd35/etcdctl" "$etcd35/etcdutl"
+      archive "$ETCD_REPOSITORY:$(basename "$etcd35")" "$root" 'null'
+      rm -rf "$root"
+    fi
+    # etcd 3.4 from Debian; dynamically linked, so its libraries come along.
     version=$(etcd --version | sed -n 's/^etcd Version: //p')
     if ! has "$ETCD_REPOSITORY:v$version"; then
       root=$(mktemp -d)
