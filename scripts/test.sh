@@ -16,7 +16,16 @@ if [[ ${KEC_SKIP_E2E:-0} == 1 ]]; then
   exit 0
 fi
 start=$SECONDS
-eval "$(tests/e2e/up.sh)"
-echo "test.sh: test bed up in $((SECONDS - start)) s"
 trap 'tests/e2e/down.sh' EXIT
+# Not `eval "$(up.sh)"`: eval of an empty string succeeds, which would hide a failed bring-up.
+if ! up_env=$(tests/e2e/up.sh); then
+  echo "test.sh: the test bed did not come up; the tail of each of its logs follows" >&2
+  for f in "${KEC_CACHE:-$HOME/.cache/kec}"/testbed/logs/*.log; do
+    [[ -f $f ]] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
+  done
+  exit 1
+fi
+eval "$up_env"
+[[ -n ${KUBECONFIG:-} ]] || { echo "test.sh: up.sh printed no KUBECONFIG" >&2; exit 1; }
+echo "test.sh: test bed up in $((SECONDS - start)) s"
 cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller --test e2e_lifecycle -- --nocapture --test-threads 1
