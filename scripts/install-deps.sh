@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every real component the tests use, idempotently and quickly when already present:
-#   - Debian's etcd-server and etcd-client (etcd 3.4) and protobuf-compiler (etcd-client's build needs protoc);
+#   - Debian's etcd-server and etcd-client (etcd 3.4), protobuf-compiler and libprotobuf-dev (etcd-client's build
+#     needs protoc and the well-known .proto files);
 #   - MinIO, the S3-compatible server, built from its Go module into a cache outside the repo.
 # Prints `export` lines for the paths the tests read (MINIO_BIN).
 set -euo pipefail
@@ -13,7 +14,7 @@ MINIO_DIR=$KEC_CACHE/minio/$MINIO_VERSION
 log() { echo "install-deps: $*" >&2; }
 
 missing=()
-for pkg in etcd-server etcd-client protobuf-compiler curl time; do
+for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

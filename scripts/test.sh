@@ -28,4 +28,15 @@ fi
 eval "$up_env"
 [[ -n ${KUBECONFIG:-} ]] || { echo "test.sh: up.sh printed no KUBECONFIG" >&2; exit 1; }
 echo "test.sh: test bed up in $((SECONDS - start)) s"
-cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller --test e2e_lifecycle -- --nocapture --test-threads 1
+tests/e2e/app-images.sh
+KUBECTL=$("$PWD/tests/e2e/build.sh" kubectl)/kubectl
+etcd35=$(tests/e2e/build.sh etcd-3.5)
+# The e2e suite restores snapshots of the clusters it runs (etcd 3.5) with etcd 3.5's own tools.
+export KUBECTL ETCD_BIN=$etcd35/etcd ETCDCTL_BIN=$etcd35/etcdctl
+if ! cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller --test e2e_lifecycle \
+  --test e2e_deployed -- --nocapture --test-threads 1; then
+  echo "test.sh: the end-to-end suite failed; the deployed controller's log, if any, follows" >&2
+  "$KUBECTL" -n etcd-controller logs deployment/etcd-controller --tail 80 >&2 || true
+  "$KUBECTL" get pods -A -o wide >&2 || true
+  exit 1
+fi

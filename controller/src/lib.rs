@@ -1,8 +1,10 @@
 //! The etcd controller: the EtcdCluster resource, and a reconcile that observes, plans one step, acts, and reports.
 
 pub mod act;
+pub mod backup;
 pub mod crd;
 pub mod labels;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod observe;

@@ -34,6 +34,8 @@ pub struct Context {
     pub etcd_timeout: Duration,
     /// Requeue interval of a steady cluster (jittered).
     pub resync: Duration,
+    /// Image of the backup sidecar when a cluster's spec names none.
+    pub sidecar_image: String,
 }
 
 /// Errors of one reconcile.
@@ -92,6 +94,23 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         };
         publish(&ctx.recorder, &cluster, event).await;
     }
+    // The backup sidecar comes after the members' step, and its trouble never fails the reconcile: a stuck
+    // sidecar must not hold up healing etcd. It is reported in `BackupReady` (and an event) instead.
+    let backup = match crate::backup::ensure(&ctx.client, &cluster, &ctx.sidecar_image, ctx.etcd_timeout).await {
+        Ok(health) => health,
+        Err(error) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "BackupSidecarFailed".into(),
+                note: Some(error.to_string()),
+                action: "ApplyBackupSidecar".into(),
+                secondary: None,
+            };
+            publish(&ctx.recorder, &cluster, event).await;
+            Some(crate::backup::BackupHealth::NotApplied { error: error.to_string() })
+        }
+    };
+
     // Re-read: a step may have recorded a member index or token in status.
     let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let fresh =
@@ -102,6 +121,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         cluster.meta().generation,
         &observed,
         &action,
+        backup.as_ref(),
         &base,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );

@@ -6,15 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use proto::cluster::EtcdCluster;
+use tokio_util::sync::CancellationToken;
 
+use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
+
+/// The sidecar image of this release.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("kube-etcd-controller/etcd-backup-sidecar:", env!("CARGO_PKG_VERSION"));
 
 /// How to run.
 #[derive(Clone, Debug, clap::Args)]
@@ -31,6 +37,15 @@ pub struct RunArgs {
     /// How often a steady cluster is looked at again (etcd's health changes without Kubernetes events).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// Image of the backup sidecar for clusters whose `spec.backup.sidecarImage` is unset.
+    #[arg(long, env = "SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
+    pub sidecar_image: String,
+    /// Take part in leader election (a Lease), so that only one of several replicas reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else the watched one, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "etcd-controller")]
     pub instance: String,
@@ -39,14 +54,18 @@ pub struct RunArgs {
 /// Runs until the process is stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    let (clusters, pods, services): (Api<EtcdCluster>, Api<Pod>, Api<Service>) = match &args.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (clusters, pods, services, deployments): (Api<EtcdCluster>, Api<Pod>, Api<Service>, Api<Deployment>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => {
+                (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
+            }
+        };
     let reporter = Reporter { controller: "kube-etcd-controller".into(), instance: Some(args.instance.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -54,6 +73,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: Metrics::default(),
         etcd_timeout: args.etcd_timeout,
         resync: args.resync,
+        sidecar_image: args.sidecar_image.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
@@ -71,11 +91,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(namespace = ?args.namespace, metrics = %args.metrics_listen, "controller starting");
 
+    // Only the holder of the lease reconciles; a standby waits here, serving its health endpoints.
+    let lease = args.leader_elect.then(|| {
+        let namespace =
+            args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
+        let mut suffix = [0u8; 4];
+        let _ = getrandom::fill(&mut suffix);
+        // Unique per process, so two replicas with the same pod name can never both believe they lead.
+        let identity = format!("{}_{}", args.instance, hex::encode(suffix));
+        LeaseConfig::new(LEASE_NAME, &namespace, &identity)
+    });
+    let lost = match &lease {
+        Some(config) => leader::lead(client.clone(), config.clone()).await,
+        None => CancellationToken::new(),
+    };
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => tracing::info!("shutting down"),
+                () = lost.cancelled() => tracing::error!("lost leadership; stopping"),
+            }
+        }
+    };
+
     let labelled = watcher::Config::default().labels(crate::labels::CLUSTER_LABEL);
     Controller::new(clusters, watcher::Config::default())
         .owns(pods, labelled.clone())
-        .owns(services, labelled)
-        .shutdown_on_signal()
+        .owns(services, labelled.clone())
+        .owns(deployments, labelled)
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
@@ -83,5 +128,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .await;
+    if lost.is_cancelled() {
+        // Exit non-zero: the pod restarts and becomes a candidate again.
+        anyhow::bail!("lost the lease {LEASE_NAME}; another replica leads now");
+    }
+    if let Some(config) = &lease {
+        leader::release(client, config).await;
+    }
     Ok(())
+}
+
+/// The name of the controller's Lease.
+pub const LEASE_NAME: &str = "kube-etcd-controller";
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }

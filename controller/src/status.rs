@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames};
 
+use crate::backup::{BackupHealth, condition};
 use crate::observe::{EtcdView, Observed, PodState};
 use crate::plan::{Action, RemoveReason, WaitReason};
 use crate::service::client_service_name;
@@ -14,6 +15,7 @@ pub fn derive(
     generation: Option<i64>,
     observed: &Observed,
     action: &Action,
+    backup: Option<&BackupHealth>,
     previous: &EtcdClusterStatus,
     now: Time,
 ) -> EtcdClusterStatus {
@@ -72,12 +74,9 @@ pub fn derive(
     set("Progressing", progressing, progress_reason(action), progress_message(action));
     set("Degraded", degraded, degraded_reason, degraded_message);
     if spec.backup.is_some() {
-        set(
-            "BackupReady",
-            false,
-            "NotImplemented",
-            "this controller version does not run the backup sidecar yet; no backups are taken".into(),
-        );
+        let (ready, reason, message) = backup
+            .map_or_else(|| (false, "SidecarStarting", "the backup sidecar is being set up".to_string()), condition);
+        set("BackupReady", ready, reason, message);
     }
 
     EtcdClusterStatus {
@@ -207,10 +206,10 @@ mod tests {
     #[test]
     fn a_steady_cluster_derives_the_same_status_every_time() {
         let c = cluster("demo", 3);
-        let first = derive(&c.spec, Some(1), &steady(), &Action::Done, &EtcdClusterStatus::default(), time(100));
+        let first = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(100));
         assert_eq!(first.phase, ClusterPhase::Running);
         assert_eq!(first.ready_members, 3);
-        let again = derive(&c.spec, Some(1), &steady(), &Action::Done, &first, time(200));
+        let again = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &first, time(200));
         assert_eq!(again, first, "nothing changed, so nothing is written");
     }
 
@@ -223,7 +222,7 @@ mod tests {
             members[2].healthy = false;
         }
         let action = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
-        let status = derive(&c.spec, Some(1), &broken, &action, &EtcdClusterStatus::default(), time(1));
+        let status = derive(&c.spec, Some(1), &broken, &action, None, &EtcdClusterStatus::default(), time(1));
         assert_eq!(status.phase, ClusterPhase::QuorumLost);
         let available = status.conditions.iter().find(|c| c.type_ == "Available").unwrap();
         assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "QuorumLost"));
@@ -235,10 +234,10 @@ mod tests {
     #[test]
     fn formed_is_sticky_once_etcd_answered() {
         let c = cluster("demo", 3);
-        let status = derive(&c.spec, Some(1), &steady(), &Action::Done, &EtcdClusterStatus::default(), time(1));
+        let status = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
         assert!(status.formed);
         let gone = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
-        let later = derive(&c.spec, Some(1), &gone, &Action::Wait(WaitReason::DataLost), &status, time(2));
+        let later = derive(&c.spec, Some(1), &gone, &Action::Wait(WaitReason::DataLost), None, &status, time(2));
         assert!(later.formed, "a cluster that formed stays formed");
         assert_eq!(later.phase, ClusterPhase::QuorumLost);
     }

@@ -40,6 +40,9 @@ async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_des
         etcd_timeout: Duration::from_secs(1),
         resync: Duration::from_secs(3),
         instance: "e2e".into(),
+        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
+        leader_elect: true,
+        lease_namespace: None,
     };
     let running = tokio::spawn(controller::run::run(args));
 

@@ -83,6 +83,9 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
         etcd_timeout: Duration::from_secs(2),
         resync: Duration::from_secs(5),
         instance: "e2e".into(),
+        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
+        leader_elect: true,
+        lease_namespace: None,
     };
     let running = tokio::spawn(controller::run::run(args));
 

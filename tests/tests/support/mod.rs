@@ -59,3 +59,28 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs the test bed's kubectl (`$KUBECTL`, else `kubectl` on the PATH) and returns its output; panics with
+/// its output when it fails.
+pub fn kubectl(args: &[&str]) -> String {
+    let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = std::process::Command::new(&program).args(args).output().expect("running kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "kubectl {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Deletes the namespace `name` if it exists, waits until it is gone, and creates it afresh.
+pub async fn fresh_namespace(client: &Client, name: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, PostParams};
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    eventually("the old namespace to go", Duration::from_secs(120), || {
+        let namespaces = namespaces.clone();
+        async move { namespaces.get_opt(name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+}

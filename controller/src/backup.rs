@@ -1,0 +1,641 @@
+//! The backup sidecar of a cluster whose spec asks for backups: a Deployment of one replica running
+//! `etcd-backup-sidecar serve` against the cluster's client service, a Service on port 19999, and a Secret with
+//! the bearer token its API requires. The builders are pure; [`ensure`] writes only what is missing or changed,
+//! and [`condition`] turns what the sidecar reports into the `BackupReady` condition.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use proto::backup::SidecarStatus;
+use proto::cluster::{BackupPolicy, DEFAULT_BACKUP_EVERY, EtcdCluster};
+use sha2::{Digest, Sha256};
+
+use crate::labels::{CLUSTER_LABEL, FIELD_MANAGER, owner};
+use crate::service::client_service_name;
+
+/// The port of the sidecar's HTTP API.
+pub const PORT: i32 = proto::backup::DEFAULT_PORT as i32;
+/// The key of the token in the sidecar's Secret.
+pub const TOKEN_KEY: &str = "token";
+/// Where the sidecar's container finds the token.
+const TOKEN_DIR: &str = "/var/run/kube-etcd-controller/backup-token";
+/// Where a PVC is mounted in the sidecar's container.
+const PVC_MOUNT: &str = "/backups";
+/// Annotation holding the hash of the Deployment the controller last applied: a change of spec changes it.
+const SPEC_HASH: &str = "kube-etcd-controller.dev/spec-hash";
+
+/// Name of the sidecar's Deployment and Service: `<cluster>-backup`.
+pub fn sidecar_name(cluster: &str) -> String {
+    format!("{cluster}-backup")
+}
+
+/// Name of the Secret holding the sidecar's API token: `<cluster>-backup-token`.
+pub fn token_secret_name(cluster: &str) -> String {
+    format!("{cluster}-backup-token")
+}
+
+/// Labels of the sidecar's objects and pods. They share the cluster label (so they are found and cleaned up with
+/// the cluster) but never the member labels: the sidecar is not a member and never behind the client service.
+pub fn sidecar_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "etcd-backup-sidecar".to_string()),
+        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
+        ("app.kubernetes.io/component".to_string(), "backup".to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "kube-etcd-controller".to_string()),
+        (CLUSTER_LABEL.to_string(), cluster.to_string()),
+    ])
+}
+
+fn selector(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER_LABEL.to_string(), cluster.to_string()),
+        ("app.kubernetes.io/name".to_string(), "etcd-backup-sidecar".to_string()),
+    ])
+}
+
+fn meta(cluster: &EtcdCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.namespace(),
+        labels: Some(sidecar_labels(&cluster.name_any())),
+        owner_references: Some(vec![owner(cluster)]),
+        ..Default::default()
+    }
+}
+
+/// The storage URL the sidecar writes to: `file:///backups/<subPath or cluster>` on a PVC, or
+/// `s3://<bucket>/<prefix or namespace/cluster>`.
+pub fn storage_url(cluster: &EtcdCluster, policy: &BackupPolicy) -> String {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    if let Some(pvc) = &policy.storage.pvc {
+        let dir = pvc.sub_path.clone().unwrap_or(name);
+        format!("file://{PVC_MOUNT}/{}", dir.trim_matches('/'))
+    } else if let Some(s3) = &policy.storage.s3 {
+        let prefix = s3.prefix.clone().unwrap_or_else(|| format!("{namespace}/{name}"));
+        format!("s3://{}/{}", s3.bucket, prefix.trim_matches('/'))
+    } else {
+        // The schema requires exactly one of the two; an object that slipped past it gets a URL the sidecar refuses.
+        String::new()
+    }
+}
+
+/// The sidecar's command line after the binary's name.
+pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let mut args = vec![
+        "serve".to_string(),
+        format!("--etcd-endpoints=http://{}.{namespace}.svc:2379", client_service_name(&name)),
+        format!("--storage={}", storage_url(cluster, policy)),
+        format!("--listen=0.0.0.0:{PORT}"),
+        format!("--cluster-name={name}"),
+        format!("--auth-token-file={TOKEN_DIR}/{TOKEN_KEY}"),
+    ];
+    match (&policy.every, &policy.cron) {
+        (_, Some(cron)) => args.push(format!("--cron={cron}")),
+        (Some(every), None) => args.push(format!("--every={every}")),
+        (None, None) => args.push(format!("--every={DEFAULT_BACKUP_EVERY}")),
+    }
+    if let Some(max) = policy.max_backups {
+        args.push(format!("--max-backups={max}"));
+    }
+    if let Some(age) = &policy.max_age {
+        args.push(format!("--max-age={age}"));
+    }
+    if let Some(s3) = &policy.storage.s3 {
+        if let Some(endpoint) = &s3.endpoint {
+            args.push(format!("--s3-endpoint={endpoint}"));
+        }
+        args.push(format!("--s3-region={}", s3.region.as_deref().unwrap_or("us-east-1")));
+        if s3.allow_http {
+            args.push("--s3-allow-http".into());
+        }
+    }
+    args
+}
+
+/// The sidecar's Deployment: one replica, replaced (never two at once, so two never write the same storage),
+/// running as a non-root user, with its storage volume or credentials wired in.
+pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_image: &str) -> Deployment {
+    let name = cluster.name_any();
+    let mut mounts = vec![VolumeMount {
+        name: "token".into(),
+        mount_path: TOKEN_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "token".into(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(token_secret_name(&name)),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut env = Vec::new();
+    if let Some(pvc) = &policy.storage.pvc {
+        mounts.push(VolumeMount { name: "backups".into(), mount_path: PVC_MOUNT.into(), ..Default::default() });
+        volumes.push(Volume {
+            name: "backups".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.claim_name.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(s3) = &policy.storage.s3 {
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            env.push(EnvVar {
+                name: key.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: s3.credentials_secret.clone(),
+                        key: key.into(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    env.push(EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() });
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(PORT), ..Default::default() }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "backup".into(),
+        image: Some(policy.sidecar_image.clone().unwrap_or_else(|| default_image.to_string())),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["etcd-backup-sidecar".into()]),
+        args: Some(sidecar_args(cluster, policy)),
+        env: Some(env),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
+        volume_mounts: Some(mounts),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        // Measured peak: under 50 MiB while streaming a 200 MiB snapshot.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("10m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let labels = sidecar_labels(&name);
+    Deployment {
+        metadata: meta(cluster, sidecar_name(&name)),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(selector(&name)), ..Default::default() },
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        run_as_non_root: Some(true),
+                        ..Default::default()
+                    }),
+                    automount_service_account_token: Some(false),
+                    node_selector: (!cluster.spec.pod.node_selector.is_empty())
+                        .then(|| cluster.spec.pod.node_selector.clone()),
+                    tolerations: (!cluster.spec.pod.tolerations.is_empty())
+                        .then(|| cluster.spec.pod.tolerations.clone()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// The sidecar's Service, `<cluster>-backup:19999`.
+pub fn sidecar_service(cluster: &EtcdCluster) -> Service {
+    let name = cluster.name_any();
+    Service {
+        metadata: meta(cluster, sidecar_name(&name)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::Int(PORT)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Secret with the sidecar's API token.
+pub fn token_secret(cluster: &EtcdCluster, token: &str) -> Secret {
+    Secret {
+        metadata: meta(cluster, token_secret_name(&cluster.name_any())),
+        string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token.to_string())])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// A new random token: 32 bytes from the operating system, hex encoded.
+fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Hash of what the controller wants the Deployment to be; stored in an annotation so that a steady cluster's
+/// reconcile compares instead of writing.
+pub fn spec_hash(deployment: &Deployment) -> String {
+    let json = serde_json::to_vec(&deployment.spec).unwrap_or_default();
+    hex::encode(&Sha256::digest(json)[..8])
+}
+
+/// What the controller saw of the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupHealth {
+    /// The Deployment has no available replica yet.
+    Starting {
+        /// Why, as a person reads it.
+        why: String,
+    },
+    /// The sidecar runs but its status could not be read.
+    Unreachable {
+        /// The error.
+        error: String,
+    },
+    /// The sidecar's own status.
+    Reported(Box<SidecarStatus>),
+    /// Its objects could not be written or read.
+    NotApplied {
+        /// The error.
+        error: String,
+    },
+}
+
+/// The `BackupReady` condition for what was seen: (status, reason, message).
+pub fn condition(health: &BackupHealth) -> (bool, &'static str, String) {
+    match health {
+        BackupHealth::Starting { why } => (false, "SidecarStarting", why.clone()),
+        BackupHealth::NotApplied { error } => (false, "SidecarNotApplied", format!("the backup sidecar: {error}")),
+        BackupHealth::Unreachable { error } => {
+            (false, "SidecarUnreachable", format!("the backup sidecar's status could not be read: {error}"))
+        }
+        BackupHealth::Reported(status) => match (&status.last_failure, &status.last_success) {
+            (Some(failure), _) if status.consecutive_failures > 0 => (
+                false,
+                "BackupFailing",
+                format!(
+                    "{} backup attempt(s) failed in a row, the last at {} ({}): {}; the sidecar retries with backoff",
+                    status.consecutive_failures,
+                    failure.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    failure.reason,
+                    failure.error
+                ),
+            ),
+            (_, Some(last)) => (
+                true,
+                "BackupSucceeded",
+                format!(
+                    "latest backup {} at revision {}, finished {}; {} backup(s) in {}",
+                    last.name,
+                    last.revision,
+                    last.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    status.backup_count,
+                    status.storage
+                ),
+            ),
+            (_, None) => (false, "NoBackupYet", format!("the sidecar runs; no backup is in {} yet", status.storage)),
+        },
+    }
+}
+
+/// Errors of [`ensure`].
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct SidecarError {
+    /// What was being done.
+    pub op: String,
+    /// The underlying error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Writes the sidecar's Secret, Service and Deployment where missing or changed, or deletes them when the spec no
+/// longer asks for backups; then reads the sidecar's health. Returns `None` when the cluster has no backups.
+pub async fn ensure(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    default_image: &str,
+    timeout: Duration,
+) -> Result<Option<BackupHealth>, SidecarError> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let err = |op: String| move |source: kube::Error| SidecarError { op, source: source.into() };
+
+    let Some(policy) = &cluster.spec.backup else {
+        // Backups were switched off (or never on): the sidecar goes, the backups in storage stay.
+        remove(&deployments, &sidecar_name(&name)).await.map_err(err(format!("deleting deployment {name}")))?;
+        remove(&services, &sidecar_name(&name)).await.map_err(err(format!("deleting service {name}")))?;
+        remove(&secrets, &token_secret_name(&name)).await.map_err(err(format!("deleting secret {name}")))?;
+        return Ok(None);
+    };
+
+    let secret_name = token_secret_name(&name);
+    let token = match secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))? {
+        Some(secret) => secret_token(&secret),
+        None => {
+            let token = new_token()
+                .map_err(|e| SidecarError { op: "generating the sidecar's token".into(), source: e.into() })?;
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match secrets.create(&params, &token_secret(cluster, &token)).await {
+                Ok(_) => Some(token),
+                // Another replica or an earlier attempt made it: use what is stored.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let stored =
+                        secrets.get(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
+                    secret_token(&stored)
+                }
+                Err(source) => return Err(err(format!("creating secret {secret_name}"))(source)),
+            }
+        }
+    };
+
+    let service = match services.get_opt(&sidecar_name(&name)).await.map_err(err("reading service".into()))? {
+        Some(service) => service,
+        None => services
+            .patch(
+                &sidecar_name(&name),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(sidecar_service(cluster)),
+            )
+            .await
+            .map_err(err(format!("applying service {}", sidecar_name(&name))))?,
+    };
+
+    let mut desired = sidecar_deployment(cluster, policy, default_image);
+    let hash = spec_hash(&desired);
+    let current = deployments.get_opt(&sidecar_name(&name)).await.map_err(err("reading deployment".into()))?;
+    let current = match current {
+        Some(current) if current.annotations().get(SPEC_HASH) == Some(&hash) => current,
+        _ => {
+            desired.annotations_mut().insert(SPEC_HASH.into(), hash);
+            tracing::info!(deployment = %sidecar_name(&name), "applying the backup sidecar");
+            deployments
+                .patch(&sidecar_name(&name), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+                .await
+                .map_err(err(format!("applying deployment {}", sidecar_name(&name))))?
+        }
+    };
+
+    let available = current.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    if available < 1 {
+        return Ok(Some(BackupHealth::Starting {
+            why: format!("the backup sidecar (deployment {}) has no available replica yet", sidecar_name(&name)),
+        }));
+    }
+    let Some(ip) = service.spec.and_then(|s| s.cluster_ip).filter(|ip| ip != "None") else {
+        return Ok(Some(BackupHealth::Unreachable { error: "its service has no cluster IP".into() }));
+    };
+    Ok(Some(read_status(&format!("http://{ip}:{PORT}"), token.as_deref(), &secrets, &secret_name, timeout).await))
+}
+
+fn secret_token(secret: &Secret) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(TOKEN_KEY)?;
+    String::from_utf8(bytes.0.clone()).ok().map(|t| t.trim().to_string())
+}
+
+async fn read_status(
+    base: &str,
+    token: Option<&str>,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    timeout: Duration,
+) -> BackupHealth {
+    let token = match token {
+        Some(token) => Some(token.to_string()),
+        None => secrets.get(secret_name).await.ok().as_ref().and_then(secret_token),
+    };
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(client) => client,
+        Err(error) => return BackupHealth::Unreachable { error: error.to_string() },
+    };
+    let mut request = client.get(format!("{base}/v1/status"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await.and_then(reqwest::Response::error_for_status) {
+        Ok(response) => response,
+        Err(error) => return BackupHealth::Unreachable { error: error.to_string() },
+    };
+    match response.json::<SidecarStatus>().await {
+        Ok(status) => BackupHealth::Reported(Box::new(status)),
+        Err(error) => BackupHealth::Unreachable { error: format!("unreadable status: {error}") },
+    }
+}
+
+async fn remove<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::cluster as fixture;
+    use proto::backup::{BackupFailure, BackupInfo};
+    use proto::cluster::{BackupStorage, PvcStorage, S3Storage};
+
+    fn policy(storage: BackupStorage) -> BackupPolicy {
+        BackupPolicy {
+            every: None,
+            cron: None,
+            max_backups: Some(5),
+            max_age: Some("7d".into()),
+            storage,
+            sidecar_image: None,
+        }
+    }
+
+    fn pvc() -> BackupStorage {
+        BackupStorage { pvc: Some(PvcStorage { claim_name: "backups".into(), sub_path: None }), s3: None }
+    }
+
+    fn s3() -> BackupStorage {
+        BackupStorage {
+            pvc: None,
+            s3: Some(S3Storage {
+                bucket: "etcd-backups".into(),
+                prefix: None,
+                endpoint: Some("http://minio.storage:9000".into()),
+                region: None,
+                credentials_secret: "s3-creds".into(),
+                allow_http: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_pvc_sidecar_writes_under_the_cluster_name_on_the_mounted_claim() {
+        let cluster = fixture("alpha", 3);
+        let deployment = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        let pod = deployment.spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap();
+        assert_eq!(args[0], "serve");
+        assert!(args.contains(&"--storage=file:///backups/alpha".to_string()), "{args:?}");
+        assert!(args.contains(&"--etcd-endpoints=http://alpha-client.ns.svc:2379".to_string()), "{args:?}");
+        assert!(args.contains(&"--every=30m".to_string()), "the default schedule: {args:?}");
+        assert!(args.contains(&"--max-backups=5".to_string()) && args.contains(&"--max-age=7d".to_string()));
+        let claim = pod.volumes.unwrap().iter().find_map(|v| v.persistent_volume_claim.clone()).unwrap();
+        assert_eq!(claim.claim_name, "backups");
+        assert_eq!(container.image.as_deref(), Some("sidecar:1"));
+    }
+
+    #[test]
+    fn an_s3_sidecar_takes_its_credentials_from_the_secret_never_from_its_arguments() {
+        let cluster = fixture("alpha", 3);
+        let mut policy = policy(s3());
+        policy.cron = Some("0 */6 * * *".into());
+        let deployment = sidecar_deployment(&cluster, &policy, "sidecar:1");
+        let container = deployment.spec.template.spec.unwrap().containers[0].clone();
+        let args = container.args.unwrap();
+        assert!(args.contains(&"--storage=s3://etcd-backups/ns/alpha".to_string()), "{args:?}");
+        assert!(args.contains(&"--cron=0 */6 * * *".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--every")));
+        assert!(args.contains(&"--s3-allow-http".to_string()));
+        assert!(!args.iter().any(|a| a.contains("secret") || a.contains("access-key")), "{args:?}");
+        let env = container.env.unwrap();
+        let from_secret: Vec<_> = env
+            .iter()
+            .filter_map(|e| Some((e.name.as_str(), e.value_from.as_ref()?.secret_key_ref.as_ref()?.name.as_str())))
+            .collect();
+        assert_eq!(from_secret, [("AWS_ACCESS_KEY_ID", "s3-creds"), ("AWS_SECRET_ACCESS_KEY", "s3-creds")]);
+    }
+
+    #[test]
+    fn the_sidecar_is_never_taken_for_a_member() {
+        let cluster = fixture("alpha", 3);
+        let deployment = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        let labels = deployment.spec.template.metadata.unwrap().labels.unwrap();
+        let members = crate::labels::member_selector("alpha");
+        assert!(!members.iter().all(|(k, v)| labels.get(k) == Some(v)), "the client service would select it");
+        assert!(!labels.contains_key(crate::labels::MEMBER_LABEL));
+    }
+
+    #[test]
+    fn the_hash_follows_the_spec_and_nothing_else() {
+        let cluster = fixture("alpha", 3);
+        let a = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        assert_eq!(spec_hash(&a), spec_hash(&sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1")));
+        let mut changed = policy(pvc());
+        changed.max_backups = Some(6);
+        assert_ne!(spec_hash(&a), spec_hash(&sidecar_deployment(&cluster, &changed, "sidecar:1")));
+        assert_ne!(spec_hash(&a), spec_hash(&sidecar_deployment(&cluster, &policy(pvc()), "sidecar:2")));
+    }
+
+    fn status(success: Option<i64>, failures: u32) -> SidecarStatus {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        SidecarStatus {
+            cluster_name: "alpha".into(),
+            storage: "file:///backups/alpha".into(),
+            schedule: Some("every 30m".into()),
+            next_run: Some(at),
+            running: false,
+            backup_count: usize::from(success.is_some()),
+            last_success: success.map(|revision| BackupInfo {
+                name: format!("alpha-r{revision}"),
+                cluster_name: "alpha".into(),
+                etcd_cluster_id: "1".into(),
+                etcd_member: "m".into(),
+                revision,
+                etcd_version: "3.5.35".into(),
+                raw_size: 1,
+                compressed_size: 1,
+                sha256: String::new(),
+                started_at: at,
+                finished_at: at,
+            }),
+            last_success_at: success.map(|_| at),
+            last_failure: (failures > 0).then(|| BackupFailure {
+                at,
+                reason: "etcd".into(),
+                error: "connection refused".into(),
+            }),
+            consecutive_failures: failures,
+        }
+    }
+
+    #[test]
+    fn backup_ready_says_what_the_sidecar_says() {
+        let (ready, reason, message) = condition(&BackupHealth::Reported(Box::new(status(Some(42), 0))));
+        assert!(ready, "{message}");
+        assert_eq!(reason, "BackupSucceeded");
+        assert!(message.contains("alpha-r42") && message.contains("revision 42"), "{message}");
+
+        let (ready, reason, message) = condition(&BackupHealth::Reported(Box::new(status(Some(42), 2))));
+        assert!(!ready);
+        assert_eq!(reason, "BackupFailing");
+        assert!(message.contains("2 backup attempt(s)") && message.contains("connection refused"), "{message}");
+
+        let (ready, reason, _) = condition(&BackupHealth::Reported(Box::new(status(None, 0))));
+        assert_eq!((ready, reason), (false, "NoBackupYet"));
+        let (ready, reason, _) = condition(&BackupHealth::Starting { why: "x".into() });
+        assert_eq!((ready, reason), (false, "SidecarStarting"));
+    }
+
+    #[test]
+    fn a_steady_sidecar_gives_the_same_condition_however_often_it_is_asked() {
+        // The time of the last (possibly skipped) run and the next run move on every schedule tick; the condition
+        // must not, or a steady cluster would write its status every time.
+        let mut later = status(Some(42), 0);
+        later.last_success_at = chrono::DateTime::from_timestamp(1_800_003_600, 0);
+        later.next_run = chrono::DateTime::from_timestamp(1_800_005_400, 0);
+        assert_eq!(
+            condition(&BackupHealth::Reported(Box::new(status(Some(42), 0)))),
+            condition(&BackupHealth::Reported(Box::new(later)))
+        );
+    }
+}
