@@ -109,9 +109,41 @@ pub async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attem
     }
 }
 
-/// Waits until this replica holds the lease, then keeps renewing it in the background. The returned token is
-/// cancelled when leadership is lost; the caller must then stop reconciling at once.
-pub async fn lead(client: kube::Client, config: LeaseConfig) -> CancellationToken {
+/// Leadership held: renewed in the background until released or lost.
+pub struct Leadership {
+    config: LeaseConfig,
+    api: Api<Lease>,
+    lost: CancellationToken,
+    stop: CancellationToken,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Cancelled when leadership is lost; the holder must then stop reconciling at once.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Stops renewing and gives the lease up (on a clean shutdown), so that another replica takes over at once
+    /// instead of after the lease duration. Best effort.
+    pub async fn release(self) {
+        self.stop.cancel();
+        let _ = self.renewal.await;
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(lease = %self.config.name, "released the lease"),
+            Err(error) => tracing::warn!(lease = %self.config.name, %error, "could not release the lease"),
+        }
+    }
+}
+
+/// Waits until this replica holds the lease, then keeps renewing it in the background.
+pub async fn lead(client: kube::Client, config: LeaseConfig) -> Leadership {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut last_holder = None;
     loop {
@@ -128,45 +160,33 @@ pub async fn lead(client: kube::Client, config: LeaseConfig) -> CancellationToke
         tokio::time::sleep(config.renew_every).await;
     }
     tracing::info!(lease = %config.name, identity = %config.identity, "leading");
-    let lost = CancellationToken::new();
-    let token = lost.clone();
-    tokio::spawn(async move {
-        let mut renewed = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(config.renew_every).await;
-            match try_acquire(&api, &config).await {
-                Ok(Attempt::Held) => renewed = tokio::time::Instant::now(),
-                Ok(Attempt::HeldBy(holder)) => {
-                    tracing::error!(lease = %config.name, %holder, "another replica took the lease");
+    let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
+    let renewal = {
+        let (api, config, lost, stop) = (api.clone(), config.clone(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut renewed = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(config.renew_every) => {}
+                }
+                match try_acquire(&api, &config).await {
+                    Ok(Attempt::Held) => renewed = tokio::time::Instant::now(),
+                    Ok(Attempt::HeldBy(holder)) => {
+                        tracing::error!(lease = %config.name, %holder, "another replica took the lease");
+                        break;
+                    }
+                    Err(error) => tracing::warn!(lease = %config.name, %error, "could not renew the lease"),
+                }
+                if renewed.elapsed() > config.renew_deadline {
+                    tracing::error!(lease = %config.name, "the lease was not renewed within the renew deadline");
                     break;
                 }
-                Err(error) => tracing::warn!(lease = %config.name, %error, "could not renew the lease"),
             }
-            if renewed.elapsed() > config.renew_deadline {
-                tracing::error!(lease = %config.name, "the lease was not renewed within the renew deadline");
-                break;
-            }
-        }
-        token.cancel();
-    });
-    lost
-}
-
-/// Gives the lease up on a clean shutdown, so that another replica takes over at once instead of after the
-/// lease duration. Best effort.
-pub async fn release(client: kube::Client, config: &LeaseConfig) {
-    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let Ok(Some(mut lease)) = api.get_opt(&config.name).await else { return };
-    let Some(spec) = lease.spec.as_mut() else { return };
-    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
-        return;
-    }
-    spec.holder_identity = None;
-    if let Err(error) = api.replace(&config.name, &PostParams::default(), &lease).await {
-        tracing::warn!(lease = %config.name, %error, "could not release the lease");
-    } else {
-        tracing::info!(lease = %config.name, "released the lease");
-    }
+            lost.cancel();
+        })
+    };
+    Leadership { config, api, lost, stop, renewal }
 }
 
 #[cfg(test)]

@@ -101,10 +101,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let identity = format!("{}_{}", args.instance, hex::encode(suffix));
         LeaseConfig::new(LEASE_NAME, &namespace, &identity)
     });
-    let lost = match &lease {
-        Some(config) => leader::lead(client.clone(), config.clone()).await,
-        None => CancellationToken::new(),
+    let leadership = match lease {
+        Some(config) => Some(leader::lead(client.clone(), config).await),
+        None => None,
     };
+    let lost = leadership.as_ref().map_or_else(CancellationToken::new, leader::Leadership::lost);
     let stop = {
         let lost = lost.clone();
         async move {
@@ -132,8 +133,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Exit non-zero: the pod restarts and becomes a candidate again.
         anyhow::bail!("lost the lease {LEASE_NAME}; another replica leads now");
     }
-    if let Some(config) = &lease {
-        leader::release(client, config).await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
     }
     Ok(())
 }
