@@ -40,7 +40,8 @@ with_libs() {
   ln -sf busybox "$rootfs/bin/sh"
   for binary in "$@"; do
     cp "$binary" "$rootfs/usr/local/bin/"
-    ldd "$binary" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    # A static binary has no libraries: ldd fails and grep finds nothing, which pipefail must not turn into an error.
+    { ldd "$binary" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
       mkdir -p "$rootfs$(dirname "$lib")"
       cp -L "$lib" "$rootfs$lib"
     done
