@@ -34,7 +34,7 @@ etcd35=$(tests/e2e/build.sh etcd-3.5)
 # The e2e suite restores snapshots of the clusters it runs (etcd 3.5) with etcd 3.5's own tools.
 export KUBECTL ETCD_BIN=$etcd35/etcd ETCDCTL_BIN=$etcd35/etcdctl
 if ! cargo test -p system-tests --features e2e --test e2e_api --test e2e_controller --test e2e_lifecycle \
-  --test e2e_leader --test e2e_deployed -- --nocapture --test-threads 1; then
+  --test e2e_leader --test e2e_deployed --test e2e_recovery -- --nocapture --test-threads 1; then
   echo "test.sh: the end-to-end suite failed; the deployed controller's log, if any, follows" >&2
   "$KUBECTL" -n etcd-controller logs deployment/etcd-controller --tail 80 >&2 || true
   "$KUBECTL" get pods -A -o wide >&2 || true

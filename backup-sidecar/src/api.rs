@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use proto::backup::{
-    ApiErrorBody, BackupList, HEADER_BACKUP_NAME, HEADER_ETCD_VERSION, HEADER_REVISION, HEADER_SHA256,
+    ApiErrorBody, BackupList, BackupRequest, HEADER_BACKUP_NAME, HEADER_ETCD_VERSION, HEADER_REVISION, HEADER_SHA256,
 };
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -37,6 +37,9 @@ pub enum ApiError {
     /// No such backup.
     #[error("{0}")]
     NotFound(String),
+    /// The request cannot be understood.
+    #[error("{0}")]
+    BadRequest(String),
     /// A backup attempt failed.
     #[error("backup failed: {0}")]
     Backup(Arc<BackupError>),
@@ -59,6 +62,7 @@ impl IntoResponse for ApiError {
         let (status, kind) = match &self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_string()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found".to_string()),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request".to_string()),
             Self::Backup(error) => {
                 let status = match error.as_ref() {
                     BackupError::Etcd(_) | BackupError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,8 +125,18 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     Ok(next.run(request).await)
 }
 
-async fn take_backup(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.engine.backup().await.map_err(ApiError::Backup)? {
+/// `POST /v1/backups`, with an optional body naming the endpoints to take it from.
+async fn take_backup(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let request: BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        BackupRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the request body: {e}")))?
+    };
+    if let Some(bad) = request.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        return Err(ApiError::BadRequest(format!("endpoint {bad:?} is no http(s) URL")));
+    }
+    let endpoints = (!request.endpoints.is_empty()).then_some(request.endpoints);
+    match state.engine.backup_from(endpoints).await.map_err(ApiError::Backup)? {
         Outcome::Created(info) => Ok((StatusCode::CREATED, Json(info)).into_response()),
         Outcome::Unchanged(info) => Ok((StatusCode::OK, Json(info)).into_response()),
     }

@@ -134,6 +134,22 @@ impl Engine {
     /// Takes a backup now, or joins the one already running and returns its result. The attempt runs on its own
     /// task, so a caller that goes away (an HTTP client hanging up) does not cancel it.
     pub async fn backup(self: &Arc<Self>) -> AttemptResult {
+        self.backup_from(None).await
+    }
+
+    /// Like [`Engine::backup`], from `endpoints` instead of the configured ones when given. Such a request never
+    /// joins a running attempt (which may be failing on the configured endpoints): it waits for it to end, then
+    /// runs its own.
+    pub async fn backup_from(self: &Arc<Self>, endpoints: Option<Vec<String>>) -> AttemptResult {
+        loop {
+            let running = self.inflight.lock().expect("inflight lock").clone();
+            match running {
+                Some(running) if endpoints.is_some() => {
+                    let _ = running.await;
+                }
+                _ => break,
+            }
+        }
         let shared = {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             match inflight.as_ref() {
@@ -141,7 +157,7 @@ impl Engine {
                 None => {
                     let engine = self.clone();
                     let task = tokio::spawn(async move {
-                        let result = engine.attempt().await.map_err(Arc::new);
+                        let result = engine.attempt(endpoints).await.map_err(Arc::new);
                         *engine.inflight.lock().expect("inflight lock") = None;
                         result
                     });
@@ -154,10 +170,10 @@ impl Engine {
         shared.await
     }
 
-    async fn attempt(&self) -> Result<Outcome, BackupError> {
+    async fn attempt(&self, endpoints: Option<Vec<String>>) -> Result<Outcome, BackupError> {
         let span = tracing::info_span!("backup", cluster = %self.config.cluster_name);
         let started = Instant::now();
-        let result = self.take().instrument(span.clone()).await;
+        let result = self.take(endpoints).instrument(span.clone()).await;
         let _entered = span.enter();
         let mut state = self.state.lock().expect("state lock");
         match &result {
@@ -201,8 +217,14 @@ impl Engine {
         result
     }
 
-    async fn take(&self) -> Result<Outcome, BackupError> {
-        let mut member = self.etcd.connect_member().await?;
+    async fn take(&self, endpoints: Option<Vec<String>>) -> Result<Outcome, BackupError> {
+        let mut member = match endpoints {
+            Some(endpoints) => {
+                tracing::info!(?endpoints, "backup from the endpoints the request names");
+                EtcdConfig { endpoints, ..self.etcd.clone() }.connect_member().await?
+            }
+            None => self.etcd.connect_member().await?,
+        };
         let cluster_id = format!("{:x}", member.cluster_id);
         let existing = self.list().await?;
         if let Some(latest) =

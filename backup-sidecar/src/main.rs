@@ -14,7 +14,13 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            // A corrupt backup stays corrupt: its own exit code tells the controller not to try it again.
+            match error.downcast_ref::<backup_sidecar::restore::RestoreError>() {
+                Some(backup_sidecar::restore::RestoreError::Corrupt { .. }) => {
+                    std::process::ExitCode::from(proto::backup::EXIT_CORRUPT_BACKUP)
+                }
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
-use proto::cluster::EtcdCluster;
+use proto::cluster::{EtcdCluster, RecoveryStatus, RestoredFrom};
 use serde_json::json;
 
+use crate::backup::{self, SidecarClient};
 use crate::labels::{FIELD_MANAGER, peer_url};
 use crate::membership::{Membership, MembershipError};
 use crate::observe::{Endpoints, EtcdView, Observed, member_index};
 use crate::plan::{Action, RemoveReason};
-use crate::pod::{Join, member_pod};
+use crate::pod::{Join, SeedRestore, member_pod};
 
 /// Errors carrying out a step.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,12 @@ pub enum ActError {
     /// etcd refused or failed a membership change.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A backup sidecar could not be asked.
+    #[error(transparent)]
+    Sidecar(#[from] crate::backup::SidecarError),
+    /// There is no backup to restore from.
+    #[error("{0}")]
+    NoBackup(String),
 }
 
 impl ActError {
@@ -38,6 +46,8 @@ impl ActError {
         match self {
             Self::Kube { .. } => "KubernetesApiError",
             Self::Membership(error) => error.reason(),
+            Self::Sidecar(_) => "BackupSidecarUnreachable",
+            Self::NoBackup(_) => "NoUsableBackup",
         }
     }
 }
@@ -49,14 +59,14 @@ fn kube_error(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ActError {
 
 /// Carries out `action`. Membership changes go through the voting members the observation found.
 pub async fn act(
-    client: &kube::Client,
-    recorder: &Recorder,
+    ctx: &crate::reconcile::Context,
     cluster: &EtcdCluster,
     observed: &Observed,
     addresses: &Endpoints,
     action: &Action,
-    etcd_timeout: Duration,
 ) -> Result<(), ActError> {
+    let (client, recorder, etcd_timeout) = (&ctx.client, &ctx.recorder, ctx.etcd_timeout);
+    let sidecar_image = ctx.sidecar_image.as_str();
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -79,10 +89,21 @@ pub async fn act(
             // reuses a name.
             let token = format!("{name}-{}", cluster.uid().unwrap_or_default().get(..8).unwrap_or("local"));
             let token = format!("{token}-{}", member_index(&name, member).unwrap_or_default());
-            reserve(client, cluster, member, Some(&token)).await?;
-            let pod = member_pod(cluster, member, std::slice::from_ref(member), &Join::New { token });
+            // A restored seed's backup is chosen (and `latest` resolved) once, here, and recorded with the token.
+            let seed = seed_source(client, cluster, sidecar_image, etcd_timeout).await?;
+            let restored = seed.as_ref().map(|(_, from)| from);
+            reserve(client, cluster, member, Some(&token), restored).await?;
+            let restore = seed.as_ref().map(|(restore, _)| restore.clone());
+            let pod = member_pod(cluster, member, std::slice::from_ref(member), &Join::New { token, restore });
             create(&pods, &pod).await?;
-            publish(recorder, cluster, event("SeedCreated", format!("created seed member {member}"))).await;
+            let note = match restored {
+                Some(from) => format!(
+                    "created seed member {member}, restoring backup {} (revision {}) from {}",
+                    from.backup, from.revision, from.source
+                ),
+                None => format!("created seed member {member}"),
+            };
+            publish(recorder, cluster, event("SeedCreated", note)).await;
         }
         Action::AddLearner { name: member } => {
             let mut membership = Membership::connect(&endpoints, etcd_timeout).await?;
@@ -92,7 +113,7 @@ pub async fn act(
             };
             // Recorded only once etcd took the member: a refused add burns no name, and a crash before this
             // line leaves the name in etcd's member list, where the next observation finds it.
-            reserve(client, cluster, member, None).await?;
+            reserve(client, cluster, member, None, None).await?;
             let mut initial = members.clone();
             initial.push(member.clone());
             create(&pods, &member_pod(cluster, member, &initial, &Join::Existing)).await?;
@@ -129,8 +150,174 @@ pub async fn act(
             publish(recorder, cluster, event("PodDeleted", format!("deleted pod {member}: it is no etcd member")))
                 .await;
         }
+        Action::StartRecovery { first_index } => {
+            let fresh = start_recovery(client, recorder, cluster, addresses, *first_index, etcd_timeout).await?;
+            ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
+        }
+        Action::DeleteLostMember { name: member } => {
+            delete(&pods, member).await?;
+            publish(
+                recorder,
+                cluster,
+                event("LostMemberDeleted", format!("deleted pod {member} of the cluster that lost quorum")),
+            )
+            .await;
+        }
+        Action::CompleteRecovery => {
+            let status = cluster.status.clone().unwrap_or_default();
+            let since = status.quorum_lost_since.as_ref().map(|t| t.0);
+            let took = since.map_or_else(String::new, |since| {
+                let seconds = k8s_openapi::jiff::Timestamp::now().duration_since(since).as_secs_f64();
+                format!(" {seconds:.0} s after quorum was lost")
+            });
+            let backup = status.recovery.as_ref().map_or_else(String::new, |r| r.backup.clone());
+            patch_status(client, cluster, json!({ "recovery": null, "quorumLostSince": null }), "ending the recovery")
+                .await?;
+            publish(
+                recorder,
+                cluster,
+                event(
+                    "RecoveryCompleted",
+                    format!("the cluster serves again from backup {backup}{took}; growing back to its size"),
+                ),
+            )
+            .await;
+        }
         Action::Wait(_) | Action::Done => {}
     }
+    Ok(())
+}
+
+/// Where a new seed's data comes from: the recorded recovery's backup from the cluster's own sidecar, or
+/// `spec.restore` (with `latest` resolved now). `None` for a seed that starts empty.
+async fn seed_source(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    sidecar_image: &str,
+    timeout: Duration,
+) -> Result<Option<(SeedRestore, RestoredFrom)>, ActError> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let image =
+        cluster.spec.backup.as_ref().and_then(|b| b.sidecar_image.clone()).unwrap_or_else(|| sidecar_image.into());
+    if let Some(recovery) = cluster.status.as_ref().and_then(|s| s.recovery.as_ref()) {
+        let source = backup::sidecar_url(&name, &namespace);
+        let restore = SeedRestore {
+            source: source.clone(),
+            token_secret: Some(backup::token_secret_name(&name)),
+            backup: recovery.backup.clone(),
+            sidecar_image: image,
+        };
+        let from = RestoredFrom { source, backup: recovery.backup.clone(), revision: recovery.revision };
+        return Ok(Some((restore, from)));
+    }
+    let Some(spec) = &cluster.spec.restore else { return Ok(None) };
+    let (sidecar, source, token_secret) = match (&spec.cluster, &spec.url) {
+        (Some(other), _) => (
+            SidecarClient::for_cluster(client, &namespace, other, timeout).await?,
+            backup::sidecar_url(other, &namespace),
+            Some(backup::token_secret_name(other)),
+        ),
+        (None, Some(url)) => {
+            let token = match &spec.token_secret {
+                Some(secret) => read_token(client, &namespace, secret).await?,
+                None => None,
+            };
+            (SidecarClient::new(url.clone(), token, timeout)?, url.clone(), spec.token_secret.clone())
+        }
+        (None, None) => return Err(ActError::NoBackup("spec.restore names neither a cluster nor a url".into())),
+    };
+    let info = sidecar.find(&spec.backup).await?.ok_or_else(|| {
+        ActError::NoBackup(format!("spec.restore: {source} has no backup {:?}; nothing was created", spec.backup))
+    })?;
+    let restore = SeedRestore { source: source.clone(), token_secret, backup: info.name.clone(), sidecar_image: image };
+    Ok(Some((restore, RestoredFrom { source, backup: info.name, revision: info.revision })))
+}
+
+async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Result<Option<String>, ActError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let stored = secrets.get(secret).await.map_err(kube_error(format!("reading secret {secret}")))?;
+    Ok(stored.data.and_then(|d| d.get(backup::TOKEN_KEY).and_then(|t| String::from_utf8(t.0.clone()).ok())))
+}
+
+/// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
+/// fresh backup from the members that still run (so nothing they acknowledged is lost), else the newest one.
+async fn start_recovery(
+    client: &kube::Client,
+    recorder: &Recorder,
+    cluster: &EtcdCluster,
+    addresses: &Endpoints,
+    first_index: u32,
+    timeout: Duration,
+) -> Result<bool, ActError> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    // A snapshot takes longer than an etcd request: give the sidecar time.
+    let sidecar =
+        SidecarClient::for_cluster(client, &namespace, &name, (timeout * 60).max(Duration::from_secs(60))).await?;
+    let survivors: Vec<String> = addresses.values().cloned().collect();
+    let fresh = if survivors.is_empty() {
+        Err("no member pod runs".to_string())
+    } else {
+        sidecar.trigger(&survivors).await.map_err(|e| e.to_string())
+    };
+    let was_fresh = fresh.is_ok();
+    let (info, reason) = match fresh {
+        Ok(info) => {
+            let reason = format!(
+                "a fresh backup from the members still running ({}): nothing they hold is lost",
+                addresses.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            (info, reason)
+        }
+        Err(why) => {
+            let newest = sidecar.find("latest").await?.ok_or_else(|| {
+                ActError::NoBackup(format!(
+                    "quorum is lost and there is no backup to recover from (a fresh one failed: {why}); nothing \
+                     was deleted"
+                ))
+            })?;
+            let reason = format!(
+                "the newest backup, finished {}: writes after it are lost (a fresh backup failed: {why})",
+                newest.finished_at.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            (newest, reason)
+        }
+    };
+    let recovery = RecoveryStatus {
+        started_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        backup: info.name.clone(),
+        revision: info.revision,
+        reason: reason.clone(),
+        first_member_index: i32::try_from(first_index).unwrap_or(i32::MAX),
+    };
+    patch_status(client, cluster, json!({ "recovery": recovery }), "recording the recovery").await?;
+    let note = format!(
+        "quorum lost: recovering from backup {} (revision {}), {reason}; the lost members' pods are deleted and a \
+         new cluster is seeded from it",
+        info.name, info.revision
+    );
+    let warning = Event {
+        type_: EventType::Warning,
+        reason: "RecoveryStarted".into(),
+        note: Some(note),
+        action: "RecoverFromBackup".into(),
+        secondary: None,
+    };
+    publish(recorder, cluster, warning).await;
+    Ok(was_fresh)
+}
+
+async fn patch_status(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    status: serde_json::Value,
+    op: &str,
+) -> Result<(), ActError> {
+    let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map_err(kube_error(op))?;
     Ok(())
 }
 
@@ -146,23 +333,23 @@ fn not_yet(error: MembershipError) -> Result<(), ActError> {
     }
 }
 
-/// Records in status that `member`'s index is taken (and the cluster token, for a seed).
+/// Records in status that `member`'s index is taken (and the cluster token and the backup, for a seed).
 async fn reserve(
     client: &kube::Client,
     cluster: &EtcdCluster,
     member: &str,
     token: Option<&str>,
+    restored: Option<&RestoredFrom>,
 ) -> Result<(), ActError> {
-    let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
     let next = member_index(&cluster.name_any(), member).map_or(0, |i| i + 1);
     let mut status = json!({ "nextMemberIndex": next });
     if let Some(token) = token {
         status["clusterToken"] = json!(token);
     }
-    api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map_err(kube_error(format!("recording member index {next}")))?;
-    Ok(())
+    if let Some(restored) = restored {
+        status["restoredFrom"] = json!(restored);
+    }
+    patch_status(client, cluster, status, &format!("recording member index {next}")).await
 }
 
 async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {

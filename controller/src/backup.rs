@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use proto::backup::SidecarStatus;
+use proto::backup::{ApiErrorBody, BackupInfo, BackupList, BackupRequest, SidecarStatus};
 use proto::cluster::{BackupPolicy, DEFAULT_BACKUP_EVERY, EtcdCluster};
 use sha2::{Digest, Sha256};
 
@@ -434,6 +434,87 @@ pub async fn ensure(
         return Ok(Some(BackupHealth::Unreachable { error: "its service has no cluster IP".into() }));
     };
     Ok(Some(read_status(&format!("http://{ip}:{PORT}"), token.as_deref(), &secrets, &secret_name, timeout).await))
+}
+
+/// The URL pods reach a cluster's sidecar at (through cluster DNS).
+pub fn sidecar_url(cluster: &str, namespace: &str) -> String {
+    format!("http://{}.{namespace}.svc:{PORT}", sidecar_name(cluster))
+}
+
+/// A client of a backup sidecar's HTTP API, as the controller reaches it.
+pub struct SidecarClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl SidecarClient {
+    /// A client of the sidecar at `base` (e.g. `http://10.215.0.9:19999`).
+    pub fn new(base: String, token: Option<String>, timeout: Duration) -> Result<Self, SidecarError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SidecarError { op: "building an HTTP client".into(), source: e.into() })?;
+        Ok(Self { base, token, http })
+    }
+
+    /// The sidecar of cluster `cluster` in `namespace`, at its service's cluster IP, with its token.
+    pub async fn for_cluster(
+        client: &kube::Client,
+        namespace: &str,
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Self, SidecarError> {
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let err = |op: String| move |source: kube::Error| SidecarError { op, source: source.into() };
+        let service_name = sidecar_name(cluster);
+        let service = services.get(&service_name).await.map_err(err(format!("reading service {service_name}")))?;
+        let ip = service.spec.and_then(|s| s.cluster_ip).filter(|ip| ip != "None").ok_or_else(|| SidecarError {
+            op: format!("reaching the backup sidecar of {cluster}"),
+            source: format!("service {service_name} has no cluster IP").into(),
+        })?;
+        let secret_name = token_secret_name(cluster);
+        let token = secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
+        Self::new(format!("http://{ip}:{PORT}"), token.as_ref().and_then(secret_token), timeout)
+    }
+
+    /// The backup named `name`, or the newest one for `latest`; `None` when there is no such backup.
+    pub async fn find(&self, name: &str) -> Result<Option<BackupInfo>, SidecarError> {
+        let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
+        Ok(if name == "latest" {
+            list.backups.into_iter().next()
+        } else {
+            list.backups.into_iter().find(|b| b.name == name)
+        })
+    }
+
+    /// Takes a backup now from `endpoints` (or the sidecar's own when empty) and returns it.
+    pub async fn trigger(&self, endpoints: &[String]) -> Result<BackupInfo, SidecarError> {
+        let body = BackupRequest { endpoints: endpoints.to_vec() };
+        self.send(self.http.post(format!("{}/v1/backups", self.base)).json(&body), "taking a backup").await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        op: &str,
+    ) -> Result<T, SidecarError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| SidecarError {
+            op: format!("{op} at the backup sidecar {}", self.base),
+            source,
+        };
+        let response = request.send().await.map_err(|e| failed(e.into()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let detail = response.json::<ApiErrorBody>().await.map(|b| b.detail).unwrap_or_default();
+            return Err(failed(format!("{status} {detail}").into()));
+        }
+        response.json::<T>().await.map_err(|e| failed(e.into()))
+    }
 }
 
 fn secret_token(secret: &Secret) -> Option<String> {

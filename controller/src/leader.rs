@@ -115,7 +115,18 @@ pub struct Leadership {
     api: Api<Lease>,
     lost: CancellationToken,
     stop: CancellationToken,
-    renewal: tokio::task::JoinHandle<()>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Dropped without a release (the process's main task cancelled or panicking): renewal stops, so the lease runs
+/// out and another replica takes over, instead of a background task holding it for a controller that is gone.
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
+    }
 }
 
 impl Leadership {
@@ -126,9 +137,11 @@ impl Leadership {
 
     /// Stops renewing and gives the lease up (on a clean shutdown), so that another replica takes over at once
     /// instead of after the lease duration. Best effort.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.stop.cancel();
-        let _ = self.renewal.await;
+        if let Some(renewal) = self.renewal.take() {
+            let _ = renewal.await;
+        }
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
         let Some(spec) = lease.spec.as_mut() else { return };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
@@ -186,7 +199,7 @@ pub async fn lead(client: kube::Client, config: LeaseConfig) -> Leadership {
             lost.cancel();
         })
     };
-    Leadership { config, api, lost, stop, renewal }
+    Leadership { config, api, lost, stop, renewal: Some(renewal) }
 }
 
 #[cfg(test)]

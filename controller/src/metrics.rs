@@ -43,6 +43,7 @@ pub struct Metrics {
     members: Family<ClusterLabel, Gauge>,
     ready: Family<ClusterLabel, Gauge>,
     phase: Family<PhaseLabel, Gauge>,
+    recoveries: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,7 +61,13 @@ impl Default for Metrics {
         registry.register("ready_members", "Ready members per cluster", ready.clone());
         let phase = Family::<PhaseLabel, Gauge>::default();
         registry.register("cluster_phase", "1 for each cluster's current phase", phase.clone());
-        Self { registry: Mutex::new(registry), reconciles, failures, duration, members, ready, phase }
+        let recoveries = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "recoveries",
+            "Recoveries from lost quorum started, by the backup chosen (fresh or newest)",
+            recoveries.clone(),
+        );
+        Self { registry: Mutex::new(registry), reconciles, failures, duration, members, ready, phase, recoveries }
     }
 }
 
@@ -84,6 +91,11 @@ impl Metrics {
         Timer { metrics: self, start: Instant::now() }
     }
 
+    /// Counts a recovery from lost quorum; `backup` is `fresh` or `newest`.
+    pub fn recovery_started(&self, backup: &str) {
+        self.recoveries.get_or_create(&ReasonLabel { reason: backup.into() }).inc();
+    }
+
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, reason: &str) {
         self.failures.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
@@ -94,7 +106,7 @@ impl Metrics {
         let label = ClusterLabel { cluster: cluster.into() };
         self.members.get_or_create(&label).set(i64::from(status.size));
         self.ready.get_or_create(&label).set(i64::from(status.ready_members));
-        for phase in ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Paused", "Invalid"] {
+        for phase in ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Recovering", "Paused", "Invalid"] {
             let current = format!("{:?}", status.phase) == phase;
             self.phase
                 .get_or_create(&PhaseLabel { cluster: cluster.into(), phase: phase.into() })

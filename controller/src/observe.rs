@@ -14,6 +14,9 @@ pub enum PodState {
     },
     /// Failed or succeeded: with `restartPolicy: Never` this member is gone for good.
     Dead,
+    /// Failed because its restore refused the backup (corrupt, or not restorable): kept for its logs, never
+    /// retried with the same backup.
+    Refused,
     /// Being deleted.
     Terminating,
 }
@@ -68,6 +71,12 @@ pub struct Observed {
     pub pods: Vec<MemberPod>,
     /// etcd's member list.
     pub etcd: EtcdView,
+    /// A recovery in progress (from status): the index of the new cluster's first member.
+    pub recovering: Option<u32>,
+    /// How long quorum has been lost, as recorded in status.
+    pub lost_for: Option<std::time::Duration>,
+    /// Why a restore refused its backup, from the refusing init container.
+    pub refusal: Option<String>,
 }
 
 /// The name of member number `index` of `cluster`: `<cluster>-0007`.
@@ -122,6 +131,7 @@ pub async fn observe(
         .map_err(|source| ObserveError::Pods { cluster: name.clone(), source })?;
     let pods: Vec<MemberPod> =
         listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
+    let refusal = listed.items.iter().find_map(restore_refusal);
 
     // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
     // name takes a moment to appear in), and it works from outside the cluster too.
@@ -151,7 +161,37 @@ pub async fn observe(
     });
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
-    Ok((Observed { cluster: name, seeded: status.formed, next_index, pods, etcd }, addresses))
+    let recovering = status.recovery.as_ref().map(|r| u32::try_from(r.first_member_index).unwrap_or(0));
+    let lost_for = status.quorum_lost_since.as_ref().map(|since| {
+        let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
+        std::time::Duration::try_from(elapsed).unwrap_or_default()
+    });
+    Ok((
+        Observed { cluster: name, seeded: status.formed, next_index, pods, etcd, recovering, lost_for, refusal },
+        addresses,
+    ))
+}
+
+/// Names of the init containers that restore a seeded member.
+pub const FETCH_CONTAINER: &str = "fetch-backup";
+/// See [`FETCH_CONTAINER`].
+pub const RESTORE_CONTAINER: &str = "restore-data";
+
+/// Why the restore of `pod` refused its backup: the fetch found it corrupt, or etcd's restore tool rejected it.
+/// `None` for any other outcome (a fetch that could not reach the sidecar is worth another try).
+pub fn restore_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    statuses.iter().find_map(|status| {
+        let terminated = status.state.as_ref()?.terminated.as_ref()?;
+        let refused = match status.name.as_str() {
+            FETCH_CONTAINER => terminated.exit_code == i32::from(proto::backup::EXIT_CORRUPT_BACKUP),
+            RESTORE_CONTAINER => terminated.exit_code != 0,
+            _ => false,
+        };
+        let message = terminated.message.as_deref().unwrap_or("").trim();
+        let last = message.lines().last().unwrap_or("").to_string();
+        refused.then(|| format!("{}: exit code {}: {last}", status.name, terminated.exit_code))
+    })
 }
 
 /// The planner's view of a pod.
@@ -167,6 +207,7 @@ pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             PodState::Running { ready }
         }
+        Some("Failed") if restore_refusal(pod).is_some() => PodState::Refused,
         Some("Failed" | "Succeeded") => PodState::Dead,
         _ => PodState::Pending,
     }
@@ -184,5 +225,32 @@ mod tests {
         assert_eq!(member_index("etcd", "etcd-client"), None);
         assert_eq!(member_index("etcd", "etcd-backup-0001"), None);
         assert_eq!(member_index("etcd", "other-0001"), None);
+    }
+
+    fn failed_pod(container: &str, exit_code: i32, message: &str) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "demo-0000" },
+            "status": {
+                "phase": "Failed",
+                "initContainerStatuses": [{
+                    "name": container, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": { "terminated": { "exitCode": exit_code, "message": message } }
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_restore_that_refused_its_backup_is_told_apart_from_one_that_could_not_fetch_it() {
+        let corrupt =
+            failed_pod(FETCH_CONTAINER, 3, "downloading\nerror: backup \"b\" is corrupt and was refused: SHA-256");
+        assert_eq!(pod_state(&corrupt), PodState::Refused);
+        let why = restore_refusal(&corrupt).unwrap();
+        assert!(why.starts_with("fetch-backup: exit code 3: error: backup"), "{why}");
+        let unreachable = failed_pod(FETCH_CONTAINER, 1, "error: fetching backup: connection refused");
+        assert_eq!(pod_state(&unreachable), PodState::Dead, "worth another try");
+        let rejected = failed_pod(RESTORE_CONTAINER, 1, "Error: snapshot missing hash but --skip-hash-check=false");
+        assert_eq!(pod_state(&rejected), PodState::Refused);
     }
 }

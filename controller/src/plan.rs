@@ -4,7 +4,11 @@
 //! promoted once it runs; a dead member is removed before its replacement is added; shrinking removes
 //! unhealthy members first, then followers, the leader last.
 
-use crate::observe::{EtcdView, Member, Observed, PodState, member_name};
+use std::time::Duration;
+
+use proto::cluster::{DEFAULT_QUORUM_LOSS_GRACE, EtcdClusterSpec, RecoveryMode};
+
+use crate::observe::{EtcdView, Member, Observed, PodState, member_index, member_name};
 
 /// What the user asked for, as far as planning cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +17,45 @@ pub struct Desired {
     pub size: u32,
     /// Change nothing.
     pub paused: bool,
+    /// What to do when quorum is lost.
+    pub recovery: Recovery,
+}
+
+impl Desired {
+    /// What `spec` asks for.
+    pub fn from_spec(spec: &EtcdClusterSpec) -> Self {
+        Self { size: u32::try_from(spec.size).unwrap_or(1), paused: spec.paused, recovery: Recovery::from_spec(spec) }
+    }
+}
+
+/// The answer to a lost quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Seed a new cluster from a backup once quorum has been lost for `grace`.
+    Restore {
+        /// How long the loss must last.
+        grace: Duration,
+    },
+    /// The spec says a person decides.
+    Manual,
+    /// Restoring is wanted but there are no backups to restore from (`spec.backup` is not set).
+    NoBackups,
+}
+
+impl Recovery {
+    /// The policy `spec` sets: restore when backups are configured, unless it says `Manual`.
+    pub fn from_spec(spec: &EtcdClusterSpec) -> Self {
+        let policy = spec.recovery.as_ref();
+        let grace = policy
+            .and_then(|p| p.quorum_loss_grace.as_deref())
+            .and_then(|g| humantime::parse_duration(g).ok())
+            .unwrap_or_else(|| humantime::parse_duration(DEFAULT_QUORUM_LOSS_GRACE).expect("a valid default"));
+        match policy.and_then(|p| p.policy) {
+            Some(RecoveryMode::Manual) => Self::Manual,
+            _ if spec.backup.is_none() => Self::NoBackups,
+            _ => Self::Restore { grace },
+        }
+    }
 }
 
 /// Why a member is removed.
@@ -40,6 +83,18 @@ pub enum WaitReason {
     },
     /// The cluster was seeded once, and every member is gone: its data exists only in backups.
     DataLost,
+    /// The cluster formed once, member pods exist, and none of them answers.
+    NoMemberAnswers(String),
+    /// The restore of a seed refused its backup (corrupt, or not restorable): nothing more is tried until a
+    /// person changes the source or deletes the pod.
+    RestoreRefused {
+        /// The seed's pod, kept for its logs.
+        member: String,
+        /// Why, from the init container's termination message.
+        why: String,
+    },
+    /// Recovering: the pods of the lost cluster are still terminating.
+    LostMembersTerminating,
     /// A learner is starting or catching up before it can be promoted.
     LearnerNotReady(String),
 }
@@ -84,6 +139,19 @@ pub enum Action {
         /// The pod.
         name: String,
     },
+    /// Quorum has been lost for longer than the grace period: choose a backup (a fresh one from any member that
+    /// still answers, else the newest) and record it, before anything is deleted.
+    StartRecovery {
+        /// The index the new cluster's seed gets; pods with lower indexes belong to the lost cluster.
+        first_index: u32,
+    },
+    /// Recovering: delete a pod of the lost cluster.
+    DeleteLostMember {
+        /// The pod.
+        name: String,
+    },
+    /// Recovering: the new seed serves; the recovery is over, and the cluster grows back to its size.
+    CompleteRecovery,
     /// Do nothing now; look again later.
     Wait(WaitReason),
     /// The cluster is as the spec asks.
@@ -94,6 +162,15 @@ impl Action {
     /// Whether the action changes etcd's member list.
     pub fn changes_membership(&self) -> bool {
         matches!(self, Self::AddLearner { .. } | Self::Promote { .. } | Self::RemoveMember { .. })
+    }
+
+    /// Whether the action answers (or waits out) a lost quorum.
+    pub fn quorum_lost(&self) -> bool {
+        matches!(
+            self,
+            Self::Wait(WaitReason::QuorumLost { .. } | WaitReason::DataLost | WaitReason::NoMemberAnswers(_))
+                | Self::StartRecovery { .. }
+        )
     }
 }
 
@@ -109,10 +186,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if desired.paused {
         return Action::Wait(WaitReason::Paused);
     }
+    if let Some(first_index) = observed.recovering {
+        return recover(observed, first_index);
+    }
     let members = match &observed.etcd {
         EtcdView::Members(members) if !members.is_empty() => members,
-        EtcdView::Members(_) => return without_etcd(observed, "etcd lists no members".to_string()),
-        EtcdView::Unreachable(why) => return without_etcd(observed, why.clone()),
+        EtcdView::Members(_) => return without_etcd(desired, observed, "etcd lists no members".to_string()),
+        EtcdView::Unreachable(why) => return without_etcd(desired, observed, why.clone()),
     };
     let pod_state = |name: &str| observed.pods.iter().find(|p| p.name == name).map(|p| p.state);
 
@@ -126,13 +206,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     let voters = members.iter().filter(|m| !m.learner).count();
     let healthy = members.iter().filter(|m| !m.learner && m.healthy).count();
     if healthy <= voters / 2 {
-        return Action::Wait(WaitReason::QuorumLost { healthy, voters });
+        return lost(desired, observed, WaitReason::QuorumLost { healthy, voters });
     }
 
     // Dead members first: remove them, so their replacements can be added.
     let dead = |m: &&Member| match pod_state(&m.name) {
         None => m.started,
-        Some(state) => state == PodState::Dead,
+        Some(state) => matches!(state, PodState::Dead | PodState::Refused),
     };
     if let Some(member) = members.iter().filter(dead).find(|m| m.learner || keeps_quorum(members, m.id)) {
         return remove(member, RemoveReason::Dead);
@@ -174,14 +254,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
 }
 
 /// The plan when etcd's member list is not available.
-fn without_etcd(observed: &Observed, why: String) -> Action {
-    let live = observed.pods.iter().any(|p| !matches!(p.state, PodState::Dead | PodState::Terminating));
+fn without_etcd(desired: &Desired, observed: &Observed, why: String) -> Action {
+    let live =
+        observed.pods.iter().any(|p| !matches!(p.state, PodState::Dead | PodState::Refused | PodState::Terminating));
+    if live && observed.seeded {
+        // The cluster formed once and no member answers now.
+        return lost(desired, observed, WaitReason::NoMemberAnswers(why));
+    }
     if live {
-        // The seed is starting, or quorum is lost: either way nothing can be changed through etcd.
+        // The seed is starting: nothing can be changed through etcd.
         return Action::Wait(WaitReason::EtcdUnreachable(why));
     }
     if observed.seeded {
-        return Action::Wait(WaitReason::DataLost);
+        return lost(desired, observed, WaitReason::DataLost);
+    }
+    if let Some(refused) = observed.pods.iter().find(|p| p.state == PodState::Refused) {
+        return refused_restore(observed, &refused.name);
     }
     if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
         // A seed that died before the cluster ever formed holds nothing: clear it and seed again.
@@ -191,6 +279,52 @@ fn without_etcd(observed: &Observed, why: String) -> Action {
         return Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) };
     }
     Action::Wait(WaitReason::EtcdUnreachable(why))
+}
+
+/// Quorum is lost (`reason` says how it shows). A member the kubelet finds ready answers `/health`, which needs a
+/// quorum: whatever the controller cannot see, such a cluster is not lost. Otherwise, once the loss has lasted the
+/// grace period and the policy allows it, the recovery starts; until then nothing is touched.
+fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
+    let ready = observed.pods.iter().any(|p| p.state == PodState::Running { ready: true });
+    match desired.recovery {
+        Recovery::Restore { grace } if !ready && observed.lost_for.is_some_and(|lost| lost >= grace) => {
+            Action::StartRecovery { first_index: observed.next_index }
+        }
+        _ => Action::Wait(reason),
+    }
+}
+
+/// The plan while recovering from a lost quorum: the lost cluster's pods go, then a seed restored from the
+/// recorded backup starts a new cluster; once it serves, the recovery is over and the normal plan grows it.
+fn recover(observed: &Observed, first_index: u32) -> Action {
+    let lost_member = |name: &str| member_index(&observed.cluster, name).is_none_or(|i| i < first_index);
+    if let Some(old) = observed.pods.iter().find(|p| lost_member(&p.name) && p.state != PodState::Terminating) {
+        return Action::DeleteLostMember { name: old.name.clone() };
+    }
+    if observed.pods.iter().any(|p| lost_member(&p.name)) {
+        // Only once they are gone is every answer from etcd an answer from the new cluster.
+        return Action::Wait(WaitReason::LostMembersTerminating);
+    }
+    if let Some(refused) = observed.pods.iter().find(|p| p.state == PodState::Refused) {
+        return refused_restore(observed, &refused.name);
+    }
+    if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
+        // A restore that failed for a reason other than the backup (the sidecar unreachable): try again.
+        return Action::DeletePod { name: dead.name.clone() };
+    }
+    if observed.pods.is_empty() {
+        return Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) };
+    }
+    match &observed.etcd {
+        EtcdView::Members(members) if !members.is_empty() => Action::CompleteRecovery,
+        EtcdView::Members(_) => Action::Wait(WaitReason::EtcdUnreachable("etcd lists no members".into())),
+        EtcdView::Unreachable(why) => Action::Wait(WaitReason::EtcdUnreachable(why.clone())),
+    }
+}
+
+fn refused_restore(observed: &Observed, member: &str) -> Action {
+    let why = observed.refusal.clone().unwrap_or_else(|| "the restore failed".into());
+    Action::Wait(WaitReason::RestoreRefused { member: member.to_string(), why })
 }
 
 fn remove(member: &Member, reason: RemoveReason) -> Action {

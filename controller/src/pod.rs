@@ -2,8 +2,8 @@
 //! name through the headless service.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, Pod, PodAffinityTerm, PodAntiAffinity,
-    PodSpec, Probe, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -11,17 +11,42 @@ use kube::ResourceExt;
 use proto::cluster::EtcdCluster;
 
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
+use crate::observe::{FETCH_CONTAINER, RESTORE_CONTAINER};
 
-/// Where etcd keeps its data inside the pod.
-pub const DATA_DIR: &str = "/var/lib/etcd";
+/// Where the member's volume is mounted.
+const VOLUME_DIR: &str = "/var/lib/etcd";
+/// Where etcd keeps its data inside the pod: a directory in the volume, so that a restore can create it (etcd 3.4's
+/// restore refuses a data directory that exists, even empty).
+pub const DATA_DIR: &str = "/var/lib/etcd/data";
+/// Where a seed's restore puts the verified snapshot.
+const SNAPSHOT_DIR: &str = "/var/lib/etcd-restore";
+/// Where the restore finds the sidecar's bearer token.
+const RESTORE_TOKEN_DIR: &str = "/var/run/kube-etcd-controller/restore-token";
+/// How far a restore moves the revision on, so that watchers never see it go backwards (Kubernetes' own advice).
+const BUMP_REVISION: u64 = 1_000_000_000;
+
+/// A seed restored from a backup before etcd starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedRestore {
+    /// Base URL of the sidecar serving the backup, as pods reach it.
+    pub source: String,
+    /// Secret (key `token`) with the sidecar's bearer token, if it needs one.
+    pub token_secret: Option<String>,
+    /// The backup's name (resolved: never `latest`).
+    pub backup: String,
+    /// Image with `etcd-backup-sidecar`, which downloads and verifies it.
+    pub sidecar_image: String,
+}
 
 /// How a member joins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Join {
-    /// The seed of a new cluster, with its unique token.
+    /// The seed of a new cluster, with its unique token; empty, or restored from a backup.
     New {
         /// `--initial-cluster-token`.
         token: String,
+        /// Where its data comes from, when it does not start empty.
+        restore: Option<SeedRestore>,
     },
     /// A member added to a running cluster (as a learner).
     Existing,
@@ -51,16 +76,25 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         format!("--initial-cluster={initial}"),
     ];
     match join {
-        Join::New { token } => {
+        Join::New { token, .. } => {
             command.push("--initial-cluster-state=new".into());
             command.push(format!("--initial-cluster-token={token}"));
         }
         Join::Existing => command.push("--initial-cluster-state=existing".into()),
     }
+    let image = format!("{}:v{}", spec.repository, spec.version);
+    let mut volumes =
+        vec![Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let mut init_containers = Vec::new();
+    if let Join::New { token, restore: Some(restore) } = join {
+        let (containers, extra) = restore_containers(cluster, member, token, restore, &image);
+        init_containers = containers;
+        volumes.extend(extra);
+    }
 
     let container = Container {
         name: "etcd".into(),
-        image: Some(format!("{}:v{}", spec.repository, spec.version)),
+        image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
         ports: Some(vec![
@@ -69,7 +103,7 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         ]),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
-            mount_path: DATA_DIR.into(),
+            mount_path: VOLUME_DIR.into(),
             ..Default::default()
         }]),
         resources: policy.resources.clone(),
@@ -129,18 +163,123 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
             hostname: Some(member.to_string()),
             subdomain: Some(name.clone()),
             restart_policy: Some("Never".into()),
+            init_containers: (!init_containers.is_empty()).then_some(init_containers),
             containers: vec![container],
-            volumes: Some(vec![Volume {
-                name: "data".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            }]),
+            volumes: Some(volumes),
             affinity,
             node_selector: (!policy.node_selector.is_empty()).then(|| policy.node_selector.clone()),
             tolerations: (!policy.tolerations.is_empty()).then(|| policy.tolerations.clone()),
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The init containers that restore a seed before etcd starts, and the volumes they need: the sidecar downloads,
+/// decompresses and verifies the backup (nothing is written to the data directory unless that succeeds), then
+/// etcd's own tool makes this member's data directory from it, with a new cluster token.
+fn restore_containers(
+    cluster: &EtcdCluster,
+    member: &str,
+    token: &str,
+    restore: &SeedRestore,
+    etcd_image: &str,
+) -> (Vec<Container>, Vec<Volume>) {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let snapshot = format!("{SNAPSHOT_DIR}/snapshot.db");
+    let mut volumes =
+        vec![Volume { name: "restore".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let mut fetch_mounts =
+        vec![VolumeMount { name: "restore".into(), mount_path: SNAPSHOT_DIR.into(), ..Default::default() }];
+    let mut fetch_command = vec![
+        "etcd-backup-sidecar".to_string(),
+        "restore".into(),
+        format!("--from={}", restore.source),
+        format!("--backup={}", restore.backup),
+        format!("--output={snapshot}"),
+    ];
+    if let Some(secret) = &restore.token_secret {
+        volumes.push(Volume {
+            name: "restore-token".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..Default::default() }),
+            ..Default::default()
+        });
+        fetch_mounts.push(VolumeMount {
+            name: "restore-token".into(),
+            mount_path: RESTORE_TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        fetch_command.push(format!("--auth-token-file={RESTORE_TOKEN_DIR}/token"));
+    }
+    let fetch = Container {
+        name: FETCH_CONTAINER.into(),
+        image: Some(restore.sidecar_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(fetch_command),
+        volume_mounts: Some(fetch_mounts),
+        // The controller reads why a restore failed from here.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+
+    let version = Version::parse(&cluster.spec.version);
+    let tool = if version.is_some_and(|v| v.minor >= 5) { "etcdutl" } else { "etcdctl" };
+    let mut restore_command = vec![
+        tool.to_string(),
+        "snapshot".into(),
+        "restore".into(),
+        snapshot,
+        format!("--name={member}"),
+        format!("--initial-cluster={member}={}", peer_url(member, &name, &namespace)),
+        format!("--initial-cluster-token={token}"),
+        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace)),
+        format!("--data-dir={DATA_DIR}"),
+    ];
+    if version.is_some_and(Version::restores_with_bump) {
+        restore_command.push(format!("--bump-revision={BUMP_REVISION}"));
+        restore_command.push("--mark-compacted".into());
+    }
+    let restore_data = Container {
+        name: RESTORE_CONTAINER.into(),
+        image: Some(etcd_image.to_string()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(restore_command),
+        env: Some(vec![EnvVar { name: "ETCDCTL_API".into(), value: Some("3".into()), ..Default::default() }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "data".into(), mount_path: VOLUME_DIR.into(), ..Default::default() },
+            VolumeMount { name: "restore".into(), mount_path: SNAPSHOT_DIR.into(), ..Default::default() },
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    (vec![fetch, restore_data], volumes)
+}
+
+/// An etcd version, as far as the pod cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Version {
+    minor: u32,
+    patch: u32,
+}
+
+impl Version {
+    fn parse(version: &str) -> Option<Self> {
+        let mut parts = version.split('.').map(str::parse::<u32>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(3)), Some(Ok(minor)), Some(Ok(patch))) => Some(Self { minor, patch }),
+            _ => None,
+        }
+    }
+
+    /// `--bump-revision` and `--mark-compacted` exist from 3.4.27, 3.5.10 and 3.6.0.
+    fn restores_with_bump(self) -> bool {
+        match self.minor {
+            4 => self.patch >= 27,
+            5 => self.patch >= 10,
+            minor => minor >= 6,
+        }
     }
 }
 
@@ -156,7 +295,8 @@ mod tests {
     #[test]
     fn the_seed_starts_a_new_cluster_with_its_token() {
         let c = cluster("demo", 3);
-        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "tok-1".into() });
+        let pod =
+            member_pod(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "tok-1".into(), restore: None });
         let args = command(&pod);
         assert!(args.contains(&"--initial-cluster-state=new".into()));
         assert!(args.contains(&"--initial-cluster-token=tok-1".into()));
@@ -211,5 +351,72 @@ mod tests {
         c.spec.pod.anti_affinity = false;
         let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
         assert!(pod.spec.unwrap().affinity.is_none());
+    }
+
+    fn restore() -> SeedRestore {
+        SeedRestore {
+            source: "http://src-backup.ns.svc:19999".into(),
+            token_secret: Some("src-backup-token".into()),
+            backup: "src-20261125T000000.000Z-r42".into(),
+            sidecar_image: "sidecar:1".into(),
+        }
+    }
+
+    #[test]
+    fn a_restored_seed_fetches_and_verifies_its_backup_then_restores_it_before_etcd_starts() {
+        let c = cluster("demo", 3);
+        let join = Join::New { token: "tok-2".into(), restore: Some(restore()) };
+        let pod = member_pod(&c, "demo-0003", &["demo-0003".into()], &join);
+        let spec = pod.spec.unwrap();
+        let init = spec.init_containers.unwrap();
+        assert_eq!(init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [FETCH_CONTAINER, RESTORE_CONTAINER]);
+        let fetch = init[0].command.clone().unwrap();
+        assert_eq!(fetch[..2], ["etcd-backup-sidecar".to_string(), "restore".into()]);
+        assert!(fetch.contains(&"--backup=src-20261125T000000.000Z-r42".into()), "a named backup, never latest");
+        assert!(fetch.contains(&"--from=http://src-backup.ns.svc:19999".into()));
+        assert!(fetch.iter().any(|a| a.starts_with("--auth-token-file=")));
+        assert_eq!(init[0].image.as_deref(), Some("sidecar:1"));
+        let restore = init[1].command.clone().unwrap();
+        assert_eq!(restore[0], "etcdutl", "3.5 restores with etcdutl");
+        assert!(restore.contains(&"--initial-cluster-token=tok-2".into()));
+        assert!(restore.contains(&"--name=demo-0003".into()));
+        assert!(restore.contains(&format!("--data-dir={DATA_DIR}")));
+        assert!(
+            restore.contains(&"--mark-compacted".into()) && restore.iter().any(|a| a.starts_with("--bump-revision="))
+        );
+        let etcd = spec.containers[0].command.clone().unwrap();
+        assert!(etcd.contains(&format!("--data-dir={DATA_DIR}")), "etcd starts on the restored directory");
+        assert!(
+            spec.volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("src-backup-token")))
+        );
+    }
+
+    #[test]
+    fn etcd_34_restores_with_etcdctl_and_bumps_the_revision_only_where_it_can() {
+        let mut c = cluster("demo", 1);
+        c.spec.version = "3.4.23".into();
+        let join = Join::New { token: "t".into(), restore: Some(restore()) };
+        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let restore_cmd = pod.spec.unwrap().init_containers.unwrap()[1].command.clone().unwrap();
+        assert_eq!(restore_cmd[0], "etcdctl");
+        assert!(!restore_cmd.iter().any(|a| a.starts_with("--bump-revision")), "3.4.23 has no --bump-revision");
+        c.spec.version = "3.4.27".into();
+        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let restore_cmd = pod.spec.unwrap().init_containers.unwrap()[1].command.clone().unwrap();
+        assert!(restore_cmd.iter().any(|a| a.starts_with("--bump-revision")));
+    }
+
+    #[test]
+    fn an_empty_seed_has_no_restore() {
+        let pod = member_pod(
+            &cluster("demo", 1),
+            "demo-0000",
+            &["demo-0000".into()],
+            &Join::New { token: "t".into(), restore: None },
+        );
+        assert!(pod.spec.unwrap().init_containers.is_none());
     }
 }

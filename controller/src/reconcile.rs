@@ -78,12 +78,12 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     ensure_children(&ctx.client, &cluster).await?;
 
     let (observed, addresses) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
-    let desired = Desired { size: u32::try_from(cluster.spec.size).unwrap_or(1), paused: cluster.spec.paused };
+    let desired = Desired::from_spec(&cluster.spec);
     let action = plan(&desired, &observed);
     tracing::info!(?action, "planned");
 
     let previous = cluster.status.clone().unwrap_or_default();
-    let acted = act(&ctx.client, &ctx.recorder, &cluster, &observed, &addresses, &action, ctx.etcd_timeout).await;
+    let acted = act(&ctx, &cluster, &observed, &addresses, &action).await;
     if let Err(error) = &acted {
         let event = Event {
             type_: EventType::Warning,
@@ -127,7 +127,14 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     );
     ctx.metrics.observe_cluster(&name, &status);
     if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+        // A merge patch keeps fields it does not mention: cleared ones are sent as null.
+        for key in ["quorumLostSince", "recovery", "restoredFrom"] {
+            if let Some(map) = body.as_object_mut() {
+                map.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": body })))
             .await
             .map_err(|source| ReconcileError::Kube { op: "writing status".into(), source })?;
     }

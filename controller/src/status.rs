@@ -6,7 +6,7 @@ use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNam
 
 use crate::backup::{BackupHealth, condition};
 use crate::observe::{EtcdView, Observed, PodState};
-use crate::plan::{Action, RemoveReason, WaitReason};
+use crate::plan::{Action, Recovery, RemoveReason, WaitReason};
 use crate::service::client_service_name;
 
 /// The status for `observed` and `action`, keeping from `previous` what only changes on transitions.
@@ -35,9 +35,11 @@ pub fn derive(
     names.ready.sort();
     names.unready.sort();
 
+    let recovering = observed.recovering.is_some() && *action != Action::CompleteRecovery;
     let phase = match action {
         _ if spec.paused => ClusterPhase::Paused,
-        Action::Wait(WaitReason::QuorumLost { .. } | WaitReason::DataLost) => ClusterPhase::QuorumLost,
+        _ if recovering => ClusterPhase::Recovering,
+        _ if action.quorum_lost() => ClusterPhase::QuorumLost,
         Action::Done => ClusterPhase::Running,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {
@@ -54,7 +56,28 @@ pub fn derive(
         EtcdView::Unreachable(why) => (false, "EtcdUnreachable", why.clone()),
     };
     let progressing = !matches!(action, Action::Done | Action::Wait(_));
-    let (degraded, degraded_reason, degraded_message) = degraded(observed, action, voters, healthy, spec.size);
+    let (degraded, degraded_reason, degraded_message) = match (&previous.recovery, action) {
+        (Some(recovery), _) if recovering => (
+            true,
+            "Recovering",
+            format!(
+                "quorum was lost; a new cluster is being seeded from backup {} (revision {}): {}",
+                recovery.backup, recovery.revision, recovery.reason
+            ),
+        ),
+        (_, Action::Wait(WaitReason::RestoreRefused { member, why })) => {
+            let backup = previous.restored_from.as_ref().map_or("(unknown)", |r| r.backup.as_str());
+            (
+                true,
+                "RestoreFailed",
+                format!(
+                    "the restore of seed {member} refused backup {backup}: {why}. Nothing else was touched: name \
+                     another backup in spec.restore (or repair the source), then delete pod {member} to try again"
+                ),
+            )
+        }
+        _ => degraded(spec, observed, action, voters, healthy),
+    };
 
     let mut conditions = Vec::new();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -90,33 +113,59 @@ pub fn derive(
         cluster_token: previous.cluster_token.clone(),
         formed: previous.formed || members.is_some(),
         next_member_index: previous.next_member_index.max(i32::try_from(observed.next_index).unwrap_or(i32::MAX)),
+        restored_from: previous.restored_from.clone(),
+        // Kept from the first sighting of the loss until the cluster serves again (or its recovery is over).
+        quorum_lost_since: match action {
+            Action::CompleteRecovery => None,
+            _ if action.quorum_lost() || recovering => previous.quorum_lost_since.clone().or(Some(now.clone())),
+            _ => None,
+        },
+        recovery: if recovering { previous.recovery.clone() } else { None },
         conditions,
     }
 }
 
+/// What a person can do about a lost quorum, given the recovery policy.
+fn recovery_hint(spec: &EtcdClusterSpec) -> String {
+    match Recovery::from_spec(spec) {
+        Recovery::Restore { grace } => format!(
+            "unless a majority comes back within {} of the loss, a new cluster is seeded from a backup",
+            humantime::format_duration(grace)
+        ),
+        Recovery::Manual => "spec.recovery.policy is Manual, so nothing is deleted: bring the members back, or set \
+                             the policy to Restore to seed a new cluster from the newest backup"
+            .into(),
+        Recovery::NoBackups => "there are no backups (spec.backup is not set), so nothing is deleted: bring the \
+                                members back, or create a new EtcdCluster with spec.restore from a backup"
+            .into(),
+    }
+}
+
 fn degraded(
+    spec: &EtcdClusterSpec,
     observed: &Observed,
     action: &Action,
     voters: usize,
     healthy: usize,
-    size: i32,
 ) -> (bool, &'static str, String) {
+    let size = spec.size;
     match action {
         Action::Wait(WaitReason::DataLost) => (
             true,
             "DataLost",
-            "every member is gone; the cluster's data exists only in backups. Nothing is deleted or re-created: \
-             restore from a backup, or delete and re-create the EtcdCluster to start empty"
-                .into(),
+            format!("every member is gone; the data exists only in backups: {}", recovery_hint(spec)),
         ),
         Action::Wait(WaitReason::QuorumLost { healthy, voters }) => (
             true,
             "QuorumLost",
-            format!(
-                "only {healthy} of {voters} voting members are healthy; the controller changes nothing until a \
-                 majority is back"
-            ),
+            format!("only {healthy} of {voters} voting members are healthy: {}", recovery_hint(spec)),
         ),
+        Action::Wait(WaitReason::NoMemberAnswers(why)) => {
+            (true, "QuorumLost", format!("no member answers ({why}): {}", recovery_hint(spec)))
+        }
+        Action::StartRecovery { .. } => {
+            (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
+        }
         _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
             (false, "Creating", "the seed member is starting".into())
         }
@@ -145,6 +194,10 @@ fn progress_reason(action: &Action) -> &'static str {
         Action::RemoveMember { reason: RemoveReason::Dead, .. } => "ReplacingDeadMember",
         Action::RemoveMember { .. } => "RemovingMember",
         Action::DeletePod { .. } => "DeletingStrayPod",
+        Action::StartRecovery { .. } => "StartingRecovery",
+        Action::DeleteLostMember { .. } => "DeletingLostMembers",
+        Action::CompleteRecovery => "RecoveryCompleted",
+        Action::Wait(WaitReason::LostMembersTerminating) => "DeletingLostMembers",
         Action::Wait(WaitReason::Paused) => "Paused",
         Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
         Action::Wait(WaitReason::EtcdUnreachable(_)) => "WaitingForEtcd",
@@ -161,6 +214,12 @@ fn progress_message(action: &Action) -> String {
         Action::Promote { name, .. } => format!("promoting learner {name}"),
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
+        Action::StartRecovery { .. } => "choosing the backup to recover from".into(),
+        Action::DeleteLostMember { name } => format!("deleting pod {name} of the cluster that lost quorum"),
+        Action::CompleteRecovery => "the restored seed serves; growing back to size".into(),
+        Action::Wait(WaitReason::LostMembersTerminating) => "waiting for the lost members' pods to go".into(),
+        Action::Wait(WaitReason::NoMemberAnswers(why)) => format!("blocked: no member answers ({why})"),
+        Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
         Action::Wait(WaitReason::LearnerNotReady(name)) => format!("waiting for learner {name} to start and catch up"),
         Action::Wait(WaitReason::EtcdUnreachable(why)) => format!("waiting for etcd: {why}"),
@@ -196,6 +255,9 @@ mod tests {
                     })
                     .collect(),
             ),
+            recovering: None,
+            lost_for: None,
+            refusal: None,
         }
     }
 

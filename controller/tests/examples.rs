@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
-use proto::cluster::{BackupPolicy, BackupStorage, EtcdCluster};
+use proto::cluster::{BackupPolicy, BackupStorage, EtcdCluster, RestoreSource};
 use serde_json::Value;
 
 fn example_dir() -> PathBuf {
@@ -34,6 +34,11 @@ fn refusal(doc: &Value) -> Option<String> {
             return Some(format!("{e:?}"));
         }
     }
+    if let Some(restore) = doc["spec"].get("restore")
+        && let Err(e) = RestoreSource::validate_cel(restore, None)
+    {
+        return Some(format!("{e:?}"));
+    }
     if let Err(e) = serde_json::from_value::<EtcdCluster>(doc.clone()) {
         return Some(e.to_string());
     }
@@ -42,7 +47,12 @@ fn refusal(doc: &Value) -> Option<String> {
 
 #[test]
 fn the_examples_are_valid() {
-    for name in ["example-etcd-cluster.yaml", "example-etcd-cluster-backup.yaml", "example-etcd-cluster-s3.yaml"] {
+    for name in [
+        "example-etcd-cluster.yaml",
+        "example-etcd-cluster-backup.yaml",
+        "example-etcd-cluster-s3.yaml",
+        "example-etcd-cluster-restore.yaml",
+    ] {
         let doc = load(&example_dir().join(name));
         assert_eq!(refusal(&doc), None, "{name}");
     }
@@ -58,6 +68,8 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("backup-two-storages.yaml", "exactly one of pvc and s3"),
         ("backup-no-storage.yaml", "exactly one of pvc and s3"),
         ("missing-size.yaml", "\"size\" is a required property"),
+        ("restore-two-sources.yaml", "restore needs exactly one of cluster and url"),
+        ("recovery-bad-policy.yaml", "is not one of"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

@@ -108,6 +108,20 @@ pub struct SidecarStatus {
     pub consecutive_failures: u32,
 }
 
+/// Optional body of `POST /v1/backups`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRequest {
+    /// Take this backup from these endpoints instead of the configured ones: the controller names the members
+    /// that still answer when the cluster has lost quorum (the client service then has no ready endpoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+}
+
+/// Exit code of `etcd-backup-sidecar restore` when the backup itself is corrupt (as opposed to unreachable):
+/// retrying cannot help, and the controller stops and reports instead of trying again.
+pub const EXIT_CORRUPT_BACKUP: u8 = 3;
+
 /// The JSON body of every error response.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ApiErrorBody {

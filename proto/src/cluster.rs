@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,68 @@ pub struct EtcdClusterSpec {
     /// Scheduled backups by a sidecar beside the cluster; absent means no backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupPolicy>,
+    /// Seed the new cluster from a backup instead of starting it empty. Read only when the seed member is
+    /// created; a running cluster ignores later changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSource>,
+    /// What happens when the cluster loses quorum. Default: restore from the newest backup when `backup` is
+    /// set, otherwise wait for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryPolicy>,
+}
+
+/// Where a seeded cluster's data comes from: a backup sidecar, named by its cluster or by URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("has(self.cluster) != has(self.url)").message("restore needs exactly one of cluster and url"))]
+pub struct RestoreSource {
+    /// Another EtcdCluster in this namespace whose backup sidecar serves the backup (its token is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub cluster: Option<String>,
+    /// Base URL of a backup sidecar, e.g. `http://other-backup.team-a.svc:19999`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: Option<String>,
+    /// Secret in this namespace whose key `token` is the sidecar's bearer token (for `url`; `cluster` uses
+    /// that cluster's own token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// The backup's name, or `latest` (resolved once, when the seed is created, and recorded in status).
+    #[serde(default = "default_latest")]
+    #[schemars(length(min = 1))]
+    pub backup: String,
+}
+
+fn default_latest() -> String {
+    "latest".to_string()
+}
+
+/// How the controller answers a lost quorum.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPolicy {
+    /// `Restore` (seed a new cluster from a fresh or the newest backup; needs `backup`) or `Manual` (delete
+    /// nothing, report, wait for a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RecoveryMode>,
+    /// How long quorum must stay lost before the controller acts, e.g. `2m`. Long enough that a rolling change or
+    /// a slow pod start is never taken for a loss. Default: [`DEFAULT_QUORUM_LOSS_GRACE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub quorum_loss_grace: Option<String>,
+}
+
+/// The grace period before a lost quorum is recovered, when the spec names none.
+pub const DEFAULT_QUORUM_LOSS_GRACE: &str = "2m";
+
+/// Recovery policies.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Seed a new cluster from a backup.
+    Restore,
+    /// Delete nothing; report and wait for a person.
+    Manual,
 }
 
 fn default_version() -> String {
@@ -206,6 +268,8 @@ pub enum ClusterPhase {
     Healing,
     /// Fewer than a majority of members are healthy: the cluster cannot serve writes.
     QuorumLost,
+    /// Quorum was lost: a new cluster is being seeded from a backup.
+    Recovering,
     /// The controller changes nothing (`spec.paused`).
     Paused,
     /// The spec cannot be acted on; see the `Degraded` condition.
@@ -248,9 +312,47 @@ pub struct EtcdClusterStatus {
     /// The index the next member's name gets (`<cluster>-0007`): names are never reused.
     #[serde(default)]
     pub next_member_index: i32,
+    /// The backup this cluster was seeded from, recorded before its seed member was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+    /// Since when fewer than a majority of members are healthy (cleared once the cluster serves again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_lost_since: Option<Time>,
+    /// A recovery from lost quorum in progress: recorded before anything is deleted, so a restarted controller
+    /// carries on with the same choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
     /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A backup a cluster was seeded from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// The sidecar it came from (base URL).
+    pub source: String,
+    /// The backup's name.
+    pub backup: String,
+    /// The etcd revision the backup holds.
+    pub revision: i64,
+}
+
+/// A recovery from lost quorum.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStatus {
+    /// When the controller decided to recover.
+    pub started_at: Option<Time>,
+    /// The backup the new cluster is seeded from.
+    pub backup: String,
+    /// Its etcd revision.
+    pub revision: i64,
+    /// How the backup was chosen, and what may be lost.
+    pub reason: String,
+    /// Members with a lower index belong to the lost cluster and are removed; the new seed gets this index.
+    pub first_member_index: i32,
 }
 
 /// Member names, by readiness.

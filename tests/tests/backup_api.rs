@@ -249,3 +249,31 @@ async fn a_snapshot_larger_than_one_compression_block_round_trips() {
     let revived = restore_and_start(&request.output).await.unwrap();
     assert_eq!(revived.count("/big/").await.unwrap(), 5000);
 }
+
+#[tokio::test]
+async fn a_backup_can_be_taken_from_endpoints_the_request_names() {
+    // The configured endpoint is dead (as the client service is when quorum is lost); the request names a
+    // member that still answers.
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/survivor/", 50, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar =
+        Sidecar::start(vec!["http://127.0.0.1:9".into()], &storage, Retention::default(), None).await.unwrap();
+    let http = reqwest::Client::new();
+
+    let failed = http.post(sidecar.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE, "the configured endpoint is down");
+
+    let body = serde_json::json!({ "endpoints": [etcd.client_url] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let info: BackupInfo = response.json().await.unwrap();
+    assert_eq!(info.etcd_member, etcd.client_url);
+    assert_eq!(list(&http, &sidecar).await.len(), 1);
+
+    let bad = serde_json::json!({ "endpoints": ["unix:///etc/passwd"] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: ApiErrorBody = response.json().await.unwrap();
+    assert!(error.detail.contains("no http(s) URL"), "{}", error.detail);
+}

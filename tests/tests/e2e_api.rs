@@ -17,7 +17,12 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     // Dry runs: the server validates and admits the object, and nothing is stored.
     let dry = PostParams { dry_run: true, ..Default::default() };
 
-    for name in ["example-etcd-cluster.yaml", "example-etcd-cluster-backup.yaml", "example-etcd-cluster-s3.yaml"] {
+    for name in [
+        "example-etcd-cluster.yaml",
+        "example-etcd-cluster-backup.yaml",
+        "example-etcd-cluster-s3.yaml",
+        "example-etcd-cluster-restore.yaml",
+    ] {
         let object: DynamicObject = load(&example(name));
         let created = api.create(&dry, &object).await.unwrap_or_else(|e| panic!("{name} was refused: {e}"));
         // Defaults from the schema are applied by the server.
@@ -32,6 +37,8 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("backup-two-storages.yaml", "backup.storage needs exactly one of pvc and s3"),
         ("backup-no-storage.yaml", "backup.storage needs exactly one of pvc and s3"),
         ("missing-size.yaml", "spec.size: Required value"),
+        ("restore-two-sources.yaml", "restore needs exactly one of cluster and url"),
+        ("recovery-bad-policy.yaml", "spec.recovery.policy: Unsupported value: \"Automatic\""),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
     assert_eq!(files, expected.len(), "every invalid example has an expectation");

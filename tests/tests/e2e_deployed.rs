@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use support::{clusters, eventually, example, fresh_namespace, kubectl};
+use support::{clusters, curl, eventually, example, fresh_namespace, kubectl, local_volume};
 
 const NS: &str = "e2e-deployed";
 const CLUSTER: &str = "example-etcd-cluster";
@@ -110,60 +110,8 @@ fn backups_dir() -> PathBuf {
 }
 
 /// A static local PersistentVolume on this node and the claim the backup example names.
-async fn backup_volume(client: &Client) {
-    let dir = backups_dir();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // The sidecar runs as an unprivileged user.
-    std::process::Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
-    let _ = kubectl(&["delete", "pv", "kec-e2e-backups", "--ignore-not-found", "--wait=true"]);
-    let manifest = format!(
-        r#"
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{ name: kec-e2e-backups }}
-spec:
-  capacity: {{ storage: 1Gi }}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: kec-local
-  local: {{ path: {dir} }}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-        - matchExpressions: [{{ key: kubernetes.io/hostname, operator: Exists }}]
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{ name: etcd-backups, namespace: {NS} }}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: kec-local
-  volumeName: kec-e2e-backups
-  resources: {{ requests: {{ storage: 1Gi }} }}
-"#,
-        dir = dir.display()
-    );
-    let file = std::env::temp_dir().join("kec-e2e-backup-volume.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    kubectl(&["apply", "-f", file.to_str().unwrap()]);
-    let _ = client;
-}
-
-/// `curl` from this host to the sidecar's service, as a person would.
-fn curl(args: &[&str]) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--max-time", "120"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+fn backup_volume() {
+    local_volume("kec-e2e-backups", &backups_dir(), NS, "etcd-backups");
 }
 
 fn published_manifests(dir: &Path) -> Vec<PathBuf> {
@@ -202,7 +150,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     println!("deploy: controller available {:.1} s after kubectl apply", start.elapsed().as_secs_f64());
 
     fresh_namespace(&client, NS).await;
-    backup_volume(&client).await;
+    backup_volume();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
     // 2. The example cluster, and the one with backups beside it.
@@ -280,15 +228,31 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         etcd.put(format!("/backed-up/{i:03}"), format!("value {i}"), None).await.unwrap();
     }
     let api = clusters(&client, NS);
-    let (message, took) = eventually("BackupReady", Duration::from_secs(120), || {
-        let api = api.clone();
-        async move {
-            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
-            let ready = status["conditions"].as_array()?.iter().find(|c| c["type"] == "BackupReady")?.clone();
-            (ready["status"] == "True").then(|| ready["message"].as_str().unwrap_or_default().to_string())
-        }
-    })
+    let last_seen = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        eventually("BackupReady", Duration::from_secs(180), || {
+            let (api, last_seen) = (api.clone(), last_seen.clone());
+            async move {
+                let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+                let ready = status["conditions"].as_array()?.iter().find(|c| c["type"] == "BackupReady")?.clone();
+                *last_seen.lock().unwrap() = ready.clone();
+                (ready["status"] == "True").then(|| ready["message"].as_str().unwrap_or_default().to_string())
+            }
+        }),
+    )
     .await;
+    let Ok((message, took)) = waited else {
+        let sidecar_log = std::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(["-n", NS, "logs", &format!("deployment/{BACKED_UP}-backup"), "--tail", "30"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+            .unwrap_or_default();
+        panic!(
+            "BackupReady not True within 120 s; last seen: {}\nsidecar log:\n{sidecar_log}",
+            last_seen.lock().unwrap()
+        );
+    };
     println!("backup: BackupReady {:.1} s after the cluster was ready: {message}", took.as_secs_f64());
     // Keys written after the scheduled backup, so the one triggered now is a new backup that holds them.
     for i in 50..60 {

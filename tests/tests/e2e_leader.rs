@@ -65,4 +65,13 @@ async fn one_leader_at_a_time_and_a_takeover_only_after_the_lease_runs_out_or_is
     tokio::time::timeout(Duration::from_secs(5), lost.cancelled())
         .await
         .expect("the old leader notices that another took the lease");
+
+    // A leader that goes away without releasing (its task cancelled) stops renewing: the lease runs out.
+    leases.delete("e2e-lease", &DeleteParams::default()).await.unwrap();
+    let (g, h) = (candidate("g", 2), candidate("h", 2));
+    let leadership = lead(client.clone(), g.clone()).await;
+    drop(leadership);
+    assert_eq!(try_acquire(&leases, &h).await.unwrap(), Attempt::HeldBy("g".into()), "not released");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(try_acquire(&leases, &h).await.unwrap(), Attempt::Held, "no renewal after the drop");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use controller::membership::{Listed, Membership, MembershipError};
 use controller::observe::{EtcdView, Member, MemberPod, Observed, PodState};
-use controller::plan::{Action, Desired, plan};
+use controller::plan::{Action, Desired, Recovery, plan};
 use system_tests::etcd_cluster::LocalCluster;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -133,8 +133,11 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         next_index: 3,
         pods: ["m0", "m1"].map(|n| MemberPod { name: n.into(), state: PodState::Running { ready: true } }).into(),
         etcd: EtcdView::Members(members.clone()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
-    let action = plan(&Desired { size: 3, paused: false }, &observed);
+    let action = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
 
     remove(&cluster, dead.id).await;
@@ -165,8 +168,13 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
             .map(|m| MemberPod { name: m.name.clone(), state: PodState::Running { ready: true } })
             .collect(),
         etcd: EtcdView::Members(members.clone()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
-    let Action::RemoveMember { id, .. } = plan(&Desired { size: 2, paused: false }, &observed) else {
+    let Action::RemoveMember { id, .. } =
+        plan(&Desired { size: 2, paused: false, recovery: Recovery::NoBackups }, &observed)
+    else {
         panic!("no removal")
     };
     assert_ne!(id, leader, "the leader goes last");
@@ -201,10 +209,16 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         next_index: 4,
         pods: pods.clone().into(),
         etcd: EtcdView::Members(members.clone()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
-    assert_eq!(plan(&Desired { size: 4, paused: false }, &observed), Action::CreateMemberPod { name: name.clone() });
+    assert_eq!(
+        plan(&Desired { size: 4, paused: false, recovery: Recovery::NoBackups }, &observed),
+        Action::CreateMemberPod { name: name.clone() }
+    );
     // With the spec back at 3 instead, the half-added learner is rolled back.
-    let rollback = plan(&Desired { size: 3, paused: false }, &observed);
+    let rollback = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
     assert!(matches!(rollback, Action::RemoveMember { id: removed, .. } if removed == id), "{rollback:?}");
 
     // Finish it: start the member and promote it.

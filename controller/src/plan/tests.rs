@@ -1,5 +1,7 @@
 //! Table-driven tests of every situation the planner knows, and property tests of its invariants.
 
+use std::time::Duration;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -38,6 +40,9 @@ fn healthy(n: u32) -> Observed {
         next_index: n,
         pods: (0..n).map(running).collect(),
         etcd: EtcdView::Members(members),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     }
 }
 
@@ -49,7 +54,7 @@ fn members_mut(observed: &mut Observed) -> &mut Vec<Member> {
 }
 
 fn want(size: u32) -> Desired {
-    Desired { size, paused: false }
+    Desired { size, paused: false, recovery: Recovery::NoBackups }
 }
 
 #[test]
@@ -60,6 +65,9 @@ fn a_new_cluster_starts_with_one_seed() {
         next_index: 0,
         pods: vec![],
         etcd: EtcdView::Unreachable("no pods".into()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
@@ -72,6 +80,9 @@ fn the_seed_starting_is_waited_for() {
         next_index: 1,
         pods: vec![pod(0, PodState::Pending)],
         etcd: EtcdView::Unreachable("connection refused".into()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -84,6 +95,9 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         next_index: 1,
         pods: vec![pod(0, PodState::Dead)],
         etcd: EtcdView::Unreachable("connection refused".into()),
+        recovering: None,
+        lost_for: None,
+        refusal: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     let cleared = Observed { pods: vec![], ..died };
@@ -221,7 +235,7 @@ fn a_stuck_pending_learner_does_not_block_replacing_a_dead_member() {
 fn a_paused_cluster_is_left_alone() {
     let mut lost = healthy(3);
     lost.pods.clear();
-    assert_eq!(plan(&Desired { size: 5, paused: true }, &lost), Action::Wait(WaitReason::Paused));
+    assert_eq!(plan(&Desired { paused: true, ..want(5) }, &lost), Action::Wait(WaitReason::Paused));
 }
 
 // ---- properties ----
@@ -254,7 +268,19 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
             }
             let next_index = members.len() as u32;
             let etcd = if reachable { EtcdView::Members(members) } else { EtcdView::Unreachable("down".into()) };
-            (Desired { size, paused }, Observed { cluster: C.into(), seeded, next_index, pods, etcd })
+            (
+                Desired { size, paused, recovery: Recovery::NoBackups },
+                Observed {
+                    cluster: C.into(),
+                    seeded,
+                    next_index,
+                    pods,
+                    etcd,
+                    recovering: None,
+                    lost_for: None,
+                    refusal: None,
+                },
+            )
         },
     )
 }
@@ -291,7 +317,9 @@ fn simulate(observed: &mut Observed, action: &Action) {
             members_mut(observed).retain(|m| m.id != *id);
             observed.pods.retain(|p| &p.name != name);
         }
-        Action::DeletePod { name } => observed.pods.retain(|p| &p.name != name),
+        Action::DeletePod { name } | Action::DeleteLostMember { name } => observed.pods.retain(|p| &p.name != name),
+        Action::StartRecovery { first_index } => observed.recovering = Some(*first_index),
+        Action::CompleteRecovery => observed.recovering = None,
         Action::Wait(_) | Action::Done => {}
     }
 }
@@ -326,7 +354,7 @@ proptest! {
     #[test]
     fn converges_to_size_when_members_are_healthy(start in 0u32..=9, size in 1u32..=9) {
         let mut observed = if start == 0 {
-            Observed { cluster: C.into(), seeded: false, next_index: 0, pods: vec![], etcd: EtcdView::Unreachable("new".into()) }
+            Observed { etcd: EtcdView::Unreachable("new".into()), seeded: false, next_index: 0, pods: vec![], ..healthy(0) }
         } else {
             healthy(start)
         };
@@ -356,4 +384,104 @@ fn a_half_added_learner_without_a_pod_is_rolled_back_when_no_longer_needed() {
         plan(&want(3), &half_added),
         Action::RemoveMember { id: 103, name: "etcd-0003".into(), reason: RemoveReason::ScaleDown }
     );
+}
+
+fn restoring(grace_secs: u64) -> Desired {
+    Desired { recovery: Recovery::Restore { grace: Duration::from_secs(grace_secs) }, ..want(3) }
+}
+
+/// Members 1 and 2 of a healthy three gone: one running, unhealthy-by-majority survivor.
+fn two_of_three_gone(lost_for: Option<u64>) -> Observed {
+    let mut broken = healthy(3);
+    for member in &mut members_mut(&mut broken)[1..] {
+        member.healthy = false;
+    }
+    broken.pods = vec![pod(0, PodState::Running { ready: false })];
+    broken.lost_for = lost_for.map(Duration::from_secs);
+    broken
+}
+
+#[test]
+fn a_lost_quorum_is_recovered_only_after_the_grace_period_and_only_when_the_policy_allows() {
+    let lost = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
+    assert_eq!(plan(&restoring(60), &two_of_three_gone(None)), lost, "just noticed: wait");
+    assert_eq!(plan(&restoring(60), &two_of_three_gone(Some(59))), lost, "within the grace period: wait");
+    assert_eq!(plan(&restoring(60), &two_of_three_gone(Some(60))), Action::StartRecovery { first_index: 3 });
+    let manual = Desired { recovery: Recovery::Manual, ..want(3) };
+    assert_eq!(plan(&manual, &two_of_three_gone(Some(3600))), lost, "manual: nothing is ever deleted");
+    assert_eq!(plan(&want(3), &two_of_three_gone(Some(3600))), lost, "no backups: nothing is ever deleted");
+}
+
+#[test]
+fn a_member_the_kubelet_finds_ready_means_the_cluster_is_not_lost() {
+    // The controller cannot reach etcd, but a pod passes its quorum-needing readiness probe: never recover.
+    let unreachable = Observed { etcd: EtcdView::Unreachable("timed out".into()), ..healthy(3) };
+    let mut long = unreachable.clone();
+    long.lost_for = Some(Duration::from_secs(3600));
+    assert!(matches!(plan(&restoring(60), &long), Action::Wait(WaitReason::NoMemberAnswers(_))));
+    long.pods.iter_mut().for_each(|p| p.state = PodState::Running { ready: false });
+    assert_eq!(plan(&restoring(60), &long), Action::StartRecovery { first_index: 3 });
+}
+
+#[test]
+fn every_member_gone_is_recovered_like_a_lost_quorum() {
+    let gone = Observed {
+        pods: vec![],
+        etcd: EtcdView::Unreachable("no member pod is running".into()),
+        lost_for: Some(Duration::from_secs(61)),
+        ..healthy(3)
+    };
+    assert_eq!(plan(&restoring(60), &gone), Action::StartRecovery { first_index: 3 });
+    let all_dead = Observed { pods: (0..3).map(|i| pod(i, PodState::Dead)).collect(), ..gone };
+    assert_eq!(plan(&restoring(60), &all_dead), Action::StartRecovery { first_index: 3 });
+}
+
+#[test]
+fn a_recovery_deletes_the_lost_members_then_seeds_then_ends_when_the_seed_serves() {
+    // Recorded: the new cluster starts at index 3.
+    let mut recovering = two_of_three_gone(Some(100));
+    recovering.recovering = Some(3);
+    assert_eq!(plan(&restoring(60), &recovering), Action::DeleteLostMember { name: "etcd-0000".into() });
+    recovering.pods = vec![pod(0, PodState::Terminating)];
+    assert_eq!(plan(&restoring(60), &recovering), Action::Wait(WaitReason::LostMembersTerminating));
+    recovering.pods.clear();
+    recovering.etcd = EtcdView::Unreachable("no member pod is running".into());
+    assert_eq!(plan(&restoring(60), &recovering), Action::CreateSeed { name: "etcd-0003".into() });
+    recovering.pods = vec![pod(3, PodState::Pending)];
+    recovering.next_index = 4;
+    assert!(matches!(plan(&restoring(60), &recovering), Action::Wait(WaitReason::EtcdUnreachable(_))));
+    // A restore that failed for a passing reason is tried again; one that refused its backup stops there.
+    recovering.pods = vec![pod(3, PodState::Dead)];
+    assert_eq!(plan(&restoring(60), &recovering), Action::DeletePod { name: "etcd-0003".into() });
+    recovering.pods = vec![pod(3, PodState::Refused)];
+    recovering.refusal = Some("fetch-backup: exit code 3: corrupt".into());
+    assert_eq!(
+        plan(&restoring(60), &recovering),
+        Action::Wait(WaitReason::RestoreRefused {
+            member: "etcd-0003".into(),
+            why: "fetch-backup: exit code 3: corrupt".into()
+        })
+    );
+    recovering.pods = vec![running(3)];
+    recovering.etcd = EtcdView::Members(vec![Member { leader: true, ..voter(3) }]);
+    assert_eq!(plan(&restoring(60), &recovering), Action::CompleteRecovery);
+    // Afterwards the normal plan grows the restored seed back to size.
+    recovering.recovering = None;
+    recovering.lost_for = None;
+    assert_eq!(plan(&restoring(60), &recovering), Action::AddLearner { name: "etcd-0004".into() });
+}
+
+#[test]
+fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
+    let refused = Observed {
+        cluster: C.into(),
+        seeded: false,
+        next_index: 1,
+        pods: vec![pod(0, PodState::Refused)],
+        etcd: EtcdView::Unreachable("no member pod is running".into()),
+        recovering: None,
+        lost_for: None,
+        refusal: Some("restore-data: exit code 1: snapshot missing hash".into()),
+    };
+    assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }

@@ -84,3 +84,59 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
 }
+
+/// A static local PersistentVolume `pv` at `dir` on this node (emptied first), and the claim `claim` in
+/// `namespace` bound to it: the test bed has no provisioner.
+pub fn local_volume(pv: &str, dir: &Path, namespace: &str, claim: &str) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    // The sidecar runs as an unprivileged user.
+    std::process::Command::new("chmod").arg("0777").arg(dir).status().unwrap();
+    let _ = kubectl(&["delete", "pv", pv, "--ignore-not-found", "--wait=true"]);
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{ name: {pv} }}
+spec:
+  capacity: {{ storage: 1Gi }}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: kec-local
+  local: {{ path: {dir} }}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{{ key: kubernetes.io/hostname, operator: Exists }}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{ name: {claim}, namespace: {namespace} }}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: kec-local
+  volumeName: {pv}
+  resources: {{ requests: {{ storage: 1Gi }} }}
+"#,
+        dir = dir.display()
+    );
+    let file = std::env::temp_dir().join(format!("{pv}.yaml"));
+    std::fs::write(&file, manifest).unwrap();
+    kubectl(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+/// `curl` from this host, as a person would; panics with its output when it fails.
+pub fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--max-time", "120"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -1,0 +1,315 @@
+//! End-to-end on the test bed: backup-driven recovery. A three-member cluster with backups on a local PV loses
+//! two members (recovered with every key, from a fresh backup of the survivor), then all three (recovered from the
+//! newest backup, with exactly the keys it holds); a new cluster is seeded from the first one's backup; a corrupt
+//! backup is refused before any etcd runs on it; the manual policy deletes nothing until it is switched; and a
+//! controller killed in the middle of a recovery still ends with a healthy cluster. The controller runs
+//! in-process (its library's `run`), as in the lifecycle test.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use proto::backup::BackupInfo;
+use support::{clusters, curl, eventually, fresh_namespace, install_crd, local_volume};
+
+const NS: &str = "e2e-recovery";
+const CLUSTER: &str = "rec";
+
+fn backups_dir() -> PathBuf {
+    PathBuf::from("/var/tmp/kec-e2e-recovery")
+}
+
+fn start_controller(instance: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let args = controller::run::RunArgs {
+        namespace: Some(NS.into()),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_timeout: Duration::from_secs(2),
+        resync: Duration::from_secs(5),
+        instance: instance.into(),
+        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
+        leader_elect: true,
+        lease_namespace: None,
+    };
+    tokio::spawn(controller::run::run(args))
+}
+
+/// Running, ready member pods of `cluster` by name, with their addresses.
+async fn ready_members(pods: &Api<Pod>, cluster: &str) -> Vec<(String, String)> {
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
+    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    let mut ready: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
+        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    ready.sort();
+    ready
+}
+
+async fn member_pods(pods: &Api<Pod>, cluster: &str) -> Vec<String> {
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
+    let mut names: Vec<String> =
+        pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    names
+}
+
+/// etcd's own member list, read through a member: names of started voting members, if all are voters.
+async fn voters(endpoint: &str) -> Option<BTreeSet<String>> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+    let list = client.member_list().await.ok()?;
+    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
+        return None;
+    }
+    Some(list.members().iter().map(|m| m.name().to_string()).collect())
+}
+
+/// Waits until `size` ready pods of `cluster`, none of them in `lost`, form one cluster of `size` voting members.
+async fn converged(
+    pods: &Api<Pod>,
+    cluster: &str,
+    size: usize,
+    lost: &[String],
+    limit: Duration,
+) -> (Vec<(String, String)>, Duration) {
+    eventually(&format!("{size} ready voting members of {cluster}"), limit, || async move {
+        let ready = ready_members(pods, cluster).await;
+        if ready.len() != size || ready.iter().any(|(n, _)| lost.contains(n)) {
+            return None;
+        }
+        let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+        (listed == names).then_some(ready)
+    })
+    .await
+}
+
+async fn count(endpoint: &str, prefix: &str) -> i64 {
+    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+    etcd.get(prefix, Some(options)).await.unwrap().count()
+}
+
+async fn put(endpoint: &str, prefix: &str, n: usize) {
+    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    for i in 0..n {
+        etcd.put(format!("{prefix}{i:03}"), format!("value {i}"), None).await.unwrap();
+    }
+}
+
+/// Takes a backup through the sidecar's API with curl, as a person would, once the sidecar answers.
+async fn take_backup(client: &Client) -> BackupInfo {
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let ((base, auth), _) = eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
+        let (services, secrets) = (services.clone(), secrets.clone());
+        async move {
+            let service = services.get_opt(&format!("{CLUSTER}-backup")).await.unwrap()?;
+            let secret = secrets.get_opt(&format!("{CLUSTER}-backup-token")).await.unwrap()?;
+            let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+            Some((format!("http://{}:19999", service.spec?.cluster_ip?), format!("Authorization: Bearer {token}")))
+        }
+    })
+    .await;
+    eventually("the sidecar to be ready", Duration::from_secs(90), || {
+        let base = base.clone();
+        async move {
+            let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/readyz")]).output().ok()?;
+            out.status.success().then_some(())
+        }
+    })
+    .await;
+    serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap()
+}
+
+async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
+    api.get(name).await.unwrap().data["status"].clone()
+}
+
+async fn event_reasons(client: &Client) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect()
+}
+
+fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn cluster(name: &str, spec: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
+    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    install_crd(&client).await;
+    fresh_namespace(&client, NS).await;
+    local_volume("kec-e2e-recovery", &backups_dir(), NS, "rec-backups");
+    let mut running = start_controller("e2e-recovery-1");
+
+    let api = clusters(&client, NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let spec = serde_json::json!({
+        "size": 3,
+        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "rec-backups" } } },
+        "recovery": { "quorumLossGrace": "10s" },
+    });
+    api.create(&PostParams::default(), &cluster(CLUSTER, spec)).await.unwrap();
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(120)).await;
+    println!("create: 3 members in {:.1} s", took.as_secs_f64());
+    let endpoint = format!("http://{}:2379", members[0].1);
+    put(&endpoint, "/rec/a/", 100).await;
+    let first = take_backup(&client).await;
+    put(&endpoint, "/rec/b/", 50).await;
+
+    // 1. Two of three members deleted at once: a fresh backup from the survivor holds every key.
+    let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    let fault = Instant::now();
+    for (name, _) in &members[..2] {
+        pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    }
+    let (members, _) = converged(&pods, CLUSTER, 3, &lost, Duration::from_secs(180)).await;
+    println!(
+        "recovery (2 of 3 members lost): healthy with 3 members {:.1} s after the fault",
+        fault.elapsed().as_secs_f64()
+    );
+    let endpoint = format!("http://{}:2379", members[0].1);
+    assert_eq!(count(&endpoint, "/rec/").await, 150, "every acknowledged write survived");
+    let (status_now, _) = eventually("the recovery to be over in status", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, CLUSTER).await;
+            (s["phase"] == "Running" && s.get("recovery").is_none()).then_some(s)
+        }
+    })
+    .await;
+    let restored = status_now["restoredFrom"]["backup"].as_str().unwrap().to_string();
+    assert_ne!(restored, first.name, "a fresh backup, not the older one: {status_now}");
+    assert!(status_now.get("quorumLostSince").is_none(), "{status_now}");
+    let reasons = event_reasons(&client).await;
+    for reason in ["RecoveryStarted", "LostMemberDeleted", "RecoveryCompleted"] {
+        assert!(reasons.contains(&reason.to_string()), "{reason} in {reasons:?}");
+    }
+
+    // 2. Every member deleted: the newest backup, with exactly the keys it holds.
+    put(&endpoint, "/rec/c/", 20).await;
+    let second = take_backup(&client).await;
+    put(&endpoint, "/rec/d/", 30).await;
+    let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    let fault = Instant::now();
+    for (name, _) in &members {
+        pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    }
+    let (members, _) = converged(&pods, CLUSTER, 3, &lost, Duration::from_secs(180)).await;
+    println!(
+        "recovery (every member lost): healthy with 3 members {:.1} s after the fault",
+        fault.elapsed().as_secs_f64()
+    );
+    let endpoint = format!("http://{}:2379", members[0].1);
+    assert_eq!(count(&endpoint, "/rec/").await, 170, "the keys of the newest backup");
+    assert_eq!(count(&endpoint, "/rec/d/").await, 0, "writes after the newest backup are gone, as status says");
+    let (_, _) = eventually("status to name the newest backup", Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = second.name.clone();
+        async move { (status(&api, CLUSTER).await["restoredFrom"]["backup"] == name.as_str()).then_some(()) }
+    })
+    .await;
+
+    // 3. A new cluster seeded from the first one's latest backup; the source is untouched.
+    let before = member_pods(&pods, CLUSTER).await;
+    let seeded = Instant::now();
+    let copy = serde_json::json!({ "size": 1, "restore": { "cluster": CLUSTER } });
+    api.create(&PostParams::default(), &cluster("copy", copy)).await.unwrap();
+    let (copies, _) = converged(&pods, "copy", 1, &[], Duration::from_secs(120)).await;
+    println!("seed from a backup: 1 member serving {:.1} s after the EtcdCluster", seeded.elapsed().as_secs_f64());
+    assert_eq!(count(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
+    assert_eq!(member_pods(&pods, CLUSTER).await, before, "the source cluster is untouched");
+    let copy_status = status(&api, "copy").await;
+    assert_eq!(copy_status["restoredFrom"]["backup"], second.name.as_str(), "{copy_status}");
+
+    // 4. A corrupt backup (one flipped byte in storage) is refused before any etcd runs on it.
+    let data = backups_dir().join(CLUSTER).join(format!("{}.db.gz", second.name));
+    flip_byte(&data);
+    let bad = serde_json::json!({ "size": 1, "restore": { "cluster": CLUSTER, "backup": second.name } });
+    api.create(&PostParams::default(), &cluster("bad", bad)).await.unwrap();
+    let (degraded, took) = eventually("the refused restore in status", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, "bad").await;
+            let conditions = s["conditions"].as_array()?.clone();
+            conditions.into_iter().find(|c| c["type"] == "Degraded" && c["reason"] == "RestoreFailed")
+        }
+    })
+    .await;
+    println!("corrupt backup refused {:.1} s after the EtcdCluster: {}", took.as_secs_f64(), degraded["message"]);
+    let message = degraded["message"].as_str().unwrap();
+    assert!(message.contains(&second.name) && message.contains("corrupt"), "{message}");
+    let seed = pods.get("bad-0000").await.unwrap();
+    let etcd_started = seed
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some()));
+    assert!(!etcd_started, "no etcd ran on the corrupt backup");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(member_pods(&pods, "bad").await, ["bad-0000"], "nothing retried, nothing else created");
+    flip_byte(&data);
+    api.delete("bad", &DeleteParams::default()).await.unwrap();
+    api.delete("copy", &DeleteParams::default()).await.unwrap();
+
+    // 5. Manual policy: quorum lost, nothing deleted, the condition says what a person can do.
+    let manual = serde_json::json!({ "spec": { "recovery": { "policy": "Manual", "quorumLossGrace": "10s" } } });
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&manual)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    for (name, _) in &members[..2] {
+        pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(member_pods(&pods, CLUSTER).await, [lost[2].clone()], "the survivor is kept");
+    let s = status(&api, CLUSTER).await;
+    assert_eq!(s["phase"], "QuorumLost", "{s}");
+    let degraded = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
+    assert!(degraded["message"].as_str().unwrap().contains("Manual"), "{degraded}");
+
+    // 6. Switching to Restore recovers; the controller is killed once the recovery is recorded, and a new one
+    //    finishes it from what it observes.
+    let fault = Instant::now();
+    let restore = serde_json::json!({ "spec": { "recovery": { "policy": "Restore" } } });
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&restore)).await.unwrap();
+    eventually("the recovery to be recorded", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move { status(&api, CLUSTER).await.get("recovery").map(|_| ()) }
+    })
+    .await;
+    running.abort();
+    let _ = running.await;
+    println!("controller killed {:.1} s into the recovery", fault.elapsed().as_secs_f64());
+    running = start_controller("e2e-recovery-2");
+    let (members, _) = converged(&pods, CLUSTER, 3, &lost, Duration::from_secs(180)).await;
+    println!(
+        "recovery (manual switched to restore, controller killed midway): healthy {:.1} s after the switch",
+        fault.elapsed().as_secs_f64()
+    );
+    assert_eq!(count(&format!("http://{}:2379", members[0].1), "/rec/").await, 170);
+
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    running.abort();
+}
