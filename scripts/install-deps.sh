@@ -14,7 +14,7 @@ MINIO_DIR=$KEC_CACHE/minio/$MINIO_VERSION
 log() { echo "install-deps: $*" >&2; }
 
 missing=()
-for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time; do
+for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

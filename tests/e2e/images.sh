@@ -80,6 +80,10 @@ case ${1:-base} in
     shift 2
     root=$(mktemp -d)
     with_libs "$root" "$@"
+    # The CA bundle, as the real images (Dockerfile.*) have it: rustls' platform verifier refuses to build an HTTP
+    # client without any root certificate, even one that only ever speaks plain http.
+    mkdir -p "$root/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
     archive "$name" "$root" 'null'
     rm -rf "$root"
     ;;
