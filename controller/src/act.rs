@@ -151,8 +151,11 @@ pub async fn act(
                 .await;
         }
         Action::StartRecovery { first_index } => {
-            let fresh = start_recovery(client, recorder, cluster, addresses, *first_index, etcd_timeout).await?;
-            ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
+            if let Some(fresh) =
+                start_recovery(client, recorder, cluster, addresses, *first_index, etcd_timeout).await?
+            {
+                ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
+            }
         }
         Action::DeleteLostMember { name: member } => {
             delete(&pods, member).await?;
@@ -242,6 +245,7 @@ async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Res
 
 /// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
 /// fresh backup from the members that still run (so nothing they acknowledged is lost), else the newest one.
+/// Returns whether the backup is a fresh one, or `None` when a recovery was already recorded.
 async fn start_recovery(
     client: &kube::Client,
     recorder: &Recorder,
@@ -249,9 +253,15 @@ async fn start_recovery(
     addresses: &Endpoints,
     first_index: u32,
     timeout: Duration,
-) -> Result<bool, ActError> {
+) -> Result<Option<bool>, ActError> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    // The object this step was planned from may predate a recovery already recorded: never choose twice.
+    let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &namespace);
+    let current = api.get_status(&name).await.map_err(kube_error("reading status"))?;
+    if current.status.is_some_and(|s| s.recovery.is_some()) {
+        return Ok(None);
+    }
     // A snapshot takes longer than an etcd request: give the sidecar time.
     let sidecar =
         SidecarClient::for_cluster(client, &namespace, &name, (timeout * 60).max(Duration::from_secs(60))).await?;
@@ -305,7 +315,7 @@ async fn start_recovery(
         secondary: None,
     };
     publish(recorder, cluster, warning).await;
-    Ok(was_fresh)
+    Ok(Some(was_fresh))
 }
 
 async fn patch_status(

@@ -35,7 +35,9 @@ pub fn derive(
     names.ready.sort();
     names.unready.sort();
 
-    let recovering = observed.recovering.is_some() && *action != Action::CompleteRecovery;
+    // `previous` is the status as read back after the step: only the step records (StartRecovery) or ends
+    // (CompleteRecovery) a recovery, and the cluster object the plan saw may predate its record.
+    let recovering = previous.recovery.is_some() && *action != Action::CompleteRecovery;
     let phase = match action {
         _ if spec.paused => ClusterPhase::Paused,
         _ if recovering => ClusterPhase::Recovering,
@@ -302,5 +304,48 @@ mod tests {
         let later = derive(&c.spec, Some(1), &gone, &Action::Wait(WaitReason::DataLost), None, &status, time(2));
         assert!(later.formed, "a cluster that formed stays formed");
         assert_eq!(later.phase, ClusterPhase::QuorumLost);
+    }
+
+    #[test]
+    fn a_recorded_recovery_is_carried_until_it_completes_even_when_the_plan_saw_an_older_object() {
+        let c = cluster("demo", 3);
+        let recorded = EtcdClusterStatus {
+            formed: true,
+            quorum_lost_since: Some(time(10)),
+            recovery: Some(proto::cluster::RecoveryStatus {
+                backup: "demo-r7".into(),
+                revision: 7,
+                reason: "the newest backup".into(),
+                first_member_index: 3,
+                started_at: Some(time(20)),
+            }),
+            ..Default::default()
+        };
+        // The plan ran on an object without the record (StartRecovery wrote it in this very reconcile).
+        let stale = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
+        let action = Action::StartRecovery { first_index: 3 };
+        let status = derive(&c.spec, Some(1), &stale, &action, None, &recorded, time(30));
+        assert_eq!(status.recovery, recorded.recovery, "never cleared behind the step's back");
+        assert_eq!(status.phase, ClusterPhase::Recovering);
+        assert_eq!(status.quorum_lost_since, Some(time(10)), "the loss is timed from its first sighting");
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert!(degraded.message.contains("demo-r7"), "{}", degraded.message);
+
+        let done = derive(&c.spec, Some(1), &steady(), &Action::CompleteRecovery, None, &recorded, time(40));
+        assert_eq!((done.recovery, done.quorum_lost_since), (None, None));
+    }
+
+    #[test]
+    fn a_lost_quorum_says_what_the_policy_will_do() {
+        let mut c = cluster("demo", 3);
+        let action = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
+        let message = |c: &proto::cluster::EtcdCluster| {
+            let status = derive(&c.spec, Some(1), &steady(), &action, None, &EtcdClusterStatus::default(), time(1));
+            assert_eq!(status.quorum_lost_since, Some(time(1)));
+            status.conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap().message
+        };
+        assert!(message(&c).contains("there are no backups"), "{}", message(&c));
+        c.spec.recovery = serde_json::from_value(serde_json::json!({ "policy": "Manual" })).unwrap();
+        assert!(message(&c).contains("Manual"), "{}", message(&c));
     }
 }
