@@ -268,17 +268,21 @@ fn without_etcd(desired: &Desired, observed: &Observed, why: String) -> Action {
     if observed.seeded {
         return lost(desired, observed, WaitReason::DataLost);
     }
+    seed_step(observed).unwrap_or(Action::Wait(WaitReason::EtcdUnreachable(why)))
+}
+
+/// The step towards a seed for a cluster that holds no data yet (new, or being recovered), if one is due: a
+/// restore that refused its backup stops everything; a seed that died otherwise holds nothing, so it is cleared
+/// and made again (under a new name); with no pod at all, the seed is created.
+fn seed_step(observed: &Observed) -> Option<Action> {
     if let Some(refused) = observed.pods.iter().find(|p| p.state == PodState::Refused) {
-        return refused_restore(observed, &refused.name);
+        let why = observed.refusal.clone().unwrap_or_else(|| "the restore failed".into());
+        return Some(Action::Wait(WaitReason::RestoreRefused { member: refused.name.clone(), why }));
     }
     if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
-        // A seed that died before the cluster ever formed holds nothing: clear it and seed again.
-        return Action::DeletePod { name: dead.name.clone() };
+        return Some(Action::DeletePod { name: dead.name.clone() });
     }
-    if observed.pods.is_empty() {
-        return Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) };
-    }
-    Action::Wait(WaitReason::EtcdUnreachable(why))
+    observed.pods.is_empty().then(|| Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) })
 }
 
 /// Quorum is lost (`reason` says how it shows). A member the kubelet finds ready answers `/health`, which needs a
@@ -305,26 +309,14 @@ fn recover(observed: &Observed, first_index: u32) -> Action {
         // Only once they are gone is every answer from etcd an answer from the new cluster.
         return Action::Wait(WaitReason::LostMembersTerminating);
     }
-    if let Some(refused) = observed.pods.iter().find(|p| p.state == PodState::Refused) {
-        return refused_restore(observed, &refused.name);
-    }
-    if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
-        // A restore that failed for a reason other than the backup (the sidecar unreachable): try again.
-        return Action::DeletePod { name: dead.name.clone() };
-    }
-    if observed.pods.is_empty() {
-        return Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) };
+    if let Some(step) = seed_step(observed) {
+        return step;
     }
     match &observed.etcd {
         EtcdView::Members(members) if !members.is_empty() => Action::CompleteRecovery,
         EtcdView::Members(_) => Action::Wait(WaitReason::EtcdUnreachable("etcd lists no members".into())),
         EtcdView::Unreachable(why) => Action::Wait(WaitReason::EtcdUnreachable(why.clone())),
     }
-}
-
-fn refused_restore(observed: &Observed, member: &str) -> Action {
-    let why = observed.refusal.clone().unwrap_or_else(|| "the restore failed".into());
-    Action::Wait(WaitReason::RestoreRefused { member: member.to_string(), why })
 }
 
 fn remove(member: &Member, reason: RemoveReason) -> Action {

@@ -16,62 +16,21 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
-use support::{clusters, curl, eventually, example, fresh_namespace, kubectl, local_volume};
+use support::{
+    clusters, converged, count_keys, curl, eventually, example, fresh_namespace, kubectl, local_volume, ready_members,
+    voters,
+};
 
 const NS: &str = "e2e-deployed";
 const CLUSTER: &str = "example-etcd-cluster";
 const BACKED_UP: &str = "example-etcd-cluster-backup";
 
-/// Ready member pods of `cluster`: (name, pod IP).
-async fn ready_members(pods: &Api<Pod>, cluster: &str) -> Vec<(String, String)> {
-    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
-    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
-    let mut ready: Vec<(String, String)> = list
-        .items
-        .iter()
-        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    ready.sort();
-    ready
-}
-
-/// etcd's own member list through `endpoint`: names of started voting members, if every member is one.
-async fn voters(endpoint: &str) -> Option<BTreeSet<String>> {
-    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
-    let list = tokio::time::timeout(Duration::from_secs(3), client.member_list()).await.ok()?.ok()?;
-    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
-        return None;
-    }
-    Some(list.members().iter().map(|m| m.name().to_string()).collect())
-}
-
-/// Waits until exactly `size` ready pods of `cluster` form one etcd cluster of `size` voting members.
-async fn converged(pods: &Api<Pod>, cluster: &str, size: usize, limit: Duration) -> (Vec<(String, String)>, Duration) {
-    eventually(&format!("{cluster}: {size} ready voting members"), limit, || async move {
-        let ready = ready_members(pods, cluster).await;
-        if ready.len() != size {
-            return None;
-        }
-        let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
-        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
-        (listed == names).then_some(ready)
-    })
-    .await
-}
-
 async fn service_url(client: &Client, name: &str, port: u16) -> String {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let service = services.get(name).await.unwrap();
     format!("http://{}:{port}", service.spec.unwrap().cluster_ip.unwrap())
-}
-
-async fn count_keys(endpoint: &str, prefix: &str) -> i64 {
-    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
-    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
-    etcd.get(prefix, Some(options)).await.unwrap().count()
 }
 
 /// Counts the moments in which no member of `cluster` could serve a linearizable read (quorum lost), sampling
@@ -157,7 +116,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let created = Instant::now();
     kubectl(&["-n", NS, "apply", "-f", example("example-etcd-cluster.yaml").to_str().unwrap()]);
     kubectl(&["-n", NS, "apply", "-f", example("example-etcd-cluster-backup.yaml").to_str().unwrap()]);
-    let (members, took) = converged(&pods, CLUSTER, 3, Duration::from_secs(120)).await;
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(120)).await;
     println!("create: 3 ready voting members {:.1} s after kubectl apply (goal: under 30 s)", took.as_secs_f64());
     assert_eq!(
         members.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
@@ -206,10 +165,10 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let (stop, probe) = watch_quorum(pods.clone(), CLUSTER);
     let resize = Instant::now();
     kubectl(&["-n", NS, "scale", "etcd", CLUSTER, "--replicas", "5"]);
-    let (grown, took) = converged(&pods, CLUSTER, 5, Duration::from_secs(180)).await;
+    let (grown, took) = converged(&pods, CLUSTER, 5, &[], Duration::from_secs(180)).await;
     println!("resize: 3 → 5 voting members in {:.1} s", took.as_secs_f64());
     kubectl(&["-n", NS, "scale", "etcd", CLUSTER, "--replicas", "3"]);
-    let (shrunk, took) = converged(&pods, CLUSTER, 3, Duration::from_secs(180)).await;
+    let (shrunk, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
     println!(
         "resize: 5 → 3 voting members in {:.1} s (both ways {:.1} s)",
         took.as_secs_f64(),
@@ -221,7 +180,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(count_keys(&format!("http://{}:2379", shrunk[0].1), "/e2e/").await, 200, "data intact after resize");
 
     // 7. Backups on a PVC: the sidecar runs, reports BackupReady, and takes a backup triggered with curl.
-    let (backup_members, _) = converged(&pods, BACKED_UP, 3, Duration::from_secs(120)).await;
+    let (backup_members, _) = converged(&pods, BACKED_UP, 3, &[], Duration::from_secs(120)).await;
     let endpoint = format!("http://{}:2379", backup_members[0].1);
     let mut etcd = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
     for i in 0..50 {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::{Client, ResourceExt};
-use support::{clusters, eventually, install_crd};
+use kube::Client;
+use support::{clusters, converged, eventually, install_crd, ready_members, voters};
 
 const NS: &str = "e2e-lifecycle";
 const CLUSTER: &str = "life";
@@ -27,43 +27,6 @@ async fn fresh_namespace(client: &Client) {
     .await;
     let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": NS } })).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
-}
-
-/// Running, ready member pods by name, with their addresses.
-async fn ready_members(pods: &Api<Pod>) -> Vec<(String, String)> {
-    let list = pods.list(&ListParams::default().labels("kube-etcd-controller.dev/member")).await.unwrap();
-    let mut ready: Vec<(String, String)> = list
-        .items
-        .iter()
-        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    ready.sort();
-    ready
-}
-
-/// etcd's own member list, read through a member: names of started voting members, if all are voters.
-async fn voters(endpoint: &str) -> Option<BTreeSet<String>> {
-    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
-    let list = client.member_list().await.ok()?;
-    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
-        return None;
-    }
-    Some(list.members().iter().map(|m| m.name().to_string()).collect())
-}
-
-/// Waits until `size` ready pods form one etcd cluster of `size` voting members, exactly those pods.
-async fn converged(pods: &Api<Pod>, size: usize, limit: Duration) -> (Vec<(String, String)>, Duration) {
-    eventually(&format!("{size} ready voting members"), limit, || async move {
-        let ready = ready_members(pods).await;
-        if ready.len() != size {
-            return None;
-        }
-        let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
-        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
-        (listed == names).then_some(ready)
-    })
-    .await
 }
 
 async fn client_service(client: &Client) -> String {
@@ -100,7 +63,7 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     let created = Instant::now();
     api.create(&PostParams::default(), &object).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let (members, took) = converged(&pods, 3, Duration::from_secs(90)).await;
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(90)).await;
     println!("create: 3 ready voting members {:.1} s after the EtcdCluster (goal: under 30 s)", took.as_secs_f64());
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["life-0000", "life-0001", "life-0002"]);
@@ -117,7 +80,7 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     let (healed, took) = eventually("the deleted member to be replaced", Duration::from_secs(90), || {
         let pods = pods.clone();
         async move {
-            let ready = ready_members(&pods).await;
+            let ready = ready_members(&pods, CLUSTER).await;
             let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
             if !names.contains("life-0003") || names.contains("life-0001") || ready.len() != 3 {
                 return None;

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use proto::backup::BackupInfo;
-use support::{clusters, curl, eventually, fresh_namespace, install_crd, local_volume};
+use support::{clusters, converged, count_keys, curl, eventually, fresh_namespace, install_crd, local_volume};
 
 const NS: &str = "e2e-recovery";
 const CLUSTER: &str = "rec";
@@ -39,62 +38,12 @@ fn start_controller(instance: &str) -> tokio::task::JoinHandle<anyhow::Result<()
     tokio::spawn(controller::run::run(args))
 }
 
-/// Running, ready member pods of `cluster` by name, with their addresses.
-async fn ready_members(pods: &Api<Pod>, cluster: &str) -> Vec<(String, String)> {
-    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
-    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
-    let mut ready: Vec<(String, String)> = list
-        .items
-        .iter()
-        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    ready.sort();
-    ready
-}
-
 async fn member_pods(pods: &Api<Pod>, cluster: &str) -> Vec<String> {
     let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
     let mut names: Vec<String> =
         pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.iter().map(|p| p.name_any()).collect();
     names.sort();
     names
-}
-
-/// etcd's own member list, read through a member: names of started voting members, if all are voters.
-async fn voters(endpoint: &str) -> Option<BTreeSet<String>> {
-    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
-    let list = client.member_list().await.ok()?;
-    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
-        return None;
-    }
-    Some(list.members().iter().map(|m| m.name().to_string()).collect())
-}
-
-/// Waits until `size` ready pods of `cluster`, none of them in `lost`, form one cluster of `size` voting members.
-async fn converged(
-    pods: &Api<Pod>,
-    cluster: &str,
-    size: usize,
-    lost: &[String],
-    limit: Duration,
-) -> (Vec<(String, String)>, Duration) {
-    eventually(&format!("{size} ready voting members of {cluster}"), limit, || async move {
-        let ready = ready_members(pods, cluster).await;
-        if ready.len() != size || ready.iter().any(|(n, _)| lost.contains(n)) {
-            return None;
-        }
-        let names: BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
-        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
-        (listed == names).then_some(ready)
-    })
-    .await
-}
-
-async fn count(endpoint: &str, prefix: &str) -> i64 {
-    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
-    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
-    etcd.get(prefix, Some(options)).await.unwrap().count()
 }
 
 async fn put(endpoint: &str, prefix: &str, n: usize) {
@@ -195,7 +144,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         fault.elapsed().as_secs_f64()
     );
     let endpoint = format!("http://{}:2379", members[0].1);
-    assert_eq!(count(&endpoint, "/rec/").await, 150, "every acknowledged write survived");
+    assert_eq!(count_keys(&endpoint, "/rec/").await, 150, "every acknowledged write survived");
     let (status_now, _) = eventually("the recovery to be over in status", Duration::from_secs(30), || {
         let api = api.clone();
         async move {
@@ -227,8 +176,8 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         fault.elapsed().as_secs_f64()
     );
     let endpoint = format!("http://{}:2379", members[0].1);
-    assert_eq!(count(&endpoint, "/rec/").await, 170, "the keys of the newest backup");
-    assert_eq!(count(&endpoint, "/rec/d/").await, 0, "writes after the newest backup are gone, as status says");
+    assert_eq!(count_keys(&endpoint, "/rec/").await, 170, "the keys of the newest backup");
+    assert_eq!(count_keys(&endpoint, "/rec/d/").await, 0, "writes after the newest backup are gone, as status says");
     let (_, _) = eventually("status to name the newest backup", Duration::from_secs(30), || {
         let api = api.clone();
         let name = second.name.clone();
@@ -243,7 +192,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     api.create(&PostParams::default(), &cluster("copy", copy)).await.unwrap();
     let (copies, _) = converged(&pods, "copy", 1, &[], Duration::from_secs(120)).await;
     println!("seed from a backup: 1 member serving {:.1} s after the EtcdCluster", seeded.elapsed().as_secs_f64());
-    assert_eq!(count(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
+    assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
     assert_eq!(member_pods(&pods, CLUSTER).await, before, "the source cluster is untouched");
     let copy_status = status(&api, "copy").await;
     assert_eq!(copy_status["restoredFrom"]["backup"], second.name.as_str(), "{copy_status}");
@@ -313,7 +262,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         "recovery (manual switched to restore, controller killed midway): healthy {:.1} s after the switch",
         fault.elapsed().as_secs_f64()
     );
-    assert_eq!(count(&format!("http://{}:2379", members[0].1), "/rec/").await, 170);
+    assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/rec/").await, 170);
 
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
     running.abort();

@@ -140,3 +140,55 @@ pub fn curl(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Ready member pods of `cluster` in the namespace of `pods`: (name, pod IP), by name.
+pub async fn ready_members(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>, cluster: &str) -> Vec<(String, String)> {
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
+    let list = pods.list(&kube::api::ListParams::default().labels(&selector)).await.unwrap();
+    let mut ready: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|p| controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true })
+        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    ready.sort();
+    ready
+}
+
+/// etcd's own member list through `endpoint`: names of started voting members, if every member is one.
+pub async fn voters(endpoint: &str) -> Option<std::collections::BTreeSet<String>> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+    let list = tokio::time::timeout(Duration::from_secs(3), client.member_list()).await.ok()?.ok()?;
+    if list.members().iter().any(|m| m.is_learner() || m.name().is_empty()) {
+        return None;
+    }
+    Some(list.members().iter().map(|m| m.name().to_string()).collect())
+}
+
+/// Waits until exactly `size` ready pods of `cluster`, none of them named in `gone`, form one etcd cluster of
+/// `size` voting members; returns them (name, pod IP) and how long it took.
+pub async fn converged(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    cluster: &str,
+    size: usize,
+    gone: &[String],
+    limit: Duration,
+) -> (Vec<(String, String)>, Duration) {
+    eventually(&format!("{cluster}: {size} ready voting members"), limit, || async move {
+        let ready = ready_members(pods, cluster).await;
+        if ready.len() != size || ready.iter().any(|(n, _)| gone.contains(n)) {
+            return None;
+        }
+        let names: std::collections::BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+        (listed == names).then_some(ready)
+    })
+    .await
+}
+
+/// How many keys under `prefix` etcd at `endpoint` holds.
+pub async fn count_keys(endpoint: &str, prefix: &str) -> i64 {
+    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+    etcd.get(prefix, Some(options)).await.unwrap().count()
+}
