@@ -35,24 +35,31 @@ pub fn minio_bin() -> PathBuf {
 /// A MinIO server with one bucket; stopped on drop. It can be stopped and started again on the same port and data.
 pub struct S3Server {
     child: Option<Child>,
+    host: String,
     port: u16,
     dir: TempDir,
 }
 
 impl S3Server {
-    /// Starts a server with an empty bucket [`BUCKET`].
+    /// Starts a server on loopback with an empty bucket [`BUCKET`].
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Starts a server listening on `host` (an address of this machine, e.g. the test bed's node address, which
+    /// pods reach) with an empty bucket [`BUCKET`].
+    pub async fn start_on(host: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         // In single-drive mode a top-level directory of the drive is a bucket.
         std::fs::create_dir_all(dir.path().join("data").join(BUCKET))?;
-        let mut server = Self { child: None, port: free_port(), dir };
+        let mut server = Self { child: None, host: host.to_string(), port: free_port(), dir };
         server.resume().await?;
         Ok(server)
     }
 
-    /// The endpoint URL (`http://127.0.0.1:PORT`).
+    /// The endpoint URL (`http://HOST:PORT`).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// A storage URL in the bucket under `prefix`.
@@ -75,7 +82,7 @@ impl S3Server {
             .arg("server")
             .arg(self.dir.path().join("data"))
             .arg("--address")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .arg("--console-address")
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--quiet")
@@ -89,7 +96,7 @@ impl S3Server {
             .spawn()
             .with_context(|| format!("start {} (run scripts/install-deps.sh)", minio_bin().display()))?;
         self.child = Some(child);
-        wait_for_port(format!("127.0.0.1:{}", self.port).parse()?, Duration::from_secs(30)).await?;
+        wait_for_port(format!("{}:{}", self.host, self.port).parse()?, Duration::from_secs(30)).await?;
         // The port opens before the server answers S3 requests.
         let probe = format!("{}/minio/health/ready", self.endpoint());
         for _ in 0..100 {

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use support::{clusters, converged, eventually, install_crd, ready_members, voters};
 
 const NS: &str = "e2e-lifecycle";

@@ -2,7 +2,8 @@
 //! two members (recovered with every key, from a fresh backup of the survivor), then all three (recovered from the
 //! newest backup, with exactly the keys it holds); a new cluster is seeded from the first one's backup; a corrupt
 //! backup is refused before any etcd runs on it; the manual policy deletes nothing until it is switched; and a
-//! controller killed in the middle of a recovery still ends with a healthy cluster. The controller runs
+//! controller killed in the middle of a recovery still ends with a healthy cluster; backups on S3 (MinIO) are
+//! taken on schedule and on demand, and bring a one-member cluster back. The controller runs
 //! in-process (its library's `run`), as in the lifecycle test.
 
 mod support;
@@ -53,15 +54,16 @@ async fn put(endpoint: &str, prefix: &str, n: usize) {
     }
 }
 
-/// Takes a backup through the sidecar's API with curl, as a person would, once the sidecar answers.
-async fn take_backup(client: &Client) -> BackupInfo {
+/// Takes a backup of `cluster` through its sidecar's API with curl, as a person would, once the sidecar answers;
+/// the backup then appears in the sidecar's list.
+async fn take_backup(client: &Client, cluster: &str) -> BackupInfo {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let ((base, auth), _) = eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
         let (services, secrets) = (services.clone(), secrets.clone());
         async move {
-            let service = services.get_opt(&format!("{CLUSTER}-backup")).await.unwrap()?;
-            let secret = secrets.get_opt(&format!("{CLUSTER}-backup-token")).await.unwrap()?;
+            let service = services.get_opt(&format!("{cluster}-backup")).await.unwrap()?;
+            let secret = secrets.get_opt(&format!("{cluster}-backup-token")).await.unwrap()?;
             let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
             Some((format!("http://{}:19999", service.spec?.cluster_ip?), format!("Authorization: Bearer {token}")))
         }
@@ -75,7 +77,12 @@ async fn take_backup(client: &Client) -> BackupInfo {
         }
     })
     .await;
-    serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap()
+    let taken: BackupInfo =
+        serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    let listed: proto::backup::BackupList =
+        serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    assert_eq!(listed.backups.first().map(|b| b.name.as_str()), Some(taken.name.as_str()), "newest first");
+    taken
 }
 
 async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
@@ -129,7 +136,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     println!("create: 3 members in {:.1} s", took.as_secs_f64());
     let endpoint = format!("http://{}:2379", members[0].1);
     put(&endpoint, "/rec/a/", 100).await;
-    let first = take_backup(&client).await;
+    let first = take_backup(&client, CLUSTER).await;
     put(&endpoint, "/rec/b/", 50).await;
 
     // 1. Two of three members deleted at once: a fresh backup from the survivor holds every key.
@@ -163,7 +170,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
 
     // 2. Every member deleted: the newest backup, with exactly the keys it holds.
     put(&endpoint, "/rec/c/", 20).await;
-    let second = take_backup(&client).await;
+    let second = take_backup(&client, CLUSTER).await;
     put(&endpoint, "/rec/d/", 30).await;
     let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
     let fault = Instant::now();
@@ -265,5 +272,56 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/rec/").await, 170);
 
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+
+    // 7. Backups on S3 (MinIO listening on the node's address, which pods reach): a scheduled backup at start-up,
+    //    one triggered with curl, and a one-member cluster whose only member is deleted comes back from S3.
+    let node = kube::Config::infer().await.unwrap().cluster_url.host().unwrap().to_string();
+    let minio = system_tests::s3::S3Server::start_on(&node).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let credentials: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "s3-credentials" },
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": system_tests::s3::ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": system_tests::s3::SECRET_KEY,
+        },
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &credentials).await.unwrap();
+    let s3 = serde_json::json!({
+        "size": 1,
+        "backup": { "every": "1h", "storage": { "s3": {
+            "bucket": system_tests::s3::BUCKET, "endpoint": minio.endpoint(), "allowHttp": true,
+            "credentialsSecret": "s3-credentials",
+        } } },
+        "recovery": { "quorumLossGrace": "10s" },
+    });
+    api.create(&PostParams::default(), &cluster("s3", s3)).await.unwrap();
+    let (members, _) = converged(&pods, "s3", 1, &[], Duration::from_secs(120)).await;
+    let (scheduled, took) = eventually("a scheduled backup on S3", Duration::from_secs(120), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, "s3").await;
+            let ready = s["conditions"].as_array()?.iter().find(|c| c["type"] == "BackupReady")?.clone();
+            (ready["status"] == "True").then(|| ready["message"].as_str().unwrap_or_default().to_string())
+        }
+    })
+    .await;
+    println!("s3: BackupReady {:.1} s after the member was ready: {scheduled}", took.as_secs_f64());
+    assert!(scheduled.contains("s3://"), "{scheduled}");
+    put(&format!("http://{}:2379", members[0].1), "/s3/", 40).await;
+    let taken = take_backup(&client, "s3").await;
+    let fault = Instant::now();
+    pods.delete("s3-0000", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    let (members, _) = converged(&pods, "s3", 1, &["s3-0000".to_string()], Duration::from_secs(180)).await;
+    println!("s3: the only member deleted, back from S3 {:.1} s after the fault", fault.elapsed().as_secs_f64());
+    assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/s3/").await, 40);
+    let (_, _) = eventually("status to name the S3 backup", Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = taken.name.clone();
+        async move { (status(&api, "s3").await["restoredFrom"]["backup"] == name.as_str()).then_some(()) }
+    })
+    .await;
+    api.delete("s3", &DeleteParams::default()).await.unwrap();
     running.abort();
+    drop(minio);
 }
