@@ -140,32 +140,31 @@ impl Engine {
     /// Like [`Engine::backup`], from `endpoints` instead of the configured ones when given. Such a request never
     /// joins a running attempt (which may be failing on the configured endpoints): it waits for it to end, then
     /// runs its own.
-    pub async fn backup_from(self: &Arc<Self>, endpoints: Option<Vec<String>>) -> AttemptResult {
-        loop {
-            let running = self.inflight.lock().expect("inflight lock").clone();
-            match running {
-                Some(running) if endpoints.is_some() => {
-                    let _ = running.await;
+    pub async fn backup_from(self: &Arc<Self>, mut endpoints: Option<Vec<String>>) -> AttemptResult {
+        // One check-and-start under the lock, so no other attempt can slip in between.
+        let shared = loop {
+            let running = {
+                let mut inflight = self.inflight.lock().expect("inflight lock");
+                match inflight.as_ref() {
+                    Some(running) if endpoints.is_some() => running.clone(),
+                    Some(running) => break running.clone(),
+                    None => {
+                        let engine = self.clone();
+                        let endpoints = endpoints.take();
+                        let task = tokio::spawn(async move {
+                            let result = engine.attempt(endpoints).await.map_err(Arc::new);
+                            *engine.inflight.lock().expect("inflight lock") = None;
+                            result
+                        });
+                        let shared =
+                            async move { task.await.expect("a backup attempt does not panic") }.boxed().shared();
+                        *inflight = Some(shared.clone());
+                        break shared;
+                    }
                 }
-                _ => break,
-            }
-        }
-        let shared = {
-            let mut inflight = self.inflight.lock().expect("inflight lock");
-            match inflight.as_ref() {
-                Some(running) => running.clone(),
-                None => {
-                    let engine = self.clone();
-                    let task = tokio::spawn(async move {
-                        let result = engine.attempt(endpoints).await.map_err(Arc::new);
-                        *engine.inflight.lock().expect("inflight lock") = None;
-                        result
-                    });
-                    let shared = async move { task.await.expect("a backup attempt does not panic") }.boxed().shared();
-                    *inflight = Some(shared.clone());
-                    shared
-                }
-            }
+            };
+            // Named endpoints never join an attempt on other ones: wait for it to end, then look again.
+            let _ = running.await;
         };
         shared.await
     }

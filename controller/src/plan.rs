@@ -95,6 +95,8 @@ pub enum WaitReason {
     },
     /// Recovering: the pods of the lost cluster are still terminating.
     LostMembersTerminating,
+    /// Quorum is lost and a recovery found no backup to restore from (set from the failed step, for status).
+    NoUsableBackup(String),
     /// A learner is starting or catching up before it can be promoted.
     LearnerNotReady(String),
 }
@@ -168,8 +170,12 @@ impl Action {
     pub fn quorum_lost(&self) -> bool {
         matches!(
             self,
-            Self::Wait(WaitReason::QuorumLost { .. } | WaitReason::DataLost | WaitReason::NoMemberAnswers(_))
-                | Self::StartRecovery { .. }
+            Self::Wait(
+                WaitReason::QuorumLost { .. }
+                    | WaitReason::DataLost
+                    | WaitReason::NoMemberAnswers(_)
+                    | WaitReason::NoUsableBackup(_)
+            ) | Self::StartRecovery { .. }
         )
     }
 }

@@ -116,11 +116,18 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     let fresh =
         api.get_status(&name).await.map_err(|source| ReconcileError::Kube { op: "reading status".into(), source })?;
     let base = fresh.status.unwrap_or(previous);
+    // A recovery that found no backup to recover from is reported as what it is: a wait for a person.
+    let shown = match (&acted, &action) {
+        (Err(ActError::NoBackup(why)), Action::StartRecovery { .. }) => {
+            Action::Wait(WaitReason::NoUsableBackup(why.clone()))
+        }
+        _ => action.clone(),
+    };
     let status = derive(
         &cluster.spec,
         cluster.meta().generation,
         &observed,
-        &action,
+        &shown,
         backup.as_ref(),
         &base,
         Time(k8s_openapi::jiff::Timestamp::now()),

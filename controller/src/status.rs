@@ -168,6 +168,11 @@ fn degraded(
         Action::StartRecovery { .. } => {
             (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
         }
+        Action::Wait(WaitReason::NoUsableBackup(why)) => (
+            true,
+            "NoUsableBackup",
+            format!("{why}. Bring the members back, or restore into a new EtcdCluster (spec.restore)"),
+        ),
         _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
             (false, "Creating", "the seed member is starting".into())
         }
@@ -221,6 +226,7 @@ fn progress_message(action: &Action) -> String {
         Action::CompleteRecovery => "the restored seed serves; growing back to size".into(),
         Action::Wait(WaitReason::LostMembersTerminating) => "waiting for the lost members' pods to go".into(),
         Action::Wait(WaitReason::NoMemberAnswers(why)) => format!("blocked: no member answers ({why})"),
+        Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
         Action::Wait(WaitReason::LearnerNotReady(name)) => format!("waiting for learner {name} to start and catch up"),
@@ -347,5 +353,18 @@ mod tests {
         assert!(message(&c).contains("there are no backups"), "{}", message(&c));
         c.spec.recovery = serde_json::from_value(serde_json::json!({ "policy": "Manual" })).unwrap();
         assert!(message(&c).contains("Manual"), "{}", message(&c));
+    }
+
+    #[test]
+    fn a_recovery_without_any_backup_says_so() {
+        let c = cluster("demo", 3);
+        let gone = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
+        let action = Action::Wait(WaitReason::NoUsableBackup("there is no backup to recover from".into()));
+        let status = derive(&c.spec, Some(1), &gone, &action, None, &EtcdClusterStatus::default(), time(5));
+        assert_eq!(status.phase, ClusterPhase::QuorumLost);
+        assert_eq!(status.quorum_lost_since, Some(time(5)));
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded.reason, "NoUsableBackup");
+        assert!(degraded.message.contains("no backup"), "{}", degraded.message);
     }
 }

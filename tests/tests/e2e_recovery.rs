@@ -116,6 +116,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     // The in-process controller's log (what it planned and did) goes with the test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn,controller=info"))
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
     let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
