@@ -98,7 +98,19 @@ async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_des
         events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.contains(&"SeedCreated".to_string()), "{reasons:?}");
 
-    // Quiet: several resyncs later nothing was written, and no second seed was made.
+    // Quiet: once the controller waits on the seed (the reconcile after the one that created it writes that
+    // once), several resyncs later nothing was written, and no second seed was made.
+    eventually("the controller to wait on the seed", Duration::from_secs(20), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let status = api.get(&name).await.unwrap().data["status"].clone();
+            let conditions = status["conditions"].as_array()?.clone();
+            conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForEtcd").then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let before = api.get(&name).await.unwrap().resource_version();
     tokio::time::sleep(Duration::from_secs(11)).await;
     let after = api.get(&name).await.unwrap().resource_version();
