@@ -489,6 +489,11 @@ impl SidecarClient {
         })
     }
 
+    /// The sidecar's own status (`GET /v1/status`).
+    pub async fn status(&self) -> Result<SidecarStatus, SidecarError> {
+        self.send(self.http.get(format!("{}/v1/status", self.base)), "reading the status").await
+    }
+
     /// Takes a backup now from `endpoints` (or the sidecar's own when empty) and returns it.
     pub async fn trigger(&self, endpoints: &[String]) -> Result<BackupInfo, SidecarError> {
         let body = BackupRequest { endpoints: endpoints.to_vec() };
@@ -533,21 +538,13 @@ async fn read_status(
         Some(token) => Some(token.to_string()),
         None => secrets.get(secret_name).await.ok().as_ref().and_then(secret_token),
     };
-    let client = match reqwest::Client::builder().timeout(timeout).build() {
-        Ok(client) => client,
-        Err(error) => return BackupHealth::Unreachable { error: error.to_string() },
+    let status = match SidecarClient::new(base.to_string(), token, timeout) {
+        Ok(client) => client.status().await,
+        Err(error) => Err(error),
     };
-    let mut request = client.get(format!("{base}/v1/status"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = match request.send().await.and_then(reqwest::Response::error_for_status) {
-        Ok(response) => response,
-        Err(error) => return BackupHealth::Unreachable { error: error.to_string() },
-    };
-    match response.json::<SidecarStatus>().await {
+    match status {
         Ok(status) => BackupHealth::Reported(Box::new(status)),
-        Err(error) => BackupHealth::Unreachable { error: format!("unreadable status: {error}") },
+        Err(error) => BackupHealth::Unreachable { error: error.to_string() },
     }
 }
 
