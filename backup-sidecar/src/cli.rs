@@ -151,6 +151,10 @@ pub struct RestoreArgs {
     /// File holding the bearer token of the sidecar.
     #[arg(long, env = "AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Also write the result (JSON: backup, revision, sha256, size) to this file once the snapshot is in place,
+    /// e.g. `/dev/termination-log`, where the controller reads which backup a seed restored.
+    #[arg(long)]
+    pub result_file: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -203,6 +207,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 s3: args.s3.options(),
             };
             let restored = restore(&request).await?;
+            if let Some(path) = &args.result_file {
+                std::fs::write(path, serde_json::to_vec(&restored)?)
+                    .with_context(|| format!("writing the result to {}", path.display()))?;
+            }
             println!("{}", serde_json::to_string_pretty(&restored)?);
             Ok(())
         }

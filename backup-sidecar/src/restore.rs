@@ -9,7 +9,7 @@ use bytes::Bytes;
 use flate2::write::MultiGzDecoder;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use proto::backup::{ApiErrorBody, HEADER_BACKUP_NAME, HEADER_SHA256};
+use proto::backup::{ApiErrorBody, HEADER_BACKUP_NAME, HEADER_REVISION, HEADER_SHA256, RestoreResult};
 use tokio::sync::mpsc;
 
 use crate::snapshot::{Digested, SnapshotDigest};
@@ -28,20 +28,6 @@ pub struct RestoreRequest {
     pub token: Option<String>,
     /// S3 settings when `from` is an `s3://` URL.
     pub s3: S3Options,
-}
-
-/// What was restored.
-#[derive(Clone, Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Restored {
-    /// The backup's name.
-    pub backup: String,
-    /// Hex SHA-256 of the snapshot written.
-    pub sha256: String,
-    /// Bytes written.
-    pub size: u64,
-    /// Where.
-    pub output: PathBuf,
 }
 
 /// Why a restore failed. In every case nothing is left at the output path.
@@ -81,8 +67,8 @@ pub enum RestoreError {
 
 /// Downloads, decompresses and verifies a backup, then renames it into place (fsynced). On any failure the
 /// partial file is removed and nothing appears at the output path.
-pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError> {
-    let (name, expected, stream) = open_source(request).await?;
+pub async fn restore(request: &RestoreRequest) -> Result<RestoreResult, RestoreError> {
+    let Source { name, revision, sha256: expected, stream } = open_source(request).await?;
     let output = request.output.clone();
     let partial = partial_path(&output);
     let io = |path: &Path| {
@@ -120,13 +106,24 @@ pub async fn restore(request: &RestoreRequest) -> Result<Restored, RestoreError>
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
     }
-    Ok(Restored { backup: name, sha256, size, output })
+    Ok(RestoreResult { backup: name, revision, sha256, size })
 }
 
 type ByteStream = BoxStream<'static, Result<Bytes, String>>;
 
-/// The backup's name, its expected SHA-256 and its compressed bytes.
-async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteStream), RestoreError> {
+/// A backup being downloaded.
+struct Source {
+    /// Its name (`latest` resolved).
+    name: String,
+    /// The revision it holds; 0 when a sidecar did not say.
+    revision: i64,
+    /// The SHA-256 the snapshot must have.
+    sha256: String,
+    /// Its compressed bytes.
+    stream: ByteStream,
+}
+
+async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
     if request.from.starts_with("http://") || request.from.starts_with("https://") {
         let fetch_error =
             |why: String| RestoreError::Fetch { from: request.from.clone(), backup: request.backup.clone(), why };
@@ -148,13 +145,14 @@ async fn open_source(request: &RestoreRequest) -> Result<(String, String, ByteSt
         let expected =
             header(HEADER_SHA256).ok_or_else(|| fetch_error(format!("the response has no {HEADER_SHA256} header")))?;
         let name = header(HEADER_BACKUP_NAME).unwrap_or_else(|| request.backup.clone());
+        let revision = header(HEADER_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
         let stream = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
-        Ok((name, expected, stream))
+        Ok(Source { name, revision, sha256: expected, stream })
     } else {
         let storage = Storage::open(&request.from, &request.s3)?;
         let manifest = storage.manifest(&request.backup).await?;
         let stream = storage.data(&manifest).await?.map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
-        Ok((manifest.info.name, manifest.info.sha256, stream))
+        Ok(Source { name: manifest.info.name, revision: manifest.info.revision, sha256: manifest.info.sha256, stream })
     }
 }
 

@@ -75,14 +75,6 @@ pub async fn act(
         EtcdView::Unreachable(_) => Vec::new(),
     };
     let endpoints: Vec<String> = addresses.values().cloned().collect();
-    let event = |reason: &str, note: String| Event {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-
     match action {
         Action::CreateSeed { name: member } => {
             // The token and the next index are recorded before the pod exists, so a crash in between never
@@ -97,6 +89,9 @@ pub async fn act(
             let pod = member_pod(cluster, member, std::slice::from_ref(member), &Join::New { token, restore });
             create(&pods, &pod).await?;
             let note = match restored {
+                Some(from) if from.revision == 0 => {
+                    format!("created seed member {member}, restoring backup {:?} from {}", from.backup, from.source)
+                }
                 Some(from) => format!(
                     "created seed member {member}, restoring backup {} (revision {}) from {}",
                     from.backup, from.revision, from.source
@@ -209,12 +204,26 @@ async fn seed_source(
             source: source.clone(),
             token_secret: Some(backup::token_secret_name(&name)),
             backup: recovery.backup.clone(),
+            storage: None,
             sidecar_image: image,
         };
         let from = RestoredFrom { source, backup: recovery.backup.clone(), revision: recovery.revision };
         return Ok(Some((restore, from)));
     }
     let Some(spec) = &cluster.spec.restore else { return Ok(None) };
+    if let Some(storage) = &spec.storage {
+        // No sidecar to ask: the fetch resolves `latest` itself and reports what it restored (name, revision) in
+        // its termination message, which the status picks up. Until then the revision reads 0.
+        let source = backup::storage_url_of(cluster, storage);
+        let restore = SeedRestore {
+            source: source.clone(),
+            token_secret: None,
+            backup: spec.backup.clone(),
+            storage: Some(Box::new(storage.clone())),
+            sidecar_image: image,
+        };
+        return Ok(Some((restore, RestoredFrom { source, backup: spec.backup.clone(), revision: 0 })));
+    }
     let (sidecar, source, token_secret) = match (&spec.cluster, &spec.url) {
         (Some(other), _) => (
             SidecarClient::for_cluster(client, &namespace, other, timeout).await?,
@@ -228,12 +237,20 @@ async fn seed_source(
             };
             (SidecarClient::new(url.clone(), token, timeout)?, url.clone(), spec.token_secret.clone())
         }
-        (None, None) => return Err(ActError::NoBackup("spec.restore names neither a cluster nor a url".into())),
+        (None, None) => {
+            return Err(ActError::NoBackup("spec.restore names no cluster, url or storage".into()));
+        }
     };
     let info = sidecar.find(&spec.backup).await?.ok_or_else(|| {
         ActError::NoBackup(format!("spec.restore: {source} has no backup {:?}; nothing was created", spec.backup))
     })?;
-    let restore = SeedRestore { source: source.clone(), token_secret, backup: info.name.clone(), sidecar_image: image };
+    let restore = SeedRestore {
+        source: source.clone(),
+        token_secret,
+        backup: info.name.clone(),
+        storage: None,
+        sidecar_image: image,
+    };
     Ok(Some((restore, RestoredFrom { source, backup: info.name, revision: info.revision })))
 }
 
@@ -378,6 +395,11 @@ async fn delete(pods: &Api<Pod>, name: &str) -> Result<(), ActError> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(ActError::Kube { op: format!("deleting pod {name}"), source }),
     }
+}
+
+/// A normal event whose action is its reason.
+pub fn event(reason: &str, note: String) -> Event {
+    Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None }
 }
 
 /// Publishes an event; an event that cannot be written is logged, never a reason to fail the step.

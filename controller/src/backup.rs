@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use proto::backup::{ApiErrorBody, BackupInfo, BackupList, BackupRequest, SidecarStatus};
-use proto::cluster::{BackupPolicy, DEFAULT_BACKUP_EVERY, EtcdCluster};
+use proto::cluster::{BackupPolicy, BackupStorage, DEFAULT_BACKUP_EVERY, EtcdCluster, S3Storage};
 use sha2::{Digest, Sha256};
 
 use crate::labels::{CLUSTER_LABEL, FIELD_MANAGER, owner};
@@ -31,7 +31,7 @@ pub const TOKEN_KEY: &str = "token";
 /// Where the sidecar's container finds the token.
 const TOKEN_DIR: &str = "/var/run/kube-etcd-controller/backup-token";
 /// Where a PVC is mounted in the sidecar's container.
-const PVC_MOUNT: &str = "/backups";
+pub const PVC_MOUNT: &str = "/backups";
 /// Annotation holding the hash of the Deployment the controller last applied: a change of spec changes it.
 const SPEC_HASH: &str = "kube-etcd-controller.dev/spec-hash";
 
@@ -77,18 +77,56 @@ fn meta(cluster: &EtcdCluster, name: String) -> ObjectMeta {
 /// The storage URL the sidecar writes to: `file:///backups/<subPath or cluster>` on a PVC, or
 /// `s3://<bucket>/<prefix or namespace/cluster>`.
 pub fn storage_url(cluster: &EtcdCluster, policy: &BackupPolicy) -> String {
+    storage_url_of(cluster, &policy.storage)
+}
+
+/// The URL of `storage`, with the defaults of `cluster` (its name as PVC sub-path, `<namespace>/<name>` as prefix).
+pub fn storage_url_of(cluster: &EtcdCluster, storage: &BackupStorage) -> String {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
-    if let Some(pvc) = &policy.storage.pvc {
+    if let Some(pvc) = &storage.pvc {
         let dir = pvc.sub_path.clone().unwrap_or(name);
         format!("file://{PVC_MOUNT}/{}", dir.trim_matches('/'))
-    } else if let Some(s3) = &policy.storage.s3 {
+    } else if let Some(s3) = &storage.s3 {
         let prefix = s3.prefix.clone().unwrap_or_else(|| format!("{namespace}/{name}"));
         format!("s3://{}/{}", s3.bucket, prefix.trim_matches('/'))
     } else {
         // The schema requires exactly one of the two; an object that slipped past it gets a URL the sidecar refuses.
         String::new()
     }
+}
+
+/// The sidecar's flags for an S3 bucket (never its credentials: see [`s3_credentials`]).
+pub fn s3_args(s3: &S3Storage) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(endpoint) = &s3.endpoint {
+        args.push(format!("--s3-endpoint={endpoint}"));
+    }
+    args.push(format!("--s3-region={}", s3.region.as_deref().unwrap_or("us-east-1")));
+    if s3.allow_http {
+        args.push("--s3-allow-http".into());
+    }
+    args
+}
+
+/// The AWS credential variables, taken from the bucket's Secret (never from arguments, which anyone who can read
+/// the pod sees).
+pub fn s3_credentials(s3: &S3Storage) -> Vec<EnvVar> {
+    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .into_iter()
+        .map(|key| EnvVar {
+            name: key.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: s3.credentials_secret.clone(),
+                    key: key.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The sidecar's command line after the binary's name.
@@ -115,13 +153,7 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
         args.push(format!("--max-age={age}"));
     }
     if let Some(s3) = &policy.storage.s3 {
-        if let Some(endpoint) = &s3.endpoint {
-            args.push(format!("--s3-endpoint={endpoint}"));
-        }
-        args.push(format!("--s3-region={}", s3.region.as_deref().unwrap_or("us-east-1")));
-        if s3.allow_http {
-            args.push("--s3-allow-http".into());
-        }
+        args.extend(s3_args(s3));
     }
     args
 }
@@ -158,20 +190,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         });
     }
     if let Some(s3) = &policy.storage.s3 {
-        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            env.push(EnvVar {
-                name: key.into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: s3.credentials_secret.clone(),
-                        key: key.into(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
+        env.extend(s3_credentials(s3));
     }
     env.push(EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() });
     let probe = |path: &str, period: i32| Probe {

@@ -77,6 +77,8 @@ pub struct Observed {
     pub lost_for: Option<std::time::Duration>,
     /// Why a restore refused its backup, from the refusing init container.
     pub refusal: Option<String>,
+    /// What a seed's restore fetched and verified, as its fetch init container reported it.
+    pub restored: Option<proto::backup::RestoreResult>,
 }
 
 /// The name of member number `index` of `cluster`: `<cluster>-0007`.
@@ -132,6 +134,7 @@ pub async fn observe(
     let pods: Vec<MemberPod> =
         listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
     let refusal = listed.items.iter().find_map(restore_refusal);
+    let restored = listed.items.iter().find_map(restore_result);
 
     // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
     // name takes a moment to appear in), and it works from outside the cluster too.
@@ -167,7 +170,17 @@ pub async fn observe(
         std::time::Duration::try_from(elapsed).unwrap_or_default()
     });
     Ok((
-        Observed { cluster: name, seeded: status.formed, next_index, pods, etcd, recovering, lost_for, refusal },
+        Observed {
+            cluster: name,
+            seeded: status.formed,
+            next_index,
+            pods,
+            etcd,
+            recovering,
+            lost_for,
+            refusal,
+            restored,
+        },
         addresses,
     ))
 }
@@ -192,6 +205,18 @@ pub fn restore_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> 
         let last = message.lines().last().unwrap_or("").to_string();
         refused.then(|| format!("{}: exit code {}: {last}", status.name, terminated.exit_code))
     })
+}
+
+/// What the restore of `pod` fetched, from its fetch init container's termination message (written with
+/// `--result-file`), once that container succeeded.
+pub fn restore_result(pod: &k8s_openapi::api::core::v1::Pod) -> Option<proto::backup::RestoreResult> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    let fetch = statuses.iter().find(|s| s.name == FETCH_CONTAINER)?;
+    let terminated = fetch.state.as_ref()?.terminated.as_ref()?;
+    if terminated.exit_code != 0 {
+        return None;
+    }
+    serde_json::from_str(terminated.message.as_deref()?.trim()).ok()
 }
 
 /// The planner's view of a pod.
@@ -252,5 +277,16 @@ mod tests {
         assert_eq!(pod_state(&unreachable), PodState::Dead, "worth another try");
         let rejected = failed_pod(RESTORE_CONTAINER, 1, "Error: snapshot missing hash but --skip-hash-check=false");
         assert_eq!(pod_state(&rejected), PodState::Refused);
+    }
+
+    #[test]
+    fn a_fetch_reports_the_backup_it_restored_only_when_it_succeeded() {
+        let result = r#"{"backup":"old-20261125T000000.000Z-r9","revision":9,"sha256":"ab","size":20480}"#;
+        let done = failed_pod(FETCH_CONTAINER, 0, result);
+        let reported = restore_result(&done).unwrap();
+        assert_eq!((reported.backup.as_str(), reported.revision), ("old-20261125T000000.000Z-r9", 9));
+        assert_eq!(restore_result(&failed_pod(FETCH_CONTAINER, 3, result)), None, "a failed fetch restored nothing");
+        assert_eq!(restore_result(&failed_pod(FETCH_CONTAINER, 0, "downloading\n")), None, "a log is no result");
+        assert_eq!(restore_result(&failed_pod(RESTORE_CONTAINER, 0, result)), None);
     }
 }

@@ -2,14 +2,16 @@
 //! name through the headless service.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod, PodAffinityTerm,
-    PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
+    Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use proto::cluster::EtcdCluster;
+use proto::cluster::{BackupStorage, EtcdCluster};
 
+use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
 use crate::observe::{FETCH_CONTAINER, RESTORE_CONTAINER};
 
@@ -22,24 +24,28 @@ pub const DATA_DIR: &str = "/var/lib/etcd/data";
 const SNAPSHOT_DIR: &str = "/var/lib/etcd-restore";
 /// Where the restore finds the sidecar's bearer token.
 const RESTORE_TOKEN_DIR: &str = "/var/run/kube-etcd-controller/restore-token";
+/// Where a container's termination message is written (the Kubernetes default path).
+const TERMINATION_LOG: &str = "/dev/termination-log";
 /// How far a restore moves the revision on, so that watchers never see it go backwards (Kubernetes' own advice).
 const BUMP_REVISION: u64 = 1_000_000_000;
 
 /// A seed restored from a backup before etcd starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SeedRestore {
-    /// Base URL of the sidecar serving the backup, as pods reach it.
+    /// Base URL of the sidecar serving the backup, as pods reach it, or the storage URL the backup is read from.
     pub source: String,
     /// Secret (key `token`) with the sidecar's bearer token, if it needs one.
     pub token_secret: Option<String>,
-    /// The backup's name (resolved: never `latest`).
+    /// The backup's name; `latest` only when read straight from storage, where the fetch resolves it.
     pub backup: String,
+    /// The storage `source` names, when the backup is read from it without a sidecar: its volume or credentials.
+    pub storage: Option<Box<BackupStorage>>,
     /// Image with `etcd-backup-sidecar`, which downloads and verifies it.
     pub sidecar_image: String,
 }
 
 /// How a member joins.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Join {
     /// The seed of a new cluster, with its unique token; empty, or restored from a backup.
     New {
@@ -198,7 +204,31 @@ fn restore_containers(
         format!("--from={}", restore.source),
         format!("--backup={}", restore.backup),
         format!("--output={snapshot}"),
+        format!("--result-file={TERMINATION_LOG}"),
     ];
+    let mut fetch_env = Vec::new();
+    if let Some(storage) = &restore.storage {
+        if let Some(pvc) = &storage.pvc {
+            volumes.push(Volume {
+                name: "restore-backups".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Default::default()
+            });
+            fetch_mounts.push(VolumeMount {
+                name: "restore-backups".into(),
+                mount_path: backup::PVC_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        if let Some(s3) = &storage.s3 {
+            fetch_command.extend(backup::s3_args(s3));
+            fetch_env.extend(backup::s3_credentials(s3));
+        }
+    }
     if let Some(secret) = &restore.token_secret {
         volumes.push(Volume {
             name: "restore-token".into(),
@@ -218,8 +248,9 @@ fn restore_containers(
         image: Some(restore.sidecar_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(fetch_command),
+        env: (!fetch_env.is_empty()).then_some(fetch_env),
         volume_mounts: Some(fetch_mounts),
-        // The controller reads why a restore failed from here.
+        // The controller reads from here which backup was restored (the result file) or why it failed (the log).
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -358,8 +389,66 @@ mod tests {
             source: "http://src-backup.ns.svc:19999".into(),
             token_secret: Some("src-backup-token".into()),
             backup: "src-20261125T000000.000Z-r42".into(),
+            storage: None,
             sidecar_image: "sidecar:1".into(),
         }
+    }
+
+    #[test]
+    fn a_seed_restored_from_storage_reads_it_with_the_buckets_credentials_or_the_claim_read_only() {
+        use proto::cluster::{PvcStorage, S3Storage};
+        let c = cluster("demo", 3);
+        let s3 = S3Storage {
+            bucket: "etcd-backups".into(),
+            prefix: Some("ns/old".into()),
+            endpoint: Some("http://minio:9000".into()),
+            region: None,
+            credentials_secret: "s3-creds".into(),
+            allow_http: true,
+        };
+        let from_s3 = SeedRestore {
+            source: "s3://etcd-backups/ns/old".into(),
+            token_secret: None,
+            backup: "latest".into(),
+            storage: Some(Box::new(BackupStorage { pvc: None, s3: Some(s3) })),
+            sidecar_image: "sidecar:1".into(),
+        };
+        let join = Join::New { token: "t".into(), restore: Some(from_s3.clone()) };
+        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let fetch = &pod.spec.unwrap().init_containers.unwrap()[0];
+        let command = fetch.command.clone().unwrap();
+        for flag in ["--from=s3://etcd-backups/ns/old", "--backup=latest", "--s3-endpoint=http://minio:9000"] {
+            assert!(command.contains(&flag.to_string()), "{flag} in {command:?}");
+        }
+        assert!(command.contains(&"--s3-allow-http".to_string()) && command.contains(&"--s3-region=us-east-1".into()));
+        assert!(command.contains(&format!("--result-file={TERMINATION_LOG}")), "the result is reported back");
+        assert!(!command.iter().any(|a| a.starts_with("--auth-token-file")), "no sidecar, no token");
+        assert!(!command.iter().any(|a| a.contains("ACCESS_KEY")), "credentials never in arguments");
+        let env = fetch.env.clone().unwrap();
+        let from_secret: Vec<_> = env
+            .iter()
+            .map(|e| {
+                let key = e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+                (e.name.as_str(), key.name.as_str())
+            })
+            .collect();
+        assert_eq!(from_secret, [("AWS_ACCESS_KEY_ID", "s3-creds"), ("AWS_SECRET_ACCESS_KEY", "s3-creds")]);
+
+        let claim = PvcStorage { claim_name: "old-backups".into(), sub_path: Some("old".into()) };
+        let from_pvc = SeedRestore {
+            source: format!("file://{}/old", backup::PVC_MOUNT),
+            storage: Some(Box::new(BackupStorage { pvc: Some(claim), s3: None })),
+            ..from_s3
+        };
+        let join = Join::New { token: "t".into(), restore: Some(from_pvc) };
+        let spec = member_pod(&c, "demo-0000", &["demo-0000".into()], &join).spec.unwrap();
+        let fetch = &spec.init_containers.as_ref().unwrap()[0];
+        let mount = fetch.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == backup::PVC_MOUNT).unwrap();
+        assert_eq!(mount.read_only, Some(true), "a restore never writes to the backups");
+        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == mount.name).unwrap();
+        assert_eq!(volume.persistent_volume_claim.unwrap().claim_name, "old-backups");
+        assert!(fetch.command.as_ref().unwrap().contains(&"--from=file:///backups/old".to_string()));
+        assert!(spec.containers[0].volume_mounts.as_ref().unwrap().iter().all(|m| m.mount_path != backup::PVC_MOUNT));
     }
 
     #[test]

@@ -133,6 +133,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     ctx.metrics.observe_cluster(&name, &status);
+    if let Some(from) = &status.restored_from
+        && base.restored_from.as_ref().is_some_and(|before| before.revision == 0 && from.revision != 0)
+    {
+        let note =
+            format!("the seed restored backup {} (revision {}) from {}", from.backup, from.revision, from.source);
+        publish(&ctx.recorder, &cluster, crate::act::event("SeedRestored", note)).await;
+    }
     if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
         let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
         // A merge patch keeps fields it does not mention: cleared ones are sent as null.

@@ -2,7 +2,7 @@
 //! cluster yields the very same status every time and nothing is written.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames};
+use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames, RestoredFrom};
 
 use crate::backup::{BackupHealth, condition};
 use crate::observe::{EtcdView, Observed, PodState};
@@ -115,7 +115,7 @@ pub fn derive(
         cluster_token: previous.cluster_token.clone(),
         formed: previous.formed || members.is_some(),
         next_member_index: previous.next_member_index.max(i32::try_from(observed.next_index).unwrap_or(i32::MAX)),
-        restored_from: previous.restored_from.clone(),
+        restored_from: previous.restored_from.clone().map(|from| resolved(from, observed)),
         // Kept from the first sighting of the loss until the cluster serves again (or its recovery is over).
         quorum_lost_since: match action {
             Action::CompleteRecovery => None,
@@ -124,6 +124,17 @@ pub fn derive(
         },
         recovery: if recovering { previous.recovery.clone() } else { None },
         conditions,
+    }
+}
+
+/// A seed restored straight from storage is recorded before its fetch knows which backup `latest` is (revision 0);
+/// once the fetch reports what it restored, the record names it.
+fn resolved(from: RestoredFrom, observed: &Observed) -> RestoredFrom {
+    match &observed.restored {
+        Some(done) if from.revision == 0 && (from.backup == "latest" || from.backup == done.backup) => {
+            RestoredFrom { backup: done.backup.clone(), revision: done.revision, ..from }
+        }
+        _ => from,
     }
 }
 
@@ -266,6 +277,7 @@ mod tests {
             recovering: None,
             lost_for: None,
             refusal: None,
+            restored: None,
         }
     }
 
@@ -299,6 +311,37 @@ mod tests {
         let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_eq!(degraded.status, "True");
         assert!(degraded.message.contains("1 of 3"), "{}", degraded.message);
+    }
+
+    #[test]
+    fn a_seed_restored_from_storage_is_named_once_its_fetch_reports() {
+        use proto::backup::RestoreResult;
+        let c = cluster("demo", 3);
+        let pending = RestoredFrom { source: "s3://b/ns/old".into(), backup: "latest".into(), revision: 0 };
+        let previous = EtcdClusterStatus { restored_from: Some(pending.clone()), ..Default::default() };
+        let starting = Observed { restored: None, ..steady() };
+        let status = derive(&c.spec, Some(1), &starting, &Action::Done, None, &previous, time(1));
+        assert_eq!(status.restored_from, Some(pending.clone()), "not known until the fetch says");
+
+        let result = RestoreResult { backup: "old-r9".into(), revision: 9, sha256: "ab".into(), size: 1 };
+        let fetched = Observed { restored: Some(result.clone()), ..steady() };
+        let status = derive(&c.spec, Some(1), &fetched, &Action::Done, None, &previous, time(2));
+        let named = RestoredFrom { source: pending.source.clone(), backup: "old-r9".into(), revision: 9 };
+        assert_eq!(status.restored_from, Some(named.clone()));
+
+        // A recorded choice is never rewritten by what some pod reports.
+        let other = RestoreResult { backup: "other-r12".into(), revision: 12, ..result };
+        let previous = EtcdClusterStatus { restored_from: Some(named.clone()), ..Default::default() };
+        let status = derive(
+            &c.spec,
+            Some(1),
+            &Observed { restored: Some(other), ..steady() },
+            &Action::Done,
+            None,
+            &previous,
+            time(3),
+        );
+        assert_eq!(status.restored_from, Some(named));
     }
 
     #[test]

@@ -34,10 +34,15 @@ fn refusal(doc: &Value) -> Option<String> {
             return Some(format!("{e:?}"));
         }
     }
-    if let Some(restore) = doc["spec"].get("restore")
-        && let Err(e) = RestoreSource::validate_cel(restore, None)
-    {
-        return Some(format!("{e:?}"));
+    if let Some(restore) = doc["spec"].get("restore") {
+        if let Err(e) = RestoreSource::validate_cel(restore, None) {
+            return Some(format!("{e:?}"));
+        }
+        if let Some(storage) = restore.get("storage")
+            && let Err(e) = BackupStorage::validate_cel(storage, None)
+        {
+            return Some(format!("{e:?}"));
+        }
     }
     if let Err(e) = serde_json::from_value::<EtcdCluster>(doc.clone()) {
         return Some(e.to_string());
@@ -52,6 +57,7 @@ fn the_examples_are_valid() {
         "example-etcd-cluster-backup.yaml",
         "example-etcd-cluster-s3.yaml",
         "example-etcd-cluster-restore.yaml",
+        "example-etcd-cluster-restore-s3.yaml",
     ] {
         let doc = load(&example_dir().join(name));
         assert_eq!(refusal(&doc), None, "{name}");
@@ -68,7 +74,7 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("backup-two-storages.yaml", "exactly one of pvc and s3"),
         ("backup-no-storage.yaml", "exactly one of pvc and s3"),
         ("missing-size.yaml", "\"size\" is a required property"),
-        ("restore-two-sources.yaml", "restore needs exactly one of cluster and url"),
+        ("restore-two-sources.yaml", "restore needs exactly one of cluster, url and storage"),
         ("recovery-bad-policy.yaml", "is not one of"),
     ];
     let dir = example_dir().join("invalid");

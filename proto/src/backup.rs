@@ -118,6 +118,22 @@ pub struct BackupRequest {
     pub endpoints: Vec<String>,
 }
 
+/// What `etcd-backup-sidecar restore` fetched and verified. It prints this as JSON and, with `--result-file`,
+/// writes it there: a seed's fetch init container writes it to its termination message, from which the controller
+/// learns which backup `latest` turned out to be when it could not ask (a backup read straight from storage).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreResult {
+    /// The backup's name (never `latest`).
+    pub backup: String,
+    /// The etcd revision it holds (0 when the source did not say).
+    pub revision: i64,
+    /// Lower-case hex SHA-256 of the snapshot written, which matched the backup's own.
+    pub sha256: String,
+    /// Bytes written.
+    pub size: u64,
+}
+
 /// Exit code of `etcd-backup-sidecar restore` when the backup itself is corrupt (as opposed to unreachable):
 /// retrying cannot help, and the controller stops and reports instead of trying again.
 pub const EXIT_CORRUPT_BACKUP: u8 = 3;

@@ -69,10 +69,11 @@ pub struct EtcdClusterSpec {
     pub recovery: Option<RecoveryPolicy>,
 }
 
-/// Where a seeded cluster's data comes from: a backup sidecar, named by its cluster or by URL.
+/// Where a seeded cluster's data comes from: a backup sidecar, named by its cluster or by URL, or the storage
+/// backups were written to (which outlives the cluster that wrote them).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(cel, validation = Rule::new("has(self.cluster) != has(self.url)").message("restore needs exactly one of cluster and url"))]
+#[x_kube(cel, validation = Rule::new("[has(self.cluster), has(self.url), has(self.storage)].filter(x, x).size() == 1").message("restore needs exactly one of cluster, url and storage"))]
 pub struct RestoreSource {
     /// Another EtcdCluster in this namespace whose backup sidecar serves the backup (its token is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,7 +87,13 @@ pub struct RestoreSource {
     /// that cluster's own token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
-    /// The backup's name, or `latest` (resolved once, when the seed is created, and recorded in status).
+    /// Storage holding backups, with the same shape as `backup.storage`: an S3 bucket (with its credentials
+    /// Secret) or a PersistentVolumeClaim. The S3 prefix and the PVC sub-path default to this cluster's own
+    /// (`<namespace>/<name>` and `<name>`), so a cluster re-created under its old name finds its old backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<BackupStorage>,
+    /// The backup's name, or `latest` (resolved when the seed is created and recorded in status; for `storage`,
+    /// resolved by the seed's restore and recorded once it reports).
     #[serde(default = "default_latest")]
     #[schemars(length(min = 1))]
     pub backup: String,

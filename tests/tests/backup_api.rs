@@ -75,6 +75,7 @@ async fn round_trip(backend: Backend) {
     };
     let restored = restore(&request).await.unwrap();
     assert_eq!(restored.backup, second.name);
+    assert_eq!(restored.revision, second.revision, "the sidecar's X-Etcd-Revision is reported");
     let revived = restore_and_start(&request.output).await.unwrap();
     assert_eq!(revived.keys("/first/").await.unwrap(), etcd.keys("/first/").await.unwrap());
     assert_eq!(revived.keys("/second/").await.unwrap().len(), 100);
@@ -86,7 +87,8 @@ async fn round_trip(backend: Backend) {
         output: out.path().join("first.db"),
         ..request
     };
-    restore(&from_storage).await.unwrap();
+    let restored = restore(&from_storage).await.unwrap();
+    assert_eq!((restored.backup.as_str(), restored.revision), (first.name.as_str(), first.revision));
     let older = restore_and_start(&from_storage.output).await.unwrap();
     assert_eq!(older.keys("/first/").await.unwrap().len(), 200);
     assert!(older.keys("/second/").await.unwrap().is_empty(), "the first backup predates /second/");

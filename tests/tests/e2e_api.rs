@@ -22,6 +22,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         "example-etcd-cluster-backup.yaml",
         "example-etcd-cluster-s3.yaml",
         "example-etcd-cluster-restore.yaml",
+        "example-etcd-cluster-restore-s3.yaml",
     ] {
         let object: DynamicObject = load(&example(name));
         let created = api.create(&dry, &object).await.unwrap_or_else(|e| panic!("{name} was refused: {e}"));
@@ -37,7 +38,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("backup-two-storages.yaml", "backup.storage needs exactly one of pvc and s3"),
         ("backup-no-storage.yaml", "backup.storage needs exactly one of pvc and s3"),
         ("missing-size.yaml", "spec.size: Required value"),
-        ("restore-two-sources.yaml", "restore needs exactly one of cluster and url"),
+        ("restore-two-sources.yaml", "restore needs exactly one of cluster, url and storage"),
         ("recovery-bad-policy.yaml", "spec.recovery.policy: Unsupported value: \"Automatic\""),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();

@@ -3,7 +3,8 @@
 //! newest backup, with exactly the keys it holds); a new cluster is seeded from the first one's backup; a corrupt
 //! backup is refused before any etcd runs on it; the manual policy deletes nothing until it is switched; and a
 //! controller killed in the middle of a recovery still ends with a healthy cluster; backups on S3 (MinIO) are
-//! taken on schedule and on demand, and bring a one-member cluster back. The controller runs
+//! taken on schedule and on demand, bring a one-member cluster back, and outlive that cluster: a new one is seeded
+//! straight from the bucket (no sidecar serves it). The controller runs
 //! in-process (its library's `run`), as in the lifecycle test.
 
 mod support;
@@ -322,7 +323,34 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         async move { (status(&api, "s3").await["restoredFrom"]["backup"] == name.as_str()).then_some(()) }
     })
     .await;
+
+    // 8. The cluster is deleted; its backups stay in the bucket, and seed a new cluster straight from storage.
     api.delete("s3", &DeleteParams::default()).await.unwrap();
+    let bucket = serde_json::json!({
+        "bucket": system_tests::s3::BUCKET, "prefix": format!("{NS}/s3"), "endpoint": minio.endpoint(),
+        "allowHttp": true, "credentialsSecret": "s3-credentials",
+    });
+    let from_s3 = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": bucket } } });
+    let seeded = Instant::now();
+    api.create(&PostParams::default(), &cluster("from-s3", from_s3)).await.unwrap();
+    let (members, _) = converged(&pods, "from-s3", 1, &[], Duration::from_secs(120)).await;
+    println!("seed straight from S3: 1 member serving {:.1} s after the EtcdCluster", seeded.elapsed().as_secs_f64());
+    assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/s3/").await, 40);
+    // `latest` was resolved by the seed's fetch, which reported the backup it verified; status names it.
+    let (restored, _) = eventually("status to name the backup read from S3", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let from = status(&api, "from-s3").await["restoredFrom"].clone();
+            (from["revision"].as_i64().unwrap_or(0) > 0).then_some(from)
+        }
+    })
+    .await;
+    println!("seed straight from S3: status.restoredFrom = {restored}");
+    assert_eq!(restored["source"], format!("s3://{}/{NS}/s3", system_tests::s3::BUCKET), "{restored}");
+    assert!(restored["revision"].as_i64().unwrap() >= taken.revision, "the newest backup: {restored}");
+    assert!(restored["backup"].as_str().unwrap().starts_with("s3-"), "a backup of the deleted cluster: {restored}");
+    assert!(event_reasons(&client).await.contains(&"SeedRestored".to_string()));
+    api.delete("from-s3", &DeleteParams::default()).await.unwrap();
     running.abort();
     drop(minio);
 }

@@ -43,6 +43,7 @@ fn healthy(n: u32) -> Observed {
         recovering: None,
         lost_for: None,
         refusal: None,
+        restored: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn a_new_cluster_starts_with_one_seed() {
         recovering: None,
         lost_for: None,
         refusal: None,
+        restored: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
@@ -83,6 +85,7 @@ fn the_seed_starting_is_waited_for() {
         recovering: None,
         lost_for: None,
         refusal: None,
+        restored: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -98,6 +101,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         recovering: None,
         lost_for: None,
         refusal: None,
+        restored: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     let cleared = Observed { pods: vec![], ..died };
@@ -279,6 +283,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     recovering: None,
                     lost_for: None,
                     refusal: None,
+                    restored: None,
                 },
             )
         },
@@ -482,6 +487,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         recovering: None,
         lost_for: None,
         refusal: Some("restore-data: exit code 1: snapshot missing hash".into()),
+        restored: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
