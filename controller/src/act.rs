@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::backup::{self, SidecarClient};
 use crate::labels::{FIELD_MANAGER, peer_url};
-use crate::membership::{Membership, MembershipError};
+use crate::membership::{self, Membership, MembershipError};
 use crate::observe::{Endpoints, EtcdView, Observed, member_index};
 use crate::plan::{Action, RemoveReason};
 use crate::pod::{Join, SeedRestore, member_pod};
@@ -261,7 +261,7 @@ async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Res
 }
 
 /// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
-/// fresh backup from the members that still run (so nothing they acknowledged is lost), else the newest one.
+/// fresh backup from the most advanced member that still runs (so nothing they acknowledged is lost), else the newest one.
 /// Returns whether the backup is a fresh one, or `None` when a recovery was already recorded.
 async fn start_recovery(
     client: &kube::Client,
@@ -282,17 +282,30 @@ async fn start_recovery(
     // A snapshot takes longer than an etcd request: give the sidecar time.
     let sidecar =
         SidecarClient::for_cluster(client, &namespace, &name, (timeout * 60).max(Duration::from_secs(60))).await?;
-    let survivors: Vec<String> = addresses.values().cloned().collect();
-    let fresh = if survivors.is_empty() {
-        Err("no member pod runs".to_string())
-    } else {
-        sidecar.trigger(&survivors).await.map_err(|e| e.to_string())
-    };
+    // The survivors may have committed different amounts: ask the most advanced first, one member at a time, so
+    // that the backup holds every write any of them acknowledged.
+    let survivors = membership::by_progress(&addresses.values().cloned().collect::<Vec<_>>(), timeout).await;
+    let mut fresh = Err("no member pod runs".to_string());
+    for (endpoint, index) in &survivors {
+        match sidecar.trigger(std::slice::from_ref(endpoint)).await {
+            Ok(info) => {
+                let member = addresses.iter().find(|(_, url)| *url == endpoint).map_or(endpoint.as_str(), |(n, _)| n);
+                let index = index.map_or_else(|| "unknown".to_string(), |i| i.to_string());
+                fresh = Ok((info, format!("{member}, raft index {index}")));
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%endpoint, %error, "no fresh backup from this survivor");
+                fresh = Err(error.to_string());
+            }
+        }
+    }
     let was_fresh = fresh.is_ok();
     let (info, reason) = match fresh {
-        Ok(info) => {
+        Ok((info, from)) => {
             let reason = format!(
-                "a fresh backup from the members still running ({}): nothing they hold is lost",
+                "a fresh backup from the most advanced of the members still running ({}): from {from}, so nothing \
+                 they acknowledged is lost",
                 addresses.keys().cloned().collect::<Vec<_>>().join(", ")
             );
             (info, reason)

@@ -226,6 +226,33 @@ async fn member_status(client_url: &str, timeout: Duration) -> Option<(u64, u64)
     tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
 }
 
+/// `endpoints` ordered by how much of the log each member has committed, most first; members that do not answer
+/// come last. After a quorum loss the survivors may differ: a backup from the first holds every write any of them
+/// acknowledged.
+pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String, Option<u64>)> {
+    let mut progress = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        progress.push((endpoint.clone(), raft_index(endpoint, timeout).await));
+    }
+    order_by_progress(progress)
+}
+
+/// Most committed first, silent members last; ties keep their order.
+fn order_by_progress(mut progress: Vec<(String, Option<u64>)>) -> Vec<(String, Option<u64>)> {
+    progress.sort_by_key(|(_, index)| std::cmp::Reverse(index.map_or(0, |i| i + 1)));
+    progress
+}
+
+/// The raft index the member at `client_url` has committed, or `None` when it does not answer.
+async fn raft_index(client_url: &str, timeout: Duration) -> Option<u64> {
+    let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+    let attempt = async {
+        let mut client = Client::connect([client_url], Some(options)).await.ok()?;
+        Some(client.status().await.ok()?.raft_index())
+    };
+    tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
+}
+
 /// The pod name in a Kubernetes peer URL (`http://<pod>.<cluster>.<namespace>.svc:2380`), else etcd's own name.
 pub fn pod_name(listed: &Listed) -> String {
     listed
@@ -245,6 +272,14 @@ mod tests {
 
     fn listed(peer: &str, name: &str) -> Listed {
         Listed { id: 1, name: name.into(), peer_urls: vec![peer.into()], client_urls: vec![], learner: false }
+    }
+
+    #[test]
+    fn the_most_committed_member_comes_first_and_silent_ones_last() {
+        let progress =
+            vec![("a".to_string(), None), ("b".into(), Some(40)), ("c".into(), Some(0)), ("d".into(), Some(41))];
+        let order: Vec<_> = order_by_progress(progress).into_iter().map(|(e, _)| e).collect();
+        assert_eq!(order, ["d", "b", "c", "a"]);
     }
 
     #[test]

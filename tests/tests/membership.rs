@@ -118,6 +118,21 @@ async fn grows_through_a_learner_that_is_promoted_once_it_runs() {
 }
 
 #[tokio::test]
+async fn survivors_are_ordered_by_what_they_committed_and_a_silent_one_comes_last() {
+    let mut cluster = LocalCluster::start(3).await.unwrap();
+    let all = cluster.endpoints();
+    put_keys(&cluster, 20).await;
+    cluster.kill("m1");
+    // A dead endpoint listed first still comes last; the live ones report the index their writes reached.
+    let listed = vec![all[1].clone(), all[0].clone(), all[2].clone()];
+    let ordered = controller::membership::by_progress(&listed, TIMEOUT).await;
+    assert_eq!(ordered.last().unwrap(), &(all[1].clone(), None), "{ordered:?}");
+    for (endpoint, index) in &ordered[..2] {
+        assert!(index.is_some_and(|i| i >= 20), "{endpoint} committed the 20 writes: {ordered:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
     let mut cluster = LocalCluster::start(3).await.unwrap();
     put_keys(&cluster, 50).await;
