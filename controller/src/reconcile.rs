@@ -13,6 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use proto::cluster::EtcdCluster;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::act::{ActError, act, publish};
 use crate::labels::FIELD_MANAGER;
@@ -71,9 +72,13 @@ impl ReconcileError {
 
 /// Reconciles one cluster.
 pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    // Instrumented, never entered across an await: concurrent reconciles would otherwise nest in each other's span.
+    let span = tracing::info_span!("reconcile", cluster = %cluster.name_any(), namespace = ?cluster.namespace());
+    reconcile_one(cluster, ctx).instrument(span).await
+}
+
+async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let name = cluster.name_any();
-    let span = tracing::info_span!("reconcile", cluster = %name, namespace = ?cluster.namespace());
-    let _guard = span.enter();
     let timer = ctx.metrics.reconcile_started();
     ensure_children(&ctx.client, &cluster).await?;
 
@@ -113,8 +118,15 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
 
     // Re-read: a step may have recorded a member index or token in status.
     let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let fresh =
-        api.get_status(&name).await.map_err(|source| ReconcileError::Kube { op: "reading status".into(), source })?;
+    let fresh = match api.get_status(&name).await {
+        Ok(fresh) => fresh,
+        // Deleted while this reconcile ran: its owned objects go with it, and there is no status to write.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            timer.finish(acted.is_ok());
+            return Ok(Requeue::await_change());
+        }
+        Err(source) => return Err(ReconcileError::Kube { op: "reading status".into(), source }),
+    };
     let base = fresh.status.unwrap_or(previous);
     // A recovery that found no backup to recover from is reported as what it is: a wait for a person.
     let shown = match (&acted, &action) {
