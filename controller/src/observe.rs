@@ -79,6 +79,20 @@ pub struct Observed {
     pub refusal: Option<String>,
     /// What a seed's restore fetched and verified, as its fetch init container reported it.
     pub restored: Option<proto::backup::RestoreResult>,
+    /// The most recent failure of a member pod that failed (not one that refused its backup): which, why, and
+    /// how long ago.
+    pub failure: Option<PodFailure>,
+}
+
+/// A member pod that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    /// The pod.
+    pub member: String,
+    /// Which container failed, its exit code and the last line it wrote.
+    pub why: String,
+    /// How long ago it failed.
+    pub ago: std::time::Duration,
 }
 
 /// The name of member number `index` of `cluster`: `<cluster>-0007`.
@@ -135,6 +149,13 @@ pub async fn observe(
         listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
     let refusal = listed.items.iter().find_map(restore_refusal);
     let restored = listed.items.iter().find_map(restore_result);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let failure = listed
+        .items
+        .iter()
+        .filter(|pod| pod_state(pod) == PodState::Dead)
+        .filter_map(|pod| pod_failure(pod, now))
+        .min_by_key(|failure| failure.ago);
 
     // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
     // name takes a moment to appear in), and it works from outside the cluster too.
@@ -180,6 +201,7 @@ pub async fn observe(
             lost_for,
             refusal,
             restored,
+            failure,
         },
         addresses,
     ))
@@ -217,6 +239,32 @@ pub fn restore_result(pod: &k8s_openapi::api::core::v1::Pod) -> Option<proto::ba
         return None;
     }
     serde_json::from_str(terminated.message.as_deref()?.trim()).ok()
+}
+
+/// Why and when `pod` failed: the first of its containers (init containers first) that ended with a non-zero exit
+/// code. A pod with no such container (evicted, say) failed as a whole, at its last condition change.
+pub fn pod_failure(pod: &k8s_openapi::api::core::v1::Pod, now: k8s_openapi::jiff::Timestamp) -> Option<PodFailure> {
+    let status = pod.status.as_ref()?;
+    let statuses = status.init_container_statuses.iter().chain(status.container_statuses.iter()).flatten();
+    let failed = statuses.filter_map(|s| Some((s.name.as_str(), s.state.as_ref()?.terminated.as_ref()?)));
+    let (why, at) = match failed.clone().find(|(_, t)| t.exit_code != 0) {
+        Some((name, terminated)) => {
+            let message = terminated.message.as_deref().unwrap_or("").trim();
+            let last = message.lines().last().unwrap_or("");
+            (format!("{name}: exit code {}: {last}", terminated.exit_code), terminated.finished_at.clone())
+        }
+        None => {
+            let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
+            let message = status.message.clone().unwrap_or_default();
+            let at =
+                status.conditions.iter().flatten().filter_map(|c| c.last_transition_time.clone()).max_by_key(|t| t.0);
+            (format!("{reason}: {message}"), at)
+        }
+    };
+    let ago = at.map_or(std::time::Duration::MAX, |at| {
+        std::time::Duration::try_from(now.duration_since(at.0)).unwrap_or_default()
+    });
+    Some(PodFailure { member: pod.metadata.name.clone()?, why, ago })
 }
 
 /// The planner's view of a pod.
@@ -288,5 +336,19 @@ mod tests {
         assert_eq!(restore_result(&failed_pod(FETCH_CONTAINER, 3, result)), None, "a failed fetch restored nothing");
         assert_eq!(restore_result(&failed_pod(FETCH_CONTAINER, 0, "downloading\n")), None, "a log is no result");
         assert_eq!(restore_result(&failed_pod(RESTORE_CONTAINER, 0, result)), None);
+    }
+
+    #[test]
+    fn a_failed_pod_says_which_container_failed_why_and_when() {
+        let mut pod = failed_pod(FETCH_CONTAINER, 1, "downloading\nerror: fetching backup: 401 Unauthorized");
+        let statuses = pod.status.as_mut().unwrap().init_container_statuses.as_mut().unwrap();
+        let finished = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
+        statuses[0].state.as_mut().unwrap().terminated.as_mut().unwrap().finished_at =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(finished));
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_007).unwrap();
+        let failure = pod_failure(&pod, now).unwrap();
+        assert_eq!(failure.member, "demo-0000");
+        assert_eq!(failure.why, "fetch-backup: exit code 1: error: fetching backup: 401 Unauthorized");
+        assert_eq!(failure.ago, std::time::Duration::from_secs(7));
     }
 }

@@ -93,6 +93,14 @@ pub enum WaitReason {
         /// Why, from the init container's termination message.
         why: String,
     },
+    /// A seed failed for a reason that may pass (its backup could not be fetched, etcd did not start): it is kept
+    /// for its logs until [`SEED_RETRY_AFTER`] has passed, then replaced under a new name.
+    SeedFailed {
+        /// The seed's pod.
+        member: String,
+        /// Which container failed, and how.
+        why: String,
+    },
     /// Recovering: the pods of the lost cluster are still terminating.
     LostMembersTerminating,
     /// Quorum is lost and a recovery found no backup to restore from (set from the failed step, for status).
@@ -286,10 +294,18 @@ fn seed_step(observed: &Observed) -> Option<Action> {
         return Some(Action::Wait(WaitReason::RestoreRefused { member: refused.name.clone(), why }));
     }
     if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
+        // Not at once: a source that is down, or a token that is refused, would otherwise cost a pod (and a
+        // member name) every few seconds, with nothing to read why.
+        if let Some(failure) = observed.failure.as_ref().filter(|f| f.member == dead.name && f.ago < SEED_RETRY_AFTER) {
+            return Some(Action::Wait(WaitReason::SeedFailed { member: dead.name.clone(), why: failure.why.clone() }));
+        }
         return Some(Action::DeletePod { name: dead.name.clone() });
     }
     observed.pods.is_empty().then(|| Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) })
 }
+
+/// How long a failed seed is kept before it is replaced.
+pub const SEED_RETRY_AFTER: Duration = Duration::from_secs(15);
 
 /// Quorum is lost (`reason` says how it shows). A member the kubelet finds ready answers `/health`, which needs a
 /// quorum: whatever the controller cannot see, such a cluster is not lost. Otherwise, once the loss has lasted the

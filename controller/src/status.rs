@@ -184,6 +184,14 @@ fn degraded(
             "NoUsableBackup",
             format!("{why}. Bring the members back, or restore into a new EtcdCluster (spec.restore)"),
         ),
+        Action::Wait(WaitReason::SeedFailed { member, why }) => (
+            true,
+            "SeedFailed",
+            format!(
+                "seed {member} failed ({why}); it is kept for its logs and replaced {} s after it failed",
+                crate::plan::SEED_RETRY_AFTER.as_secs()
+            ),
+        ),
         _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
             (false, "Creating", "the seed member is starting".into())
         }
@@ -219,6 +227,7 @@ fn progress_reason(action: &Action) -> &'static str {
         Action::Wait(WaitReason::Paused) => "Paused",
         Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
         Action::Wait(WaitReason::EtcdUnreachable(_)) => "WaitingForEtcd",
+        Action::Wait(WaitReason::SeedFailed { .. }) => "RetryingSeed",
         Action::Wait(_) => "Blocked",
         Action::Done => "Converged",
     }
@@ -239,6 +248,7 @@ fn progress_message(action: &Action) -> String {
         Action::Wait(WaitReason::NoMemberAnswers(why)) => format!("blocked: no member answers ({why})"),
         Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
+        Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
         Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
         Action::Wait(WaitReason::LearnerNotReady(name)) => format!("waiting for learner {name} to start and catch up"),
         Action::Wait(WaitReason::EtcdUnreachable(why)) => format!("waiting for etcd: {why}"),
@@ -278,6 +288,7 @@ mod tests {
             lost_for: None,
             refusal: None,
             restored: None,
+            failure: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::observe::MemberPod;
+use crate::observe::{MemberPod, PodFailure};
 
 const C: &str = "etcd";
 
@@ -44,6 +44,7 @@ fn healthy(n: u32) -> Observed {
         lost_for: None,
         refusal: None,
         restored: None,
+        failure: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn a_new_cluster_starts_with_one_seed() {
         lost_for: None,
         refusal: None,
         restored: None,
+        failure: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
@@ -86,6 +88,7 @@ fn the_seed_starting_is_waited_for() {
         lost_for: None,
         refusal: None,
         restored: None,
+        failure: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -102,8 +105,24 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         lost_for: None,
         refusal: None,
         restored: None,
+        failure: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
+    // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
+    // few seconds), then replaced.
+    let failure = |secs| PodFailure {
+        member: "etcd-0000".into(),
+        why: "fetch-backup: exit code 1: connection refused".into(),
+        ago: Duration::from_secs(secs),
+    };
+    let just_died = Observed { failure: Some(failure(3)), ..died.clone() };
+    let waiting = WaitReason::SeedFailed {
+        member: "etcd-0000".into(),
+        why: "fetch-backup: exit code 1: connection refused".into(),
+    };
+    assert_eq!(plan(&want(3), &just_died), Action::Wait(waiting));
+    let long_dead = Observed { failure: Some(failure(SEED_RETRY_AFTER.as_secs())), ..died.clone() };
+    assert_eq!(plan(&want(3), &long_dead), Action::DeletePod { name: "etcd-0000".into() });
     let cleared = Observed { pods: vec![], ..died };
     assert_eq!(plan(&want(3), &cleared), Action::CreateSeed { name: "etcd-0001".into() }, "names are never reused");
 }
@@ -284,6 +303,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     lost_for: None,
                     refusal: None,
                     restored: None,
+                    failure: None,
                 },
             )
         },
@@ -488,6 +508,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         lost_for: None,
         refusal: Some("restore-data: exit code 1: snapshot missing hash".into()),
         restored: None,
+        failure: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
