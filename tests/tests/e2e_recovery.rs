@@ -330,6 +330,34 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         "bucket": system_tests::s3::BUCKET, "prefix": format!("{NS}/s3"), "endpoint": minio.endpoint(),
         "allowHttp": true, "credentialsSecret": "s3-credentials",
     });
+    // Wrong credentials first: the seed's fetch fails, the seed is kept (no pod churn) and status says why.
+    let wrong: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "s3-wrong" },
+        "stringData": { "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong-secret" },
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &wrong).await.unwrap();
+    let mut wrong_bucket = bucket.clone();
+    wrong_bucket["credentialsSecret"] = "s3-wrong".into();
+    let denied = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": wrong_bucket } } });
+    api.create(&PostParams::default(), &cluster("denied", denied)).await.unwrap();
+    let (failed, took) = eventually("the failed seed in status", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let conditions = status(&api, "denied").await["conditions"].as_array()?.clone();
+            conditions.into_iter().find(|c| c["type"] == "Degraded" && c["reason"] == "SeedFailed")
+        }
+    })
+    .await;
+    println!(
+        "seed with wrong S3 credentials: SeedFailed {:.1} s after the EtcdCluster: {}",
+        took.as_secs_f64(),
+        failed["message"]
+    );
+    assert!(failed["message"].as_str().unwrap().contains("fetch-backup: exit code 1"), "{failed}");
+    assert_eq!(member_pods(&pods, "denied").await, ["denied-0000"], "the failed seed is kept, not churned");
+    api.delete("denied", &DeleteParams::default()).await.unwrap();
+
     let from_s3 = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": bucket } } });
     let seeded = Instant::now();
     api.create(&PostParams::default(), &cluster("from-s3", from_s3)).await.unwrap();
