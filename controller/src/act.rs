@@ -285,13 +285,24 @@ async fn start_recovery(
     // The survivors may have committed different amounts: ask the most advanced first, one member at a time, so
     // that the backup holds every write any of them acknowledged.
     let survivors = membership::by_progress(&addresses.values().cloned().collect::<Vec<_>>(), timeout).await;
-    let mut fresh = Err("no member pod runs".to_string());
-    for (endpoint, index) in &survivors {
+    let most = survivors.first().and_then(|(_, index)| *index);
+    let mut fresh =
+        Err(if survivors.is_empty() { "no member pod runs" } else { "no surviving member answers" }.to_string());
+    // A member that does not answer a status request serves no snapshot either: it is not waited on.
+    for (endpoint, index) in survivors.iter().filter_map(|(e, i)| Some((e, (*i)?))) {
         match sidecar.trigger(std::slice::from_ref(endpoint)).await {
             Ok(info) => {
                 let member = addresses.iter().find(|(_, url)| *url == endpoint).map_or(endpoint.as_str(), |(n, _)| n);
-                let index = index.map_or_else(|| "unknown".to_string(), |i| i.to_string());
-                fresh = Ok((info, format!("{member}, raft index {index}")));
+                let from = match most {
+                    Some(most) if most > index => format!(
+                        "{member} at raft index {index}: the most advanced survivor (index {most}) gave no backup, \
+                         so entries between the two may be lost"
+                    ),
+                    _ => {
+                        format!("{member} at raft index {index}, the most advanced: nothing they acknowledged is lost")
+                    }
+                };
+                fresh = Ok((info, from));
                 break;
             }
             Err(error) => {
@@ -304,8 +315,7 @@ async fn start_recovery(
     let (info, reason) = match fresh {
         Ok((info, from)) => {
             let reason = format!(
-                "a fresh backup from the most advanced of the members still running ({}): from {from}, so nothing \
-                 they acknowledged is lost",
+                "a fresh backup from the members still running ({}), taken from {from}",
                 addresses.keys().cloned().collect::<Vec<_>>().join(", ")
             );
             (info, reason)

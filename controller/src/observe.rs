@@ -82,6 +82,8 @@ pub struct Observed {
     /// The most recent failure of a member pod that failed (not one that refused its backup): which, why, and
     /// how long ago.
     pub failure: Option<PodFailure>,
+    /// A member pod that cannot start (missing Secret or claim, image not found, unschedulable): its name, and why.
+    pub stuck: Option<(String, String)>,
 }
 
 /// A member pod that failed.
@@ -156,6 +158,11 @@ pub async fn observe(
         .filter(|pod| pod_state(pod) == PodState::Dead)
         .filter_map(|pod| pod_failure(pod, now))
         .min_by_key(|failure| failure.ago);
+    let stuck = listed
+        .items
+        .iter()
+        .filter(|pod| pod_state(pod) == PodState::Pending)
+        .find_map(|pod| Some((pod.metadata.name.clone()?, stuck_reason(pod)?)));
 
     // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
     // name takes a moment to appear in), and it works from outside the cluster too.
@@ -202,6 +209,7 @@ pub async fn observe(
             refusal,
             restored,
             failure,
+            stuck,
         },
         addresses,
     ))
@@ -261,10 +269,39 @@ pub fn pod_failure(pod: &k8s_openapi::api::core::v1::Pod, now: k8s_openapi::jiff
             (format!("{reason}: {message}"), at)
         }
     };
+    // A pod refused before it started (kubelet admission) may have no times of its own: its start, or its creation.
+    let at = at.or_else(|| status.start_time.clone()).or_else(|| pod.metadata.creation_timestamp.clone());
     let ago = at.map_or(std::time::Duration::MAX, |at| {
         std::time::Duration::try_from(now.duration_since(at.0)).unwrap_or_default()
     });
     Some(PodFailure { member: pod.metadata.name.clone()?, why, ago })
+}
+
+/// Why a pending pod cannot start, when it is stuck rather than slow: a container that cannot be created (a missing
+/// Secret, key or image) or a pod the scheduler cannot place (a claim mounted elsewhere, no fitting node).
+pub fn stuck_reason(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    const STUCK: [&str; 6] = [
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    ];
+    let status = pod.status.as_ref()?;
+    let containers = status.init_container_statuses.iter().chain(status.container_statuses.iter()).flatten();
+    let waiting = containers.filter_map(|c| Some((c.name.as_str(), c.state.as_ref()?.waiting.as_ref()?)));
+    if let Some((name, waiting)) =
+        waiting.clone().find(|(_, w)| w.reason.as_deref().is_some_and(|r| STUCK.contains(&r)))
+    {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        return Some(format!("{name}: {reason}: {}", waiting.message.as_deref().unwrap_or_default()));
+    }
+    let unschedulable =
+        status.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+    Some(format!("unschedulable: {}", unschedulable.message.as_deref().unwrap_or_default()))
 }
 
 /// The planner's view of a pod.
@@ -350,5 +387,34 @@ mod tests {
         assert_eq!(failure.member, "demo-0000");
         assert_eq!(failure.why, "fetch-backup: exit code 1: error: fetching backup: 401 Unauthorized");
         assert_eq!(failure.ago, std::time::Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_says_why_and_a_slow_one_is_not_stuck() {
+        let waiting = |reason: &str| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "demo-0000" },
+                "status": {
+                    "phase": "Pending",
+                    "initContainerStatuses": [{
+                        "name": FETCH_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                        "state": { "waiting": { "reason": reason, "message": "secret \"s3-creds\" not found" } }
+                    }]
+                }
+            }))
+            .unwrap()
+        };
+        let why = stuck_reason(&waiting("CreateContainerConfigError")).unwrap();
+        assert_eq!(why, "fetch-backup: CreateContainerConfigError: secret \"s3-creds\" not found");
+        assert_eq!(stuck_reason(&waiting("PodInitializing")), None, "starting, not stuck");
+        let unschedulable: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "demo-0001" },
+            "status": { "phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 node(s) had volume node affinity conflict."
+            }] }
+        }))
+        .unwrap();
+        assert!(stuck_reason(&unschedulable).unwrap().starts_with("unschedulable: 0/1 nodes are available"));
     }
 }

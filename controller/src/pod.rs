@@ -204,10 +204,12 @@ fn restore_containers(
         format!("--from={}", restore.source),
         format!("--backup={}", restore.backup),
         format!("--output={snapshot}"),
-        format!("--result-file={TERMINATION_LOG}"),
     ];
     let mut fetch_env = Vec::new();
     if let Some(storage) = &restore.storage {
+        // Only a restore from storage resolves `latest` itself and needs to report what it found (a flag that
+        // older sidecar images, pinned in spec.backup.sidecarImage, would refuse).
+        fetch_command.push(format!("--result-file={TERMINATION_LOG}"));
         if let Some(pvc) = &storage.pvc {
             volumes.push(Volume {
                 name: "restore-backups".into(),
@@ -464,6 +466,7 @@ mod tests {
         assert!(fetch.contains(&"--backup=src-20261125T000000.000Z-r42".into()), "a named backup, never latest");
         assert!(fetch.contains(&"--from=http://src-backup.ns.svc:19999".into()));
         assert!(fetch.iter().any(|a| a.starts_with("--auth-token-file=")));
+        assert!(!fetch.iter().any(|a| a.starts_with("--result-file")), "a named backup needs no report");
         assert_eq!(init[0].image.as_deref(), Some("sidecar:1"));
         let restore = init[1].command.clone().unwrap();
         assert_eq!(restore[0], "etcdutl", "3.5 restores with etcdutl");

@@ -68,7 +68,11 @@ pub fn derive(
             ),
         ),
         (_, Action::Wait(WaitReason::RestoreRefused { member, why })) => {
-            let backup = previous.restored_from.as_ref().map_or("(unknown)", |r| r.backup.as_str());
+            let backup = match &previous.restored_from {
+                Some(from) if from.revision == 0 => format!("{} (from {})", from.backup, from.source),
+                Some(from) => from.backup.clone(),
+                None => "(unknown)".into(),
+            };
             (
                 true,
                 "RestoreFailed",
@@ -78,7 +82,7 @@ pub fn derive(
                 ),
             )
         }
-        _ => degraded(spec, observed, action, voters, healthy),
+        _ => degraded(spec, observed, action, voters, healthy, previous),
     };
 
     let mut conditions = Vec::new();
@@ -160,6 +164,7 @@ fn degraded(
     action: &Action,
     voters: usize,
     healthy: usize,
+    previous: &EtcdClusterStatus,
 ) -> (bool, &'static str, String) {
     let size = spec.size;
     match action {
@@ -192,7 +197,16 @@ fn degraded(
                 crate::plan::SEED_RETRY_AFTER.as_secs()
             ),
         ),
+        _ if observed.stuck.is_some() => {
+            let (member, why) = observed.stuck.clone().unwrap_or_default();
+            (true, "MemberPodStuck", format!("pod {member} cannot start: {why}"))
+        }
+        // A failed seed being replaced stays reported until a seed serves: a fault that lasts must not flap.
         _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
+            let failed = previous.conditions.iter().find(|c| c.type_ == "Degraded" && c.reason == "SeedFailed");
+            if let Some(failed) = failed {
+                return (true, "SeedFailed", failed.message.clone());
+            }
             (false, "Creating", "the seed member is starting".into())
         }
         _ if matches!(observed.etcd, EtcdView::Unreachable(_)) => {
@@ -289,6 +303,7 @@ mod tests {
             refusal: None,
             restored: None,
             failure: None,
+            stuck: None,
         }
     }
 
@@ -353,6 +368,36 @@ mod tests {
             time(3),
         );
         assert_eq!(status.restored_from, Some(named));
+    }
+
+    #[test]
+    fn a_seed_that_keeps_failing_stays_reported_while_it_is_replaced() {
+        let c = cluster("demo", 3);
+        let failing = Observed {
+            seeded: false,
+            pods: vec![MemberPod { name: "demo-0000".into(), state: PodState::Dead }],
+            etcd: EtcdView::Unreachable("no member pod is running".into()),
+            ..steady()
+        };
+        let wait = Action::Wait(WaitReason::SeedFailed { member: "demo-0000".into(), why: "fetch-backup: 403".into() });
+        let failed = derive(&c.spec, Some(1), &failing, &wait, None, &EtcdClusterStatus::default(), time(1));
+        let reason = |s: &EtcdClusterStatus| {
+            let d = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+            (d.status.clone(), d.reason.clone())
+        };
+        assert_eq!(reason(&failed), ("True".to_string(), "SeedFailed".to_string()));
+        let replacing = Observed { pods: vec![], ..failing.clone() };
+        let create = Action::CreateSeed { name: "demo-0001".into() };
+        let next = derive(&c.spec, Some(1), &replacing, &create, None, &failed, time(20));
+        assert_eq!(reason(&next), reason(&failed), "no flap while the replacement starts");
+        let stuck = Observed {
+            pods: vec![MemberPod { name: "demo-0001".into(), state: PodState::Pending }],
+            stuck: Some(("demo-0001".into(), "fetch-backup: CreateContainerConfigError: no secret".into())),
+            ..failing
+        };
+        let wait = Action::Wait(WaitReason::EtcdUnreachable("no member pod is running".into()));
+        let status = derive(&c.spec, Some(1), &stuck, &wait, None, &EtcdClusterStatus::default(), time(30));
+        assert_eq!(reason(&status), ("True".to_string(), "MemberPodStuck".to_string()));
     }
 
     #[test]

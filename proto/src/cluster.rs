@@ -211,12 +211,12 @@ pub struct BackupPolicy {
     pub sidecar_image: Option<String>,
 }
 
-/// Where backups go: exactly one of `pvc` and `s3`.
+/// Where backups are (written by the sidecar, or read by a restore): exactly one of `pvc` and `s3`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(cel, validation = Rule::new("has(self.pvc) != has(self.s3)").message("backup.storage needs exactly one of pvc and s3"))]
+#[x_kube(cel, validation = Rule::new("has(self.pvc) != has(self.s3)").message("storage needs exactly one of pvc and s3"))]
 pub struct BackupStorage {
-    /// A PersistentVolumeClaim mounted into the sidecar.
+    /// A PersistentVolumeClaim, mounted into the sidecar (or, read-only, into a restoring seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<PvcStorage>,
     /// An S3-compatible bucket.

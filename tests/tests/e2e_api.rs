@@ -35,8 +35,14 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("size-ten.yaml", "spec.size in body should be less than or equal to 9"),
         ("bad-version.yaml", "spec.version in body should match"),
         ("backup-two-schedules.yaml", "set at most one of backup.every and backup.cron"),
-        ("backup-two-storages.yaml", "backup.storage needs exactly one of pvc and s3"),
-        ("backup-no-storage.yaml", "backup.storage needs exactly one of pvc and s3"),
+        (
+            "backup-two-storages.yaml",
+            "spec.backup.storage: Invalid value: \"object\": storage needs exactly one of pvc and s3",
+        ),
+        (
+            "backup-no-storage.yaml",
+            "spec.backup.storage: Invalid value: \"object\": storage needs exactly one of pvc and s3",
+        ),
         ("missing-size.yaml", "spec.size: Required value"),
         ("restore-two-sources.yaml", "restore needs exactly one of cluster, url and storage"),
         ("recovery-bad-policy.yaml", "spec.recovery.policy: Unsupported value: \"Automatic\""),

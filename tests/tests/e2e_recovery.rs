@@ -355,7 +355,17 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         failed["message"]
     );
     assert!(failed["message"].as_str().unwrap().contains("fetch-backup: exit code 1"), "{failed}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(member_pods(&pods, "denied").await, ["denied-0000"], "the failed seed is kept, not churned");
+    // Then replaced under a new name, and the condition holds while the replacement starts.
+    let (_, took) = eventually("the failed seed to be replaced", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { (member_pods(&pods, "denied").await.contains(&"denied-0001".to_string())).then_some(()) }
+    })
+    .await;
+    println!("seed with wrong S3 credentials: replaced {:.1} s after SeedFailed showed", took.as_secs_f64() + 8.0);
+    let degraded = status(&api, "denied").await["conditions"].as_array().unwrap().clone();
+    assert!(degraded.iter().any(|c| c["type"] == "Degraded" && c["reason"] == "SeedFailed"), "{degraded:?}");
     api.delete("denied", &DeleteParams::default()).await.unwrap();
 
     let from_s3 = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": bucket } } });

@@ -153,6 +153,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     let action = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -190,6 +191,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     let Action::RemoveMember { id, .. } =
         plan(&Desired { size: 2, paused: false, recovery: Recovery::NoBackups }, &observed)
@@ -233,6 +235,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     assert_eq!(
         plan(&Desired { size: 4, paused: false, recovery: Recovery::NoBackups }, &observed),

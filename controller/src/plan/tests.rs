@@ -45,6 +45,7 @@ fn healthy(n: u32) -> Observed {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn a_new_cluster_starts_with_one_seed() {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
@@ -89,6 +91,7 @@ fn the_seed_starting_is_waited_for() {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -106,6 +109,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         refusal: None,
         restored: None,
         failure: None,
+        stuck: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -304,6 +308,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     refusal: None,
                     restored: None,
                     failure: None,
+                    stuck: None,
                 },
             )
         },
@@ -509,6 +514,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         refusal: Some("restore-data: exit code 1: snapshot missing hash".into()),
         restored: None,
         failure: None,
+        stuck: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
