@@ -261,7 +261,8 @@ async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Res
 }
 
 /// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
-/// fresh backup from the most advanced member that still runs (so nothing they acknowledged is lost), else the newest one.
+/// fresh backup from the most advanced member that still runs (so nothing the survivors acknowledged is lost),
+/// else the newest one.
 /// Returns whether the backup is a fresh one, or `None` when a recovery was already recorded.
 async fn start_recovery(
     client: &kube::Client,
