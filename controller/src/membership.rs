@@ -217,12 +217,14 @@ fn refused(op: &'static str, member: String, source: etcd_client::Error) -> Memb
 
 /// `(member ID, leader ID)` as the member at `client_url` reports them, or `None` when it does not answer.
 async fn member_status(client_url: &str, timeout: Duration) -> Option<(u64, u64)> {
+    let status = status_of(client_url, timeout).await?;
+    Some((status.header().map(|h| h.member_id()).unwrap_or_default(), status.leader()))
+}
+
+/// The status the member at `client_url` reports on its own, or `None` when it does not answer in time.
+async fn status_of(client_url: &str, timeout: Duration) -> Option<etcd_client::StatusResponse> {
     let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
-    let attempt = async {
-        let mut client = Client::connect([client_url], Some(options)).await.ok()?;
-        let status = client.status().await.ok()?;
-        Some((status.header().map(|h| h.member_id()).unwrap_or_default(), status.leader()))
-    };
+    let attempt = async { Client::connect([client_url], Some(options)).await.ok()?.status().await.ok() };
     tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
 }
 
@@ -232,7 +234,7 @@ async fn member_status(client_url: &str, timeout: Duration) -> Option<(u64, u64)
 pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String, Option<u64>)> {
     let mut progress = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        progress.push((endpoint.clone(), raft_index(endpoint, timeout).await));
+        progress.push((endpoint.clone(), status_of(endpoint, timeout).await.map(|s| s.raft_index())));
     }
     order_by_progress(progress)
 }
@@ -241,16 +243,6 @@ pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String
 fn order_by_progress(mut progress: Vec<(String, Option<u64>)>) -> Vec<(String, Option<u64>)> {
     progress.sort_by_key(|(_, index)| std::cmp::Reverse(index.map_or(0, |i| i + 1)));
     progress
-}
-
-/// The raft index the member at `client_url` has committed, or `None` when it does not answer.
-async fn raft_index(client_url: &str, timeout: Duration) -> Option<u64> {
-    let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
-    let attempt = async {
-        let mut client = Client::connect([client_url], Some(options)).await.ok()?;
-        Some(client.status().await.ok()?.raft_index())
-    };
-    tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
 }
 
 /// The pod name in a Kubernetes peer URL (`http://<pod>.<cluster>.<namespace>.svc:2380`), else etcd's own name.

@@ -231,10 +231,15 @@ pub fn restore_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> 
             RESTORE_CONTAINER => terminated.exit_code != 0,
             _ => false,
         };
-        let message = terminated.message.as_deref().unwrap_or("").trim();
-        let last = message.lines().last().unwrap_or("").to_string();
-        refused.then(|| format!("{}: exit code {}: {last}", status.name, terminated.exit_code))
+        refused.then(|| ended(&status.name, terminated))
     })
+}
+
+/// `<container>: exit code <n>: <the last line it wrote>`, from a terminated container's state.
+fn ended(container: &str, terminated: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> String {
+    let message = terminated.message.as_deref().unwrap_or("").trim();
+    let last = message.lines().last().unwrap_or("");
+    format!("{container}: exit code {}: {last}", terminated.exit_code)
 }
 
 /// What the restore of `pod` fetched, from its fetch init container's termination message (written with
@@ -256,11 +261,7 @@ pub fn pod_failure(pod: &k8s_openapi::api::core::v1::Pod, now: k8s_openapi::jiff
     let statuses = status.init_container_statuses.iter().chain(status.container_statuses.iter()).flatten();
     let failed = statuses.filter_map(|s| Some((s.name.as_str(), s.state.as_ref()?.terminated.as_ref()?)));
     let (why, at) = match failed.clone().find(|(_, t)| t.exit_code != 0) {
-        Some((name, terminated)) => {
-            let message = terminated.message.as_deref().unwrap_or("").trim();
-            let last = message.lines().last().unwrap_or("");
-            (format!("{name}: exit code {}: {last}", terminated.exit_code), terminated.finished_at.clone())
-        }
+        Some((name, terminated)) => (ended(name, terminated), terminated.finished_at.clone()),
         None => {
             let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
             let message = status.message.clone().unwrap_or_default();
