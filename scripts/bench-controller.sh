@@ -9,15 +9,19 @@ cd "$(dirname "$0")/.."
 N=${1:-20}
 SETTLE=${2:-60}
 NS=kec-bench
-eval "$(scripts/install-deps.sh)"
+deps=$(scripts/install-deps.sh) || { echo "bench-controller.sh: scripts/install-deps.sh failed" >&2; exit 1; }
+eval "$deps"
 up_env=$(tests/e2e/up.sh) || { echo "bench-controller.sh: the test bed did not come up" >&2; exit 1; }
 eval "$up_env"
 KUBECTL=$(tests/e2e/build.sh kubectl)/kubectl
 kubectl() { "$KUBECTL" "$@"; }
+source scripts/lib.sh
 cargo build --release -q -p controller
 
 kubectl apply -f example/etcd-crd.yaml >/dev/null
-kubectl wait --for condition=Established crd/etcdclusters.kube-etcd-controller.dev --timeout 60s >/dev/null
+wait_crd_established
+# The controller measured must be the only one: a deployed one (the demo leaves it running) watches every namespace.
+kubectl delete -f example/etcd-controller.yaml --ignore-not-found --wait=true >/dev/null
 kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$NS" >/dev/null
 log=$(mktemp)

@@ -5,23 +5,38 @@
 # deleted and replaced. Leaves everything running; tests/e2e/down.sh stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/install-deps.sh)"
+deps=$(scripts/install-deps.sh) || { echo "demo-cluster.sh: scripts/install-deps.sh failed" >&2; exit 1; }
+eval "$deps"
 if ! up_env=$(tests/e2e/up.sh); then
   echo "demo-cluster.sh: the test bed did not come up; see ~/.cache/kec/testbed/logs" >&2
   exit 1
 fi
 eval "$up_env"
-tests/e2e/app-images.sh
+# This build's images, under tags that change with the build (so a controller left running by an earlier demo is
+# replaced, not kept).
+images=$(tests/e2e/app-images.sh) || { echo "demo-cluster.sh: building the images failed" >&2; exit 1; }
+eval "$images"
 KUBECTL=$(tests/e2e/build.sh kubectl)/kubectl
 kubectl() { "$KUBECTL" "$@"; }
+source scripts/lib.sh
 etcdctl() { ETCDCTL_API=3 command etcdctl --endpoints "$ENDPOINT" "$@"; }
 step() { echo; echo "== $*"; }
 
 step "kubectl apply -f example/etcd-crd.yaml -f example/etcd-controller.yaml"
 kubectl apply -f example/etcd-crd.yaml
-kubectl wait --for condition=Established crd/etcdclusters.kube-etcd-controller.dev --timeout 60s
+wait_crd_established
 kubectl apply -f example/etcd-controller.yaml
+# The manifest names the release tags; run this build's.
+kubectl -n etcd-controller patch deployment etcd-controller --patch "{\"spec\":{\"template\":{\"spec\":{\"containers\":[
+  {\"name\":\"controller\",\"image\":\"$KEC_CONTROLLER_IMAGE\",\"env\":[{\"name\":\"SIDECAR_IMAGE\",\"value\":\"$KEC_SIDECAR_IMAGE\"}]}]}}}}"
 kubectl -n etcd-controller rollout status deployment/etcd-controller --timeout 120s
+
+# A cluster left by an earlier run starts over, so every run shows the same thing.
+if kubectl get etcd example-etcd-cluster >/dev/null 2>&1; then
+  step "kubectl delete etcd example-etcd-cluster (left by an earlier run)"
+  kubectl delete etcd example-etcd-cluster --wait=true
+  until [[ -z $(kubectl get pods -l kube-etcd-controller.dev/cluster=example-etcd-cluster -o name) ]]; do sleep 1; done
+fi
 
 step "kubectl apply -f example/example-etcd-cluster.yaml"
 kubectl apply -f example/example-etcd-cluster.yaml

@@ -2,6 +2,7 @@
 
 pub mod act;
 pub mod backup;
+pub mod build;
 pub mod crd;
 pub mod labels;
 pub mod leader;

@@ -8,8 +8,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use proto::cluster::EtcdClusterStatus;
+
+use crate::build::BuildInfo;
 
 /// Label of a failure reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,9 +49,17 @@ pub struct Metrics {
     recoveries: Family<ReasonLabel, Counter>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The controller's metrics, with `etcd_controller_build_info{version,commit,binary_sha256} 1` saying which
+    /// build runs.
+    pub fn new(build: &BuildInfo) -> Self {
         let mut registry = Registry::with_prefix("etcd_controller");
+        let info = Info::new(vec![
+            ("version".to_string(), build.version.to_string()),
+            ("commit".to_string(), build.commit.to_string()),
+            ("binary_sha256".to_string(), build.binary_sha256.clone()),
+        ]);
+        registry.register("build", "The running build", info);
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let failures = Family::<ReasonLabel, Counter>::default();
@@ -120,5 +131,22 @@ impl Metrics {
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_is_exported() {
+        let build = BuildInfo { version: "1.2.3", commit: "0123456789ab", binary_sha256: "ba9876543210".into() };
+        let text = Metrics::new(&build).encode();
+        assert!(
+            text.contains(
+                r#"etcd_controller_build_info{version="1.2.3",commit="0123456789ab",binary_sha256="ba9876543210"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

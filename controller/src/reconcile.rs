@@ -37,6 +37,26 @@ pub struct Context {
     pub resync: Duration,
     /// Image of the backup sidecar when a cluster's spec names none.
     pub sidecar_image: String,
+    /// Called after each step that was carried out.
+    pub hooks: Hooks,
+}
+
+/// A future a hook returns.
+pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Points where a test stops the controller on purpose (a fault-injection seam; `etcd-controller run` sets
+/// none). `after_step(cluster, action)` runs once a step has been carried out, before status is written: a hook
+/// that never returns leaves the controller exactly there, as a crash right after that step would.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Runs after each step that succeeded.
+    pub after_step: Option<Arc<dyn Fn(&str, &Action) -> HookFuture + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("after_step", &self.after_step.is_some()).finish()
+    }
 }
 
 /// Errors of one reconcile.
@@ -89,6 +109,11 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
 
     let previous = cluster.status.clone().unwrap_or_default();
     let acted = act(&ctx, &cluster, &observed, &addresses, &action).await;
+    if acted.is_ok()
+        && let Some(hook) = &ctx.hooks.after_step
+    {
+        hook(&name, &action).await;
+    }
     if let Err(error) = &acted {
         let event = Event {
             type_: EventType::Warning,

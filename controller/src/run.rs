@@ -15,9 +15,10 @@ use kube::runtime::watcher;
 use proto::cluster::EtcdCluster;
 use tokio_util::sync::CancellationToken;
 
+use crate::build::BuildInfo;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, Hooks, error_policy, reconcile};
 
 /// The sidecar image of this release.
 pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("kube-etcd-controller/etcd-backup-sidecar:", env!("CARGO_PKG_VERSION"));
@@ -53,6 +54,11 @@ pub struct RunArgs {
 
 /// Runs until the process is stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    run_with(args, Hooks::default()).await
+}
+
+/// As [`run`], with `hooks` (tests stop the controller at chosen points with them).
+pub async fn run_with(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let (clusters, pods, services, deployments): (Api<EtcdCluster>, Api<Pod>, Api<Service>, Api<Deployment>) =
         match &args.namespace {
@@ -66,14 +72,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
             }
         };
+    let build = BuildInfo::current();
     let reporter = Reporter { controller: "kube-etcd-controller".into(), instance: Some(args.instance.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(&build),
         etcd_timeout: args.etcd_timeout,
         resync: args.resync,
         sidecar_image: args.sidecar_image.clone(),
+        hooks,
     });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
@@ -89,7 +97,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    tracing::info!(namespace = ?args.namespace, metrics = %args.metrics_listen, "controller starting");
+    tracing::info!(
+        version = build.version,
+        commit = build.commit,
+        binary_sha256 = %build.binary_sha256,
+        namespace = ?args.namespace,
+        metrics = %args.metrics_listen,
+        "controller starting"
+    );
 
     // Only the holder of the lease reconciles; a standby waits here, serving its health endpoints.
     let lease = args.leader_elect.then(|| {

@@ -2,7 +2,9 @@
 # Builds container images without a registry or a Docker engine (docker-archive tarballs written by hand: one
 # layer, a config, a manifest) and imports them into containerd's k8s.io namespace.
 #   images.sh base                       the pause image and the etcd images the CRD's default repository names
-#   images.sh rust NAME:TAG BINARY...    a small image of static-enough binaries (busybox for a shell)
+#   images.sh rust NAME:TAG[,NAME:TAG...] BINARY...
+#                                        a small image of static-enough binaries (busybox for a shell), under
+#                                        every name given
 # Needs the test bed's containerd running (tests/e2e/node.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,9 +14,10 @@ SOCK=$STATE/containerd/containerd.sock
 PAUSE_IMAGE=${PAUSE_IMAGE:-kec.local/pause:3.10}
 ETCD_REPOSITORY=${ETCD_REPOSITORY:-quay.io/coreos/etcd}
 
-# archive NAME ROOTFS ENTRYPOINT_JSON -> imports the image
+# archive NAME[,NAME...] ROOTFS ENTRYPOINT_JSON -> imports the image under every name
 archive() {
-  local name=$1 rootfs=$2 entrypoint=$3 work
+  local name=$1 rootfs=$2 entrypoint=$3 work tags
+  tags=$(printf '"%s",' ${name//,/ })
   work=$(mktemp -d)
   tar -C "$rootfs" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$work/layer.tar" .
   local diff
@@ -24,7 +27,7 @@ archive() {
   local config
   config=$(sha256sum "$work/config.json" | cut -d' ' -f1).json
   mv "$work/config.json" "$work/$config"
-  printf '[{"Config":"%s","RepoTags":["%s"],"Layers":["layer.tar"]}]' "$config" "$name" >"$work/manifest.json"
+  printf '[{"Config":"%s","RepoTags":[%s],"Layers":["layer.tar"]}]' "$config" "${tags%,}" >"$work/manifest.json"
   tar -C "$work" -cf "$work/image.tar" manifest.json "$config" layer.tar
   ctr --address "$SOCK" -n k8s.io images import --no-unpack "$work/image.tar" >/dev/null
   rm -rf "$work"

@@ -19,14 +19,48 @@ PAUSE_IMAGE=kec.local/pause:3.10
 SOCK=$STATE/containerd/containerd.sock
 
 log() { echo "node.sh: $*" >&2; }
+fail() { log "$*; see $LOGS"; exit 1; }
 running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+# Components whose configuration write_config changed: start restarts them if they run (a reused test bed must
+# come out as a fresh one would), and nothing else touches a running component's files (kube-proxy exits when its
+# configuration file is written at all).
+changed=()
+write_config() { # component file < content
+  local component=$1 file=$2 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  cat >"$tmp"
+  if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+  else
+    mv "$tmp" "$file"
+    changed+=("$component")
+  fi
+}
+stop() {
+  local pid
+  running "$1" || return 0
+  pid=$(cat "$STATE/pids/$1")
+  log "restarting $1: its configuration changed"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
 start() {
   local name=$1
   shift
+  if [[ " ${changed[*]} " == *" $name "* ]]; then stop "$name"; fi
   running "$name" && return
   log "starting $name"
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name"
+}
+# wait_until COMMAND...: true once COMMAND succeeds, false after 60 s.
+wait_until() {
+  for _ in $(seq 1 240); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  return 1
 }
 
 need=()
@@ -43,7 +77,7 @@ mount --make-rshared /
 sysctl -qw net.ipv4.ip_forward=1
 
 mkdir -p "$STATE/containerd" "$STATE/cni" "$STATE/kubelet"
-cat >"$STATE/containerd/config.toml" <<TOML
+write_config containerd "$STATE/containerd/config.toml" <<TOML
 version = 2
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
@@ -69,7 +103,7 @@ state = "$STATE/containerd/state"
 TOML
 # Pods get addresses on a bridge of their own and routes only to the node and the service range: no default
 # route, so nothing in a pod can reach beyond this machine.
-cat >"$STATE/cni/10-kec.conflist" <<JSON
+write_config cni "$STATE/cni/10-kec.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
   "name": "kec",
@@ -97,7 +131,7 @@ running containerd || rm -f "$SOCK"
 # this proxy, a closed loopback port, so no name is resolved and nothing leaves the machine.
 start containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
   containerd --config "$STATE/containerd/config.toml"
-for _ in $(seq 1 120); do ctr --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.25; done
+wait_until ctr --address "$SOCK" version || fail "containerd does not answer on $SOCK"
 "$here/images.sh" base
 
 if [[ ! -f $PKI/kubelet.crt ]]; then
@@ -115,8 +149,8 @@ if [[ ! -f $STATE/kubelet.kubeconfig ]]; then
   k use-context kec
 fi
 # Pods resolve through the cluster DNS only, never through this machine's resolver.
-printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP" >"$STATE/resolv.conf"
-cat >"$STATE/kubelet/config.yaml" <<YAML
+write_config kubelet "$STATE/resolv.conf" < <(printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP")
+write_config kubelet "$STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -143,10 +177,15 @@ YAML
 start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
   --node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --root-dir "$STATE/kubelet/root" --v 1
 
-for _ in $(seq 1 120); do
-  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True && break
-  sleep 0.5
-done
+node_ready() {
+  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
+}
+if ! wait_until node_ready; then
+  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE_NAME" >&2 || true
+  tail -n 30 "$LOGS/kubelet.log" >&2 || true
+  fail "node $NODE_NAME is not Ready"
+fi
 "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" >&2
 
 # --- cluster DNS: CoreDNS on the node's address, behind the kube-dns service ------------------------------------
@@ -173,10 +212,11 @@ kubeconfig_for() { # name CN [O]
 }
 # CoreDNS reads services and endpoints as a member of system:masters would; the test bed has no other tenants.
 kubeconfig_for coredns "/O=system:masters/CN=coredns"
-cat >"$STATE/Corefile" <<COREFILE
+write_config coredns "$STATE/Corefile" <<COREFILE
 .:53 {
     bind $NODE_IP
     errors
+    health 127.0.0.1:18080
     kubernetes cluster.local in-addr.arpa ip6.arpa {
         kubeconfig $STATE/coredns.kubeconfig kec
         pods insecure
@@ -186,6 +226,7 @@ cat >"$STATE/Corefile" <<COREFILE
 COREFILE
 # No forward plugin: names outside cluster.local get no answer, and no query ever leaves the machine.
 start coredns "$COREDNS" -conf "$STATE/Corefile"
+wait_until curl -sf http://127.0.0.1:18080/health || fail "CoreDNS does not answer its health check"
 "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Service
@@ -204,7 +245,7 @@ YAML
 
 # --- kube-proxy (iptables): service addresses work from pods and from the node ----------------------------------
 kubeconfig_for kube-proxy "/CN=system:kube-proxy"
-cat >"$STATE/kube-proxy.yaml" <<YAML
+write_config kube-proxy "$STATE/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: { kubeconfig: $STATE/kube-proxy.kubeconfig }
@@ -217,3 +258,4 @@ healthzBindAddress: 127.0.0.1:10256
 conntrack: { maxPerCore: 0 }
 YAML
 start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
+wait_until curl -sf http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"

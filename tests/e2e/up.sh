@@ -128,6 +128,14 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --kubelet-certificate-authority "$PKI/ca.crt"
 wait_for kube-apiserver "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
+# The mark the suites look for before they touch anything (tests/tests/support: they delete namespaces and volumes).
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: kec-testbed, namespace: kube-system }
+data: { madeBy: tests/e2e/up.sh, state: "$STATE" }
+YAML
+
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig "$STATE/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
@@ -139,6 +147,10 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
 start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --leader-elect=false
+
+# Running is not enough: a process adopted from an earlier bring-up must also answer.
+wait_for kube-controller-manager curl -sfk https://127.0.0.1:10257/healthz
+wait_for kube-scheduler curl -sfk https://127.0.0.1:10259/healthz
 
 "$here/node.sh"
 

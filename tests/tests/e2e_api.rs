@@ -4,16 +4,21 @@
 
 mod support;
 
-use kube::api::{DeleteParams, DynamicObject, PostParams};
-use kube::{Client, ResourceExt};
-use support::{clusters, example, install_crd, load};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use support::{clusters, example, fresh_namespace, install_crd, load, no_other_controller, testbed};
+
+const NS: &str = "e2e-api";
 
 #[tokio::test]
 async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
-    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let client = testbed().await;
+    // Nothing else may write this test's status.
+    no_other_controller(&client).await;
     let took = install_crd(&client).await;
     println!("CRD established in {:.1} s", took.as_secs_f64());
-    let api = clusters(&client, "default");
+    fresh_namespace(&client, NS).await;
+    let api = clusters(&client, NS);
     // Dry runs: the server validates and admits the object, and nothing is stored.
     let dry = PostParams { dry_run: true, ..Default::default() };
 
@@ -58,9 +63,26 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         println!("refused {file}: {}", status.message);
     }
 
-    // And a real one round-trips through the server with its status subresource.
-    let object: DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    // And a real one round-trips through the server with its status subresource: status is written only through
+    // /status (a status in the object itself is dropped), and writing it leaves spec and generation alone.
+    let mut object: DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    object.data["status"] = serde_json::json!({ "phase": "Running" });
     let stored = api.create(&PostParams::default(), &object).await.unwrap();
+    let name = stored.name_any();
     assert_eq!(stored.data["spec"]["size"], 3);
-    api.delete(&stored.name_any(), &DeleteParams::default()).await.unwrap();
+    assert!(stored.data.get("status").is_none_or(|s| s.get("phase").is_none()), "status ignored on create: {stored:?}");
+    let generation = stored.metadata.generation;
+    let status = serde_json::json!({ "status": { "phase": "Creating", "readyMembers": 0, "size": 0 } });
+    let patched = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    assert_eq!(patched.data["status"]["phase"], "Creating", "{patched:?}");
+    assert_eq!(patched.metadata.generation, generation, "a status write is no spec change");
+    let spec = serde_json::json!({ "spec": { "size": 5 }, "status": { "phase": "Running" } });
+    let resized = api.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)).await.unwrap();
+    assert_eq!(resized.data["spec"]["size"], 5);
+    assert_eq!(resized.data["status"]["phase"], "Creating", "status is not written through the main resource");
+    assert!(resized.metadata.generation > generation, "a spec change moves the generation");
+    // The scale subresource reads spec.size and status.size.
+    let scale = api.get_scale(&name).await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(5));
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
 }

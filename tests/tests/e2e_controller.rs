@@ -9,42 +9,19 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
 use support::{clusters, eventually, example, install_crd, load};
-
-/// A namespace of its own, deleted at the end.
-async fn namespace(client: &Client, name: &str) -> Api<Namespace> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
-    let _ = namespaces.delete(name, &DeleteParams::default()).await;
-    eventually("the old namespace to go", Duration::from_secs(60), || {
-        let namespaces = namespaces.clone();
-        async move { namespaces.get_opt(name).await.unwrap().is_none().then_some(()) }
-    })
-    .await;
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    namespaces
-}
 
 #[tokio::test]
 async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_destroyed_with_its_cluster() {
-    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let client = support::testbed().await;
     install_crd(&client).await;
     let ns = "e2e-controller";
-    let namespaces = namespace(&client, ns).await;
+    support::fresh_namespace(&client, ns).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
 
-    let args = controller::run::RunArgs {
-        namespace: Some(ns.into()),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        etcd_timeout: Duration::from_secs(1),
-        resync: Duration::from_secs(3),
-        instance: "e2e".into(),
-        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
-        leader_elect: true,
-        lease_namespace: None,
-    };
-    let running = tokio::spawn(controller::run::run(args));
+    let running = support::start_controller(&client, ns, "e2e", Duration::from_secs(3), Duration::from_secs(1)).await;
 
     let api = clusters(&client, ns);
     let mut object: kube::api::DynamicObject = load(&example("example-etcd-cluster.yaml"));
@@ -98,19 +75,23 @@ async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_des
         events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.contains(&"SeedCreated".to_string()), "{reasons:?}");
 
-    // Quiet: once the controller waits on the seed (the reconcile after the one that created it writes that
-    // once), several resyncs later nothing was written, and no second seed was made.
-    eventually("the controller to wait on the seed", Duration::from_secs(20), || {
+    // Quiet: once the controller has said all there is to say (it waits on the seed, and the scheduler has
+    // marked the seed unschedulable, which status reports as MemberPodStuck), several resyncs later nothing was
+    // written, and no second seed was made.
+    let (status, _) = eventually("the controller to wait on the stuck seed", Duration::from_secs(60), || {
         let api = api.clone();
         let name = name.clone();
         async move {
             let status = api.get(&name).await.unwrap().data["status"].clone();
             let conditions = status["conditions"].as_array()?.clone();
-            conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForEtcd").then_some(())
+            let waiting = conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "WaitingForEtcd");
+            let stuck = conditions.iter().any(|c| c["type"] == "Degraded" && c["reason"] == "MemberPodStuck");
+            (waiting && stuck).then_some(status)
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stuck = status["conditions"].as_array().unwrap().iter().find(|c| c["reason"] == "MemberPodStuck").unwrap();
+    assert!(stuck["message"].as_str().unwrap().contains("unschedulable"), "{stuck}");
     let before = api.get(&name).await.unwrap().resource_version();
     tokio::time::sleep(Duration::from_secs(11)).await;
     let after = api.get(&name).await.unwrap().resource_version();

@@ -3,13 +3,17 @@
 //! the example cluster comes up, heals with its controller dead and re-created, resizes 3 → 5 → 3 without ever
 //! losing quorum, and is destroyed; a cluster with backups on a PVC runs its sidecar, takes a backup triggered with
 //! curl that restores with `etcdctl snapshot restore` to the same keys, and its backups outlive it.
-//! Needs `--features e2e`, `KUBECONFIG` and `KUBECTL` (scripts/test.sh sets both) and the images
-//! (tests/e2e/images.sh rust ...).
+//! The controller deployed is this build: the manifest's image is replaced by the tag tests/e2e/app-images.sh made
+//! from this build's binary (`KEC_CONTROLLER_IMAGE`, `KEC_SIDECAR_IMAGE`), and the running controller's
+//! `etcd_controller_build_info` must name that binary and this commit.
+//! Needs `--features e2e`, `KUBECONFIG`, `KUBECTL` and the image variables (scripts/test.sh sets them all).
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +23,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use support::{
-    clusters, converged, count_keys, curl, eventually, example, fresh_namespace, kubectl, local_volume, ready_members,
-    voters,
+    clusters, converged, count_keys, crd_established, curl, eventually, example, fresh_namespace, host_dir, kubectl,
+    kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
 };
 
 const NS: &str = "e2e-deployed";
@@ -64,13 +68,73 @@ fn watch_quorum(pods: Api<Pod>, cluster: &'static str) -> (Arc<AtomicBool>, toki
     (stop, handle)
 }
 
-fn backups_dir() -> PathBuf {
-    PathBuf::from("/var/tmp/kec-e2e-backups")
+/// example/etcd-controller.yaml with this build's images: the controller's, and the sidecar's as its default.
+fn controller_manifest() -> (String, String) {
+    let image =
+        std::env::var("KEC_CONTROLLER_IMAGE").expect("KEC_CONTROLLER_IMAGE (eval \"$(tests/e2e/app-images.sh)\")");
+    let sidecar = std::env::var("KEC_SIDECAR_IMAGE").expect("KEC_SIDECAR_IMAGE (eval \"$(tests/e2e/app-images.sh)\")");
+    let text = std::fs::read_to_string(example("etcd-controller.yaml")).unwrap();
+    let mut out = String::new();
+    let mut replaced = false;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value = serde_yaml::Value::deserialize(document).unwrap();
+        if value["kind"] == "Deployment" {
+            let container = &mut value["spec"]["template"]["spec"]["containers"][0];
+            container["image"] = image.clone().into();
+            let env = container["env"].as_sequence_mut().unwrap();
+            env.push(serde_yaml::from_str(&format!("{{ name: SIDECAR_IMAGE, value: \"{sidecar}\" }}")).unwrap());
+            replaced = true;
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value).unwrap());
+    }
+    assert!(replaced, "example/etcd-controller.yaml has a Deployment");
+    (out, image)
 }
 
-/// A static local PersistentVolume on this node and the claim the backup example names.
-fn backup_volume() {
-    local_volume("kec-e2e-backups", &backups_dir(), NS, "etcd-backups");
+/// Deletes the deployed controller when the test ends, passed or failed: the suites that run their own
+/// controller must find none.
+struct RemoveController;
+
+impl Drop for RemoveController {
+    fn drop(&mut self) {
+        let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let _ = std::process::Command::new(program)
+            .args(["delete", "-f", example("etcd-controller.yaml").to_str().unwrap(), "--ignore-not-found"])
+            .args(["--wait=true", "--timeout=120s"])
+            .status();
+    }
+}
+
+/// The running controller pod (exactly one, Ready).
+async fn controller_pod(client: &Client) -> Pod {
+    let (pod, _) = eventually("one ready controller pod", Duration::from_secs(120), || {
+        let controllers: Api<Pod> = Api::namespaced(client.clone(), "etcd-controller");
+        async move {
+            let mut list = controllers.list(&ListParams::default()).await.unwrap().items;
+            list.retain(|p| p.metadata.deletion_timestamp.is_none());
+            let ready = list.len() == 1
+                && controller::observe::pod_state(&list[0]) == controller::observe::PodState::Running { ready: true };
+            ready.then(|| list.remove(0))
+        }
+    })
+    .await;
+    pod
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition, if it is there.
+fn sample<'a>(metrics: &'a str, series: &str) -> Option<&'a str> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
+fn git_commit() -> String {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git rev-parse: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn published_manifests(dir: &Path) -> Vec<PathBuf> {
@@ -91,25 +155,32 @@ fn published_manifests(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
-    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let client = testbed().await;
+    let _remove = RemoveController;
 
-    // 1. Deploy as a user would.
+    // 1. Deploy as a user would, with this build's images.
     let start = Instant::now();
     kubectl(&["apply", "-f", example("etcd-crd.yaml").to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "crd/etcdclusters.kube-etcd-controller.dev",
-        "--timeout",
-        "60s",
-    ]);
-    kubectl(&["apply", "-f", example("etcd-controller.yaml").to_str().unwrap()]);
+    crd_established(&client).await;
+    let (manifest, image) = controller_manifest();
+    kubectl_with_input(&["apply", "-f", "-"], &manifest);
     kubectl(&["-n", "etcd-controller", "rollout", "status", "deployment/etcd-controller", "--timeout", "120s"]);
     println!("deploy: controller available {:.1} s after kubectl apply", start.elapsed().as_secs_f64());
+    let running = controller_pod(&client).await;
+    let running_image = running.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+    assert_eq!(running_image, image, "the controller runs this build's image");
+    let metrics_url = format!("http://{}:8080/metrics", running.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
+    let metrics = curl(&[&metrics_url]);
+    let (_, hash) = image.rsplit_once('-').unwrap();
+    let (version, commit) = (env!("CARGO_PKG_VERSION"), git_commit());
+    let build =
+        format!("etcd_controller_build_info{{version=\"{version}\",commit=\"{commit}\",binary_sha256=\"{hash}\"}}");
+    assert_eq!(sample(&metrics, &build), Some("1"), "the controller reports this build ({build}):\n{metrics}");
+    println!("deploy: the controller reports {build}");
 
     fresh_namespace(&client, NS).await;
-    backup_volume();
+    let backups = host_dir("deployed");
+    local_volume("kec-e2e-backups", backups.path(), NS, "etcd-backups");
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
     // 2. The example cluster, and the one with backups beside it.
@@ -122,6 +193,25 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         members.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["example-etcd-cluster-0000", "example-etcd-cluster-0001", "example-etcd-cluster-0002"]
     );
+    // 3. The controller's metrics say what it sees.
+    let (scraped, _) = eventually("the controller's metrics to show the cluster", Duration::from_secs(60), || {
+        let url = metrics_url.clone();
+        async move {
+            let text = curl(&[&url]);
+            let members = sample(&text, &format!("etcd_controller_members{{cluster=\"{CLUSTER}\"}}"))?;
+            let ready = sample(&text, &format!("etcd_controller_ready_members{{cluster=\"{CLUSTER}\"}}"))?;
+            let running =
+                sample(&text, &format!("etcd_controller_cluster_phase{{cluster=\"{CLUSTER}\",phase=\"Running\"}}"))?;
+            (members == "3" && ready == "3" && running == "1").then_some(text)
+        }
+    })
+    .await;
+    let reconciles: u64 = sample(&scraped, "etcd_controller_reconciles_total").unwrap().parse().unwrap();
+    assert!(reconciles > 0, "{scraped}");
+    let creating =
+        sample(&scraped, &format!("etcd_controller_cluster_phase{{cluster=\"{CLUSTER}\",phase=\"Creating\"}}"));
+    assert_eq!(creating, Some("0"), "one phase at a time");
+
     let service = service_url(&client, &format!("{CLUSTER}-client"), 2379).await;
     let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
     for i in 0..200 {
@@ -136,10 +226,15 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     })
     .await;
     kubectl(&["-n", NS, "delete", "pod", "example-etcd-cluster-0001", "--wait=true"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(ready_members(&pods, CLUSTER).await.len(), 2, "nothing replaces a member while the controller is away");
+    // Longer than a live controller takes to replace a member (8-12 s); every member pod counts, ready or not.
+    let watched = Instant::now();
+    let left = ["example-etcd-cluster-0000".to_string(), "example-etcd-cluster-0002".to_string()];
+    while watched.elapsed() < Duration::from_secs(25) {
+        assert_eq!(member_pods(&pods, CLUSTER).await, left, "nothing replaces a member while the controller is away");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let recreated = Instant::now();
-    kubectl(&["apply", "-f", example("etcd-controller.yaml").to_str().unwrap()]);
+    kubectl_with_input(&["apply", "-f", "-"], &manifest);
     let (healed, _) =
         eventually("the member to be replaced by the re-created controller", Duration::from_secs(120), || {
             let pods = pods.clone();
@@ -213,6 +308,10 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         );
     };
     println!("backup: BackupReady {:.1} s after the cluster was ready: {message}", took.as_secs_f64());
+    let sidecars: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let sidecar_spec = sidecars.get(&format!("{BACKED_UP}-backup")).await.unwrap().spec;
+    let sidecar_image = sidecar_spec.template.spec.unwrap().containers[0].image.clone().unwrap();
+    assert_eq!(sidecar_image, std::env::var("KEC_SIDECAR_IMAGE").unwrap(), "the sidecar runs this build's image");
     // Keys written after the scheduled backup, so the one triggered now is a new backup that holds them.
     for i in 50..60 {
         etcd.put(format!("/backed-up/{i:03}"), format!("value {i}"), None).await.unwrap();
@@ -263,10 +362,8 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     })
     .await;
     println!("destroy: pods, services and sidecar gone {:.1} s after the delete", took.as_secs_f64());
-    let manifests = published_manifests(&backups_dir());
+    let manifests = published_manifests(backups.path());
     assert!(manifests.len() >= 2, "the scheduled and the triggered backup outlive the cluster: {manifests:?}");
 
-    // Leave the API server to the suites that run their controller in-process.
-    kubectl(&["delete", "-f", example("etcd-controller.yaml").to_str().unwrap(), "--wait=true"]);
     println!("whole scenario: {:.1} s", created.elapsed().as_secs_f64());
 }

@@ -1,5 +1,7 @@
 //! End-to-end on the test bed's real node: a three-member cluster comes up, serves writes through its client
 //! service, heals a deleted member under a new name with every key intact, and goes away with its EtcdCluster.
+//! Its backup sidecar can never start (an image that does not exist, a claim that does not exist): that must hold
+//! up neither the creation nor the healing, and BackupReady says it is not ready.
 //! The controller runs in-process (its library's `run`), watching this test's namespace.
 
 mod support;
@@ -7,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use support::{clusters, converged, eventually, install_crd, ready_members, voters};
@@ -17,18 +19,6 @@ const CLUSTER: &str = "life";
 /// The etcd version the test bed has an image of (Debian's).
 const VERSION: &str = "3.4.23";
 
-async fn fresh_namespace(client: &Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(NS, &DeleteParams::default()).await;
-    eventually("the old namespace to go", Duration::from_secs(120), || {
-        let namespaces = namespaces.clone();
-        async move { namespaces.get_opt(NS).await.unwrap().is_none().then_some(()) }
-    })
-    .await;
-    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": NS } })).unwrap();
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-}
-
 async fn client_service(client: &Client) -> String {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let service = services.get(&format!("{CLUSTER}-client")).await.unwrap();
@@ -37,27 +27,24 @@ async fn client_service(client: &Client) -> String {
 
 #[tokio::test]
 async fn creates_heals_and_destroys_a_three_member_cluster() {
-    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let client = support::testbed().await;
     install_crd(&client).await;
-    fresh_namespace(&client).await;
-    let args = controller::run::RunArgs {
-        namespace: Some(NS.into()),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        etcd_timeout: Duration::from_secs(2),
-        resync: Duration::from_secs(5),
-        instance: "e2e".into(),
-        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
-        leader_elect: true,
-        lease_namespace: None,
-    };
-    let running = tokio::spawn(controller::run::run(args));
+    support::fresh_namespace(&client, NS).await;
+    let running = support::start_controller(&client, NS, "e2e", Duration::from_secs(5), Duration::from_secs(2)).await;
 
     let api = clusters(&client, NS);
     let object: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-etcd-controller.dev/v1alpha1",
         "kind": "EtcdCluster",
         "metadata": { "name": CLUSTER },
-        "spec": { "size": 3, "version": VERSION },
+        "spec": {
+            "size": 3,
+            "version": VERSION,
+            "backup": {
+                "sidecarImage": "kec.local/no-such-sidecar:0",
+                "storage": { "pvc": { "claimName": "no-such-claim" } },
+            },
+        },
     }))
     .unwrap();
     let created = Instant::now();
@@ -108,6 +95,9 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     assert_eq!(status["members"]["ready"], serde_json::json!(["life-0000", "life-0002", "life-0003"]));
     let available = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Available").unwrap();
     assert_eq!(available["status"], "True");
+    let backup = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "BackupReady").unwrap();
+    assert_ne!(backup["status"], "True", "the sidecar never ran: {backup}");
+    println!("with a sidecar that cannot start: BackupReady {} ({})", backup["status"], backup["message"]);
 
     // Destroy.
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();

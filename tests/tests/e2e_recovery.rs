@@ -2,50 +2,73 @@
 //! two members (recovered with every key, from a fresh backup of the survivor), then all three (recovered from the
 //! newest backup, with exactly the keys it holds); a new cluster is seeded from the first one's backup; a corrupt
 //! backup is refused before any etcd runs on it; the manual policy deletes nothing until it is switched; and a
-//! controller killed in the middle of a recovery still ends with a healthy cluster; backups on S3 (MinIO) are
+//! controller killed at three chosen points of a recovery (after the record, after the first deletion, after the
+//! seed exists) still ends with a healthy cluster; backups on S3 (MinIO) are
 //! taken on schedule and on demand, bring a one-member cluster back, and outlive that cluster: a new one is seeded
 //! straight from the bucket (no sidecar serves it). The controller runs
 //! in-process (its library's `run`), as in the lifecycle test.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use controller::plan::{Action, SEED_RETRY_AFTER};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use proto::backup::BackupInfo;
-use support::{clusters, converged, count_keys, curl, eventually, fresh_namespace, install_crd, local_volume};
+use support::{
+    clusters, converged, count_keys, curl, eventually, fresh_namespace, host_dir, install_crd, local_volume,
+    member_pods, stop_after, testbed,
+};
 
 const NS: &str = "e2e-recovery";
 const CLUSTER: &str = "rec";
 
-fn backups_dir() -> PathBuf {
-    PathBuf::from("/var/tmp/kec-e2e-recovery")
+const RESYNC: Duration = Duration::from_secs(5);
+
+async fn start_controller(client: &Client, instance: &str) -> tokio::task::JoinHandle<()> {
+    support::start_controller(client, NS, instance, RESYNC, Duration::from_secs(2)).await
 }
 
-fn start_controller(instance: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let args = controller::run::RunArgs {
-        namespace: Some(NS.into()),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        etcd_timeout: Duration::from_secs(2),
-        resync: Duration::from_secs(5),
-        instance: instance.into(),
-        sidecar_image: controller::run::DEFAULT_SIDECAR_IMAGE.into(),
-        leader_elect: true,
-        lease_namespace: None,
-    };
-    tokio::spawn(controller::run::run(args))
+/// Starts a controller that freezes after the first step of `rec` matching `point`, waits until it got there,
+/// and kills it.
+async fn kill_after(client: &Client, instance: &str, what: &str, point: fn(&Action) -> bool) {
+    let (hooks, reached) = stop_after(CLUSTER, point);
+    let running = support::start_controller_with(client, NS, instance, RESYNC, Duration::from_secs(2), hooks).await;
+    tokio::time::timeout(Duration::from_secs(180), reached.notified())
+        .await
+        .unwrap_or_else(|_| panic!("the controller never got {what}"));
+    running.abort();
+    let _ = running.await;
+    println!("controller {instance} killed {what}");
 }
 
-async fn member_pods(pods: &Api<Pod>, cluster: &str) -> Vec<String> {
-    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
-    let mut names: Vec<String> =
-        pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.iter().map(|p| p.name_any()).collect();
-    names.sort();
-    names
+/// When the container `container` of pod `name` last terminated (the kubelet's clock, as the controller reads it).
+async fn finished_at(pods: &Api<Pod>, name: &str, container: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let status = pods.get(name).await.ok()?.status?;
+    let all = status
+        .init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .chain(status.container_statuses.unwrap_or_default());
+    all.into_iter().find(|c| c.name == container)?.state?.terminated?.finished_at.map(|t| t.0)
+}
+
+/// Asserts that `cluster`'s member pods stay exactly `expected` until `until` (wall clock), checking twice a second.
+async fn pods_stay(
+    pods: &Api<Pod>,
+    cluster: &str,
+    expected: &[String],
+    until: k8s_openapi::jiff::Timestamp,
+    what: &str,
+) {
+    while k8s_openapi::jiff::Timestamp::now() < until {
+        assert_eq!(member_pods(pods, cluster).await, expected, "{what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn put(endpoint: &str, prefix: &str, n: usize) {
@@ -120,11 +143,12 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         .with_ansi(false)
         .with_test_writer()
         .try_init();
-    let client = Client::try_default().await.expect("KUBECONFIG must point at the test bed (tests/e2e/up.sh)");
+    let client = testbed().await;
     install_crd(&client).await;
     fresh_namespace(&client, NS).await;
-    local_volume("kec-e2e-recovery", &backups_dir(), NS, "rec-backups");
-    let mut running = start_controller("e2e-recovery-1");
+    let backups = host_dir("recovery");
+    local_volume("kec-e2e-recovery", backups.path(), NS, "rec-backups");
+    let running = start_controller(&client, "e2e-recovery-1").await;
 
     let api = clusters(&client, NS);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -205,9 +229,56 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert_eq!(member_pods(&pods, CLUSTER).await, before, "the source cluster is untouched");
     let copy_status = status(&api, "copy").await;
     assert_eq!(copy_status["restoredFrom"]["backup"], second.name.as_str(), "{copy_status}");
+    // Restored with --bump-revision: a watcher that saw the source's revisions never sees them go backwards.
+    let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", copies[0].1)], None).await.unwrap();
+    let revision = etcd.get("/rec/", None).await.unwrap().header().unwrap().revision();
+    assert!(revision >= second.revision + 1_000_000_000, "revision {revision} after a restore of {}", second.revision);
+
+    // 3b. The same from the sidecar's URL (its service address) with its token Secret, as for a sidecar that
+    //     belongs to no EtcdCluster here.
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let sidecar_ip = services.get(&format!("{CLUSTER}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let by_url = serde_json::json!({ "size": 1, "restore": {
+        "url": format!("http://{sidecar_ip}:19999"), "tokenSecret": format!("{CLUSTER}-backup-token"),
+    } });
+    api.create(&PostParams::default(), &cluster("by-url", by_url)).await.unwrap();
+    let (copies, _) = converged(&pods, "by-url", 1, &[], Duration::from_secs(120)).await;
+    assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
+    assert_eq!(status(&api, "by-url").await["restoredFrom"]["backup"], second.name.as_str());
+    api.delete("by-url", &DeleteParams::default()).await.unwrap();
+
+    // 3c. etcd 3.4 (Debian's): its backups restore with etcdctl; and removing spec.backup removes the sidecar.
+    let old = serde_json::json!({ "size": 1, "version": "3.4.23",
+        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "rec-backups" } } } });
+    api.create(&PostParams::default(), &cluster("old", old)).await.unwrap();
+    let (olds, _) = converged(&pods, "old", 1, &[], Duration::from_secs(120)).await;
+    put(&format!("http://{}:2379", olds[0].1), "/old/", 25).await;
+    let old_backup = take_backup(&client, "old").await;
+    let old_copy = serde_json::json!({ "size": 1, "version": "3.4.23", "restore": { "cluster": "old" } });
+    api.create(&PostParams::default(), &cluster("old-copy", old_copy)).await.unwrap();
+    let (copies, took) = converged(&pods, "old-copy", 1, &[], Duration::from_secs(120)).await;
+    println!("etcd 3.4 seeded from a backup (etcdctl snapshot restore) in {:.1} s", took.as_secs_f64());
+    assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/old/").await, 25);
+    assert_eq!(status(&api, "old-copy").await["restoredFrom"]["backup"], old_backup.name.as_str());
+    let no_backup = serde_json::json!({ "spec": { "backup": null } });
+    api.patch("old", &PatchParams::default(), &Patch::Merge(&no_backup)).await.unwrap();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), NS);
+    let (_, took) = eventually("the sidecar of a cluster without spec.backup to go", Duration::from_secs(60), || {
+        let (deployments, services) = (deployments.clone(), services.clone());
+        async move {
+            let deployment = deployments.get_opt("old-backup").await.unwrap();
+            let service = services.get_opt("old-backup").await.unwrap();
+            (deployment.is_none() && service.is_none()).then_some(())
+        }
+    })
+    .await;
+    println!("spec.backup removed: sidecar gone {:.1} s later", took.as_secs_f64());
+    for name in ["old", "old-copy"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 
     // 4. A corrupt backup (one flipped byte in storage) is refused before any etcd runs on it.
-    let data = backups_dir().join(CLUSTER).join(format!("{}.db.gz", second.name));
+    let data = backups.path().join(CLUSTER).join(format!("{}.db.gz", second.name));
     flip_byte(&data);
     let bad = serde_json::json!({ "size": 1, "restore": { "cluster": CLUSTER, "backup": second.name } });
     api.create(&PostParams::default(), &cluster("bad", bad)).await.unwrap();
@@ -231,46 +302,87 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         .iter()
         .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some()));
     assert!(!etcd_started, "no etcd ran on the corrupt backup");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(member_pods(&pods, "bad").await, ["bad-0000"], "nothing retried, nothing else created");
+    // Past the time a failed seed would be retried (counted, as the controller does, from when its container
+    // ended), and two resyncs more: still the one seed, nothing retried, nothing else created.
+    let ended = finished_at(&pods, "bad-0000", "fetch-backup").await.expect("the fetch's end in the pod's status");
+    let until = ended + SEED_RETRY_AFTER + RESYNC * 2;
+    pods_stay(&pods, "bad", &["bad-0000".to_string()], until, "nothing retried, nothing else created").await;
     flip_byte(&data);
     api.delete("bad", &DeleteParams::default()).await.unwrap();
     api.delete("copy", &DeleteParams::default()).await.unwrap();
 
-    // 5. Manual policy: quorum lost, nothing deleted, the condition says what a person can do.
+    // 5. Manual policy: quorum lost, nothing deleted after the grace has run out, the condition says what a
+    //    person can do.
     let manual = serde_json::json!({ "spec": { "recovery": { "policy": "Manual", "quorumLossGrace": "10s" } } });
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&manual)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
     for (name, _) in &members[..2] {
         pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(25)).await;
-    assert_eq!(member_pods(&pods, CLUSTER).await, [lost[2].clone()], "the survivor is kept");
+    let survivor = vec![lost[2].clone()];
+    let (since, _) = eventually("the quorum loss in status", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, CLUSTER).await;
+            let since: k8s_openapi::jiff::Timestamp = s["quorumLostSince"].as_str()?.parse().ok()?;
+            (s["phase"] == "QuorumLost").then_some(since)
+        }
+    })
+    .await;
+    // The survivor's readiness (etcd's /health) must have failed too, or the planner would not call it lost.
+    eventually("the survivor to be unready", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { support::ready_members(&pods, CLUSTER).await.is_empty().then_some(()) }
+    })
+    .await;
+    let unready = k8s_openapi::jiff::Timestamp::now();
+    let grace = Duration::from_secs(10);
+    let until = std::cmp::max(since + grace, unready) + RESYNC * 3;
+    pods_stay(&pods, CLUSTER, &survivor, until, "the survivor is kept after the grace").await;
     let s = status(&api, CLUSTER).await;
     assert_eq!(s["phase"], "QuorumLost", "{s}");
+    assert!(s.get("recovery").is_none(), "no recovery recorded: {s}");
     let degraded = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
     assert!(degraded["message"].as_str().unwrap().contains("Manual"), "{degraded}");
 
-    // 6. Switching to Restore recovers; the controller is killed once the recovery is recorded, and a new one
-    //    finishes it from what it observes.
+    // 6. Switching to Restore recovers. The controller is killed at three chosen points, each by a controller
+    //    that freezes right after that step (before writing status), and a new one carries on from what it
+    //    observes each time.
+    running.abort();
+    let _ = running.await;
     let fault = Instant::now();
     let restore = serde_json::json!({ "spec": { "recovery": { "policy": "Restore" } } });
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&restore)).await.unwrap();
-    eventually("the recovery to be recorded", Duration::from_secs(60), || {
-        let api = api.clone();
-        async move { status(&api, CLUSTER).await.get("recovery").map(|_| ()) }
+
+    kill_after(&client, "e2e-recovery-2", "after recording the recovery", |a| {
+        matches!(a, Action::StartRecovery { .. })
     })
     .await;
-    running.abort();
-    let _ = running.await;
-    println!("controller killed {:.1} s into the recovery", fault.elapsed().as_secs_f64());
-    running = start_controller("e2e-recovery-2");
+    let s = status(&api, CLUSTER).await;
+    assert!(s.get("recovery").is_some(), "the recovery is recorded: {s}");
+    let pod = pods.get(&survivor[0]).await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_none(), "nothing deleted yet");
+    assert_eq!(member_pods(&pods, CLUSTER).await, survivor, "no seed yet");
+
+    kill_after(&client, "e2e-recovery-3", "after the first deletion", |a| matches!(a, Action::DeleteLostMember { .. }))
+        .await;
+    let deleted = pods.get_opt(&survivor[0]).await.unwrap();
+    assert!(deleted.is_none_or(|p| p.metadata.deletion_timestamp.is_some()), "the lost member is being deleted");
+    assert!(member_pods(&pods, CLUSTER).await.iter().all(|p| survivor.contains(p)), "no seed yet");
+    assert!(status(&api, CLUSTER).await.get("recovery").is_some(), "still recovering");
+
+    kill_after(&client, "e2e-recovery-4", "after creating the seed", |a| matches!(a, Action::CreateSeed { .. })).await;
+    let seeds: Vec<String> = member_pods(&pods, CLUSTER).await.into_iter().filter(|p| !lost.contains(p)).collect();
+    assert_eq!(seeds.len(), 1, "one seed of the new cluster: {seeds:?}");
+    assert!(status(&api, CLUSTER).await.get("recovery").is_some(), "still recovering");
+
+    let running = start_controller(&client, "e2e-recovery-5").await;
     let (members, _) = converged(&pods, CLUSTER, 3, &lost, Duration::from_secs(180)).await;
     println!(
-        "recovery (manual switched to restore, controller killed midway): healthy {:.1} s after the switch",
+        "recovery (manual switched to restore, controller killed three times): healthy {:.1} s after the switch",
         fault.elapsed().as_secs_f64()
     );
+    assert!(members.iter().any(|(n, _)| n == &seeds[0]), "the seed the killed controller made leads the new cluster");
     assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/rec/").await, 170);
 
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
@@ -355,30 +467,48 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         failed["message"]
     );
     assert!(failed["message"].as_str().unwrap().contains("fetch-backup: exit code 1"), "{failed}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(member_pods(&pods, "denied").await, ["denied-0000"], "the failed seed is kept, not churned");
-    // Then replaced under a new name, and the condition holds while the replacement starts.
-    let (_, took) = eventually("the failed seed to be replaced", Duration::from_secs(60), || {
+    // Kept for its logs until SEED_RETRY_AFTER after its fetch ended, then replaced under a new name: both times
+    // from the same clocks the controller reads (the kubelet's finishedAt, the API server's creationTimestamp).
+    let ended = finished_at(&pods, "denied-0000", "fetch-backup").await.expect("the fetch's end in the pod's status");
+    let (replacement, took) = eventually("the failed seed to be replaced", Duration::from_secs(90), || {
         let pods = pods.clone();
-        async move { (member_pods(&pods, "denied").await.contains(&"denied-0001".to_string())).then_some(()) }
+        async move { pods.get_opt("denied-0001").await.unwrap() }
     })
     .await;
-    println!("seed with wrong S3 credentials: replaced {:.1} s after SeedFailed showed", took.as_secs_f64() + 8.0);
+    let created = replacement.metadata.creation_timestamp.unwrap().0;
+    println!(
+        "seed with wrong S3 credentials: replaced {:.0} s after its fetch failed ({:.1} s after SeedFailed showed)",
+        created.duration_since(ended).as_secs_f64(),
+        took.as_secs_f64()
+    );
+    let retry = k8s_openapi::jiff::SignedDuration::try_from(SEED_RETRY_AFTER).unwrap();
+    assert!(created.duration_since(ended) >= retry, "the failed seed was kept at least {SEED_RETRY_AFTER:?}");
     let degraded = status(&api, "denied").await["conditions"].as_array().unwrap().clone();
     assert!(degraded.iter().any(|c| c["type"] == "Degraded" && c["reason"] == "SeedFailed"), "{degraded:?}");
     api.delete("denied", &DeleteParams::default()).await.unwrap();
 
-    let from_s3 = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": bucket } } });
+    // Re-created under its old name with no prefix: the default prefix is its own, where its backups are.
+    eventually("the old s3 cluster's pods to go", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        async move { member_pods(&pods, "s3").await.is_empty().then_some(()) }
+    })
+    .await;
+    let mut own = bucket.clone();
+    own.as_object_mut().unwrap().remove("prefix");
+    let from_s3 = serde_json::json!({ "size": 1, "restore": { "storage": { "s3": own } } });
     let seeded = Instant::now();
-    api.create(&PostParams::default(), &cluster("from-s3", from_s3)).await.unwrap();
-    let (members, _) = converged(&pods, "from-s3", 1, &[], Duration::from_secs(120)).await;
-    println!("seed straight from S3: 1 member serving {:.1} s after the EtcdCluster", seeded.elapsed().as_secs_f64());
+    api.create(&PostParams::default(), &cluster("s3", from_s3)).await.unwrap();
+    let (members, _) = converged(&pods, "s3", 1, &[], Duration::from_secs(120)).await;
+    println!(
+        "seed straight from S3 (re-created under its old name): 1 member serving {:.1} s after the EtcdCluster",
+        seeded.elapsed().as_secs_f64()
+    );
     assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/s3/").await, 40);
     // `latest` was resolved by the seed's fetch, which reported the backup it verified; status names it.
     let (restored, _) = eventually("status to name the backup read from S3", Duration::from_secs(30), || {
         let api = api.clone();
         async move {
-            let from = status(&api, "from-s3").await["restoredFrom"].clone();
+            let from = status(&api, "s3").await["restoredFrom"].clone();
             (from["revision"].as_i64().unwrap_or(0) > 0).then_some(from)
         }
     })
@@ -388,7 +518,8 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert!(restored["revision"].as_i64().unwrap() >= taken.revision, "the newest backup: {restored}");
     assert!(restored["backup"].as_str().unwrap().starts_with("s3-"), "a backup of the deleted cluster: {restored}");
     assert!(event_reasons(&client).await.contains(&"SeedRestored".to_string()));
-    api.delete("from-s3", &DeleteParams::default()).await.unwrap();
+    api.delete("s3", &DeleteParams::default()).await.unwrap();
     running.abort();
     drop(minio);
+    drop(backups);
 }

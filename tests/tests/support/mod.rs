@@ -1,11 +1,16 @@
-//! Shared by the end-to-end tests: the checked-in manifests, the CRD, and waiting on the API server.
+//! Shared by the end-to-end tests: the test bed's client (and the refusal to run anywhere else), the in-process
+//! controller (and the guarantee that no other one acts), the checked-in manifests, the CRD, and waiting on the
+//! API server.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 
@@ -17,26 +22,160 @@ pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> T {
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The test bed's API server (tests/e2e/up.sh): an address that exists only on this machine's own bridge.
+pub const TESTBED_API: &str = "https://10.213.0.1:6443";
+
+/// A client of the test bed. Panics unless `KUBECONFIG` is set and names the test bed's API server, and that
+/// server carries the marker up.sh writes (`kube-system/kec-testbed`): the suites delete namespaces and volumes,
+/// so they never run against another cluster.
+pub async fn testbed() -> kube::Client {
+    let path = std::env::var("KUBECONFIG")
+        .expect("KUBECONFIG must point at the test bed: eval \"$(tests/e2e/up.sh)\" (scripts/test.sh does)");
+    let config = kube::Config::infer().await.unwrap_or_else(|e| panic!("reading KUBECONFIG={path}: {e}"));
+    let url = config.cluster_url.to_string();
+    assert_eq!(url.trim_end_matches('/'), TESTBED_API, "KUBECONFIG={path} is not the test bed's API server");
+    let client = kube::Client::try_from(config).unwrap();
+    let marker: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let found = marker.get_opt("kec-testbed").await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert!(found.is_some(), "{url} has no kube-system/kec-testbed: not a test bed made by tests/e2e/up.sh");
+    client
+}
+
+/// The sidecar image the in-process controllers run: this build's (`KEC_SIDECAR_IMAGE`, from
+/// tests/e2e/app-images.sh), else the release default.
+pub fn sidecar_image() -> String {
+    std::env::var("KEC_SIDECAR_IMAGE").unwrap_or_else(|_| controller::run::DEFAULT_SIDECAR_IMAGE.into())
+}
+
+/// The deployed controller (example/etcd-controller.yaml) is removed, and no other controller pod runs anywhere:
+/// an in-process controller must be the only one acting on its test's namespace.
+pub async fn no_other_controller(client: &kube::Client) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "etcd-controller");
+    if deployments.get_opt("etcd-controller").await.unwrap().is_some() {
+        println!("removing the deployed controller: this suite runs its own");
+        let _ = deployments.delete("etcd-controller", &kube::api::DeleteParams::background()).await;
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    eventually("no controller pod to run", Duration::from_secs(90), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default()).await.unwrap();
+            let controllers: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().is_some_and(|s| {
+                        s.containers.iter().any(|c| {
+                            c.image.as_deref().is_some_and(|i| i.starts_with("kube-etcd-controller/etcd-controller"))
+                        })
+                    })
+                })
+                .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+                .collect();
+            if !controllers.is_empty() {
+                println!("still running: {controllers:?}");
+            }
+            controllers.is_empty().then_some(())
+        }
+    })
+    .await;
+}
+
+/// Runs the controller in-process (its library's `run`, as `etcd-controller run --namespace NS` would) after
+/// making sure no other controller runs. The controller never returns on its own: if it does, the test process
+/// exits at once with its error, instead of failing later on some timeout.
+pub async fn start_controller(
+    client: &kube::Client,
+    namespace: &str,
+    instance: &str,
+    resync: Duration,
+    etcd_timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    start_controller_with(client, namespace, instance, resync, etcd_timeout, controller::reconcile::Hooks::default())
+        .await
+}
+
+/// As `start_controller`, with hooks (see `stop_after`).
+pub async fn start_controller_with(
+    client: &kube::Client,
+    namespace: &str,
+    instance: &str,
+    resync: Duration,
+    etcd_timeout: Duration,
+    hooks: controller::reconcile::Hooks,
+) -> tokio::task::JoinHandle<()> {
+    no_other_controller(client).await;
+    let args = controller::run::RunArgs {
+        namespace: Some(namespace.into()),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_timeout,
+        resync,
+        instance: instance.into(),
+        sidecar_image: sidecar_image(),
+        leader_elect: true,
+        lease_namespace: None,
+    };
+    let instance = instance.to_string();
+    tokio::spawn(async move {
+        let result = controller::run::run_with(args, hooks).await;
+        eprintln!("the in-process controller {instance} stopped on its own: {result:?}");
+        std::process::exit(101);
+    })
+}
+
+/// Hooks that freeze the controller right after it carried out the first step of `cluster` for which `point`
+/// holds (before it writes status), and the notification that it got there: the test then kills it, as a crash
+/// at exactly that point would.
+pub fn stop_after(
+    cluster: &str,
+    point: fn(&controller::plan::Action) -> bool,
+) -> (controller::reconcile::Hooks, std::sync::Arc<tokio::sync::Notify>) {
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (cluster, notify) = (cluster.to_string(), reached.clone());
+    let after_step: std::sync::Arc<
+        dyn Fn(&str, &controller::plan::Action) -> controller::reconcile::HookFuture + Send + Sync,
+    > = std::sync::Arc::new(move |name, action| {
+        if name == cluster && point(action) {
+            println!("controller frozen after {action:?}");
+            notify.notify_one();
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(()))
+        }
+    });
+    (controller::reconcile::Hooks { after_step: Some(after_step) }, reached)
+}
+
+/// A directory of this machine's own for one suite's volume (`/var/tmp/kec-e2e-<name>-XXXX`), removed when
+/// dropped: no two suites or runs share a host path.
+pub fn host_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("kec-e2e-{name}-")).tempdir_in("/var/tmp").unwrap()
+}
+
 /// Installs the checked-in CRD with server-side apply and waits until it is established.
 pub async fn install_crd(client: &Client) -> Duration {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = load(&example("etcd-crd.yaml"));
     let start = Instant::now();
     crds.patch(&crd.name_any(), &PatchParams::apply("kec-e2e").force(), &Patch::Apply(&crd)).await.unwrap();
-    loop {
-        let current = crds.get(&crd.name_any()).await.unwrap();
-        let established = current
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return start.elapsed();
+    crd_established(client).await;
+    start.elapsed()
+}
+
+/// Waits until the EtcdCluster CRD is established; a CRD with no status or conditions yet is simply not yet.
+pub async fn crd_established(client: &Client) -> Duration {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = format!("etcdclusters.{}", proto::cluster::API_GROUP);
+    let (_, took) = eventually("the CRD to be established", Duration::from_secs(60), || {
+        let (crds, name) = (crds.clone(), name.clone());
+        async move {
+            let current = crds.get_opt(&name).await.unwrap()?;
+            let conditions = current.status?.conditions?;
+            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the CRD was never established");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    took
 }
 
 pub fn clusters(client: &Client, namespace: &str) -> Api<DynamicObject> {
@@ -60,11 +199,28 @@ where
     }
 }
 
-/// Runs the test bed's kubectl (`$KUBECTL`, else `kubectl` on the PATH) and returns its output; panics with
-/// its output when it fails.
+/// Runs the test bed's kubectl (`$KUBECTL`, else `kubectl` on the PATH) against `$KUBECONFIG` and returns its
+/// output; panics with its output when it fails.
 pub fn kubectl(args: &[&str]) -> String {
+    kubectl_with_input(args, "")
+}
+
+/// As `kubectl`, with `input` on its standard input (`-f -`).
+pub fn kubectl_with_input(args: &[&str], input: &str) -> String {
+    use std::io::Write;
     let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let out = std::process::Command::new(&program).args(args).output().expect("running kubectl");
+    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test bed");
+    let mut child = std::process::Command::new(&program)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "kubectl {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -85,11 +241,9 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
 }
 
-/// A static local PersistentVolume `pv` at `dir` on this node (emptied first), and the claim `claim` in
+/// A static local PersistentVolume `pv` at `dir` on this node (a `host_dir`), and the claim `claim` in
 /// `namespace` bound to it: the test bed has no provisioner.
 pub fn local_volume(pv: &str, dir: &Path, namespace: &str, claim: &str) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
     // The sidecar runs as an unprivileged user.
     std::process::Command::new("chmod").arg("0777").arg(dir).status().unwrap();
     let _ = kubectl(&["delete", "pv", pv, "--ignore-not-found", "--wait=true"]);
@@ -120,9 +274,7 @@ spec:
 "#,
         dir = dir.display()
     );
-    let file = std::env::temp_dir().join(format!("{pv}.yaml"));
-    std::fs::write(&file, manifest).unwrap();
-    kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    kubectl_with_input(&["apply", "-f", "-"], &manifest);
 }
 
 /// `curl` from this host, as a person would; panics with its output when it fails.
@@ -139,6 +291,15 @@ pub fn curl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every member pod of `cluster` in the namespace of `pods`, ready or not, by name.
+pub async fn member_pods(pods: &Api<Pod>, cluster: &str) -> Vec<String> {
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
+    let mut names: Vec<String> =
+        pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    names
 }
 
 /// Ready member pods of `cluster` in the namespace of `pods`: (name, pod IP), by name.

@@ -1,0 +1,29 @@
+//! Records the commit the controller is built from, so a running controller can say which build it is
+//! (`KEC_GIT_COMMIT` overrides it, for builds without the repository, as in a container build).
+
+use std::path::Path;
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=KEC_GIT_COMMIT");
+    let commit = std::env::var("KEC_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    // Build again when HEAD moves: HEAD itself (a checkout) and the branch it points at (a commit).
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let dir = Path::new(&dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", dir.join(branch).display());
+        }
+        println!("cargo:rerun-if-changed={}", dir.join("packed-refs").display());
+    }
+    println!("cargo:rustc-env=KEC_GIT_COMMIT={commit}");
+}
