@@ -24,7 +24,7 @@ mapfile -t suites < <(awk '
   /^required-features *=.*"e2e"/ { print name }' tests/Cargo.toml)
 for file in tests/tests/e2e_*.rs; do
   name=$(basename "$file" .rs)
-  printf '%s\n' "${suites[@]}" | grep -qx "$name" ||
+  printf '%s\n' "${suites[@]}" | grep -x "$name" >/dev/null ||
     fail "$file is not declared in tests/Cargo.toml as a [[test]] with required-features = [\"e2e\"]"
 done
 ((${#suites[@]})) || fail "no end-to-end suite found in tests/Cargo.toml"

@@ -328,6 +328,14 @@ impl Engine {
         state.storage_reached = true;
     }
 
+    /// How many callers wait for the attempt running now (its starter included; 0 when none runs). Diagnostics
+    /// only, nothing acts on it: it lets a test see that triggers joined a running attempt.
+    pub fn waiting(&self) -> usize {
+        let inflight = self.inflight.lock().expect("inflight lock");
+        // Every waiting caller holds a clone of the shared attempt; the one kept here is not a caller.
+        inflight.as_ref().and_then(Shared::strong_count).map_or(0, |handles| handles.saturating_sub(1))
+    }
+
     /// Whether storage has answered at least once.
     pub fn storage_reached(&self) -> bool {
         self.state.lock().expect("state lock").storage_reached
@@ -356,5 +364,61 @@ impl Engine {
             last_failure: state.last_failure.clone(),
             consecutive_failures: state.consecutive_failures,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::S3Options;
+
+    /// Callers that arrive while an attempt runs join it: one attempt, one result shared by all. The attempt is
+    /// held (deterministically, not by timing) on an "etcd" that accepts the connection and never answers, and
+    /// ends when the test closes that connection.
+    #[tokio::test]
+    async fn callers_during_an_attempt_share_it_and_its_result() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let etcd = EtcdConfig {
+            endpoints: vec![format!("http://{}", listener.local_addr().unwrap())],
+            ca: None,
+            identity: None,
+            timeout: Duration::from_secs(300),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&format!("file://{}", dir.path().display()), &S3Options::default()).unwrap();
+        let config =
+            BackupConfig { cluster_name: "c".into(), retention: Retention::default(), idle_timeout: Duration::ZERO };
+        let engine = Engine::new(etcd, storage, config);
+        assert_eq!(engine.waiting(), 0);
+
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.backup().await })
+            })
+            .collect();
+        // The attempt's connection arrives; it gets no answer while the test holds it.
+        let (held, _) = listener.accept().await.unwrap();
+        let all_wait = async {
+            while engine.waiting() < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all_wait).await.expect("every caller waits for the attempt");
+        assert!(engine.status().running);
+        drop(held);
+        drop(listener);
+
+        let mut errors = Vec::new();
+        for caller in callers {
+            errors.push(caller.await.unwrap().unwrap_err());
+        }
+        assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])), "one attempt's result, shared");
+        assert_eq!(errors[0].reason(), "etcd_unreachable");
+        let metrics = engine.metrics.encode();
+        assert!(metrics.contains("etcd_backup_attempts_total{result=\"failed\"} 1\n"), "{metrics}");
+        assert_eq!(engine.waiting(), 0);
+        assert!(!engine.status().running);
+        assert_eq!(engine.status().consecutive_failures, 1);
     }
 }

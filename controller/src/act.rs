@@ -146,8 +146,9 @@ pub async fn act(
                 .await;
         }
         Action::StartRecovery { first_index } => {
+            let lost = observed.pods.iter().map(|p| p.name.clone()).collect();
             if let Some(fresh) =
-                start_recovery(client, recorder, cluster, addresses, *first_index, etcd_timeout).await?
+                start_recovery(client, recorder, cluster, addresses, *first_index, lost, etcd_timeout).await?
             {
                 ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
             }
@@ -160,6 +161,21 @@ pub async fn act(
                 event("LostMemberDeleted", format!("deleted pod {member} of the cluster that lost quorum")),
             )
             .await;
+        }
+        Action::AbandonRecovery { why } => {
+            let backup = cluster.status.as_ref().and_then(|s| s.recovery.as_ref()).map(|r| r.backup.clone());
+            patch_status(
+                client,
+                cluster,
+                json!({ "recovery": null, "quorumLostSince": null }),
+                "abandoning the recovery",
+            )
+            .await?;
+            let note = format!(
+                "recovery from backup {} abandoned before anything was deleted: {why}; the cluster is kept",
+                backup.unwrap_or_default()
+            );
+            publish(recorder, cluster, event("RecoveryAbandoned", note)).await;
         }
         Action::CompleteRecovery => {
             let status = cluster.status.clone().unwrap_or_default();
@@ -270,6 +286,7 @@ async fn start_recovery(
     cluster: &EtcdCluster,
     addresses: &Endpoints,
     first_index: u32,
+    lost_pods: Vec<String>,
     timeout: Duration,
 ) -> Result<Option<bool>, ActError> {
     let name = cluster.name_any();
@@ -341,6 +358,7 @@ async fn start_recovery(
         revision: info.revision,
         reason: reason.clone(),
         first_member_index: i32::try_from(first_index).unwrap_or(i32::MAX),
+        lost_pods: Some(lost_pods),
     };
     patch_status(client, cluster, json!({ "recovery": recovery }), "recording the recovery").await?;
     let note = format!(

@@ -73,6 +73,9 @@ pub struct Observed {
     pub etcd: EtcdView,
     /// A recovery in progress (from status): the index of the new cluster's first member.
     pub recovering: Option<u32>,
+    /// The recovery in progress has not deleted anything yet: every pod it recorded as lost is still there, none
+    /// terminating, and no pod of the new cluster exists.
+    pub recovery_untouched: bool,
     /// How long quorum has been lost, as recorded in status.
     pub lost_for: Option<std::time::Duration>,
     /// Why a restore refused its backup, from the refusing init container.
@@ -193,6 +196,12 @@ pub async fn observe(
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
     let recovering = status.recovery.as_ref().map(|r| u32::try_from(r.first_member_index).unwrap_or(0));
+    let recovery_untouched = status.recovery.as_ref().is_some_and(|r| {
+        let first = u32::try_from(r.first_member_index).unwrap_or(0);
+        let kept = |lost: &String| pods.iter().any(|p| &p.name == lost && p.state != PodState::Terminating);
+        let no_seed = pods.iter().all(|p| member_index(&name, &p.name).is_some_and(|i| i < first));
+        r.lost_pods.as_ref().is_some_and(|lost| lost.iter().all(kept)) && no_seed
+    });
     let lost_for = status.quorum_lost_since.as_ref().map(|since| {
         let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
         std::time::Duration::try_from(elapsed).unwrap_or_default()
@@ -205,6 +214,7 @@ pub async fn observe(
             pods,
             etcd,
             recovering,
+            recovery_untouched,
             lost_for,
             refusal,
             restored,

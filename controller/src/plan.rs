@@ -85,6 +85,15 @@ pub enum WaitReason {
     DataLost,
     /// The cluster formed once, member pods exist, and none of them answers.
     NoMemberAnswers(String),
+    /// The controller sees a lost quorum (or no answer), but member pods are Ready: they pass etcd's `/health`,
+    /// which needs a quorum, so the cluster serves and the controller cannot reach it. Nothing is changed, and no
+    /// loss is timed.
+    MembersUnreachable {
+        /// The Ready member pods.
+        ready: Vec<String>,
+        /// What the controller sees.
+        seen: String,
+    },
     /// The restore of a seed refused its backup (corrupt, or not restorable): nothing more is tried until a
     /// person changes the source or deletes the pod.
     RestoreRefused {
@@ -162,6 +171,13 @@ pub enum Action {
     },
     /// Recovering: the new seed serves; the recovery is over, and the cluster grows back to its size.
     CompleteRecovery,
+    /// Recovering, before anything was deleted: the recovery is no longer wanted (the quorum came back, or the
+    /// policy is no longer `Restore`), so its record is cleared and the cluster is kept. Evidence: the record
+    /// lists the lost pods and every one is still there, and no seed exists (`Observed::recovery_untouched`).
+    AbandonRecovery {
+        /// Why.
+        why: String,
+    },
     /// Do nothing now; look again later.
     Wait(WaitReason),
     /// The cluster is as the spec asks.
@@ -201,7 +217,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         return Action::Wait(WaitReason::Paused);
     }
     if let Some(first_index) = observed.recovering {
-        return recover(observed, first_index);
+        return recover(desired, observed, first_index);
     }
     let members = match &observed.etcd {
         EtcdView::Members(members) if !members.is_empty() => members,
@@ -210,17 +226,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     };
     let pod_state = |name: &str| observed.pods.iter().find(|p| p.name == name).map(|p| p.state);
 
-    // Pods that are no member: leftovers of a removal whose pod deletion did not happen.
-    if let Some(orphan) =
-        observed.pods.iter().find(|p| p.state != PodState::Terminating && !members.iter().any(|m| m.name == p.name))
-    {
-        return Action::DeletePod { name: orphan.name.clone() };
-    }
-
     let voters = members.iter().filter(|m| !m.learner).count();
     let healthy = members.iter().filter(|m| !m.learner && m.healthy).count();
     if healthy <= voters / 2 {
         return lost(desired, observed, WaitReason::QuorumLost { healthy, voters });
+    }
+
+    // Pods that are no member: leftovers of a removal whose pod deletion did not happen. Only with a quorum: a
+    // member list read without one may be stale and miss a newer member.
+    if let Some(orphan) =
+        observed.pods.iter().find(|p| p.state != PodState::Terminating && !members.iter().any(|m| m.name == p.name))
+    {
+        return Action::DeletePod { name: orphan.name.clone() };
     }
 
     // Dead members first: remove them, so their replacements can be added.
@@ -311,18 +328,57 @@ pub const SEED_RETRY_AFTER: Duration = Duration::from_secs(15);
 /// quorum: whatever the controller cannot see, such a cluster is not lost. Otherwise, once the loss has lasted the
 /// grace period and the policy allows it, the recovery starts; until then nothing is touched.
 fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
-    let ready = observed.pods.iter().any(|p| p.state == PodState::Running { ready: true });
+    let ready: Vec<String> =
+        observed.pods.iter().filter(|p| p.state == PodState::Running { ready: true }).map(|p| p.name.clone()).collect();
+    if !ready.is_empty() {
+        let seen = match reason {
+            WaitReason::QuorumLost { healthy, voters } => format!("only {healthy} of {voters} voting members healthy"),
+            WaitReason::NoMemberAnswers(why) => format!("no member answers ({why})"),
+            other => format!("{other:?}"),
+        };
+        return Action::Wait(WaitReason::MembersUnreachable { ready, seen });
+    }
     match desired.recovery {
-        Recovery::Restore { grace } if !ready && observed.lost_for.is_some_and(|lost| lost >= grace) => {
+        Recovery::Restore { grace } if observed.lost_for.is_some_and(|lost| lost >= grace) => {
             Action::StartRecovery { first_index: observed.next_index }
         }
         _ => Action::Wait(reason),
     }
 }
 
+/// Why a recovery that has deleted nothing yet is no longer wanted, if it is not: the policy no longer restores,
+/// or the lost cluster serves again (a pod the kubelet finds Ready, or a healthy majority in etcd's list). A
+/// snapshot of a large database takes minutes, so the decision to recover is looked at again here, right before
+/// the first deletion.
+fn abandon(desired: &Desired, observed: &Observed) -> Option<String> {
+    if !matches!(desired.recovery, Recovery::Restore { .. }) {
+        return Some(match desired.recovery {
+            Recovery::Manual => "spec.recovery.policy is Manual now".into(),
+            _ => "spec.backup is gone, so there is nothing to restore from".into(),
+        });
+    }
+    if let Some(ready) = observed.pods.iter().find(|p| p.state == PodState::Running { ready: true }) {
+        return Some(format!("member pod {} is Ready again: the cluster serves", ready.name));
+    }
+    match &observed.etcd {
+        EtcdView::Members(members) => {
+            let voters = members.iter().filter(|m| !m.learner).count();
+            let healthy = members.iter().filter(|m| !m.learner && m.healthy).count();
+            (voters > 0 && healthy > voters / 2)
+                .then(|| format!("{healthy} of {voters} voting members are healthy again: the quorum is back"))
+        }
+        EtcdView::Unreachable(_) => None,
+    }
+}
+
 /// The plan while recovering from a lost quorum: the lost cluster's pods go, then a seed restored from the
 /// recorded backup starts a new cluster; once it serves, the recovery is over and the normal plan grows it.
-fn recover(observed: &Observed, first_index: u32) -> Action {
+fn recover(desired: &Desired, observed: &Observed, first_index: u32) -> Action {
+    if observed.recovery_untouched
+        && let Some(why) = abandon(desired, observed)
+    {
+        return Action::AbandonRecovery { why };
+    }
     let lost_member = |name: &str| member_index(&observed.cluster, name).is_none_or(|i| i < first_index);
     if let Some(old) = observed.pods.iter().find(|p| lost_member(&p.name) && p.state != PodState::Terminating) {
         return Action::DeleteLostMember { name: old.name.clone() };
@@ -345,5 +401,7 @@ fn remove(member: &Member, reason: RemoveReason) -> Action {
     Action::RemoveMember { id: member.id, name: member.name.clone(), reason }
 }
 
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod tests;

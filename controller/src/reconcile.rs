@@ -44,13 +44,16 @@ pub struct Context {
 /// A future a hook returns.
 pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// A hook called with the cluster's name and the step carried out.
+pub type StepHook = Arc<dyn Fn(&str, &Action) -> HookFuture + Send + Sync>;
+
 /// Points where a test stops the controller on purpose (a fault-injection seam; `etcd-controller run` sets
 /// none). `after_step(cluster, action)` runs once a step has been carried out, before status is written: a hook
 /// that never returns leaves the controller exactly there, as a crash right after that step would.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Runs after each step that succeeded.
-    pub after_step: Option<Arc<dyn Fn(&str, &Action) -> HookFuture + Send + Sync>>,
+    pub after_step: Option<StepHook>,
 }
 
 impl std::fmt::Debug for Hooks {

@@ -37,11 +37,14 @@ pub fn derive(
 
     // `previous` is the status as read back after the step: only the step records (StartRecovery) or ends
     // (CompleteRecovery) a recovery, and the cluster object the plan saw may predate its record.
-    let recovering = previous.recovery.is_some() && *action != Action::CompleteRecovery;
+    let recovering =
+        previous.recovery.is_some() && !matches!(action, Action::CompleteRecovery | Action::AbandonRecovery { .. });
     let phase = match action {
         _ if spec.paused => ClusterPhase::Paused,
         _ if recovering => ClusterPhase::Recovering,
         _ if action.quorum_lost() => ClusterPhase::QuorumLost,
+        // The kubelet finds members serving: the cluster runs, whatever the controller cannot see.
+        Action::Wait(WaitReason::MembersUnreachable { .. }) => ClusterPhase::Running,
         Action::Done => ClusterPhase::Running,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {
@@ -122,7 +125,7 @@ pub fn derive(
         restored_from: previous.restored_from.clone().map(|from| resolved(from, observed)),
         // Kept from the first sighting of the loss until the cluster serves again (or its recovery is over).
         quorum_lost_since: match action {
-            Action::CompleteRecovery => None,
+            Action::CompleteRecovery | Action::AbandonRecovery { .. } => None,
             _ if action.quorum_lost() || recovering => previous.quorum_lost_since.clone().or(Some(now.clone())),
             _ => None,
         },
@@ -181,6 +184,16 @@ fn degraded(
         Action::Wait(WaitReason::NoMemberAnswers(why)) => {
             (true, "QuorumLost", format!("no member answers ({why}): {}", recovery_hint(spec)))
         }
+        Action::Wait(WaitReason::MembersUnreachable { ready, seen }) => (
+            true,
+            "MembersUnreachable",
+            format!(
+                "the controller sees {seen}, but member pods {} are Ready (they pass etcd's /health, which needs a \
+                 quorum): the cluster serves and the controller cannot reach it (a NetworkPolicy, the pod network, \
+                 load?). Nothing is changed and no loss is timed until it can",
+                ready.join(", ")
+            ),
+        ),
         Action::StartRecovery { .. } => {
             (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
         }
@@ -237,6 +250,7 @@ fn progress_reason(action: &Action) -> &'static str {
         Action::StartRecovery { .. } => "StartingRecovery",
         Action::DeleteLostMember { .. } => "DeletingLostMembers",
         Action::CompleteRecovery => "RecoveryCompleted",
+        Action::AbandonRecovery { .. } => "RecoveryAbandoned",
         Action::Wait(WaitReason::LostMembersTerminating) => "DeletingLostMembers",
         Action::Wait(WaitReason::Paused) => "Paused",
         Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
@@ -258,8 +272,12 @@ fn progress_message(action: &Action) -> String {
         Action::StartRecovery { .. } => "choosing the backup to recover from".into(),
         Action::DeleteLostMember { name } => format!("deleting pod {name} of the cluster that lost quorum"),
         Action::CompleteRecovery => "the restored seed serves; growing back to size".into(),
+        Action::AbandonRecovery { why } => format!("abandoning the recovery before anything was deleted: {why}"),
         Action::Wait(WaitReason::LostMembersTerminating) => "waiting for the lost members' pods to go".into(),
         Action::Wait(WaitReason::NoMemberAnswers(why)) => format!("blocked: no member answers ({why})"),
+        Action::Wait(WaitReason::MembersUnreachable { seen, .. }) => {
+            format!("blocked: member pods are Ready but the controller sees {seen}")
+        }
         Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
@@ -299,6 +317,7 @@ mod tests {
                     .collect(),
             ),
             recovering: None,
+            recovery_untouched: false,
             lost_for: None,
             refusal: None,
             restored: None,
@@ -418,6 +437,7 @@ mod tests {
             formed: true,
             quorum_lost_since: Some(time(10)),
             recovery: Some(proto::cluster::RecoveryStatus {
+                lost_pods: None,
                 backup: "demo-r7".into(),
                 revision: 7,
                 reason: "the newest backup".into(),
@@ -438,6 +458,58 @@ mod tests {
 
         let done = derive(&c.spec, Some(1), &steady(), &Action::CompleteRecovery, None, &recorded, time(40));
         assert_eq!((done.recovery, done.quorum_lost_since), (None, None));
+    }
+
+    /// The defect reproduced on the test bed: the controller could not reach the members for a minute while their
+    /// pods were Ready, then a readiness dip started a recovery at once. The loss is timed only while no member
+    /// pod is Ready: the dip starts the grace from zero.
+    #[test]
+    fn the_loss_is_timed_only_while_no_member_pod_is_ready() {
+        use crate::plan::{Desired, Recovery, plan};
+        let mut c = cluster("demo", 3);
+        c.spec.backup =
+            serde_json::from_value(serde_json::json!({ "storage": { "pvc": { "claimName": "b" } } })).unwrap();
+        let grace = std::time::Duration::from_secs(30);
+        let desired = Desired { recovery: Recovery::Restore { grace }, ..Desired::from_spec(&c.spec) };
+        let blind = Observed { etcd: EtcdView::Unreachable("timed out".into()), ..steady() };
+        let mut status = EtcdClusterStatus { formed: true, ..Default::default() };
+        let step = |observed: &Observed, status: &EtcdClusterStatus, now: i64| {
+            let lost_for = status
+                .quorum_lost_since
+                .as_ref()
+                .map(|since| std::time::Duration::from_secs(u64::try_from(now - since.0.as_second()).unwrap()));
+            let action = plan(&desired, &Observed { lost_for, ..observed.clone() });
+            (action.clone(), derive(&c.spec, Some(1), observed, &action, None, status, time(now)))
+        };
+        // A minute blind, members Ready: nothing timed, and status says the controller cannot reach them.
+        for now in (0..=60).step_by(5) {
+            let (action, next) = step(&blind, &status, now);
+            assert!(matches!(action, Action::Wait(WaitReason::MembersUnreachable { .. })), "{action:?}");
+            assert_eq!(next.quorum_lost_since, None, "no loss is timed while a member pod is Ready");
+            assert_eq!(next.phase, ClusterPhase::Running);
+            let degraded = next.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+            assert_eq!(degraded.reason, "MembersUnreachable");
+            assert!(degraded.message.contains("demo-0000, demo-0001, demo-0002"), "{}", degraded.message);
+            status = next;
+        }
+        // Readiness dips: the grace starts now, so nothing is deleted before it has run out.
+        let mut dipped = blind.clone();
+        dipped.pods.iter_mut().for_each(|p| p.state = PodState::Running { ready: false });
+        for now in (65..95).step_by(5) {
+            let (action, next) = step(&dipped, &status, now);
+            assert!(matches!(action, Action::Wait(WaitReason::NoMemberAnswers(_))), "at {now}: {action:?}");
+            assert_eq!(next.quorum_lost_since, Some(time(65)), "timed from the first sighting without a Ready pod");
+            status = next;
+        }
+        // One Ready pod again restarts it from zero.
+        let (_, next) = step(&blind, &status, 95);
+        assert_eq!(next.quorum_lost_since, None);
+        let (action, next) = step(&dipped, &next, 100);
+        assert!(matches!(action, Action::Wait(_)), "{action:?}");
+        assert_eq!(next.quorum_lost_since, Some(time(100)));
+        // Only a loss that lasts the whole grace without a break starts the recovery.
+        let (action, _) = step(&dipped, &next, 130);
+        assert_eq!(action, Action::StartRecovery { first_index: 3 });
     }
 
     #[test]

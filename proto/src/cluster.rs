@@ -360,6 +360,11 @@ pub struct RecoveryStatus {
     pub reason: String,
     /// Members with a lower index belong to the lost cluster and are removed; the new seed gets this index.
     pub first_member_index: i32,
+    /// The lost cluster's member pods when the recovery was recorded. While every one of them is still there and
+    /// no seed exists, nothing has been deleted, and the recovery may still be abandoned (the quorum came back,
+    /// or the policy is no longer `Restore`). Unset in a record written by an older controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_pods: Option<Vec<String>>,
 }
 
 /// Member names, by readiness.

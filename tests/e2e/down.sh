@@ -34,7 +34,7 @@ done
 ip link del kecpods0 2>/dev/null || true
 # kube-proxy's rules: its chains are all named KUBE-*.
 for table in nat filter mangle; do
-  iptables-save -t "$table" 2>/dev/null | grep -q ':KUBE-' || continue
+  iptables-save -t "$table" 2>/dev/null | grep ':KUBE-' >/dev/null || continue
   iptables-save -t "$table" | grep -v -- '-j KUBE-\|^:KUBE-\|-A KUBE-' | iptables-restore -T "$table" 2>/dev/null || true
 done
 ip route del 10.215.0.0/16 2>/dev/null || true

@@ -51,7 +51,8 @@ with_libs() {
   done
 }
 
-has() { ctr --address "$SOCK" -n k8s.io images ls -q | grep -qx "$1"; }
+# Not `grep -q`: it exits at the first match, ctr dies of SIGPIPE, and pipefail turns the match into a miss.
+has() { ctr --address "$SOCK" -n k8s.io images ls -q | grep -x "$1" >/dev/null; }
 
 case ${1:-base} in
   base)

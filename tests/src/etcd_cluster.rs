@@ -1,5 +1,6 @@
 //! A real multi-member etcd cluster on loopback: members can be started, joined later and killed one by one.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::etcd::etcd_bin;
-use crate::net::{free_port, wait_for_port};
+use crate::etcd::{etcd_bin, unique};
+use crate::net::{ensure_serving, free_port, wait_for_child_port};
 
 /// One member process.
 pub struct LocalMember {
@@ -26,6 +27,24 @@ impl LocalMember {
     pub fn alive(&self) -> bool {
         self.child.is_some()
     }
+
+    fn client_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.client_url.trim_start_matches("http://").parse()?)
+    }
+
+    /// Waits until this member's own process listens on its client port (failing at once if it exited).
+    async fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let addr = self.client_addr()?;
+        let child = self.child.as_mut().context("the member was killed")?;
+        wait_for_child_port(child, addr, Duration::from_secs(20)).await.with_context(|| format!("member {}", self.name))
+    }
+
+    /// Fails unless this member's process still runs and holds its client port.
+    fn ensure_serving(&mut self) -> anyhow::Result<()> {
+        let addr = self.client_addr()?;
+        let child = self.child.as_mut().context("the member was killed")?;
+        ensure_serving(child, addr).with_context(|| format!("member {}", self.name))
+    }
 }
 
 /// A cluster of member processes sharing one temporary directory; all killed on drop.
@@ -40,17 +59,18 @@ impl LocalCluster {
     /// Bootstraps a cluster of `size` members (`m0`, `m1`, ...) and waits until it serves.
     pub async fn start(size: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let token = format!("test-{}", free_port());
+        let token = unique("cluster");
         let mut cluster = Self { members: Vec::new(), dir, token };
         let planned: Vec<(String, String, String)> = (0..size).map(|i| cluster.reserve(&format!("m{i}"))).collect();
         let initial = planned.iter().map(|(n, p, _)| format!("{n}={p}")).collect::<Vec<_>>().join(",");
         for (name, peer, client) in planned {
             cluster.spawn(&name, &peer, &client, &initial, "new")?;
         }
-        for member in &cluster.members {
-            wait_for_port(member.client_url.trim_start_matches("http://").parse()?, Duration::from_secs(20)).await?;
+        for member in &mut cluster.members {
+            member.wait_listening().await?;
         }
         cluster.wait_serving().await?;
+        cluster.check_identity().await?;
         Ok(cluster)
     }
 
@@ -69,7 +89,23 @@ impl LocalCluster {
         initial_cluster: &str,
     ) -> anyhow::Result<()> {
         self.spawn(name, peer_url, client_url, initial_cluster, "existing")?;
-        wait_for_port(client_url.trim_start_matches("http://").parse()?, Duration::from_secs(20)).await
+        self.members.last_mut().expect("just spawned").wait_listening().await
+    }
+
+    /// Checks that every running member is our process, and that the cluster they form is this one: its members
+    /// are exactly ours by peer URL (ports handed out to this cluster alone; names are published only later).
+    async fn check_identity(&mut self) -> anyhow::Result<()> {
+        for member in &mut self.members {
+            member.ensure_serving()?;
+        }
+        let mut client = self.client().await?;
+        let listed = client.member_list().await?;
+        let mut found: Vec<String> = listed.members().iter().flat_map(|m| m.peer_urls().to_vec()).collect();
+        found.sort();
+        let mut expected: Vec<String> = self.members.iter().map(|m| m.peer_url.clone()).collect();
+        expected.sort();
+        anyhow::ensure!(found == expected, "the cluster answering is not this one: it lists {found:?}");
+        Ok(())
     }
 
     fn spawn(&mut self, name: &str, peer: &str, client: &str, initial: &str, state: &str) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! A TCP proxy in front of a real server that can stop forwarding after a number of bytes, to fail a stream
-//! half-way at a known point.
+//! TCP proxies in front of real servers: [`TripProxy`] stops forwarding after a number of bytes, to fail a stream
+//! half-way at a known point; [`GateProxy`] holds connections until it is opened, to keep work in progress.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +78,66 @@ impl TripProxy {
 impl Drop for TripProxy {
     fn drop(&mut self) {
         let _ = self.release.send(true);
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy in front of a real server that holds every connection it accepts until it is opened: requests wait
+/// unanswered (the server never sees them) until [`GateProxy::open`], and from then on everything passes straight
+/// through. It keeps a piece of work that needs the server in progress for as long as a test needs.
+pub struct GateProxy {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    open: watch::Sender<bool>,
+    held: watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GateProxy {
+    /// A closed gate in front of `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (open, open_rx) = watch::channel(false);
+        let (held_tx, held) = watch::channel(0usize);
+        let held_tx = Arc::new(held_tx);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (mut open_rx, held_tx) = (open_rx.clone(), held_tx.clone());
+                tokio::spawn(async move {
+                    if !*open_rx.borrow_and_update() {
+                        held_tx.send_modify(|n| *n += 1);
+                        if open_rx.wait_for(|open| *open).await.is_err() {
+                            return;
+                        }
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Ok(Self { addr, open, held, task })
+    }
+
+    /// Waits until at least `count` connections have arrived while the gate was closed.
+    pub async fn held(&mut self, count: usize) {
+        let _ = self.held.wait_for(|n| *n >= count).await;
+    }
+
+    /// How many connections have arrived while the gate was closed.
+    pub fn held_so_far(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Lets the held connections, and every later one, through.
+    pub fn open(&self) {
+        let _ = self.open.send(true);
+    }
+}
+
+impl Drop for GateProxy {
+    fn drop(&mut self) {
+        let _ = self.open.send(true);
         self.task.abort();
     }
 }

@@ -1,5 +1,6 @@
 //! A real S3-compatible server (MinIO, built by `scripts/install-deps.sh`) on a free loopback port.
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::net::{free_port, wait_for_port};
+use crate::net::{ensure_serving, free_port, free_port_on, wait_for_child_port};
 
 /// Access key of the test server.
 pub const ACCESS_KEY: &str = "kec-test-access";
@@ -36,6 +37,7 @@ pub fn minio_bin() -> PathBuf {
 pub struct S3Server {
     child: Option<Child>,
     host: String,
+    ip: IpAddr,
     port: u16,
     dir: TempDir,
 }
@@ -49,12 +51,26 @@ impl S3Server {
     /// Starts a server listening on `host` (an address of this machine, e.g. the test bed's node address, which
     /// pods reach) with an empty bucket [`BUCKET`].
     pub async fn start_on(host: &str) -> anyhow::Result<Self> {
+        let ip = host_ip(host)?;
         let dir = tempfile::tempdir()?;
         // In single-drive mode a top-level directory of the drive is a bucket.
         std::fs::create_dir_all(dir.path().join("data").join(BUCKET))?;
-        let mut server = Self { child: None, host: host.to_string(), port: free_port(), dir };
-        server.resume().await?;
-        Ok(server)
+        let mut server = Self { child: None, host: host.to_string(), ip, port: free_port_on(ip), dir };
+        let mut failures = Vec::new();
+        // The port is checked free on `host`, but another process may still take it before MinIO binds it: then
+        // MinIO exits, and it is started again on another port.
+        for _ in 0..3 {
+            match server.resume().await {
+                Ok(()) => return Ok(server),
+                Err(error) if server.exited() => {
+                    failures.push(format!("{error:#}"));
+                    server.stop();
+                    server.port = free_port_on(ip);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        anyhow::bail!("MinIO did not start: {}", failures.join("; "))
     }
 
     /// The endpoint URL (`http://HOST:PORT`).
@@ -75,8 +91,13 @@ impl S3Server {
         }
     }
 
-    /// Starts the server again on the same port and data.
+    /// Starts the server again on the same port and data. It is running once our MinIO process holds the port
+    /// on its host, answers its readiness probe, and still runs afterwards.
     pub async fn resume(&mut self) -> anyhow::Result<()> {
+        if self.exited() {
+            self.stop();
+        }
+        anyhow::ensure!(self.child.is_none(), "MinIO at {} is already running", self.endpoint());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("minio.log"))?;
         let child = Command::new(minio_bin())
             .arg("server")
@@ -95,18 +116,33 @@ impl S3Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {} (run scripts/install-deps.sh)", minio_bin().display()))?;
-        self.child = Some(child);
-        wait_for_port(format!("{}:{}", self.host, self.port).parse()?, Duration::from_secs(30)).await?;
+        let child = self.child.insert(child);
+        let addr = SocketAddr::new(self.ip, self.port);
+        wait_for_child_port(child, addr, Duration::from_secs(30)).await.context("MinIO")?;
         // The port opens before the server answers S3 requests.
         let probe = format!("{}/minio/health/ready", self.endpoint());
         for _ in 0..100 {
             if reqwest_probe(&probe).await {
-                return Ok(());
+                return ensure_serving(self.child.as_mut().expect("started"), addr).context("MinIO");
             }
+            ensure_serving(self.child.as_mut().expect("started"), addr).context("MinIO")?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         anyhow::bail!("MinIO at {} never became ready", self.endpoint())
     }
+
+    /// Whether the server was started and has exited since.
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+}
+
+/// The address `host` names: an IP address, or a name resolved once.
+fn host_ip(host: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    (host, 0).to_socket_addrs()?.next().map(|a| a.ip()).with_context(|| format!("{host} resolves to no address"))
 }
 
 async fn reqwest_probe(url: &str) -> bool {

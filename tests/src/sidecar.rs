@@ -1,7 +1,9 @@
 //! A backup sidecar served in-process (its library, on a port-0 listener) beside a real etcd and a real storage.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backup_sidecar::api::{AppState, serve};
@@ -11,6 +13,7 @@ use backup_sidecar::retention::Retention;
 use backup_sidecar::storage::{S3Options, Storage};
 use tempfile::TempDir;
 
+use crate::net::{free_port, wait_for_child_port};
 use crate::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 /// Which kind of storage a test runs on.
@@ -61,6 +64,29 @@ impl TestStorage {
     pub fn open(&self) -> anyhow::Result<Storage> {
         Ok(Storage::open(&self.url, &self.s3)?)
     }
+
+    /// The same S3 storage reached at another endpoint (a proxy in front of its server). The view owns nothing:
+    /// `self` keeps the server.
+    pub fn via_endpoint(&self, endpoint: &str) -> Self {
+        let s3 = S3Options { endpoint: Some(endpoint.to_string()), ..self.s3.clone() };
+        Self { url: self.url.clone(), s3, server: None, dir: None }
+    }
+
+    /// The storage's directory, for `file://`.
+    pub fn path(&self) -> Option<PathBuf> {
+        reqwest::Url::parse(&self.url).ok().filter(|u| u.scheme() == "file")?.to_file_path().ok()
+    }
+
+    /// Names of the files in a `file://` storage's directory, sorted: published backups, orphans, and the
+    /// staging files of uploads in progress, which listings through the storage never show.
+    pub fn files(&self) -> Vec<String> {
+        let dir = self.path().expect("a file:// storage");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
 }
 
 /// A running sidecar API.
@@ -82,8 +108,18 @@ impl Sidecar {
         retention: Retention,
         token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let etcd = EtcdConfig { endpoints, ca: None, identity: None, timeout: Duration::from_secs(5) };
         let config = BackupConfig { cluster_name: "test".into(), retention, idle_timeout: Duration::from_secs(5) };
+        Self::start_with(endpoints, storage, config, token).await
+    }
+
+    /// Like [`Sidecar::start`], with every backup setting given.
+    pub async fn start_with(
+        endpoints: Vec<String>,
+        storage: &TestStorage,
+        config: BackupConfig,
+        token: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let etcd = EtcdConfig { endpoints, ca: None, identity: None, timeout: Duration::from_secs(5) };
         let engine = Engine::new(etcd, storage.open()?, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -103,5 +139,117 @@ impl Sidecar {
 impl Drop for Sidecar {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Waits until `condition` holds, checking every 20 ms, and fails (panics) after `limit`: for tests that wait for
+/// an event, never for a fixed time.
+pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of one series in a Prometheus text exposition, e.g. `etcd_backup_attempts_total{result="created"}`
+/// (the name with its labels, exactly as exposed); `None` when the series is not there.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The `etcd-backup-sidecar` binary of this workspace. It is built by `cargo build` (once per test process, a
+/// no-op when up to date) into the target directory the tests run from, so the binary run is never a stale one.
+pub fn sidecar_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable");
+        // <target>/<profile>/deps/<test>-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("a target directory");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build
+            .args(["build", "--quiet", "--package", "backup-sidecar", "--bin", "etcd-backup-sidecar"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir);
+        // What cargo set for this test process describes this package, not the build: left in, build scripts
+        // that watch such variables (ring's watches CARGO_MANIFEST_DIR) would rebuild half the tree each time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"];
+            if per_package.iter().any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_TARGET_TMPDIR"
+                || name == "OUT_DIR"
+            {
+                build.env_remove(name);
+            }
+        }
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(other) => {
+                build.args(["--profile", other]);
+            }
+            None => {}
+        }
+        let status = build.status().expect("run cargo build for the sidecar binary");
+        assert!(status.success(), "cargo build of etcd-backup-sidecar failed: {status}");
+        let bin = profile_dir.join("etcd-backup-sidecar");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The sidecar binary's `serve`, run as a process on a free loopback port; killed on drop.
+pub struct SidecarProcess {
+    child: Child,
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub base: String,
+    _log: TempDir,
+}
+
+impl SidecarProcess {
+    /// Runs `etcd-backup-sidecar serve --listen 127.0.0.1:PORT` with `args` and waits until the process listens.
+    pub async fn serve(args: &[String]) -> anyhow::Result<Self> {
+        let log = tempfile::tempdir()?;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut child = Command::new(sidecar_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path().join("sidecar.log"))?)
+            .spawn()?;
+        if let Err(error) = wait_for_child_port(&mut child, addr, Duration::from_secs(60)).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log.path().join("sidecar.log")).unwrap_or_default();
+            anyhow::bail!("{error:#}; log: {log}");
+        }
+        Ok(Self { child, base: format!("http://{addr}"), _log: log })
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -2,14 +2,21 @@
 //! restore with `etcdctl snapshot restore`, authentication, and the skip and concurrency paths.
 
 use std::io::Read;
+use std::time::Duration;
 
+use backup_sidecar::backup::BackupConfig;
 use backup_sidecar::restore::{RestoreRequest, restore};
 use backup_sidecar::retention::Retention;
 use proto::backup::{ApiErrorBody, BackupInfo, BackupList, HEADER_REVISION, HEADER_SHA256, SidecarStatus};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use system_tests::etcd::{EtcdServer, restore_and_start};
-use system_tests::sidecar::{Backend, Sidecar, TestStorage};
+use system_tests::net::free_port;
+use system_tests::proxy::{GateProxy, TripProxy};
+use system_tests::sidecar::{Backend, Sidecar, TestStorage, eventually, metric};
+
+/// A generous limit for waiting on something that happens in well under a second on an idle machine.
+const LONG: Duration = Duration::from_secs(60);
 
 async fn post_backup(http: &reqwest::Client, sidecar: &Sidecar) -> (StatusCode, BackupInfo) {
     let response = http.post(sidecar.url("/v1/backups")).send().await.unwrap();
@@ -17,6 +24,10 @@ async fn post_backup(http: &reqwest::Client, sidecar: &Sidecar) -> (StatusCode, 
     let body = response.text().await.unwrap();
     let info = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status} {body}: {e}"));
     (status, info)
+}
+
+async fn scrape(http: &reqwest::Client, sidecar: &Sidecar) -> String {
+    http.get(sidecar.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 async fn list(http: &reqwest::Client, sidecar: &Sidecar) -> Vec<BackupInfo> {
@@ -167,58 +178,131 @@ async fn unknown_backups_are_404_with_a_json_error() {
 }
 
 #[tokio::test]
-async fn concurrent_triggers_share_one_backup() {
+async fn triggers_during_a_backup_wait_for_it_and_get_its_result() {
+    const TRIGGERS: usize = 8;
     let etcd = EtcdServer::start().await.unwrap();
-    etcd.put_keys("/k/", 2000, 512).await.unwrap();
-    let storage = TestStorage::new(Backend::File).await.unwrap();
-    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
+    etcd.put_keys("/k/", 200, 100).await.unwrap();
+    let storage = TestStorage::new(Backend::S3).await.unwrap();
+    // Storage behind a closed gate: the first attempt lists storage before its snapshot, so it cannot end
+    // (neither succeed nor fail) until the gate opens; while it runs, the other triggers arrive.
+    let minio = storage.server.as_ref().unwrap().endpoint();
+    let mut gate = GateProxy::start(minio.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    let gated = storage.via_endpoint(&format!("http://{}", gate.addr));
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &gated, Retention::default(), None).await.unwrap();
     let http = reqwest::Client::new();
-    let triggers = (0..8).map(|_| post_backup(&http, &sidecar));
-    let results = futures::future::join_all(triggers).await;
-    let first = &results[0].1.name;
+
+    let triggers = futures::future::join_all((0..TRIGGERS).map(|_| post_backup(&http, &sidecar)));
+    let hold = async {
+        tokio::time::timeout(LONG, gate.held(1)).await.expect("the attempt reaches storage");
+        eventually("every trigger waits for the attempt", LONG, || sidecar.engine.waiting() == TRIGGERS).await;
+        let status: SidecarStatus = http.get(sidecar.url("/v1/status")).send().await.unwrap().json().await.unwrap();
+        assert!(status.running, "the attempt is still running");
+        assert!(status.last_success.is_none());
+        gate.open();
+    };
+    let (results, ()) = tokio::join!(triggers, hold);
+
+    let first = &results[0].1;
     for (status, info) in &results {
-        assert_eq!(&info.name, first, "every trigger gets the same backup");
-        assert!(*status == StatusCode::CREATED || *status == StatusCode::OK);
+        assert_eq!(*status, StatusCode::CREATED, "every trigger gets the new backup, none an unchanged one");
+        assert_eq!((&info.name, &info.sha256), (&first.name, &first.sha256), "every trigger gets the same backup");
     }
-    assert!(results.iter().any(|(status, _)| *status == StatusCode::CREATED));
-    assert_eq!(list(&http, &sidecar).await.len(), 1, "exactly one backup was taken");
+    assert_eq!(gate.held_so_far(), 1, "only one attempt went to storage while the gate was closed");
+    let metrics = scrape(&http, &sidecar).await;
+    assert_eq!(metric(&metrics, r#"etcd_backup_attempts_total{result="created"}"#), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, r#"etcd_backup_attempts_total{result="unchanged"}"#), None, "{metrics}");
+    assert_eq!(metric(&metrics, r#"etcd_backup_attempts_total{result="failed"}"#), None, "{metrics}");
+    let listed: Vec<_> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
+    assert_eq!(listed, std::slice::from_ref(&first.name), "exactly one backup was taken");
     let status: SidecarStatus = http.get(sidecar.url("/v1/status")).send().await.unwrap().json().await.unwrap();
     assert_eq!(status.backup_count, 1);
     assert!(!status.running);
-    assert_eq!(status.last_success.unwrap().name, *first);
+    assert_eq!(status.last_success.unwrap().name, first.name);
+    assert_eq!(sidecar.engine.waiting(), 0);
 }
 
 #[tokio::test]
 async fn retention_keeps_the_newest_and_runs_only_after_a_published_backup() {
-    let mut etcd = EtcdServer::start().await.unwrap();
+    let etcd = EtcdServer::start().await.unwrap();
     let storage = TestStorage::new(Backend::File).await.unwrap();
-    let retention = Retention { max_backups: Some(2), max_age: None };
-    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, retention, None).await.unwrap();
     let http = reqwest::Client::new();
+    // Three backups taken without a limit, then a sidecar that keeps two: one more than that is stored, so any
+    // retention run would delete the oldest.
+    let unlimited = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let mut made = Vec::new();
-    for round in 0..4 {
-        etcd.put_keys(&format!("/r{round}/"), 10, 10).await.unwrap();
-        let (status, info) = post_backup(&http, &sidecar).await;
+    for round in 0..3 {
+        // About 100 KiB a round: the snapshot below is well past the proxy's 64 KiB.
+        etcd.put_keys(&format!("/r{round}/"), 100, 1024).await.unwrap();
+        let (status, info) = post_backup(&http, &unlimited).await;
         assert_eq!(status, StatusCode::CREATED);
         made.push(info.name);
     }
-    let kept: Vec<_> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
-    assert_eq!(kept, [made[3].clone(), made[2].clone()]);
+    drop(unlimited);
+    // A stream held at the proxy must not count as stalled while the test looks at storage.
+    let config = BackupConfig {
+        cluster_name: "test".into(),
+        retention: Retention { max_backups: Some(2), max_age: None },
+        idle_timeout: LONG,
+    };
+    let sidecar = Sidecar::start_with(vec![etcd.client_url.clone()], &storage, config, None).await.unwrap();
+    let stored = storage.files();
+    assert_eq!(stored.len(), 6, "three snapshots and their manifests: {stored:?}");
+    let names = |list: Vec<BackupInfo>| list.into_iter().map(|b| b.name).collect::<Vec<_>>();
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(names(list(&http, &sidecar).await), newest_first, "listing deletes nothing");
 
-    // etcd gone: the attempt fails, and nothing is deleted.
-    etcd.kill();
-    let response = http.post(sidecar.url("/v1/backups")).send().await.unwrap();
+    // etcd has not moved: nothing is published, so retention does not run.
+    let (status, unchanged) = post_backup(&http, &sidecar).await;
+    assert_eq!((status, unchanged.name.as_str()), (StatusCode::OK, made[2].as_str()));
+    assert_eq!(storage.files(), stored, "an unchanged run deletes nothing");
+
+    // etcd unreachable (the request names a dead endpoint): the attempt fails at once and deletes nothing.
+    let dead = serde_json::json!({ "endpoints": [format!("http://127.0.0.1:{}", free_port())] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&dead).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.json::<ApiErrorBody>().await.unwrap().error, "etcd_unreachable");
+    assert_eq!(storage.files(), stored, "a failed attempt deletes nothing");
+
+    // The snapshot stream breaks half-way, after the upload started: the attempt fails late, and still deletes
+    // nothing (and leaves no partial upload).
+    etcd.put_keys("/late/", 10, 10).await.unwrap();
+    let mut proxy =
+        TripProxy::start(etcd.client_url.trim_start_matches("http://").parse().unwrap(), 64 * 1024).await.unwrap();
+    let through_proxy = serde_json::json!({ "endpoints": [format!("http://{}", proxy.addr)] });
+    let cut = http.post(sidecar.url("/v1/backups")).json(&through_proxy).send();
+    let trip = async {
+        tokio::time::timeout(LONG, proxy.tripped()).await.expect("the snapshot stream started");
+        let staging: Vec<String> = storage.files().into_iter().filter(|f| !stored.contains(f)).collect();
+        assert_eq!(staging.len(), 1, "the upload is under way: {staging:?}");
+        proxy.release();
+    };
+    let (response, ()) = tokio::join!(cut, trip);
+    let response = response.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let error: ApiErrorBody = response.json().await.unwrap();
-    assert_eq!(error.error, "etcd_unreachable");
-    assert_eq!(list(&http, &sidecar).await.len(), 2);
+    assert!(matches!(error.error.as_str(), "snapshot" | "snapshot_incomplete"), "{error:?}");
+    assert_eq!(storage.files(), stored, "a failed attempt deletes nothing and its partial upload is gone");
+    assert_eq!(names(list(&http, &sidecar).await), newest_first);
     let status: SidecarStatus = http.get(sidecar.url("/v1/status")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(status.consecutive_failures, 1);
-    assert_eq!(status.last_failure.unwrap().reason, "etcd_unreachable");
-    let metrics = http.get(sidecar.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("etcd_backup_attempts_total{result=\"failed\"} 1"), "{metrics}");
-    assert!(metrics.contains("etcd_backup_attempts_total{result=\"created\"} 4"), "{metrics}");
-    assert!(metrics.contains("etcd_backup_retention_deleted_total 2"), "{metrics}");
+    assert_eq!(status.consecutive_failures, 2);
+    assert_eq!(status.last_failure.unwrap().reason, error.error);
+    let metrics = scrape(&http, &sidecar).await;
+    assert_eq!(metric(&metrics, r#"etcd_backup_attempts_total{result="failed"}"#), Some(2.0), "{metrics}");
+    assert_eq!(metric(&metrics, "etcd_backup_retention_deleted_total"), Some(0.0), "{metrics}");
+
+    // A published backup runs retention: the two oldest go (manifest and snapshot), the newest two stay.
+    let (status, newest) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(names(list(&http, &sidecar).await), [newest.name.clone(), made[2].clone()]);
+    let mut expected: Vec<String> = [&newest.name, &made[2]]
+        .into_iter()
+        .flat_map(|name| [format!("{name}.db.gz"), format!("{name}.json")])
+        .collect();
+    expected.sort();
+    assert_eq!(storage.files(), expected);
+    let metrics = scrape(&http, &sidecar).await;
+    assert_eq!(metric(&metrics, "etcd_backup_retention_deleted_total"), Some(2.0), "{metrics}");
+    assert_eq!(metric(&metrics, "etcd_backup_stored"), Some(2.0), "{metrics}");
 }
 
 #[tokio::test]
@@ -278,4 +362,154 @@ async fn a_backup_can_be_taken_from_endpoints_the_request_names() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: ApiErrorBody = response.json().await.unwrap();
     assert!(error.detail.contains("no http(s) URL"), "{}", error.detail);
+}
+
+#[tokio::test]
+async fn readyz_is_ready_once_storage_has_answered_and_stays_ready() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 10, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let ready = || async { http.get(sidecar.url("/readyz")).send().await.unwrap().status() };
+    // A broken volume: the storage directory is replaced by a symlink to itself, so listing it fails.
+    let dir = storage.path().unwrap();
+    let aside = dir.with_extension("aside");
+    let break_volume = || {
+        std::fs::rename(&dir, &aside).unwrap();
+        std::os::unix::fs::symlink(dir.file_name().unwrap(), &dir).unwrap();
+    };
+    let repair_volume = || {
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&aside, &dir).unwrap();
+    };
+
+    assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE, "nothing has reached storage yet");
+    break_volume();
+    let listed = http.get(sidecar.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::SERVICE_UNAVAILABLE, "the broken volume cannot be listed");
+    let attempt = http.post(sidecar.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(attempt.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(attempt.json::<ApiErrorBody>().await.unwrap().error, "storage");
+    let not_ready = http.get(sidecar.url("/readyz")).send().await.unwrap();
+    assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE, "failed attempts do not make it ready");
+    assert!(not_ready.text().await.unwrap().contains("storage"));
+
+    repair_volume();
+    assert!(list(&http, &sidecar).await.is_empty());
+    assert_eq!(ready().await, StatusCode::OK, "storage answered");
+    break_volume();
+    let listed = http.get(sidecar.url("/v1/backups")).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready().await, StatusCode::OK, "reached once is enough: a storage outage later keeps it ready");
+    repair_volume();
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[tokio::test]
+async fn metrics_report_failures_the_last_success_durations_sizes_and_the_stored_count() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/a/", 50, 100).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let retention = Retention { max_backups: Some(1), max_age: None };
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, retention, None).await.unwrap();
+    let http = reqwest::Client::new();
+    let value = |text: &str, series: &str| metric(text, series).unwrap_or_else(|| panic!("no {series}: {text}"));
+    let fresh = scrape(&http, &sidecar).await;
+    assert_eq!(value(&fresh, "etcd_backup_last_success_timestamp_seconds"), 0.0);
+    assert_eq!(value(&fresh, "etcd_backup_duration_seconds_count"), 0.0);
+
+    // A new backup: its sizes, its duration, when it succeeded, and how many are stored.
+    let before = unix_now();
+    let (status, first) = post_backup(&http, &sidecar).await;
+    let after = unix_now();
+    assert_eq!(status, StatusCode::CREATED);
+    let taken = scrape(&http, &sidecar).await;
+    assert_eq!(value(&taken, "etcd_backup_last_raw_size_bytes"), first.raw_size as f64);
+    assert_eq!(value(&taken, "etcd_backup_last_compressed_size_bytes"), first.compressed_size as f64);
+    assert_eq!(value(&taken, "etcd_backup_duration_seconds_count"), 1.0);
+    let took = value(&taken, "etcd_backup_duration_seconds_sum");
+    assert!(took > 0.0 && took <= after - before, "{took} s, not within the request's {} s", after - before);
+    let succeeded = value(&taken, "etcd_backup_last_success_timestamp_seconds");
+    assert!((before - 0.001..=after).contains(&succeeded), "{succeeded} not in [{before}, {after}]");
+    assert_eq!(value(&taken, "etcd_backup_stored"), 1.0);
+
+    // Unchanged: a success (the timestamp moves), but no backup taken (no duration, same sizes).
+    let (status, _) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::OK);
+    let skipped = scrape(&http, &sidecar).await;
+    assert_eq!(value(&skipped, r#"etcd_backup_attempts_total{result="unchanged"}"#), 1.0);
+    assert!(value(&skipped, "etcd_backup_last_success_timestamp_seconds") >= succeeded);
+    assert_eq!(value(&skipped, "etcd_backup_duration_seconds_count"), 1.0);
+    assert_eq!(value(&skipped, "etcd_backup_last_raw_size_bytes"), first.raw_size as f64);
+
+    // A bigger second backup: the sizes follow it; retention keeps one, and the stored count says so.
+    etcd.put_keys_random("/b/", 200, 1024).await.unwrap();
+    let (status, second) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(second.raw_size > first.raw_size && second.compressed_size > first.compressed_size);
+    let grown = scrape(&http, &sidecar).await;
+    assert_eq!(value(&grown, "etcd_backup_last_raw_size_bytes"), second.raw_size as f64);
+    assert_eq!(value(&grown, "etcd_backup_last_compressed_size_bytes"), second.compressed_size as f64);
+    assert_eq!(value(&grown, "etcd_backup_duration_seconds_count"), 2.0);
+    assert_eq!(value(&grown, "etcd_backup_retention_deleted_total"), 1.0);
+    assert_eq!(value(&grown, "etcd_backup_stored"), 1.0);
+    let last_success = value(&grown, "etcd_backup_last_success_timestamp_seconds");
+
+    // Failures, by reason; they leave the last success and the sizes alone.
+    let dead = serde_json::json!({ "endpoints": [format!("http://127.0.0.1:{}", free_port())] });
+    for _ in 0..2 {
+        let response = http.post(sidecar.url("/v1/backups")).json(&dead).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let failed = scrape(&http, &sidecar).await;
+    assert_eq!(value(&failed, r#"etcd_backup_failures_total{reason="etcd_unreachable"}"#), 2.0);
+    assert_eq!(value(&failed, r#"etcd_backup_attempts_total{result="failed"}"#), 2.0);
+    assert_eq!(value(&failed, r#"etcd_backup_attempts_total{result="created"}"#), 2.0);
+    assert_eq!(value(&failed, "etcd_backup_last_success_timestamp_seconds"), last_success);
+    assert_eq!(value(&failed, "etcd_backup_last_raw_size_bytes"), second.raw_size as f64);
+    assert_eq!(value(&failed, "etcd_backup_duration_seconds_count"), 2.0);
+}
+
+#[tokio::test]
+async fn another_cluster_at_the_same_revision_is_not_unchanged() {
+    // Two separate clusters with the same writes: the same revision, different cluster IDs.
+    let (a, b) = (EtcdServer::start().await.unwrap(), EtcdServer::start().await.unwrap());
+    a.put_keys("/k/", 20, 10).await.unwrap();
+    b.put_keys("/k/", 20, 10).await.unwrap();
+    let header = |status: etcd_client::StatusResponse| {
+        let header = status.header().unwrap();
+        (header.revision(), header.cluster_id())
+    };
+    let (revision_a, id_a) = header(a.client().await.unwrap().status().await.unwrap());
+    let (revision_b, id_b) = header(b.client().await.unwrap().status().await.unwrap());
+    assert_eq!(revision_a, revision_b, "the clusters must be at the same revision for this test");
+    assert_ne!(id_a, id_b);
+
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar = Sidecar::start(vec![a.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let (status, from_a) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!((from_a.revision, from_a.etcd_cluster_id.as_str()), (revision_a, format!("{id_a:x}").as_str()));
+
+    let from = |etcd: &EtcdServer| serde_json::json!({ "endpoints": [etcd.client_url] });
+    let post_from = |etcd: &EtcdServer| http.post(sidecar.url("/v1/backups")).json(&from(etcd)).send();
+    let response = post_from(&b).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "the same revision of another cluster is new");
+    let from_b: BackupInfo = response.json().await.unwrap();
+    assert_eq!((from_b.revision, from_b.etcd_cluster_id.as_str()), (revision_b, format!("{id_b:x}").as_str()));
+    assert_ne!(from_b.name, from_a.name);
+
+    // Now B's is the newest: B again is unchanged, A is not.
+    let response = post_from(&b).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<BackupInfo>().await.unwrap().name, from_b.name);
+    let (status, a_again) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(a_again.etcd_cluster_id, from_a.etcd_cluster_id);
+    assert_eq!(list(&http, &sidecar).await.len(), 3);
 }

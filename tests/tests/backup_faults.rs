@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use backup_sidecar::backup::Outcome;
+use backup_sidecar::backup::{BackupConfig, Outcome};
 use backup_sidecar::restore::{RestoreRequest, restore};
 use backup_sidecar::retention::Retention;
 use backup_sidecar::schedule::{self, CancellationToken, Schedule};
@@ -13,7 +13,10 @@ use object_store::path::Path;
 use proto::backup::BackupInfo;
 use system_tests::etcd::EtcdServer;
 use system_tests::proxy::TripProxy;
-use system_tests::sidecar::{Backend, Sidecar, TestStorage};
+use system_tests::sidecar::{Backend, Sidecar, TestStorage, eventually, metric};
+
+/// A generous limit for waiting on something that happens in well under a second on an idle machine.
+const LONG: Duration = Duration::from_secs(60);
 
 /// An object store handle on the same storage, to damage objects behind the sidecar's back.
 fn raw_store(storage: &TestStorage) -> (std::sync::Arc<dyn object_store::ObjectStore>, Path) {
@@ -128,7 +131,7 @@ async fn s3_incomplete_uploads_are_never_listed() {
 }
 
 #[tokio::test]
-async fn etcd_killed_mid_snapshot_publishes_nothing_and_keeps_the_last_good_backup() {
+async fn etcd_killed_mid_snapshot_publishes_nothing_removes_the_partial_upload_and_keeps_the_last_good_backup() {
     let mut etcd = EtcdServer::start().await.unwrap();
     etcd.put_keys("/k/", 400, 1024).await.unwrap();
     let storage = TestStorage::new(Backend::File).await.unwrap();
@@ -139,20 +142,28 @@ async fn etcd_killed_mid_snapshot_publishes_nothing_and_keeps_the_last_good_back
     let direct = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
     let good = backup(&direct).await;
     etcd.put_keys("/after/", 10, 10).await.unwrap();
+    let published = storage.files();
+    assert_eq!(published, [format!("{}.db.gz", good.name), format!("{}.json", good.name)]);
 
-    let sidecar = Sidecar::start(vec![through_proxy], &storage, Retention::default(), None).await.unwrap();
+    // A stream held at the proxy must not count as stalled while the test looks at storage.
+    let config = BackupConfig { cluster_name: "test".into(), retention: Retention::default(), idle_timeout: LONG };
+    let sidecar = Sidecar::start_with(vec![through_proxy], &storage, config, None).await.unwrap();
     let attempt = tokio::spawn({
         let engine = sidecar.engine.clone();
         async move { engine.backup().await }
     });
-    tokio::time::timeout(Duration::from_secs(20), proxy.tripped()).await.expect("the snapshot stream started");
+    tokio::time::timeout(LONG, proxy.tripped()).await.expect("the snapshot stream started");
+    // The upload is under way: its staging file is there (listings never show it).
+    let partial: Vec<String> = storage.files().into_iter().filter(|f| !published.contains(f)).collect();
+    assert_eq!(partial.len(), 1, "one upload in progress: {partial:?}");
     etcd.kill();
     proxy.release();
-    let error = tokio::time::timeout(Duration::from_secs(30), attempt).await.unwrap().unwrap().unwrap_err();
+    let error = tokio::time::timeout(LONG, attempt).await.unwrap().unwrap().unwrap_err();
     assert!(matches!(error.reason(), "snapshot" | "snapshot_incomplete"), "{error}");
 
     let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
     assert_eq!(listed, [good.name], "the broken snapshot was not published and the last good one is kept");
+    assert_eq!(storage.files(), published, "the partial upload {partial:?} was removed, nothing else");
     let status = sidecar.engine.status();
     assert_eq!(status.consecutive_failures, 1);
     assert!(status.last_failure.unwrap().error.contains("snapshot"));
@@ -199,21 +210,73 @@ async fn scheduled_runs_skip_an_unchanged_cluster() {
     let engine = sidecar.engine.clone();
     let on_next = move |at| engine.set_schedule(Some("every 1s".into()), Some(at));
     let task = tokio::spawn(schedule::run(Schedule::every("1s").unwrap(), job, on_next, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let count = |result: &str| {
+        metric(&sidecar.engine.metrics.encode(), &format!("etcd_backup_attempts_total{{result=\"{result}\"}}"))
+            .unwrap_or(0.0)
+    };
+
+    // The run at start-up takes a backup; the runs after it find etcd unchanged. (Waits for the runs to happen,
+    // however long a loaded machine takes, and stops at a second backup, which would be wrong.)
+    eventually("two runs after the first", LONG, || count("unchanged") >= 2.0 || count("created") >= 2.0).await;
+    assert_eq!(count("created"), 1.0, "unchanged runs take no backup");
     assert_eq!(sidecar.engine.list().await.unwrap().len(), 1, "unchanged runs add nothing");
+    assert!(sidecar.engine.status().next_run.is_some());
+
     etcd.put_keys("/new/", 1, 10).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("a run after the write", LONG, || count("created") >= 2.0).await;
+    let unchanged = count("unchanged");
+    // And the run after that is unchanged again.
+    eventually("a run after the new backup", LONG, || count("unchanged") > unchanged || count("created") > 2.0).await;
     shutdown.cancel();
     task.await.unwrap();
+    assert_eq!(count("created"), 2.0, "one new backup for one change");
     assert_eq!(sidecar.engine.list().await.unwrap().len(), 2, "a changed cluster gets a new backup");
-    let metrics = sidecar.engine.metrics.encode();
-    let unchanged = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("etcd_backup_attempts_total{result=\"unchanged\"} "))
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(unchanged >= 2, "{metrics}");
-    assert!(sidecar.engine.status().next_run.is_some());
+    assert_eq!(count("failed"), 0.0);
+}
+
+#[tokio::test]
+async fn orphans_older_than_an_hour_are_removed_after_the_next_published_backup_and_only_then() {
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 20, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let sidecar = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
+    let first = backup(&sidecar).await;
+    let dir = storage.path().unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    let write = |name: &str, modified: Option<std::time::SystemTime>| {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, b"partial").unwrap();
+        }
+        if let Some(at) = modified {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(at).unwrap();
+        }
+    };
+    // Uploads that died before their manifest: one two hours ago, one just now (it may still be running
+    // elsewhere). And a published backup whose snapshot is as old: its manifest makes it no orphan.
+    write("test-old-orphan.db.gz", Some(two_hours_ago));
+    write("test-new-orphan.db.gz", None);
+    write(&format!("{}.db.gz", first.name), Some(two_hours_ago));
+    let before = storage.files();
+    assert!(before.contains(&"test-old-orphan.db.gz".to_string()));
+
+    // A failed attempt and an unchanged one publish nothing, so they remove nothing.
+    let dead = format!("http://127.0.0.1:{}", system_tests::net::free_port());
+    sidecar.engine.backup_from(Some(vec![dead])).await.unwrap_err();
+    assert!(matches!(sidecar.engine.backup().await.unwrap(), Outcome::Unchanged(_)));
+    assert_eq!(storage.files(), before, "no cleanup without a published backup");
+
+    etcd.put_keys("/more/", 5, 10).await.unwrap();
+    let second = backup(&sidecar).await;
+    let mut expected: Vec<String> = [&first.name, &second.name]
+        .into_iter()
+        .flat_map(|name| [format!("{name}.db.gz"), format!("{name}.json")])
+        .chain(["test-new-orphan.db.gz".to_string()])
+        .collect();
+    expected.sort();
+    assert_eq!(storage.files(), expected, "only the old orphan is gone");
+    let listed: Vec<_> = sidecar.engine.list().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(listed, [second.name, first.name]);
 }
 
 /// A 2 MiB tmpfs as the backup volume, unmounted on drop.

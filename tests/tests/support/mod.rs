@@ -132,9 +132,7 @@ pub fn stop_after(
 ) -> (controller::reconcile::Hooks, std::sync::Arc<tokio::sync::Notify>) {
     let reached = std::sync::Arc::new(tokio::sync::Notify::new());
     let (cluster, notify) = (cluster.to_string(), reached.clone());
-    let after_step: std::sync::Arc<
-        dyn Fn(&str, &controller::plan::Action) -> controller::reconcile::HookFuture + Send + Sync,
-    > = std::sync::Arc::new(move |name, action| {
+    let after_step: controller::reconcile::StepHook = std::sync::Arc::new(move |name, action| {
         if name == cluster && point(action) {
             println!("controller frozen after {action:?}");
             notify.notify_one();
