@@ -16,14 +16,14 @@ fn main() {
         .filter(|c| !c.is_empty())
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
-    // Build again when HEAD moves: HEAD itself (a checkout) and the branch it points at (a commit).
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(branch).display());
+    // Build again when HEAD moves: `logs/HEAD` grows on every checkout and commit; HEAD itself where there is no
+    // reflog. Only paths that exist: cargo takes a missing one as changed and would run this on every build.
+    for file in ["logs/HEAD", "HEAD"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", file])
+            && Path::new(env!("CARGO_MANIFEST_DIR")).join(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={}", Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display());
         }
-        println!("cargo:rerun-if-changed={}", dir.join("packed-refs").display());
     }
     println!("cargo:rustc-env=KEC_GIT_COMMIT={commit}");
 }

@@ -68,7 +68,8 @@ summary=()
 for suite in "${suites[@]}"; do
   echo "test.sh: === $suite"
   began=$SECONDS
-  if cargo test -q -p system-tests --features e2e --test "$suite" -- --nocapture --test-threads 1; then
+  # A hung suite must not take the whole run past CI's limit: 20 minutes each at most.
+  if timeout 1200 cargo test -q -p system-tests --features e2e --test "$suite" -- --nocapture --test-threads 1; then
     summary+=("$(printf '%-16s passed in %4d s' "$suite" $((SECONDS - began)))")
   else
     summary+=("$(printf '%-16s FAILED after %4d s' "$suite" $((SECONDS - began)))")

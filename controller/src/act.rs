@@ -146,7 +146,13 @@ pub async fn act(
                 .await;
         }
         Action::StartRecovery { first_index } => {
-            let lost = observed.pods.iter().map(|p| p.name.clone()).collect();
+            // Pods already terminating are going anyway; recording them would make the recovery look touched.
+            let lost = observed
+                .pods
+                .iter()
+                .filter(|p| p.state != crate::observe::PodState::Terminating)
+                .map(|p| p.name.clone())
+                .collect();
             if let Some(fresh) =
                 start_recovery(client, recorder, cluster, addresses, *first_index, lost, etcd_timeout).await?
             {
@@ -154,6 +160,18 @@ pub async fn act(
             }
         }
         Action::DeleteLostMember { name: member } => {
+            // The object this step was planned from may predate an abandoned (cleared) or a different recovery:
+            // delete only while the very record the plan saw is still there.
+            let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+            let current = api.get_status(&cluster.name_any()).await.map_err(kube_error("reading status"))?;
+            let record = |s: Option<&proto::cluster::EtcdClusterStatus>| {
+                s.and_then(|s| s.recovery.as_ref()).map(|r| (r.backup.clone(), r.first_member_index))
+            };
+            let planned = record(cluster.status.as_ref());
+            if planned.is_none() || record(current.status.as_ref()) != planned {
+                tracing::info!(%member, "the recovery record changed since this step was planned; nothing deleted");
+                return Ok(());
+            }
             delete(&pods, member).await?;
             publish(
                 recorder,

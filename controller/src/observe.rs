@@ -89,6 +89,16 @@ pub struct Observed {
     pub stuck: Option<(String, String)>,
 }
 
+/// Whether the recovery `recorded` has deleted nothing yet: it lists the lost pods (a record of an older
+/// controller does not, and is never taken for untouched), every one of them is still there and not terminating,
+/// and no pod of the new cluster exists.
+pub fn untouched(recorded: &proto::cluster::RecoveryStatus, pods: &[MemberPod], cluster: &str) -> bool {
+    let first = u32::try_from(recorded.first_member_index).unwrap_or(0);
+    let kept = |lost: &String| pods.iter().any(|p| &p.name == lost && p.state != PodState::Terminating);
+    let no_seed = pods.iter().all(|p| member_index(cluster, &p.name).is_some_and(|i| i < first));
+    recorded.lost_pods.as_ref().is_some_and(|lost| lost.iter().all(kept)) && no_seed
+}
+
 /// A member pod that failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFailure {
@@ -196,12 +206,7 @@ pub async fn observe(
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
     let recovering = status.recovery.as_ref().map(|r| u32::try_from(r.first_member_index).unwrap_or(0));
-    let recovery_untouched = status.recovery.as_ref().is_some_and(|r| {
-        let first = u32::try_from(r.first_member_index).unwrap_or(0);
-        let kept = |lost: &String| pods.iter().any(|p| &p.name == lost && p.state != PodState::Terminating);
-        let no_seed = pods.iter().all(|p| member_index(&name, &p.name).is_some_and(|i| i < first));
-        r.lost_pods.as_ref().is_some_and(|lost| lost.iter().all(kept)) && no_seed
-    });
+    let recovery_untouched = status.recovery.as_ref().is_some_and(|r| untouched(r, &pods, &name));
     let lost_for = status.quorum_lost_since.as_ref().map(|since| {
         let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
         std::time::Duration::try_from(elapsed).unwrap_or_default()
@@ -336,6 +341,29 @@ pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_recovery_is_untouched_only_while_every_recorded_pod_is_there_and_no_seed_exists() {
+        use super::{MemberPod, PodState, untouched};
+        let pod = |name: &str, state| MemberPod { name: name.into(), state };
+        let running = PodState::Running { ready: false };
+        let mut record = proto::cluster::RecoveryStatus {
+            first_member_index: 3,
+            lost_pods: Some(vec!["demo-0000".into(), "demo-0002".into()]),
+            ..Default::default()
+        };
+        let lost = [pod("demo-0000", running), pod("demo-0002", PodState::Dead)];
+        assert!(untouched(&record, &lost, "demo"));
+        assert!(!untouched(&record, &lost[..1], "demo"), "a recorded pod is gone");
+        let going = [pod("demo-0000", running), pod("demo-0002", PodState::Terminating)];
+        assert!(!untouched(&record, &going, "demo"), "a recorded pod is being deleted");
+        let seeded = [lost[0].clone(), lost[1].clone(), pod("demo-0003", PodState::Pending)];
+        assert!(!untouched(&record, &seeded, "demo"), "the new cluster's seed exists");
+        record.lost_pods = None;
+        assert!(!untouched(&record, &lost, "demo"), "an older controller's record is never taken for untouched");
+        record.lost_pods = Some(vec![]);
+        assert!(untouched(&record, &[], "demo"), "every pod was gone at the start, and nothing was made since");
+    }
+
     use super::*;
 
     #[test]

@@ -181,6 +181,8 @@ node_ready() {
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
+# The kubelet answers itself first (a restarted one would otherwise pass on the Ready its predecessor reported).
+wait_until curl -sf --max-time 2 http://127.0.0.1:10248/healthz || fail "the kubelet does not answer its health check"
 if ! wait_until node_ready; then
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE_NAME" >&2 || true
   tail -n 30 "$LOGS/kubelet.log" >&2 || true
@@ -226,7 +228,7 @@ write_config coredns "$STATE/Corefile" <<COREFILE
 COREFILE
 # No forward plugin: names outside cluster.local get no answer, and no query ever leaves the machine.
 start coredns "$COREDNS" -conf "$STATE/Corefile"
-wait_until curl -sf http://127.0.0.1:18080/health || fail "CoreDNS does not answer its health check"
+wait_until curl -sf --max-time 2 http://127.0.0.1:18080/health || fail "CoreDNS does not answer its health check"
 "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Service
@@ -258,4 +260,4 @@ healthzBindAddress: 127.0.0.1:10256
 conntrack: { maxPerCore: 0 }
 YAML
 start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
-wait_until curl -sf http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"
+wait_until curl -sf --max-time 2 http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"

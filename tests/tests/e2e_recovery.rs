@@ -364,6 +364,27 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert!(pod.metadata.deletion_timestamp.is_none(), "nothing deleted yet");
     assert_eq!(member_pods(&pods, CLUSTER).await, survivor, "no seed yet");
 
+    // Nothing is deleted yet, so switching the policy back to Manual abandons the recovery and keeps the survivor.
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&manual)).await.unwrap();
+    let abandoning = start_controller(&client, "e2e-recovery-2b").await;
+    let (abandoned, _) = eventually("the recovery to be abandoned", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let s = status(&api, CLUSTER).await;
+            s.get("recovery").is_none().then_some(s)
+        }
+    })
+    .await;
+    assert!(event_reasons(&client).await.contains(&"RecoveryAbandoned".to_string()), "{abandoned}");
+    let pod = pods.get(&survivor[0]).await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_none(), "the survivor is kept");
+    let until = k8s_openapi::jiff::Timestamp::now() + grace + RESYNC * 2;
+    pods_stay(&pods, CLUSTER, &survivor, until, "Manual again: nothing deleted").await;
+    abandoning.abort();
+    let _ = abandoning.await;
+    println!("recovery abandoned before its first deletion when the policy went back to Manual");
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&restore)).await.unwrap();
+
     kill_after(&client, "e2e-recovery-3", "after the first deletion", |a| matches!(a, Action::DeleteLostMember { .. }))
         .await;
     let deleted = pods.get_opt(&survivor[0]).await.unwrap();
