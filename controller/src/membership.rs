@@ -129,8 +129,29 @@ impl Membership {
             .collect())
     }
 
+    /// The alarms raised in the cluster (they are replicated: any member lists every member's), as
+    /// `(member ID, NOSPACE or CORRUPT)`.
+    pub async fn alarms(&mut self) -> Result<Vec<(u64, &'static str)>, MembershipError> {
+        use etcd_client::{AlarmAction, AlarmType};
+        let response = self
+            .client
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .map_err(|source| MembershipError::Unreachable { endpoints: self.endpoints.join(","), source })?;
+        Ok(response
+            .alarms()
+            .iter()
+            .filter_map(|a| match a.alarm() {
+                AlarmType::Nospace => Some((a.member_id(), "NOSPACE")),
+                AlarmType::Corrupt => Some((a.member_id(), "CORRUPT")),
+                AlarmType::None => None,
+            })
+            .collect())
+    }
+
     /// The member list with each member's health: a member is healthy when its own client URL answers a status
-    /// request within the timeout. `name_of` names a member (pod names in Kubernetes, from peer URLs); `url_of`
+    /// request within the timeout and it knows a leader (a member cut off from the others answers, but serves
+    /// nothing that needs a quorum). `name_of` names a member (pod names in Kubernetes, from peer URLs); `url_of`
     /// gives the URL to reach a named member at (its pod's address in Kubernetes, so that the controller needs no
     /// cluster DNS), `None` for one that cannot be reached.
     pub async fn observe(
@@ -155,7 +176,7 @@ impl Membership {
                 name,
                 started: !entry.name.is_empty(),
                 learner: entry.learner,
-                healthy: status.is_some(),
+                healthy: status.is_some_and(|(_, leader)| leader != 0),
                 leader: false,
             });
         }

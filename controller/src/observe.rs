@@ -12,14 +12,27 @@ pub enum PodState {
         /// Whether the pod is ready.
         ready: bool,
     },
-    /// Failed or succeeded: with `restartPolicy: Never` this member is gone for good.
+    /// Failed or succeeded: this member is gone for good (a pod that restarts in place fails only when it is
+    /// evicted; a restored seed, whose restore cannot run twice, runs with `restartPolicy: Never`).
     Dead,
+    /// Running, but its etcd container keeps failing soon after it starts: restarted at least
+    /// [`CRASH_LOOP_RESTARTS`] times, its last run shorter than [`CRASH_LOOP_SHORT_RUN`], and waiting in the
+    /// kubelet's back-off now. Its data may be intact (it is never taken for a pod that holds none), but it does
+    /// not serve: with a quorum it is replaced.
+    CrashLooping,
     /// Failed because its restore refused the backup (corrupt, or not restorable): kept for its logs, never
     /// retried with the same backup.
     Refused,
     /// Being deleted.
     Terminating,
 }
+
+/// How often a member's etcd container must have restarted, each run short, before it counts as
+/// [`PodState::CrashLooping`]. The kubelet waits 10 s, 20 s, 40 s between the first restarts, so a member that
+/// crashes at once is given a little over a minute; one that crashed once (an OOM kill) restarts on its data.
+pub const CRASH_LOOP_RESTARTS: i32 = 3;
+/// A run shorter than this, ended by a crash, is part of a restart loop; a longer one is a member that served.
+pub const CRASH_LOOP_SHORT_RUN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One member pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +41,25 @@ pub struct MemberPod {
     pub name: String,
     /// Its state.
     pub state: PodState,
+    /// Its node, when the node is not Ready (NotReady or Unknown): the pod's state as the API shows it is stale,
+    /// and its member may be serving on the other side of a partition.
+    pub node_down: Option<NodeDown>,
+}
+
+impl MemberPod {
+    /// A pod on a Ready node (or not yet on any).
+    pub fn new(name: impl Into<String>, state: PodState) -> Self {
+        Self { name: name.into(), state, node_down: None }
+    }
+}
+
+/// A node that is not Ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDown {
+    /// Its name.
+    pub node: String,
+    /// How long it has not been Ready (since its Ready condition last changed).
+    pub down_for: std::time::Duration,
 }
 
 /// One entry of etcd's member list, with its health as seen by the controller.
@@ -87,6 +119,8 @@ pub struct Observed {
     pub failure: Option<PodFailure>,
     /// A member pod that cannot start (missing Secret or claim, image not found, unschedulable): its name, and why.
     pub stuck: Option<(String, String)>,
+    /// Alarms raised in etcd, as `(member, NOSPACE or CORRUPT)`; for status only, the plan does not read them.
+    pub alarms: Vec<(String, String)>,
 }
 
 /// Whether the recovery `recorded` has deleted nothing yet: it lists the lost pods (a record of an older
@@ -133,6 +167,18 @@ pub enum ObserveError {
         #[source]
         source: kube::Error,
     },
+    /// A member pod's node could not be read. Without it the controller cannot tell a partition from a loss, so
+    /// it decides nothing (the controller's role needs `get` on nodes).
+    #[error("reading node {node} of a member of {cluster}: {source}")]
+    Node {
+        /// The cluster.
+        cluster: String,
+        /// The node.
+        node: String,
+        /// The underlying error.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Where the controller reaches each running member: pod name to client URL.
@@ -145,7 +191,7 @@ pub async fn observe(
     cluster: &proto::cluster::EtcdCluster,
     etcd_timeout: std::time::Duration,
 ) -> Result<(Observed, Endpoints), ObserveError> {
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{Node, Pod};
     use kube::ResourceExt;
     use kube::api::{Api, ListParams};
 
@@ -160,11 +206,30 @@ pub async fn observe(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|source| ObserveError::Pods { cluster: name.clone(), source })?;
-    let pods: Vec<MemberPod> =
-        listed.items.iter().map(|pod| MemberPod { name: pod.name_any(), state: pod_state(pod) }).collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let node_names: std::collections::BTreeSet<String> =
+        listed.items.iter().filter_map(|pod| pod.spec.as_ref()?.node_name.clone()).collect();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut down = std::collections::BTreeMap::new();
+    for node in node_names {
+        let read = nodes.get_opt(&node).await;
+        let read = read.map_err(|source| ObserveError::Node { cluster: name.clone(), node: node.clone(), source })?;
+        // A node that is gone from the API is no partition: its pods are collected, and a loss is a loss.
+        if let Some(down_for) = read.as_ref().and_then(|n| node_down_for(n, now)) {
+            down.insert(node.clone(), NodeDown { node, down_for });
+        }
+    }
+    let pods: Vec<MemberPod> = listed
+        .items
+        .iter()
+        .map(|pod| MemberPod {
+            name: pod.name_any(),
+            state: pod_state(pod),
+            node_down: pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| down.get(n)).cloned(),
+        })
+        .collect();
     let refusal = listed.items.iter().find_map(restore_refusal);
     let restored = listed.items.iter().find_map(restore_result);
-    let now = k8s_openapi::jiff::Timestamp::now();
     let failure = listed
         .items
         .iter()
@@ -174,7 +239,7 @@ pub async fn observe(
     let stuck = listed
         .items
         .iter()
-        .filter(|pod| pod_state(pod) == PodState::Pending)
+        .filter(|pod| matches!(pod_state(pod), PodState::Pending | PodState::CrashLooping))
         .find_map(|pod| Some((pod.metadata.name.clone()?, stuck_reason(pod)?)));
 
     // The controller reaches members at their pods' addresses: no dependence on cluster DNS (which a new pod's
@@ -186,12 +251,21 @@ pub async fn observe(
         .filter_map(|pod| Some((pod.name_any(), format!("http://{}:2379", pod.status.as_ref()?.pod_ip.as_ref()?))))
         .collect();
     let endpoints: Vec<String> = addresses.values().cloned().collect();
+    let mut alarms = Vec::new();
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
     } else {
         match Membership::connect(&endpoints, etcd_timeout).await {
             Ok(mut membership) => match membership.observe(pod_name, |_, name| addresses.get(name).cloned()).await {
-                Ok(members) => EtcdView::Members(members),
+                Ok(members) => {
+                    // Best effort: alarms only inform status.
+                    for (id, alarm) in membership.alarms().await.unwrap_or_default() {
+                        let member =
+                            members.iter().find(|m| m.id == id).map_or_else(|| format!("{id:x}"), |m| m.name.clone());
+                        alarms.push((member, alarm.to_string()));
+                    }
+                    EtcdView::Members(members)
+                }
                 Err(error) => EtcdView::Unreachable(error.to_string()),
             },
             Err(error) => EtcdView::Unreachable(error.to_string()),
@@ -225,11 +299,14 @@ pub async fn observe(
             restored,
             failure,
             stuck,
+            alarms,
         },
         addresses,
     ))
 }
 
+/// The name of the container that runs etcd.
+pub const ETCD_CONTAINER: &str = "etcd";
 /// Names of the init containers that restore a seeded member.
 pub const FETCH_CONTAINER: &str = "fetch-backup";
 /// See [`FETCH_CONTAINER`].
@@ -305,6 +382,16 @@ pub fn stuck_reason(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
         "ErrImageNeverPull",
     ];
     let status = pod.status.as_ref()?;
+    if crash_looping(pod) {
+        let etcd = status.container_statuses.iter().flatten().find(|c| c.name == ETCD_CONTAINER)?;
+        let last = etcd.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        let how = last.map_or_else(|| "no exit recorded".into(), |t| ended(ETCD_CONTAINER, t));
+        return Some(format!(
+            "etcd restarted {} times, each run shorter than {} s (last: {how})",
+            etcd.restart_count,
+            CRASH_LOOP_SHORT_RUN.as_secs()
+        ));
+    }
     let containers = status.init_container_statuses.iter().chain(status.container_statuses.iter()).flatten();
     let waiting = containers.filter_map(|c| Some((c.name.as_str(), c.state.as_ref()?.waiting.as_ref()?)));
     if let Some((name, waiting)) =
@@ -327,6 +414,7 @@ pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
     }
     let status = pod.status.as_ref();
     match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") if crash_looping(pod) => PodState::CrashLooping,
         Some("Running") => {
             let ready = status
                 .and_then(|s| s.conditions.as_ref())
@@ -339,12 +427,48 @@ pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
     }
 }
 
+/// Whether `pod`'s etcd container is in a restart loop (see [`PodState::CrashLooping`]).
+fn crash_looping(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    let Some(etcd) = statuses.and_then(|s| s.iter().find(|c| c.name == ETCD_CONTAINER)) else {
+        return false;
+    };
+    let backing_off = etcd.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+        == Some("CrashLoopBackOff");
+    let last = etcd.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    let short = last.is_some_and(|t| match (&t.started_at, &t.finished_at) {
+        (Some(start), Some(end)) => {
+            std::time::Duration::try_from(end.0.duration_since(start.0)).unwrap_or_default() < CRASH_LOOP_SHORT_RUN
+        }
+        // A container that failed before it started (a bad flag, a missing binary) ran for no time at all.
+        _ => true,
+    });
+    backing_off && short && etcd.restart_count >= CRASH_LOOP_RESTARTS
+}
+
+/// How long `node` has not been Ready, if it is not (its Ready condition is False or Unknown, or missing).
+pub fn node_down_for(
+    node: &k8s_openapi::api::core::v1::Node,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ready = conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match ready {
+        Some(ready) if ready.status == "True" => None,
+        Some(ready) => Some(ready.last_transition_time.as_ref().map_or(std::time::Duration::ZERO, |at| {
+            std::time::Duration::try_from(now.duration_since(at.0)).unwrap_or_default()
+        })),
+        // A node that never reported: no evidence that it serves anything.
+        None => Some(std::time::Duration::ZERO),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn a_recovery_is_untouched_only_while_every_recorded_pod_is_there_and_no_seed_exists() {
         use super::{MemberPod, PodState, untouched};
-        let pod = |name: &str, state| MemberPod { name: name.into(), state };
+        let pod = |name: &str, state| MemberPod::new(name, state);
         let running = PodState::Running { ready: false };
         let mut record = proto::cluster::RecoveryStatus {
             first_member_index: 3,
@@ -455,5 +579,58 @@ mod tests {
         }))
         .unwrap();
         assert!(stuck_reason(&unschedulable).unwrap().starts_with("unschedulable: 0/1 nodes are available"));
+    }
+
+    fn restarting(restarts: i32, ran_secs: i64, waiting: &str) -> k8s_openapi::api::core::v1::Pod {
+        let started = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
+        let finished = k8s_openapi::jiff::Timestamp::from_second(1_000 + ran_secs).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "demo-0001" },
+            "status": {
+                "phase": "Running",
+                "conditions": [{ "type": "Ready", "status": "False" }],
+                "containerStatuses": [{
+                    "name": ETCD_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": restarts,
+                    "state": { "waiting": { "reason": waiting } },
+                    "lastState": { "terminated": {
+                        "exitCode": 137, "reason": "OOMKilled", "startedAt": started.to_string(),
+                        "finishedAt": finished.to_string()
+                    } }
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_member_that_crashed_restarts_in_place_and_only_a_restart_loop_counts_as_broken() {
+        let not_ready = PodState::Running { ready: false };
+        assert_eq!(pod_state(&restarting(1, 5, "CrashLoopBackOff")), not_ready, "one crash: restarting");
+        assert_eq!(pod_state(&restarting(3, 5, "CrashLoopBackOff")), PodState::CrashLooping);
+        let why = stuck_reason(&restarting(3, 5, "CrashLoopBackOff")).unwrap();
+        assert!(why.contains("restarted 3 times") && why.contains("exit code 137"), "{why}");
+        // A member that served for days and was OOM-killed once more is restarting, not looping.
+        assert_eq!(pod_state(&restarting(9, 86_400, "CrashLoopBackOff")), not_ready);
+        // Restarting right now (not backing off), whatever its count.
+        assert_eq!(pod_state(&restarting(9, 5, "ContainerCreating")), not_ready);
+    }
+
+    #[test]
+    fn a_node_is_down_from_its_ready_condition_and_for_as_long_as_that_has_held() {
+        let node = |status: &str| -> k8s_openapi::api::core::v1::Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "node-b" },
+                "status": { "conditions": [{
+                    "type": "Ready", "status": status, "lastTransitionTime": "1970-01-01T00:16:40Z"
+                }] }
+            }))
+            .unwrap()
+        };
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_030).unwrap();
+        assert_eq!(node_down_for(&node("True"), now), None);
+        assert_eq!(node_down_for(&node("Unknown"), now), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(node_down_for(&node("False"), now), Some(std::time::Duration::from_secs(30)));
+        let silent: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(node_down_for(&silent, now), Some(std::time::Duration::ZERO), "never reported");
     }
 }

@@ -94,6 +94,18 @@ pub enum WaitReason {
         /// What the controller sees.
         seen: String,
     },
+    /// The controller sees a lost quorum, but member pods sit on nodes that are not Ready (NotReady or Unknown):
+    /// their members may be serving on the other side of a partition, where the controller cannot see them.
+    /// Nothing is changed and no loss is timed: a person decides, or the recovery's grace starts once those nodes
+    /// are Ready again or gone from the API.
+    NodesNotReady {
+        /// The nodes.
+        nodes: Vec<String>,
+        /// The member pods on them.
+        pods: Vec<String>,
+        /// What the controller sees.
+        seen: String,
+    },
     /// The restore of a seed refused its backup (corrupt, or not restorable): nothing more is tried until a
     /// person changes the source or deletes the pod.
     RestoreRefused {
@@ -204,6 +216,12 @@ impl Action {
     }
 }
 
+/// How long a member's node must have been not Ready, with the member not answering, before the member is replaced
+/// (with a quorum; without one nothing is replaced). The node controller marks a node NotReady only after its
+/// `node-monitor-grace-period` (40 s or more) without a heartbeat, so this only keeps a flapping node from costing
+/// a member.
+pub const NODE_LOST_AFTER: Duration = Duration::from_secs(10);
+
 /// Whether removing member `id` leaves a majority of the remaining voting members healthy (and at least one).
 pub fn keeps_quorum(members: &[Member], id: u64) -> bool {
     let remaining: Vec<&Member> = members.iter().filter(|m| m.id != id && !m.learner).collect();
@@ -224,7 +242,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         EtcdView::Members(_) => return without_etcd(desired, observed, "etcd lists no members".to_string()),
         EtcdView::Unreachable(why) => return without_etcd(desired, observed, why.clone()),
     };
-    let pod_state = |name: &str| observed.pods.iter().find(|p| p.name == name).map(|p| p.state);
+    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
+    let pod_state = |name: &str| pod_of(name).map(|p| p.state);
 
     let voters = members.iter().filter(|m| !m.learner).count();
     let healthy = members.iter().filter(|m| !m.learner && m.healthy).count();
@@ -240,10 +259,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         return Action::DeletePod { name: orphan.name.clone() };
     }
 
-    // Dead members first: remove them, so their replacements can be added.
-    let dead = |m: &&Member| match pod_state(&m.name) {
+    // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
+    // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
+    // is left for the API to collect).
+    let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
-        Some(state) => matches!(state, PodState::Dead | PodState::Refused),
+        Some(pod) => {
+            matches!(pod.state, PodState::Dead | PodState::Refused | PodState::CrashLooping)
+                || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST_AFTER))
+        }
     };
     if let Some(member) = members.iter().filter(dead).find(|m| m.learner || keeps_quorum(members, m.id)) {
         return remove(member, RemoveReason::Dead);
@@ -331,12 +355,10 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
     let ready: Vec<String> =
         observed.pods.iter().filter(|p| p.state == PodState::Running { ready: true }).map(|p| p.name.clone()).collect();
     if !ready.is_empty() {
-        let seen = match reason {
-            WaitReason::QuorumLost { healthy, voters } => format!("only {healthy} of {voters} voting members healthy"),
-            WaitReason::NoMemberAnswers(why) => format!("no member answers ({why})"),
-            other => format!("{other:?}"),
-        };
-        return Action::Wait(WaitReason::MembersUnreachable { ready, seen });
+        return Action::Wait(WaitReason::MembersUnreachable { ready, seen: seen(&reason) });
+    }
+    if let Some((nodes, pods)) = on_nodes_down(observed) {
+        return Action::Wait(WaitReason::NodesNotReady { nodes, pods, seen: seen(&reason) });
     }
     match desired.recovery {
         Recovery::Restore { grace } if observed.lost_for.is_some_and(|lost| lost >= grace) => {
@@ -344,6 +366,26 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
         }
         _ => Action::Wait(reason),
     }
+}
+
+/// What the controller sees of a lost quorum, in words.
+fn seen(reason: &WaitReason) -> String {
+    match reason {
+        WaitReason::QuorumLost { healthy, voters } => format!("only {healthy} of {voters} voting members healthy"),
+        WaitReason::NoMemberAnswers(why) => format!("no member answers ({why})"),
+        WaitReason::DataLost => "no member pod".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The nodes that are not Ready and the member pods on them, if any.
+fn on_nodes_down(observed: &Observed) -> Option<(Vec<String>, Vec<String>)> {
+    let on_down: Vec<_> = observed.pods.iter().filter_map(|p| Some((p.node_down.as_ref()?, &p.name))).collect();
+    if on_down.is_empty() {
+        return None;
+    }
+    let nodes: std::collections::BTreeSet<String> = on_down.iter().map(|(d, _)| d.node.clone()).collect();
+    Some((nodes.into_iter().collect(), on_down.into_iter().map(|(_, p)| p.clone()).collect()))
 }
 
 /// Why a recovery that has deleted nothing yet is no longer wanted, if it is not: the policy no longer restores,
@@ -359,6 +401,12 @@ fn abandon(desired: &Desired, observed: &Observed) -> Option<String> {
     }
     if let Some(ready) = observed.pods.iter().find(|p| p.state == PodState::Running { ready: true }) {
         return Some(format!("member pod {} is Ready again: the cluster serves", ready.name));
+    }
+    if let Some((nodes, _)) = on_nodes_down(observed) {
+        return Some(format!(
+            "member pods sit on nodes that are not Ready ({}): they may serve behind a partition",
+            nodes.join(", ")
+        ));
     }
     match &observed.etcd {
         EtcdView::Members(members) => {

@@ -1,11 +1,16 @@
-//! The member pod: one etcd process, `restartPolicy: Never`, an emptyDir data directory, reachable by a stable DNS
-//! name through the headless service.
+//! The member pod: one etcd process on an emptyDir data directory, reachable by a stable DNS name through the
+//! headless service. A crashed or OOM-killed etcd restarts in place on its data (`restartPolicy: Always`; the
+//! emptyDir lives as long as the pod); only a restored seed runs with `restartPolicy: Never`, because its restore
+//! (etcd's tool refuses a data directory that exists) cannot run a second time when the kubelet re-runs init
+//! containers.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
     Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -13,7 +18,7 @@ use proto::cluster::{BackupStorage, EtcdCluster};
 
 use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
-use crate::observe::{FETCH_CONTAINER, RESTORE_CONTAINER};
+use crate::observe::{ETCD_CONTAINER, FETCH_CONTAINER, RESTORE_CONTAINER};
 
 /// Where the member's volume is mounted.
 const VOLUME_DIR: &str = "/var/lib/etcd";
@@ -28,6 +33,18 @@ const RESTORE_TOKEN_DIR: &str = "/var/run/kube-etcd-controller/restore-token";
 const TERMINATION_LOG: &str = "/dev/termination-log";
 /// How far a restore moves the revision on, so that watchers never see it go backwards (Kubernetes' own advice).
 const BUMP_REVISION: u64 = 1_000_000_000;
+
+/// What the etcd container requests when `spec.pod.resources` is not set: enough for a small cluster's etcd
+/// (about 50 MiB resident with little data), so member pods are Burstable and the last the kubelet evicts under
+/// memory pressure after Guaranteed pods. No limits: an OOM kill from a limit set too low costs more than
+/// sharing a node's spare memory. Set `spec.pod.resources` with limits equal to requests for Guaranteed QoS.
+pub fn default_resources() -> ResourceRequirements {
+    let requests = [("cpu", "100m"), ("memory", "128Mi")];
+    ResourceRequirements {
+        requests: Some(requests.into_iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()),
+        ..Default::default()
+    }
+}
 
 /// A seed restored from a backup before etcd starts.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +97,9 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         "--listen-peer-urls=http://0.0.0.0:2380".to_string(),
         format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace)),
         format!("--initial-cluster={initial}"),
+        format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
+        "--auto-compaction-mode=periodic".to_string(),
+        format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
     ];
     match join {
         Join::New { token, .. } => {
@@ -99,7 +119,7 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
     }
 
     let container = Container {
-        name: "etcd".into(),
+        name: ETCD_CONTAINER.into(),
         image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
@@ -112,11 +132,13 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
             mount_path: VOLUME_DIR.into(),
             ..Default::default()
         }]),
-        resources: policy.resources.clone(),
-        // Ready when this member serves: `/health` needs quorum, which is right for taking traffic.
+        resources: Some(policy.resources.clone().unwrap_or_else(default_resources)),
+        // Ready when this member serves: `/health` needs quorum, which is right for taking traffic. A NOSPACE
+        // alarm does not count (from etcd 3.5; older versions ignore the parameter): a cluster out of space serves
+        // reads still, and the compaction and deletes that free space must reach it through the client Service.
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
-                path: Some("/health".into()),
+                path: Some("/health?exclude=NOSPACE".into()),
                 port: IntOrString::Int(2379),
                 ..Default::default()
             }),
@@ -168,7 +190,7 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         spec: Some(PodSpec {
             hostname: Some(member.to_string()),
             subdomain: Some(name.clone()),
-            restart_policy: Some("Never".into()),
+            restart_policy: Some(if init_containers.is_empty() { "Always" } else { "Never" }.into()),
             init_containers: (!init_containers.is_empty()).then_some(init_containers),
             containers: vec![container],
             volumes: Some(volumes),
@@ -335,8 +357,11 @@ mod tests {
         assert!(args.contains(&"--initial-cluster-token=tok-1".into()));
         assert!(args.contains(&"--initial-cluster=demo-0000=http://demo-0000.demo.ns.svc:2380".into()));
         assert!(args.contains(&"--advertise-client-urls=http://demo-0000.demo.ns.svc:2379".into()));
+        assert!(args.contains(&format!("--quota-backend-bytes={}", 2u64 << 30)), "etcd's quota, explicit");
+        assert!(args.contains(&"--auto-compaction-mode=periodic".into()));
+        assert!(args.contains(&"--auto-compaction-retention=1h".into()));
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"), "a crashed etcd restarts on its data");
         assert_eq!(spec.hostname.as_deref(), Some("demo-0000"));
         assert_eq!(spec.subdomain.as_deref(), Some("demo"), "the headless service gives it its DNS name");
         assert!(spec.volumes.unwrap()[0].empty_dir.is_some());
@@ -351,6 +376,8 @@ mod tests {
         let members = ["demo-0000".to_string(), "demo-0001".into(), "demo-0004".into()];
         let args = command(&member_pod(&c, "demo-0004", &members, &Join::Existing));
         assert!(args.contains(&"--initial-cluster-state=existing".into()));
+        let pod = member_pod(&c, "demo-0004", &members, &Join::Existing);
+        assert_eq!(pod.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Always"));
         assert!(!args.iter().any(|a| a.starts_with("--initial-cluster-token")));
         let initial = args.iter().find(|a| a.starts_with("--initial-cluster=")).unwrap();
         assert_eq!(initial.matches("=http://").count(), 3, "{initial}");
@@ -363,7 +390,7 @@ mod tests {
         let liveness = container.liveness_probe.as_ref().unwrap();
         assert!(liveness.tcp_socket.is_some() && liveness.http_get.is_none() && liveness.exec.is_none());
         let readiness = container.readiness_probe.as_ref().unwrap();
-        assert_eq!(readiness.http_get.as_ref().unwrap().path.as_deref(), Some("/health"));
+        assert_eq!(readiness.http_get.as_ref().unwrap().path.as_deref(), Some("/health?exclude=NOSPACE"));
     }
 
     #[test]
@@ -384,6 +411,24 @@ mod tests {
         c.spec.pod.anti_affinity = false;
         let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
         assert!(pod.spec.unwrap().affinity.is_none());
+    }
+
+    #[test]
+    fn members_request_resources_by_default_and_take_the_specs_when_set() {
+        let mut c = cluster("demo", 3);
+        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        let requests = resources.requests.unwrap();
+        assert_eq!((requests["cpu"].0.as_str(), requests["memory"].0.as_str()), ("100m", "128Mi"), "Burstable");
+        assert!(resources.limits.is_none(), "no limit to be OOM-killed at by default");
+        let guaranteed = ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("1Gi".into()))].into()),
+            requests: Some([("memory".to_string(), Quantity("1Gi".into()))].into()),
+            ..Default::default()
+        };
+        c.spec.pod.resources = Some(guaranteed.clone());
+        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        assert_eq!(pod.spec.unwrap().containers[0].resources, Some(guaranteed));
     }
 
     fn restore() -> SeedRestore {
@@ -459,6 +504,7 @@ mod tests {
         let join = Join::New { token: "tok-2".into(), restore: Some(restore()) };
         let pod = member_pod(&c, "demo-0003", &["demo-0003".into()], &join);
         let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"), "a restore cannot run twice on its data");
         let init = spec.init_containers.unwrap();
         assert_eq!(init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [FETCH_CONTAINER, RESTORE_CONTAINER]);
         let fetch = init[0].command.clone().unwrap();

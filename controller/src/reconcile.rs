@@ -210,26 +210,33 @@ pub fn error_policy(cluster: Arc<EtcdCluster>, error: &ReconcileError, ctx: Arc<
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// Creates the services and the disruption budget when they are missing. Existing ones are left alone, so a
-/// steady cluster's reconcile writes nothing.
+/// Creates the services when they are missing (existing ones are left alone), and the disruption budget when it
+/// is missing or allows other disruptions than the spec's size calls for; a steady cluster's reconcile writes
+/// nothing.
 async fn ensure_children(client: &kube::Client, cluster: &EtcdCluster) -> Result<(), ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     for service in [headless_service(cluster), client_service(cluster)] {
-        apply_if_missing(&services, &service).await?;
+        apply_unless(&services, &service, |_| true).await?;
     }
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-    apply_if_missing(&budgets, &disruption_budget(cluster)).await
+    let budget = disruption_budget(cluster);
+    let allowed = budget.spec.as_ref().and_then(|s| s.max_unavailable.clone());
+    apply_unless(&budgets, &budget, |existing| {
+        existing.spec.as_ref().and_then(|s| s.max_unavailable.clone()) == allowed
+    })
+    .await
 }
 
-async fn apply_if_missing<K>(api: &Api<K>, object: &K) -> Result<(), ReconcileError>
+/// Applies `object` unless it exists and `current` says the existing one is as wanted.
+async fn apply_unless<K>(api: &Api<K>, object: &K, current: impl Fn(&K) -> bool) -> Result<(), ReconcileError>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let name = object.name_any();
     let op = |what: &str| format!("{what} {} {name}", K::kind(&()));
     let existing = api.get_opt(&name).await.map_err(|source| ReconcileError::Kube { op: op("reading"), source })?;
-    if existing.is_none() {
+    if !existing.as_ref().is_some_and(current) {
         api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
             .await
             .map_err(|source| ReconcileError::Kube { op: op("applying"), source })?;

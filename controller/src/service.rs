@@ -62,12 +62,20 @@ pub fn client_service(cluster: &EtcdCluster) -> Service {
     }
 }
 
-/// At most one member may be disrupted voluntarily (drains, evictions).
+/// How many members a voluntary disruption (a drain, an eviction) may take at once: one, and only where the rest
+/// still hold a quorum (none of one or two members), unless `spec.pod.allowUnsafeEviction` says otherwise.
+pub fn allowed_disruptions(cluster: &EtcdCluster) -> i32 {
+    let size = cluster.spec.size.max(1);
+    let spare = size - (size / 2 + 1);
+    if cluster.spec.pod.allow_unsafe_eviction { 1 } else { spare.min(1) }
+}
+
+/// The budget for voluntary disruptions: see [`allowed_disruptions`].
 pub fn disruption_budget(cluster: &EtcdCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(cluster, cluster.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(allowed_disruptions(cluster))),
             selector: Some(LabelSelector {
                 match_labels: Some(member_selector(&cluster.name_any())),
                 ..Default::default()
@@ -104,8 +112,17 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_allows_one_voluntary_disruption() {
-        let pdb = disruption_budget(&cluster("demo", 3));
-        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    fn the_budget_never_lets_a_drain_take_the_quorum_unless_asked() {
+        let allowed = |size: i32| {
+            let pdb = disruption_budget(&cluster("demo", size));
+            pdb.spec.unwrap().max_unavailable
+        };
+        assert_eq!(allowed(1), Some(IntOrString::Int(0)), "the only member is never evicted");
+        assert_eq!(allowed(2), Some(IntOrString::Int(0)), "one of two is half the votes");
+        assert_eq!(allowed(3), Some(IntOrString::Int(1)));
+        assert_eq!(allowed(5), Some(IntOrString::Int(1)), "one at a time");
+        let mut single = cluster("demo", 1);
+        single.spec.pod.allow_unsafe_eviction = true;
+        assert_eq!(disruption_budget(&single).spec.unwrap().max_unavailable, Some(IntOrString::Int(1)), "opted in");
     }
 }

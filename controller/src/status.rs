@@ -45,6 +45,8 @@ pub fn derive(
         _ if action.quorum_lost() => ClusterPhase::QuorumLost,
         // The kubelet finds members serving: the cluster runs, whatever the controller cannot see.
         Action::Wait(WaitReason::MembersUnreachable { .. }) => ClusterPhase::Running,
+        // Not known to be lost (its members may serve behind a partition), and not known to serve.
+        Action::Wait(WaitReason::NodesNotReady { .. }) => ClusterPhase::QuorumLost,
         Action::Done => ClusterPhase::Running,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {
@@ -105,6 +107,8 @@ pub fn derive(
     set("Available", available, available_reason, available_message);
     set("Progressing", progressing, progress_reason(action), progress_message(action));
     set("Degraded", degraded, degraded_reason, degraded_message);
+    let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
+    set("Alarm", alarmed, alarm_reason, alarm_message);
     if spec.backup.is_some() {
         let (ready, reason, message) = backup
             .map_or_else(|| (false, "SidecarStarting", "the backup sidecar is being set up".to_string()), condition);
@@ -194,6 +198,18 @@ fn degraded(
                 ready.join(", ")
             ),
         ),
+        Action::Wait(WaitReason::NodesNotReady { nodes, pods, seen }) => (
+            true,
+            "MembersOnNotReadyNodes",
+            format!(
+                "the controller sees {seen}, but member pods {} sit on nodes that are not Ready ({}): their members \
+                 may be serving behind a partition, so no automatic recovery runs and no loss is timed. A person \
+                 decides (see the nodes); the recovery's grace starts once those nodes are Ready again or deleted \
+                 from the API",
+                pods.join(", "),
+                nodes.join(", ")
+            ),
+        ),
         Action::StartRecovery { .. } => {
             (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
         }
@@ -238,6 +254,41 @@ fn degraded(
     }
 }
 
+/// The `Alarm` condition: etcd's alarms, the members that raised them, and what to do.
+fn alarm(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
+    let raised = |kind: &str| {
+        let members: Vec<&str> = observed.alarms.iter().filter(|(_, a)| a == kind).map(|(m, _)| m.as_str()).collect();
+        (!members.is_empty()).then(|| members.join(", "))
+    };
+    if let Some(members) = raised("CORRUPT") {
+        return (
+            true,
+            "CORRUPT",
+            format!(
+                "etcd found the data of {members} inconsistent with the other members' and takes no writes. Replace \
+                 each such member: delete its pod, and the controller removes it and adds a new member in its place \
+                 (then `etcdctl alarm disarm`)"
+            ),
+        );
+    }
+    if let Some(members) = raised("NOSPACE") {
+        return (
+            true,
+            "NOSPACE",
+            format!(
+                "the database of {members} reached its quota (spec.etcd.quotaBackendBytes = {} bytes): etcd takes only \
+                 reads, deletes and compaction. Delete what is not needed, compact (`etcdctl compact <revision>`), \
+                 defragment each member (`etcdctl defrag`), then `etcdctl alarm disarm`",
+                spec.etcd.quota_backend_bytes
+            ),
+        );
+    }
+    if let Some((member, alarm)) = observed.alarms.first() {
+        return (true, "Other", format!("etcd raised alarm {alarm} on {member}"));
+    }
+    (false, "NoAlarm", "etcd has raised no alarm".into())
+}
+
 fn progress_reason(action: &Action) -> &'static str {
     match action {
         Action::CreateSeed { .. } => "CreatingSeed",
@@ -278,6 +329,9 @@ fn progress_message(action: &Action) -> String {
         Action::Wait(WaitReason::MembersUnreachable { seen, .. }) => {
             format!("blocked: member pods are Ready but the controller sees {seen}")
         }
+        Action::Wait(WaitReason::NodesNotReady { nodes, .. }) => {
+            format!("blocked: quorum looks lost, with member pods on nodes that are not Ready ({})", nodes.join(", "))
+        }
         Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
@@ -301,9 +355,7 @@ mod tests {
             cluster: "demo".into(),
             seeded: true,
             next_index: 3,
-            pods: (0..3)
-                .map(|i| MemberPod { name: format!("demo-000{i}"), state: PodState::Running { ready: true } })
-                .collect(),
+            pods: (0..3).map(|i| MemberPod::new(format!("demo-000{i}"), PodState::Running { ready: true })).collect(),
             etcd: EtcdView::Members(
                 (0..3)
                     .map(|i| Member {
@@ -323,6 +375,7 @@ mod tests {
             restored: None,
             failure: None,
             stuck: None,
+            alarms: vec![],
         }
     }
 
@@ -394,7 +447,7 @@ mod tests {
         let c = cluster("demo", 3);
         let failing = Observed {
             seeded: false,
-            pods: vec![MemberPod { name: "demo-0000".into(), state: PodState::Dead }],
+            pods: vec![MemberPod::new("demo-0000", PodState::Dead)],
             etcd: EtcdView::Unreachable("no member pod is running".into()),
             ..steady()
         };
@@ -410,7 +463,7 @@ mod tests {
         let next = derive(&c.spec, Some(1), &replacing, &create, None, &failed, time(20));
         assert_eq!(reason(&next), reason(&failed), "no flap while the replacement starts");
         let stuck = Observed {
-            pods: vec![MemberPod { name: "demo-0001".into(), state: PodState::Pending }],
+            pods: vec![MemberPod::new("demo-0001", PodState::Pending)],
             stuck: Some(("demo-0001".into(), "fetch-backup: CreateContainerConfigError: no secret".into())),
             ..failing
         };
@@ -537,5 +590,45 @@ mod tests {
         let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_eq!(degraded.reason, "NoUsableBackup");
         assert!(degraded.message.contains("no backup"), "{}", degraded.message);
+    }
+
+    fn condition<'a>(status: &'a EtcdClusterStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn an_alarm_names_its_member_and_what_to_do() {
+        let c = cluster("demo", 3);
+        let quiet = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+        assert_eq!(condition(&quiet, "Alarm").status, "False");
+        let mut full = steady();
+        full.alarms = vec![("demo-0001".into(), "NOSPACE".into())];
+        let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &quiet, time(2));
+        let alarm = condition(&status, "Alarm");
+        assert_eq!((alarm.status.as_str(), alarm.reason.as_str()), ("True", "NOSPACE"));
+        assert!(alarm.message.contains("demo-0001") && alarm.message.contains("alarm disarm"), "{}", alarm.message);
+        full.alarms.push(("demo-0002".into(), "CORRUPT".into()));
+        let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &quiet, time(3));
+        let alarm = condition(&status, "Alarm");
+        assert_eq!(alarm.reason, "CORRUPT", "the worse one first");
+        assert!(alarm.message.contains("demo-0002") && alarm.message.contains("delete its pod"), "{}", alarm.message);
+    }
+
+    #[test]
+    fn members_on_nodes_that_are_not_ready_are_reported_and_no_loss_is_timed() {
+        let c = cluster("demo", 3);
+        let mut partitioned = steady();
+        partitioned.etcd = EtcdView::Unreachable("timed out".into());
+        let action = Action::Wait(WaitReason::NodesNotReady {
+            nodes: vec!["node-b".into(), "node-c".into()],
+            pods: vec!["demo-0001".into(), "demo-0002".into()],
+            seen: "no member answers (timed out)".into(),
+        });
+        let status = derive(&c.spec, Some(1), &partitioned, &action, None, &EtcdClusterStatus::default(), time(5));
+        assert_eq!(status.quorum_lost_since, None, "not a proven loss: its grace does not run");
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(degraded.reason, "MembersOnNotReadyNodes");
+        assert!(degraded.message.contains("node-b, node-c") && degraded.message.contains("demo-0002"));
+        assert!(degraded.message.contains("no automatic recovery"), "{}", degraded.message);
     }
 }

@@ -56,6 +56,9 @@ pub struct EtcdClusterSpec {
     /// How member pods are placed and sized.
     #[serde(default)]
     pub pod: PodPolicy,
+    /// etcd's space quota and compaction.
+    #[serde(default)]
+    pub etcd: EtcdOptions,
     /// Scheduled backups by a sidecar beside the cluster; absent means no backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupPolicy>,
@@ -67,6 +70,45 @@ pub struct EtcdClusterSpec {
     /// set, otherwise wait for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryPolicy>,
+}
+
+/// etcd's space quota and history compaction, for every member.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdOptions {
+    /// `--quota-backend-bytes`: once the database reaches it, etcd raises the NOSPACE alarm and takes only reads,
+    /// deletes and compaction until space is freed (compact, defragment, disarm). Between 64 MiB and 8 GiB
+    /// (etcd's suggested maximum). Default: [`DEFAULT_QUOTA_BACKEND_BYTES`] (etcd's own default, made explicit so
+    /// that it shows in every pod and can be raised).
+    #[serde(default = "default_quota")]
+    #[schemars(range(min = 67_108_864_i64, max = 8_589_934_592_i64))]
+    pub quota_backend_bytes: i64,
+    /// `--auto-compaction-retention` in periodic mode: how much key history etcd keeps, as a duration (`1h`,
+    /// `30m`); `0` turns auto-compaction off (for clients that compact themselves, as Kubernetes' API server
+    /// does). Default: [`DEFAULT_COMPACTION_RETENTION`], without which an etcd written to steadily reaches its
+    /// quota.
+    #[serde(default = "default_retention")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(s|m|h))+)$"))]
+    pub auto_compaction_retention: String,
+}
+
+/// See [`EtcdOptions::quota_backend_bytes`]: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+/// See [`EtcdOptions::auto_compaction_retention`].
+pub const DEFAULT_COMPACTION_RETENTION: &str = "1h";
+
+fn default_quota() -> i64 {
+    DEFAULT_QUOTA_BACKEND_BYTES
+}
+
+fn default_retention() -> String {
+    DEFAULT_COMPACTION_RETENTION.to_string()
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self { quota_backend_bytes: default_quota(), auto_compaction_retention: default_retention() }
+    }
 }
 
 /// Where a seeded cluster's data comes from: a backup sidecar, named by its cluster or by URL, or the storage
@@ -167,6 +209,12 @@ pub struct PodPolicy {
     /// Prefer spreading members over nodes (a preference, never a requirement). Default: true.
     #[serde(default = "default_true")]
     pub anti_affinity: bool,
+    /// Let a voluntary disruption (a drain, an eviction) take one member even where that loses the quorum: the
+    /// only member of a one-member cluster, one of two. Its data goes with its pod, and the cluster is restored
+    /// from a backup (or lost). Default: false, so the disruption budget allows no eviction at those sizes (and
+    /// one at a time from three members on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsafe_eviction: bool,
 }
 
 impl Default for PodPolicy {
@@ -179,6 +227,7 @@ impl Default for PodPolicy {
             affinity: None,
             tolerations: Vec::new(),
             anti_affinity: true,
+            allow_unsafe_eviction: false,
         }
     }
 }

@@ -17,12 +17,20 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::{Action, Desired, Recovery, RemoveReason, WaitReason, plan};
-use crate::observe::{EtcdView, Member, MemberPod, Observed, PodFailure, PodState};
+use crate::observe::{EtcdView, Member, MemberPod, NodeDown, Observed, PodFailure, PodState};
 
 const C: &str = "etcd";
 
 /// How long a failed seed is kept, as the README says ("replaced under a new name 15 s after it failed").
 const SEED_KEPT: Duration = Duration::from_secs(15);
+
+/// How long a member's node must have been not Ready, the member silent, before it is replaced (README: "10 s").
+const NODE_LOST: Duration = Duration::from_secs(10);
+
+/// Whether any member pod sits on a node that is not Ready (its member may serve behind a partition).
+fn on_down_node(observed: &Observed) -> bool {
+    observed.pods.iter().any(|p| p.node_down.is_some())
+}
 
 // ---- counting, from first principles ----
 
@@ -231,9 +239,12 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(quorate, "a member removed without a quorum");
             match reason {
                 RemoveReason::Dead => {
-                    let gone = match pod_of(observed, name).map(|p| p.state) {
+                    let gone = match pod_of(observed, name) {
                         None => m.started,
-                        Some(state) => matches!(state, PodState::Dead | PodState::Refused),
+                        Some(pod) => {
+                            matches!(pod.state, PodState::Dead | PodState::Refused | PodState::CrashLooping)
+                                || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST))
+                        }
                     };
                     require!(gone, "{name} removed as dead with {:?}", pod_of(observed, name));
                 }
@@ -270,10 +281,9 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                         require!(!of_lost_cluster(name, first), "a lost member deleted as a seed");
                         require!(observed.pods.iter().all(|p| !of_lost_cluster(&p.name, first)), "lost pods remain");
                     } else {
-                        let live = observed
-                            .pods
-                            .iter()
-                            .any(|p| matches!(p.state, PodState::Pending | PodState::Running { .. }));
+                        let live = observed.pods.iter().any(|p| {
+                            matches!(p.state, PodState::Pending | PodState::Running { .. } | PodState::CrashLooping)
+                        });
                         require!(!live, "a dead seed deleted while a pod starts or runs");
                     }
                 }
@@ -290,6 +300,7 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                 observed.lost_for
             );
             require!(!ready_pod(observed), "a recovery while a member pod is Ready");
+            require!(!on_down_node(observed), "a recovery while a member pod sits on a node that is not Ready");
             require!(lost(observed), "a recovery of a cluster that is not lost");
             require!(*first_index >= observed.next_index, "the new cluster reuses indexes");
             require!(all_indexes().iter().all(|&i| i < *first_index), "a pod or member would count as new");
@@ -308,6 +319,7 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                     desired.recovery
                 );
                 require!(!ready_pod(observed), "a first deletion while a member pod is Ready");
+                require!(!on_down_node(observed), "a first deletion while a member pod's node is not Ready");
                 require!(!healthy_majority(observed), "a first deletion while a healthy majority is listed");
             }
         }
@@ -315,7 +327,10 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(observed.recovering.is_some(), "abandoning no recovery");
             require!(observed.recovery_untouched, "abandoning a recovery that has already deleted something");
             let unwanted = !matches!(desired.recovery, Recovery::Restore { .. });
-            require!(unwanted || ready_pod(observed) || healthy_majority(observed), "abandoning a wanted recovery");
+            require!(
+                unwanted || ready_pod(observed) || healthy_majority(observed) || on_down_node(observed),
+                "abandoning a wanted recovery"
+            );
         }
         Action::CompleteRecovery => {
             let first = observed.recovering.ok_or("no recovery to complete")?;
@@ -342,6 +357,7 @@ fn arb_pod() -> impl Strategy<Value = Option<PodState>> {
         2 => Just(Some(PodState::Dead)),
         1 => Just(Some(PodState::Refused)),
         1 => Just(Some(PodState::Terminating)),
+        1 => Just(Some(PodState::CrashLooping)),
     ]
 }
 
@@ -404,11 +420,13 @@ fn arb_world() -> impl Strategy<Value = World> {
         (1u32..=7, prop::bool::weighted(0.1), arb_recovery(), prop::option::weighted(0.8, -30i64..=30)),
         (prop::bool::weighted(0.85), 0u8..10, prop::option::weighted(0.25, 0u32..=8)),
         (prop::option::weighted(0.4, (0usize..16, 0u64..=30)), any::<bool>(), 0u32..=3, 0u32..=2),
+        // Pods sit on three nodes (by index); one of them may be not Ready, for a while.
+        prop::option::weighted(0.3, (0u32..3, 0u64..=30)),
     );
     (cluster, context).prop_map(
         |(
             (specs, learner_at, leader_at, orphans),
-            ((size, paused, recovery, lost_offset), (seeded, reach, back), (failure, refusal, base, extra)),
+            ((size, paused, recovery, lost_offset), (seeded, reach, back), (failure, refusal, base, extra), down),
         )| {
             let mut members = Vec::new();
             let mut pods = Vec::new();
@@ -433,14 +451,22 @@ fn arb_world() -> impl Strategy<Value = World> {
                     leader: learner.is_none() && leader_at == Some(at),
                 });
                 if let Some(state) = pod {
-                    pods.push(MemberPod { name, state });
+                    pods.push(MemberPod::new(name, state));
                 }
                 used.insert(index);
                 index += 1;
             }
             for (state, at) in orphans.unwrap_or_default() {
                 if let Some(state) = state.filter(|_| used.insert(at)) {
-                    pods.push(MemberPod { name: name_of(at), state });
+                    pods.push(MemberPod::new(name_of(at), state));
+                }
+            }
+            if let Some((node, secs)) = down {
+                for pod in &mut pods {
+                    if index_of(&pod.name).is_some_and(|i| i % 3 == node) {
+                        let down_for = Duration::from_secs(secs);
+                        pod.node_down = Some(NodeDown { node: format!("node-{node}"), down_for });
+                    }
                 }
             }
             let next_index = used.iter().max().map_or(base, |i| i + 1) + extra;
@@ -482,6 +508,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     restored: None,
                     failure,
                     stuck: None,
+                    alarms: vec![],
                 },
             }
         },

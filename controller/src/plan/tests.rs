@@ -21,11 +21,11 @@ fn voter(index: u32) -> Member {
 }
 
 fn running(index: u32) -> MemberPod {
-    MemberPod { name: member_name(C, index), state: PodState::Running { ready: true } }
+    MemberPod::new(member_name(C, index), PodState::Running { ready: true })
 }
 
 fn pod(index: u32, state: PodState) -> MemberPod {
-    MemberPod { name: member_name(C, index), state }
+    MemberPod::new(member_name(C, index), state)
 }
 
 /// A healthy cluster of voters `0..n` with their pods, member 0 leading.
@@ -47,6 +47,7 @@ fn healthy(n: u32) -> Observed {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     }
 }
 
@@ -76,6 +77,7 @@ fn a_new_cluster_starts_with_one_seed() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
 }
@@ -95,6 +97,7 @@ fn the_seed_starting_is_waited_for() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -114,6 +117,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -326,6 +330,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     restored: None,
                     failure: None,
                     stuck: None,
+                    alarms: vec![],
                 },
             )
         },
@@ -338,7 +343,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
     match action {
         Action::CreateSeed { name } | Action::AddLearner { name } => {
             let learner = matches!(action, Action::AddLearner { .. });
-            observed.pods.push(MemberPod { name: name.clone(), state: PodState::Running { ready: true } });
+            observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }));
             let member = Member {
                 id: 100 + u64::from(index),
                 name: name.clone(),
@@ -355,7 +360,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
             observed.seeded = true;
         }
         Action::CreateMemberPod { name } => {
-            observed.pods.push(MemberPod { name: name.clone(), state: PodState::Running { ready: true } })
+            observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }))
         }
         Action::Promote { id, .. } => {
             members_mut(observed).iter_mut().filter(|m| m.id == *id).for_each(|m| m.learner = false)
@@ -562,6 +567,109 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
+}
+
+fn on_down_node(mut pod: MemberPod, secs: u64) -> MemberPod {
+    pod.node_down = Some(crate::observe::NodeDown { node: "node-b".into(), down_for: Duration::from_secs(secs) });
+    pod
+}
+
+/// A crashed etcd restarts in place (its pod keeps running): that is no reason to replace it. A member in a
+/// restart loop is: with a quorum it is removed, and its replacement joins under a new name.
+#[test]
+fn a_restarting_member_is_left_to_restart_and_one_in_a_restart_loop_is_replaced() {
+    let mut restarting = healthy(3);
+    restarting.pods[1].state = PodState::Running { ready: false };
+    members_mut(&mut restarting)[1].healthy = false;
+    assert_eq!(plan(&want(3), &restarting), Action::Done, "restarting in place, on its data");
+    let mut looping = restarting.clone();
+    looping.pods[1].state = PodState::CrashLooping;
+    assert_eq!(
+        plan(&want(3), &looping),
+        Action::RemoveMember { id: 101, name: "etcd-0001".into(), reason: RemoveReason::Dead }
+    );
+    // Without a quorum nothing is replaced, and a looping pod may hold data: it is no "every member gone".
+    let mut all_looping = looping.clone();
+    all_looping.etcd = EtcdView::Unreachable("no member answers".into());
+    all_looping.pods.iter_mut().for_each(|p| p.state = PodState::CrashLooping);
+    assert_eq!(
+        plan(&want(3), &all_looping),
+        Action::Wait(WaitReason::NoMemberAnswers("no member answers".into())),
+        "not DataLost"
+    );
+}
+
+/// Every member's etcd killed at once (a node-wide OOM): the pods restart in place; until they answer, the loss
+/// is timed like any other and nothing is deleted within the grace.
+#[test]
+fn every_member_restarting_at_once_is_waited_for_within_the_grace() {
+    let mut restarting = healthy(3);
+    restarting.etcd = EtcdView::Unreachable("connection refused".into());
+    restarting.pods.iter_mut().for_each(|p| p.state = PodState::Running { ready: false });
+    restarting.lost_for = Some(Duration::from_secs(20));
+    assert_eq!(
+        plan(&restoring(120), &restarting),
+        Action::Wait(WaitReason::NoMemberAnswers("connection refused".into()))
+    );
+}
+
+/// Members on a node that is not Ready may serve behind a partition: a lost quorum with such a member is never
+/// recovered automatically, however long it lasts, and status names the nodes.
+#[test]
+fn no_automatic_recovery_while_a_member_pod_sits_on_a_node_that_is_not_ready() {
+    let mut partitioned = two_of_three_gone(Some(3600));
+    partitioned.pods.push(on_down_node(pod(1, PodState::Running { ready: false }), 300));
+    partitioned.pods.push(on_down_node(pod(2, PodState::Running { ready: false }), 300));
+    assert_eq!(
+        plan(&restoring(60), &partitioned),
+        Action::Wait(WaitReason::NodesNotReady {
+            nodes: vec!["node-b".into()],
+            pods: vec!["etcd-0001".into(), "etcd-0002".into()],
+            seen: "only 1 of 3 voting members healthy".into(),
+        })
+    );
+    assert!(!plan(&restoring(60), &partitioned).quorum_lost(), "no loss is timed while it holds");
+    // A pod stuck Terminating there counts too: its container may still run.
+    let mut terminating = partitioned.clone();
+    terminating.pods[1].state = PodState::Terminating;
+    assert!(matches!(plan(&restoring(60), &terminating), Action::Wait(WaitReason::NodesNotReady { .. })));
+    // Once the node is gone from the API (its pods with it), the loss is a loss.
+    let gone = two_of_three_gone(Some(3600));
+    assert_eq!(plan(&restoring(60), &gone), Action::StartRecovery { first_index: 3 });
+    // A recorded recovery that deleted nothing is abandoned when a member's node turns out not Ready.
+    let mut recorded = partitioned;
+    recorded.recovering = Some(3);
+    recorded.recovery_untouched = true;
+    match plan(&restoring(60), &recorded) {
+        Action::AbandonRecovery { why } => assert!(why.contains("node-b"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With a quorum, a member that does not answer from a node lost for longer than NODE_LOST_AFTER is replaced,
+/// its pod (Terminating or not) left for the API; one that still answers, or whose node went only just now, stays.
+#[test]
+fn a_silent_member_on_a_lost_node_is_replaced_while_quorum_holds() {
+    let secs = NODE_LOST_AFTER.as_secs();
+    let mut lost_node = healthy(3);
+    lost_node.pods[2] = on_down_node(pod(2, PodState::Terminating), secs);
+    members_mut(&mut lost_node)[2].healthy = false;
+    let replace = Action::RemoveMember { id: 102, name: "etcd-0002".into(), reason: RemoveReason::Dead };
+    assert_eq!(plan(&want(3), &lost_node), replace, "stuck Terminating on a lost node");
+    lost_node.pods[2].state = PodState::Running { ready: false };
+    assert_eq!(plan(&want(3), &lost_node), replace, "not yet evicted");
+    let mut just_now = lost_node.clone();
+    just_now.pods[2] = on_down_node(pod(2, PodState::Running { ready: false }), secs - 1);
+    assert_eq!(plan(&want(3), &just_now), Action::Done, "a node that only just went NotReady may come back");
+    let mut answering = lost_node.clone();
+    members_mut(&mut answering)[2].healthy = true;
+    assert_eq!(plan(&want(3), &answering), Action::Done, "its member still serves: only the kubelet is gone");
+    // The replacement joins once the removal is done; the old pod, Terminating, is no orphan to delete.
+    let mut removed = lost_node;
+    members_mut(&mut removed).pop();
+    removed.pods[2].state = PodState::Terminating;
+    assert_eq!(plan(&want(3), &removed), Action::AddLearner { name: "etcd-0003".into() });
 }
