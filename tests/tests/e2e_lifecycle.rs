@@ -18,6 +18,8 @@ const NS: &str = "e2e-lifecycle";
 const CLUSTER: &str = "life";
 /// The etcd version the test bed has an image of (Debian's).
 const VERSION: &str = "3.4.23";
+/// This cluster's member pods.
+const MEMBERS: &str = "kube-etcd-controller.dev/cluster=life,kube-etcd-controller.dev/member";
 
 async fn client_service(client: &Client) -> String {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
@@ -98,6 +100,45 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     let backup = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "BackupReady").unwrap();
     assert_ne!(backup["status"], "True", "the sidecar never ran: {backup}");
     println!("with a sidecar that cannot start: BackupReady {} ({})", backup["status"], backup["message"]);
+
+    // The etcd process of every member killed at once, as a node-wide OOM kill does: each restarts in place on
+    // its data. Same pods (same UIDs), same member names, every key there, and no recovery.
+    let uids = |list: Vec<Pod>| -> Vec<(String, String)> {
+        list.into_iter().map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap())).collect()
+    };
+    let before = uids(pods.list(&ListParams::default().labels(MEMBERS)).await.unwrap().items);
+    let members: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(members, ["life-0000", "life-0002", "life-0003"]);
+    for member in &members {
+        support::kill_member_etcd(NS, CLUSTER, member);
+    }
+    let (back, took) = eventually("every member restarted in place and serving", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        let members = members.clone();
+        async move {
+            let ready = ready_members(&pods, CLUSTER).await;
+            let names: Vec<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+            if names != members {
+                return None;
+            }
+            let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+            (listed == names.iter().cloned().collect::<BTreeSet<_>>()).then_some(ready)
+        }
+    })
+    .await;
+    println!("every member's etcd killed at once: all serving again {:.1} s later, in place", took.as_secs_f64());
+    let after = uids(pods.list(&ListParams::default().labels(MEMBERS)).await.unwrap().items);
+    assert_eq!(after, before, "the same pods: restarted, not replaced");
+    for name in &members {
+        let pod = pods.get(name).await.unwrap();
+        let etcd = pod.status.unwrap().container_statuses.unwrap().into_iter().find(|c| c.name == "etcd").unwrap();
+        assert!(etcd.restart_count >= 1, "{name}'s etcd was killed, so it restarted: {etcd:?}");
+    }
+    let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", back[0].1)], None).await.unwrap();
+    let count = etcd.get("/e2e/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(count.count(), 100, "every key is on the restarted members' data");
+    let status = api.get(CLUSTER).await.unwrap().data["status"].clone();
+    assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery was started: {status}");
 
     // Destroy.
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();

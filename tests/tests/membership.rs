@@ -146,7 +146,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         cluster: "m".into(),
         seeded: true,
         next_index: 3,
-        pods: ["m0", "m1"].map(|n| MemberPod { name: n.into(), state: PodState::Running { ready: true } }).into(),
+        pods: ["m0", "m1"].map(|n| MemberPod::new(n, PodState::Running { ready: true })).into(),
         etcd: EtcdView::Members(members.clone()),
         recovering: None,
         recovery_untouched: false,
@@ -155,6 +155,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     let action = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -182,10 +183,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         cluster: "m".into(),
         seeded: true,
         next_index: 3,
-        pods: members
-            .iter()
-            .map(|m| MemberPod { name: m.name.clone(), state: PodState::Running { ready: true } })
-            .collect(),
+        pods: members.iter().map(|m| MemberPod::new(m.name.clone(), PodState::Running { ready: true })).collect(),
         etcd: EtcdView::Members(members.clone()),
         recovering: None,
         recovery_untouched: false,
@@ -194,6 +192,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     let Action::RemoveMember { id, .. } =
         plan(&Desired { size: 2, paused: false, recovery: Recovery::NoBackups }, &observed)
@@ -225,7 +224,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
             member.name = name.clone();
         }
     }
-    let pods = ["m0", "m1", "m2"].map(|n| MemberPod { name: n.into(), state: PodState::Running { ready: true } });
+    let pods = ["m0", "m1", "m2"].map(|n| MemberPod::new(n, PodState::Running { ready: true }));
     let observed = Observed {
         cluster: "m".into(),
         seeded: true,
@@ -239,6 +238,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         restored: None,
         failure: None,
         stuck: None,
+        alarms: vec![],
     };
     assert_eq!(
         plan(&Desired { size: 4, paused: false, recovery: Recovery::NoBackups }, &observed),
@@ -267,4 +267,30 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
     remove(&cluster, stray).await;
     let ids: Vec<u64> = observe(&cluster).await.iter().map(|m| m.id).collect();
     assert!(!ids.contains(&stray) && ids.len() == 4);
+}
+
+/// A member cut off from the others still answers a status request, but without a leader it serves nothing that
+/// needs a quorum: it is not healthy.
+#[tokio::test]
+async fn a_member_that_answers_without_a_leader_is_not_healthy() {
+    let mut cluster = LocalCluster::start(3).await.unwrap();
+    assert!(observe(&cluster).await.iter().all(|m| m.healthy), "all three healthy at first");
+    cluster.kill("m1");
+    cluster.kill("m2");
+    let survivor = cluster.members.iter().find(|m| m.name == "m0").unwrap().client_url.clone();
+    let mut client = etcd_client::Client::connect([survivor.as_str()], None).await.unwrap();
+    // Its election timeout passes and it drops the leader it knew (etcd's default: 1 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client.status().await.expect("the survivor answers status requests");
+        if status.leader() == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "m0 still names leader {:x}", status.leader());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let members = observe(&cluster).await;
+    let m0 = members.iter().find(|m| m.name == "m0").unwrap();
+    assert!(!m0.healthy, "answers, but has no leader: {m0:?}");
+    assert!(members.iter().all(|m| !m.leader), "{members:?}");
 }

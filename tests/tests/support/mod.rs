@@ -351,3 +351,25 @@ pub async fn count_keys(endpoint: &str, prefix: &str) -> i64 {
     let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
     etcd.get(prefix, Some(options)).await.unwrap().count()
 }
+
+/// Kills (SIGKILL) the etcd process of member `member` of cluster `cluster` in `namespace`, as the kernel's OOM
+/// killer would: the test bed's containers are processes of this machine, found by their command line. Returns
+/// its PID; panics when there is no such process.
+pub fn kill_member_etcd(namespace: &str, cluster: &str, member: &str) -> u32 {
+    let name = format!("--name={member}");
+    let advertised = format!("//{member}.{cluster}.{namespace}.svc:2379");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_etcd = args.first().is_some_and(|a| a == "etcd" || a.ends_with("/etcd"));
+        if is_etcd && args.contains(&name) && args.iter().any(|a| a.contains(&advertised)) {
+            found.push(pid);
+        }
+    }
+    assert_eq!(found.len(), 1, "one etcd process of {member} in {namespace}: {found:?}");
+    let status = std::process::Command::new("kill").args(["-KILL", &found[0].to_string()]).status().unwrap();
+    assert!(status.success(), "kill -KILL {}", found[0]);
+    found[0]
+}
