@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The request cannot be understood.
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is larger than [`MAX_BODY`].
+    #[error("the request body is larger than {MAX_BODY} bytes")]
+    TooLarge,
     /// A backup attempt failed.
     #[error("backup failed: {0}")]
     Backup(Arc<BackupError>),
@@ -63,6 +66,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_string()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found".to_string()),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request".to_string()),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".to_string()),
             Self::Backup(error) => {
                 let status = match error.as_ref() {
                     BackupError::Etcd(_) | BackupError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,10 +88,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The largest request body taken: a backup request names a few endpoints.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// The sidecar's router.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/backups", get(list_backups).post(take_backup))
+        .route("/backups", get(list_backups).post(take_backup).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .route("/backups/{name}", get(fetch_backup))
         .route("/status", get(status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -126,7 +133,15 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 }
 
 /// `POST /v1/backups`, with an optional body naming the endpoints to take it from.
-async fn take_backup(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn take_backup(
+    State(state): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    // The body's rejections are this API's errors too, in its JSON shape.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+        _ => ApiError::BadRequest(format!("the request body: {}", rejection.body_text())),
+    })?;
     let request: BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
         BackupRequest::default()
     } else {

@@ -98,7 +98,7 @@ pub async fn act(
                 ),
                 None => format!("created seed member {member}"),
             };
-            publish(recorder, cluster, event("SeedCreated", note)).await;
+            publish(recorder, cluster, member_event("SeedCreated", note, &namespace, member)).await;
         }
         Action::AddLearner { name: member } => {
             let mut membership = Membership::connect(&endpoints, etcd_timeout).await?;
@@ -112,14 +112,20 @@ pub async fn act(
             let mut initial = members.clone();
             initial.push(member.clone());
             create(&pods, &member_pod(cluster, member, &initial, &Join::Existing)).await?;
-            publish(recorder, cluster, event("MemberAdded", format!("added {member} ({id:x}) as a learner"))).await;
+            let note = format!("added {member} ({id:x}) as a learner");
+            publish(recorder, cluster, member_event("MemberAdded", note, &namespace, member)).await;
         }
         Action::CreateMemberPod { name: member } => {
             create(&pods, &member_pod(cluster, member, &members, &Join::Existing)).await?;
             publish(
                 recorder,
                 cluster,
-                event("MemberPodCreated", format!("created the pod of {member}, added to etcd by an earlier attempt")),
+                member_event(
+                    "MemberPodCreated",
+                    format!("created the pod of {member}, added to etcd by an earlier attempt"),
+                    &namespace,
+                    member,
+                ),
             )
             .await;
         }
@@ -127,7 +133,8 @@ pub async fn act(
             if let Err(error) = Membership::connect(&endpoints, etcd_timeout).await?.promote(*id).await {
                 return not_yet(error);
             }
-            publish(recorder, cluster, event("MemberPromoted", format!("promoted {member} to a voting member"))).await;
+            let note = format!("promoted {member} to a voting member");
+            publish(recorder, cluster, member_event("MemberPromoted", note, &namespace, member)).await;
         }
         Action::RemoveMember { id, name: member, reason } => {
             if let Err(error) = Membership::connect(&endpoints, etcd_timeout).await?.remove(*id).await {
@@ -135,15 +142,19 @@ pub async fn act(
             }
             delete(&pods, member).await?;
             let why = match reason {
-                RemoveReason::Dead => "its pod is gone; a new member replaces it",
+                RemoveReason::Dead => {
+                    "it is dead (its pod gone or failed, its etcd in a restart loop, or its node lost); a new member \
+                     replaces it"
+                }
                 RemoveReason::ScaleDown => "the cluster is larger than its spec",
             };
-            publish(recorder, cluster, event("MemberRemoved", format!("removed {member} ({id:x}): {why}"))).await;
+            let note = format!("removed {member} ({id:x}): {why}");
+            publish(recorder, cluster, member_event("MemberRemoved", note, &namespace, member)).await;
         }
         Action::DeletePod { name: member } => {
             delete(&pods, member).await?;
-            publish(recorder, cluster, event("PodDeleted", format!("deleted pod {member}: it is no etcd member")))
-                .await;
+            let note = format!("deleted pod {member}: it is no etcd member");
+            publish(recorder, cluster, member_event("PodDeleted", note, &namespace, member)).await;
         }
         Action::StartRecovery { first_index } => {
             // Pods already terminating are going anyway; recording them would make the recovery look touched.
@@ -176,7 +187,12 @@ pub async fn act(
             publish(
                 recorder,
                 cluster,
-                event("LostMemberDeleted", format!("deleted pod {member} of the cluster that lost quorum")),
+                member_event(
+                    "LostMemberDeleted",
+                    format!("deleted pod {member} of the cluster that lost quorum"),
+                    &namespace,
+                    member,
+                ),
             )
             .await;
         }
@@ -460,6 +476,20 @@ async fn delete(pods: &Api<Pod>, name: &str) -> Result<(), ActError> {
 /// A normal event whose action is its reason.
 pub fn event(reason: &str, note: String) -> Event {
     Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None }
+}
+
+/// An event about member `member` (its pod, in `namespace`) of the cluster. The member is the event's related
+/// object, so events of one reason about different members are never folded into one series (which would show
+/// the first member's note for all of them); the note names the member too.
+pub fn member_event(reason: &str, note: String, namespace: &str, member: &str) -> Event {
+    let pod = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(member.into()),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    };
+    Event { secondary: Some(pod), ..event(reason, note) }
 }
 
 /// Publishes an event; an event that cannot be written is logged, never a reason to fail the step.

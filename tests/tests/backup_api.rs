@@ -362,6 +362,14 @@ async fn a_backup_can_be_taken_from_endpoints_the_request_names() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: ApiErrorBody = response.json().await.unwrap();
     assert!(error.detail.contains("no http(s) URL"), "{}", error.detail);
+
+    // An oversized body gets the API's JSON error shape too, not a bare text reply.
+    let huge = serde_json::json!({ "endpoints": vec![etcd.client_url.clone(); 8192] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&huge).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: ApiErrorBody = response.json().await.expect("a JSON error body");
+    assert_eq!(error.error, "payload_too_large", "{}", error.detail);
+    assert_eq!(list(&http, &sidecar).await.len(), 1, "nothing was taken");
 }
 
 #[tokio::test]

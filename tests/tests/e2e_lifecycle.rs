@@ -57,6 +57,26 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["life-0000", "life-0001", "life-0002"]);
 
+    // Each membership event names its member, as `kubectl get events` shows it: two learners were added, so two
+    // MemberAdded events, one per member (not one series with the first member's message).
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    let (added, _) = eventually("a MemberAdded event per learner", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let listed = events.list(&ListParams::default()).await.unwrap().items;
+            let messages: BTreeSet<String> = listed
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("MemberAdded"))
+                .filter_map(|e| e.message)
+                .collect();
+            (messages.len() >= 2).then_some(messages)
+        }
+    })
+    .await;
+    for member in ["life-0001", "life-0002"] {
+        assert_eq!(added.iter().filter(|m| m.contains(member)).count(), 1, "{member}: {added:?}");
+    }
+
     // Writes through the client service.
     let service = client_service(&client).await;
     let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
