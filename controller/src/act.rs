@@ -314,6 +314,21 @@ async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Res
 /// fresh backup from the most advanced member that still runs (so nothing the survivors acknowledged is lost),
 /// else the newest one.
 /// Returns whether the backup is a fresh one, or `None` when a recovery was already recorded.
+/// The oldest backup an automatic recovery restores (`spec.recovery.maxBackupAge`): by default three backup
+/// intervals, or [`proto::cluster::DEFAULT_CRON_MAX_BACKUP_AGE`] for a cron schedule.
+pub fn max_backup_age(spec: &proto::cluster::EtcdClusterSpec) -> Duration {
+    let parse = |d: &str| humantime::parse_duration(d).ok();
+    if let Some(age) = spec.recovery.as_ref().and_then(|r| r.max_backup_age.as_deref()).and_then(parse) {
+        return age;
+    }
+    let backup = spec.backup.as_ref();
+    if backup.is_some_and(|b| b.cron.is_some()) {
+        return parse(proto::cluster::DEFAULT_CRON_MAX_BACKUP_AGE).unwrap_or(Duration::from_secs(72 * 3600));
+    }
+    let every = backup.and_then(|b| b.every.as_deref()).unwrap_or(proto::cluster::DEFAULT_BACKUP_EVERY);
+    parse(every).unwrap_or(Duration::from_secs(1800)) * 3
+}
+
 async fn start_recovery(
     client: &kube::Client,
     recorder: &Recorder,
@@ -373,15 +388,39 @@ async fn start_recovery(
             (info, reason)
         }
         Err(why) => {
+            // A member whose etcd runs may hold writes newer than any backup: it is not given up for an older
+            // one while it may still answer another way (or a person decides to).
+            if !addresses.is_empty() {
+                return Err(ActError::NoBackup(format!(
+                    "member pods {} run and may hold writes newer than any backup, but no fresh backup could be \
+                     taken from them ({why}); nothing was deleted. Make them reachable from the backup sidecar, or \
+                     delete those pods (giving up their data) to recover from the newest backup",
+                    addresses.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
             let newest = sidecar.find("latest").await?.ok_or_else(|| {
                 ActError::NoBackup(format!(
                     "quorum is lost and there is no backup to recover from (a fresh one failed: {why}); nothing \
                      was deleted"
                 ))
             })?;
+            let age = k8s_openapi::jiff::Timestamp::now().as_second() - newest.finished_at.timestamp();
+            let age = Duration::from_secs(u64::try_from(age).unwrap_or(0));
+            let max_age = max_backup_age(&cluster.spec);
+            if age > max_age {
+                return Err(ActError::NoBackup(format!(
+                    "the newest backup, {}, finished {} ago, longer ago than spec.recovery.maxBackupAge ({}): \
+                     restoring it would give up everything written since, so that is for a person to decide; \
+                     nothing was deleted. Raise maxBackupAge to restore it, or restore into a new EtcdCluster",
+                    newest.name,
+                    humantime::format_duration(age),
+                    humantime::format_duration(max_age)
+                )));
+            }
             let reason = format!(
-                "the newest backup, finished {}: writes after it are lost (a fresh backup failed: {why})",
-                newest.finished_at.format("%Y-%m-%dT%H:%M:%SZ")
+                "the newest backup, finished {} ({} old): writes after it are lost (a fresh backup failed: {why})",
+                newest.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                humantime::format_duration(age)
             );
             (newest, reason)
         }
@@ -497,5 +536,30 @@ pub async fn publish(recorder: &Recorder, cluster: &EtcdCluster, event: Event) {
     tracing::info!(cluster = %cluster.name_any(), reason = %event.reason, note = ?event.note, "event");
     if let Err(error) = recorder.publish(&event, &cluster.object_ref(&())).await {
         tracing::warn!(%error, "could not publish an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::cluster;
+
+    #[test]
+    fn the_oldest_backup_restored_automatically_is_three_intervals_old_unless_the_spec_says() {
+        let mut c = cluster("demo", 3);
+        let policy = |every: Option<&str>, cron: Option<&str>| {
+            serde_json::from_value::<proto::cluster::BackupPolicy>(serde_json::json!({
+                "every": every, "cron": cron, "storage": { "pvc": { "claimName": "b" } }
+            }))
+            .unwrap()
+        };
+        c.spec.backup = Some(policy(None, None));
+        assert_eq!(max_backup_age(&c.spec), Duration::from_secs(90 * 60), "three default intervals of 30m");
+        c.spec.backup = Some(policy(Some("6h"), None));
+        assert_eq!(max_backup_age(&c.spec), Duration::from_secs(18 * 3600));
+        c.spec.backup = Some(policy(None, Some("0 3 * * *")));
+        assert_eq!(max_backup_age(&c.spec), Duration::from_secs(72 * 3600));
+        c.spec.recovery = Some(serde_json::from_value(serde_json::json!({ "maxBackupAge": "10m" })).unwrap());
+        assert_eq!(max_backup_age(&c.spec), Duration::from_secs(600), "the spec's own");
     }
 }

@@ -320,11 +320,22 @@ pub fn restore_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> 
         let terminated = status.state.as_ref()?.terminated.as_ref()?;
         let refused = match status.name.as_str() {
             FETCH_CONTAINER => terminated.exit_code == i32::from(proto::backup::EXIT_CORRUPT_BACKUP),
-            RESTORE_CONTAINER => terminated.exit_code != 0,
+            RESTORE_CONTAINER => terminated.exit_code != 0 && !transient(terminated),
             _ => false,
         };
         refused.then(|| ended(&status.name, terminated))
     })
+}
+
+/// Whether a restore ended for a reason that may pass rather than because etcd refused the snapshot: killed by a
+/// signal (the OOM killer, an eviction), or an I/O failure of the node (a full or failing disk).
+fn transient(terminated: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> bool {
+    const NODE_FAULTS: [&str; 4] =
+        ["no space left on device", "input/output error", "read-only file system", "too many open files"];
+    let message = terminated.message.as_deref().unwrap_or("").to_ascii_lowercase();
+    terminated.exit_code >= 128
+        || terminated.reason.as_deref() == Some("OOMKilled")
+        || NODE_FAULTS.iter().any(|fault| message.contains(fault))
 }
 
 /// `<container>: exit code <n>: <the last line it wrote>`, from a terminated container's state.
@@ -525,6 +536,12 @@ mod tests {
         assert_eq!(pod_state(&unreachable), PodState::Dead, "worth another try");
         let rejected = failed_pod(RESTORE_CONTAINER, 1, "Error: snapshot missing hash but --skip-hash-check=false");
         assert_eq!(pod_state(&rejected), PodState::Refused);
+        // A restore the node failed is worth another try, like a fetch that could not reach its source.
+        let killed = failed_pod(RESTORE_CONTAINER, 137, "");
+        assert_eq!(pod_state(&killed), PodState::Dead, "OOM-killed, or evicted");
+        let full =
+            failed_pod(RESTORE_CONTAINER, 1, "Error: write /var/lib/etcd/data/member/snap/db: no space left on device");
+        assert_eq!(pod_state(&full), PodState::Dead, "a full disk is no verdict on the backup");
     }
 
     #[test]

@@ -114,13 +114,16 @@ pub enum WaitReason {
         /// Why, from the init container's termination message.
         why: String,
     },
-    /// A seed failed for a reason that may pass (its backup could not be fetched, etcd did not start): it is kept
-    /// for its logs until [`SEED_RETRY_AFTER`] has passed, then replaced under a new name.
+    /// A seed failed for a reason that may pass (its backup could not be fetched, the restore ran out of memory
+    /// or disk, etcd did not start): it is kept for its logs for [`seed_retry_after`] its attempt, then replaced
+    /// under a new name.
     SeedFailed {
         /// The seed's pod.
         member: String,
         /// Which container failed, and how.
         why: String,
+        /// How long after its failure it is replaced.
+        after: Duration,
     },
     /// Recovering: the pods of the lost cluster are still terminating.
     LostMembersTerminating,
@@ -337,16 +340,29 @@ fn seed_step(observed: &Observed) -> Option<Action> {
     if let Some(dead) = observed.pods.iter().find(|p| p.state == PodState::Dead) {
         // Not at once: a source that is down, or a token that is refused, would otherwise cost a pod (and a
         // member name) every few seconds, with nothing to read why.
-        if let Some(failure) = observed.failure.as_ref().filter(|f| f.member == dead.name && f.ago < SEED_RETRY_AFTER) {
-            return Some(Action::Wait(WaitReason::SeedFailed { member: dead.name.clone(), why: failure.why.clone() }));
+        let first = observed.recovering.unwrap_or(0);
+        let attempt = member_index(&observed.cluster, &dead.name).map_or(0, |i| i.saturating_sub(first));
+        let after = seed_retry_after(attempt);
+        if let Some(failure) = observed.failure.as_ref().filter(|f| f.member == dead.name && f.ago < after) {
+            let why = failure.why.clone();
+            return Some(Action::Wait(WaitReason::SeedFailed { member: dead.name.clone(), why, after }));
         }
         return Some(Action::DeletePod { name: dead.name.clone() });
     }
     observed.pods.is_empty().then(|| Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) })
 }
 
-/// How long a failed seed is kept before it is replaced.
+/// How long the first failed seed is kept before it is replaced; each later one twice as long as the one before,
+/// up to [`SEED_RETRY_MAX`].
 pub const SEED_RETRY_AFTER: Duration = Duration::from_secs(15);
+/// The longest a failed seed is kept.
+pub const SEED_RETRY_MAX: Duration = Duration::from_secs(240);
+
+/// How long failed seed number `attempt` (0 for the first of a new cluster or of a recovery) is kept before it is
+/// replaced: a source that stays down costs a pod every few minutes at most, one that comes back is used soon.
+pub fn seed_retry_after(attempt: u32) -> Duration {
+    SEED_RETRY_AFTER.saturating_mul(1 << attempt.min(4)).min(SEED_RETRY_MAX)
+}
 
 /// Quorum is lost (`reason` says how it shows). A member the kubelet finds ready answers `/health`, which needs a
 /// quorum: whatever the controller cannot see, such a cluster is not lost. Otherwise, once the loss has lasted the

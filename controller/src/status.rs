@@ -218,12 +218,12 @@ fn degraded(
             "NoUsableBackup",
             format!("{why}. Bring the members back, or restore into a new EtcdCluster (spec.restore)"),
         ),
-        Action::Wait(WaitReason::SeedFailed { member, why }) => (
+        Action::Wait(WaitReason::SeedFailed { member, why, after }) => (
             true,
             "SeedFailed",
             format!(
                 "seed {member} failed ({why}); it is kept for its logs and replaced {} s after it failed",
-                crate::plan::SEED_RETRY_AFTER.as_secs()
+                after.as_secs()
             ),
         ),
         _ if observed.stuck.is_some() => {
@@ -451,7 +451,11 @@ mod tests {
             etcd: EtcdView::Unreachable("no member pod is running".into()),
             ..steady()
         };
-        let wait = Action::Wait(WaitReason::SeedFailed { member: "demo-0000".into(), why: "fetch-backup: 403".into() });
+        let wait = Action::Wait(WaitReason::SeedFailed {
+            member: "demo-0000".into(),
+            why: "fetch-backup: 403".into(),
+            after: crate::plan::SEED_RETRY_AFTER,
+        });
         let failed = derive(&c.spec, Some(1), &failing, &wait, None, &EtcdClusterStatus::default(), time(1));
         let reason = |s: &EtcdClusterStatus| {
             let d = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();

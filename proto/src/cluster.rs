@@ -158,7 +158,16 @@ pub struct RecoveryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
     pub quorum_loss_grace: Option<String>,
+    /// The oldest backup an automatic recovery may restore when no member is left to take a fresh one from, e.g.
+    /// `90m`: an older one waits for a person (status says so), since restoring it gives up everything written
+    /// since. Default: three backup intervals (`backup.every`; [`DEFAULT_CRON_MAX_BACKUP_AGE`] with `cron`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    pub max_backup_age: Option<String>,
 }
+
+/// The default `maxBackupAge` of a cluster whose backups follow a cron schedule.
+pub const DEFAULT_CRON_MAX_BACKUP_AGE: &str = "72h";
 
 /// The grace period before a lost quorum is recovered, when the spec names none.
 pub const DEFAULT_QUORUM_LOSS_GRACE: &str = "2m";

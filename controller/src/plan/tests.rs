@@ -131,12 +131,23 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
     let waiting = WaitReason::SeedFailed {
         member: "etcd-0000".into(),
         why: "fetch-backup: exit code 1: connection refused".into(),
+        after: SEED_RETRY_AFTER,
     };
     assert_eq!(plan(&want(3), &just_died), Action::Wait(waiting));
     let long_dead = Observed { failure: Some(failure(SEED_RETRY_AFTER.as_secs())), ..died.clone() };
     assert_eq!(plan(&want(3), &long_dead), Action::DeletePod { name: "etcd-0000".into() });
-    let cleared = Observed { pods: vec![], ..died };
+    let cleared = Observed { pods: vec![], ..died.clone() };
     assert_eq!(plan(&want(3), &cleared), Action::CreateSeed { name: "etcd-0001".into() }, "names are never reused");
+    // Each later seed that fails is kept twice as long: 15 s, 30 s, 60 s ... up to 4 minutes.
+    let mut third = Observed { pods: vec![pod(2, PodState::Dead)], next_index: 3, ..died };
+    third.failure = Some(PodFailure { member: "etcd-0002".into(), ..failure(59) });
+    assert!(matches!(
+        plan(&want(3), &third),
+        Action::Wait(WaitReason::SeedFailed { after, .. }) if after == Duration::from_secs(60)
+    ));
+    third.failure = Some(PodFailure { member: "etcd-0002".into(), ..failure(60) });
+    assert_eq!(plan(&want(3), &third), Action::DeletePod { name: "etcd-0002".into() });
+    assert_eq!(seed_retry_after(9), SEED_RETRY_MAX);
 }
 
 #[test]
