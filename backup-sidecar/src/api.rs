@@ -26,6 +26,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// When set, every `/v1/` request must carry `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// The DNS name whose addresses are this cluster's members (its headless Service, which lists every member
+    /// pod, ready or not). When set, a backup request may name only endpoints at those addresses or under that
+    /// name (`<pod>.<name>`): the sidecar never snapshots another cluster into this one's backups.
+    pub members: Option<Arc<str>>,
 }
 
 /// Errors as clients see them: a stable JSON body and a status code.
@@ -40,6 +44,9 @@ pub enum ApiError {
     /// The request cannot be understood.
     #[error("{0}")]
     BadRequest(String),
+    /// Something the request needs is not available now.
+    #[error("{0}")]
+    Unavailable(String),
     /// The request body is larger than [`MAX_BODY`].
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
@@ -67,6 +74,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found".to_string()),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request".to_string()),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".to_string()),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable".to_string()),
             Self::Backup(error) => {
                 let status = match error.as_ref() {
                     BackupError::Etcd(_) | BackupError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,11 +158,43 @@ async fn take_backup(
     if let Some(bad) = request.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
         return Err(ApiError::BadRequest(format!("endpoint {bad:?} is no http(s) URL")));
     }
+    if let (Some(members), false) = (&state.members, request.endpoints.is_empty()) {
+        check_members(members, &request.endpoints).await?;
+    }
     let endpoints = (!request.endpoints.is_empty()).then_some(request.endpoints);
     match state.engine.backup_from(endpoints).await.map_err(ApiError::Backup)? {
         Outcome::Created(info) => Ok((StatusCode::CREATED, Json(info)).into_response()),
         Outcome::Unchanged(info) => Ok((StatusCode::OK, Json(info)).into_response()),
     }
+}
+
+/// Refuses any endpoint that is not at one of `members`' addresses, nor a name under it.
+async fn check_members(members: &str, endpoints: &[String]) -> Result<(), ApiError> {
+    let addresses: std::collections::BTreeSet<std::net::IpAddr> = tokio::net::lookup_host((members, 0))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("resolving the member addresses ({members}): {e}")))?
+        .map(|a| a.ip())
+        .collect();
+    for endpoint in endpoints {
+        let url = url::Url::parse(endpoint).map_err(|e| ApiError::BadRequest(format!("endpoint {endpoint:?}: {e}")))?;
+        let member = match url.host() {
+            Some(url::Host::Ipv4(ip)) => addresses.contains(&std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => addresses.contains(&std::net::IpAddr::V6(ip)),
+            Some(url::Host::Domain(host)) => {
+                let host = host.trim_end_matches('.');
+                host.split_once('.').is_some_and(|(_, rest)| {
+                    rest == members || rest.strip_prefix(members).is_some_and(|r| r.starts_with('.'))
+                })
+            }
+            None => false,
+        };
+        if !member {
+            return Err(ApiError::BadRequest(format!(
+                "endpoint {endpoint:?} is not a member of this cluster (members are at the addresses of {members})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn list_backups(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {

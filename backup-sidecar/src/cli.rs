@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// File holding the bearer token every /v1/ request must carry.
     #[arg(long, env = "AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// DNS name whose addresses are the cluster's members (its headless Service): a backup request may name
+    /// only endpoints there. Unset, any endpoint a request names is taken.
+    #[arg(long)]
+    pub member_hosts_from: Option<String>,
 }
 
 /// Arguments of `restore`.
@@ -250,7 +254,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "serving the backup API");
-    let state = AppState { engine, token: token.map(Arc::from) };
+    let members = args.member_hosts_from.as_deref().map(Arc::from);
+    let state = AppState { engine, token: token.map(Arc::from), members };
     let cancel = shutdown.clone();
     api::serve(listener, state, async move {
         shutdown_signal().await;

@@ -139,6 +139,8 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
         format!("--storage={}", storage_url(cluster, policy)),
         format!("--listen=0.0.0.0:{PORT}"),
         format!("--cluster-name={name}"),
+        // The headless Service: it resolves to every member pod, and `<pod>.<it>` names each.
+        format!("--member-hosts-from={name}.{namespace}.svc"),
         format!("--auth-token-file={TOKEN_DIR}/{TOKEN_KEY}"),
     ];
     match (&policy.every, &policy.cron) {
@@ -624,6 +626,7 @@ mod tests {
         assert_eq!(args[0], "serve");
         assert!(args.contains(&"--storage=file:///backups/alpha".to_string()), "{args:?}");
         assert!(args.contains(&"--etcd-endpoints=http://alpha-client.ns.svc:2379".to_string()), "{args:?}");
+        assert!(args.contains(&"--member-hosts-from=alpha.ns.svc".to_string()), "only members are snapshotted");
         assert!(args.contains(&"--every=30m".to_string()), "the default schedule: {args:?}");
         assert!(args.contains(&"--max-backups=5".to_string()) && args.contains(&"--max-age=7d".to_string()));
         let claim = pod.volumes.unwrap().iter().find_map(|v| v.persistent_volume_claim.clone()).unwrap();

@@ -123,7 +123,9 @@ impl Sidecar {
         let engine = Engine::new(etcd, storage.open()?, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = AppState { engine: engine.clone(), token: token.map(Arc::from) };
+        // Its members are the test's etcd servers, all on this machine.
+        let state =
+            AppState { engine: engine.clone(), token: token.map(Arc::from), members: Some(Arc::from("localhost")) };
         let task = tokio::spawn(async move {
             let _ = serve(listener, state, std::future::pending()).await;
         });

@@ -363,6 +363,18 @@ async fn a_backup_can_be_taken_from_endpoints_the_request_names() {
     let error: ApiErrorBody = response.json().await.unwrap();
     assert!(error.detail.contains("no http(s) URL"), "{}", error.detail);
 
+    // Only this cluster's members: an etcd elsewhere (here: another loopback address, which `localhost`, the
+    // fixture's member name, does not resolve to) is refused before anything is read from it.
+    let port = reqwest::Url::parse(&etcd.client_url).unwrap().port().unwrap();
+    let stranger = serde_json::json!({ "endpoints": [format!("http://127.0.0.2:{port}")] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&stranger).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: ApiErrorBody = response.json().await.unwrap();
+    assert!(error.detail.contains("not a member of this cluster"), "{}", error.detail);
+    let named = serde_json::json!({ "endpoints": [format!("http://etcd-0001.other.ns.svc:{port}")] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&named).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "a name under another cluster's service");
+
     // An oversized body gets the API's JSON error shape too, not a bare text reply.
     let huge = serde_json::json!({ "endpoints": vec![etcd.client_url.clone(); 8192] });
     let response = http.post(sidecar.url("/v1/backups")).json(&huge).send().await.unwrap();
