@@ -135,6 +135,92 @@ fn cluster(name: &str, spec: serde_json::Value) -> DynamicObject {
     .unwrap()
 }
 
+fn degraded(status: &serde_json::Value) -> Option<serde_json::Value> {
+    status["conditions"].as_array()?.iter().find(|c| c["type"] == "Degraded").cloned()
+}
+
+/// Two of three members lost while the backup sidecar cannot reach the third, which holds writes newer than any
+/// backup: nothing is deleted (status says why) until the sidecar reaches it again, and then a fresh backup of it
+/// keeps every write. With no member left and only backups older than `maxBackupAge`, the recovery waits for a
+/// person.
+#[tokio::test]
+async fn a_running_member_is_never_given_up_for_an_older_backup() {
+    const SURV: &str = "surv";
+    let client = testbed().await;
+    install_crd(&client).await;
+    fresh_namespace(&client, NS).await;
+    let backups = host_dir("survivor");
+    local_volume("kec-e2e-survivor", backups.path(), NS, "surv-backups");
+    let running = start_controller(&client, "e2e-survivor").await;
+    let api = clusters(&client, NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let spec = serde_json::json!({
+        "size": 3,
+        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "surv-backups" } } },
+        "recovery": { "quorumLossGrace": "10s" },
+    });
+    api.create(&PostParams::default(), &cluster(SURV, spec)).await.unwrap();
+    let (members, _) = converged(&pods, SURV, 3, &[], Duration::from_secs(120)).await;
+    let endpoint = format!("http://{}:2379", members[0].1);
+    put(&endpoint, "/surv/a/", 50).await;
+    take_backup(&client, SURV).await;
+    put(&endpoint, "/surv/b/", 100).await;
+
+    // The sidecar cannot reach the member that survives; the other two go.
+    let (survivor, survivor_ip) = members[2].clone();
+    let hosts = format!("--member-hosts-from={SURV}.{NS}.svc");
+    let cut = support::Cut::outgoing(&["serve", &format!("--cluster-name={SURV}"), &hosts], &survivor_ip);
+    let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    for (name, _) in &members[..2] {
+        pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    }
+    let (why, _) = eventually("the recovery to refuse giving up the survivor", Duration::from_secs(180), || {
+        let api = api.clone();
+        let survivor = survivor.clone();
+        async move {
+            let degraded = degraded(&status(&api, SURV).await)?;
+            let message = degraded["message"].as_str()?.to_string();
+            (degraded["reason"] == "NoUsableBackup" && message.contains(&survivor)).then_some(message)
+        }
+    })
+    .await;
+    println!("survivor unreachable from the sidecar: nothing deleted ({why})");
+    let until = k8s_openapi::jiff::Timestamp::now() + RESYNC * 4;
+    pods_stay(&pods, SURV, std::slice::from_ref(&survivor), until, "the survivor is kept").await;
+    assert!(status(&api, SURV).await.get("recovery").is_none(), "no recovery recorded");
+
+    // The sidecar reaches it again: a fresh backup of it, every acknowledged write kept.
+    let healed = Instant::now();
+    drop(cut);
+    let (members, _) = converged(&pods, SURV, 3, &lost, Duration::from_secs(180)).await;
+    println!("recovery once the sidecar reached the survivor: healthy {:.1} s later", healed.elapsed().as_secs_f64());
+    assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/surv/").await, 150, "no write lost");
+
+    // Every member gone, and the newest backup older than maxBackupAge: nothing is seeded from it.
+    let strict = serde_json::json!({ "spec": { "recovery": { "maxBackupAge": "1s" } } });
+    api.patch(SURV, &PatchParams::default(), &Patch::Merge(&strict)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, _) in &members {
+        pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    }
+    let (why, _) = eventually("the recovery to refuse an old backup", Duration::from_secs(120), || {
+        let api = api.clone();
+        async move {
+            let degraded = degraded(&status(&api, SURV).await)?;
+            let message = degraded["message"].as_str()?.to_string();
+            (degraded["reason"] == "NoUsableBackup" && message.contains("maxBackupAge")).then_some(message)
+        }
+    })
+    .await;
+    println!("every member lost, newest backup older than maxBackupAge: waits ({why})");
+    let until = k8s_openapi::jiff::Timestamp::now() + RESYNC * 3;
+    pods_stay(&pods, SURV, &[], until, "no seed from a backup older than maxBackupAge").await;
+
+    api.delete(SURV, &DeleteParams::default()).await.unwrap();
+    running.abort();
+    let _ = running.await;
+}
+
 #[tokio::test]
 async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     // The in-process controller's log (what it planned and did) goes with the test's output.

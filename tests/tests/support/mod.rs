@@ -373,3 +373,52 @@ pub fn kill_member_etcd(namespace: &str, cluster: &str, member: &str) -> u32 {
     assert!(status.success(), "kill -KILL {}", found[0]);
     found[0]
 }
+
+/// A cut in the network, made with iptables inside the network namespace of a process of this machine (a pod's
+/// container: the test bed's pods are processes here); undone when dropped.
+pub struct Cut {
+    pid: u32,
+    rule: Vec<String>,
+}
+
+impl Cut {
+    /// Refuses every TCP connection that the one process whose command line holds all of `args` opens to `ip`
+    /// (a reset, so the caller fails at once instead of waiting out a timeout).
+    pub fn outgoing(args: &[&str], ip: &str) -> Self {
+        let pid = process_with(args);
+        let rule: Vec<String> =
+            ["OUTPUT", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"].map(String::from).into();
+        let cut = Self { pid, rule };
+        cut.iptables("-I");
+        cut
+    }
+
+    fn iptables(&self, op: &str) {
+        let pid = self.pid.to_string();
+        let mut command = std::process::Command::new("nsenter");
+        command.args(["-t", &pid, "-n", "iptables", op]).args(&self.rule);
+        let status = command.status().unwrap();
+        assert!(status.success(), "{command:?}");
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        self.iptables("-D");
+    }
+}
+
+/// The PID of the one process of this machine whose command line holds every one of `args`.
+pub fn process_with(args: &[&str]) -> u32 {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let have: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().all(|want| have.iter().any(|a| a == want)) {
+            found.push(pid);
+        }
+    }
+    assert_eq!(found.len(), 1, "one process with {args:?}: {found:?}");
+    found[0]
+}
