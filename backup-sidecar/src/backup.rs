@@ -277,12 +277,13 @@ impl Engine {
             finished_at: Utc::now(),
         };
         self.storage.publish(&manifest_for(info.clone())).await?;
-        self.apply_retention().await;
+        self.apply_retention(&info.etcd_cluster_id).await;
         Ok(Outcome::Created(info))
     }
 
-    /// Runs only after a backup was published: a failed attempt never deletes anything.
-    async fn apply_retention(&self) {
+    /// Runs only after a backup of etcd cluster `cluster_id` was published (a failed attempt never deletes
+    /// anything), and deletes only that cluster's backups.
+    async fn apply_retention(&self, cluster_id: &str) {
         let backups = match self.storage.list().await {
             Ok(backups) => backups,
             Err(error) => {
@@ -290,7 +291,7 @@ impl Engine {
                 return;
             }
         };
-        let expired = self.config.retention.expired(&backups, Utc::now());
+        let expired = self.config.retention.expired(&backups, cluster_id, Utc::now());
         let mut deleted = 0;
         for backup in &expired {
             match self.storage.delete(backup).await {

@@ -15,11 +15,20 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The backups to delete from `newest_first` (sorted by [`crate::storage::sort_newest_first`]). The newest backup
-    /// is never deleted, whatever its age, so retention can never leave a cluster with no backup.
-    pub fn expired<'a>(&self, newest_first: &'a [BackupManifest], now: DateTime<Utc>) -> Vec<&'a BackupManifest> {
+    /// The backups of etcd cluster `cluster_id` to delete from `newest_first` (sorted by
+    /// [`crate::storage::sort_newest_first`]). Only that cluster's backups are counted and deleted: a cluster
+    /// re-created under an old name (or restored, which gives it a new cluster ID) never deletes the backups of the
+    /// cluster before it, which may be the only copy of its data. The newest backup is never deleted, whatever its
+    /// age, so retention can never leave a cluster with no backup.
+    pub fn expired<'a>(
+        &self,
+        newest_first: &'a [BackupManifest],
+        cluster_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<&'a BackupManifest> {
         newest_first
             .iter()
+            .filter(|backup| backup.info.etcd_cluster_id == cluster_id)
             .enumerate()
             .skip(1)
             .filter(|(index, backup)| {
@@ -85,7 +94,7 @@ mod tests {
         ];
         sort_newest_first(&mut all);
         let policy = Retention { max_backups: Some(2), max_age: None };
-        assert_eq!(names(policy.expired(&all, now)), ["r9", "r2"]);
+        assert_eq!(names(policy.expired(&all, "1", now)), ["r9", "r2"]);
     }
 
     #[test]
@@ -94,7 +103,7 @@ mod tests {
         let mut all = vec![backup("a", 3, 120, now), backup("b", 2, 180, now), backup("c", 1, 240, now)];
         sort_newest_first(&mut all);
         let policy = Retention { max_backups: None, max_age: Some(Duration::from_secs(3600)) };
-        assert_eq!(names(policy.expired(&all, now)), ["b", "c"]);
+        assert_eq!(names(policy.expired(&all, "1", now)), ["b", "c"]);
     }
 
     #[test]
@@ -104,10 +113,32 @@ mod tests {
             vec![backup("a", 4, 1, now), backup("b", 3, 2, now), backup("c", 2, 90, now), backup("d", 1, 3, now)];
         sort_newest_first(&mut all);
         let both = Retention { max_backups: Some(3), max_age: Some(Duration::from_secs(3600)) };
-        assert_eq!(names(both.expired(&all, now)), ["c"]);
+        assert_eq!(names(both.expired(&all, "1", now)), ["c"]);
         let none = Retention::default();
-        assert!(none.expired(&all, now).is_empty());
+        assert!(none.expired(&all, "1", now).is_empty());
         let zero = Retention { max_backups: Some(0), max_age: None };
-        assert_eq!(zero.expired(&all, now).len(), 3, "max 0 still keeps the newest");
+        assert_eq!(zero.expired(&all, "1", now).len(), 3, "max 0 still keeps the newest");
+    }
+
+    #[test]
+    fn only_the_current_clusters_backups_are_counted_and_deleted() {
+        let now = Utc::now();
+        let other = |name: &str, minutes_ago| {
+            let mut b = backup(name, 1, minutes_ago, now);
+            b.info.etcd_cluster_id = "2".into();
+            b
+        };
+        // The cluster re-created under this name (ID 1) has two backups; the one before it (ID 2) left three older.
+        let mut all = vec![
+            backup("new-b", 5, 1, now),
+            backup("new-a", 4, 2, now),
+            other("old-c", 60),
+            other("old-b", 120),
+            other("old-a", 180),
+        ];
+        sort_newest_first(&mut all);
+        let keep_one = Retention { max_backups: Some(1), max_age: Some(Duration::from_secs(600)) };
+        assert_eq!(names(keep_one.expired(&all, "1", now)), ["new-a"], "the old cluster's backups are untouched");
+        assert_eq!(names(keep_one.expired(&all, "2", now)), ["old-b", "old-a"]);
     }
 }

@@ -533,3 +533,35 @@ async fn another_cluster_at_the_same_revision_is_not_unchanged() {
     assert_eq!(a_again.etcd_cluster_id, from_a.etcd_cluster_id);
     assert_eq!(list(&http, &sidecar).await.len(), 3);
 }
+
+/// Two clusters share one storage prefix (a cluster re-created under an old name, or restored, which gives it a
+/// new cluster ID): retention counts and deletes only the backups of the cluster just backed up, so the other's
+/// last backup, perhaps the only copy of its data, stays.
+#[tokio::test]
+async fn retention_never_deletes_another_clusters_backups() {
+    let (a, b) = (EtcdServer::start().await.unwrap(), EtcdServer::start().await.unwrap());
+    a.put_keys("/a/", 10, 10).await.unwrap();
+    b.put_keys("/b/", 10, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let keep_one = Retention { max_backups: Some(1), max_age: None };
+    let sidecar = Sidecar::start(vec![a.client_url.clone()], &storage, keep_one, None).await.unwrap();
+    let http = reqwest::Client::new();
+    let (status, from_a) = post_backup(&http, &sidecar).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let body = serde_json::json!({ "endpoints": [b.client_url] });
+    let response = http.post(sidecar.url("/v1/backups")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let from_b: BackupInfo = response.json().await.unwrap();
+    assert_ne!(from_a.etcd_cluster_id, from_b.etcd_cluster_id);
+    let names: Vec<String> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
+    assert_eq!(names, [from_b.name.clone(), from_a.name.clone()], "a's only backup is kept beside b's");
+
+    // A second backup of b: b's older one goes, a's stays.
+    b.put_keys("/b/more/", 5, 10).await.unwrap();
+    let response = http.post(sidecar.url("/v1/backups")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let again: BackupInfo = response.json().await.unwrap();
+    let names: Vec<String> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
+    assert_eq!(names, [again.name, from_a.name]);
+}
