@@ -398,7 +398,7 @@ async fn start_recovery(
                     addresses.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
-            let newest = sidecar.find("latest").await?.ok_or_else(|| {
+            let newest = sidecar.newest_of(&name).await?.ok_or_else(|| {
                 ActError::NoBackup(format!(
                     "quorum is lost and there is no backup to recover from (a fresh one failed: {why}); nothing \
                      was deleted"

@@ -510,6 +510,13 @@ impl SidecarClient {
         })
     }
 
+    /// The newest backup the cluster named `cluster` wrote (its backups carry its name): never another cluster's
+    /// that shares its storage prefix.
+    pub async fn newest_of(&self, cluster: &str) -> Result<Option<BackupInfo>, SidecarError> {
+        let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
+        Ok(list.backups.into_iter().find(|b| b.cluster_name == cluster))
+    }
+
     /// The sidecar's own status (`GET /v1/status`).
     pub async fn status(&self) -> Result<SidecarStatus, SidecarError> {
         self.send(self.http.get(format!("{}/v1/status", self.base)), "reading the status").await
