@@ -27,8 +27,9 @@ pub struct AppState {
     /// When set, every `/v1/` request must carry `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
     /// The DNS name whose addresses are this cluster's members (its headless Service, which lists every member
-    /// pod, ready or not). When set, a backup request may name only endpoints at those addresses or under that
-    /// name (`<pod>.<name>`): the sidecar never snapshots another cluster into this one's backups.
+    /// pod, ready or not). When set, a backup request may name only endpoints at that
+    /// name's addresses (given as addresses, or as names resolving only to them, as a member pod's DNS name does):
+    /// the sidecar never snapshots another cluster into this one's backups.
     pub members: Option<Arc<str>>,
 }
 
@@ -168,7 +169,8 @@ async fn take_backup(
     }
 }
 
-/// Refuses any endpoint that is not at one of `members`' addresses, nor a name under it.
+/// Refuses any endpoint that is not at one of `members`' addresses (an address, or a name that resolves only to
+/// such addresses).
 async fn check_members(members: &str, endpoints: &[String]) -> Result<(), ApiError> {
     let addresses: std::collections::BTreeSet<std::net::IpAddr> = tokio::net::lookup_host((members, 0))
         .await
@@ -180,12 +182,14 @@ async fn check_members(members: &str, endpoints: &[String]) -> Result<(), ApiErr
         let member = match url.host() {
             Some(url::Host::Ipv4(ip)) => addresses.contains(&std::net::IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => addresses.contains(&std::net::IpAddr::V6(ip)),
-            Some(url::Host::Domain(host)) => {
-                let host = host.trim_end_matches('.');
-                host.split_once('.').is_some_and(|(_, rest)| {
-                    rest == members || rest.strip_prefix(members).is_some_and(|r| r.starts_with('.'))
-                })
-            }
+            // A name is a member when everything it resolves to is a member's address (a pod's own DNS name is).
+            Some(url::Host::Domain(host)) => match tokio::net::lookup_host((host, 0)).await {
+                Ok(resolved) => {
+                    let resolved: Vec<std::net::IpAddr> = resolved.map(|a| a.ip()).collect();
+                    !resolved.is_empty() && resolved.iter().all(|ip| addresses.contains(ip))
+                }
+                Err(_) => false,
+            },
             None => false,
         };
         if !member {

@@ -135,8 +135,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     /// DNS name whose addresses are the cluster's members (its headless Service): a backup request may name
-    /// only endpoints there. Unset, any endpoint a request names is taken.
-    #[arg(long)]
+    /// only endpoints at those addresses (or names resolving only to them). Unset, any endpoint is taken.
+    #[arg(long, env = "MEMBER_HOSTS_FROM")]
     pub member_hosts_from: Option<String>,
 }
 
@@ -254,7 +254,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "serving the backup API");
-    let members = args.member_hosts_from.as_deref().map(Arc::from);
+    let members = args.member_hosts_from.as_deref().map(|name| Arc::from(name.trim_end_matches('.')));
     let state = AppState { engine, token: token.map(Arc::from), members };
     let cancel = shutdown.clone();
     api::serve(listener, state, async move {

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::backup::{self, SidecarClient};
 use crate::labels::{FIELD_MANAGER, peer_url};
 use crate::membership::{self, Membership, MembershipError};
-use crate::observe::{Endpoints, EtcdView, Observed, member_index};
+use crate::observe::{Endpoints, EtcdView, Observed, PodState, member_index};
 use crate::plan::{Action, RemoveReason};
 use crate::pod::{Join, SeedRestore, member_pod};
 
@@ -140,7 +140,7 @@ pub async fn act(
             if let Err(error) = Membership::connect(&endpoints, etcd_timeout).await?.remove(*id).await {
                 return not_yet(error);
             }
-            delete(&pods, member).await?;
+            delete_member_pod(&pods, observed, member).await?;
             let why = match reason {
                 RemoveReason::Dead => {
                     "it is dead (its pod gone or failed, its etcd in a restart loop, or its node lost); a new member \
@@ -158,15 +158,18 @@ pub async fn act(
         }
         Action::StartRecovery { first_index } => {
             // Pods already terminating are going anyway; recording them would make the recovery look touched.
-            let lost = observed
+            let lost =
+                observed.pods.iter().filter(|p| p.state != PodState::Terminating).map(|p| p.name.clone()).collect();
+            // Pods whose etcd may have run on data that no backup holds: running (answering or not) or in a
+            // restart loop. Only pods that failed for good, never started, or are being deleted hold nothing.
+            let holding: Vec<String> = observed
                 .pods
                 .iter()
-                .filter(|p| p.state != crate::observe::PodState::Terminating)
+                .filter(|p| matches!(p.state, PodState::Running { .. } | PodState::CrashLooping))
                 .map(|p| p.name.clone())
                 .collect();
-            if let Some(fresh) =
-                start_recovery(client, recorder, cluster, addresses, *first_index, lost, etcd_timeout).await?
-            {
+            let recovery = RecoveryInput { addresses, first_index: *first_index, lost, holding };
+            if let Some(fresh) = start_recovery(client, recorder, cluster, recovery, etcd_timeout).await? {
                 ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
             }
         }
@@ -183,7 +186,7 @@ pub async fn act(
                 tracing::info!(%member, "the recovery record changed since this step was planned; nothing deleted");
                 return Ok(());
             }
-            delete(&pods, member).await?;
+            delete_member_pod(&pods, observed, member).await?;
             publish(
                 recorder,
                 cluster,
@@ -310,10 +313,6 @@ async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Res
     Ok(stored.data.and_then(|d| d.get(backup::TOKEN_KEY).and_then(|t| String::from_utf8(t.0.clone()).ok())))
 }
 
-/// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
-/// fresh backup from the most advanced member that still runs (so nothing the survivors acknowledged is lost),
-/// else the newest one.
-/// Returns whether the backup is a fresh one, or `None` when a recovery was already recorded.
 /// The oldest backup an automatic recovery restores (`spec.recovery.maxBackupAge`): by default three backup
 /// intervals, or [`proto::cluster::DEFAULT_CRON_MAX_BACKUP_AGE`] for a cron schedule.
 pub fn max_backup_age(spec: &proto::cluster::EtcdClusterSpec) -> Duration {
@@ -329,15 +328,31 @@ pub fn max_backup_age(spec: &proto::cluster::EtcdClusterSpec) -> Duration {
     parse(every).unwrap_or(Duration::from_secs(1800)) * 3
 }
 
+/// What a recovery starts from.
+struct RecoveryInput<'a> {
+    /// Where the running members are reached.
+    addresses: &'a Endpoints,
+    /// The new cluster's first member index.
+    first_index: u32,
+    /// The lost cluster's pods, recorded.
+    lost: Vec<String>,
+    /// The member pods that may hold data no backup has (running, or in a restart loop).
+    holding: Vec<String>,
+}
+
+/// Chooses the backup a lost cluster is recovered from and records the choice, before anything is deleted: a
+/// fresh backup from the most advanced member that still runs (so nothing the survivors acknowledged is lost);
+/// with no member pod left that may hold data, the newest backup of this cluster if it is recent enough; else
+/// nothing ([`ActError::NoBackup`], which status reports). Returns whether the backup is a fresh one, or `None`
+/// when a recovery was already recorded.
 async fn start_recovery(
     client: &kube::Client,
     recorder: &Recorder,
     cluster: &EtcdCluster,
-    addresses: &Endpoints,
-    first_index: u32,
-    lost_pods: Vec<String>,
+    input: RecoveryInput<'_>,
     timeout: Duration,
 ) -> Result<Option<bool>, ActError> {
+    let RecoveryInput { addresses, first_index, lost: lost_pods, holding } = input;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     // The object this step was planned from may predate a recovery already recorded: never choose twice.
@@ -390,12 +405,12 @@ async fn start_recovery(
         Err(why) => {
             // A member whose etcd runs may hold writes newer than any backup: it is not given up for an older
             // one while it may still answer another way (or a person decides to).
-            if !addresses.is_empty() {
+            if !holding.is_empty() {
                 return Err(ActError::NoBackup(format!(
-                    "member pods {} run and may hold writes newer than any backup, but no fresh backup could be \
-                     taken from them ({why}); nothing was deleted. Make them reachable from the backup sidecar, or \
-                     delete those pods (giving up their data) to recover from the newest backup",
-                    addresses.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "member pods {} run (or restart) and may hold writes newer than any backup, but no fresh backup \
+                     could be taken from them ({why}); nothing was deleted. Make them reachable from the backup \
+                     sidecar, or delete those pods (giving up their data) to recover from the newest backup",
+                    holding.join(", ")
                 )));
             }
             let newest = sidecar.newest_of(&name).await?.ok_or_else(|| {
@@ -404,12 +419,20 @@ async fn start_recovery(
                      was deleted"
                 ))
             })?;
-            let age = k8s_openapi::jiff::Timestamp::now().as_second() - newest.finished_at.timestamp();
+            // A quiet cluster's newest backup may be old and still hold everything: the sidecar skips a backup
+            // while etcd's revision has not moved, and says when it last found that backup current.
+            let confirmed = sidecar.status().await.ok().and_then(|status| {
+                let same = status.last_success.as_ref().is_some_and(|b| b.name == newest.name);
+                same.then_some(status.last_success_at).flatten()
+            });
+            let current_at = confirmed.map_or(newest.finished_at, |at| at.max(newest.finished_at));
+            let age = k8s_openapi::jiff::Timestamp::now().as_second() - current_at.timestamp();
             let age = Duration::from_secs(u64::try_from(age).unwrap_or(0));
             let max_age = max_backup_age(&cluster.spec);
             if age > max_age {
                 return Err(ActError::NoBackup(format!(
-                    "the newest backup, {}, finished {} ago, longer ago than spec.recovery.maxBackupAge ({}): \
+                    "the newest backup, {}, was last known current {} ago, longer ago than \
+                     spec.recovery.maxBackupAge ({}): \
                      restoring it would give up everything written since, so that is for a person to decide; \
                      nothing was deleted. Raise maxBackupAge to restore it, or restore into a new EtcdCluster",
                     newest.name,
@@ -418,7 +441,8 @@ async fn start_recovery(
                 )));
             }
             let reason = format!(
-                "the newest backup, finished {} ({} old): writes after it are lost (a fresh backup failed: {why})",
+                "the newest backup, finished {} and last known current {} ago: writes after that are lost (a \
+                 fresh backup failed: {why})",
                 newest.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
                 humantime::format_duration(age)
             );
@@ -501,6 +525,23 @@ async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
         // Created by an earlier attempt that did not hear back.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(source) => Err(ActError::Kube { op: format!("creating pod {}", pod.name_any()), source }),
+    }
+}
+
+/// Deletes the pod of a member that is no longer one (removed from etcd, or of a lost cluster). On a node that is
+/// not Ready the kubelet can never confirm a deletion, and the pod would stay Terminating for as long as the Node
+/// object exists, naming a member that is gone: it is deleted at once (its data belongs to no member any more, and
+/// a container still running there is no member of anything the client Service routes to).
+async fn delete_member_pod(pods: &Api<Pod>, observed: &Observed, name: &str) -> Result<(), ActError> {
+    let on_lost_node = observed.pods.iter().any(|p| p.name == name && p.node_down.is_some());
+    if !on_lost_node {
+        return delete(pods, name).await;
+    }
+    tracing::info!(pod = %name, "its node is not Ready: deleted without waiting for the kubelet");
+    match pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ActError::Kube { op: format!("deleting pod {name}"), source }),
     }
 }
 

@@ -139,8 +139,6 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
         format!("--storage={}", storage_url(cluster, policy)),
         format!("--listen=0.0.0.0:{PORT}"),
         format!("--cluster-name={name}"),
-        // The headless Service: it resolves to every member pod, and `<pod>.<it>` names each.
-        format!("--member-hosts-from={name}.{namespace}.svc"),
         format!("--auth-token-file={TOKEN_DIR}/{TOKEN_KEY}"),
     ];
     match (&policy.every, &policy.cron) {
@@ -195,6 +193,13 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         env.extend(s3_credentials(s3));
     }
     env.push(EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() });
+    // Only the members (the headless Service resolves to every member pod) are snapshotted. An environment
+    // variable, not a flag: an older sidecar image pinned in spec.backup.sidecarImage ignores it.
+    env.push(EnvVar {
+        name: "MEMBER_HOSTS_FROM".into(),
+        value: Some(format!("{}.{}.svc", cluster.name_any(), cluster.namespace().unwrap_or_else(|| "default".into()))),
+        ..Default::default()
+    });
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(PORT), ..Default::default() }),
         period_seconds: Some(period),
@@ -633,7 +638,6 @@ mod tests {
         assert_eq!(args[0], "serve");
         assert!(args.contains(&"--storage=file:///backups/alpha".to_string()), "{args:?}");
         assert!(args.contains(&"--etcd-endpoints=http://alpha-client.ns.svc:2379".to_string()), "{args:?}");
-        assert!(args.contains(&"--member-hosts-from=alpha.ns.svc".to_string()), "only members are snapshotted");
         assert!(args.contains(&"--every=30m".to_string()), "the default schedule: {args:?}");
         assert!(args.contains(&"--max-backups=5".to_string()) && args.contains(&"--max-age=7d".to_string()));
         let claim = pod.volumes.unwrap().iter().find_map(|v| v.persistent_volume_claim.clone()).unwrap();
@@ -660,6 +664,8 @@ mod tests {
             .filter_map(|e| Some((e.name.as_str(), e.value_from.as_ref()?.secret_key_ref.as_ref()?.name.as_str())))
             .collect();
         assert_eq!(from_secret, [("AWS_ACCESS_KEY_ID", "s3-creds"), ("AWS_SECRET_ACCESS_KEY", "s3-creds")]);
+        let members = env.iter().find(|e| e.name == "MEMBER_HOSTS_FROM").and_then(|e| e.value.as_deref());
+        assert_eq!(members, Some("alpha.ns.svc"), "only the members, by the headless Service, are snapshotted");
     }
 
     #[test]

@@ -15,9 +15,9 @@ pub enum PodState {
     /// Failed or succeeded: this member is gone for good (a pod that restarts in place fails only when it is
     /// evicted; a restored seed, whose restore cannot run twice, runs with `restartPolicy: Never`).
     Dead,
-    /// Running, but its etcd container keeps failing soon after it starts: restarted at least
-    /// [`CRASH_LOOP_RESTARTS`] times, its last run shorter than [`CRASH_LOOP_SHORT_RUN`], and waiting in the
-    /// kubelet's back-off now. Its data may be intact (it is never taken for a pod that holds none), but it does
+    /// Running, but its etcd container keeps failing soon after it starts: failed [`CRASH_LOOP_RESTARTS`] times
+    /// in a row (the kubelet backs off [`CRASH_LOOP_BACKOFF`] or more), its last run shorter than
+    /// [`CRASH_LOOP_SHORT_RUN`], and waiting in the kubelet's back-off now. Its data may be intact (it is never taken for a pod that holds none), but it does
     /// not serve: with a quorum it is replaced.
     CrashLooping,
     /// Failed because its restore refused the backup (corrupt, or not restorable): kept for its logs, never
@@ -27,9 +27,12 @@ pub enum PodState {
     Terminating,
 }
 
-/// How often a member's etcd container must have restarted, each run short, before it counts as
-/// [`PodState::CrashLooping`]. The kubelet waits 10 s, 20 s, 40 s between the first restarts, so a member that
-/// crashes at once is given a little over a minute; one that crashed once (an OOM kill) restarts on its data.
+/// The kubelet's back-off after [`CRASH_LOOP_RESTARTS`] failures in a row (10 s, 20 s, then 40 s): from it on, a
+/// member whose last run was short is [`PodState::CrashLooping`]. A member that crashes at once is given a little
+/// over a minute; one that crashed once (an OOM kill) restarts on its data.
+pub const CRASH_LOOP_BACKOFF: std::time::Duration = std::time::Duration::from_secs(40);
+/// How many failures in a row make a restart loop; read from the restart count only when the kubelet's back-off
+/// message cannot be read (the count never resets, so it would also count crashes weeks apart).
 pub const CRASH_LOOP_RESTARTS: i32 = 3;
 /// A run shorter than this, ended by a crash, is part of a restart loop; a longer one is a member that served.
 pub const CRASH_LOOP_SHORT_RUN: std::time::Duration = std::time::Duration::from_secs(60);
@@ -167,18 +170,6 @@ pub enum ObserveError {
         #[source]
         source: kube::Error,
     },
-    /// A member pod's node could not be read. Without it the controller cannot tell a partition from a loss, so
-    /// it decides nothing (the controller's role needs `get` on nodes).
-    #[error("reading node {node} of a member of {cluster}: {source}")]
-    Node {
-        /// The cluster.
-        cluster: String,
-        /// The node.
-        node: String,
-        /// The underlying error.
-        #[source]
-        source: kube::Error,
-    },
 }
 
 /// Where the controller reaches each running member: pod name to client URL.
@@ -212,11 +203,20 @@ pub async fn observe(
     let nodes: Api<Node> = Api::all(client.clone());
     let mut down = std::collections::BTreeMap::new();
     for node in node_names {
-        let read = nodes.get_opt(&node).await;
-        let read = read.map_err(|source| ObserveError::Node { cluster: name.clone(), node: node.clone(), source })?;
-        // A node that is gone from the API is no partition: its pods are collected, and a loss is a loss.
-        if let Some(down_for) = read.as_ref().and_then(|n| node_down_for(n, now)) {
-            down.insert(node.clone(), NodeDown { node, down_for });
+        match nodes.get_opt(&node).await {
+            // A node that is gone from the API is no partition: its pods are collected, and a loss is a loss.
+            Ok(read) => {
+                if let Some(down_for) = read.as_ref().and_then(|n| node_down_for(n, now)) {
+                    down.insert(node.clone(), NodeDown { node, down_for });
+                }
+            }
+            // Not knowing is not Ready as far as safety goes: no recovery while it lasts, and never long enough
+            // to replace a member (the time is zero); healing with a quorum goes on.
+            Err(error) => {
+                tracing::warn!(cluster = %name, %node, %error, "could not read the node of a member pod");
+                let shown = format!("{node} (unreadable: {error})");
+                down.insert(node, NodeDown { node: shown, down_for: std::time::Duration::ZERO });
+            }
         }
     }
     let pods: Vec<MemberPod> = listed
@@ -258,8 +258,16 @@ pub async fn observe(
         match Membership::connect(&endpoints, etcd_timeout).await {
             Ok(mut membership) => match membership.observe(pod_name, |_, name| addresses.get(name).cloned()).await {
                 Ok(members) => {
-                    // Best effort: alarms only inform status.
-                    for (id, alarm) in membership.alarms().await.unwrap_or_default() {
+                    // Best effort: alarms only inform status. Reading them is a raft request, so only with a leader,
+                    // and never for longer than one etcd request may take.
+                    let alarms_read = async {
+                        if !members.iter().any(|m| m.leader) {
+                            return Vec::new();
+                        }
+                        let read = tokio::time::timeout(etcd_timeout, membership.alarms()).await;
+                        read.ok().and_then(Result::ok).unwrap_or_default()
+                    };
+                    for (id, alarm) in alarms_read.await {
                         let member =
                             members.iter().find(|m| m.id == id).map_or_else(|| format!("{id:x}"), |m| m.name.clone());
                         alarms.push((member, alarm.to_string()));
@@ -444,8 +452,14 @@ fn crash_looping(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
     let Some(etcd) = statuses.and_then(|s| s.iter().find(|c| c.name == ETCD_CONTAINER)) else {
         return false;
     };
-    let backing_off = etcd.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
-        == Some("CrashLoopBackOff");
+    let waiting = etcd.state.as_ref().and_then(|s| s.waiting.as_ref());
+    let backing_off = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
+    // The kubelet's back-off (10 s, 20 s, 40 s, ... after consecutive failures, reset once a run lasts) says how
+    // many failures came in a row; the lifetime restart count only when its message cannot be read.
+    let in_a_row = match waiting.and_then(|w| w.message.as_deref()).and_then(kubelet_backoff) {
+        Some(backoff) => backoff >= CRASH_LOOP_BACKOFF,
+        None => etcd.restart_count >= CRASH_LOOP_RESTARTS,
+    };
     let last = etcd.last_state.as_ref().and_then(|s| s.terminated.as_ref());
     let short = last.is_some_and(|t| match (&t.started_at, &t.finished_at) {
         (Some(start), Some(end)) => {
@@ -454,7 +468,13 @@ fn crash_looping(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         // A container that failed before it started (a bad flag, a missing binary) ran for no time at all.
         _ => true,
     });
-    backing_off && short && etcd.restart_count >= CRASH_LOOP_RESTARTS
+    backing_off && short && in_a_row
+}
+
+/// The back-off in a kubelet's CrashLoopBackOff message (`back-off 40s restarting failed container=...`).
+fn kubelet_backoff(message: &str) -> Option<std::time::Duration> {
+    let rest = &message[message.find("back-off ")? + "back-off ".len()..];
+    humantime::parse_duration(rest.split_whitespace().next()?).ok()
 }
 
 /// How long `node` has not been Ready, if it is not (its Ready condition is False or Unknown, or missing).
@@ -599,6 +619,10 @@ mod tests {
     }
 
     fn restarting(restarts: i32, ran_secs: i64, waiting: &str) -> k8s_openapi::api::core::v1::Pod {
+        backing_off(restarts, ran_secs, waiting, "")
+    }
+
+    fn backing_off(restarts: i32, ran_secs: i64, waiting: &str, message: &str) -> k8s_openapi::api::core::v1::Pod {
         let started = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
         let finished = k8s_openapi::jiff::Timestamp::from_second(1_000 + ran_secs).unwrap();
         serde_json::from_value(serde_json::json!({
@@ -608,7 +632,7 @@ mod tests {
                 "conditions": [{ "type": "Ready", "status": "False" }],
                 "containerStatuses": [{
                     "name": ETCD_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": restarts,
-                    "state": { "waiting": { "reason": waiting } },
+                    "state": { "waiting": { "reason": waiting, "message": message } },
                     "lastState": { "terminated": {
                         "exitCode": 137, "reason": "OOMKilled", "startedAt": started.to_string(),
                         "finishedAt": finished.to_string()
@@ -630,6 +654,12 @@ mod tests {
         assert_eq!(pod_state(&restarting(9, 86_400, "CrashLoopBackOff")), not_ready);
         // Restarting right now (not backing off), whatever its count.
         assert_eq!(pod_state(&restarting(9, 5, "ContainerCreating")), not_ready);
+        // The kubelet's back-off counts failures in a row: crashes weeks apart are no loop, whatever the count.
+        let message =
+            |backoff: &str| format!("back-off {backoff} restarting failed container=etcd pod=demo-0001_ns(u)");
+        assert_eq!(pod_state(&backing_off(9, 5, "CrashLoopBackOff", &message("10s"))), not_ready);
+        assert_eq!(pod_state(&backing_off(3, 5, "CrashLoopBackOff", &message("40s"))), PodState::CrashLooping);
+        assert_eq!(pod_state(&backing_off(7, 5, "CrashLoopBackOff", &message("5m0s"))), PodState::CrashLooping);
     }
 
     #[test]

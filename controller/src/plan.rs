@@ -115,8 +115,8 @@ pub enum WaitReason {
         why: String,
     },
     /// A seed failed for a reason that may pass (its backup could not be fetched, the restore ran out of memory
-    /// or disk, etcd did not start): it is kept for its logs for [`seed_retry_after`] its attempt, then replaced
-    /// under a new name.
+    /// or disk, etcd did not start): it is kept for its logs for as long as [`seed_retry_after`] says for its
+    /// attempt, then replaced under a new name.
     SeedFailed {
         /// The seed's pod.
         member: String,
@@ -394,9 +394,15 @@ fn seen(reason: &WaitReason) -> String {
     }
 }
 
-/// The nodes that are not Ready and the member pods on them, if any.
+/// The nodes that are not Ready and the member pods on them that may still run etcd (not failed for good), if
+/// any. A Terminating pod counts: without its kubelet its container may run on.
 fn on_nodes_down(observed: &Observed) -> Option<(Vec<String>, Vec<String>)> {
-    let on_down: Vec<_> = observed.pods.iter().filter_map(|p| Some((p.node_down.as_ref()?, &p.name))).collect();
+    let on_down: Vec<_> = observed
+        .pods
+        .iter()
+        .filter(|p| !matches!(p.state, PodState::Dead | PodState::Refused))
+        .filter_map(|p| Some((p.node_down.as_ref()?, &p.name)))
+        .collect();
     if on_down.is_empty() {
         return None;
     }

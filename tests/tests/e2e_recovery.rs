@@ -168,8 +168,8 @@ async fn a_running_member_is_never_given_up_for_an_older_backup() {
 
     // The sidecar cannot reach the member that survives; the other two go.
     let (survivor, survivor_ip) = members[2].clone();
-    let hosts = format!("--member-hosts-from={SURV}.{NS}.svc");
-    let cut = support::Cut::outgoing(&["serve", &format!("--cluster-name={SURV}"), &hosts], &survivor_ip);
+    let etcd = format!("--etcd-endpoints=http://{SURV}-client.{NS}.svc:2379");
+    let cut = support::Cut::outgoing(&["serve", &format!("--cluster-name={SURV}"), &etcd], &survivor_ip);
     let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
     for (name, _) in &members[..2] {
         pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();

@@ -27,9 +27,10 @@ const SEED_KEPT: Duration = Duration::from_secs(15);
 /// How long a member's node must have been not Ready, the member silent, before it is replaced (README: "10 s").
 const NODE_LOST: Duration = Duration::from_secs(10);
 
-/// Whether any member pod sits on a node that is not Ready (its member may serve behind a partition).
+/// Whether any member pod that may still run etcd sits on a node that is not Ready (its member may serve behind a
+/// partition). README: "no recovery runs while a member pod sits on a node that is not Ready".
 fn on_down_node(observed: &Observed) -> bool {
-    observed.pods.iter().any(|p| p.node_down.is_some())
+    observed.pods.iter().any(|p| p.node_down.is_some() && !matches!(p.state, PodState::Dead | PodState::Refused))
 }
 
 // ---- counting, from first principles ----
