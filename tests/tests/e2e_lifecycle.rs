@@ -1,5 +1,7 @@
 //! End-to-end on the test bed's real node: a three-member cluster comes up, serves writes through its client
-//! service, heals a deleted member under a new name with every key intact, and goes away with its EtcdCluster.
+//! service, heals a deleted member under a new name with every key intact, restarts every member in place when
+//! all their etcd processes are killed at once, loses no acknowledged write while members are deleted one at a
+//! time under a writer, and goes away with its EtcdCluster.
 //! Its backup sidecar can never start (an image that does not exist, a claim that does not exist): that must hold
 //! up neither the creation nor the healing, and BackupReady says it is not ready.
 //! The controller runs in-process (its library's `run`), watching this test's namespace.
@@ -159,6 +161,66 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     assert_eq!(count.count(), 100, "every key is on the restarted members' data");
     let status = api.get(CLUSTER).await.unwrap().data["status"].clone();
     assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery was started: {status}");
+
+    // Chaos: a writer through the client Service while member pods are deleted one at a time, each replaced
+    // before the next goes. Every write etcd acknowledged is there at the end, and the cluster is at its size.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (service, stop) = (service.clone(), stop.clone());
+        async move {
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(2));
+            let mut client = etcd_client::Client::connect([service.as_str()], Some(options)).await.unwrap();
+            let (mut acked, mut tried) = (Vec::new(), 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tried += 1;
+                if client.put(format!("/chaos/{tried:08}"), "v", None).await.is_ok() {
+                    acked.push(tried);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (acked, tried)
+        }
+    });
+    let mut members = members.clone();
+    for round in 0..4 {
+        let victim = members[round % members.len()].clone();
+        pods.delete(&victim, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+        let (ready, took) = eventually("the killed member to be replaced", Duration::from_secs(90), || {
+            let pods = pods.clone();
+            let victim = victim.clone();
+            async move {
+                let ready = ready_members(&pods, CLUSTER).await;
+                if ready.len() != 3 || ready.iter().any(|(n, _)| *n == victim) {
+                    return None;
+                }
+                let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+                (listed == ready.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>()).then_some(ready)
+            }
+        })
+        .await;
+        println!("chaos: {victim} deleted, replaced {:.1} s later", took.as_secs_f64());
+        members = ready.into_iter().map(|(n, _)| n).collect();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, tried) = writer.await.unwrap();
+    let ready = ready_members(&pods, CLUSTER).await;
+    let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", ready[0].1)], None).await.unwrap();
+    let stored =
+        etcd.get("/chaos/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let stored: BTreeSet<String> =
+        stored.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+    let lost: Vec<u64> = acked.iter().copied().filter(|n| !stored.contains(&format!("/chaos/{n:08}"))).collect();
+    println!(
+        "chaos: 4 members deleted under a writer: {} of {tried} writes acknowledged, {} lost",
+        acked.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 100, "the writer got writes through: {} of {tried}", acked.len());
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(ready.len(), 3, "the cluster is at its size");
 
     // Destroy.
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
