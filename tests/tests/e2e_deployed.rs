@@ -345,6 +345,98 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(restored.count("/backed-up/").await.unwrap(), 60, "the backup restores to the same keys");
     drop(restored);
 
+    // 8. The controller cut off from the members (iptables in its pod's network namespace) for longer than the
+    //    recovery's grace while they serve, then their readiness dips briefly (every etcd stopped for 20 s): the
+    //    controller says it cannot reach them and times no loss while any is Ready, so the dip starts the grace
+    //    from zero and nothing is deleted; every key stays.
+    let grace = serde_json::json!({ "spec": { "recovery": { "quorumLossGrace": "30s" } } });
+    let api = clusters(&client, NS);
+    api.patch(BACKED_UP, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&grace)).await.unwrap();
+    let before: Vec<(String, String)> = pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP},kube-etcd-controller.dev/member")),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
+        .collect();
+    let members = ready_members(&pods, BACKED_UP).await;
+    assert_eq!(members.len(), 3);
+    let cuts: Vec<support::Cut> =
+        members.iter().map(|(_, ip)| support::Cut::outgoing(&["etcd-controller", "run"], ip)).collect();
+    let cut_at = Instant::now();
+    let (seen, _) = eventually("status to say the members are unreachable", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+            let degraded = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Degraded")?.clone();
+            (degraded["reason"] == "MembersUnreachable").then_some(status)
+        }
+    })
+    .await;
+    println!(
+        "blind controller: {}",
+        seen["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap()["message"]
+    );
+    // Longer than the grace, every moment with no loss timed.
+    while cut_at.elapsed() < Duration::from_secs(45) {
+        let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+        assert!(
+            status.get("quorumLostSince").is_none_or(|s| s.is_null()),
+            "no loss timed while members are Ready: {status}"
+        );
+        assert_eq!(status["phase"], "Running", "{status}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The dip: every member's etcd stopped, then continued.
+    let stopped: Vec<u32> =
+        members.iter().map(|(name, _)| support::process_with(&["etcd", &format!("--name={name}")])).collect();
+    let signal = |sig: &str| {
+        for pid in &stopped {
+            assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+        }
+    };
+    signal("-STOP");
+    eventually("the dip to take every member out of readiness", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { ready_members(&pods, BACKED_UP).await.is_empty().then_some(()) }
+    })
+    .await;
+    signal("-CONT");
+    let (_, took) = eventually("every member Ready again", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move { (ready_members(&pods, BACKED_UP).await.len() == 3).then_some(()) }
+    })
+    .await;
+    println!(
+        "blind controller: readiness dip of every member over, Ready again {:.1} s after etcd continued",
+        took.as_secs_f64()
+    );
+    // Past the grace and two resyncs after the dip: the same pods.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(45) {
+        let now: Vec<(String, String)> = pods
+            .list(
+                &ListParams::default()
+                    .labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP},kube-etcd-controller.dev/member")),
+            )
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
+            .collect();
+        assert_eq!(now, before, "nothing deleted or replaced");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(cuts);
+    assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/backed-up/").await, 60, "every key is there");
+    let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+    assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery was recorded: {status}");
+
     // 6. Destroy: everything the controller made goes; the backups stay.
     kubectl(&["-n", NS, "delete", "etcd", CLUSTER, BACKED_UP, "--wait=true"]);
     let (_, took) = eventually("pods, services and the sidecar to go", Duration::from_secs(120), || {
