@@ -107,6 +107,13 @@ impl Drop for RemoveController {
 }
 
 /// The running controller pod (exactly one, Ready).
+/// `cluster`'s member pods with their UIDs: a pod replaced under its old name would have a new one.
+async fn member_uids(pods: &Api<Pod>, cluster: &str) -> Vec<(String, String)> {
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
+    let listed = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items;
+    listed.into_iter().map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap())).collect()
+}
+
 async fn controller_pod(client: &Client) -> Pod {
     let (pod, _) = eventually("one ready controller pod", Duration::from_secs(120), || {
         let controllers: Api<Pod> = Api::namespaced(client.clone(), "etcd-controller");
@@ -352,17 +359,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let grace = serde_json::json!({ "spec": { "recovery": { "quorumLossGrace": "30s" } } });
     let api = clusters(&client, NS);
     api.patch(BACKED_UP, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&grace)).await.unwrap();
-    let before: Vec<(String, String)> = pods
-        .list(
-            &ListParams::default()
-                .labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP},kube-etcd-controller.dev/member")),
-        )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
-        .collect();
+    let before = member_uids(&pods, BACKED_UP).await;
     let members = ready_members(&pods, BACKED_UP).await;
     assert_eq!(members.len(), 3);
     let cuts: Vec<support::Cut> =
@@ -418,17 +415,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     // Past the grace and two resyncs after the dip: the same pods.
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_secs(45) {
-        let now: Vec<(String, String)> = pods
-            .list(
-                &ListParams::default()
-                    .labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP},kube-etcd-controller.dev/member")),
-            )
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
-            .collect();
+        let now = member_uids(&pods, BACKED_UP).await;
         assert_eq!(now, before, "nothing deleted or replaced");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
