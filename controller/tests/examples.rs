@@ -76,6 +76,8 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("missing-size.yaml", "\"size\" is a required property"),
         ("restore-two-sources.yaml", "restore needs exactly one of cluster, url and storage"),
         ("recovery-bad-policy.yaml", "is not one of"),
+        ("quota-too-large.yaml", "greater than the maximum"),
+        ("recovery-bad-max-backup-age.yaml", "does not match"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
