@@ -51,7 +51,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("missing-size.yaml", "spec.size: Required value"),
         ("restore-two-sources.yaml", "restore needs exactly one of cluster, url and storage"),
         ("recovery-bad-policy.yaml", "spec.recovery.policy: Unsupported value: \"Automatic\""),
-        ("quota-too-large.yaml", "spec.etcd.quotaBackendBytes in body should be less than or equal to 8589934592"),
+        ("quota-too-large.yaml", "spec.etcd.quotaBackendBytes in body should be less than or equal to"),
         ("recovery-bad-max-backup-age.yaml", "spec.recovery.maxBackupAge in body should match"),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
