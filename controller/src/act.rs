@@ -212,6 +212,7 @@ pub async fn act(
                 "recovery from backup {} abandoned before anything was deleted: {why}; the cluster is kept",
                 backup.unwrap_or_default()
             );
+            ctx.metrics.recovery_abandoned();
             publish(recorder, cluster, event("RecoveryAbandoned", note)).await;
         }
         Action::CompleteRecovery => {

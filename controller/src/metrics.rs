@@ -47,6 +47,7 @@ pub struct Metrics {
     ready: Family<ClusterLabel, Gauge>,
     phase: Family<PhaseLabel, Gauge>,
     recoveries: Family<ReasonLabel, Counter>,
+    abandoned: Counter,
 }
 
 impl Metrics {
@@ -78,7 +79,24 @@ impl Metrics {
             "Recoveries from lost quorum started, by the backup chosen (fresh or newest)",
             recoveries.clone(),
         );
-        Self { registry: Mutex::new(registry), reconciles, failures, duration, members, ready, phase, recoveries }
+        let abandoned = Counter::default();
+        registry.register(
+            "recoveries_abandoned",
+            "Recoveries abandoned before anything was deleted (the quorum came back, a member pod's node is not \
+             Ready, or the policy no longer restores)",
+            abandoned.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            reconciles,
+            failures,
+            duration,
+            members,
+            ready,
+            phase,
+            recoveries,
+            abandoned,
+        }
     }
 }
 
@@ -105,6 +123,11 @@ impl Metrics {
     /// Counts a recovery from lost quorum; `backup` is `fresh` or `newest`.
     pub fn recovery_started(&self, backup: &str) {
         self.recoveries.get_or_create(&ReasonLabel { reason: backup.into() }).inc();
+    }
+
+    /// Counts a recovery abandoned before its first deletion.
+    pub fn recovery_abandoned(&self) {
+        self.abandoned.inc();
     }
 
     /// Counts a failed reconcile.
@@ -148,5 +171,14 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn abandoned_recoveries_are_counted() {
+        let build = BuildInfo { version: "1", commit: "c", binary_sha256: "h".into() };
+        let metrics = Metrics::new(&build);
+        assert!(metrics.encode().contains("etcd_controller_recoveries_abandoned_total 0"));
+        metrics.recovery_abandoned();
+        assert!(metrics.encode().contains("etcd_controller_recoveries_abandoned_total 1"), "{}", metrics.encode());
     }
 }
