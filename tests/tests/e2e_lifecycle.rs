@@ -232,3 +232,79 @@ async fn creates_heals_and_destroys_a_three_member_cluster() {
     println!("whole scenario: {:.1} s", created.elapsed().as_secs_f64());
     running.abort();
 }
+
+/// A cluster out of space: etcd raises its NOSPACE alarm at the quota the spec sets; status says so (condition
+/// `Alarm`, reason NOSPACE, naming the member and what to do), and the member stays Ready, so the reads, deletes
+/// and compaction that free space still reach it through the client Service.
+#[tokio::test]
+async fn a_cluster_out_of_space_says_so_and_stays_in_the_client_service() {
+    const NS2: &str = "e2e-nospace";
+    const FULL: &str = "full";
+    let client = support::testbed().await;
+    install_crd(&client).await;
+    support::fresh_namespace(&client, NS2).await;
+    let running =
+        support::start_controller(&client, NS2, "e2e-nospace", Duration::from_secs(5), Duration::from_secs(2)).await;
+    let api = clusters(&client, NS2);
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": FULL },
+        // etcd 3.5 (the default version), whose /health can leave NOSPACE out.
+        "spec": { "size": 1, "etcd": { "quotaBackendBytes": 67_108_864 } },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS2);
+    let (members, _) = converged(&pods, FULL, 1, &[], Duration::from_secs(90)).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS2);
+    let service = services.get(&format!("{FULL}-client")).await.unwrap();
+    let service = format!("http://{}:2379", service.spec.unwrap().cluster_ip.unwrap());
+
+    // The Service routes to the member once kube-proxy has its endpoint, a moment after the pod is Ready.
+    let (mut etcd, _) = eventually("the client Service to route to the member", Duration::from_secs(30), || {
+        let service = service.clone();
+        async move {
+            let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.ok()?;
+            etcd.put("/small", "kept", None).await.ok()?;
+            Some(etcd)
+        }
+    })
+    .await;
+    let value = vec![b'x'; 1024 * 1024];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(error) = etcd.put(format!("/big/{i:03}"), value.clone(), None).await {
+            refused = Some(error.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("etcd refused writes past its 64 MiB quota");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+
+    let (alarm, _) = eventually("the Alarm condition", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(FULL).await.unwrap().data["status"].clone();
+            let alarm = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Alarm")?.clone();
+            (alarm["status"] == "True").then_some(alarm)
+        }
+    })
+    .await;
+    assert_eq!(alarm["reason"], "NOSPACE", "{alarm}");
+    let message = alarm["message"].as_str().unwrap();
+    assert!(message.contains(&members[0].0) && message.contains("alarm disarm"), "{message}");
+    println!("out of space: {message}");
+    // Longer than the readiness probe takes to fail (3 × 5 s): the member stays Ready, and reads get through.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(25) {
+        assert_eq!(ready_members(&pods, FULL).await.len(), 1, "NOSPACE takes no member out of the client Service");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let read = etcd.get("/small", None).await.unwrap();
+    assert_eq!(read.kvs()[0].value(), b"kept", "reads reach the full cluster through the client Service");
+
+    api.delete(FULL, &DeleteParams::default()).await.unwrap();
+    running.abort();
+    let _ = running.await;
+}
