@@ -264,7 +264,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
 
     // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
     // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
-    // is left for the API to collect).
+    // is then deleted without waiting for that node's kubelet).
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
         Some(pod) => {
