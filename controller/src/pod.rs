@@ -6,9 +6,8 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
-    WeightedPodAffinityTerm,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, Probe, SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -33,6 +32,34 @@ const RESTORE_TOKEN_DIR: &str = "/var/run/kube-etcd-controller/restore-token";
 const TERMINATION_LOG: &str = "/dev/termination-log";
 /// How far a restore moves the revision on, so that watchers never see it go backwards (Kubernetes' own advice).
 const BUMP_REVISION: u64 = 1_000_000_000;
+
+/// The default spread of a cluster's members (`spec.pod.antiAffinity`): per node a rule, per zone a preference. Both
+/// count only this cluster's members; a node whose taints the pod does not tolerate (a lost node is tainted
+/// unreachable) or that its node affinity excludes is not counted, so a replacement is never held back by a node
+/// it cannot go to.
+pub fn default_spread(cluster: &str) -> Vec<TopologySpreadConstraint> {
+    let members = || LabelSelector { match_labels: Some(member_selector(cluster)), ..Default::default() };
+    vec![
+        TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            label_selector: Some(members()),
+            node_affinity_policy: Some("Honor".into()),
+            node_taints_policy: Some("Honor".into()),
+            ..Default::default()
+        },
+        TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "topology.kubernetes.io/zone".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(members()),
+            node_affinity_policy: Some("Honor".into()),
+            node_taints_policy: Some("Honor".into()),
+            ..Default::default()
+        },
+    ]
+}
 
 /// What the etcd container requests when `spec.pod.resources` is not set: enough for a small cluster's etcd
 /// (about 50 MiB resident with little data), so member pods are Burstable and the last the kubelet evicts under
@@ -158,25 +185,13 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         ..Default::default()
     };
 
-    let affinity = policy.affinity.clone().or_else(|| {
-        policy.anti_affinity.then(|| Affinity {
-            pod_anti_affinity: Some(PodAntiAffinity {
-                preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-                    weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(member_selector(&name)),
-                            ..Default::default()
-                        }),
-                        topology_key: "kubernetes.io/hostname".into(),
-                        ..Default::default()
-                    },
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    });
+    let spread = if !policy.topology_spread_constraints.is_empty() {
+        policy.topology_spread_constraints.clone()
+    } else if policy.anti_affinity {
+        default_spread(&name)
+    } else {
+        Vec::new()
+    };
 
     Pod {
         metadata: ObjectMeta {
@@ -194,7 +209,8 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
             init_containers: (!init_containers.is_empty()).then_some(init_containers),
             containers: vec![container],
             volumes: Some(volumes),
-            affinity,
+            affinity: policy.affinity.clone(),
+            topology_spread_constraints: (!spread.is_empty()).then_some(spread),
             node_selector: (!policy.node_selector.is_empty()).then(|| policy.node_selector.clone()),
             tolerations: (!policy.tolerations.is_empty()).then(|| policy.tolerations.clone()),
             ..Default::default()
@@ -394,23 +410,49 @@ mod tests {
     }
 
     #[test]
-    fn pods_carry_labels_owner_and_a_preferred_anti_affinity() {
+    fn pods_carry_labels_owner_and_a_spread_over_nodes_and_zones() {
         let mut c = cluster("demo", 3);
         c.spec.pod.labels.insert("team".into(), "storage".into());
         c.spec.pod.labels.insert(MEMBER_LABEL.into(), "spoofed".into());
         let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
-        let labels = pod.metadata.labels.unwrap();
+        let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels["team"], "storage");
         assert_eq!(labels[MEMBER_LABEL], "demo-0002", "the controller's labels win");
         let owner = &pod.metadata.owner_references.unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("EtcdCluster", "demo", Some(true)));
-        let anti = pod.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
-        assert!(anti.required_during_scheduling_ignored_during_execution.is_none(), "a preference, not a rule");
-        assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.unwrap().len(), 1);
+        let spec = pod.spec.unwrap();
+        let spread = spec.topology_spread_constraints.unwrap();
+        let rule = |key: &str| spread.iter().find(|s| s.topology_key == key).unwrap().clone();
+        let node = rule("kubernetes.io/hostname");
+        assert_eq!((node.max_skew, node.when_unsatisfiable.as_str()), (1, "DoNotSchedule"), "per node a rule");
+        assert_eq!(
+            node.node_taints_policy.as_deref(),
+            Some("Honor"),
+            "a lost (tainted) node must not hold a replacement back"
+        );
+        assert_eq!(rule("topology.kubernetes.io/zone").when_unsatisfiable, "ScheduleAnyway", "per zone a preference");
+        // Only this cluster's members count: the selector matches this pod's labels, and names the cluster.
+        let selector = node.label_selector.unwrap().match_labels.unwrap();
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)), "{selector:?} must select {labels:?}");
+        assert!(selector.values().any(|v| v == "demo"));
+        assert!(spec.affinity.is_none());
+
+        // The user's own constraints replace the default; the user's affinity applies beside it.
+        let mut own = c.clone();
+        own.spec.pod.topology_spread_constraints = vec![TopologySpreadConstraint {
+            max_skew: 2,
+            topology_key: "rack".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            ..Default::default()
+        }];
+        own.spec.pod.affinity = Some(Default::default());
+        let spec = member_pod(&own, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
+        assert_eq!(spec.topology_spread_constraints.unwrap(), own.spec.pod.topology_spread_constraints);
+        assert!(spec.affinity.is_some());
 
         c.spec.pod.anti_affinity = false;
         let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
-        assert!(pod.spec.unwrap().affinity.is_none());
+        assert!(pod.spec.unwrap().topology_spread_constraints.is_none());
     }
 
     #[test]

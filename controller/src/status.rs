@@ -242,7 +242,26 @@ fn degraded(
             (true, "EtcdUnreachable", "no member answers; the controller changes nothing until one does".into())
         }
         _ if matches!(observed.etcd, EtcdView::Members(_)) && healthy < voters => {
-            (true, "MemberUnhealthy", format!("{} of {voters} voting members are unhealthy", voters - healthy))
+            let list = match &observed.etcd {
+                EtcdView::Members(list) => list.as_slice(),
+                EtcdView::Unreachable(_) => &[],
+            };
+            let unhealthy: Vec<String> = list
+                .iter()
+                .filter(|m| !m.learner && !m.healthy)
+                .map(|m| {
+                    let down = observed.pods.iter().find(|p| p.name == m.name).and_then(|p| p.node_down.as_ref());
+                    match down {
+                        Some(d) => format!("{} (node {} not Ready for {} s)", m.name, d.node, d.down_for.as_secs()),
+                        None => m.name.clone(),
+                    }
+                })
+                .collect();
+            (
+                true,
+                "MemberUnhealthy",
+                format!("{} of {voters} voting members are unhealthy: {}", voters - healthy, unhealthy.join(", ")),
+            )
         }
         _ if observed.pods.iter().any(|p| p.state == PodState::Dead) => {
             (true, "MemberPodFailed", "a member pod failed; it is being replaced".into())
@@ -391,6 +410,22 @@ mod tests {
         assert_eq!(first.ready_members, 3);
         let again = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &first, time(200));
         assert_eq!(again, first, "nothing changed, so nothing is written");
+    }
+
+    /// An unhealthy member is named, with its node when the node is not Ready (a partitioned or lost node).
+    #[test]
+    fn unhealthy_members_are_named_with_their_lost_node() {
+        let c = cluster("demo", 3);
+        let mut one_down = steady();
+        if let EtcdView::Members(members) = &mut one_down.etcd {
+            members[2].healthy = false;
+        }
+        one_down.pods[2].node_down =
+            Some(crate::observe::NodeDown { node: "node-c".into(), down_for: std::time::Duration::from_secs(12) });
+        let status = derive(&c.spec, Some(1), &one_down, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "MemberUnhealthy"));
+        assert_eq!(degraded.message, "1 of 3 voting members are unhealthy: demo-0002 (node node-c not Ready for 12 s)");
     }
 
     #[test]

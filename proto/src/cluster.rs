@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -209,13 +209,21 @@ pub struct PodPolicy {
     /// Node selector of member pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// Affinity of member pods; replaces the default anti-affinity when set.
+    /// Affinity of member pods (node affinity, for instance); applies together with the spread of members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Topology spread constraints of member pods; when set, they replace the default spread (see `antiAffinity`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// Tolerations of member pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Prefer spreading members over nodes (a preference, never a requirement). Default: true.
+    /// Spread members over nodes and zones. Default: true. Per node it is a rule: a member is never scheduled onto a
+    /// node that already holds more members than another schedulable node does (a topology spread constraint on
+    /// `kubernetes.io/hostname`, maxSkew 1, DoNotSchedule, honouring taints and node affinity). With at least as many
+    /// nodes as members, that is one member per node; with more members than nodes it relaxes to an even spread
+    /// (5 members on 3 nodes: 2, 2, 1), and when a node is lost its replacement goes to the least loaded node
+    /// left. Per zone (`topology.kubernetes.io/zone`) it is a preference (ScheduleAnyway). False: no spread at all.
     #[serde(default = "default_true")]
     pub anti_affinity: bool,
     /// Let a voluntary disruption (a drain, an eviction) take one member even where that loses the quorum: the
@@ -234,6 +242,7 @@ impl Default for PodPolicy {
             annotations: BTreeMap::new(),
             node_selector: BTreeMap::new(),
             affinity: None,
+            topology_spread_constraints: Vec::new(),
             tolerations: Vec::new(),
             anti_affinity: true,
             allow_unsafe_eviction: false,

@@ -15,23 +15,32 @@ stop() {
   rm -f "$pidfile"
 }
 
-# The kubelet first, so nothing restarts the containers; then every container process (they live in the kubelet's
-# cgroups), their shims, containerd.
-stop kubelet
-for procs in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods; do
+# The kubelets first, so nothing restarts the containers; then every container process (they live under each node's
+# cgroup root, /kec-<node>), their shims, the containerds.
+for node in a b c; do stop "$node-kubelet"; done
+stop kubelet # a single-node test bed of earlier versions
+for procs in /sys/fs/cgroup/pids/kec-? /sys/fs/cgroup/memory/kec-? /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods; do
   [[ -d $procs ]] && find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
 done
 pkill -9 -f "containerd-shim-runc-v2 .*-address $STATE/" 2>/dev/null || true
+for node in a b c; do stop "$node-containerd"; stop "$node-kube-proxy"; done
 stop containerd
-for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
-  stop "$name"
-done
 # Mounts the kubelet and containerd left (volumes, rootfs, shm), deepest first.
 awk -v state="$STATE" 'index($2, state) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ { print $1 }'); do
   ip netns delete "$netns" 2>/dev/null || true
 done
 ip link del kecpods0 2>/dev/null || true
+# The nodes' namespaces (their veths and bridges go with them) and the routes to their pods.
+for node in a b c; do
+  ip netns delete "kec-$node" 2>/dev/null || true
+  ip link del "kec$node-h" 2>/dev/null || true
+done
+for i in 1 2 3; do ip route del "10.214.$i.0/24" 2>/dev/null || true; done
+# The nodes' cgroups, deepest first (the kubelets leave their QoS and pod cgroups behind).
+for hierarchy in /sys/fs/cgroup/*/; do
+  find "$hierarchy"kec-? -depth -type d -exec rmdir {} \; 2>/dev/null || true
+done
 # kube-proxy's rules: its chains are all named KUBE-*.
 for table in nat filter mangle; do
   iptables-save -t "$table" 2>/dev/null | grep ':KUBE-' >/dev/null || continue

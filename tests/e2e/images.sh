@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # Builds container images without a registry or a Docker engine (docker-archive tarballs written by hand: one
-# layer, a config, a manifest) and imports them into containerd's k8s.io namespace.
+# layer, a config, a manifest) and imports them into the k8s.io namespace of every node's containerd (KEC_NODES: the
+# nodes, default every node of the test bed that is powered on).
 #   images.sh base                       the pause image and the etcd images the CRD's default repository names
 #   images.sh rust NAME:TAG[,NAME:TAG...] BINARY...
 #                                        a small image of static-enough binaries (busybox for a shell), under
 #                                        every name given
-# Needs the test bed's containerd running (tests/e2e/node.sh).
+# Needs the nodes' containerd running (tests/e2e/node.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
-SOCK=$STATE/containerd/containerd.sock
+if [[ -z ${KEC_NODES:-} ]]; then
+  KEC_NODES=
+  for node in a b c; do [[ -f $STATE/nodes/$node/off ]] || KEC_NODES+=" $node"; done
+fi
+socks=()
+for node in $KEC_NODES; do socks+=("$STATE/nodes/$node/containerd/containerd.sock"); done
 PAUSE_IMAGE=${PAUSE_IMAGE:-kec.local/pause:3.10}
 ETCD_REPOSITORY=${ETCD_REPOSITORY:-quay.io/coreos/etcd}
 
-# archive NAME[,NAME...] ROOTFS ENTRYPOINT_JSON -> imports the image under every name
+# archive NAME[,NAME...] ROOTFS ENTRYPOINT_JSON -> imports the image under every name, into every node
 archive() {
-  local name=$1 rootfs=$2 entrypoint=$3 work tags
+  local name=$1 rootfs=$2 entrypoint=$3 work tags sock
   tags=$(printf '"%s",' ${name//,/ })
   work=$(mktemp -d)
   tar -C "$rootfs" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$work/layer.tar" .
@@ -29,9 +35,11 @@ archive() {
   mv "$work/config.json" "$work/$config"
   printf '[{"Config":"%s","RepoTags":[%s],"Layers":["layer.tar"]}]' "$config" "${tags%,}" >"$work/manifest.json"
   tar -C "$work" -cf "$work/image.tar" manifest.json "$config" layer.tar
-  ctr --address "$SOCK" -n k8s.io images import --no-unpack "$work/image.tar" >/dev/null
+  for sock in "${socks[@]}"; do
+    ctr --address "$sock" -n k8s.io images import --no-unpack "$work/image.tar" >/dev/null
+  done
   rm -rf "$work"
-  echo "images.sh: imported $name" >&2
+  echo "images.sh: imported $name into node(s)$KEC_NODES" >&2
 }
 
 # with_libs ROOTFS BINARY...: copies binaries into ROOTFS/usr/local/bin with the shared libraries they need
@@ -51,8 +59,14 @@ with_libs() {
   done
 }
 
-# Not `grep -q`: it exits at the first match, ctr dies of SIGPIPE, and pipefail turns the match into a miss.
-has() { ctr --address "$SOCK" -n k8s.io images ls -q | grep -x "$1" >/dev/null; }
+# has NAME: every node has the image. Not `grep -q`: it exits at the first match, ctr dies of SIGPIPE, and pipefail
+# turns the match into a miss.
+has() {
+  local sock
+  for sock in "${socks[@]}"; do
+    ctr --address "$sock" -n k8s.io images ls -q | grep -x "$1" >/dev/null || return 1
+  done
+}
 
 case ${1:-base} in
   base)

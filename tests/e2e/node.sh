@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# Brings up the test bed's node on top of the control plane that up.sh started: containerd (cgroupfs), a CNI
-# bridge for pods, the kubelet, and the base images. Idempotent. Called by up.sh.
+# Brings up one node of the test bed on top of the control plane that up.sh started, idempotently:
+#   tests/e2e/node.sh a|b|c
+# Node kec-<x> lives in its own network namespace kec-<x> (address 10.213.0.1<i> on the bridge kecbr0, pod range
+# 10.214.<i>.0/24 on its own bridge kecpods0), with its own containerd (root, state and socket under
+# $STATE/nodes/<x>), its own kubelet (cgroup root /kec-<x>, zone label topology.kubernetes.io/zone=<x>) and its own
+# kube-proxy. Its processes share this machine's mounts and PIDs; only the network is theirs. A node powered off by
+# fault.sh stays off: node.sh refuses to start it (fault.sh poweron does).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 PKI=$STATE/pki
 LOGS=$STATE/logs
-BIN=$("$here/build.sh" kubelet kube-proxy kubectl)
-COREDNS_VERSION=v1.14.7
-COREDNS=$KEC_CACHE/coredns/$COREDNS_VERSION/coredns
-NODE_NAME=kec-node
-NODE_IP=10.213.0.1
-POD_SUBNET=10.214.0.0/24
+x=${1:?usage: node.sh a|b|c}
+case $x in a) i=1 ;; b) i=2 ;; c) i=3 ;; *) echo "node.sh: no node '$x' (a, b or c)" >&2; exit 2 ;; esac
+NODE=kec-$x
+NETNS=kec-$x
+NODE_STATE=$STATE/nodes/$x
+NODE_IP=10.213.0.1$i
+HOST_IP=10.213.0.1
+POD_SUBNET=10.214.$i.0/24
 SERVICE_CIDR=10.215.0.0/16
 DNS_IP=10.215.0.10
 PAUSE_IMAGE=kec.local/pause:3.10
-SOCK=$STATE/containerd/containerd.sock
+SOCK=$NODE_STATE/containerd/containerd.sock
+BIN=$("$here/build.sh" kubelet kube-proxy kubectl)
 
-log() { echo "node.sh: $*" >&2; }
-fail() { log "$*; see $LOGS"; exit 1; }
+log() { echo "node.sh $x: $*" >&2; }
+fail() { log "$*; see $LOGS/$x-*.log"; exit 1; }
+[[ -f $NODE_STATE/off ]] && fail "node $NODE is powered off (tests/e2e/fault.sh poweron $x starts it)"
+in_node() { nsenter --net="/run/netns/$NETNS" "$@"; }
 running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
 # Components whose configuration write_config changed: start restarts them if they run (a reused test bed must
 # come out as a fresh one would), and nothing else touches a running component's files (kube-proxy exits when its
@@ -45,13 +55,13 @@ stop() {
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
 }
-start() {
+start() { # name command... (run inside the node's network namespace)
   local name=$1
   shift
   if [[ " ${changed[*]} " == *" $name "* ]]; then stop "$name"; fi
   running "$name" && return
   log "starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid nsenter --net="/run/netns/$NETNS" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name"
 }
 # wait_until COMMAND...: true once COMMAND succeeds, false after 60 s.
@@ -72,15 +82,44 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# The kubelet needs shared mount propagation and forwarding between the pod bridge and the node.
-mount --make-rshared /
-sysctl -qw net.ipv4.ip_forward=1
+# --- the node's network: a namespace on the bridge, routes to the other nodes' pods and nowhere else -------------
+[[ -e /run/netns/$NETNS ]] || ip netns add "$NETNS"
+if ! ip link show "kec$x-h" >/dev/null 2>&1; then
+  ip link add "kec$x-h" type veth peer name "kec$x-n"
+  ip link set "kec$x-n" netns "$NETNS"
+fi
+ip link set "kec$x-h" master kecbr0 up
+in_node ip link set lo up
+in_node ip link show eth0 >/dev/null 2>&1 || in_node ip link set "kec$x-n" name eth0
+in_node ip addr show dev eth0 | grep "$NODE_IP/24" >/dev/null || in_node ip addr add "$NODE_IP/24" dev eth0
+in_node ip link set eth0 up
+# No default route: the node reaches the bridge's /24 (the API server, CoreDNS, the other nodes), the other nodes'
+# pod ranges through them, and the service range through the host (kube-proxy translates service addresses before
+# the packet leaves; what it does not translate dies on the host's bridge, which has no uplink).
+for j in 1 2 3; do
+  ((j == i)) && continue
+  in_node ip route replace "10.214.$j.0/24" via "10.213.0.1$j" dev eth0
+done
+in_node ip route replace "$SERVICE_CIDR" via "$HOST_IP" dev eth0
+ip route replace "$POD_SUBNET" via "$NODE_IP" dev kecbr0
+in_node sysctl -qw net.ipv4.ip_forward=1
+in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1
 
-mkdir -p "$STATE/containerd" "$STATE/cni" "$STATE/kubelet"
-write_config containerd "$STATE/containerd/config.toml" <<TOML
+# --- cgroups: every pod of this node under /kec-<x>, so three kubelets never share a hierarchy -------------------
+for hierarchy in /sys/fs/cgroup/*/; do
+  [[ $hierarchy == */unified/ ]] && continue
+  mkdir -p "$hierarchy$NODE"
+done
+# A cpuset cgroup takes no task until it has CPUs and memory nodes.
+[[ -s /sys/fs/cgroup/cpuset/$NODE/cpuset.cpus ]] || cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$NODE/cpuset.cpus"
+[[ -s /sys/fs/cgroup/cpuset/$NODE/cpuset.mems ]] || cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$NODE/cpuset.mems"
+
+# --- containerd --------------------------------------------------------------------------------------------------
+mkdir -p "$NODE_STATE/containerd" "$NODE_STATE/cni" "$NODE_STATE/kubelet" "$NODE_STATE/pod-logs"
+write_config "$x-containerd" "$NODE_STATE/containerd/config.toml" <<TOML
 version = 2
-root = "$STATE/containerd/root"
-state = "$STATE/containerd/state"
+root = "$NODE_STATE/containerd/root"
+state = "$NODE_STATE/containerd/state"
 [grpc]
   address = "$SOCK"
 [ttrpc]
@@ -99,11 +138,11 @@ state = "$STATE/containerd/state"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$STATE/cni"
+    conf_dir = "$NODE_STATE/cni"
 TOML
-# Pods get addresses on a bridge of their own and routes only to the node and the service range: no default
-# route, so nothing in a pod can reach beyond this machine.
-write_config cni "$STATE/cni/10-kec.conflist" <<JSON
+# Pods get addresses on the node's bridge and routes only to the node, the bridge's /24, the other pods and the
+# service range: no default route, so nothing in a pod can reach beyond this machine.
+write_config "$x-containerd" "$NODE_STATE/cni/10-kec.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
   "name": "kec",
@@ -117,40 +156,43 @@ write_config cni "$STATE/cni/10-kec.conflist" <<JSON
       "ipam": {
         "type": "host-local",
         "ranges": [[{ "subnet": "$POD_SUBNET" }]],
-        "routes": [{ "dst": "$SERVICE_CIDR" }, { "dst": "10.213.0.0/24" }],
-        "dataDir": "$STATE/cni/ipam"
+        "routes": [{ "dst": "$SERVICE_CIDR" }, { "dst": "10.213.0.0/24" }, { "dst": "10.214.0.0/16" }],
+        "dataDir": "$NODE_STATE/cni/ipam"
       }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } }
   ]
 }
 JSON
-running containerd || rm -f "$SOCK"
+running "$x-containerd" || rm -f "$SOCK"
 # No registry is reachable, and none may be tried: every image the test bed uses is imported by images.sh. An
 # image that is missing must fail at once instead of being looked up: containerd's registry client goes through
 # this proxy, a closed loopback port, so no name is resolved and nothing leaves the machine.
-start containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
-  containerd --config "$STATE/containerd/config.toml"
+start "$x-containerd" env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+  containerd --config "$NODE_STATE/containerd/config.toml"
 wait_until ctr --address "$SOCK" version || fail "containerd does not answer on $SOCK"
-"$here/images.sh" base
+KEC_NODES=$x "$here/images.sh" base
 
-if [[ ! -f $PKI/kubelet.crt ]]; then
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/kubelet.key" -subj "/O=system:nodes/CN=system:node:$NODE_NAME" \
-    -out "$PKI/kubelet.csr" 2>/dev/null
-  printf 'extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE_NAME" >"$PKI/kubelet.ext"
-  openssl x509 -req -in "$PKI/kubelet.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
-    -extfile "$PKI/kubelet.ext" -out "$PKI/kubelet.crt" 2>/dev/null
+# --- kubelet -----------------------------------------------------------------------------------------------------
+if [[ ! -f $PKI/kubelet-$x.crt ]]; then
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/kubelet-$x.key" -subj "/O=system:nodes/CN=system:node:$NODE" \
+    -out "$PKI/kubelet-$x.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE" >"$PKI/kubelet-$x.ext"
+  openssl x509 -req -in "$PKI/kubelet-$x.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$PKI/kubelet-$x.ext" -out "$PKI/kubelet-$x.crt" 2>/dev/null
 fi
-if [[ ! -f $STATE/kubelet.kubeconfig ]]; then
-  k() { "$BIN/kubectl" config --kubeconfig "$STATE/kubelet.kubeconfig" "$@" >/dev/null; }
-  k set-cluster kec --server "https://$NODE_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs
-  k set-credentials kubelet --client-certificate "$PKI/kubelet.crt" --client-key "$PKI/kubelet.key" --embed-certs
+if [[ ! -f $NODE_STATE/kubelet.kubeconfig ]]; then
+  k() { "$BIN/kubectl" config --kubeconfig "$NODE_STATE/kubelet.kubeconfig" "$@" >/dev/null; }
+  k set-cluster kec --server "https://$HOST_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs
+  k set-credentials kubelet --client-certificate "$PKI/kubelet-$x.crt" --client-key "$PKI/kubelet-$x.key" --embed-certs
   k set-context kec --cluster kec --user kubelet
   k use-context kec
 fi
 # Pods resolve through the cluster DNS only, never through this machine's resolver.
-write_config kubelet "$STATE/resolv.conf" < <(printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP")
-write_config kubelet "$STATE/kubelet/config.yaml" <<YAML
+write_config "$x-kubelet" "$NODE_STATE/resolv.conf" < <(printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP")
+# Status every 4 s and a lease renewed every 3 s, so that the controller-manager (grace period 16 s) marks a
+# silent node NotReady within about 20 s.
+write_config "$x-kubelet" "$NODE_STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -160,104 +202,53 @@ authentication:
   webhook: { enabled: false }
   x509: { clientCAFile: $PKI/ca.crt }
 authorization: { mode: AlwaysAllow }
-tlsCertFile: $PKI/kubelet.crt
-tlsPrivateKeyFile: $PKI/kubelet.key
+tlsCertFile: $PKI/kubelet-$x.crt
+tlsPrivateKeyFile: $PKI/kubelet-$x.key
 cgroupDriver: cgroupfs
+cgroupRoot: /$NODE
 failCgroupV1: false
 containerRuntimeEndpoint: unix://$SOCK
+podLogsDir: $NODE_STATE/pod-logs
 failSwapOn: false
 clusterDNS: [$DNS_IP]
 clusterDomain: cluster.local
-resolvConf: $STATE/resolv.conf
+resolvConf: $NODE_STATE/resolv.conf
+nodeStatusUpdateFrequency: 4s
+nodeLeaseDurationSeconds: 12
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: { memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%" }
 serializeImagePulls: false
 YAML
-start kubelet "$BIN/kubelet" --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
-  --node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --root-dir "$STATE/kubelet/root" --v 1
+start "$x-kubelet" "$BIN/kubelet" --config "$NODE_STATE/kubelet/config.yaml" \
+  --kubeconfig "$NODE_STATE/kubelet.kubeconfig" --node-ip "$NODE_IP" --hostname-override "$NODE" \
+  --node-labels "topology.kubernetes.io/zone=$x" --root-dir "$NODE_STATE/kubelet/root" --v 1
 
 node_ready() {
-  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" \
+  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 # The kubelet answers itself first (a restarted one would otherwise pass on the Ready its predecessor reported).
-wait_until curl -sf --max-time 2 http://127.0.0.1:10248/healthz || fail "the kubelet does not answer its health check"
+wait_until in_node curl -sf --max-time 2 http://127.0.0.1:10248/healthz || fail "the kubelet does not answer its health check"
 if ! wait_until node_ready; then
-  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE_NAME" >&2 || true
-  tail -n 30 "$LOGS/kubelet.log" >&2 || true
-  fail "node $NODE_NAME is not Ready"
+  "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE" >&2 || true
+  tail -n 30 "$LOGS/$x-kubelet.log" >&2 || true
+  fail "node $NODE is not Ready"
 fi
-"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" >&2
 
-# --- cluster DNS: CoreDNS on the node's address, behind the kube-dns service ------------------------------------
-if [[ ! -x $COREDNS ]]; then
-  log "building CoreDNS $COREDNS_VERSION"
-  mkdir -p "$(dirname "$COREDNS")"
-  CGO_ENABLED=0 GOBIN=$(dirname "$COREDNS") nice -n 10 go install -trimpath "github.com/coredns/coredns@$COREDNS_VERSION"
-fi
-kubeconfig_for() { # name CN [O]
-  local name=$1 subject=$2
-  if [[ ! -f $PKI/$name.crt ]]; then
-    openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
-    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
-      -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
-  fi
-  if [[ ! -f $STATE/$name.kubeconfig ]]; then
-    k() { "$BIN/kubectl" config --kubeconfig "$STATE/$name.kubeconfig" "$@" >/dev/null; }
-    k set-cluster kec --server "https://$NODE_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs
-    k set-credentials "$name" --client-certificate "$PKI/$name.crt" --client-key "$PKI/$name.key" --embed-certs
-    k set-context kec --cluster kec --user "$name"
-    k use-context kec
-  fi
-}
-# CoreDNS reads services and endpoints as a member of system:masters would; the test bed has no other tenants.
-kubeconfig_for coredns "/O=system:masters/CN=coredns"
-write_config coredns "$STATE/Corefile" <<COREFILE
-.:53 {
-    bind $NODE_IP
-    errors
-    health 127.0.0.1:18080
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $STATE/coredns.kubeconfig kec
-        pods insecure
-    }
-    cache 5
-}
-COREFILE
-# No forward plugin: names outside cluster.local get no answer, and no query ever leaves the machine.
-start coredns "$COREDNS" -conf "$STATE/Corefile"
-wait_until curl -sf --max-time 2 http://127.0.0.1:18080/health || fail "CoreDNS does not answer its health check"
-"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Service
-metadata: { name: kube-dns, namespace: kube-system, labels: { k8s-app: kube-dns } }
-spec:
-  clusterIP: $DNS_IP
-  ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
----
-apiVersion: v1
-kind: Endpoints
-metadata: { name: kube-dns, namespace: kube-system }
-subsets:
-  - addresses: [{ ip: $NODE_IP }]
-    ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
-YAML
-
-# --- kube-proxy (iptables): service addresses work from pods and from the node ----------------------------------
-kubeconfig_for kube-proxy "/CN=system:kube-proxy"
-write_config kube-proxy "$STATE/kube-proxy.yaml" <<YAML
+# --- kube-proxy (iptables) in the node's namespace ----------------------------------------------------------------
+write_config "$x-kube-proxy" "$NODE_STATE/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: { kubeconfig: $STATE/kube-proxy.kubeconfig }
 mode: iptables
 clusterCIDR: 10.214.0.0/16
-hostnameOverride: $NODE_NAME
+hostnameOverride: $NODE
 bindAddress: $NODE_IP
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 conntrack: { maxPerCore: 0 }
 YAML
-start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
-wait_until curl -sf --max-time 2 http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"
+start "$x-kube-proxy" "$BIN/kube-proxy" --config "$NODE_STATE/kube-proxy.yaml"
+wait_until in_node curl -sf --max-time 2 http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"
+log "node $NODE Ready at $NODE_IP, pods $POD_SUBNET"

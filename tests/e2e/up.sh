@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Brings the test bed up, idempotently: certificates, an etcd for the API server, kube-apiserver,
-# kube-controller-manager and kube-scheduler on an address of a bridge this script creates, then the node
-# (node.sh: containerd, CNI, kubelet, images). Prints the KUBECONFIG export.
+# kube-controller-manager, kube-scheduler, CoreDNS and a kube-proxy for this machine's own connections on an address
+# of a bridge this script creates, then three nodes kec-a, kec-b and kec-c (node.sh: each in its own network
+# namespace with its own containerd, kubelet and kube-proxy; zones a, b, c). Prints the KUBECONFIG export and the
+# test bed's idle CPU and memory.
 #   tests/e2e/up.sh
-# State and logs live in $KEC_CACHE/testbed (logs/*.log); tests/e2e/down.sh stops it all.
+# State and logs live in $KEC_CACHE/testbed (logs/*.log); tests/e2e/down.sh stops it all, tests/e2e/fault.sh
+# powers nodes off and on and partitions them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
@@ -142,7 +145,8 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
   --bind-address 127.0.0.1 --leader-elect=false \
   --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
-  --service-cluster-ip-range "$SERVICE_CIDR" --use-service-account-credentials
+  --service-cluster-ip-range "$SERVICE_CIDR" --use-service-account-credentials \
+  --node-monitor-period 2s --node-monitor-grace-period 16s
 
 start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
@@ -152,7 +156,122 @@ start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.kubeco
 wait_for kube-controller-manager curl -sfk https://127.0.0.1:10257/healthz
 wait_for kube-scheduler curl -sfk https://127.0.0.1:10259/healthz
 
-"$here/node.sh"
+# --- cluster DNS: CoreDNS on this machine's bridge address, behind the kube-dns service -----------------------------
+COREDNS_VERSION=v1.14.7
+COREDNS=$KEC_CACHE/coredns/$COREDNS_VERSION/coredns
+DNS_IP=10.215.0.10
+if [[ ! -x $COREDNS ]]; then
+  log "building CoreDNS $COREDNS_VERSION"
+  mkdir -p "$(dirname "$COREDNS")"
+  CGO_ENABLED=0 GOBIN=$(dirname "$COREDNS") nice -n 10 go install -trimpath "github.com/coredns/coredns@$COREDNS_VERSION"
+fi
+kubeconfig_for() { # name subject
+  local name=$1 subject=$2
+  if [[ ! -f $PKI/$name.crt ]]; then
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
+    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  fi
+  kubeconfig "$STATE/$name.kubeconfig" "$name"
+}
+# CoreDNS reads services and endpoints as a member of system:masters would; the test bed has no other tenants.
+kubeconfig_for coredns "/O=system:masters/CN=coredns"
+kubeconfig_for kube-proxy "/CN=system:kube-proxy"
+# A config file is rewritten only when its content changes, and then the component that reads it restarts.
+config() { # name file < content
+  local name=$1 file=$2 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  cat >"$tmp"
+  if [[ -f $file ]] && cmp -s "$tmp" "$file"; then rm -f "$tmp"; return; fi
+  mv "$tmp" "$file"
+  if running "$name"; then
+    log "restarting $name: its configuration changed"
+    kill "$(cat "$STATE/pids/$name")" 2>/dev/null || true
+    sleep 1
+  fi
+}
+config coredns "$STATE/Corefile" <<COREFILE
+.:53 {
+    bind $NODE_IP
+    errors
+    health 127.0.0.1:18080
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $STATE/coredns.kubeconfig kec
+        pods insecure
+    }
+    cache 5
+}
+COREFILE
+# No forward plugin: names outside cluster.local get no answer, and no query ever leaves the machine.
+start coredns "$COREDNS" -conf "$STATE/Corefile"
+wait_for CoreDNS curl -sf --max-time 2 http://127.0.0.1:18080/health
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: { name: kube-dns, namespace: kube-system, labels: { k8s-app: kube-dns } }
+spec:
+  clusterIP: $DNS_IP
+  ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: { name: kube-dns, namespace: kube-system }
+subsets:
+  - addresses: [{ ip: $NODE_IP }]
+    ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
+YAML
+
+# This machine's own connections to service addresses (the tests, an in-process controller) go through a kube-proxy
+# of its own; it is not a node, and no pod runs here.
+KUBE_PROXY=$("$here/build.sh" kube-proxy)/kube-proxy
+config kube-proxy "$STATE/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: { kubeconfig: $STATE/kube-proxy.kubeconfig }
+mode: iptables
+clusterCIDR: 10.214.0.0/16
+hostnameOverride: kec-host
+bindAddress: $NODE_IP
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+conntrack: { maxPerCore: 0 }
+YAML
+# It waits 30 s for a node of its name before it programs anything: the nodes come up meanwhile, and it is checked
+# after them (/livez: /healthz says 503 for a kube-proxy whose node does not exist).
+start kube-proxy "$KUBE_PROXY" --config "$STATE/kube-proxy.yaml"
+sysctl -qw net.ipv4.ip_forward=1
+mount --make-rshared /
+
+# --- the nodes, side by side ---------------------------------------------------------------------------------------
+pids=()
+for node in a b c; do
+  if [[ -f $STATE/nodes/$node/off ]]; then
+    log "node kec-$node is powered off (tests/e2e/fault.sh poweron $node); leaving it off"
+    continue
+  fi
+  "$here/node.sh" "$node" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || { log "a node did not come up; see $LOGS"; exit 1; }; done
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get nodes -L topology.kubernetes.io/zone >&2
+wait_for kube-proxy curl -sf --max-time 2 http://127.0.0.1:10256/livez
+
+# --- what the test bed costs while idle ------------------------------------------------------------------------------
+# CPU over 5 s (utime + stime from /proc/PID/stat, in clock ticks) and resident memory of every test bed process:
+# the control plane, the three nodes' kubelets, containerds and kube-proxies, and the containers' shims.
+idle() {
+  local ticks pids_now
+  pids_now=$(cat "$STATE"/pids/* 2>/dev/null; pgrep -f "containerd-shim-runc-v2 .*-address $STATE/" || true)
+  ticks() { for p in $pids_now; do awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null; done | awk '{ s += $1 } END { print s + 0 }'; }
+  local before after rss
+  before=$(ticks)
+  sleep 5
+  after=$(ticks)
+  rss=$(for p in $pids_now; do awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null; done | awk '{ s += $1 } END { print int(s / 1024) }')
+  log "idle: $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", t / hz / 5 * 1000 }') millicores of 2000, ${rss} MiB resident ($(echo "$pids_now" | wc -w) processes)"
+}
+[[ ${KEC_IDLE:-1} == 0 ]] || idle
 
 log "up: API server at https://$NODE_IP:$APISERVER_PORT"
 echo "export KUBECONFIG=$STATE/kubeconfig"

@@ -20,8 +20,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use proto::backup::BackupInfo;
 use support::{
-    clusters, converged, count_keys, curl, eventually, fresh_namespace, host_dir, install_crd, local_volume,
-    member_pods, stop_after, testbed,
+    clusters, converged, count_keys, eventually, fresh_namespace, host_dir, install_crd, local_volume, member_pods,
+    stop_after, testbed,
 };
 
 const NS: &str = "e2e-recovery";
@@ -78,35 +78,8 @@ async fn put(endpoint: &str, prefix: &str, n: usize) {
     }
 }
 
-/// Takes a backup of `cluster` through its sidecar's API with curl, as a person would, once the sidecar answers;
-/// the backup then appears in the sidecar's list.
 async fn take_backup(client: &Client, cluster: &str) -> BackupInfo {
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let ((base, auth), _) = eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
-        let (services, secrets) = (services.clone(), secrets.clone());
-        async move {
-            let service = services.get_opt(&format!("{cluster}-backup")).await.unwrap()?;
-            let secret = secrets.get_opt(&format!("{cluster}-backup-token")).await.unwrap()?;
-            let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
-            Some((format!("http://{}:19999", service.spec?.cluster_ip?), format!("Authorization: Bearer {token}")))
-        }
-    })
-    .await;
-    eventually("the sidecar to be ready", Duration::from_secs(90), || {
-        let base = base.clone();
-        async move {
-            let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/readyz")]).output().ok()?;
-            out.status.success().then_some(())
-        }
-    })
-    .await;
-    let taken: BackupInfo =
-        serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap();
-    let listed: proto::backup::BackupList =
-        serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap();
-    assert_eq!(listed.backups.first().map(|b| b.name.as_str()), Some(taken.name.as_str()), "newest first");
-    taken
+    support::take_backup(client, NS, cluster).await
 }
 
 async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {

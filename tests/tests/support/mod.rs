@@ -333,16 +333,25 @@ pub async fn converged(
     gone: &[String],
     limit: Duration,
 ) -> (Vec<(String, String)>, Duration) {
-    eventually(&format!("{cluster}: {size} ready voting members"), limit, || async move {
-        let ready = ready_members(pods, cluster).await;
-        if ready.len() != size || ready.iter().any(|(n, _)| gone.contains(n)) {
-            return None;
-        }
-        let names: std::collections::BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
-        let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
-        (listed == names).then_some(ready)
-    })
-    .await
+    eventually(&format!("{cluster}: {size} ready voting members"), limit, || converged_now(pods, cluster, size, gone))
+        .await
+}
+
+/// Whether exactly `size` ready pods of `cluster`, none of them named in `gone`, form one etcd cluster of `size`
+/// voting members right now: them (name, pod IP), or None.
+pub async fn converged_now(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    cluster: &str,
+    size: usize,
+    gone: &[String],
+) -> Option<Vec<(String, String)>> {
+    let ready = ready_members(pods, cluster).await;
+    if ready.len() != size || ready.iter().any(|(n, _)| gone.contains(n)) {
+        return None;
+    }
+    let names: std::collections::BTreeSet<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+    let listed = voters(&format!("http://{}:2379", ready[0].1)).await?;
+    (listed == names).then_some(ready)
 }
 
 /// How many keys under `prefix` etcd at `endpoint` holds.
@@ -421,4 +430,166 @@ pub fn process_with(args: &[&str]) -> u32 {
     }
     assert_eq!(found.len(), 1, "one process with {args:?}: {found:?}");
     found[0]
+}
+
+/// Takes a backup of `cluster` in `namespace` through its sidecar's API with curl, as a person would, once the
+/// sidecar answers; the backup then appears first in the sidecar's list.
+pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupInfo {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let ((base, auth), _) = eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
+        let (services, secrets) = (services.clone(), secrets.clone());
+        async move {
+            let service = services.get_opt(&format!("{cluster}-backup")).await.unwrap()?;
+            let secret = secrets.get_opt(&format!("{cluster}-backup-token")).await.unwrap()?;
+            let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+            Some((format!("http://{}:19999", service.spec?.cluster_ip?), format!("Authorization: Bearer {token}")))
+        }
+    })
+    .await;
+    eventually("the sidecar to be ready", Duration::from_secs(90), || {
+        let base = base.clone();
+        async move {
+            let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/readyz")]).output().ok()?;
+            out.status.success().then_some(())
+        }
+    })
+    .await;
+    let taken: proto::backup::BackupInfo =
+        serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    let listed: proto::backup::BackupList =
+        serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    assert_eq!(listed.backups.first().map(|b| b.name.as_str()), Some(taken.name.as_str()), "newest first");
+    taken
+}
+
+/// A node fault of the test bed (tests/e2e/fault.sh), undone when dropped, so that a failing test leaves every
+/// node powered on and whole for the suites after it.
+pub struct NodeFault {
+    node: String,
+    undo: &'static str,
+}
+
+impl NodeFault {
+    /// Powers node kec-`node` off (`fault.sh poweroff`); dropping it powers the node on again.
+    pub fn power_off(node: &str) -> Self {
+        fault(&["poweroff", node]);
+        Self { node: node.into(), undo: "poweron" }
+    }
+
+    /// Partitions node kec-`node` from `from` (`fault.sh partition`: a comma list of nodes, a, b, c, apiserver,
+    /// host, all); dropping it heals the partition.
+    pub fn partition(node: &str, from: &str) -> Self {
+        fault(&["partition", node, from]);
+        Self { node: node.into(), undo: "heal" }
+    }
+}
+
+impl Drop for NodeFault {
+    fn drop(&mut self) {
+        fault(&[self.undo, &self.node]);
+    }
+}
+
+/// Runs tests/e2e/fault.sh with `args`; panics when it fails.
+pub fn fault(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/fault.sh");
+    let status = std::process::Command::new(script).args(args).status().unwrap();
+    assert!(status.success(), "fault.sh {args:?}: {status}");
+}
+
+/// The node a pod runs on (`spec.nodeName`).
+pub async fn node_of(pods: &Api<Pod>, pod: &str) -> String {
+    pods.get(pod).await.unwrap().spec.and_then(|s| s.node_name).unwrap_or_default()
+}
+
+/// A writer that puts `<prefix><n>` for n = 1, 2, ... until stopped, through `endpoints` (each request with a
+/// 2 s timeout; a failed one is retried as the next n after 100 ms), optionally from inside the network namespace
+/// of a test-bed node (`/run/netns/<netns>`: its own thread and runtime, so only its sockets live there). It
+/// records which writes etcd acknowledged and the longest time without one.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::mpsc::Receiver<Written>,
+    prefix: String,
+}
+
+/// What a writer did.
+pub struct Written {
+    /// The numbers of the writes etcd acknowledged.
+    pub acked: Vec<u64>,
+    /// How many it tried.
+    pub tried: u64,
+    /// The longest time between two acknowledged writes.
+    pub longest_gap: Duration,
+}
+
+impl Writer {
+    pub fn start(endpoints: Vec<String>, prefix: &str, netns: Option<&str>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (send, done) = std::sync::mpsc::channel();
+        let (flag, prefix_owned, netns) = (stop.clone(), prefix.to_string(), netns.map(String::from));
+        std::thread::spawn(move || {
+            if let Some(netns) = netns {
+                // Only this thread moves: the sockets its runtime opens live in the node's network.
+                let file = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns into {netns}: {e}"));
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let written = runtime.block_on(async move {
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(2));
+                let mut client = loop {
+                    match etcd_client::Client::connect(endpoints.clone(), Some(options.clone())).await {
+                        Ok(client) => break client,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                let (mut acked, mut tried) = (Vec::new(), 0u64);
+                let (mut last, mut longest_gap) = (std::time::Instant::now(), Duration::ZERO);
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    tried += 1;
+                    if client.put(format!("{prefix_owned}{tried:08}"), "v", None).await.is_ok() {
+                        acked.push(tried);
+                        longest_gap = longest_gap.max(last.elapsed());
+                        last = std::time::Instant::now();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Written { acked, tried, longest_gap }
+            });
+            let _ = send.send(written);
+        });
+        Self { stop, done, prefix: prefix.to_string() }
+    }
+
+    /// Stops the writer and returns what it did.
+    pub fn stop(self) -> Written {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.done.recv_timeout(Duration::from_secs(30)).expect("the writer stops within 30 s")
+    }
+
+    /// The prefix of its keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// The acknowledged writes of `written` (keys `<prefix><n>`) that etcd at `endpoint` does not hold.
+pub async fn lost_writes(endpoint: &str, prefix: &str, written: &Written) -> Vec<u64> {
+    let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let stored = etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let stored: std::collections::BTreeSet<String> =
+        stored.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+    written.acked.iter().copied().filter(|n| !stored.contains(&format!("{prefix}{n:08}"))).collect()
+}
+
+/// The address of `cluster`'s client Service in `namespace` (`http://<cluster IP>:2379`).
+pub async fn client_service(client: &Client, namespace: &str, cluster: &str) -> String {
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), namespace);
+    let service = services.get(&format!("{cluster}-client")).await.unwrap();
+    format!("http://{}:2379", service.spec.unwrap().cluster_ip.unwrap())
 }

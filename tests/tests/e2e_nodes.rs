@@ -1,0 +1,351 @@
+//! End-to-end on the three-node test bed: node faults, made with tests/e2e/fault.sh, against one three-member
+//! cluster with backups and automatic recovery (a controller that wrongly took a fault for a lost quorum would
+//! restore that backup and lose what was written since). In order:
+//! 1. the members sit on three different nodes (and zones);
+//! 2. two nodes, the majority, partitioned from the API server and from the third node but not from each other:
+//!    they keep serving a writer on their side, the controller deletes nothing (status says members sit on
+//!    NotReady nodes), and after healing the cluster is the same pods with every write;
+//! 3. every node powered off and on again: nothing is deleted while they are down, and the members come back on
+//!    their own data, without a restore;
+//! 4. one node partitioned from everything (a minority): the majority serves a writer through the client Service,
+//!    the cut-off member is replaced, no recovery runs, no acknowledged write is lost, and after healing the old
+//!    member is gone for good;
+//! 5. the node of one member powered off under a writer: the member is replaced on another node once the node is
+//!    NotReady, with no acknowledged write lost (the time from power-off to three healthy members is printed);
+//! 6. grown to five members, more than the nodes: they still schedule, spread 2, 2, 1.
+//!
+//! The controller runs in-process (its library's `run`) on this machine, outside the nodes.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use support::{
+    NodeFault, Writer, clusters, converged, converged_now, count_keys, eventually, fresh_namespace, host_dir,
+    install_crd, local_volume, lost_writes, node_of, testbed,
+};
+
+const NS: &str = "e2e-nodes";
+const CLUSTER: &str = "nodes";
+const MEMBERS: &str = "kube-etcd-controller.dev/cluster=nodes,kube-etcd-controller.dev/member";
+/// The node-monitor grace period the test bed's controller-manager runs with (tests/e2e/up.sh).
+const NODE_MONITOR_GRACE: Duration = Duration::from_secs(16);
+
+async fn status(api: &Api<DynamicObject>) -> serde_json::Value {
+    api.get(CLUSTER).await.unwrap().data["status"].clone()
+}
+
+fn condition(status: &serde_json::Value, kind: &str) -> Option<serde_json::Value> {
+    status["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
+}
+
+/// Member pods by name: (UID, node).
+async fn placement(pods: &Api<Pod>) -> BTreeMap<String, (String, String)> {
+    let listed = pods.list(&ListParams::default().labels(MEMBERS)).await.unwrap().items;
+    listed
+        .into_iter()
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            (p.metadata.name.unwrap(), (p.metadata.uid.unwrap(), node))
+        })
+        .collect()
+}
+
+/// The node names whose Ready condition is True.
+async fn ready_nodes(client: &Client) -> BTreeSet<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|n| {
+            let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|n| n.metadata.name.unwrap())
+        .collect()
+}
+
+/// Whether an etcd process of member `member` still runs anywhere on this machine (on any node).
+fn etcd_runs(member: &str) -> bool {
+    let name = format!("--name={member}");
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { return false };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        args.first().is_some_and(|a| a.ends_with("etcd")) && args.contains(&name)
+    })
+}
+
+/// Polls for `how_long`, asserting every second that nothing was deleted or restored: the member pods are still
+/// exactly `before` (same UIDs) and status has no recovery. Returns the Degraded conditions seen.
+async fn nothing_deleted_for(
+    api: &Api<DynamicObject>,
+    pods: &Api<Pod>,
+    before: &BTreeMap<String, (String, String)>,
+    how_long: Duration,
+) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let until = Instant::now() + how_long;
+    while Instant::now() < until {
+        let now = placement(pods).await;
+        assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "no member pod deleted");
+        for (name, (uid, _)) in &now {
+            assert_eq!(uid, &before[name].0, "{name} is the same pod");
+        }
+        let status = status(api).await;
+        assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery starts: {status}");
+        if let Some(degraded) = condition(&status, "Degraded").filter(|d| d["status"] == "True") {
+            seen.insert(format!("{}: {}", degraded["reason"], degraded["message"]));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    seen
+}
+
+fn zone(node: &str) -> &str {
+    node.strip_prefix("kec-").unwrap_or(node)
+}
+
+#[tokio::test]
+async fn node_faults_never_cost_an_acknowledged_write() {
+    let client = testbed().await;
+    let all_nodes = ready_nodes(&client).await;
+    assert_eq!(all_nodes, BTreeSet::from(["kec-a".into(), "kec-b".into(), "kec-c".into()]), "a three-node test bed");
+    install_crd(&client).await;
+    fresh_namespace(&client, NS).await;
+    let dir = host_dir("nodes");
+    local_volume("kec-e2e-nodes", dir.path(), NS, "nodes-backups");
+    let running =
+        support::start_controller(&client, NS, "e2e-nodes", Duration::from_secs(5), Duration::from_secs(2)).await;
+    let api = clusters(&client, NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": CLUSTER },
+        "spec": {
+            "size": 3,
+            "backup": { "every": "1h", "storage": { "pvc": { "claimName": "nodes-backups" } } },
+            "recovery": { "quorumLossGrace": "10s" },
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(120)).await;
+    println!("create: 3 members in {:.1} s", took.as_secs_f64());
+
+    // 1. One member per node, and so per zone.
+    let placed = placement(&pods).await;
+    let nodes: BTreeSet<String> = placed.values().map(|(_, n)| n.clone()).collect();
+    assert_eq!(nodes, all_nodes, "one member per node: {placed:?}");
+    let zones: BTreeSet<&str> = nodes.iter().map(|n| zone(n)).collect();
+    println!("spread: {:?} (zones {zones:?})", placed.iter().map(|(m, (_, n))| (m, n)).collect::<Vec<_>>());
+
+    let endpoint = |ip: &str| format!("http://{ip}:2379");
+    let mut etcd = etcd_client::Client::connect([endpoint(&members[0].1)], None).await.unwrap();
+    for i in 0..100 {
+        etcd.put(format!("/keep/{i:03}"), format!("value {i}"), None).await.unwrap();
+    }
+    let backup = support::take_backup(&client, NS, CLUSTER).await;
+    println!("a backup a wrong recovery could restore: {} (revision {})", backup.name, backup.revision);
+
+    // 2. The majority (the nodes of two members) cut from the API server, from this machine and from the third
+    //    node, not from each other. Their members keep a quorum and serve a writer on their side; the controller
+    //    sees a member without a leader and two it cannot reach, on NotReady nodes: it must wait.
+    let by_node: BTreeMap<String, (String, String)> =
+        members.iter().map(|(m, ip)| (placed[m].1.clone(), (m.clone(), ip.clone()))).collect();
+    let majority: Vec<String> = by_node.keys().filter(|n| *n != "kec-a").cloned().collect();
+    assert_eq!(majority, ["kec-b", "kec-c"]);
+    let majority_ips: Vec<String> = majority.iter().map(|n| endpoint(&by_node[n].1)).collect();
+    let writer = Writer::start(majority_ips.clone(), "/majority/", Some("kec-b"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Instant::now();
+    let faults = [NodeFault::partition("b", "host,a"), NodeFault::partition("c", "host,a")];
+    let (_, took) = eventually("kec-b and kec-c NotReady", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { (ready_nodes(&client).await == BTreeSet::from(["kec-a".to_string()])).then_some(()) }
+    })
+    .await;
+    println!("majority partition: kec-b and kec-c NotReady {:.1} s after the cut", took.as_secs_f64());
+    // Well past the 10 s quorum-loss grace period: a controller that timed this as a loss would have acted.
+    let seen = nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(30)).await;
+    println!("majority partition: status said {seen:?}");
+    assert!(
+        seen.iter().any(|d| d.starts_with("\"MembersOnNotReadyNodes\"") && d.contains("kec-b") && d.contains("kec-c")),
+        "status names the NotReady nodes: {seen:?}"
+    );
+    drop(faults);
+    let healed = Instant::now();
+    eventually("every node Ready again", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { (ready_nodes(&client).await.len() == 3).then_some(()) }
+    })
+    .await;
+    let nodes_back = healed.elapsed();
+    eventually("the same three members, healthy again", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+        async move {
+            let ready = converged_now(&pods, CLUSTER, 3, &[]).await?;
+            (ready.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>() == names).then_some(())
+        }
+    })
+    .await;
+    let took = healed.elapsed();
+    println!("majority partition: healed; nodes Ready {:.1} s later", nodes_back.as_secs_f64());
+    let written = writer.stop();
+    println!(
+        "majority partition: healed, three members healthy {:.1} s later; the majority's writer: {} of {} \
+         acknowledged during {:.0} s, longest gap {:.1} s",
+        took.as_secs_f64(),
+        written.acked.len(),
+        written.tried,
+        cut.elapsed().as_secs_f64(),
+        written.longest_gap.as_secs_f64()
+    );
+    let now = placement(&pods).await;
+    assert_eq!(now, placed, "the same pods on the same nodes");
+    let ready = support::ready_members(&pods, CLUSTER).await;
+    let lost = lost_writes(&endpoint(&ready[0].1), "/majority/", &written).await;
+    assert!(written.acked.len() > 50, "the majority served its writer: {} acknowledged", written.acked.len());
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+
+    // 3. Every node powered off, then on: the members come back on their own data (emptyDir survives a reboot of
+    //    a node whose pods are still bound), and nothing is restored.
+    let off: Vec<NodeFault> = ["a", "b", "c"].into_iter().map(NodeFault::power_off).collect();
+    let powered_off = Instant::now();
+    eventually("every node NotReady", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { ready_nodes(&client).await.is_empty().then_some(()) }
+    })
+    .await;
+    let seen = nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(20)).await;
+    println!("all nodes off: status said {seen:?} ({:.0} s off)", powered_off.elapsed().as_secs_f64());
+    let powered_on = Instant::now();
+    drop(off);
+    let (back, _) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
+    println!(
+        "all nodes off and on: three members healthy {:.1} s after the first node was powered on (one at a time)",
+        powered_on.elapsed().as_secs_f64()
+    );
+    assert_eq!(placement(&pods).await.keys().collect::<Vec<_>>(), placed.keys().collect::<Vec<_>>(), "same members");
+    assert_eq!(count_keys(&endpoint(&back[0].1), "/keep/").await, 100, "every key, from the members' own data");
+    assert_eq!(lost_writes(&endpoint(&back[0].1), "/majority/", &written).await, Vec::<u64>::new());
+    let (after, _) = eventually("status Running", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let status = status(&api).await;
+            (status["phase"] == "Running").then_some(status)
+        }
+    })
+    .await;
+    assert!(after.get("recovery").is_none_or(|r| r.is_null()), "nothing was restored: {after}");
+    assert!(after.get("restoredFrom").is_none_or(|r| r.is_null()), "nothing was restored: {after}");
+    println!("all nodes off and on: Running again with no recovery: the members restarted on their own data");
+
+    // 4. One node partitioned from everything: its member is replaced, the rest serve throughout.
+    let placed = placement(&pods).await;
+    let (victim, (_, victim_node)) = placed.iter().next().map(|(m, p)| (m.clone(), p.clone())).unwrap();
+    let service = support::client_service(&client, NS, CLUSTER).await;
+    let writer = Writer::start(vec![service.clone()], "/minority/", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Instant::now();
+    let fault = NodeFault::partition(zone(&victim_node), "all");
+    let gone = vec![victim.clone()];
+    let degraded = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let (replaced, took) = eventually("the cut-off member replaced", Duration::from_secs(120), || {
+        let (api, pods, gone, degraded) = (api.clone(), pods.clone(), gone.clone(), degraded.clone());
+        async move {
+            let status = status(&api).await;
+            assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery for a minority: {status}");
+            if let Some(d) = condition(&status, "Degraded").filter(|d| d["status"] == "True") {
+                degraded.lock().unwrap().insert(format!("{}: {}", d["reason"], d["message"]));
+            }
+            converged_now(&pods, CLUSTER, 3, &gone).await
+        }
+    })
+    .await;
+    let degraded = degraded.lock().unwrap().clone();
+    println!(
+        "minority partition of {victim_node}: {victim} replaced {:.1} s after the cut; status said {degraded:?}",
+        took.as_secs_f64()
+    );
+    assert!(degraded.iter().any(|d| d.contains(&victim)), "status reported the cut-off member: {degraded:?}");
+    drop(fault);
+    eventually("the old member's etcd to stop once its node is back", Duration::from_secs(90), || {
+        let victim = victim.clone();
+        async move { (!etcd_runs(&victim)).then_some(()) }
+    })
+    .await;
+    let written = writer.stop();
+    let lost = lost_writes(&endpoint(&replaced[0].1), "/minority/", &written).await;
+    println!(
+        "minority partition: {} of {} writes acknowledged over {:.0} s, {} lost, longest gap {:.1} s",
+        written.acked.len(),
+        written.tried,
+        cut.elapsed().as_secs_f64(),
+        lost.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    assert!(written.acked.len() > 50, "the majority served: {} acknowledged", written.acked.len());
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(count_keys(&endpoint(&replaced[0].1), "/keep/").await, 100);
+
+    // 5. The node of a member that is alone on its node powered off, under a writer through the client Service.
+    let placed = placement(&pods).await;
+    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (member, (_, node)) in &placed {
+        per_node.entry(node.clone()).or_default().push(member.clone());
+    }
+    let (victim_node, victim) =
+        per_node.iter().find(|(_, m)| m.len() == 1).map(|(n, m)| (n.clone(), m[0].clone())).unwrap();
+    let writer = Writer::start(vec![service.clone()], "/poweroff/", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let off = NodeFault::power_off(zone(&victim_node));
+    let gone = vec![victim.clone()];
+    let (replaced, took) = converged(&pods, CLUSTER, 3, &gone, Duration::from_secs(150)).await;
+    println!(
+        "power-off of {victim_node}: {victim} replaced, three healthy members {:.1} s after the power-off (goal: \
+         under the node-monitor grace period {} s plus 30 s)",
+        took.as_secs_f64(),
+        NODE_MONITOR_GRACE.as_secs()
+    );
+    let written = writer.stop();
+    let lost = lost_writes(&endpoint(&replaced[0].1), "/poweroff/", &written).await;
+    println!(
+        "power-off: {} of {} writes acknowledged, {} lost, longest gap {:.1} s",
+        written.acked.len(),
+        written.tried,
+        lost.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(written.acked.len() > 50, "the cluster served: {} acknowledged", written.acked.len());
+    for (member, _) in &replaced {
+        assert_ne!(node_of(&pods, member).await, victim_node, "{member} is not on the powered-off node");
+    }
+    drop(off);
+
+    // 6. Five members on three nodes: the rule relaxes to an even spread.
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "size": 5 } })))
+        .await
+        .unwrap();
+    converged(&pods, CLUSTER, 5, &[], Duration::from_secs(180)).await;
+    let mut counts: BTreeMap<String, usize> = all_nodes.iter().map(|n| (n.clone(), 0)).collect();
+    for (_, node) in placement(&pods).await.values() {
+        *counts.get_mut(node).unwrap() += 1;
+    }
+    println!("five members on three nodes: {counts:?}");
+    let (least, most) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+    assert!(*least >= 1 && most - least <= 1, "spread evenly: {counts:?}");
+
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    running.abort();
+    let _ = running.await;
+}
