@@ -69,7 +69,12 @@ for suite in "${suites[@]}"; do
   echo "test.sh: === $suite"
   began=$SECONDS
   # A hung suite must not take the whole run past CI's limit: 20 minutes each at most.
-  if timeout 1200 cargo test -q -p system-tests --features e2e --test "$suite" -- --nocapture --test-threads 1; then
+  ok=0
+  timeout 1200 cargo test -q -p system-tests --features e2e --test "$suite" -- --nocapture --test-threads 1 || ok=$?
+  # A suite that died without undoing its node faults (killed, timed out, aborted) must not leave a node off or
+  # partitioned for the next one.
+  tests/e2e/fault.sh reset >/dev/null 2>&1 || echo "test.sh: fault.sh reset failed after $suite" >&2
+  if ((ok == 0)); then
     summary+=("$(printf '%-16s passed in %4d s' "$suite" $((SECONDS - began)))")
   else
     summary+=("$(printf '%-16s FAILED after %4d s' "$suite" $((SECONDS - began)))")

@@ -201,8 +201,15 @@ async fn check_members(members: &str, endpoints: &[String]) -> Result<(), ApiErr
     Ok(())
 }
 
-async fn list_backups(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {
-    Ok(Json(BackupList { backups: state.engine.list().await? }))
+/// `GET /v1/backups`: this cluster's backups; `?all=true`: every backup in the storage prefix, other clusters'
+/// included (a restore that names one on purpose looks it up there).
+async fn list_backups(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<BackupList>, ApiError> {
+    let all = query.is_some_and(|q| q.split('&').any(|pair| pair == "all=true"));
+    let backups = if all { state.engine.list_all().await? } else { state.engine.list().await? };
+    Ok(Json(BackupList { backups }))
 }
 
 async fn fetch_backup(
@@ -211,6 +218,14 @@ async fn fetch_backup(
     method: Method,
 ) -> Result<Response, ApiError> {
     let storage = state.engine.storage();
+    // `latest` is this cluster's newest backup, never another's that shares the storage prefix.
+    let name =
+        match name.as_str() {
+            "latest" => state.engine.list().await?.into_iter().next().map(|b| b.name).ok_or_else(|| {
+                crate::storage::StorageError::NotFound("latest (this cluster has no backup yet)".into())
+            })?,
+            _ => name,
+        };
     let manifest = storage.manifest(&name).await?;
     let info = &manifest.info;
     let mut headers = HeaderMap::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use proto::backup::{BackupFailure, BackupInfo, SidecarStatus};
+use proto::backup::{BackupFailure, BackupInfo, BackupManifest, SidecarStatus};
 use tracing::Instrument;
 
 use crate::etcd::{EtcdConfig, EtcdError};
@@ -27,6 +27,8 @@ const ORPHAN_GRACE_MINUTES: i64 = 60;
 pub struct BackupConfig {
     /// Name of the cluster, the first part of every backup name.
     pub cluster_name: String,
+    /// UID of the EtcdCluster object, recorded in every backup (see [`BackupInfo::cluster_uid`]).
+    pub cluster_uid: Option<String>,
     /// What to keep.
     pub retention: Retention,
     /// How long the etcd snapshot stream may stay silent before the attempt fails.
@@ -266,6 +268,7 @@ impl Engine {
         let info = BackupInfo {
             name,
             cluster_name: self.config.cluster_name.clone(),
+            cluster_uid: self.config.cluster_uid.clone(),
             etcd_cluster_id: cluster_id,
             etcd_member: member.endpoint.clone(),
             revision: member.revision,
@@ -285,7 +288,7 @@ impl Engine {
     /// anything), and deletes only that cluster's backups.
     async fn apply_retention(&self, cluster_id: &str) {
         let backups = match self.storage.list().await {
-            Ok(backups) => backups,
+            Ok(backups) => self.own(backups),
             Err(error) => {
                 tracing::warn!(%error, "retention skipped: listing failed");
                 return;
@@ -315,11 +318,22 @@ impl Engine {
         }
     }
 
-    /// Every published backup, newest first.
+    /// Every published backup of this sidecar's cluster (by name), newest first. Another cluster's backups in the
+    /// same storage prefix are not listed, not `latest`, never deleted by retention (they stay fetchable by their
+    /// exact name).
     pub async fn list(&self) -> Result<Vec<BackupInfo>, StorageError> {
-        let manifests = self.storage.list().await?;
+        let manifests = self.own(self.storage.list().await?);
         self.set_count(manifests.len());
         Ok(manifests.into_iter().map(|m| m.info).collect())
+    }
+
+    /// Every published backup in the storage prefix, whichever cluster wrote it, newest first.
+    pub async fn list_all(&self) -> Result<Vec<BackupInfo>, StorageError> {
+        Ok(self.storage.list().await?.into_iter().map(|m| m.info).collect())
+    }
+
+    fn own(&self, manifests: Vec<BackupManifest>) -> Vec<BackupManifest> {
+        manifests.into_iter().filter(|m| m.info.cluster_name == self.config.cluster_name).collect()
     }
 
     fn set_count(&self, count: usize) {
@@ -387,8 +401,12 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&format!("file://{}", dir.path().display()), &S3Options::default()).unwrap();
-        let config =
-            BackupConfig { cluster_name: "c".into(), retention: Retention::default(), idle_timeout: Duration::ZERO };
+        let config = BackupConfig {
+            cluster_name: "c".into(),
+            cluster_uid: None,
+            retention: Retention::default(),
+            idle_timeout: Duration::ZERO,
+        };
         let engine = Engine::new(etcd, storage, config);
         assert_eq!(engine.waiting(), 0);
 

@@ -109,6 +109,9 @@ pub struct BackupArgs {
     /// Name of the etcd cluster; the first part of every backup name.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: String,
+    /// UID of the EtcdCluster object, recorded in every backup (the controller sets it).
+    #[arg(long, env = "CLUSTER_UID")]
+    pub cluster_uid: Option<String>,
     /// Keep at most this many backups.
     #[arg(long)]
     pub max_backups: Option<usize>,
@@ -174,6 +177,7 @@ impl BackupArgs {
         let storage = Storage::open(&self.storage.storage, &self.storage.s3.options())?;
         let config = BackupConfig {
             cluster_name: self.cluster_name.clone(),
+            cluster_uid: self.cluster_uid.clone(),
             retention: Retention { max_backups: self.max_backups, max_age: self.max_age },
             idle_timeout: self.etcd.etcd_timeout,
         };

@@ -66,6 +66,7 @@ mod tests {
         manifest_for(BackupInfo {
             name: name.into(),
             cluster_name: "c".into(),
+            cluster_uid: None,
             etcd_cluster_id: "1".into(),
             etcd_member: "m".into(),
             revision,

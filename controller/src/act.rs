@@ -414,10 +414,15 @@ async fn start_recovery(
                     holding.join(", ")
                 )));
             }
-            let newest = sidecar.newest_of(&name).await?.ok_or_else(|| {
+            // Only backups of this EtcdCluster: one deleted and created again under its name starts anew.
+            let created = cluster.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+            let since = created.and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0));
+            let uid = cluster.metadata.uid.as_deref();
+            let newest = sidecar.newest_of(&name, uid, since).await?.ok_or_else(|| {
                 ActError::NoBackup(format!(
-                    "quorum is lost and there is no backup to recover from (a fresh one failed: {why}); nothing \
-                     was deleted"
+                    "quorum is lost and there is no backup of this cluster to recover from (a fresh one failed: \
+                     {why}); nothing was deleted. Backups of an earlier cluster of this name are not restored \
+                     automatically: restore one into a new EtcdCluster (spec.restore) if you want its data"
                 ))
             })?;
             // A quiet cluster's newest backup may be old and still hold everything: the sidecar skips a backup

@@ -195,6 +195,10 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
     env.push(EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() });
     // Only the members (the headless Service resolves to every member pod) are snapshotted. An environment
     // variable, not a flag: an older sidecar image pinned in spec.backup.sidecarImage ignores it.
+    // Recorded in every backup, so that a cluster created again under this name never recovers from these.
+    if let Some(uid) = &cluster.metadata.uid {
+        env.push(EnvVar { name: "CLUSTER_UID".into(), value: Some(uid.clone()), ..Default::default() });
+    }
     env.push(EnvVar {
         name: "MEMBER_HOSTS_FROM".into(),
         value: Some(format!("{}.{}.svc", cluster.name_any(), cluster.namespace().unwrap_or_else(|| "default".into()))),
@@ -505,21 +509,28 @@ impl SidecarClient {
         Self::new(format!("http://{ip}:{PORT}"), token.as_ref().and_then(secret_token), timeout)
     }
 
-    /// The backup named `name`, or the newest one for `latest`; `None` when there is no such backup.
+    /// The backup named `name` (any cluster's in the sidecar's storage: a restore may name one on purpose), or for
+    /// `latest` the newest of the sidecar's own cluster; `None` when there is no such backup.
     pub async fn find(&self, name: &str) -> Result<Option<BackupInfo>, SidecarError> {
-        let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
-        Ok(if name == "latest" {
-            list.backups.into_iter().next()
-        } else {
-            list.backups.into_iter().find(|b| b.name == name)
-        })
+        if name == "latest" {
+            let list: BackupList =
+                self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
+            return Ok(list.backups.into_iter().next());
+        }
+        let list: BackupList =
+            self.send(self.http.get(format!("{}/v1/backups?all=true", self.base)), "listing backups").await?;
+        Ok(list.backups.into_iter().find(|b| b.name == name))
     }
 
-    /// The newest backup the cluster named `cluster` wrote (its backups carry its name): never another cluster's
-    /// that shares its storage prefix.
-    pub async fn newest_of(&self, cluster: &str) -> Result<Option<BackupInfo>, SidecarError> {
+    /// The newest backup the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote (see [`newest_of`]).
+    pub async fn newest_of(
+        &self,
+        cluster: &str,
+        uid: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<BackupInfo>, SidecarError> {
         let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
-        Ok(list.backups.into_iter().find(|b| b.cluster_name == cluster))
+        Ok(newest_of(list.backups, cluster, uid, since))
     }
 
     /// The sidecar's own status (`GET /v1/status`).
@@ -590,6 +601,27 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error),
     }
+}
+
+/// The newest of `newest_first` that an automatic recovery of the EtcdCluster named `cluster` (UID `uid`, created
+/// at `since`) may restore: one that this very object wrote. Its name must match (never another cluster's sharing
+/// the storage prefix), and so must its UID when the backup records one; a backup from a sidecar that recorded no
+/// UID must have started after the object was created. An EtcdCluster deleted and created again under the same
+/// name is a new cluster: the old one's backups stay in storage, restorable by name through `spec.restore`, but
+/// are never restored into the new one without a person asking.
+pub fn newest_of(
+    newest_first: Vec<BackupInfo>,
+    cluster: &str,
+    uid: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<BackupInfo> {
+    newest_first.into_iter().find(|b| {
+        let ours = match (b.cluster_uid.as_deref(), uid) {
+            (Some(recorded), Some(uid)) => recorded == uid,
+            _ => since.is_none_or(|since| b.started_at >= since),
+        };
+        b.cluster_name == cluster && ours
+    })
 }
 
 #[cfg(test)]
@@ -666,6 +698,8 @@ mod tests {
         assert_eq!(from_secret, [("AWS_ACCESS_KEY_ID", "s3-creds"), ("AWS_SECRET_ACCESS_KEY", "s3-creds")]);
         let members = env.iter().find(|e| e.name == "MEMBER_HOSTS_FROM").and_then(|e| e.value.as_deref());
         assert_eq!(members, Some("alpha.ns.svc"), "only the members, by the headless Service, are snapshotted");
+        let uid = env.iter().find(|e| e.name == "CLUSTER_UID").and_then(|e| e.value.as_deref());
+        assert_eq!(uid, Some("uid-alpha"), "every backup records which EtcdCluster object wrote it");
     }
 
     #[test]
@@ -701,6 +735,7 @@ mod tests {
             last_success: success.map(|revision| BackupInfo {
                 name: format!("alpha-r{revision}"),
                 cluster_name: "alpha".into(),
+                cluster_uid: None,
                 etcd_cluster_id: "1".into(),
                 etcd_member: "m".into(),
                 revision,
@@ -719,6 +754,47 @@ mod tests {
             }),
             consecutive_failures: failures,
         }
+    }
+
+    /// Recovery takes only backups its own EtcdCluster wrote: its name, and not before it was created (an earlier
+    /// cluster of the same name is another cluster); newest first.
+    #[test]
+    fn recovery_takes_only_backups_of_this_cluster_since_it_was_created() {
+        let at = |seconds: i64| chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap();
+        let backup = |name: &str, cluster: &str, started: i64| BackupInfo {
+            name: name.into(),
+            cluster_name: cluster.into(),
+            cluster_uid: None,
+            etcd_cluster_id: "1".into(),
+            etcd_member: "m".into(),
+            revision: 1,
+            etcd_version: "3.5.35".into(),
+            raw_size: 1,
+            compressed_size: 1,
+            sha256: String::new(),
+            started_at: at(started),
+            finished_at: at(started + 1),
+        };
+        let newest_first = vec![
+            backup("alphabet-new", "alphabet", 300),
+            backup("alpha-2", "alpha", 200),
+            backup("alpha-1", "alpha", 100),
+            backup("alpha-old", "alpha", 10),
+        ];
+        let pick = |since| newest_of(newest_first.clone(), "alpha", None, since).map(|b| b.name);
+        assert_eq!(pick(None).as_deref(), Some("alpha-2"), "never another cluster's, even one sharing the prefix");
+        assert_eq!(pick(Some(at(100))).as_deref(), Some("alpha-2"));
+        let only_old = vec![backup("alpha-old", "alpha", 10)];
+        assert_eq!(newest_of(only_old, "alpha", None, Some(at(50))), None, "an earlier cluster of this name: not ours");
+
+        // With UIDs recorded, the UID decides, whatever the clocks say.
+        let with_uid = |name: &str, uid: &str, started: i64| BackupInfo {
+            cluster_uid: Some(uid.into()),
+            ..backup(name, "alpha", started)
+        };
+        let recorded = vec![with_uid("alpha-other", "old-uid", 500), with_uid("alpha-ours", "our-uid", 5)];
+        let ours = newest_of(recorded, "alpha", Some("our-uid"), Some(at(100))).map(|b| b.name);
+        assert_eq!(ours.as_deref(), Some("alpha-ours"), "our UID, though our sidecar's clock ran behind");
     }
 
     #[test]

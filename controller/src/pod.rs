@@ -185,9 +185,11 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         ..Default::default()
     };
 
+    // The user's own placement replaces the default spread: their constraints, or their affinity (which may hold
+    // an anti-affinity of their own, and always did replace the default).
     let spread = if !policy.topology_spread_constraints.is_empty() {
         policy.topology_spread_constraints.clone()
-    } else if policy.anti_affinity {
+    } else if policy.anti_affinity && policy.affinity.is_none() {
         default_spread(&name)
     } else {
         Vec::new()
@@ -437,7 +439,13 @@ mod tests {
         assert!(selector.values().any(|v| v == "demo"));
         assert!(spec.affinity.is_none());
 
-        // The user's own constraints replace the default; the user's affinity applies beside it.
+        // An affinity of the user's replaces the default spread, as it replaced the default anti-affinity before.
+        let mut with_affinity = c.clone();
+        with_affinity.spec.pod.affinity = Some(Default::default());
+        let spec = member_pod(&with_affinity, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
+        assert!(spec.affinity.is_some() && spec.topology_spread_constraints.is_none());
+
+        // The user's own constraints replace the default, beside the user's affinity.
         let mut own = c.clone();
         own.spec.pod.topology_spread_constraints = vec![TopologySpreadConstraint {
             max_skew: 2,

@@ -64,6 +64,20 @@ pub fn derive(
     };
     let progressing = !matches!(action, Action::Done | Action::Wait(_));
     let (degraded, degraded_reason, degraded_message) = match (&previous.recovery, action) {
+        // A recovery's backup refused: the recovery cannot go on with it (its choice is recorded, and the lost
+        // cluster's pods are gone), so status says what does work.
+        (Some(recovery), Action::Wait(WaitReason::RestoreRefused { member, why })) if recovering => (
+            true,
+            "RestoreFailed",
+            format!(
+                "the recovery's seed {member} refused backup {} (revision {}): {why}. The recovery stops here and \
+                 deletes nothing more; seeding again from that backup would fail the same way. To go on, restore \
+                 another backup: delete this EtcdCluster and create it again with spec.restore naming an older \
+                 backup (spec.restore.storage reads this cluster's backup storage directly; the backups stay when \
+                 the EtcdCluster is deleted)",
+                recovery.backup, recovery.revision
+            ),
+        ),
         (Some(recovery), _) if recovering => (
             true,
             "Recovering",
@@ -252,7 +266,8 @@ fn degraded(
                 .map(|m| {
                     let down = observed.pods.iter().find(|p| p.name == m.name).and_then(|p| p.node_down.as_ref());
                     match down {
-                        Some(d) => format!("{} (node {} not Ready for {} s)", m.name, d.node, d.down_for.as_secs()),
+                        // No running count in the text: status is rewritten only when something changed.
+                        Some(d) => format!("{} (node {} not Ready)", m.name, d.node),
                         None => m.name.clone(),
                     }
                 })
@@ -425,7 +440,7 @@ mod tests {
         let status = derive(&c.spec, Some(1), &one_down, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
         let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "MemberUnhealthy"));
-        assert_eq!(degraded.message, "1 of 3 voting members are unhealthy: demo-0002 (node node-c not Ready for 12 s)");
+        assert_eq!(degraded.message, "1 of 3 voting members are unhealthy: demo-0002 (node node-c not Ready)");
     }
 
     #[test]
@@ -550,6 +565,40 @@ mod tests {
 
         let done = derive(&c.spec, Some(1), &steady(), &Action::CompleteRecovery, None, &recorded, time(40));
         assert_eq!((done.recovery, done.quorum_lost_since), (None, None));
+    }
+
+    /// A recovery whose seed refused the recorded backup says so, and names a way out that works (the record cannot
+    /// change, so "name another backup in spec.restore" would not), instead of "being seeded" for ever.
+    #[test]
+    fn a_recovery_whose_backup_is_refused_says_what_works() {
+        let c = cluster("demo", 3);
+        let recorded = EtcdClusterStatus {
+            formed: true,
+            recovery: Some(proto::cluster::RecoveryStatus {
+                lost_pods: None,
+                backup: "demo-r7".into(),
+                revision: 7,
+                reason: "the newest backup".into(),
+                first_member_index: 3,
+                started_at: Some(time(20)),
+            }),
+            ..Default::default()
+        };
+        let refused = Observed {
+            pods: vec![MemberPod::new("demo-0003", PodState::Refused)],
+            etcd: EtcdView::Unreachable("no pods".into()),
+            ..steady()
+        };
+        let why = "checksum mismatch".to_string();
+        let action = Action::Wait(WaitReason::RestoreRefused { member: "demo-0003".into(), why });
+        let status = derive(&c.spec, Some(1), &refused, &action, None, &recorded, time(30));
+        assert_eq!(status.phase, ClusterPhase::Recovering);
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded.reason, "RestoreFailed");
+        for needed in ["demo-0003", "demo-r7", "checksum mismatch", "spec.restore", "delete this EtcdCluster"] {
+            assert!(degraded.message.contains(needed), "{needed}: {}", degraded.message);
+        }
+        assert!(!degraded.message.contains("delete pod"), "deleting the seed only fails again: {}", degraded.message);
     }
 
     /// The defect reproduced on the test bed: the controller could not reach the members for a minute while their

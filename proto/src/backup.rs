@@ -27,6 +27,10 @@ pub struct BackupInfo {
     pub name: String,
     /// Name of the etcd cluster (the EtcdCluster resource) the backup belongs to.
     pub cluster_name: String,
+    /// UID of that EtcdCluster object, when the sidecar was told it (`CLUSTER_UID`): a cluster deleted and created
+    /// again under the same name is another object, and its automatic recovery never takes the old one's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_uid: Option<String>,
     /// etcd's cluster ID (hex) at the time of the backup; a restored cluster gets a new one.
     pub etcd_cluster_id: String,
     /// The client URL of the member the snapshot was streamed from.
@@ -156,6 +160,7 @@ mod tests {
         let info = BackupInfo {
             name: "c-20260101T000000Z-r42".into(),
             cluster_name: "c".into(),
+            cluster_uid: None,
             etcd_cluster_id: "abc".into(),
             etcd_member: "http://127.0.0.1:2379".into(),
             revision: 42,

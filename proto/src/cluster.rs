@@ -209,7 +209,8 @@ pub struct PodPolicy {
     /// Node selector of member pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// Affinity of member pods (node affinity, for instance); applies together with the spread of members.
+    /// Affinity of member pods; when set, it replaces the default spread (`antiAffinity`), as it takes over
+    /// placement (put an anti-affinity of your own in it, or set `topologySpreadConstraints` too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Topology spread constraints of member pods; when set, they replace the default spread (see `antiAffinity`).
@@ -224,6 +225,7 @@ pub struct PodPolicy {
     /// nodes as members, that is one member per node; with more members than nodes it relaxes to an even spread
     /// (5 members on 3 nodes: 2, 2, 1), and when a node is lost its replacement goes to the least loaded node
     /// left. Per zone (`topology.kubernetes.io/zone`) it is a preference (ScheduleAnyway). False: no spread at all.
+    /// Not applied when `affinity` or `topologySpreadConstraints` is set.
     #[serde(default = "default_true")]
     pub anti_affinity: bool,
     /// Let a voluntary disruption (a drain, an eviction) take one member even where that loses the quorum: the

@@ -25,6 +25,9 @@ done
 pkill -9 -f "containerd-shim-runc-v2 .*-address $STATE/" 2>/dev/null || true
 for node in a b c; do stop "$node-containerd"; stop "$node-kube-proxy"; done
 stop containerd
+for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  stop "$name"
+done
 # Mounts the kubelet and containerd left (volumes, rootfs, shm), deepest first.
 awk -v state="$STATE" 'index($2, state) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ { print $1 }'); do

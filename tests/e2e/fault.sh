@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Node faults of the test bed, each undoable:
 #   fault.sh poweroff X         node kec-X loses power: its network goes dark at once, then its kubelet, containerd,
-#                               kube-proxy, shims and every container are SIGKILLed and its runtime state (what a
-#                               reboot clears: containerd's state dir, the kubelet's tmpfs mounts) is gone
+#                               kube-proxy, shims, every container and every other process in its network namespace
+#                               are SIGKILLed and its runtime state (what a reboot clears: containerd's state dir,
+#                               the kubelet's tmpfs mounts) is gone
 #   fault.sh poweron X          boots it again on its disk (containerd's images and metadata, the kubelet's root
 #                               dir, emptyDir data), as a reboot would
 #   fault.sh partition X [WHAT] drops every packet between node kec-X (and its pods) and WHAT, a comma list of:
@@ -15,19 +16,43 @@
 #   fault.sh slow X RATE        limits the node's link to RATE (tc tbf, both directions, e.g. 1mbit; the kernel
 #                               here has no netem, so latency comes only from the queue)
 #   fault.sh fast X             removes the limit
+#   fault.sh reset              every node powered on, healed and unlimited
 #   fault.sh status             each node: on or off, partitioned or not, limited or not
 set -euo pipefail
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 here=$(cd "$(dirname "$0")" && pwd)
 log() { echo "fault.sh: $*" >&2; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 node_index() {
   case $1 in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; *) log "no node '$1' (a, b or c)"; exit 2 ;; esac
 }
-in_node() { local x=$1; shift; nsenter --net="/run/netns/kec-$x" "$@"; }
-kill_pidfile() { [[ -f $STATE/pids/$1 ]] && kill -9 "$(cat "$STATE/pids/$1")" 2>/dev/null; rm -f "$STATE/pids/$1"; }
+NETNS_PREFIX=kec-
+in_node() { local x=$1; shift; nsenter --net="/run/netns/$NETNS_PREFIX$x" "$@"; }
+# netns_of X: the identity of node kec-X's network namespace, as /proc/PID/ns/net shows it.
+netns_of() { echo "net:[$(stat -L -c %i "/run/netns/$NETNS_PREFIX$1")]"; }
+# kill_in X: SIGKILLs every process in node kec-X's network namespace (what runs on a machine dies with it: its
+# kubelet, containerd and kube-proxy, and anything started there by hand or by a test), until none is left. A pid
+# file is never trusted: a stale one may name another process by now.
+kill_in() {
+  local netns proc pid left
+  netns=$(netns_of "$1")
+  for _ in $(seq 1 50); do
+    left=
+    for proc in /proc/[0-9]*; do
+      if [[ $(readlink "$proc/ns/net" 2>/dev/null) == "$netns" ]]; then
+        pid=${proc#/proc/}
+        left+=" $pid"
+        kill -9 "$pid" 2>/dev/null || true
+      fi
+    done
+    [[ -z $left ]] && return 0
+    sleep 0.1
+  done
+  log "processes in the network of kec-$1 survived SIGKILL:$left"
+  return 1
+}
 
 poweroff() {
   local x=$1 node=kec-$1 nstate=$STATE/nodes/$1
@@ -36,9 +61,8 @@ poweroff() {
   # Dark first: from now on nothing reaches the node or its pods, and nothing leaves them (a machine without power
   # answers nothing: connections time out instead of being refused).
   ip link set "kec$x-h" down
-  kill_pidfile "$x-kubelet" || true
-  kill_pidfile "$x-kube-proxy" || true
-  kill_pidfile "$x-containerd" || true
+  kill_in "$x"
+  rm -f "$STATE/pids/$x-kubelet" "$STATE/pids/$x-kube-proxy" "$STATE/pids/$x-containerd"
   pkill -9 -f "containerd-shim-runc-v2 .*-address $nstate/" 2>/dev/null || true
   # Every container process of the node lives under its cgroup root; kill until none is left (a process forked
   # while the others die is killed on the next pass).
@@ -46,6 +70,7 @@ poweroff() {
   for _ in $(seq 1 50); do
     left=$(find "/sys/fs/cgroup/pids/$node" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' ')
     [[ -z ${left// /} ]] && break
+    # shellcheck disable=SC2086 # a list of PIDs
     kill -9 $left 2>/dev/null || true
     sleep 0.1
   done
@@ -62,10 +87,22 @@ poweroff() {
 poweron() {
   local x=$1 node=kec-$1 nstate=$STATE/nodes/$1
   [[ -f $nstate/off ]] || { log "node $node is not powered off"; return 0; }
-  rm -f "$nstate/off"
   ip link set "kec$x-h" up
-  "$here/node.sh" "$x"
+  # The mark goes only once the node is up: a power-on that failed can be tried again.
+  KEC_POWERING_ON=1 "$here/node.sh" "$x"
+  rm -f "$nstate/off"
   log "node $node powered on"
+}
+
+# Every node powered on, healed and unlimited (after a test that could not undo its faults).
+reset() {
+  local x
+  for x in a b c; do
+    [[ -d $STATE/nodes/$x ]] || continue
+    heal "$x"
+    fast "$x"
+    poweron "$x"
+  done
 }
 
 partition() {
@@ -142,5 +179,6 @@ case ${1:-} in
   poweroff | poweron | heal | fast) [[ -n ${2:-} ]] || usage; node_index "$2" >/dev/null; "$1" "$2" ;;
   partition | slow) [[ -n ${2:-} ]] || usage; node_index "$2" >/dev/null; "$1" "$2" "${3:-}" ;;
   status) status ;;
+  reset) reset ;;
   *) usage ;;
 esac

@@ -28,7 +28,9 @@ BIN=$("$here/build.sh" kubelet kube-proxy kubectl)
 
 log() { echo "node.sh $x: $*" >&2; }
 fail() { log "$*; see $LOGS/$x-*.log"; exit 1; }
-[[ -f $NODE_STATE/off ]] && fail "node $NODE is powered off (tests/e2e/fault.sh poweron $x starts it)"
+if [[ -f $NODE_STATE/off && -z ${KEC_POWERING_ON:-} ]]; then
+  fail "node $NODE is powered off (tests/e2e/fault.sh poweron $x starts it)"
+fi
 in_node() { nsenter --net="/run/netns/$NETNS" "$@"; }
 running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
 # Components whose configuration write_config changed: start restarts them if they run (a reused test bed must
@@ -79,6 +81,7 @@ for pkg in containerd runc containernetworking-plugins iptables conntrack catato
 done
 if ((${#need[@]})); then
   log "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
@@ -178,7 +181,8 @@ if [[ ! -f $PKI/kubelet-$x.crt ]]; then
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/kubelet-$x.key" -subj "/O=system:nodes/CN=system:node:$NODE" \
     -out "$PKI/kubelet-$x.csr" 2>/dev/null
   printf 'extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:%s,DNS:%s\n' "$NODE_IP" "$NODE" >"$PKI/kubelet-$x.ext"
-  openssl x509 -req -in "$PKI/kubelet-$x.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+  openssl x509 -req -in "$PKI/kubelet-$x.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+    -days 3650 \
     -extfile "$PKI/kubelet-$x.ext" -out "$PKI/kubelet-$x.crt" 2>/dev/null
 fi
 if [[ ! -f $NODE_STATE/kubelet.kubeconfig ]]; then

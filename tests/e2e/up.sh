@@ -13,7 +13,10 @@ KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 PKI=$STATE/pki
 LOGS=$STATE/logs
-BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# Every binary the nodes need too, and etcd 3.5 for their images: built here, once, before node.sh runs three times
+# side by side (three concurrent builds of one binary would race for its file).
+BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+"$here/build.sh" etcd-3.5 >/dev/null
 # Addresses that exist only on this machine: the node's address on a bridge of our own, and a service range
 # routed onto that bridge, which has no uplink.
 BRIDGE=kecbr0
@@ -25,11 +28,18 @@ ETCD_PEER=127.0.0.1:12380
 APISERVER_PORT=6443
 
 log() { echo "up.sh: $*" >&2; }
+# A single-node test bed of earlier versions (node kec-node in this machine's own network) is taken down first.
+if [[ -f $STATE/pids/kubelet ]]; then
+  log "an older single-node test bed is up: taking it down first"
+  "$here/down.sh"
+fi
 mkdir -p "$PKI" "$LOGS" "$STATE/pids"
 
 # --- packages -------------------------------------------------------------------------------------------------
 need=()
-for pkg in openssl etcd-server iproute2 curl; do
+# The nodes' packages too: node.sh runs three times side by side, and apt does not.
+for pkg in openssl etcd-server iproute2 curl containerd runc containernetworking-plugins iptables conntrack catatonit \
+  busybox-static; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

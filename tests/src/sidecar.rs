@@ -108,7 +108,12 @@ impl Sidecar {
         retention: Retention,
         token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let config = BackupConfig { cluster_name: "test".into(), retention, idle_timeout: Duration::from_secs(5) };
+        let config = BackupConfig {
+            cluster_name: "test".into(),
+            cluster_uid: None,
+            retention,
+            idle_timeout: Duration::from_secs(5),
+        };
         Self::start_with(endpoints, storage, config, token).await
     }
 

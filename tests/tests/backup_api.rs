@@ -241,6 +241,7 @@ async fn retention_keeps_the_newest_and_runs_only_after_a_published_backup() {
     // A stream held at the proxy must not count as stalled while the test looks at storage.
     let config = BackupConfig {
         cluster_name: "test".into(),
+        cluster_uid: None,
         retention: Retention { max_backups: Some(2), max_age: None },
         idle_timeout: LONG,
     };
@@ -568,4 +569,57 @@ async fn retention_never_deletes_another_clusters_backups() {
     let again: BackupInfo = response.json().await.unwrap();
     let names: Vec<String> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
     assert_eq!(names, [again.name, from_a.name]);
+}
+
+/// Two clusters whose sidecars share one storage prefix ("alpha" and "alphabet", say, pointed at the same bucket
+/// path): each lists only its own backups, `latest` is its own newest, and its retention never deletes the
+/// other's. The other's backups are still fetchable by their exact name, as a person restoring on purpose needs.
+#[tokio::test]
+async fn two_clusters_sharing_a_prefix_never_see_each_others_backups() {
+    let (a, b) = (EtcdServer::start().await.unwrap(), EtcdServer::start().await.unwrap());
+    a.put_keys("/a/", 10, 10).await.unwrap();
+    b.put_keys("/b/", 30, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let config = |name: &str| BackupConfig {
+        cluster_name: name.into(),
+        cluster_uid: None,
+        retention: Retention { max_backups: Some(1), max_age: None },
+        idle_timeout: Duration::from_secs(5),
+    };
+    let alpha = Sidecar::start_with(vec![a.client_url.clone()], &storage, config("alpha"), None).await.unwrap();
+    let alphabet = Sidecar::start_with(vec![b.client_url.clone()], &storage, config("alphabet"), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let (status, of_alpha) = post_backup(&http, &alpha).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // alphabet's backup is newer, and retention keeps one: alpha's must survive it.
+    let (status, first_of_alphabet) = post_backup(&http, &alphabet).await;
+    assert_eq!(status, StatusCode::CREATED);
+    b.put_keys("/b/more/", 5, 10).await.unwrap();
+    let (status, of_alphabet) = post_backup(&http, &alphabet).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(of_alphabet.name, first_of_alphabet.name);
+
+    let names = |list: Vec<BackupInfo>| list.into_iter().map(|b| b.name).collect::<Vec<_>>();
+    assert_eq!(names(list(&http, &alpha).await), std::slice::from_ref(&of_alpha.name), "alpha lists only its own");
+    assert_eq!(
+        names(list(&http, &alphabet).await),
+        std::slice::from_ref(&of_alphabet.name),
+        "alphabet: its own, retention kept one"
+    );
+    let latest = |sidecar: &Sidecar| http.head(sidecar.url("/v1/backups/latest")).send();
+    let response = latest(&alpha).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-backup-name"].to_str().unwrap(), of_alpha.name, "alpha's latest is alpha's");
+    let response = latest(&alphabet).await.unwrap();
+    assert_eq!(response.headers()["x-backup-name"].to_str().unwrap(), of_alphabet.name);
+    let by_name = http.head(alpha.url(&format!("/v1/backups/{}", of_alphabet.name))).send().await.unwrap();
+    assert_eq!(by_name.status(), StatusCode::OK, "another cluster's backup is fetchable by its exact name");
+    let everything: BackupList =
+        http.get(alpha.url("/v1/backups?all=true")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(names(everything.backups), [of_alphabet.name.clone(), of_alpha.name.clone()], "?all=true lists both");
+
+    // A sidecar of a cluster with no backup yet has no `latest`, even with others' backups in its prefix.
+    let empty = Sidecar::start_with(vec![a.client_url.clone()], &storage, config("alp"), None).await.unwrap();
+    assert!(list(&http, &empty).await.is_empty());
+    assert_eq!(latest(&empty).await.unwrap().status(), StatusCode::NOT_FOUND);
 }

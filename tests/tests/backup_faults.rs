@@ -146,7 +146,12 @@ async fn etcd_killed_mid_snapshot_publishes_nothing_removes_the_partial_upload_a
     assert_eq!(published, [format!("{}.db.gz", good.name), format!("{}.json", good.name)]);
 
     // A stream held at the proxy must not count as stalled while the test looks at storage.
-    let config = BackupConfig { cluster_name: "test".into(), retention: Retention::default(), idle_timeout: LONG };
+    let config = BackupConfig {
+        cluster_name: "test".into(),
+        cluster_uid: None,
+        retention: Retention::default(),
+        idle_timeout: LONG,
+    };
     let sidecar = Sidecar::start_with(vec![through_proxy], &storage, config, None).await.unwrap();
     let attempt = tokio::spawn({
         let engine = sidecar.engine.clone();

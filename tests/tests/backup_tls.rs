@@ -162,6 +162,7 @@ async fn backs_up_an_etcd_that_requires_client_certificates() {
         Storage::open(&format!("file://{}", etcd.pki().join("backups").display()), &S3Options::default()).unwrap();
     let config = BackupConfig {
         cluster_name: "tls".into(),
+        cluster_uid: None,
         retention: Retention::default(),
         idle_timeout: Duration::from_secs(5),
     };

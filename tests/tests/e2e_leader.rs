@@ -12,7 +12,7 @@ use controller::leader::{Attempt, LeaseConfig, lead, try_acquire};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-use support::{clusters, eventually, fresh_namespace, install_crd, no_other_controller, testbed};
+use support::{ControllerProcess, clusters, eventually, fresh_namespace, install_crd, no_other_controller, testbed};
 
 const NS: &str = "e2e-leader";
 
@@ -108,50 +108,6 @@ async fn one_leader_at_a_time_and_a_takeover_only_after_the_lease_runs_out_or_is
     assert!(after_renewal >= duration, "taken over before the lease ran out: {after_renewal:?}");
 }
 
-/// The release binary of this build (tests/e2e/app-images.sh builds it before the suites run).
-fn controller_binary() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/etcd-controller");
-    assert!(path.exists(), "{} is missing: run tests/e2e/app-images.sh (scripts/test.sh does)", path.display());
-    path
-}
-
-/// An `etcd-controller run` process, killed if the test ends before it stops.
-struct Process(std::process::Child);
-
-impl Process {
-    fn start(args: &[&str], instance: &str) -> Self {
-        let child = std::process::Command::new(controller_binary())
-            .args(["run", "--namespace", BIN_NS, "--metrics-listen", "127.0.0.1:0", "--resync", "3s"])
-            .args(args)
-            .env("POD_NAME", instance)
-            .env("RUST_LOG", "info")
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-
-    /// Sends SIGTERM and returns the exit status, once it exited (at most 30 s later).
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "etcd-controller did not exit within 30 s of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const BIN_NS: &str = "e2e-leader-bin";
 
 #[tokio::test]
@@ -163,7 +119,7 @@ async fn the_binary_gives_its_lease_up_on_sigterm_and_reconciles_without_one_whe
     let leases: Api<Lease> = Api::namespaced(client.clone(), BIN_NS);
 
     // With leader election (the default): it takes the lease, and on SIGTERM exits 0 and gives it up.
-    let mut leader = Process::start(&["--lease-namespace", BIN_NS], "bin-a");
+    let mut leader = ControllerProcess::start(BIN_NS, &["--lease-namespace", BIN_NS], "bin-a", None);
     let (holder, took) = eventually("the binary to hold the lease", Duration::from_secs(60), || {
         let leases = leases.clone();
         async move {
@@ -182,7 +138,7 @@ async fn the_binary_gives_its_lease_up_on_sigterm_and_reconciles_without_one_whe
 
     // With --leader-elect=false: no lease, and it reconciles (the seed pod of a new cluster appears).
     leases.delete(controller::run::LEASE_NAME, &DeleteParams::default()).await.unwrap();
-    let mut alone = Process::start(&["--leader-elect=false"], "bin-b");
+    let mut alone = ControllerProcess::start(BIN_NS, &["--leader-elect=false"], "bin-b", None);
     let api = clusters(&client, BIN_NS);
     let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-etcd-controller.dev/v1alpha1",

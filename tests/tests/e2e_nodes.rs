@@ -10,23 +10,28 @@
 //! 4. one node partitioned from everything (a minority): the majority serves a writer through the client Service,
 //!    the cut-off member is replaced, no recovery runs, no acknowledged write is lost, and after healing the old
 //!    member is gone for good;
-//! 5. the node of one member powered off under a writer: the member is replaced on another node once the node is
-//!    NotReady, with no acknowledged write lost (the time from power-off to three healthy members is printed);
-//! 6. grown to five members, more than the nodes: they still schedule, spread 2, 2, 1.
+//! 5. the node of one member powered off under a writer, and that member's pod deleted (so it sits Terminating,
+//!    with no kubelet to confirm): the member is replaced on another node once the node is NotReady, the pod is
+//!    force-deleted, and no acknowledged write is lost (the time from power-off to three healthy members is
+//!    printed);
+//! 6. grown to five members, more than the nodes: they still schedule, spread 2, 2, 1;
+//! 7. the controller's own node powered off: of two controllers (the release binary) on two nodes, the standby
+//!    takes over within the lease time and replaces the member that went with the leader's node.
 //!
-//! The controller runs in-process (its library's `run`) on this machine, outside the nodes.
+//! The controller runs in-process (its library's `run`) on this machine, outside the nodes, until step 7.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use support::{
-    NodeFault, Writer, clusters, converged, converged_now, count_keys, eventually, fresh_namespace, host_dir,
-    install_crd, local_volume, lost_writes, node_of, testbed,
+    ControllerProcess, NodeFault, Writer, clusters, converged, converged_now, count_keys, eventually, fresh_namespace,
+    host_dir, install_crd, local_volume, lost_writes, node_of, testbed,
 };
 
 const NS: &str = "e2e-nodes";
@@ -72,6 +77,34 @@ async fn ready_nodes(client: &Client) -> BTreeSet<String> {
         .collect()
 }
 
+/// Waits until every node is Ready and carries none of the node lifecycle controller's taints
+/// (`node.kubernetes.io/...`: a node just back keeps its unreachable taint for a moment, and the spread leaves a
+/// tainted node out).
+async fn all_nodes_schedulable(client: &Client) {
+    eventually("every node Ready and untainted", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let nodes: Api<Node> = Api::all(client.clone());
+            let listed = nodes.list(&ListParams::default()).await.unwrap().items;
+            let tainted = listed.iter().any(|n| {
+                let taints = n.spec.as_ref().and_then(|s| s.taints.as_ref());
+                taints.is_some_and(|t| t.iter().any(|t| t.key.starts_with("node.kubernetes.io/")))
+            });
+            (ready_nodes(&client).await.len() == 3 && !tainted).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Undoes `faults` side by side (powering nodes on one after another would leave the last off for longer).
+fn undo_together(faults: Vec<NodeFault>) {
+    std::thread::scope(|scope| {
+        for fault in faults {
+            scope.spawn(move || drop(fault));
+        }
+    });
+}
+
 /// Whether an etcd process of member `member` still runs anywhere on this machine (on any node).
 fn etcd_runs(member: &str) -> bool {
     let name = format!("--name={member}");
@@ -112,11 +145,14 @@ fn zone(node: &str) -> &str {
     node.strip_prefix("kec-").unwrap_or(node)
 }
 
-#[tokio::test]
+// Several threads: undoing a fault (fault.sh poweron waits for the node) blocks its thread, and the in-process
+// controller must go on reconciling meanwhile, as a real one would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_faults_never_cost_an_acknowledged_write() {
     let client = testbed().await;
     let all_nodes = ready_nodes(&client).await;
     assert_eq!(all_nodes, BTreeSet::from(["kec-a".into(), "kec-b".into(), "kec-c".into()]), "a three-node test bed");
+    all_nodes_schedulable(&client).await;
     install_crd(&client).await;
     fresh_namespace(&client, NS).await;
     let dir = host_dir("nodes");
@@ -180,7 +216,7 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         seen.iter().any(|d| d.starts_with("\"MembersOnNotReadyNodes\"") && d.contains("kec-b") && d.contains("kec-c")),
         "status names the NotReady nodes: {seen:?}"
     );
-    drop(faults);
+    undo_together(faults.into());
     let healed = Instant::now();
     eventually("every node Ready again", Duration::from_secs(60), || {
         let client = client.clone();
@@ -217,7 +253,10 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 
     // 3. Every node powered off, then on: the members come back on their own data (emptyDir survives a reboot of
-    //    a node whose pods are still bound), and nothing is restored.
+    //    a node whose pods are still bound), and nothing is restored. (A member whose node comes back last may be
+    //    replaced once the other two have a quorum again: by then its node has been down far longer than the
+    //    lost-node limit. What must hold is that nothing is restored and nothing is lost.)
+    let before = placement(&pods).await;
     let off: Vec<NodeFault> = ["a", "b", "c"].into_iter().map(NodeFault::power_off).collect();
     let powered_off = Instant::now();
     eventually("every node NotReady", Duration::from_secs(60), || {
@@ -225,16 +264,19 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         async move { ready_nodes(&client).await.is_empty().then_some(()) }
     })
     .await;
-    let seen = nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(20)).await;
+    let seen = nothing_deleted_for(&api, &pods, &before, Duration::from_secs(20)).await;
     println!("all nodes off: status said {seen:?} ({:.0} s off)", powered_off.elapsed().as_secs_f64());
+    assert!(seen.iter().any(|d| d.starts_with("\"MembersOnNotReadyNodes\"")), "status says why: {seen:?}");
     let powered_on = Instant::now();
-    drop(off);
+    undo_together(off);
     let (back, _) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
+    let kept: Vec<&String> = back.iter().map(|(n, _)| n).filter(|n| before.contains_key(*n)).collect();
     println!(
-        "all nodes off and on: three members healthy {:.1} s after the first node was powered on (one at a time)",
-        powered_on.elapsed().as_secs_f64()
+        "all nodes off and on: three members healthy {:.1} s after power-on; {} of 3 members the same ({kept:?})",
+        powered_on.elapsed().as_secs_f64(),
+        kept.len()
     );
-    assert_eq!(placement(&pods).await.keys().collect::<Vec<_>>(), placed.keys().collect::<Vec<_>>(), "same members");
+    assert!(kept.len() >= 2, "a quorum of the members came back on its own data: {back:?}");
     assert_eq!(count_keys(&endpoint(&back[0].1), "/keep/").await, 100, "every key, from the members' own data");
     assert_eq!(lost_writes(&endpoint(&back[0].1), "/majority/", &written).await, Vec::<u64>::new());
     let (after, _) = eventually("status Running", Duration::from_secs(30), || {
@@ -248,6 +290,7 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     assert!(after.get("recovery").is_none_or(|r| r.is_null()), "nothing was restored: {after}");
     assert!(after.get("restoredFrom").is_none_or(|r| r.is_null()), "nothing was restored: {after}");
     println!("all nodes off and on: Running again with no recovery: the members restarted on their own data");
+    all_nodes_schedulable(&client).await;
 
     // 4. One node partitioned from everything: its member is replaced, the rest serve throughout.
     let placed = placement(&pods).await;
@@ -293,9 +336,11 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         lost.len(),
         written.longest_gap.as_secs_f64()
     );
-    assert!(written.acked.len() > 50, "the majority served: {} acknowledged", written.acked.len());
+    let during = written.acked_since(cut);
+    assert!(during > 10, "the majority served through the client Service during the partition: {during}");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(count_keys(&endpoint(&replaced[0].1), "/keep/").await, 100);
+    all_nodes_schedulable(&client).await;
 
     // 5. The node of a member that is alone on its node powered off, under a writer through the client Service.
     let placed = placement(&pods).await;
@@ -308,8 +353,16 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     let writer = Writer::start(vec![service.clone()], "/poweroff/", None);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let off = NodeFault::power_off(zone(&victim_node));
+    let powered_off = Instant::now();
+    // Deleted as a person or a drain would: its kubelet is gone, so the pod stays Terminating until the controller
+    // force-deletes it (it must not wait for a confirmation that never comes).
+    pods.delete(&victim, &DeleteParams::default()).await.unwrap();
     let gone = vec![victim.clone()];
     let (replaced, took) = converged(&pods, CLUSTER, 3, &gone, Duration::from_secs(150)).await;
+    assert!(
+        pods.get_opt(&victim).await.unwrap().is_none(),
+        "the Terminating pod of the lost node is gone from the API"
+    );
     println!(
         "power-off of {victim_node}: {victim} replaced, three healthy members {:.1} s after the power-off (goal: \
          under the node-monitor grace period {} s plus 30 s)",
@@ -326,11 +379,13 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         written.longest_gap.as_secs_f64()
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert!(written.acked.len() > 50, "the cluster served: {} acknowledged", written.acked.len());
+    let during = written.acked_since(powered_off);
+    assert!(during > 10, "the cluster served through the client Service after the power-off: {during}");
     for (member, _) in &replaced {
         assert_ne!(node_of(&pods, member).await, victim_node, "{member} is not on the powered-off node");
     }
     drop(off);
+    all_nodes_schedulable(&client).await;
 
     // 6. Five members on three nodes: the rule relaxes to an even spread.
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "size": 5 } })))
@@ -345,7 +400,47 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     let (least, most) = (counts.values().min().unwrap(), counts.values().max().unwrap());
     assert!(*least >= 1 && most - least <= 1, "spread evenly: {counts:?}");
 
-    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    // 7. The controller's own node powered off. Two controllers (the release binary, with leader election) run on
+    //    two nodes, as two replicas would; the leader's node, which also holds a member, loses power. The standby
+    //    takes the lease once it runs out and replaces the member.
     running.abort();
     let _ = running.await;
+    let placed = placement(&pods).await;
+    let mut per_node: BTreeMap<String, Vec<String>> = all_nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
+    for (member, (_, node)) in &placed {
+        per_node.get_mut(node).unwrap().push(member.clone());
+    }
+    let (leader_node, victims) =
+        per_node.iter().min_by_key(|(_, m)| m.len()).map(|(n, m)| (n.clone(), m.clone())).unwrap();
+    let standby_node = all_nodes.iter().find(|n| **n != leader_node).unwrap().clone();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let holder = || {
+        let leases = leases.clone();
+        async move { leases.get_opt(controller::run::LEASE_NAME).await.unwrap()?.spec?.holder_identity }
+    };
+    let lease_args = ["--lease-namespace", NS];
+    let _leader = ControllerProcess::start(NS, &lease_args, "ctl-leader", Some(&leader_node));
+    eventually("the controller on the first node to lead", Duration::from_secs(60), || async {
+        holder().await.filter(|h| h.starts_with("ctl-leader_"))
+    })
+    .await;
+    let _standby = ControllerProcess::start(NS, &lease_args, "ctl-standby", Some(&standby_node));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(holder().await.is_some_and(|h| h.starts_with("ctl-leader_")), "the standby waits");
+    let off = NodeFault::power_off(zone(&leader_node));
+    let powered_off = Instant::now();
+    let (_, took_lease) = eventually("the standby to take the lease", Duration::from_secs(60), || async {
+        holder().await.filter(|h| h.starts_with("ctl-standby_"))
+    })
+    .await;
+    converged(&pods, CLUSTER, 5, &victims, Duration::from_secs(180)).await;
+    println!(
+        "controller's node {leader_node} powered off with {victims:?}: the standby on {standby_node} led {:.1} s \
+         later (lease 15 s), five healthy members again {:.1} s after the power-off",
+        took_lease.as_secs_f64(),
+        powered_off.elapsed().as_secs_f64()
+    );
+    drop(off);
+
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
 }

@@ -518,10 +518,19 @@ pub struct Writer {
 pub struct Written {
     /// The numbers of the writes etcd acknowledged.
     pub acked: Vec<u64>,
+    /// When each of them was acknowledged (same order).
+    pub acked_at: Vec<Instant>,
     /// How many it tried.
     pub tried: u64,
     /// The longest time between two acknowledged writes.
     pub longest_gap: Duration,
+}
+
+impl Written {
+    /// How many writes were acknowledged at or after `since`.
+    pub fn acked_since(&self, since: Instant) -> usize {
+        self.acked_at.iter().filter(|at| **at >= since).count()
+    }
 }
 
 impl Writer {
@@ -538,28 +547,43 @@ impl Writer {
             }
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let written = runtime.block_on(async move {
+                // Keepalives, and a new client after three failures in a row: a connection through a Service
+                // stays on the endpoint it was made to, and one to a member that went silent (a powered-off or
+                // partitioned node) would otherwise time out for as long as the fault lasts.
                 let options = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(Duration::from_secs(2))
-                    .with_timeout(Duration::from_secs(2));
-                let mut client = loop {
-                    match etcd_client::Client::connect(endpoints.clone(), Some(options.clone())).await {
-                        Ok(client) => break client,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    .with_timeout(Duration::from_secs(2))
+                    .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+                    .with_keep_alive_while_idle(true);
+                let connect = || async {
+                    loop {
+                        match etcd_client::Client::connect(endpoints.clone(), Some(options.clone())).await {
+                            Ok(client) => break client,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
                     }
                 };
-                let (mut acked, mut tried) = (Vec::new(), 0u64);
-                let (mut last, mut longest_gap) = (std::time::Instant::now(), Duration::ZERO);
+                let mut client = connect().await;
+                let (mut acked, mut acked_at, mut tried, mut failed_in_a_row) = (Vec::new(), Vec::new(), 0u64, 0);
+                let (mut last, mut longest_gap) = (Instant::now(), Duration::ZERO);
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     tried += 1;
                     if client.put(format!("{prefix_owned}{tried:08}"), "v", None).await.is_ok() {
                         acked.push(tried);
                         longest_gap = longest_gap.max(last.elapsed());
-                        last = std::time::Instant::now();
+                        last = Instant::now();
+                        acked_at.push(last);
+                        failed_in_a_row = 0;
                     } else {
+                        failed_in_a_row += 1;
+                        if failed_in_a_row >= 3 {
+                            client = connect().await;
+                            failed_in_a_row = 0;
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                Written { acked, tried, longest_gap }
+                Written { acked, acked_at, tried, longest_gap }
             });
             let _ = send.send(written);
         });
@@ -592,4 +616,59 @@ pub async fn client_service(client: &Client, namespace: &str, cluster: &str) -> 
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), namespace);
     let service = services.get(&format!("{cluster}-client")).await.unwrap();
     format!("http://{}:2379", service.spec.unwrap().cluster_ip.unwrap())
+}
+
+/// The release binary of this build (tests/e2e/app-images.sh builds it before the suites run).
+pub fn controller_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/etcd-controller");
+    assert!(path.exists(), "{} is missing: run tests/e2e/app-images.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+/// An `etcd-controller run --namespace NAMESPACE` process of the release binary (identity `instance`, resync 3 s,
+/// the suites' sidecar image), optionally inside a test-bed node's network namespace (`/run/netns/<netns>`, as a
+/// controller running on that node: it dies when the node is powered off); killed if the test ends first.
+pub struct ControllerProcess(std::process::Child);
+
+impl ControllerProcess {
+    pub fn start(namespace: &str, args: &[&str], instance: &str, netns: Option<&str>) -> Self {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = std::process::Command::new("nsenter");
+                command.arg(format!("--net=/run/netns/{netns}")).arg(controller_binary());
+                command
+            }
+            None => std::process::Command::new(controller_binary()),
+        };
+        let child = command
+            .args(["run", "--namespace", namespace, "--metrics-listen", "127.0.0.1:0", "--resync", "3s"])
+            .args(["--sidecar-image", &sidecar_image()])
+            .args(args)
+            .env("POD_NAME", instance)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    /// Sends SIGTERM and returns the exit status, once it exited (at most 30 s later).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "etcd-controller did not exit within 30 s of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
