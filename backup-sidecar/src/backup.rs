@@ -318,9 +318,9 @@ impl Engine {
         }
     }
 
-    /// Every published backup of this sidecar's cluster (by name), newest first. Another cluster's backups in the
-    /// same storage prefix are not listed, not `latest`, never deleted by retention (they stay fetchable by their
-    /// exact name).
+    /// Every published backup of this sidecar's cluster (see `own`), newest first. Another cluster's backups in
+    /// the same storage prefix are not listed, not `latest`, never deleted by retention (they stay fetchable by
+    /// their exact name, and listed by [`Engine::list_all`]).
     pub async fn list(&self) -> Result<Vec<BackupInfo>, StorageError> {
         let manifests = self.own(self.storage.list().await?);
         self.set_count(manifests.len());
@@ -332,8 +332,21 @@ impl Engine {
         Ok(self.storage.list().await?.into_iter().map(|m| m.info).collect())
     }
 
+    /// This cluster's: its name, and its EtcdCluster's UID where both the sidecar and the backup know one (an
+    /// EtcdCluster deleted and created again under the name is another cluster; backups that recorded no UID, from
+    /// sidecars before it was recorded, count by name).
     fn own(&self, manifests: Vec<BackupManifest>) -> Vec<BackupManifest> {
-        manifests.into_iter().filter(|m| m.info.cluster_name == self.config.cluster_name).collect()
+        let config = &self.config;
+        manifests
+            .into_iter()
+            .filter(|m| {
+                let uid = match (&m.info.cluster_uid, &config.cluster_uid) {
+                    (Some(recorded), Some(ours)) => recorded == ours,
+                    _ => true,
+                };
+                m.info.cluster_name == config.cluster_name && uid
+            })
+            .collect()
     }
 
     fn set_count(&self, count: usize) {

@@ -38,27 +38,16 @@ const BUMP_REVISION: u64 = 1_000_000_000;
 /// unreachable) or that its node affinity excludes is not counted, so a replacement is never held back by a node
 /// it cannot go to.
 pub fn default_spread(cluster: &str) -> Vec<TopologySpreadConstraint> {
-    let members = || LabelSelector { match_labels: Some(member_selector(cluster)), ..Default::default() };
-    vec![
-        TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".into(),
-            when_unsatisfiable: "DoNotSchedule".into(),
-            label_selector: Some(members()),
-            node_affinity_policy: Some("Honor".into()),
-            node_taints_policy: Some("Honor".into()),
-            ..Default::default()
-        },
-        TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "topology.kubernetes.io/zone".into(),
-            when_unsatisfiable: "ScheduleAnyway".into(),
-            label_selector: Some(members()),
-            node_affinity_policy: Some("Honor".into()),
-            node_taints_policy: Some("Honor".into()),
-            ..Default::default()
-        },
-    ]
+    let spread = |topology_key: &str, when_unsatisfiable: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: topology_key.into(),
+        when_unsatisfiable: when_unsatisfiable.into(),
+        label_selector: Some(LabelSelector { match_labels: Some(member_selector(cluster)), ..Default::default() }),
+        node_affinity_policy: Some("Honor".into()),
+        node_taints_policy: Some("Honor".into()),
+        ..Default::default()
+    };
+    vec![spread("kubernetes.io/hostname", "DoNotSchedule"), spread("topology.kubernetes.io/zone", "ScheduleAnyway")]
 }
 
 /// What the etcd container requests when `spec.pod.resources` is not set: enough for a small cluster's etcd

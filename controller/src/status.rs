@@ -537,20 +537,25 @@ mod tests {
         assert_eq!(later.phase, ClusterPhase::QuorumLost);
     }
 
+    /// A recovery recorded at time 20, from backup demo-r7 (revision 7).
+    fn recovery_of_r7() -> proto::cluster::RecoveryStatus {
+        proto::cluster::RecoveryStatus {
+            lost_pods: None,
+            backup: "demo-r7".into(),
+            revision: 7,
+            reason: "the newest backup".into(),
+            first_member_index: 3,
+            started_at: Some(time(20)),
+        }
+    }
+
     #[test]
     fn a_recorded_recovery_is_carried_until_it_completes_even_when_the_plan_saw_an_older_object() {
         let c = cluster("demo", 3);
         let recorded = EtcdClusterStatus {
             formed: true,
             quorum_lost_since: Some(time(10)),
-            recovery: Some(proto::cluster::RecoveryStatus {
-                lost_pods: None,
-                backup: "demo-r7".into(),
-                revision: 7,
-                reason: "the newest backup".into(),
-                first_member_index: 3,
-                started_at: Some(time(20)),
-            }),
+            recovery: Some(recovery_of_r7()),
             ..Default::default()
         };
         // The plan ran on an object without the record (StartRecovery wrote it in this very reconcile).
@@ -572,18 +577,7 @@ mod tests {
     #[test]
     fn a_recovery_whose_backup_is_refused_says_what_works() {
         let c = cluster("demo", 3);
-        let recorded = EtcdClusterStatus {
-            formed: true,
-            recovery: Some(proto::cluster::RecoveryStatus {
-                lost_pods: None,
-                backup: "demo-r7".into(),
-                revision: 7,
-                reason: "the newest backup".into(),
-                first_member_index: 3,
-                started_at: Some(time(20)),
-            }),
-            ..Default::default()
-        };
+        let recorded = EtcdClusterStatus { formed: true, recovery: Some(recovery_of_r7()), ..Default::default() };
         let refused = Observed {
             pods: vec![MemberPod::new("demo-0003", PodState::Refused)],
             etcd: EtcdView::Unreachable("no pods".into()),

@@ -623,3 +623,46 @@ async fn two_clusters_sharing_a_prefix_never_see_each_others_backups() {
     assert!(list(&http, &empty).await.is_empty());
     assert_eq!(latest(&empty).await.unwrap().status(), StatusCode::NOT_FOUND);
 }
+
+/// An EtcdCluster deleted and created again under its old name is another object (another UID): its sidecar
+/// lists, takes as `latest` and retains only the new object's backups; the old one's stay, listed with `?all=true`
+/// and fetchable by name.
+#[tokio::test]
+async fn a_cluster_created_again_under_its_name_leaves_the_old_ones_backups_alone() {
+    let (old, new) = (EtcdServer::start().await.unwrap(), EtcdServer::start().await.unwrap());
+    old.put_keys("/old/", 10, 10).await.unwrap();
+    new.put_keys("/new/", 10, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let config = |uid: &str| BackupConfig {
+        cluster_name: "alpha".into(),
+        cluster_uid: Some(uid.into()),
+        retention: Retention { max_backups: Some(1), max_age: None },
+        idle_timeout: Duration::from_secs(5),
+    };
+    let http = reqwest::Client::new();
+    let first = Sidecar::start_with(vec![old.client_url.clone()], &storage, config("uid-1"), None).await.unwrap();
+    let (status, of_old) = post_backup(&http, &first).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(of_old.cluster_uid.as_deref(), Some("uid-1"), "the backup records which object wrote it");
+    drop(first);
+
+    let second = Sidecar::start_with(vec![new.client_url.clone()], &storage, config("uid-2"), None).await.unwrap();
+    assert!(list(&http, &second).await.is_empty(), "none of the old object's backups is the new one's");
+    let latest = http.head(second.url("/v1/backups/latest")).send().await.unwrap();
+    assert_eq!(latest.status(), StatusCode::NOT_FOUND, "no `latest` from the old object");
+    for _ in 0..2 {
+        new.put_keys("/new/more/", 3, 10).await.unwrap();
+        let (status, _) = post_backup(&http, &second).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let names = |list: Vec<BackupInfo>| list.into_iter().map(|b| b.name).collect::<Vec<_>>();
+    let all: BackupList = http.get(second.url("/v1/backups?all=true")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        all.backups.len(),
+        2,
+        "retention kept one of the new object's and the old one's: {:?}",
+        names(all.backups)
+    );
+    let by_name = http.head(second.url(&format!("/v1/backups/{}", of_old.name))).send().await.unwrap();
+    assert_eq!(by_name.status(), StatusCode::OK, "the old object's backup is still there, by name");
+}
