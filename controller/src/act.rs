@@ -38,6 +38,9 @@ pub enum ActError {
     /// There is no backup to restore from.
     #[error("{0}")]
     NoBackup(String),
+    /// The backup an upgrade takes before it starts failed: the upgrade does not start.
+    #[error("the backup before the upgrade failed, so the upgrade did not start: {0}")]
+    UpgradeBackup(String),
 }
 
 impl ActError {
@@ -48,6 +51,7 @@ impl ActError {
             Self::Membership(error) => error.reason(),
             Self::Sidecar(_) => "BackupSidecarUnreachable",
             Self::NoBackup(_) => "NoUsableBackup",
+            Self::UpgradeBackup(_) => "UpgradeBackupFailed",
         }
     }
 }
@@ -76,7 +80,7 @@ pub async fn act(
     };
     let endpoints: Vec<String> = addresses.values().cloned().collect();
     match action {
-        Action::CreateSeed { name: member } => {
+        Action::CreateSeed { name: member, release } => {
             // The token and the next index are recorded before the pod exists, so a crash in between never
             // reuses a name.
             let token = format!("{name}-{}", cluster.uid().unwrap_or_default().get(..8).unwrap_or("local"));
@@ -86,7 +90,8 @@ pub async fn act(
             let restored = seed.as_ref().map(|(_, from)| from);
             reserve(client, cluster, member, Some(&token), restored).await?;
             let restore = seed.as_ref().map(|(restore, _)| restore.clone());
-            let pod = member_pod(cluster, member, std::slice::from_ref(member), &Join::New { token, restore });
+            let join = Join::New { token, restore };
+            let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release);
             create(&pods, &pod).await?;
             let note = match restored {
                 Some(from) if from.revision == 0 => {
@@ -98,9 +103,10 @@ pub async fn act(
                 ),
                 None => format!("created seed member {member}"),
             };
+            let note = format!("{note} (etcd {})", release.version);
             publish(recorder, cluster, member_event("SeedCreated", note, &namespace, member)).await;
         }
-        Action::AddLearner { name: member } => {
+        Action::AddLearner { name: member, release } => {
             let mut membership = Membership::connect(&endpoints, etcd_timeout).await?;
             let id = match membership.add_learner(&peer_url(member, &name, &namespace)).await {
                 Ok(id) => id,
@@ -111,12 +117,12 @@ pub async fn act(
             reserve(client, cluster, member, None, None).await?;
             let mut initial = members.clone();
             initial.push(member.clone());
-            create(&pods, &member_pod(cluster, member, &initial, &Join::Existing)).await?;
-            let note = format!("added {member} ({id:x}) as a learner");
+            create(&pods, &member_pod(cluster, member, &initial, &Join::Existing, release)).await?;
+            let note = format!("added {member} ({id:x}) as a learner, running etcd {}", release.version);
             publish(recorder, cluster, member_event("MemberAdded", note, &namespace, member)).await;
         }
-        Action::CreateMemberPod { name: member } => {
-            create(&pods, &member_pod(cluster, member, &members, &Join::Existing)).await?;
+        Action::CreateMemberPod { name: member, release } => {
+            create(&pods, &member_pod(cluster, member, &members, &Join::Existing, release)).await?;
             publish(
                 recorder,
                 cluster,
@@ -235,9 +241,124 @@ pub async fn act(
             )
             .await;
         }
+        Action::StartUpgrade { from, release, warning } => {
+            let backup = if cluster.spec.backup.is_some() {
+                Some(pre_upgrade_backup(client, cluster, &endpoints, etcd_timeout).await?)
+            } else {
+                None
+            };
+            let record = proto::cluster::UpgradeStatus {
+                from: from.clone(),
+                to_image: release.image.clone(),
+                to_version: release.version.to_string(),
+                started_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                backup: backup.clone(),
+                warning: warning.clone(),
+            };
+            // Every field, unset ones as null: a merge patch would keep an older record's backup or warning.
+            let record = json!({
+                "from": record.from,
+                "toImage": record.to_image,
+                "toVersion": record.to_version,
+                "startedAt": record.started_at,
+                "backup": record.backup,
+                "warning": record.warning,
+            });
+            patch_status(client, cluster, json!({ "upgrade": record }), "recording the upgrade").await?;
+            ctx.metrics.upgrade_step("started");
+            let backup = backup.map_or_else(|| "no backups are configured".to_string(), |b| format!("backup {b}"));
+            let warning = warning.as_ref().map_or_else(String::new, |w| format!("; warning: {w}"));
+            let note = format!(
+                "upgrading from {from} to {} ({}), one member at a time, the leader last; taken before it: {backup}{warning}",
+                release.version, release.image
+            );
+            publish(recorder, cluster, event("UpgradeStarted", note)).await;
+        }
+        Action::RollMember { name: member, from, release, leader, restarts } => {
+            use crate::observe::{ROLLED_AT, ROLLED_FROM, ROLLED_RESTARTS, ROLLED_TO};
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let annotations = json!({
+                ROLLED_AT: now,
+                ROLLED_FROM: from,
+                ROLLED_TO: release.image,
+                ROLLED_RESTARTS: restarts.to_string(),
+            });
+            let patch = json!({
+                "metadata": { "annotations": annotations },
+                "spec": { "containers": [{ "name": crate::observe::ETCD_CONTAINER, "image": release.image }] },
+            });
+            pods.patch(member, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+                .map_err(kube_error(format!("changing the image of pod {member}")))?;
+            ctx.metrics.upgrade_step(if *leader { "leader" } else { "member" });
+            let role = if *leader { "the leader (no other member)" } else { "a follower" };
+            let note = format!(
+                "restarting {member}, {role}, on its own data with {} (was {from}): etcd {}",
+                release.image, release.version
+            );
+            publish(recorder, cluster, member_event("MemberUpgrading", note, &namespace, member)).await;
+        }
+        Action::MoveLeader { from, to, name: new_leader } => {
+            let leader = match &observed.etcd {
+                EtcdView::Members(members) => members.iter().find(|m| m.id == *from).map(|m| m.name.clone()),
+                EtcdView::Unreachable(_) => None,
+            };
+            let Some(url) = leader.as_ref().and_then(|l| addresses.get(l)) else {
+                return Ok(());
+            };
+            if let Err(error) = Membership::connect_to(url, etcd_timeout).await?.move_leader(*to).await {
+                return not_yet(error);
+            }
+            ctx.metrics.upgrade_step("leader_moved");
+            let note = format!(
+                "moved leadership from {} to {new_leader}, which runs the target, before the old leader is upgraded",
+                leader.unwrap_or_default()
+            );
+            publish(recorder, cluster, event("LeaderMoved", note)).await;
+        }
+        Action::CompleteUpgrade => {
+            let record = cluster.status.as_ref().and_then(|s| s.upgrade.clone()).unwrap_or_default();
+            let took = record.started_at.as_ref().map(|t| {
+                let seconds = k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs_f64();
+                ctx.metrics.upgrade_completed(seconds);
+                format!(" in {seconds:.0} s")
+            });
+            patch_status(client, cluster, json!({ "upgrade": null }), "ending the upgrade").await?;
+            let cluster_version =
+                observed.cluster_version.map_or_else(String::new, |v| format!(", cluster version {v}"));
+            let note = format!(
+                "upgrade from {} to {} completed{}: every member runs {}{cluster_version}",
+                record.from,
+                record.to_version,
+                took.unwrap_or_default(),
+                record.to_image
+            );
+            publish(recorder, cluster, event("UpgradeCompleted", note)).await;
+        }
         Action::Wait(_) | Action::Done => {}
     }
     Ok(())
+}
+
+/// Takes a backup for an upgrade through the cluster's sidecar and checks that storage holds it, as it was
+/// written (the sidecar publishes a backup only once it has verified its snapshot and checksum); its name.
+async fn pre_upgrade_backup(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<String, ActError> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let sidecar =
+        SidecarClient::for_cluster(client, &namespace, &name, (timeout * 60).max(Duration::from_secs(60))).await?;
+    let failed = |why: String| ActError::UpgradeBackup(why);
+    let taken = sidecar.trigger(endpoints).await.map_err(|e| failed(e.to_string()))?;
+    match sidecar.find(&taken.name).await.map_err(|e| failed(e.to_string()))? {
+        Some(stored) if stored.sha256 == taken.sha256 && stored.raw_size == taken.raw_size => Ok(taken.name),
+        Some(_) => Err(failed(format!("backup {} in storage differs from the one taken", taken.name))),
+        None => Err(failed(format!("backup {} is not in storage after it was taken", taken.name))),
+    }
 }
 
 /// Where a new seed's data comes from: the recorded recovery's backup from the cluster's own sidecar, or

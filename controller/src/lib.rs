@@ -17,3 +17,4 @@ pub mod service;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod version;

@@ -165,19 +165,21 @@ impl Membership {
         for entry in &listed {
             let name = name_of(entry);
             let status = match url_of(entry, &name) {
-                Some(url) => member_status(&url, self.timeout).await,
+                Some(url) => status_of(&url, self.timeout).await,
                 None => None,
             };
-            if let Some((_, reported_leader)) = status {
-                leader = leader.or(Some(reported_leader));
+            if let Some(status) = &status {
+                leader = leader.or(Some(status.leader()));
             }
             members.push(Member {
                 id: entry.id,
                 name,
                 started: !entry.name.is_empty(),
                 learner: entry.learner,
-                healthy: status.is_some_and(|(_, leader)| leader != 0),
+                healthy: status.as_ref().is_some_and(|s| s.leader() != 0),
                 leader: false,
+                version: status.as_ref().and_then(|s| crate::version::Version::parse(s.version())),
+                raft: status.as_ref().map_or((0, 0), |s| (s.raft_index(), s.raft_applied_index())),
             });
         }
         for member in &mut members {
@@ -210,6 +212,23 @@ impl Membership {
         }
     }
 
+    /// Moves leadership to member `to`; must be asked of the leader (`connect_to` it).
+    pub async fn move_leader(&mut self, to: u64) -> Result<(), MembershipError> {
+        match self.client.move_leader(to).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(refused("move leadership to", format!("{to:x}"), source)),
+        }
+    }
+
+    /// A connection to the one member at `endpoint` (a leader, for [`Membership::move_leader`]).
+    pub async fn connect_to(endpoint: &str, timeout: Duration) -> Result<Self, MembershipError> {
+        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout * 5);
+        let client = Client::connect([endpoint], Some(options))
+            .await
+            .map_err(|source| MembershipError::Unreachable { endpoints: endpoint.to_string(), source })?;
+        Ok(Self { client, endpoints: vec![endpoint.to_string()], timeout })
+    }
+
     /// Removes member `id`; a member that is already gone (an earlier attempt that timed out went through) is
     /// fine.
     pub async fn remove(&mut self, id: u64) -> Result<(), MembershipError> {
@@ -234,12 +253,6 @@ fn refused(op: &'static str, member: String, source: etcd_client::Error) -> Memb
     } else {
         MembershipError::Refused { op, member, source }
     }
-}
-
-/// `(member ID, leader ID)` as the member at `client_url` reports them, or `None` when it does not answer.
-async fn member_status(client_url: &str, timeout: Duration) -> Option<(u64, u64)> {
-    let status = status_of(client_url, timeout).await?;
-    Some((status.header().map(|h| h.member_id()).unwrap_or_default(), status.leader()))
 }
 
 /// The status the member at `client_url` reports on its own, or `None` when it does not answer in time.

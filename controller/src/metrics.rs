@@ -48,6 +48,15 @@ pub struct Metrics {
     phase: Family<PhaseLabel, Gauge>,
     recoveries: Family<ReasonLabel, Counter>,
     abandoned: Counter,
+    upgrade_steps: Family<StepLabel, Counter>,
+    upgrade_duration: Histogram,
+}
+
+/// Label of an upgrade step.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    /// The step: `started`, `member`, `leader_moved`, `leader`, `completed`.
+    pub step: String,
 }
 
 impl Metrics {
@@ -86,8 +95,23 @@ impl Metrics {
              Ready, or the policy no longer restores)",
             abandoned.clone(),
         );
+        let upgrade_steps = Family::<StepLabel, Counter>::default();
+        registry.register(
+            "upgrade_steps",
+            "Upgrade steps carried out: started (backup taken and recorded), member (a follower restarted on the \
+             target image), leader_moved, leader (a one-member cluster's only member restarted), completed",
+            upgrade_steps.clone(),
+        );
+        let upgrade_duration = Histogram::new(exponential_buckets(5.0, 2.0, 10));
+        registry.register(
+            "upgrade_duration_seconds",
+            "Duration of completed upgrades, from their start to the cluster version reporting the target",
+            upgrade_duration.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            upgrade_steps,
+            upgrade_duration,
             reconciles,
             failures,
             duration,
@@ -114,6 +138,17 @@ impl Timer<'_> {
 }
 
 impl Metrics {
+    /// Counts an upgrade step.
+    pub fn upgrade_step(&self, step: &str) {
+        self.upgrade_steps.get_or_create(&StepLabel { step: step.into() }).inc();
+    }
+
+    /// Counts a completed upgrade and its duration.
+    pub fn upgrade_completed(&self, seconds: f64) {
+        self.upgrade_step("completed");
+        self.upgrade_duration.observe(seconds);
+    }
+
     /// Counts a reconcile and times it.
     pub fn reconcile_started(&self) -> Timer<'_> {
         self.reconciles.inc();
@@ -140,7 +175,9 @@ impl Metrics {
         let label = ClusterLabel { cluster: cluster.into() };
         self.members.get_or_create(&label).set(i64::from(status.size));
         self.ready.get_or_create(&label).set(i64::from(status.ready_members));
-        for phase in ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Recovering", "Paused", "Invalid"] {
+        for phase in
+            ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Recovering", "Upgrading", "Paused", "Invalid"]
+        {
             let current = format!("{:?}", status.phase) == phase;
             self.phase
                 .get_or_create(&PhaseLabel { cluster: cluster.into(), phase: phase.into() })

@@ -47,12 +47,69 @@ pub struct MemberPod {
     /// Its node, when the node is not Ready (NotReady or Unknown): the pod's state as the API shows it is stale,
     /// and its member may be serving on the other side of a partition.
     pub node_down: Option<NodeDown>,
+    /// The image of its etcd container, as its spec says (the kubelet restarts the container when it changes).
+    pub image: Option<String>,
+    /// The command of its etcd container (it cannot change while the pod lives).
+    pub command: Vec<String>,
+    /// How many times the kubelet restarted its etcd container.
+    pub restarts: i32,
+    /// Whether it runs with `restartPolicy: Never` (a seed restored from a backup): a container that exits after
+    /// an image change is not started again, and the member is lost.
+    pub restart_never: bool,
+    /// The image change the recorded upgrade made to it, if it made one.
+    pub rolled: Option<Rolled>,
 }
+
+/// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
+/// one from before that upgrade started is no part of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rolled {
+    /// How long ago.
+    pub ago: std::time::Duration,
+    /// The image it was changed to (a webhook may rewrite the pod's own field).
+    pub to: String,
+    /// The image it ran before.
+    pub from: Option<String>,
+    /// The etcd container's restart count just before: the new image runs once the count is past it.
+    pub restarts_before: i32,
+}
+
+impl Rolled {
+    /// Whether the kubelet has restarted the container since the change, so that what answers is the new image.
+    pub fn restarted(&self, pod: &MemberPod) -> bool {
+        pod.restarts > self.restarts_before
+    }
+}
+
+/// The annotations an upgrade sets on a member pod when it changes its image: when (RFC 3339), to what, and the
+/// container's restart count just before.
+pub const ROLLED_AT: &str = "kube-etcd-controller.dev/image-changed-at";
+/// See [`ROLLED_AT`].
+pub const ROLLED_TO: &str = "kube-etcd-controller.dev/image-changed-to";
+/// See [`ROLLED_AT`].
+pub const ROLLED_FROM: &str = "kube-etcd-controller.dev/image-changed-from";
+/// See [`ROLLED_AT`].
+pub const ROLLED_RESTARTS: &str = "kube-etcd-controller.dev/restarts-before-image-change";
 
 impl MemberPod {
     /// A pod on a Ready node (or not yet on any).
     pub fn new(name: impl Into<String>, state: PodState) -> Self {
-        Self { name: name.into(), state, node_down: None }
+        Self {
+            name: name.into(),
+            state,
+            node_down: None,
+            image: None,
+            command: Vec::new(),
+            restarts: 0,
+            restart_never: false,
+            rolled: None,
+        }
+    }
+
+    /// Whether it runs `image`: its spec names it, or the upgrade changed it to it (a webhook may have rewritten
+    /// the spec's field, to a digest or a mirror).
+    pub fn runs_image(&self, image: &str) -> bool {
+        self.image.as_deref() == Some(image) || self.rolled.as_ref().is_some_and(|r| r.to == image)
     }
 }
 
@@ -81,6 +138,10 @@ pub struct Member {
     pub healthy: bool,
     /// Whether it is the leader.
     pub leader: bool,
+    /// The server version it reports (when it answered).
+    pub version: Option<crate::version::Version>,
+    /// The raft index it has committed, and the one it has applied, as it reports them (0 when it did not answer).
+    pub raft: (u64, u64),
 }
 
 /// etcd as the controller could see it.
@@ -122,8 +183,12 @@ pub struct Observed {
     pub failure: Option<PodFailure>,
     /// A member pod that cannot start (missing Secret or claim, image not found, unschedulable): its name, and why.
     pub stuck: Option<(String, String)>,
-    /// Alarms raised in etcd, as `(member, NOSPACE or CORRUPT)`; for status only, the plan does not read them.
+    /// Alarms raised in etcd, as `(member, NOSPACE or CORRUPT)`.
     pub alarms: Vec<(String, String)>,
+    /// The cluster version etcd reports (`/version`), when a member answered it.
+    pub cluster_version: Option<crate::version::Version>,
+    /// The upgrade in progress, as recorded in status.
+    pub upgrade: Option<proto::cluster::UpgradeStatus>,
 }
 
 /// Whether the recovery `recorded` has deleted nothing yet: it lists the lost pods (a record of an older
@@ -222,10 +287,19 @@ pub async fn observe(
     let pods: Vec<MemberPod> = listed
         .items
         .iter()
-        .map(|pod| MemberPod {
-            name: pod.name_any(),
-            state: pod_state(pod),
-            node_down: pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| down.get(n)).cloned(),
+        .map(|pod| {
+            let etcd = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == ETCD_CONTAINER));
+            let upgrade_started = cluster.status.as_ref().and_then(|s| s.upgrade.as_ref()?.started_at.clone());
+            MemberPod {
+                name: pod.name_any(),
+                state: pod_state(pod),
+                node_down: pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| down.get(n)).cloned(),
+                image: etcd.and_then(|c| c.image.clone()),
+                command: etcd.and_then(|c| c.command.clone()).unwrap_or_default(),
+                restarts: etcd_restarts(pod),
+                restart_never: pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never"),
+                rolled: upgrade_started.and_then(|since| rolled(pod, since.0, now)),
+            }
         })
         .collect();
     let refusal = listed.items.iter().find_map(restore_refusal);
@@ -252,6 +326,7 @@ pub async fn observe(
         .collect();
     let endpoints: Vec<String> = addresses.values().cloned().collect();
     let mut alarms = Vec::new();
+    let mut cluster_version = None;
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
     } else {
@@ -267,6 +342,15 @@ pub async fn observe(
                         let read = tokio::time::timeout(etcd_timeout, membership.alarms()).await;
                         read.ok().and_then(Result::ok).unwrap_or_default()
                     };
+                    // The cluster version, from the first healthy member that tells it.
+                    for member in members.iter().filter(|m| m.healthy) {
+                        if let Some(url) = addresses.get(&member.name)
+                            && let Some(version) = cluster_version_at(url, etcd_timeout).await
+                        {
+                            cluster_version = Some(version);
+                            break;
+                        }
+                    }
                     for (id, alarm) in alarms_read.await {
                         let member =
                             members.iter().find(|m| m.id == id).map_or_else(|| format!("{id:x}"), |m| m.name.clone());
@@ -308,9 +392,49 @@ pub async fn observe(
             failure,
             stuck,
             alarms,
+            cluster_version,
+            upgrade: status.upgrade.clone(),
         },
         addresses,
     ))
+}
+
+/// The cluster version the member at `client_url` reports on `/version` (`etcdcluster`; `not_decided` while a new
+/// cluster has not settled it yet, which is `None`).
+async fn cluster_version_at(client_url: &str, timeout: std::time::Duration) -> Option<crate::version::Version> {
+    #[derive(serde::Deserialize)]
+    struct Versions {
+        etcdcluster: String,
+    }
+    let http = reqwest::Client::builder().timeout(timeout).build().ok()?;
+    let versions: Versions = http.get(format!("{client_url}/version")).send().await.ok()?.json().await.ok()?;
+    crate::version::Version::parse(&versions.etcdcluster)
+}
+
+/// The image change the upgrade started at `since` made to `pod`, from its annotations (both times are the
+/// controller's own clock).
+pub fn rolled(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    since: k8s_openapi::jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<Rolled> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let at: k8s_openapi::jiff::Timestamp = annotations.get(ROLLED_AT)?.parse().ok()?;
+    if at < since {
+        return None;
+    }
+    Some(Rolled {
+        ago: std::time::Duration::try_from(now.duration_since(at)).unwrap_or_default(),
+        to: annotations.get(ROLLED_TO)?.clone(),
+        from: annotations.get(ROLLED_FROM).cloned(),
+        restarts_before: annotations.get(ROLLED_RESTARTS)?.parse().ok()?,
+    })
+}
+
+/// How many times the kubelet restarted `pod`'s etcd container.
+pub fn etcd_restarts(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses.and_then(|s| s.iter().find(|c| c.name == ETCD_CONTAINER)).map_or(0, |c| c.restart_count)
 }
 
 /// The name of the container that runs etcd.
@@ -679,5 +803,33 @@ mod tests {
         assert_eq!(node_down_for(&node("False"), now), Some(std::time::Duration::from_secs(30)));
         let silent: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(node_down_for(&silent, now), Some(std::time::Duration::ZERO), "never reported");
+    }
+
+    #[test]
+    fn an_image_change_counts_only_for_the_upgrade_that_made_it() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "demo-0001", "annotations": {
+                ROLLED_AT: "1970-01-01T00:16:40Z", ROLLED_TO: "etcd:v3.6.16", ROLLED_FROM: "etcd:v3.5.35",
+                ROLLED_RESTARTS: "2",
+            } },
+        }))
+        .unwrap();
+        let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        let rolled = rolled(&pod, at(990), at(1_010)).unwrap();
+        assert_eq!(rolled.ago, std::time::Duration::from_secs(10));
+        assert_eq!(
+            (rolled.to.as_str(), rolled.from.as_deref(), rolled.restarts_before),
+            ("etcd:v3.6.16", Some("etcd:v3.5.35"), 2)
+        );
+        assert_eq!(super::rolled(&pod, at(1_005), at(1_010)), None, "an earlier upgrade's change");
+        let mut member = MemberPod {
+            rolled: Some(rolled),
+            restarts: 2,
+            ..MemberPod::new("demo-0001", PodState::Running { ready: true })
+        };
+        assert!(!member.rolled.as_ref().unwrap().restarted(&member), "the old container still runs");
+        member.restarts = 3;
+        assert!(member.rolled.as_ref().unwrap().restarted(&member));
+        assert!(member.runs_image("etcd:v3.6.16"), "what it was changed to, whatever a webhook made of the field");
     }
 }

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use proto::cluster::{DEFAULT_QUORUM_LOSS_GRACE, EtcdClusterSpec, RecoveryMode};
 
-use crate::observe::{EtcdView, Member, Observed, PodState, member_index, member_name};
+use crate::observe::{EtcdView, Member, MemberPod, Observed, PodState, member_index, member_name};
+use crate::pod::Release;
+use crate::version::{self, Refusal, Version};
 
 /// What the user asked for, as far as planning cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
     /// Voting members wanted.
     pub size: u32,
@@ -19,12 +21,44 @@ pub struct Desired {
     pub paused: bool,
     /// What to do when quorum is lost.
     pub recovery: Recovery,
+    /// The etcd the spec asks for.
+    pub etcd: WantedEtcd,
+    /// Whether backups are configured: an upgrade takes one before it touches a member.
+    pub backups: bool,
+}
+
+/// The etcd `spec.version` and `spec.repository` ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WantedEtcd {
+    /// `spec.version` as written.
+    pub spec: String,
+    /// Its version, if it is one.
+    pub version: Option<Version>,
+    /// The image (`<repository>:v<version>`).
+    pub image: String,
+    /// `spec.repository`.
+    pub repository: String,
+}
+
+impl WantedEtcd {
+    /// `repository:v<version>`.
+    pub fn new(repository: &str, version: &str) -> Self {
+        let parsed = Version::parse(version);
+        let image = parsed.map_or_else(|| format!("{repository}:{version}"), |v| format!("{repository}:{}", v.tag()));
+        Self { spec: version.to_string(), version: parsed, image, repository: repository.to_string() }
+    }
 }
 
 impl Desired {
     /// What `spec` asks for.
     pub fn from_spec(spec: &EtcdClusterSpec) -> Self {
-        Self { size: u32::try_from(spec.size).unwrap_or(1), paused: spec.paused, recovery: Recovery::from_spec(spec) }
+        Self {
+            size: u32::try_from(spec.size).unwrap_or(1),
+            paused: spec.paused,
+            recovery: Recovery::from_spec(spec),
+            etcd: WantedEtcd::new(&spec.repository, &spec.version),
+            backups: spec.backup.is_some(),
+        }
     }
 }
 
@@ -131,6 +165,29 @@ pub enum WaitReason {
     NoUsableBackup(String),
     /// A learner is starting or catching up before it can be promoted.
     LearnerNotReady(String),
+    /// `spec.version` (or the change to it) is refused: the cluster keeps running what it runs, and heals and
+    /// resizes with that.
+    VersionRefused(Refusal),
+    /// An upgrade is wanted, and a precondition does not hold (which one, in words): nothing is touched.
+    UpgradeWaiting(String),
+    /// An upgrade restarted a member (or added one at the target) that does not serve at the target yet.
+    UpgradeSettling {
+        /// The member.
+        member: String,
+        /// What is missing.
+        why: String,
+    },
+    /// A member an upgrade restarted has not served at the target for [`UPGRADE_MEMBER_TIMEOUT`]: the upgrade
+    /// stops, the other members stay as they are. Setting `spec.version` back to the version the others run rolls
+    /// it back onto its data.
+    UpgradeStalled {
+        /// The member.
+        member: String,
+        /// What is missing.
+        why: String,
+    },
+    /// Every member runs the target; etcd has not moved the cluster version to it yet (it does within seconds).
+    UpgradeFinishing(String),
 }
 
 /// The single next step.
@@ -140,17 +197,23 @@ pub enum Action {
     CreateSeed {
         /// Its name.
         name: String,
+        /// The etcd it runs.
+        release: Release,
     },
     /// Add a member to etcd as a learner, then create its pod (`--initial-cluster-state=existing`).
     AddLearner {
         /// Its name.
         name: String,
+        /// The etcd it runs: the version the cluster runs ([`new_member_release`]).
+        release: Release,
     },
     /// Create the pod of a member that is in etcd's list but never got one (the controller stopped between the
     /// two halves of [`Action::AddLearner`]).
     CreateMemberPod {
         /// The member's name.
         name: String,
+        /// The etcd it runs.
+        release: Release,
     },
     /// Promote a running learner to a voting member.
     Promote {
@@ -193,6 +256,44 @@ pub enum Action {
         /// Why.
         why: String,
     },
+    /// An upgrade's preconditions hold: take a backup (when backups are configured; verified, or the upgrade does
+    /// not start) and record the upgrade in status, before any member is touched.
+    StartUpgrade {
+        /// What the members run now, in words.
+        from: String,
+        /// The target.
+        release: Release,
+        /// A warning etcd's guide calls for, if any.
+        warning: Option<String>,
+    },
+    /// Restart one member on its own data with another image: the pod's etcd container image is changed, and the
+    /// kubelet restarts the container in the same pod (same name, address and volume). Evidence: the upgrade is
+    /// recorded, every other member is healthy and restarting this one keeps a quorum, and its command is
+    /// accepted by the target's binary.
+    RollMember {
+        /// The member.
+        name: String,
+        /// The image it runs now.
+        from: String,
+        /// The target.
+        release: Release,
+        /// Whether it was the leader when it was chosen (only once no follower is left, and only in a one-member
+        /// cluster, where there is no one to move leadership to).
+        leader: bool,
+        /// The etcd container's restart count now (recorded on the pod: the new image runs once it is past it).
+        restarts: i32,
+    },
+    /// Move leadership from the leader, the last member still to upgrade, to an upgraded healthy member.
+    MoveLeader {
+        /// The leader's etcd ID.
+        from: u64,
+        /// The new leader's etcd ID.
+        to: u64,
+        /// The new leader's name.
+        name: String,
+    },
+    /// Every member runs the target and the cluster version reports it: the upgrade record is cleared.
+    CompleteUpgrade,
     /// Do nothing now; look again later.
     Wait(WaitReason),
     /// The cluster is as the spec asks.
@@ -202,6 +303,7 @@ pub enum Action {
 impl Action {
     /// Whether the action changes etcd's member list.
     pub fn changes_membership(&self) -> bool {
+        // (A roll or a leader move changes no membership: the member keeps its ID and data.)
         matches!(self, Self::AddLearner { .. } | Self::Promote { .. } | Self::RemoveMember { .. })
     }
 
@@ -224,6 +326,14 @@ impl Action {
 /// `node-monitor-grace-period` (40 s or more) without a heartbeat, so this only keeps a flapping node from costing
 /// a member.
 pub const NODE_LOST_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a member restarted by an upgrade may take to serve again at the target (healthy, Ready, reporting the
+/// target version, caught up with the leader) before the upgrade stops there.
+pub const UPGRADE_MEMBER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How many raft entries a member restarted by an upgrade may trail the leader's commit index and count as caught
+/// up (under writes, a follower is always a few entries behind).
+pub const CAUGHT_UP_ENTRIES: u64 = 1000;
 
 /// Whether removing member `id` leaves a majority of the remaining voting members healthy (and at least one).
 pub fn keeps_quorum(members: &[Member], id: u64) -> bool {
@@ -265,10 +375,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
     // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
     // is then deleted without waiting for that node's kubelet).
+    // A member an upgrade restarted that now crash-loops is not replaced while the upgrade is recorded: its data
+    // is intact, and the answer is the upgrade's (it stalls; setting the version back rolls the member back).
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
         Some(pod) => {
-            matches!(pod.state, PodState::Dead | PodState::Refused | PodState::CrashLooping)
+            let rolled = observed.upgrade.is_some() && pod.rolled.is_some();
+            matches!(pod.state, PodState::Dead | PodState::Refused)
+                || (pod.state == PodState::CrashLooping && !rolled)
                 || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST_AFTER))
         }
     };
@@ -281,7 +395,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         if member.learner && voters >= desired.size as usize {
             return remove(member, RemoveReason::ScaleDown);
         }
-        return Action::CreateMemberPod { name: member.name.clone() };
+        return match new_member_release(desired, observed) {
+            Ok(release) => Action::CreateMemberPod { name: member.name.clone(), release },
+            Err(refused) => refused,
+        };
     }
 
     if let Some(learner) = members.iter().find(|m| m.learner) {
@@ -306,9 +423,217 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         return Action::Wait(WaitReason::QuorumLost { healthy, voters });
     }
     if voters < desired.size as usize {
-        return Action::AddLearner { name: member_name(&observed.cluster, observed.next_index) };
+        return match new_member_release(desired, observed) {
+            Ok(release) => Action::AddLearner { name: member_name(&observed.cluster, observed.next_index), release },
+            Err(refused) => refused,
+        };
     }
-    Action::Done
+    upgrade(desired, observed, members)
+}
+
+/// The etcd a new member runs: the version the cluster runs (its lowest member's), so that a member added during
+/// an upgrade (a heal, a grow) never makes a mix etcd does not support; it is moved to the target with the others.
+/// Its image is that of a settled member running that version (the repository in use), else the spec's
+/// repository's. A cluster with no member reporting (a seed) gets what the spec asks for, if the controller runs
+/// that at all.
+pub fn new_member_release(desired: &Desired, observed: &Observed) -> Result<Release, Action> {
+    let reporting: Vec<&Member> = match &observed.etcd {
+        EtcdView::Members(members) if observed.recovering.is_none() => {
+            members.iter().filter(|m| m.version.is_some()).collect()
+        }
+        _ => Vec::new(),
+    };
+    if let Some(version) = reporting.iter().filter_map(|m| m.version).min() {
+        // A pod whose image was just changed still reports its old version: its image says nothing about it.
+        let settled_image = reporting.iter().filter(|m| m.version == Some(version)).find_map(|m| {
+            let pod = observed.pods.iter().find(|p| p.name == m.name)?;
+            let settled = pod.rolled.as_ref().is_none_or(|r| r.restarted(pod));
+            let image = pod.image.as_ref().filter(|i| settled && i.ends_with(&format!(":{}", version.tag())))?;
+            Some(image.clone())
+        });
+        return Ok(settled_image
+            .map_or_else(|| Release::of(&desired.etcd.repository, version), |image| Release { image, version }));
+    }
+    match version::supported(desired.etcd.version, &desired.etcd.spec) {
+        Ok(version) => Ok(Release { image: desired.etcd.image.clone(), version }),
+        Err(refusal) => Err(Action::Wait(WaitReason::VersionRefused(refusal))),
+    }
+}
+
+/// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote
+/// while it restarts, unlike a removal). One- and two-member clusters have no such margin: a restart is a short
+/// outage there, which is what their size chose (the README says so).
+pub fn restart_keeps_quorum(members: &[Member], id: u64) -> bool {
+    let voters: Vec<&Member> = members.iter().filter(|m| !m.learner).collect();
+    let others = voters.iter().filter(|m| m.id != id && m.healthy).count();
+    voters.len() <= 2 || others > voters.len() / 2
+}
+
+/// A member pod the recorded upgrade restarted that does not serve yet, with how long ago (for a cluster where
+/// nothing answers: a one- or two-member cluster in its restart).
+fn restarting_for_upgrade(observed: &Observed) -> Option<&MemberPod> {
+    observed.upgrade.as_ref()?;
+    observed.pods.iter().find(|p| {
+        p.rolled.is_some()
+            && !matches!(p.state, PodState::Dead | PodState::Refused | PodState::Terminating)
+            && p.state != (PodState::Running { ready: true })
+    })
+}
+
+/// The tail of the plan, for a cluster with its size, no learner and no dead member: move it to the etcd the spec
+/// asks for, one member at a time (followers first, the leader last after leadership moved to an upgraded
+/// member), each restarted on its own data and serving at the target before the next; or `Done`.
+fn upgrade(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
+    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
+    let running: Vec<Version> = members.iter().filter_map(|m| m.version).collect();
+    let change = match version::check(&running, observed.cluster_version, desired.etcd.version, &desired.etcd.spec) {
+        Ok(change) => change,
+        Err(refusal) => return Action::Wait(WaitReason::VersionRefused(refusal)),
+    };
+    let Some(target) = desired.etcd.version else {
+        return Action::Done;
+    };
+    let image = desired.etcd.image.as_str();
+    let release = Release { image: image.to_string(), version: target };
+    // A pod whose image is not known (no etcd container) cannot be moved, and is not waited for.
+    let on_target = |m: &Member| pod_of(&m.name).is_none_or(|p| p.image.is_none() || p.runs_image(image));
+    let pending: Vec<&Member> = members.iter().filter(|m| !on_target(m)).collect();
+    let leader = members.iter().find(|m| m.leader);
+    // Why a member on the target does not serve at it yet, if it does not. No numbers in the words: they go into
+    // status, which is written only when it changes.
+    let serving = |m: &Member, pod: Option<&MemberPod>| -> Option<String> {
+        if let Some(pod) = pod
+            && let Some(rolled) = &pod.rolled
+            && !rolled.restarted(pod)
+        {
+            return Some("the kubelet has not restarted its container with the new image yet".into());
+        }
+        if !m.healthy {
+            return Some("it does not answer".into());
+        }
+        if m.version != Some(target) {
+            return Some("it does not report the target version yet".into());
+        }
+        if pod.is_none_or(|p| p.state != PodState::Running { ready: true }) {
+            return Some("its pod is not Ready".into());
+        }
+        let behind = leader.map_or(0, |l| l.raft.0.saturating_sub(m.raft.1));
+        (behind > CAUGHT_UP_ENTRIES).then(|| "it has not caught up with the leader's raft log yet".into())
+    };
+    // A member on the target that does not serve yet: the one just restarted, or one added at the target.
+    let settling = members.iter().filter(|m| on_target(m)).find_map(|m| {
+        let pod = pod_of(&m.name);
+        serving(m, pod).map(|why| (m, pod, why))
+    });
+    if let Some((member, pod, why)) = settling {
+        if change.is_none() && pending.is_empty() && observed.upgrade.is_none() {
+            // Nothing to upgrade: an unhealthy member is healing's business, not the upgrade's.
+            return Action::Done;
+        }
+        let name = member.name.clone();
+        return match pod.and_then(|p| p.rolled.as_ref()) {
+            Some(rolled) if rolled.ago >= UPGRADE_MEMBER_TIMEOUT => {
+                Action::Wait(WaitReason::UpgradeStalled { member: name, why })
+            }
+            _ => Action::Wait(WaitReason::UpgradeSettling { member: name, why }),
+        };
+    }
+    if pending.is_empty() {
+        if observed.upgrade.is_none() {
+            return Action::Done;
+        }
+        return match observed.cluster_version {
+            Some(cluster) if cluster.same_minor(target) => Action::CompleteUpgrade,
+            Some(_) => Action::Wait(WaitReason::UpgradeFinishing("the cluster version has not moved yet".into())),
+            None => Action::Wait(WaitReason::UpgradeFinishing("no member reports the cluster version yet".into())),
+        };
+    }
+
+    // Preconditions: every member healthy and Ready with a leader, no alarm. A member this very upgrade restarted
+    // that did not come back may be unhealthy: moving it (back) is what fixes it.
+    let Some(leader) = leader else {
+        return Action::Wait(WaitReason::UpgradeWaiting("the cluster has no leader".into()));
+    };
+    if let Some((member, alarm)) = observed.alarms.first() {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!("etcd has alarm {alarm} raised on {member}")));
+    }
+    let fixable = |m: &Member| !on_target(m) && pod_of(&m.name).is_some_and(|p| p.rolled.is_some());
+    if let Some((member, why)) =
+        members.iter().filter(|m| !fixable(m)).find_map(|m| serving_now(m, pod_of(&m.name)).map(|why| (m, why)))
+    {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!("member {} is not healthy: {why}", member.name)));
+    }
+    if members.len() == 1 && pod_of(&members[0].name).is_some_and(|p| p.restart_never) {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!(
+            "{} was restored from a backup and runs with restartPolicy Never: if its etcd exited after the image \
+             change it would not start again, and a one-member cluster would lose its data. Grow the cluster to \
+             three members first (the new ones restart in place), or take a backup and accept that risk by \
+             deleting the pod for a new seed",
+            members[0].name
+        )));
+    }
+
+    // The backup and the record come before the first member is touched.
+    if observed.upgrade.as_ref().is_none_or(|u| u.to_image != image) {
+        let mut versions: Vec<String> = running.iter().map(Version::to_string).collect();
+        versions.sort();
+        versions.dedup();
+        let warning = change.and_then(|(_, warning)| warning);
+        return Action::StartUpgrade { from: versions.join(", "), release, warning };
+    }
+
+    // A member that did not come back first, then followers by name, the leader last.
+    let next = pending
+        .iter()
+        .find(|m| fixable(m) && !m.healthy)
+        .or_else(|| pending.iter().filter(|m| !m.leader).min_by_key(|m| &m.name))
+        .copied();
+    let next = match next {
+        Some(next) => next,
+        None => {
+            // Only the leader is left: hand leadership to an upgraded member first.
+            let upgraded = members.iter().filter(|m| m.id != leader.id && on_target(m) && m.healthy);
+            if let Some(to) = upgraded.min_by_key(|m| &m.name) {
+                return Action::MoveLeader { from: leader.id, to: to.id, name: to.name.clone() };
+            }
+            leader
+        }
+    };
+    if !restart_keeps_quorum(members, next.id) {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!(
+            "restarting {} now would leave no healthy majority",
+            next.name
+        )));
+    }
+    let Some(pod) = pod_of(&next.name) else {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!("member {} has no pod", next.name)));
+    };
+    if let Some(flag) = version::refused_flag(&pod.command, target) {
+        return Action::Wait(WaitReason::VersionRefused(Refusal {
+            reason: "FlagsRefused",
+            message: format!(
+                "member {} was created with {flag}, which etcd {target} does not accept: it would not start after \
+                 the upgrade. Replace the member first (delete its pod: it is replaced with the flags of the version \
+                 the cluster runs), then the upgrade goes on",
+                next.name
+            ),
+        }));
+    }
+    Action::RollMember {
+        name: next.name.clone(),
+        from: pod.image.clone().unwrap_or_default(),
+        release,
+        leader: next.leader,
+        restarts: pod.restarts,
+    }
+}
+
+/// Why `member` does not serve right now (it does not answer, or its pod is not Ready), if it does not.
+fn serving_now(member: &Member, pod: Option<&MemberPod>) -> Option<String> {
+    if !member.healthy {
+        return Some("it does not answer".into());
+    }
+    pod.is_none_or(|p| p.state != PodState::Running { ready: true }).then(|| "its pod is not Ready".into())
 }
 
 /// The plan when etcd's member list is not available.
@@ -326,13 +651,13 @@ fn without_etcd(desired: &Desired, observed: &Observed, why: String) -> Action {
     if observed.seeded {
         return lost(desired, observed, WaitReason::DataLost);
     }
-    seed_step(observed).unwrap_or(Action::Wait(WaitReason::EtcdUnreachable(why)))
+    seed_step(desired, observed).unwrap_or(Action::Wait(WaitReason::EtcdUnreachable(why)))
 }
 
 /// The step towards a seed for a cluster that holds no data yet (new, or being recovered), if one is due: a
 /// restore that refused its backup stops everything; a seed that died otherwise holds nothing, so it is cleared
 /// and made again (under a new name); with no pod at all, the seed is created.
-fn seed_step(observed: &Observed) -> Option<Action> {
+fn seed_step(desired: &Desired, observed: &Observed) -> Option<Action> {
     if let Some(refused) = observed.pods.iter().find(|p| p.state == PodState::Refused) {
         let why = observed.refusal.clone().unwrap_or_else(|| "the restore failed".into());
         return Some(Action::Wait(WaitReason::RestoreRefused { member: refused.name.clone(), why }));
@@ -349,7 +674,10 @@ fn seed_step(observed: &Observed) -> Option<Action> {
         }
         return Some(Action::DeletePod { name: dead.name.clone() });
     }
-    observed.pods.is_empty().then(|| Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index) })
+    observed.pods.is_empty().then(|| match new_member_release(desired, observed) {
+        Ok(release) => Action::CreateSeed { name: member_name(&observed.cluster, observed.next_index), release },
+        Err(refused) => refused,
+    })
 }
 
 /// How long the first failed seed is kept before it is replaced; each later one twice as long as the one before,
@@ -373,6 +701,22 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
     if !ready.is_empty() {
         return Action::Wait(WaitReason::MembersUnreachable { ready, seen: seen(&reason) });
     }
+    // A member the recorded upgrade restarted, in a cluster too small to keep a quorum through a restart (or one
+    // whose restart did not come back): no loss is timed and nothing is recovered, its data is intact. Setting
+    // spec.version back to the image it ran before rolls it back.
+    if let Some(pod) = restarting_for_upgrade(observed) {
+        let member = pod.name.clone();
+        if let Some(back) = roll_back_without_quorum(desired, pod) {
+            return back;
+        }
+        let rolled = pod.rolled.as_ref().map_or(Duration::ZERO, |r| r.ago);
+        let why = "it does not serve after its image change, and there is no quorum without it".to_string();
+        return if rolled >= UPGRADE_MEMBER_TIMEOUT {
+            Action::Wait(WaitReason::UpgradeStalled { member, why })
+        } else {
+            Action::Wait(WaitReason::UpgradeSettling { member, why })
+        };
+    }
     if let Some((nodes, pods)) = on_nodes_down(observed) {
         return Action::Wait(WaitReason::NodesNotReady { nodes, pods, seen: seen(&reason) });
     }
@@ -382,6 +726,22 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
         }
         _ => Action::Wait(reason),
     }
+}
+
+/// Rolling a member back onto its data when nothing answers: only to the very image it ran before this upgrade
+/// changed it (recorded on the pod), which the spec asks for again, and only a member whose new container has
+/// not served (its restart has not completed, or it does not answer): the cluster version cannot have moved.
+fn roll_back_without_quorum(desired: &Desired, pod: &MemberPod) -> Option<Action> {
+    let rolled = pod.rolled.as_ref()?;
+    let from = rolled.from.as_deref()?;
+    let version = desired.etcd.version?;
+    (from == desired.etcd.image && !pod.runs_image(&desired.etcd.image)).then(|| Action::RollMember {
+        name: pod.name.clone(),
+        from: rolled.to.clone(),
+        release: Release { image: desired.etcd.image.clone(), version },
+        leader: false,
+        restarts: pod.restarts,
+    })
 }
 
 /// What the controller sees of a lost quorum, in words.
@@ -457,7 +817,7 @@ fn recover(desired: &Desired, observed: &Observed, first_index: u32) -> Action {
         // Only once they are gone is every answer from etcd an answer from the new cluster.
         return Action::Wait(WaitReason::LostMembersTerminating);
     }
-    if let Some(step) = seed_step(observed) {
+    if let Some(step) = seed_step(desired, observed) {
         return step;
     }
     match &observed.etcd {

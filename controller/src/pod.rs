@@ -18,6 +18,7 @@ use proto::cluster::{BackupStorage, EtcdCluster};
 use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
 use crate::observe::{ETCD_CONTAINER, FETCH_CONTAINER, RESTORE_CONTAINER};
+use crate::version::Version;
 
 /// Where the member's volume is mounted.
 const VOLUME_DIR: &str = "/var/lib/etcd";
@@ -91,9 +92,31 @@ pub enum Join {
     Existing,
 }
 
-/// The pod of member `member` of `cluster`; `initial_cluster` names every member etcd lists at start, this one
-/// included.
-pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String], join: &Join) -> Pod {
+/// The etcd a member runs: its image and the version it holds, which sets its flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The container image (`quay.io/coreos/etcd:v3.5.35`).
+    pub image: String,
+    /// Its etcd version.
+    pub version: Version,
+}
+
+impl Release {
+    /// `repository:v<version>`.
+    pub fn of(repository: &str, version: Version) -> Self {
+        Self { image: format!("{repository}:{}", version.tag()), version }
+    }
+}
+
+/// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
+/// start, this one included.
+pub fn member_pod(
+    cluster: &EtcdCluster,
+    member: &str,
+    initial_cluster: &[String],
+    join: &Join,
+    release: &Release,
+) -> Pod {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let spec = &cluster.spec;
@@ -117,6 +140,7 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         "--auto-compaction-mode=periodic".to_string(),
         format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
     ];
+    command.extend(crate::version::version_flags(release.version));
     match join {
         Join::New { token, .. } => {
             command.push("--initial-cluster-state=new".into());
@@ -124,12 +148,12 @@ pub fn member_pod(cluster: &EtcdCluster, member: &str, initial_cluster: &[String
         }
         Join::Existing => command.push("--initial-cluster-state=existing".into()),
     }
-    let image = format!("{}:v{}", spec.repository, spec.version);
+    let image = release.image.clone();
     let mut volumes =
         vec![Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
     let mut init_containers = Vec::new();
     if let Join::New { token, restore: Some(restore) } = join {
-        let (containers, extra) = restore_containers(cluster, member, token, restore, &image);
+        let (containers, extra) = restore_containers(cluster, member, token, restore, release);
         init_containers = containers;
         volumes.extend(extra);
     }
@@ -218,7 +242,7 @@ fn restore_containers(
     member: &str,
     token: &str,
     restore: &SeedRestore,
-    etcd_image: &str,
+    release: &Release,
 ) -> (Vec<Container>, Vec<Volume>) {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
@@ -286,10 +310,8 @@ fn restore_containers(
         ..Default::default()
     };
 
-    let version = Version::parse(&cluster.spec.version);
-    let tool = if version.is_some_and(|v| v.minor >= 5) { "etcdutl" } else { "etcdctl" };
     let mut restore_command = vec![
-        tool.to_string(),
+        release.version.restore_tool().to_string(),
         "snapshot".into(),
         "restore".into(),
         snapshot,
@@ -299,13 +321,13 @@ fn restore_containers(
         format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace)),
         format!("--data-dir={DATA_DIR}"),
     ];
-    if version.is_some_and(Version::restores_with_bump) {
+    if release.version.restores_with_bump() {
         restore_command.push(format!("--bump-revision={BUMP_REVISION}"));
         restore_command.push("--mark-compacted".into());
     }
     let restore_data = Container {
         name: RESTORE_CONTAINER.into(),
-        image: Some(etcd_image.to_string()),
+        image: Some(release.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(restore_command),
         env: Some(vec![EnvVar { name: "ETCDCTL_API".into(), value: Some("3".into()), ..Default::default() }]),
@@ -319,36 +341,16 @@ fn restore_containers(
     (vec![fetch, restore_data], volumes)
 }
 
-/// An etcd version, as far as the pod cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Version {
-    minor: u32,
-    patch: u32,
-}
-
-impl Version {
-    fn parse(version: &str) -> Option<Self> {
-        let mut parts = version.split('.').map(str::parse::<u32>);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(Ok(3)), Some(Ok(minor)), Some(Ok(patch))) => Some(Self { minor, patch }),
-            _ => None,
-        }
-    }
-
-    /// `--bump-revision` and `--mark-compacted` exist from 3.4.27, 3.5.10 and 3.6.0.
-    fn restores_with_bump(self) -> bool {
-        match self.minor {
-            4 => self.patch >= 27,
-            5 => self.patch >= 10,
-            minor => minor >= 6,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::cluster;
+
+    /// The pod `member_pod` renders for the release the cluster's spec names.
+    fn pod_of(c: &EtcdCluster, member: &str, initial: &[String], join: &Join) -> Pod {
+        let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
+        member_pod(c, member, initial, join, &release)
+    }
 
     fn command(pod: &Pod) -> Vec<String> {
         pod.spec.as_ref().unwrap().containers[0].command.clone().unwrap()
@@ -357,8 +359,7 @@ mod tests {
     #[test]
     fn the_seed_starts_a_new_cluster_with_its_token() {
         let c = cluster("demo", 3);
-        let pod =
-            member_pod(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "tok-1".into(), restore: None });
+        let pod = pod_of(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "tok-1".into(), restore: None });
         let args = command(&pod);
         assert!(args.contains(&"--initial-cluster-state=new".into()));
         assert!(args.contains(&"--initial-cluster-token=tok-1".into()));
@@ -381,9 +382,9 @@ mod tests {
     fn a_joining_member_lists_every_member_and_joins_the_existing_cluster() {
         let c = cluster("demo", 3);
         let members = ["demo-0000".to_string(), "demo-0001".into(), "demo-0004".into()];
-        let args = command(&member_pod(&c, "demo-0004", &members, &Join::Existing));
+        let args = command(&pod_of(&c, "demo-0004", &members, &Join::Existing));
         assert!(args.contains(&"--initial-cluster-state=existing".into()));
-        let pod = member_pod(&c, "demo-0004", &members, &Join::Existing);
+        let pod = pod_of(&c, "demo-0004", &members, &Join::Existing);
         assert_eq!(pod.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Always"));
         assert!(!args.iter().any(|a| a.starts_with("--initial-cluster-token")));
         let initial = args.iter().find(|a| a.starts_with("--initial-cluster=")).unwrap();
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn liveness_never_depends_on_quorum_but_readiness_does() {
-        let pod = member_pod(&cluster("demo", 1), "demo-0000", &["demo-0000".into()], &Join::Existing);
+        let pod = pod_of(&cluster("demo", 1), "demo-0000", &["demo-0000".into()], &Join::Existing);
         let container = &pod.spec.unwrap().containers[0];
         let liveness = container.liveness_probe.as_ref().unwrap();
         assert!(liveness.tcp_socket.is_some() && liveness.http_get.is_none() && liveness.exec.is_none());
@@ -405,7 +406,7 @@ mod tests {
         let mut c = cluster("demo", 3);
         c.spec.pod.labels.insert("team".into(), "storage".into());
         c.spec.pod.labels.insert(MEMBER_LABEL.into(), "spoofed".into());
-        let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
+        let pod = pod_of(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels["team"], "storage");
         assert_eq!(labels[MEMBER_LABEL], "demo-0002", "the controller's labels win");
@@ -431,7 +432,7 @@ mod tests {
         // An affinity of the user's replaces the default spread, as it replaced the default anti-affinity before.
         let mut with_affinity = c.clone();
         with_affinity.spec.pod.affinity = Some(Default::default());
-        let spec = member_pod(&with_affinity, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
+        let spec = pod_of(&with_affinity, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
         assert!(spec.affinity.is_some() && spec.topology_spread_constraints.is_none());
 
         // The user's own constraints replace the default, beside the user's affinity.
@@ -443,19 +444,19 @@ mod tests {
             ..Default::default()
         }];
         own.spec.pod.affinity = Some(Default::default());
-        let spec = member_pod(&own, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
+        let spec = pod_of(&own, "demo-0002", &["demo-0002".into()], &Join::Existing).spec.unwrap();
         assert_eq!(spec.topology_spread_constraints.unwrap(), own.spec.pod.topology_spread_constraints);
         assert!(spec.affinity.is_some());
 
         c.spec.pod.anti_affinity = false;
-        let pod = member_pod(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
+        let pod = pod_of(&c, "demo-0002", &["demo-0002".into()], &Join::Existing);
         assert!(pod.spec.unwrap().topology_spread_constraints.is_none());
     }
 
     #[test]
     fn members_request_resources_by_default_and_take_the_specs_when_set() {
         let mut c = cluster("demo", 3);
-        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        let pod = pod_of(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
         let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
         let requests = resources.requests.unwrap();
         assert_eq!((requests["cpu"].0.as_str(), requests["memory"].0.as_str()), ("100m", "128Mi"), "Burstable");
@@ -466,7 +467,7 @@ mod tests {
             ..Default::default()
         };
         c.spec.pod.resources = Some(guaranteed.clone());
-        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        let pod = pod_of(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
         assert_eq!(pod.spec.unwrap().containers[0].resources, Some(guaranteed));
     }
 
@@ -500,7 +501,7 @@ mod tests {
             sidecar_image: "sidecar:1".into(),
         };
         let join = Join::New { token: "t".into(), restore: Some(from_s3.clone()) };
-        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let pod = pod_of(&c, "demo-0000", &["demo-0000".into()], &join);
         let fetch = &pod.spec.unwrap().init_containers.unwrap()[0];
         let command = fetch.command.clone().unwrap();
         for flag in ["--from=s3://etcd-backups/ns/old", "--backup=latest", "--s3-endpoint=http://minio:9000"] {
@@ -527,7 +528,7 @@ mod tests {
             ..from_s3
         };
         let join = Join::New { token: "t".into(), restore: Some(from_pvc) };
-        let spec = member_pod(&c, "demo-0000", &["demo-0000".into()], &join).spec.unwrap();
+        let spec = pod_of(&c, "demo-0000", &["demo-0000".into()], &join).spec.unwrap();
         let fetch = &spec.init_containers.as_ref().unwrap()[0];
         let mount = fetch.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == backup::PVC_MOUNT).unwrap();
         assert_eq!(mount.read_only, Some(true), "a restore never writes to the backups");
@@ -541,7 +542,7 @@ mod tests {
     fn a_restored_seed_fetches_and_verifies_its_backup_then_restores_it_before_etcd_starts() {
         let c = cluster("demo", 3);
         let join = Join::New { token: "tok-2".into(), restore: Some(restore()) };
-        let pod = member_pod(&c, "demo-0003", &["demo-0003".into()], &join);
+        let pod = pod_of(&c, "demo-0003", &["demo-0003".into()], &join);
         let spec = pod.spec.unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"), "a restore cannot run twice on its data");
         let init = spec.init_containers.unwrap();
@@ -576,19 +577,44 @@ mod tests {
         let mut c = cluster("demo", 1);
         c.spec.version = "3.4.23".into();
         let join = Join::New { token: "t".into(), restore: Some(restore()) };
-        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let pod = pod_of(&c, "demo-0000", &["demo-0000".into()], &join);
         let restore_cmd = pod.spec.unwrap().init_containers.unwrap()[1].command.clone().unwrap();
         assert_eq!(restore_cmd[0], "etcdctl");
         assert!(!restore_cmd.iter().any(|a| a.starts_with("--bump-revision")), "3.4.23 has no --bump-revision");
         c.spec.version = "3.4.27".into();
-        let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], &join);
+        let pod = pod_of(&c, "demo-0000", &["demo-0000".into()], &join);
         let restore_cmd = pod.spec.unwrap().init_containers.unwrap()[1].command.clone().unwrap();
         assert!(restore_cmd.iter().any(|a| a.starts_with("--bump-revision")));
     }
 
     #[test]
+    fn a_member_runs_the_release_it_is_given_with_that_versions_flags() {
+        let c = cluster("demo", 3);
+        let at = |version: &str| {
+            let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
+            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release)
+        };
+        let image = |pod: &Pod| pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+        assert_eq!(image(&at("3.4.23")), "quay.io/coreos/etcd:v3.4.23", "not the spec's version: the plan's choice");
+        assert!(command(&at("3.4.23")).contains(&"--logger=zap".into()));
+        assert!(!command(&at("3.5.35")).iter().any(|a| a.starts_with("--logger") || a.starts_with("--feature-gates")));
+        let gates = "--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true".to_string();
+        assert!(command(&at("3.6.16")).contains(&gates) && command(&at("3.7.3")).contains(&gates));
+        // No flag etcd 3.7 refuses, whatever the version a member was created at: it may be upgraded in place.
+        for version in ["3.4.23", "3.5.35", "3.6.16", "3.7.3"] {
+            let later = Version::parse("3.7.3").unwrap();
+            let rendered = command(&at(version));
+            for flag in rendered.iter().skip(1) {
+                let name = flag.split('=').next().unwrap();
+                assert!(crate::version::known_flag(name), "{name} is not in the version table");
+            }
+            assert_eq!(crate::version::refused_flag(&rendered, later), None, "{version}");
+        }
+    }
+
+    #[test]
     fn an_empty_seed_has_no_restore() {
-        let pod = member_pod(
+        let pod = pod_of(
             &cluster("demo", 1),
             "demo-0000",
             &["demo-0000".into()],

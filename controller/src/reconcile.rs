@@ -23,6 +23,9 @@ use crate::plan::{Action, Desired, WaitReason, plan};
 use crate::service::{client_service, disruption_budget, headless_service};
 use crate::status::derive;
 
+/// How long after a failed pre-upgrade backup the next attempt comes.
+pub const UPGRADE_BACKUP_RETRY: Duration = Duration::from_secs(30);
+
 /// What every reconcile shares.
 pub struct Context {
     /// The API client.
@@ -161,6 +164,8 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         (Err(ActError::NoBackup(why)), Action::StartRecovery { .. }) => {
             Action::Wait(WaitReason::NoUsableBackup(why.clone()))
         }
+        // An upgrade whose backup failed did not start: status says why, and the next reconcile tries again.
+        (Err(error), Action::StartUpgrade { .. }) => Action::Wait(WaitReason::UpgradeWaiting(error.to_string())),
         _ => action.clone(),
     };
     let status = derive(
@@ -173,6 +178,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     ctx.metrics.observe_cluster(&name, &status);
+    announce_transitions(&ctx.recorder, &cluster, &base, &status).await;
     if let Some(from) = &status.restored_from
         && base.restored_from.as_ref().is_some_and(|before| before.revision == 0 && from.revision != 0)
     {
@@ -183,9 +189,19 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
         let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
         // A merge patch keeps fields it does not mention: cleared ones are sent as null.
-        for key in ["quorumLostSince", "recovery", "restoredFrom"] {
+        for key in ["quorumLostSince", "recovery", "restoredFrom", "upgrade", "clusterVersion", "currentVersion"] {
             if let Some(map) = body.as_object_mut() {
                 map.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        // A merge patch merges maps too: members gone from serverVersions are removed by name.
+        let before = cluster.status.as_ref().map(|s| s.server_versions.clone()).unwrap_or_default();
+        if let Some(map) = body.as_object_mut() {
+            let versions = map.entry("serverVersions").or_insert_with(|| json!({}));
+            if let Some(versions) = versions.as_object_mut() {
+                for gone in before.keys().filter(|name| !status.server_versions.contains_key(*name)) {
+                    versions.insert(gone.clone(), serde_json::Value::Null);
+                }
             }
         }
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": body })))
@@ -193,6 +209,11 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
             .map_err(|source| ReconcileError::Kube { op: "writing status".into(), source })?;
     }
     timer.finish(acted.is_ok());
+    // A backup that failed before an upgrade is tried again in a while, not at the error policy's pace: each
+    // attempt is a full snapshot. Status and a Warning event say why meanwhile.
+    if acted.is_err() && matches!(action, Action::StartUpgrade { .. }) {
+        return Ok(Requeue::requeue(UPGRADE_BACKUP_RETRY));
+    }
     acted?;
 
     Ok(match action {
@@ -201,6 +222,33 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         Action::Wait(_) => Requeue::requeue(Duration::from_secs(5)),
         _ => Requeue::requeue(Duration::from_secs(2)),
     })
+}
+
+/// Warning events for conditions that say a person must act, once when each turns true (or its reason changes):
+/// a refused `spec.version`, and an upgrade that stopped.
+async fn announce_transitions(
+    recorder: &Recorder,
+    cluster: &EtcdCluster,
+    before: &proto::cluster::EtcdClusterStatus,
+    after: &proto::cluster::EtcdClusterStatus,
+) {
+    let find = |status: &proto::cluster::EtcdClusterStatus, type_: &str| {
+        status.conditions.iter().find(|c| c.type_ == type_ && c.status == "True").map(|c| c.reason.clone())
+    };
+    for (type_, reason) in [("UpgradeBlocked", None), ("Degraded", Some("UpgradeStalled"))] {
+        let now = find(after, type_);
+        if now.is_some() && now != find(before, type_) && reason.is_none_or(|r| now.as_deref() == Some(r)) {
+            let message = after.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: if type_ == "Degraded" { "UpgradeStalled".into() } else { "UpgradeBlocked".into() },
+                note: message,
+                action: "Upgrade".into(),
+                secondary: None,
+            };
+            publish(recorder, cluster, event).await;
+        }
+    }
 }
 
 /// What to do after a failed reconcile: try again soon.

@@ -24,6 +24,21 @@ pub fn derive(
         EtcdView::Unreachable(_) => None,
     };
     let voters = members.map_or(0, |m| m.iter().filter(|m| !m.learner).count());
+    // Each member's server version as it answered now, else as last recorded (a member restarting, or one that
+    // did not answer this time, keeps its entry instead of flapping out of status).
+    let server_versions: std::collections::BTreeMap<String, String> = match members {
+        Some(members) => members
+            .iter()
+            .filter_map(|m| {
+                let version =
+                    m.version.map(|v| v.to_string()).or_else(|| previous.server_versions.get(&m.name).cloned());
+                Some((m.name.clone(), version?))
+            })
+            .collect(),
+        None => previous.server_versions.clone(),
+    };
+    let versions: Vec<crate::version::Version> =
+        server_versions.values().filter_map(|v| crate::version::Version::parse(v)).collect();
     let healthy = members.map_or(0, |m| m.iter().filter(|m| !m.learner && m.healthy).count());
     let mut names = MemberNames::default();
     for pod in &observed.pods {
@@ -47,7 +62,8 @@ pub fn derive(
         Action::Wait(WaitReason::MembersUnreachable { .. }) => ClusterPhase::Running,
         // Not known to be lost (its members may serve behind a partition), and not known to serve.
         Action::Wait(WaitReason::NodesNotReady { .. }) => ClusterPhase::QuorumLost,
-        Action::Done => ClusterPhase::Running,
+        Action::Done | Action::Wait(WaitReason::VersionRefused(_)) => ClusterPhase::Running,
+        _ if upgrading(action) => ClusterPhase::Upgrading,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {
             ClusterPhase::Healing
@@ -62,7 +78,8 @@ pub fn derive(
         EtcdView::Members(_) => (false, "QuorumLost", format!("only {healthy} of {voters} voting members are healthy")),
         EtcdView::Unreachable(why) => (false, "EtcdUnreachable", why.clone()),
     };
-    let progressing = !matches!(action, Action::Done | Action::Wait(_));
+    let progressing = !matches!(action, Action::Done | Action::Wait(_))
+        || matches!(action, Action::Wait(WaitReason::UpgradeSettling { .. } | WaitReason::UpgradeFinishing(_)));
     let (degraded, degraded_reason, degraded_message) = match (&previous.recovery, action) {
         // A recovery's backup refused: the recovery cannot go on with it (its choice is recorded, and the lost
         // cluster's pods are gone), so status says what does work.
@@ -123,6 +140,8 @@ pub fn derive(
     set("Degraded", degraded, degraded_reason, degraded_message);
     let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
     set("Alarm", alarmed, alarm_reason, alarm_message);
+    let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
+    set("UpgradeBlocked", blocked, &blocked_reason, blocked_message);
     if spec.backup.is_some() {
         let (ready, reason, message) = backup
             .map_or_else(|| (false, "SidecarStarting", "the backup sidecar is being set up".to_string()), condition);
@@ -134,7 +153,14 @@ pub fn derive(
         observed_generation: generation,
         size: i32::try_from(voters).unwrap_or(i32::MAX),
         ready_members: i32::try_from(names.ready.len()).unwrap_or(i32::MAX),
-        current_version: members.map(|_| spec.version.clone()),
+        // What runs, as the members report it: the lowest while mixed. Kept from before while no member answers.
+        current_version: versions.iter().min().map(ToString::to_string).or_else(|| previous.current_version.clone()),
+        cluster_version: observed
+            .cluster_version
+            .map(|v| format!("3.{}.0", v.minor))
+            .or_else(|| previous.cluster_version.clone()),
+        server_versions,
+        upgrade: if matches!(action, Action::CompleteUpgrade) { None } else { previous.upgrade.clone() },
         members: names,
         client_service: Some(client_service_name(&observed.cluster)),
         cluster_token: previous.cluster_token.clone(),
@@ -149,6 +175,51 @@ pub fn derive(
         },
         recovery: if recovering { previous.recovery.clone() } else { None },
         conditions,
+    }
+}
+
+/// Whether `action` is a step of an upgrade (or a wait inside one).
+fn upgrading(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::StartUpgrade { .. }
+            | Action::RollMember { .. }
+            | Action::MoveLeader { .. }
+            | Action::CompleteUpgrade
+            | Action::Wait(
+                WaitReason::UpgradeWaiting(_)
+                    | WaitReason::UpgradeSettling { .. }
+                    | WaitReason::UpgradeStalled { .. }
+                    | WaitReason::UpgradeFinishing(_)
+            )
+    )
+}
+
+/// The `UpgradeBlocked` condition: whether `spec.version` (or the change to it) is refused, from the same rules
+/// the plan follows, whatever step the plan took (a heal goes on while the spec is refused). While a member does
+/// not report its version, the verdict is kept as it was: judged without it, it would flap.
+fn version_verdict(
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    action: &Action,
+    previous: &EtcdClusterStatus,
+) -> (bool, String, String) {
+    if let Action::Wait(WaitReason::VersionRefused(refusal)) = action {
+        return (true, refusal.reason.into(), refusal.message.clone());
+    }
+    let members = match &observed.etcd {
+        EtcdView::Members(members) => members.as_slice(),
+        EtcdView::Unreachable(_) => &[],
+    };
+    let kept = previous.conditions.iter().find(|c| c.type_ == "UpgradeBlocked");
+    if let Some(kept) = kept.filter(|_| members.is_empty() || members.iter().any(|m| m.version.is_none())) {
+        return (kept.status == "True", kept.reason.clone(), kept.message.clone());
+    }
+    let running: Vec<crate::version::Version> = members.iter().filter_map(|m| m.version).collect();
+    let target = crate::version::Version::parse(&spec.version);
+    match crate::version::check(&running, observed.cluster_version, target, &spec.version) {
+        Err(refusal) => (true, refusal.reason.into(), refusal.message),
+        Ok(_) => (false, "VersionAccepted".into(), format!("etcd {} is a version the cluster can run", spec.version)),
     }
 }
 
@@ -227,6 +298,16 @@ fn degraded(
         Action::StartRecovery { .. } => {
             (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
         }
+        Action::Wait(WaitReason::UpgradeStalled { member, why }) => (
+            true,
+            "UpgradeStalled",
+            format!(
+                "the upgrade stopped: {member}, restarted with {}, does not serve ({why}); the other members are left \
+                 as they are. Set spec.version back to the version they run to roll {member} back onto its data \
+                 (possible while the cluster version has not moved), or fix the image",
+                previous.upgrade.as_ref().map_or("the target", |u| u.to_image.as_str())
+            ),
+        ),
         Action::Wait(WaitReason::NoUsableBackup(why)) => (
             true,
             "NoUsableBackup",
@@ -341,6 +422,14 @@ fn progress_reason(action: &Action) -> &'static str {
         Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
         Action::Wait(WaitReason::EtcdUnreachable(_)) => "WaitingForEtcd",
         Action::Wait(WaitReason::SeedFailed { .. }) => "RetryingSeed",
+        Action::StartUpgrade { .. }
+        | Action::RollMember { .. }
+        | Action::MoveLeader { .. }
+        | Action::Wait(WaitReason::UpgradeSettling { .. } | WaitReason::UpgradeFinishing(_)) => "Upgrading",
+        Action::CompleteUpgrade => "UpgradeCompleted",
+        Action::Wait(WaitReason::UpgradeWaiting(_)) => "UpgradeWaiting",
+        Action::Wait(WaitReason::UpgradeStalled { .. }) => "UpgradeStalled",
+        Action::Wait(WaitReason::VersionRefused(_)) => "Converged",
         Action::Wait(_) => "Blocked",
         Action::Done => "Converged",
     }
@@ -348,9 +437,30 @@ fn progress_reason(action: &Action) -> &'static str {
 
 fn progress_message(action: &Action) -> String {
     match action {
-        Action::CreateSeed { name } => format!("creating seed member {name}"),
-        Action::AddLearner { name } => format!("adding member {name} as a learner"),
-        Action::CreateMemberPod { name } => format!("creating the pod of member {name}"),
+        Action::CreateSeed { name, release } => format!("creating seed member {name} (etcd {})", release.version),
+        Action::AddLearner { name, release } => {
+            format!("adding member {name} as a learner (etcd {})", release.version)
+        }
+        Action::CreateMemberPod { name, .. } => format!("creating the pod of member {name}"),
+        Action::StartUpgrade { from, release, .. } => {
+            format!("starting the upgrade from {from} to {}: taking a backup first", release.version)
+        }
+        Action::RollMember { name, release, .. } => {
+            format!("upgrading {name} to {}: its container restarts on its data", release.image)
+        }
+        Action::MoveLeader { name, .. } => format!("moving leadership to {name}, which runs the target"),
+        Action::CompleteUpgrade => "every member runs the target and the cluster version reports it".into(),
+        Action::Wait(WaitReason::UpgradeSettling { member, why }) => {
+            format!("upgrading: waiting for {member} to serve at the target ({why})")
+        }
+        Action::Wait(WaitReason::UpgradeFinishing(why)) => {
+            format!("upgrading: every member runs the target; waiting for etcd to move the cluster version ({why})")
+        }
+        Action::Wait(WaitReason::UpgradeWaiting(why)) => format!("the upgrade waits: {why}"),
+        Action::Wait(WaitReason::UpgradeStalled { member, .. }) => format!("the upgrade stopped at {member}"),
+        Action::Wait(WaitReason::VersionRefused(refusal)) => {
+            format!("the cluster has its requested size; spec.version is refused ({})", refusal.reason)
+        }
         Action::Promote { name, .. } => format!("promoting learner {name}"),
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
@@ -399,6 +509,8 @@ mod tests {
                         learner: false,
                         healthy: true,
                         leader: i == 0,
+                        version: crate::version::Version::parse("3.5.35"),
+                        raft: (0, 0),
                     })
                     .collect(),
             ),
@@ -410,6 +522,8 @@ mod tests {
             failure: None,
             stuck: None,
             alarms: vec![],
+            cluster_version: crate::version::Version::parse("3.5.35"),
+            upgrade: None,
         }
     }
 
@@ -513,7 +627,10 @@ mod tests {
         };
         assert_eq!(reason(&failed), ("True".to_string(), "SeedFailed".to_string()));
         let replacing = Observed { pods: vec![], ..failing.clone() };
-        let create = Action::CreateSeed { name: "demo-0001".into() };
+        let create = Action::CreateSeed {
+            name: "demo-0001".into(),
+            release: crate::pod::Release::of("quay.io/coreos/etcd", crate::version::Version::parse("3.5.35").unwrap()),
+        };
         let next = derive(&c.spec, Some(1), &replacing, &create, None, &failed, time(20));
         assert_eq!(reason(&next), reason(&failed), "no flap while the replacement starts");
         let stuck = Observed {
@@ -712,5 +829,33 @@ mod tests {
         assert_eq!(degraded.reason, "MembersOnNotReadyNodes");
         assert!(degraded.message.contains("node-b, node-c") && degraded.message.contains("demo-0002"));
         assert!(degraded.message.contains("no automatic recovery"), "{}", degraded.message);
+    }
+
+    #[test]
+    fn status_tells_the_versions_that_run_not_the_one_the_spec_asks_for() {
+        let mut c = cluster("demo", 3);
+        c.spec.version = "3.6.16".into();
+        let mut mixed = steady();
+        if let EtcdView::Members(members) = &mut mixed.etcd {
+            members[1].version = crate::version::Version::parse("3.6.16");
+        }
+        let status = derive(&c.spec, Some(2), &mixed, &Action::Done, None, &EtcdClusterStatus::default(), time(100));
+        assert_eq!(status.current_version.as_deref(), Some("3.5.35"), "the lowest that runs");
+        assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
+        assert_eq!(status.server_versions["demo-0001"], "3.6.16");
+        assert_eq!(status.server_versions["demo-0000"], "3.5.35");
+        assert_eq!(condition(&status, "UpgradeBlocked").status, "False");
+        // 3.5 -> 3.7 skips a minor: blocked, with what to do, whatever the step.
+        c.spec.version = "3.7.3".into();
+        let status = derive(&c.spec, Some(3), &steady(), &Action::Done, None, &status, time(110));
+        let blocked = condition(&status, "UpgradeBlocked");
+        assert_eq!((blocked.status.as_str(), blocked.reason.as_str()), ("True", "SkipsMinor"));
+        assert!(blocked.message.contains("3.6.x first"), "{}", blocked.message);
+        assert_eq!(status.phase, ClusterPhase::Running, "the cluster runs on, at its version");
+        // No member answers: the last versions known are kept, never the spec's.
+        let silent = Observed { etcd: EtcdView::Unreachable("timeout".into()), cluster_version: None, ..steady() };
+        let status = derive(&c.spec, Some(3), &silent, &Action::Done, None, &status, time(120));
+        assert_eq!(status.current_version.as_deref(), Some("3.5.35"));
+        assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
     }
 }

@@ -44,7 +44,7 @@ pub struct EtcdClusterSpec {
     pub size: i32,
     /// etcd version, `3.MINOR.PATCH` (3.4 to 3.6). Default: [`DEFAULT_ETCD_VERSION`].
     #[serde(default = "default_version")]
-    #[schemars(regex(pattern = r"^3\.[4-6]\.[0-9]+$"))]
+    #[schemars(regex(pattern = r"^v?3\.[4-7]\.[0-9]+$"))]
     pub version: String,
     /// Image repository of etcd; the image is `<repository>:v<version>`. Default: [`DEFAULT_REPOSITORY`].
     #[serde(default = "default_repository")]
@@ -346,6 +346,8 @@ pub enum ClusterPhase {
     QuorumLost,
     /// Quorum was lost: a new cluster is being seeded from a backup.
     Recovering,
+    /// Members are being moved to another etcd version (or image), one at a time.
+    Upgrading,
     /// The controller changes nothing (`spec.paused`).
     Paused,
     /// The spec cannot be acted on; see the `Degraded` condition.
@@ -368,9 +370,21 @@ pub struct EtcdClusterStatus {
     /// Members whose pods are ready.
     #[serde(default)]
     pub ready_members: i32,
-    /// etcd version the members run.
+    /// The etcd version the members run, as they report it: the lowest while an upgrade is under way (what the
+    /// cluster behaves as), never what the spec asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
+    /// The cluster version etcd reports (`/version`'s `etcdcluster`): the minor every member supports, which moves
+    /// up a few seconds after the last member of an upgrade runs the new minor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_version: Option<String>,
+    /// The server version each member that answered reports, by member name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_versions: BTreeMap<String, String>,
+    /// An upgrade (or a move to another image) in progress: recorded once its preconditions held and its backup
+    /// was taken, before the first member is touched; cleared when the cluster version reports the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
     /// Members by name.
     #[serde(default)]
     pub members: MemberNames,
@@ -401,6 +415,27 @@ pub struct EtcdClusterStatus {
     /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// An upgrade in progress.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The version (or versions, while mixed) the members ran when it started.
+    pub from: String,
+    /// The image every member is moved to (`<repository>:v<version>`).
+    pub to_image: String,
+    /// The target version.
+    pub to_version: String,
+    /// When it started.
+    pub started_at: Option<Time>,
+    /// The backup taken and verified just before the first member was touched; restore it into a new cluster to
+    /// go back once the cluster version has moved on. Unset when the cluster has no backups configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// A warning etcd's upgrade guide calls for (a patch below the recommended floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// A backup a cluster was seeded from.

@@ -3,6 +3,7 @@
 # tests/e2e/k8s) into a cache outside the repo, keyed by version. Idempotent: what exists is not built again.
 #   tests/e2e/build.sh [component...]     (default: all six)
 #   tests/e2e/build.sh etcd-3.5           etcd, etcdctl and etcdutl 3.5 into $KEC_CACHE/etcd/<version>
+#   tests/e2e/build.sh etcd-3.6|etcd-3.7  etcd and etcdutl 3.6 or 3.7 likewise
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
@@ -19,25 +20,34 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-# etcd 3.5 for the etcd images: its own wrapper module (etcd's modules carry replace directives too).
-build_etcd35() {
-  local version dir
-  version=$(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$here/etcd-3.5/go.mod")
+# etcd 3.5, 3.6 and 3.7 for the etcd images: each from its own wrapper module (etcd's modules carry replace
+# directives too), at the patch its go.mod pins. 3.5 brings etcdctl too (tests restore with it); the others only
+# the server and etcdutl (restores and the images need no more).
+build_etcd() {
+  local minor=$1 version dir tools
+  [[ -f $here/etcd-$minor/go.mod ]] || { echo "build.sh: no wrapper module tests/e2e/etcd-$minor" >&2; exit 2; }
+  version=$(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$here/etcd-$minor/go.mod")
   dir=$KEC_CACHE/etcd/$version
   mkdir -p "$dir"
-  for tool in etcd:server etcdctl:etcdctl etcdutl:etcdutl; do
+  tools="etcd:server etcdutl:etcdutl"
+  [[ $minor == 3.5 ]] && tools+=" etcdctl:etcdctl"
+  for tool in $tools; do
     local name=${tool%%:*} module=${tool#*:}
     [[ -x $dir/$name ]] && continue
     echo "build.sh: building $name $version" >&2
-    (cd "$here/etcd-3.5" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$dir/$name.tmp" "go.etcd.io/etcd/$module/v3")
+    local start=$SECONDS
+    (cd "$here/etcd-$minor" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$dir/$name.tmp" "go.etcd.io/etcd/$module/v3")
     mv "$dir/$name.tmp" "$dir/$name"
+    echo "build.sh: $name $version took $((SECONDS - start)) s" >&2
   done
   echo "$dir"
 }
-if [[ ${components[0]} == etcd-3.5 ]]; then
-  build_etcd35
-  exit 0
-fi
+case ${components[0]} in
+  etcd-3.5 | etcd-3.6 | etcd-3.7)
+    build_etcd "${components[0]#etcd-}"
+    exit 0
+    ;;
+esac
 
 mkdir -p "$BIN"
 cd "$here/k8s"

@@ -2,7 +2,8 @@
 # Builds container images without a registry or a Docker engine (docker-archive tarballs written by hand: one
 # layer, a config, a manifest) and imports them into the k8s.io namespace of every node's containerd (KEC_NODES: the
 # nodes, default every node of the test bed that is powered on).
-#   images.sh base                       the pause image and the etcd images the CRD's default repository names
+#   images.sh base                       the pause image and the etcd images (3.4 from Debian; 3.5, 3.6, 3.7 built)
+#                                        under the CRD's default repository
 #   images.sh rust NAME:TAG[,NAME:TAG...] BINARY...
 #                                        a small image of static-enough binaries (busybox for a shell), under
 #                                        every name given
@@ -76,14 +77,16 @@ case ${1:-base} in
       archive "$PAUSE_IMAGE" "$root" '["/pause","-P"]'
       rm -rf "$root"
     fi
-    # etcd 3.5 (the CRD's default version), built from its Go modules; static binaries.
-    etcd35=$("$here/build.sh" etcd-3.5)
-    if ! has "$ETCD_REPOSITORY:$(basename "$etcd35")"; then
-      root=$(mktemp -d)
-      with_libs "$root" "$etcd35/etcd" "$etcd35/etcdctl" "$etcd35/etcdutl"
-      archive "$ETCD_REPOSITORY:$(basename "$etcd35")" "$root" 'null'
-      rm -rf "$root"
-    fi
+    # etcd 3.5 (the CRD's default version), 3.6 and 3.7, built from their Go modules; static binaries.
+    for minor in 3.5 3.6 3.7; do
+      dir=$("$here/build.sh" "etcd-$minor")
+      if ! has "$ETCD_REPOSITORY:$(basename "$dir")"; then
+        root=$(mktemp -d)
+        with_libs "$root" "$dir"/etcd*
+        archive "$ETCD_REPOSITORY:$(basename "$dir")" "$root" 'null'
+        rm -rf "$root"
+      fi
+    done
     # etcd 3.4 from Debian; dynamically linked, so its libraries come along.
     version=$(etcd --version | sed -n 's/^etcd Version: //p')
     if ! has "$ETCD_REPOSITORY:v$version"; then

@@ -13,10 +13,10 @@ KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
 STATE=$KEC_CACHE/testbed
 PKI=$STATE/pki
 LOGS=$STATE/logs
-# Every binary the nodes need too, and etcd 3.5 for their images: built here, once, before node.sh runs three times
+# Every binary the nodes need too, and etcd 3.5, 3.6 and 3.7 for their images: built here, once, before node.sh runs three times
 # side by side (three concurrent builds of one binary would race for its file).
 BIN=$("$here/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-"$here/build.sh" etcd-3.5 >/dev/null
+for minor in 3.5 3.6 3.7; do "$here/build.sh" "etcd-$minor" >/dev/null; done
 # Addresses that exist only on this machine: the node's address on a bridge of our own, and a service range
 # routed onto that bridge, which has no uplink.
 BRIDGE=kecbr0

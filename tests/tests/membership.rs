@@ -5,10 +5,23 @@ use std::time::Duration;
 
 use controller::membership::{Listed, Membership, MembershipError};
 use controller::observe::{EtcdView, Member, MemberPod, Observed, PodState};
-use controller::plan::{Action, Desired, Recovery, plan};
+use controller::plan::{Action, Desired, Recovery, WantedEtcd, plan};
+use controller::pod::Release;
 use system_tests::etcd_cluster::LocalCluster;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a spec of `size` members asks for, at the default version (the members' own, whatever it is, is what
+/// new members get).
+fn desired(size: u32) -> Desired {
+    Desired {
+        size,
+        paused: false,
+        recovery: Recovery::NoBackups,
+        etcd: WantedEtcd::new("quay.io/coreos/etcd", proto::cluster::DEFAULT_ETCD_VERSION),
+        backups: false,
+    }
+}
 
 async fn connect(cluster: &LocalCluster) -> Membership {
     Membership::connect(&cluster.endpoints(), TIMEOUT).await.unwrap()
@@ -156,8 +169,10 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: None,
+        upgrade: None,
     };
-    let action = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
+    let action = plan(&desired(3), &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
 
     remove(&cluster, dead.id).await;
@@ -193,12 +208,10 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: None,
+        upgrade: None,
     };
-    let Action::RemoveMember { id, .. } =
-        plan(&Desired { size: 2, paused: false, recovery: Recovery::NoBackups }, &observed)
-    else {
-        panic!("no removal")
-    };
+    let Action::RemoveMember { id, .. } = plan(&desired(2), &observed) else { panic!("no removal") };
     assert_ne!(id, leader, "the leader goes last");
     remove(&cluster, id).await;
 
@@ -225,6 +238,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         }
     }
     let pods = ["m0", "m1", "m2"].map(|n| MemberPod::new(n, PodState::Running { ready: true }));
+    let version = members.iter().filter_map(|m| m.version).min().expect("the members report their version");
     let observed = Observed {
         cluster: "m".into(),
         seeded: true,
@@ -239,13 +253,15 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: None,
+        upgrade: None,
     };
     assert_eq!(
-        plan(&Desired { size: 4, paused: false, recovery: Recovery::NoBackups }, &observed),
-        Action::CreateMemberPod { name: name.clone() }
+        plan(&desired(4), &observed),
+        Action::CreateMemberPod { name: name.clone(), release: Release::of("quay.io/coreos/etcd", version) }
     );
     // With the spec back at 3 instead, the half-added learner is rolled back.
-    let rollback = plan(&Desired { size: 3, paused: false, recovery: Recovery::NoBackups }, &observed);
+    let rollback = plan(&desired(3), &observed);
     assert!(matches!(rollback, Action::RemoveMember { id: removed, .. } if removed == id), "{rollback:?}");
 
     // Finish it: start the member and promote it.

@@ -20,6 +20,13 @@ use super::{Action, Desired, Recovery, RemoveReason, WaitReason, plan};
 use crate::observe::{EtcdView, Member, MemberPod, NodeDown, Observed, PodFailure, PodState};
 
 const C: &str = "etcd";
+const REPOSITORY: &str = "quay.io/coreos/etcd";
+const V35: crate::version::Version = crate::version::Version { minor: 5, patch: 35 };
+const V36: crate::version::Version = crate::version::Version { minor: 6, patch: 16 };
+
+fn image_of(version: crate::version::Version) -> String {
+    format!("{REPOSITORY}:{}", version.tag())
+}
 
 /// How long a failed seed is kept, as the README says ("replaced under a new name 15 s after it failed").
 const SEED_KEPT: Duration = Duration::from_secs(15);
@@ -123,6 +130,13 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
             after.iter_mut().filter(|s| &s.name == name).for_each(|s| s.answers = false)
         }
         Action::Promote { id, .. } => after.iter_mut().filter(|s| s.id == *id).for_each(|s| s.voting = true),
+        // A member restarting on another image answers nothing until it is back. (One- and two-member clusters
+        // have no margin for any restart: the README says an upgrade is a short outage there, which their size
+        // chose.)
+        Action::RollMember { name, .. } if before.iter().filter(|s| s.voting).count() > 2 => {
+            after.iter_mut().filter(|s| &s.name == name).for_each(|s| s.answers = false)
+        }
+        Action::RollMember { .. } => {}
         // Recording the recovery commits to deleting every pod of the lost cluster.
         Action::StartRecovery { first_index } => {
             after.iter_mut().filter(|s| of_lost_cluster(&s.name, *first_index)).for_each(|s| s.answers = false)
@@ -133,6 +147,9 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
         | Action::CreateSeed { .. }
         | Action::CompleteRecovery
         | Action::AbandonRecovery { .. }
+        | Action::StartUpgrade { .. }
+        | Action::MoveLeader { .. }
+        | Action::CompleteUpgrade
         | Action::Wait(_)
         | Action::Done => {}
     }
@@ -152,7 +169,11 @@ fn inert(action: &Action) -> bool {
         | Action::StartRecovery { .. }
         | Action::DeleteLostMember { .. }
         | Action::CompleteRecovery
-        | Action::AbandonRecovery { .. } => false,
+        | Action::AbandonRecovery { .. }
+        | Action::StartUpgrade { .. }
+        | Action::RollMember { .. }
+        | Action::MoveLeader { .. }
+        | Action::CompleteUpgrade => false,
     }
 }
 
@@ -205,13 +226,13 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
     let quorate = members.is_some_and(|m| votes(&seats(observed, m)).quorate());
     let member = |id: u64, name: &str| members.and_then(|ms| ms.iter().find(|m| m.id == id && m.name == name));
     match action {
-        Action::CreateSeed { name } => {
+        Action::CreateSeed { name, .. } => {
             require!(observed.pods.is_empty(), "a seed beside other pods");
             require!(members.is_none(), "a seed while etcd lists members");
             require!(observed.recovering.is_some() || !observed.seeded, "a formed cluster seeded again, empty");
             require!(fresh_name(name), "the seed reuses a name: {name}");
         }
-        Action::AddLearner { name } => {
+        Action::AddLearner { name, .. } => {
             require!(observed.recovering.is_none(), "grown while recovering");
             let ms = members.ok_or("a learner added without a member list")?;
             require!(quorate, "a learner added without a quorum");
@@ -219,7 +240,7 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(voters < desired.size as usize, "a learner added to a big enough cluster");
             require!(fresh_name(name), "the learner reuses a name: {name}");
         }
-        Action::CreateMemberPod { name } => {
+        Action::CreateMemberPod { name, .. } => {
             require!(observed.recovering.is_none(), "a member pod created while recovering");
             let m = members.and_then(|ms| ms.iter().find(|m| &m.name == name)).ok_or("a pod for no member")?;
             require!(!m.started && pod_of(observed, name).is_none(), "{name} has started or has its pod");
@@ -338,6 +359,73 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(observed.pods.iter().all(|p| !of_lost_cluster(&p.name, first)), "lost pods remain");
             require!(members.is_some(), "the new cluster does not serve");
         }
+        Action::StartUpgrade { release, .. } => {
+            require!(observed.recovering.is_none(), "an upgrade started while recovering");
+            let ms = members.ok_or("an upgrade started without a member list")?;
+            require!(ms.iter().all(|m| !m.learner) && voters == desired.size as usize, "an upgrade at the wrong size");
+            require!(every_other_serves(observed, ms, None), "an upgrade started with a member not serving");
+            require!(observed.alarms.is_empty(), "an upgrade started with an alarm raised");
+            require!(
+                observed.upgrade.as_ref().is_none_or(|u| u.to_image != release.image),
+                "an upgrade started again for the image it records"
+            );
+            require!(release.image == desired.etcd.image, "an upgrade to another image than the spec's");
+            require!(one_minor_at_most(ms, observed, release.version), "an upgrade across more than one minor");
+        }
+        Action::RollMember { name, release, leader, .. } => {
+            require!(observed.recovering.is_none(), "a member restarted while recovering");
+            let record = observed.upgrade.as_ref().ok_or("a member restarted with no upgrade recorded")?;
+            let pod = pod_of(observed, name).ok_or("restarting a member without a pod")?;
+            require!(release.image == desired.etcd.image, "a restart to another image than the spec's");
+            require!(
+                pod.image.as_ref().is_some_and(|i| i != &release.image)
+                    && pod.rolled.as_ref().is_none_or(|r| r.to != release.image),
+                "{name} already runs {release:?}"
+            );
+            let Some(ms) = members.filter(|_| quorate) else {
+                // No quorum: only a member this upgrade changed, going back to exactly what it ran.
+                let rolled = pod.rolled.as_ref().ok_or("a restart without a member list, of a member not rolled")?;
+                require!(rolled.from.as_ref() == Some(&release.image), "a restart without quorum to a new image");
+                require!(pod.state != PodState::Running { ready: true }, "rolled back while it serves");
+                return Ok(());
+            };
+            let m = ms.iter().find(|m| &m.name == name).ok_or("restarting no member")?;
+            require!(record.to_image == release.image, "restart to {release:?} while {record:?} is recorded");
+            require!(ms.iter().all(|m| !m.learner) && voters == desired.size as usize, "a restart at the wrong size");
+            let rolled_back = pod.rolled.is_some();
+            require!(
+                every_other_serves(observed, ms, Some(name)) && (rolled_back || m.healthy),
+                "{name} restarted while a member does not serve"
+            );
+            require!(observed.alarms.is_empty(), "a member restarted with an alarm raised");
+            require!(m.leader == *leader, "the leader flag is wrong");
+            // The leader last: only where no other member could lead (a one-member cluster).
+            require!(!m.leader || ms.len() == 1, "the leader restarted while another member could lead");
+            require!(one_minor_at_most(ms, observed, release.version), "a restart across more than one minor");
+        }
+        Action::MoveLeader { from, to, name } => {
+            require!(observed.recovering.is_none(), "leadership moved while recovering");
+            let ms = members.ok_or("leadership moved without a member list")?;
+            let leader = ms.iter().find(|m| m.id == *from && m.leader).ok_or("moving leadership from no leader")?;
+            let target = member(*to, name).ok_or("moving leadership to no member")?;
+            require!(target.healthy && !target.learner, "leadership moved to {target:?}");
+            let image_of = |n: &str| pod_of(observed, n).and_then(|p| p.image.clone());
+            require!(image_of(&leader.name) != Some(desired.etcd.image.clone()), "the leader runs the target already");
+            require!(
+                ms.iter().filter(|m| m.id != *from).all(|m| image_of(&m.name).is_none_or(|i| i == desired.etcd.image)),
+                "leadership moved before every follower runs the target"
+            );
+        }
+        Action::CompleteUpgrade => {
+            let ms = members.ok_or("an upgrade completed without a member list")?;
+            require!(observed.upgrade.is_some(), "no upgrade to complete");
+            let target = desired.etcd.version.ok_or("completed to no version")?;
+            require!(ms.iter().all(|m| m.version == Some(target) && m.healthy), "a member does not run the target");
+            require!(
+                observed.cluster_version.is_some_and(|c| c.minor == target.minor),
+                "completed before the cluster version moved"
+            );
+        }
         Action::Done => {
             require!(observed.recovering.is_none(), "done while recovering");
             let ms = members.ok_or("done without a member list")?;
@@ -346,6 +434,23 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
         Action::Wait(_) => {}
     }
     Ok(())
+}
+
+/// Whether every voter (but `except`) answers and has a Ready pod.
+fn every_other_serves(observed: &Observed, members: &[Member], except: Option<&String>) -> bool {
+    members
+        .iter()
+        .filter(|m| Some(&m.name) != except)
+        .all(|m| m.healthy && pod_of(observed, &m.name).is_some_and(|p| p.state == PodState::Running { ready: true }))
+}
+
+/// Whether `target` is at most one minor above every member's version and the cluster version, and not below the
+/// cluster version's minor (etcd: one minor at a time; no downgrade below the cluster version).
+fn one_minor_at_most(members: &[Member], observed: &Observed, target: crate::version::Version) -> bool {
+    let mut minors: Vec<u32> = members.iter().filter_map(|m| m.version.map(|v| v.minor)).collect();
+    minors.extend(observed.cluster_version.map(|v| v.minor));
+    minors.iter().all(|&minor| target.minor <= minor + 1)
+        && observed.cluster_version.is_none_or(|c| target.minor >= c.minor)
 }
 
 // ---- the generator ----
@@ -417,6 +522,13 @@ fn arb_world() -> impl Strategy<Value = World> {
             prop::option::weighted(0.3, prop::collection::vec((arb_pod(), 0u32..=12), 1..=2)),
         )
     });
+    let upgrades = (
+        prop::sample::select(vec!["3.5.35", "3.6.16", "3.7.3", "3.4.23", "3.5.1", "3.5.33"]),
+        0u32..=3,
+        any::<bool>(),
+        prop::option::weighted(0.5, prop::sample::select(vec!["3.5.35", "3.6.16", "3.7.3"])),
+        prop::bool::weighted(0.2),
+    );
     let context = (
         (1u32..=7, prop::bool::weighted(0.1), arb_recovery(), prop::option::weighted(0.8, -30i64..=30)),
         (prop::bool::weighted(0.85), 0u8..10, prop::option::weighted(0.25, 0u32..=8)),
@@ -424,10 +536,11 @@ fn arb_world() -> impl Strategy<Value = World> {
         // Pods sit on three nodes (by index); one of them may be not Ready, for a while.
         prop::option::weighted(0.3, (0u32..3, 0u64..=30)),
     );
-    (cluster, context).prop_map(
+    (cluster, context, upgrades).prop_map(
         |(
             (specs, learner_at, leader_at, orphans),
             ((size, paused, recovery, lost_offset), (seeded, reach, back), (failure, refusal, base, extra), down),
+            (spec_version, upgraded_every, rolled, recorded, alarmed),
         )| {
             let mut members = Vec::new();
             let mut pods = Vec::new();
@@ -443,16 +556,33 @@ fn arb_world() -> impl Strategy<Value = World> {
                     None => (true, true, Some(PodState::Running { ready })),
                 };
                 let runs = matches!(pod, Some(PodState::Running { .. }));
+                let healthy = started && runs && healthy;
+                // Some members already run the next minor (an upgrade under way), the others the first.
+                let version = if (index + at as u32) % upgraded_every.max(1) == 1 { V36 } else { V35 };
                 members.push(Member {
                     id: 1000 + u64::from(index),
                     name: name.clone(),
                     started,
                     learner: learner.is_some(),
-                    healthy: started && runs && healthy,
+                    healthy,
                     leader: learner.is_none() && leader_at == Some(at),
+                    version: healthy.then_some(version),
+                    raft: (0, 0),
                 });
                 if let Some(state) = pod {
-                    pods.push(MemberPod::new(name, state));
+                    let rolled = (version == V36 && rolled).then(|| crate::observe::Rolled {
+                        ago: Duration::from_secs(u64::from(index) * 20),
+                        to: image_of(V36),
+                        from: Some(image_of(V35)),
+                        restarts_before: 0,
+                    });
+                    let restarts = i32::from(index % 2 == 0);
+                    pods.push(MemberPod {
+                        image: Some(image_of(version)),
+                        rolled,
+                        restarts,
+                        ..MemberPod::new(name, state)
+                    });
                 }
                 used.insert(index);
                 index += 1;
@@ -494,8 +624,25 @@ fn arb_world() -> impl Strategy<Value = World> {
                 why: "etcd: exit code 1: boom".into(),
                 ago: Duration::from_secs(secs),
             });
+            let desired = Desired {
+                size,
+                paused,
+                recovery,
+                etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
+                backups: true,
+            };
+            let upgrade = recorded.map(|to| proto::cluster::UpgradeStatus {
+                to_image: format!("{REPOSITORY}:v{to}"),
+                to_version: to.into(),
+                ..Default::default()
+            });
+            let cluster_version = match &etcd {
+                EtcdView::Members(ms) if !ms.is_empty() => Some(V35),
+                _ => None,
+            };
+            let alarms = if alarmed { vec![(name_of(base), "NOSPACE".to_string())] } else { vec![] };
             World {
-                desired: Desired { size, paused, recovery },
+                desired,
                 observed: Observed {
                     cluster: C.into(),
                     seeded,
@@ -509,7 +656,9 @@ fn arb_world() -> impl Strategy<Value = World> {
                     restored: None,
                     failure,
                     stuck: None,
-                    alarms: vec![],
+                    alarms,
+                    cluster_version,
+                    upgrade,
                 },
             }
         },
@@ -577,6 +726,11 @@ proptest! {
         let allowed = match action {
             Action::Wait(_) => true,
             Action::StartRecovery { .. } => matches!(desired.recovery, Recovery::Restore { .. }),
+            // Putting back the image a member ran before the upgrade changed it (the spec asks for it again):
+            // its data stays, and it is how a one-member cluster whose new image does not start comes back.
+            Action::RollMember { ref name, ref release, .. } => pod_of(&observed, name)
+                .and_then(|p| p.rolled.as_ref())
+                .is_some_and(|r| r.from.as_ref() == Some(&release.image)),
             _ => false,
         };
         prop_assert!(allowed, "{action:?} with quorum lost");

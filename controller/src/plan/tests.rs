@@ -17,11 +17,21 @@ fn voter(index: u32) -> Member {
         learner: false,
         healthy: true,
         leader: false,
+        version: Some(V35),
+        raft: (0, 0),
     }
 }
 
+/// The version and image the fixtures run.
+const V35: Version = Version { minor: 5, patch: 35 };
+const IMAGE: &str = "quay.io/coreos/etcd:v3.5.35";
+
+fn release() -> Release {
+    Release { image: IMAGE.into(), version: V35 }
+}
+
 fn running(index: u32) -> MemberPod {
-    MemberPod::new(member_name(C, index), PodState::Running { ready: true })
+    MemberPod { image: Some(IMAGE.into()), ..MemberPod::new(member_name(C, index), PodState::Running { ready: true }) }
 }
 
 fn pod(index: u32, state: PodState) -> MemberPod {
@@ -48,6 +58,8 @@ fn healthy(n: u32) -> Observed {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: Some(V35),
+        upgrade: None,
     }
 }
 
@@ -59,7 +71,13 @@ fn members_mut(observed: &mut Observed) -> &mut Vec<Member> {
 }
 
 fn want(size: u32) -> Desired {
-    Desired { size, paused: false, recovery: Recovery::NoBackups }
+    Desired {
+        size,
+        paused: false,
+        recovery: Recovery::NoBackups,
+        etcd: WantedEtcd::new("quay.io/coreos/etcd", "3.5.35"),
+        backups: false,
+    }
 }
 
 #[test]
@@ -78,8 +96,10 @@ fn a_new_cluster_starts_with_one_seed() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: Some(V35),
+        upgrade: None,
     };
-    assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into() });
+    assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into(), release: release() });
 }
 
 #[test]
@@ -98,6 +118,8 @@ fn the_seed_starting_is_waited_for() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: Some(V35),
+        upgrade: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -118,6 +140,8 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: Some(V35),
+        upgrade: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -137,7 +161,11 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
     let long_dead = Observed { failure: Some(failure(SEED_RETRY_AFTER.as_secs())), ..died.clone() };
     assert_eq!(plan(&want(3), &long_dead), Action::DeletePod { name: "etcd-0000".into() });
     let cleared = Observed { pods: vec![], ..died.clone() };
-    assert_eq!(plan(&want(3), &cleared), Action::CreateSeed { name: "etcd-0001".into() }, "names are never reused");
+    assert_eq!(
+        plan(&want(3), &cleared),
+        Action::CreateSeed { name: "etcd-0001".into(), release: release() },
+        "names are never reused"
+    );
     // Each later seed that fails is kept twice as long: 15 s, 30 s, 60 s ... up to 4 minutes.
     let mut third = Observed { pods: vec![pod(2, PodState::Dead)], next_index: 3, ..died };
     third.failure = Some(PodFailure { member: "etcd-0002".into(), ..failure(59) });
@@ -161,7 +189,7 @@ fn a_formed_cluster_with_every_member_gone_is_never_seeded_empty() {
 #[test]
 fn growing_adds_one_learner_then_promotes_it() {
     let one = healthy(1);
-    assert_eq!(plan(&want(3), &one), Action::AddLearner { name: "etcd-0001".into() });
+    assert_eq!(plan(&want(3), &one), Action::AddLearner { name: "etcd-0001".into(), release: release() });
 
     let mut joining = healthy(1);
     members_mut(&mut joining).push(Member { learner: true, started: false, healthy: false, ..voter(1) });
@@ -194,7 +222,7 @@ fn a_deleted_member_pod_is_removed_from_etcd_then_replaced_under_a_new_name() {
     );
 
     members_mut(&mut lost).retain(|m| m.id != 101);
-    assert_eq!(plan(&want(3), &lost), Action::AddLearner { name: "etcd-0003".into() });
+    assert_eq!(plan(&want(3), &lost), Action::AddLearner { name: "etcd-0003".into(), release: release() });
 }
 
 #[test]
@@ -215,7 +243,7 @@ fn a_member_added_whose_pod_never_appeared_gets_its_pod() {
     let mut half_added = healthy(3);
     members_mut(&mut half_added).push(Member { learner: true, started: false, healthy: false, ..voter(3) });
     half_added.next_index = 4;
-    assert_eq!(plan(&want(4), &half_added), Action::CreateMemberPod { name: "etcd-0003".into() });
+    assert_eq!(plan(&want(4), &half_added), Action::CreateMemberPod { name: "etcd-0003".into(), release: release() });
 }
 
 #[test]
@@ -327,7 +355,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
             let next_index = members.len() as u32;
             let etcd = if reachable { EtcdView::Members(members) } else { EtcdView::Unreachable("down".into()) };
             (
-                Desired { size, paused, recovery: Recovery::NoBackups },
+                Desired { size, paused, ..want(size) },
                 Observed {
                     cluster: C.into(),
                     seeded,
@@ -342,6 +370,8 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     failure: None,
                     stuck: None,
                     alarms: vec![],
+                    cluster_version: Some(V35),
+                    upgrade: None,
                 },
             )
         },
@@ -352,9 +382,14 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
 fn simulate(observed: &mut Observed, action: &Action) {
     let index = observed.next_index;
     match action {
-        Action::CreateSeed { name } | Action::AddLearner { name } => {
+        Action::CreateSeed { name, .. } | Action::AddLearner { name, .. } => {
             let learner = matches!(action, Action::AddLearner { .. });
-            observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }));
+            let release = match action {
+                Action::CreateSeed { release, .. } | Action::AddLearner { release, .. } => release.clone(),
+                _ => unreachable!(),
+            };
+            let pod = MemberPod::new(name.clone(), PodState::Running { ready: true });
+            observed.pods.push(MemberPod { image: Some(release.image.clone()), ..pod });
             let member = Member {
                 id: 100 + u64::from(index),
                 name: name.clone(),
@@ -362,6 +397,8 @@ fn simulate(observed: &mut Observed, action: &Action) {
                 learner,
                 healthy: true,
                 leader: !learner,
+                version: Some(release.version),
+                raft: (0, 0),
             };
             match &mut observed.etcd {
                 EtcdView::Members(members) => members.push(member),
@@ -370,7 +407,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
             observed.next_index += 1;
             observed.seeded = true;
         }
-        Action::CreateMemberPod { name } => {
+        Action::CreateMemberPod { name, .. } => {
             observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }))
         }
         Action::Promote { id, .. } => {
@@ -383,6 +420,49 @@ fn simulate(observed: &mut Observed, action: &Action) {
         Action::DeletePod { name } | Action::DeleteLostMember { name } => observed.pods.retain(|p| &p.name != name),
         Action::StartRecovery { first_index } => observed.recovering = Some(*first_index),
         Action::CompleteRecovery | Action::AbandonRecovery { .. } => observed.recovering = None,
+        Action::StartUpgrade { release, .. } => {
+            observed.upgrade = Some(proto::cluster::UpgradeStatus {
+                to_image: release.image.clone(),
+                to_version: release.version.to_string(),
+                ..Default::default()
+            })
+        }
+        Action::RollMember { name, release, .. } => {
+            for pod in observed.pods.iter_mut().filter(|p| &p.name == name) {
+                pod.rolled = Some(crate::observe::Rolled {
+                    ago: Duration::from_secs(1),
+                    to: release.image.clone(),
+                    from: pod.image.clone(),
+                    restarts_before: pod.restarts,
+                });
+                pod.image = Some(release.image.clone());
+                pod.restarts += 1;
+            }
+            let members = members_mut(observed);
+            let was_leader = members.iter().any(|m| &m.name == name && m.leader);
+            for member in members.iter_mut().filter(|m| &m.name == name) {
+                member.version = Some(release.version);
+                member.leader = false;
+            }
+            // A leader that stops hands over (etcd's graceful stop).
+            if was_leader && let Some(other) = members.iter_mut().find(|m| &m.name != name) {
+                other.leader = true;
+            }
+            if was_leader && members.len() == 1 {
+                members[0].leader = true;
+            }
+            // etcd moves the cluster version once every member runs the new minor.
+            let versions: Vec<Version> = members.iter().filter_map(|m| m.version).collect();
+            if versions.iter().all(|v| v.minor == release.version.minor) {
+                observed.cluster_version = Some(release.version);
+            }
+        }
+        Action::MoveLeader { to, .. } => {
+            for member in members_mut(observed) {
+                member.leader = member.id == *to;
+            }
+        }
+        Action::CompleteUpgrade => observed.upgrade = None,
         Action::Wait(_) | Action::Done => {}
     }
 }
@@ -428,6 +508,254 @@ proptest! {
         let members = match &observed.etcd { EtcdView::Members(m) => m.clone(), EtcdView::Unreachable(_) => vec![] };
         prop_assert_eq!(members.iter().filter(|m| !m.learner).count(), size as usize);
         prop_assert_eq!(observed.pods.len(), size as usize);
+    }
+}
+
+/// A cluster of `n` healthy members at `version` (member 0 leading), with their pods on its image.
+fn at_version(n: u32, version: &str) -> Observed {
+    let v = Version::parse(version).unwrap();
+    let mut observed = healthy(n);
+    for member in members_mut(&mut observed) {
+        member.version = Some(v);
+    }
+    for pod in &mut observed.pods {
+        pod.image = Some(format!("quay.io/coreos/etcd:{}", v.tag()));
+    }
+    observed.cluster_version = Some(v);
+    observed
+}
+
+fn wanting(n: u32, version: &str) -> Desired {
+    Desired { etcd: WantedEtcd::new("quay.io/coreos/etcd", version), backups: true, ..want(n) }
+}
+
+proptest! {
+    /// Any supported upgrade converges: one member at a time, each follower before the leader, leadership moved
+    /// to an upgraded member before the old leader restarts, recorded before the first member is touched, done
+    /// when the cluster version reports the target.
+    #[test]
+    fn an_upgrade_converges_followers_first_and_the_leader_last(
+        n in 1u32..=5,
+        path in prop::sample::select(vec![("3.4.23", "3.5.35"), ("3.5.35", "3.6.16"), ("3.6.16", "3.7.3"), ("3.5.33", "3.5.35")]),
+    ) {
+        let (from, to) = path;
+        let mut observed = at_version(n, from);
+        let desired = wanting(n, to);
+        let mut rolled = Vec::new();
+        let mut moved = false;
+        for _ in 0..(4 * n + 6) {
+            let action = plan(&desired, &observed);
+            match &action {
+                Action::Done => break,
+                Action::RollMember { name, leader, .. } => {
+                    prop_assert!(observed.upgrade.is_some(), "a member touched before the upgrade was recorded");
+                    let members = match &observed.etcd { EtcdView::Members(m) => m.clone(), _ => vec![] };
+                    let is_leader = members.iter().any(|m| &m.name == name && m.leader);
+                    prop_assert_eq!(is_leader, *leader);
+                    prop_assert!(!is_leader || n == 1, "the leader restarted while others could lead: {:?}", rolled);
+                    rolled.push(name.clone());
+                }
+                Action::MoveLeader { .. } => {
+                    prop_assert_eq!(rolled.len() as u32, n - 1, "leadership moves once every follower is done");
+                    moved = true;
+                }
+                Action::StartUpgrade { .. } => prop_assert!(rolled.is_empty()),
+                Action::CompleteUpgrade => prop_assert_eq!(rolled.len() as u32, n),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+            simulate(&mut observed, &action);
+        }
+        prop_assert_eq!(plan(&desired, &observed), Action::Done);
+        prop_assert_eq!(rolled.len() as u32, n, "every member once: {:?}", rolled);
+        prop_assert_eq!(moved, n > 1);
+        let members = match &observed.etcd { EtcdView::Members(m) => m.clone(), _ => vec![] };
+        prop_assert!(members.iter().all(|m| m.version == Version::parse(to)));
+        prop_assert!(observed.upgrade.is_none());
+    }
+}
+
+#[test]
+fn refused_versions_change_nothing_and_heal_with_what_runs() {
+    let observed = at_version(3, "3.4.23");
+    for (target, reason) in [("3.6.16", "SkipsMinor"), ("3.5.1", "KnownBadVersion"), ("3.3.9", "UnsupportedVersion")] {
+        match plan(&wanting(3, target), &observed) {
+            Action::Wait(WaitReason::VersionRefused(refusal)) => assert_eq!(refusal.reason, reason, "{target}"),
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+    let upgraded = at_version(3, "3.5.35");
+    match plan(&wanting(3, "3.4.23"), &upgraded) {
+        Action::Wait(WaitReason::VersionRefused(refusal)) => assert_eq!(refusal.reason, "Downgrade"),
+        other => panic!("{other:?}"),
+    }
+    // A member lost while the spec is refused is replaced at the version the cluster runs.
+    let mut lost = observed.clone();
+    members_mut(&mut lost).retain(|m| m.name != "etcd-0002");
+    lost.pods.retain(|p| p.name != "etcd-0002");
+    lost.next_index = 3;
+    match plan(&wanting(3, "3.6.16"), &lost) {
+        Action::AddLearner { release, .. } => {
+            assert_eq!(
+                release,
+                Release { image: "quay.io/coreos/etcd:v3.4.23".into(), version: Version::parse("3.4.23").unwrap() }
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_upgrade_waits_for_every_member_and_says_which_fails() {
+    let desired = wanting(3, "3.5.35");
+    let mut sick = at_version(3, "3.4.23");
+    members_mut(&mut sick)[1].healthy = false;
+    match plan(&desired, &sick) {
+        Action::Wait(WaitReason::UpgradeWaiting(why)) => assert!(why.contains("etcd-0001"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let mut alarmed = at_version(3, "3.4.23");
+    alarmed.alarms = vec![("etcd-0000".into(), "NOSPACE".into())];
+    assert!(matches!(plan(&desired, &alarmed), Action::Wait(WaitReason::UpgradeWaiting(_))));
+    let mut unready = at_version(3, "3.4.23");
+    unready.pods[2].state = PodState::Running { ready: false };
+    assert!(matches!(plan(&desired, &unready), Action::Wait(WaitReason::UpgradeWaiting(_))));
+    // With every member serving, the upgrade starts with its backup and record.
+    let ready = at_version(3, "3.4.23");
+    assert!(matches!(plan(&desired, &ready), Action::StartUpgrade { .. }));
+}
+
+#[test]
+fn a_restarted_member_gates_the_next_and_one_that_does_not_come_back_stops_the_upgrade() {
+    let desired = wanting(3, "3.5.35");
+    let mut observed = at_version(3, "3.4.23");
+    observed.upgrade = Some(proto::cluster::UpgradeStatus {
+        to_image: "quay.io/coreos/etcd:v3.5.35".into(),
+        to_version: "3.5.35".into(),
+        ..Default::default()
+    });
+    let first = plan(&desired, &observed);
+    assert!(matches!(&first, Action::RollMember { name, leader: false, .. } if name == "etcd-0001"), "{first:?}");
+    // Its image changed; its etcd is not back yet.
+    observed.pods[1].image = Some("quay.io/coreos/etcd:v3.5.35".into());
+    let rolled = |secs| crate::observe::Rolled {
+        ago: Duration::from_secs(secs),
+        to: "quay.io/coreos/etcd:v3.5.35".into(),
+        from: Some("quay.io/coreos/etcd:v3.4.23".into()),
+        restarts_before: 0,
+    };
+    observed.pods[1].rolled = Some(rolled(5));
+    // Until the kubelet restarted the container, the old etcd answering is no proof of anything.
+    let before_restart = plan(&desired, &observed);
+    assert!(
+        matches!(&before_restart, Action::Wait(WaitReason::UpgradeSettling { why, .. }) if why.contains("restarted")),
+        "{before_restart:?}"
+    );
+    observed.pods[1].restarts = 1;
+    observed.pods[1].state = PodState::CrashLooping;
+    members_mut(&mut observed)[1].healthy = false;
+    members_mut(&mut observed)[1].version = None;
+    assert!(
+        matches!(plan(&desired, &observed), Action::Wait(WaitReason::UpgradeSettling { member, .. }) if member == "etcd-0001")
+    );
+    // Not taken for dead while the upgrade is recorded: its data is intact.
+    observed.pods[1].rolled = Some(rolled(UPGRADE_MEMBER_TIMEOUT.as_secs()));
+    assert!(
+        matches!(plan(&desired, &observed), Action::Wait(WaitReason::UpgradeStalled { member, .. }) if member == "etcd-0001")
+    );
+    // Back at the running version: the stalled member is rolled back first, though it is unhealthy.
+    observed.upgrade = Some(proto::cluster::UpgradeStatus {
+        to_image: "quay.io/coreos/etcd:v3.4.23".into(),
+        to_version: "3.4.23".into(),
+        ..Default::default()
+    });
+    let back = plan(&wanting(3, "3.4.23"), &observed);
+    assert!(
+        matches!(&back, Action::RollMember { name, release, .. } if name == "etcd-0001" && release.version.minor == 4),
+        "{back:?}"
+    );
+    // Caught up: a member far behind the leader gates the next.
+    let mut behind = at_version(3, "3.4.23");
+    behind.upgrade = observed.upgrade.clone();
+    behind.pods[1].image = Some("quay.io/coreos/etcd:v3.5.35".into());
+    members_mut(&mut behind)[1].version = Version::parse("3.5.35");
+    members_mut(&mut behind)[0].raft = (50_000, 50_000);
+    members_mut(&mut behind)[1].raft = (40_000, 40_000);
+    behind.upgrade.as_mut().unwrap().to_image = "quay.io/coreos/etcd:v3.5.35".into();
+    match plan(&desired, &behind) {
+        Action::Wait(WaitReason::UpgradeSettling { why, .. }) => assert!(why.contains("caught up"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_new_image_of_the_same_version_is_rolled_one_container_restart_at_a_time() {
+    // spec.repository moved to a mirror: the version is the same, so only the restart count says the new
+    // container runs.
+    let desired = Desired { etcd: WantedEtcd::new("mirror.example/etcd", "3.5.35"), ..wanting(3, "3.5.35") };
+    let mut observed = at_version(3, "3.5.35");
+    observed.upgrade =
+        Some(proto::cluster::UpgradeStatus { to_image: "mirror.example/etcd:v3.5.35".into(), ..Default::default() });
+    let first = plan(&desired, &observed);
+    let Action::RollMember { name, .. } = &first else { panic!("{first:?}") };
+    assert_eq!(name, "etcd-0001");
+    observed.pods[1].image = Some("mirror.example/etcd:v3.5.35".into());
+    observed.pods[1].rolled = Some(crate::observe::Rolled {
+        ago: Duration::from_secs(1),
+        to: "mirror.example/etcd:v3.5.35".into(),
+        from: Some(IMAGE.into()),
+        restarts_before: 0,
+    });
+    assert!(
+        matches!(plan(&desired, &observed), Action::Wait(WaitReason::UpgradeSettling { .. })),
+        "the old container still answers: not yet the next member"
+    );
+    observed.pods[1].restarts = 1;
+    assert!(matches!(plan(&desired, &observed), Action::RollMember { name, .. } if name == "etcd-0002"));
+}
+
+#[test]
+fn a_one_member_cluster_restarting_for_its_upgrade_is_not_a_lost_quorum() {
+    let desired = Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(1, "3.5.35") };
+    let mut observed = at_version(1, "3.4.23");
+    observed.upgrade =
+        Some(proto::cluster::UpgradeStatus { to_image: "quay.io/coreos/etcd:v3.5.35".into(), ..Default::default() });
+    assert!(
+        matches!(plan(&desired, &observed), Action::RollMember { leader: true, .. }),
+        "no one to move leadership to"
+    );
+    // In its restart nothing answers; the loss is not timed and nothing is recovered, however long the grace.
+    observed.etcd = EtcdView::Unreachable("connection refused".into());
+    observed.pods[0].state = PodState::Running { ready: false };
+    observed.pods[0].image = Some("quay.io/coreos/etcd:v3.5.35".into());
+    observed.pods[0].rolled = Some(crate::observe::Rolled {
+        ago: Duration::from_secs(3),
+        to: "quay.io/coreos/etcd:v3.5.35".into(),
+        from: Some("quay.io/coreos/etcd:v3.4.23".into()),
+        restarts_before: 0,
+    });
+    observed.lost_for = Some(Duration::from_secs(600));
+    let restarting = plan(&desired, &observed);
+    assert!(matches!(restarting, Action::Wait(WaitReason::UpgradeSettling { .. })), "{restarting:?}");
+    assert!(!restarting.quorum_lost());
+    observed.pods[0].rolled.as_mut().unwrap().ago = UPGRADE_MEMBER_TIMEOUT;
+    assert!(matches!(plan(&desired, &observed), Action::Wait(WaitReason::UpgradeStalled { .. })));
+    // Set back to what it ran: rolled back onto its data, without a quorum.
+    let back =
+        plan(&Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(1, "3.4.23") }, &observed);
+    assert!(matches!(&back, Action::RollMember { release, .. } if release.image.ends_with("v3.4.23")), "{back:?}");
+}
+
+#[test]
+fn a_member_whose_flags_the_target_refuses_is_not_restarted() {
+    let desired = wanting(3, "3.7.3");
+    let mut observed = at_version(3, "3.6.16");
+    observed.upgrade =
+        Some(proto::cluster::UpgradeStatus { to_image: "quay.io/coreos/etcd:v3.7.3".into(), ..Default::default() });
+    observed.pods[1].command = vec!["etcd".into(), "--experimental-initial-corrupt-check=true".into()];
+    observed.pods[2].command = observed.pods[1].command.clone();
+    match plan(&desired, &observed) {
+        Action::Wait(WaitReason::VersionRefused(refusal)) => assert_eq!(refusal.reason, "FlagsRefused"),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -538,7 +866,7 @@ fn a_recovery_deletes_the_lost_members_then_seeds_then_ends_when_the_seed_serves
     assert_eq!(plan(&restoring(60), &recovering), Action::Wait(WaitReason::LostMembersTerminating));
     recovering.pods.clear();
     recovering.etcd = EtcdView::Unreachable("no member pod is running".into());
-    assert_eq!(plan(&restoring(60), &recovering), Action::CreateSeed { name: "etcd-0003".into() });
+    assert_eq!(plan(&restoring(60), &recovering), Action::CreateSeed { name: "etcd-0003".into(), release: release() });
     recovering.pods = vec![pod(3, PodState::Pending)];
     recovering.next_index = 4;
     assert!(matches!(plan(&restoring(60), &recovering), Action::Wait(WaitReason::EtcdUnreachable(_))));
@@ -560,7 +888,7 @@ fn a_recovery_deletes_the_lost_members_then_seeds_then_ends_when_the_seed_serves
     // Afterwards the normal plan grows the restored seed back to size.
     recovering.recovering = None;
     recovering.lost_for = None;
-    assert_eq!(plan(&restoring(60), &recovering), Action::AddLearner { name: "etcd-0004".into() });
+    assert_eq!(plan(&restoring(60), &recovering), Action::AddLearner { name: "etcd-0004".into(), release: release() });
 }
 
 #[test]
@@ -579,6 +907,8 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        cluster_version: Some(V35),
+        upgrade: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
@@ -682,5 +1012,5 @@ fn a_silent_member_on_a_lost_node_is_replaced_while_quorum_holds() {
     let mut removed = lost_node;
     members_mut(&mut removed).pop();
     removed.pods[2].state = PodState::Terminating;
-    assert_eq!(plan(&want(3), &removed), Action::AddLearner { name: "etcd-0003".into() });
+    assert_eq!(plan(&want(3), &removed), Action::AddLearner { name: "etcd-0003".into(), release: release() });
 }
