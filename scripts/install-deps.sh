@@ -15,7 +15,7 @@ log() { echo "install-deps: $*" >&2; }
 
 missing=()
 for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time ca-certificates; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -F "install ok installed" >/dev/null || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"

@@ -272,7 +272,8 @@ pub async fn act(
                 "upgrading from {from} to {} ({}), one member at a time, the leader last; taken before it: {backup}{warning}",
                 release.version, release.image
             );
-            publish(recorder, cluster, event("UpgradeStarted", note)).await;
+            publish(recorder, cluster, upgrade_event(event("UpgradeStarted", note), &release.version.to_string()))
+                .await;
         }
         Action::RollMember { name: member, from, release, leader, restarts } => {
             use crate::observe::{ROLLED_AT, ROLLED_FROM, ROLLED_RESTARTS, ROLLED_TO};
@@ -296,7 +297,8 @@ pub async fn act(
                 "restarting {member}, {role}, on its own data with {} (was {from}): etcd {}",
                 release.image, release.version
             );
-            publish(recorder, cluster, member_event("MemberUpgrading", note, &namespace, member)).await;
+            let event = member_event("MemberUpgrading", note, &namespace, member);
+            publish(recorder, cluster, upgrade_event(event, &release.version.to_string())).await;
         }
         Action::MoveLeader { from, to, name: new_leader } => {
             let leader = match &observed.etcd {
@@ -314,7 +316,7 @@ pub async fn act(
                 "moved leadership from {} to {new_leader}, which runs the target, before the old leader is upgraded",
                 leader.unwrap_or_default()
             );
-            publish(recorder, cluster, event("LeaderMoved", note)).await;
+            publish(recorder, cluster, upgrade_event(event("LeaderMoved", note), &desired_version(cluster))).await;
         }
         Action::CompleteUpgrade => {
             let record = cluster.status.as_ref().and_then(|s| s.upgrade.clone()).unwrap_or_default();
@@ -333,11 +335,22 @@ pub async fn act(
                 took.unwrap_or_default(),
                 record.to_image
             );
-            publish(recorder, cluster, event("UpgradeCompleted", note)).await;
+            publish(recorder, cluster, upgrade_event(event("UpgradeCompleted", note), &record.to_version)).await;
         }
         Action::Wait(_) | Action::Done => {}
     }
     Ok(())
+}
+
+/// An upgrade's event, told apart from the same step of another upgrade: events with the same reason, object and
+/// action are folded into one series (keeping the first note), so the action names the target version.
+fn upgrade_event(event: Event, version: &str) -> Event {
+    Event { action: format!("UpgradeTo{version}"), ..event }
+}
+
+/// The version the spec asks for, as written.
+fn desired_version(cluster: &EtcdCluster) -> String {
+    cluster.spec.version.trim_start_matches('v').to_string()
 }
 
 /// Takes a backup for an upgrade through the cluster's sidecar and checks that storage holds it, as it was

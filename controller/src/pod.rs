@@ -6,8 +6,9 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, Probe, SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource, TCPSocketAction,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -176,15 +177,24 @@ pub fn member_pod(
         // Ready when this member serves: `/health` needs quorum, which is right for taking traffic. A NOSPACE
         // alarm does not count (from etcd 3.5; older versions ignore the parameter): a cluster out of space serves
         // reads still, and the compaction and deletes that free space must reach it through the client Service.
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/health?exclude=NOSPACE".into()),
-                port: IntOrString::Int(2379),
+        readiness_probe: Some(match crate::version::readiness(release.version) {
+            crate::version::Readiness::Http(path) => Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some(path.into()),
+                    port: IntOrString::Int(2379),
+                    ..Default::default()
+                }),
+                period_seconds: Some(5),
+                failure_threshold: Some(3),
                 ..Default::default()
-            }),
-            period_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..Default::default()
+            },
+            crate::version::Readiness::Exec(command) => Probe {
+                exec: Some(ExecAction { command: Some(command) }),
+                period_seconds: Some(5),
+                timeout_seconds: Some(3),
+                failure_threshold: Some(3),
+                ..Default::default()
+            },
         }),
         // Alive while the process listens. Never a quorum check: during an outage every member would fail it and
         // be killed, turning a recoverable quorum loss into the loss of every member.
@@ -399,6 +409,18 @@ mod tests {
         assert!(liveness.tcp_socket.is_some() && liveness.http_get.is_none() && liveness.exec.is_none());
         let readiness = container.readiness_probe.as_ref().unwrap();
         assert_eq!(readiness.http_get.as_ref().unwrap().path.as_deref(), Some("/health?exclude=NOSPACE"));
+    }
+
+    #[test]
+    fn a_3_4_member_is_probed_with_a_v3_read_that_leaves_nothing_in_its_raft_log() {
+        let mut c = cluster("demo", 1);
+        c.spec.version = "3.4.23".into();
+        let pod = pod_of(&c, "demo-0000", &["demo-0000".into()], &Join::Existing);
+        let readiness = pod.spec.unwrap().containers[0].readiness_probe.clone().unwrap();
+        assert!(readiness.http_get.is_none(), "3.4's /health is a v2 quorum read, which etcd 3.6 refuses to replay");
+        let command = readiness.exec.unwrap().command.unwrap();
+        assert_eq!(&command[..1], ["etcdctl"]);
+        assert!(command.ends_with(&["endpoint".to_string(), "health".to_string()]));
     }
 
     #[test]

@@ -243,7 +243,7 @@ async fn announce_transitions(
                 type_: EventType::Warning,
                 reason: if type_ == "Degraded" { "UpgradeStalled".into() } else { "UpgradeBlocked".into() },
                 note: message,
-                action: "Upgrade".into(),
+                action: format!("UpgradeTo{}", cluster.spec.version.trim_start_matches('v')),
                 secondary: None,
             };
             publish(recorder, cluster, event).await;

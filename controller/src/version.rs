@@ -259,6 +259,31 @@ pub fn version_flags(version: Version) -> Vec<String> {
         .collect()
 }
 
+/// How the kubelet tells that a member of `version` serves (its readiness), which must write nothing to etcd's raft
+/// log: a member carries its log across upgrades, and etcd 3.6 refuses to start on v2 requests in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// `GET` this path on the client port. From 3.5, `/health` is a v3 linearizable read (no log entry), and
+    /// `exclude=NOSPACE` keeps a member out of space in the client Service, so that the compaction and deletes that
+    /// free space reach it.
+    Http(&'static str),
+    /// Run this command in the container. 3.4's `/health` is a v2 quorum read (`QGET`), one raft log entry per
+    /// probe, which etcd 3.6 refuses to replay ("detected disallowed v2 WAL"): a 3.4 member probed that way could
+    /// not be upgraded 3.5 -> 3.6 until a snapshot (100,000 entries by default) pushed those entries out. `etcdctl
+    /// endpoint health` is a v3 read instead.
+    Exec(Vec<String>),
+}
+
+/// The readiness check of a member created at `version`.
+pub fn readiness(version: Version) -> Readiness {
+    if version.minor == 4 {
+        let command = ["etcdctl", "--endpoints=http://127.0.0.1:2379", "--command-timeout=2s", "endpoint", "health"];
+        Readiness::Exec(command.map(String::from).into())
+    } else {
+        Readiness::Http("/health?exclude=NOSPACE")
+    }
+}
+
 /// Whether the flag table knows `name` (`--data-dir`): every flag the controller renders must be in it.
 pub fn known_flag(name: &str) -> bool {
     FLAGS.iter().any(|f| f.name == name)

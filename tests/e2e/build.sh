@@ -3,7 +3,7 @@
 # tests/e2e/k8s) into a cache outside the repo, keyed by version. Idempotent: what exists is not built again.
 #   tests/e2e/build.sh [component...]     (default: all six)
 #   tests/e2e/build.sh etcd-3.5           etcd, etcdctl and etcdutl 3.5 into $KEC_CACHE/etcd/<version>
-#   tests/e2e/build.sh etcd-3.6|etcd-3.7  etcd and etcdutl 3.6 or 3.7 likewise
+#   tests/e2e/build.sh etcd-3.6|etcd-3.7  the same for 3.6 or 3.7
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
@@ -21,16 +21,15 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 # etcd 3.5, 3.6 and 3.7 for the etcd images: each from its own wrapper module (etcd's modules carry replace
-# directives too), at the patch its go.mod pins. 3.5 brings etcdctl too (tests restore with it); the others only
-# the server and etcdutl (restores and the images need no more).
+# directives too), at the patch its go.mod pins: the server, etcdctl (3.4 members are probed with it, and keep
+# that probe when they are upgraded in place) and etcdutl (restores), as in etcd's own images.
 build_etcd() {
   local minor=$1 version dir tools
   [[ -f $here/etcd-$minor/go.mod ]] || { echo "build.sh: no wrapper module tests/e2e/etcd-$minor" >&2; exit 2; }
   version=$(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$here/etcd-$minor/go.mod")
   dir=$KEC_CACHE/etcd/$version
   mkdir -p "$dir"
-  tools="etcd:server etcdutl:etcdutl"
-  [[ $minor == 3.5 ]] && tools+=" etcdctl:etcdctl"
+  tools="etcd:server etcdctl:etcdctl etcdutl:etcdutl"
   for tool in $tools; do
     local name=${tool%%:*} module=${tool#*:}
     [[ -x $dir/$name ]] && continue

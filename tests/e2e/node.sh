@@ -77,7 +77,7 @@ wait_until() {
 
 need=()
 for pkg in containerd runc containernetworking-plugins iptables conntrack catatonit busybox-static; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -F "install ok installed" >/dev/null || need+=("$pkg")
 done
 if ((${#need[@]})); then
   log "installing ${need[*]}"
@@ -230,7 +230,7 @@ start "$x-kubelet" "$BIN/kubelet" --config "$NODE_STATE/kubelet/config.yaml" \
 
 node_ready() {
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE" \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -x True >/dev/null
 }
 # The kubelet answers itself first (a restarted one would otherwise pass on the Ready its predecessor reported).
 wait_until in_node curl -sf --max-time 2 http://127.0.0.1:10248/healthz || fail "the kubelet does not answer its health check"

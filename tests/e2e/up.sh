@@ -40,7 +40,7 @@ need=()
 # The nodes' packages too: node.sh runs three times side by side, and apt does not.
 for pkg in openssl etcd-server iproute2 curl containerd runc containernetworking-plugins iptables conntrack catatonit \
   busybox-static; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -F "install ok installed" >/dev/null || need+=("$pkg")
 done
 if ((${#need[@]})); then
   log "installing ${need[*]}"
@@ -52,12 +52,12 @@ fi
 if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
   ip link add "$BRIDGE" type bridge
 fi
-ip addr show dev "$BRIDGE" | grep -q "$NODE_IP/24" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+ip addr show dev "$BRIDGE" | grep -F "$NODE_IP/24" >/dev/null || ip addr add "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 # Service addresses are routed onto the bridge, which has no uplink: kube-proxy translates them to pod addresses
 # on the way out, and anything it does not translate dies there. (A blackhole route would also stop the node's own
 # connections to services, which are routed before they are translated.)
-ip route show "$SERVICE_CIDR" | grep -q "dev $BRIDGE" || ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
+ip route show "$SERVICE_CIDR" | grep -F "dev $BRIDGE" >/dev/null || ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
 
 # --- certificates ---------------------------------------------------------------------------------------------
 cert() { # name subject [extensions]

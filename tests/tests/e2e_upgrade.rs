@@ -139,8 +139,13 @@ async fn upgraded_to(api: &Api<DynamicObject>, pods: &Api<Pod>, version: &str, l
 /// The upgrade's member restarts and leader moves since `since`, in order, as the events tell them, and how far
 /// apart they came. Asserts the leader came last: every restart was of a follower as the controller saw it, and
 /// when leadership was moved, the member it moved from was the last restarted.
-async fn upgrade_steps(client: &Client, since: k8s_openapi::jiff::Timestamp, label: &str) -> Vec<String> {
+async fn upgrade_steps(client: &Client, since: k8s_openapi::jiff::Timestamp, label: &str, strict: bool) -> Vec<String> {
     let wanted = ["UpgradeStarted", "MemberUpgrading", "LeaderMoved", "UpgradeCompleted"];
+    // The last event comes right after the status write that clears the record.
+    eventually(&format!("{label}: the UpgradeCompleted event"), Duration::from_secs(30), || async move {
+        events(client).await.iter().any(|(r, _, at)| *at >= since && r == "UpgradeCompleted").then_some(())
+    })
+    .await;
     let steps: Vec<_> =
         events(client).await.into_iter().filter(|(r, _, at)| *at >= since && wanted.contains(&r.as_str())).collect();
     let mut previous = since;
@@ -161,7 +166,10 @@ async fn upgrade_steps(client: &Client, since: k8s_openapi::jiff::Timestamp, lab
     let total = steps.last().map_or(0.0, |(_, _, at)| at.duration_since(since).as_secs_f64());
     println!("{label}: total {total:.1} s, members restarted in order {restarted:?}");
     match moved_from {
-        Some(old_leader) => assert_eq!(restarted.last(), Some(&old_leader), "{label}: the old leader went last"),
+        Some(old_leader) if strict => {
+            assert_eq!(restarted.last(), Some(&old_leader), "{label}: the old leader went last")
+        }
+        Some(old_leader) => println!("{label}: leadership moved from {old_leader}"),
         // Leadership may have moved to an upgraded member on its own (an election): no move was needed.
         None => println!("{label}: leadership was already on an upgraded member when the last one was restarted"),
     }
@@ -238,7 +246,6 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     .await;
     println!("3.4 -> 3.6: {}", blocked["message"]);
     nothing_restarted_for(&pods, Duration::from_secs(8), "3.4 -> 3.6 refused").await;
-    assert!(events(&client).await.iter().any(|(r, n, _)| r == "UpgradeBlocked" && n.contains("skips a minor")));
     assert_eq!(status(&api, CLUSTER).await["currentVersion"], v34.as_str(), "status tells what runs");
 
     // 3.4 -> 3.5 with one member not answering (its etcd stopped, its pod still Running): it does not start.
@@ -278,7 +285,7 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let took = upgraded_to(&api, &pods, V35, Duration::from_secs(300)).await;
     let window_35 = (began.0, Instant::now());
     println!("3.4 -> 3.5: every member on {V35} {:.1} s after the backup could be written", took.as_secs_f64());
-    upgrade_steps(&client, began.1, "3.4 -> 3.5").await;
+    upgrade_steps(&client, began.1, "3.4 -> 3.5", true).await;
     let after = pods_now(&pods).await;
     for (name, (uid, image, restarts)) in &after {
         let (old_uid, old_image, old_restarts) = &before[name];
@@ -291,6 +298,10 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let backups = events(&client).await;
     let started = backups.iter().rev().find(|(r, _, _)| r == "UpgradeStarted").unwrap();
     assert!(started.1.contains("backup up-"), "the pre-upgrade backup is named: {}", started.1);
+    assert!(
+        backups.iter().any(|(r, n, _)| r == "UpgradeBlocked" && n.contains("skips a minor")),
+        "a refused version is told in a Warning event"
+    );
 
     // 3.5 -> 3.4 is a downgrade below the cluster version: refused.
     set_version(&api, &v34).await;
@@ -320,7 +331,7 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let took = upgraded_to(&api, &pods, V36, Duration::from_secs(300)).await;
     let window_36 = (began.0, Instant::now());
     println!("3.5 -> 3.6: every member on {V36} {:.1} s after the edit (one controller killed)", took.as_secs_f64());
-    upgrade_steps(&client, began.1, "3.5 -> 3.6").await;
+    upgrade_steps(&client, began.1, "3.5 -> 3.6", true).await;
 
     // 3.6 -> 3.7 with a member not yet upgraded deleted mid-way: replaced at the version the cluster runs.
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());
@@ -382,7 +393,9 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
         "replaced at the lowest version the members left ran ({lowest_left}): {}",
         added.1
     );
-    assert!(replaced.iter().any(|(r, _, at)| *at >= began.1 && r == "UpgradeCompleted"));
+    // With a member replaced mid-way, the replacement (a new follower) goes in the order too; the leader-last
+    // rule is asserted on the two upgrades above.
+    upgrade_steps(&client, began.1, "3.6 -> 3.7", false).await;
 
     // No acknowledged write lost, every key there.
     let written = writer.stop();
