@@ -242,6 +242,15 @@ pub async fn act(
             .await;
         }
         Action::StartUpgrade { from, release, warning } => {
+            // The object the plan saw may predate a record written a moment ago: read it back first, so that a
+            // record for this very target is never made twice (with a second backup), and one for another target
+            // (a rollback) keeps its start, by which the members it changed are known.
+            let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &namespace);
+            let current = api.get_status(&name).await.map_err(kube_error("reading status"))?;
+            let existing = current.status.as_ref().and_then(|s| s.upgrade.clone());
+            if existing.as_ref().is_some_and(|u| u.to_image == release.image) {
+                return Ok(());
+            }
             let backup = if cluster.spec.backup.is_some() {
                 Some(pre_upgrade_backup(client, cluster, &endpoints, etcd_timeout).await?)
             } else {
@@ -251,7 +260,9 @@ pub async fn act(
                 from: from.clone(),
                 to_image: release.image.clone(),
                 to_version: release.version.to_string(),
-                started_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                started_at: existing
+                    .and_then(|u| u.started_at)
+                    .or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())))),
                 backup: backup.clone(),
                 warning: warning.clone(),
             };
@@ -276,9 +287,11 @@ pub async fn act(
                 .await;
         }
         Action::RollMember { name: member, from, release, leader, restarts } => {
-            use crate::observe::{ROLLED_AT, ROLLED_FROM, ROLLED_RESTARTS, ROLLED_TO};
+            use crate::observe::{ROLLED_AT, ROLLED_FOR, ROLLED_FROM, ROLLED_RESTARTS, ROLLED_TO};
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let record = cluster.status.as_ref().and_then(|s| s.upgrade.as_ref()?.started_at.clone());
             let annotations = json!({
+                ROLLED_FOR: record.map(|t| t.0.to_string()),
                 ROLLED_AT: now,
                 ROLLED_FROM: from,
                 ROLLED_TO: release.image,
@@ -319,7 +332,24 @@ pub async fn act(
             publish(recorder, cluster, upgrade_event(event("LeaderMoved", note), &desired_version(cluster))).await;
         }
         Action::CompleteUpgrade => {
-            let record = cluster.status.as_ref().and_then(|s| s.upgrade.clone()).unwrap_or_default();
+            // Read back: a record already cleared (the object the plan saw was older) is not completed twice.
+            let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &namespace);
+            let current = api.get_status(&name).await.map_err(kube_error("reading status"))?;
+            let Some(record) = current.status.and_then(|s| s.upgrade) else {
+                return Ok(());
+            };
+            let wanted = crate::plan::WantedEtcd::new(&cluster.spec.repository, &cluster.spec.version);
+            if record.to_image != wanted.image {
+                // The spec went back before the target was reached: every member runs what the spec asks now.
+                patch_status(client, cluster, json!({ "upgrade": null }), "ending the upgrade").await?;
+                ctx.metrics.upgrade_step("cancelled");
+                let note = format!(
+                    "upgrade to {} cancelled: spec.version is {} again, and every member runs {}",
+                    record.to_version, cluster.spec.version, wanted.image
+                );
+                publish(recorder, cluster, upgrade_event(event("UpgradeCancelled", note), &record.to_version)).await;
+                return Ok(());
+            }
             let took = record.started_at.as_ref().map(|t| {
                 let seconds = k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs_f64();
                 ctx.metrics.upgrade_completed(seconds);

@@ -160,7 +160,9 @@ impl Membership {
         url_of: impl Fn(&Listed, &str) -> Option<String>,
     ) -> Result<Vec<Member>, MembershipError> {
         let listed = self.list().await?;
-        let mut leader = None;
+        // The leader is the member that says it leads (its own ID as leader), of the highest term if two say so
+        // (one deposed and not yet told): a follower's view may be stale right after an election.
+        let mut leader: Option<(u64, u64)> = None;
         let mut members = Vec::with_capacity(listed.len());
         for entry in &listed {
             let name = name_of(entry);
@@ -169,7 +171,10 @@ impl Membership {
                 None => None,
             };
             if let Some(status) = &status {
-                leader = leader.or(Some(status.leader()));
+                let own = status.header().map(|h| h.member_id()).unwrap_or_default();
+                if own != 0 && status.leader() == own && leader.is_none_or(|(_, term)| status.raft_term() > term) {
+                    leader = Some((own, status.raft_term()));
+                }
             }
             members.push(Member {
                 id: entry.id,
@@ -183,7 +188,7 @@ impl Membership {
             });
         }
         for member in &mut members {
-            member.leader = Some(member.id) == leader;
+            member.leader = leader.is_some_and(|(id, _)| id == member.id);
         }
         Ok(members)
     }

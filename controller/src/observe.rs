@@ -86,6 +86,9 @@ impl Rolled {
 pub const ROLLED_AT: &str = "kube-etcd-controller.dev/image-changed-at";
 /// See [`ROLLED_AT`].
 pub const ROLLED_TO: &str = "kube-etcd-controller.dev/image-changed-to";
+/// See [`ROLLED_AT`]: the `startedAt` of the upgrade record the change was made for (a record keeps it when its
+/// target changes, so a rollback still knows the members it changed; no clocks are compared).
+pub const ROLLED_FOR: &str = "kube-etcd-controller.dev/image-changed-for-upgrade";
 /// See [`ROLLED_AT`].
 pub const ROLLED_FROM: &str = "kube-etcd-controller.dev/image-changed-from";
 /// See [`ROLLED_AT`].
@@ -411,18 +414,18 @@ async fn cluster_version_at(client_url: &str, timeout: std::time::Duration) -> O
     crate::version::Version::parse(&versions.etcdcluster)
 }
 
-/// The image change the upgrade started at `since` made to `pod`, from its annotations (both times are the
-/// controller's own clock).
+/// The image change the upgrade recorded as started at `since` made to `pod`, from its annotations.
 pub fn rolled(
     pod: &k8s_openapi::api::core::v1::Pod,
     since: k8s_openapi::jiff::Timestamp,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<Rolled> {
     let annotations = pod.metadata.annotations.as_ref()?;
-    let at: k8s_openapi::jiff::Timestamp = annotations.get(ROLLED_AT)?.parse().ok()?;
-    if at < since {
+    let recorded: k8s_openapi::jiff::Timestamp = annotations.get(ROLLED_FOR)?.parse().ok()?;
+    if recorded != since {
         return None;
     }
+    let at: k8s_openapi::jiff::Timestamp = annotations.get(ROLLED_AT)?.parse().ok()?;
     Some(Rolled {
         ago: std::time::Duration::try_from(now.duration_since(at)).unwrap_or_default(),
         to: annotations.get(ROLLED_TO)?.clone(),
@@ -810,7 +813,7 @@ mod tests {
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "demo-0001", "annotations": {
                 ROLLED_AT: "1970-01-01T00:16:40Z", ROLLED_TO: "etcd:v3.6.16", ROLLED_FROM: "etcd:v3.5.35",
-                ROLLED_RESTARTS: "2",
+                ROLLED_RESTARTS: "2", ROLLED_FOR: "1970-01-01T00:16:30Z",
             } },
         }))
         .unwrap();

@@ -375,12 +375,12 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
     // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
     // is then deleted without waiting for that node's kubelet).
-    // A member an upgrade restarted that now crash-loops is not replaced while the upgrade is recorded: its data
-    // is intact, and the answer is the upgrade's (it stalls; setting the version back rolls the member back).
+    // The member an upgrade restarted last that now crash-loops is not replaced while the upgrade is recorded: its
+    // data is intact, and the answer is the upgrade's (it stalls; setting the version back rolls the member back).
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
         Some(pod) => {
-            let rolled = observed.upgrade.is_some() && pod.rolled.is_some();
+            let rolled = observed.upgrade.is_some() && last_rolled(observed).is_some_and(|last| last.name == pod.name);
             matches!(pod.state, PodState::Dead | PodState::Refused)
                 || (pod.state == PodState::CrashLooping && !rolled)
                 || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST_AFTER))
@@ -469,15 +469,26 @@ pub fn restart_keeps_quorum(members: &[Member], id: u64) -> bool {
     voters.len() <= 2 || others > voters.len() / 2
 }
 
-/// A member pod the recorded upgrade restarted that does not serve yet, with how long ago (for a cluster where
-/// nothing answers: a one- or two-member cluster in its restart).
-fn restarting_for_upgrade(observed: &Observed) -> Option<&MemberPod> {
+/// The member pod the recorded upgrade changed last, if its restart explains a lost quorum: it does not serve
+/// yet, and with it the cluster would have a majority (a one- or two-member cluster in its restart, or a
+/// larger one whose restart did not come back while another member was lost too is not: that is a loss).
+fn restarting_for_upgrade(observed: &Observed, reason: &WaitReason) -> Option<&MemberPod> {
     observed.upgrade.as_ref()?;
-    observed.pods.iter().find(|p| {
-        p.rolled.is_some()
-            && !matches!(p.state, PodState::Dead | PodState::Refused | PodState::Terminating)
-            && p.state != (PodState::Running { ready: true })
-    })
+    let pod = last_rolled(observed)?;
+    let down = matches!(pod.state, PodState::Dead | PodState::Refused | PodState::Terminating)
+        || pod.state == (PodState::Running { ready: true });
+    let explains = match reason {
+        WaitReason::QuorumLost { healthy, voters } => *voters <= 2 || healthy + 1 > voters / 2,
+        // Nothing answers: only a one- or two-member cluster is explained by one restart.
+        _ => observed.pods.len() <= 2,
+    };
+    (!down && explains).then_some(pod)
+}
+
+/// The member pod the recorded upgrade changed last (the others it changed have served since, or the upgrade
+/// would not have moved on).
+fn last_rolled(observed: &Observed) -> Option<&MemberPod> {
+    observed.pods.iter().filter(|p| p.rolled.is_some()).min_by_key(|p| p.rolled.as_ref().map(|r| r.ago))
 }
 
 /// The tail of the plan, for a cluster with its size, no learner and no dead member: move it to the etcd the spec
@@ -704,7 +715,7 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
     // A member the recorded upgrade restarted, in a cluster too small to keep a quorum through a restart (or one
     // whose restart did not come back): no loss is timed and nothing is recovered, its data is intact. Setting
     // spec.version back to the image it ran before rolls it back.
-    if let Some(pod) = restarting_for_upgrade(observed) {
+    if let Some(pod) = restarting_for_upgrade(observed, &reason) {
         let member = pod.name.clone();
         if let Some(back) = roll_back_without_quorum(desired, pod) {
             return back;

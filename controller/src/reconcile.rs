@@ -165,7 +165,11 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
             Action::Wait(WaitReason::NoUsableBackup(why.clone()))
         }
         // An upgrade whose backup failed did not start: status says why, and the next reconcile tries again.
-        (Err(error), Action::StartUpgrade { .. }) => Action::Wait(WaitReason::UpgradeWaiting(error.to_string())),
+        (Err(error), Action::StartUpgrade { .. }) => Action::Wait(WaitReason::UpgradeWaiting(format!(
+            "{}; it is tried again every {} s",
+            without_backup_names(&error.to_string(), &name),
+            UPGRADE_BACKUP_RETRY.as_secs()
+        ))),
         _ => action.clone(),
     };
     let status = derive(
@@ -222,6 +226,14 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         Action::Wait(_) => Requeue::requeue(Duration::from_secs(5)),
         _ => Requeue::requeue(Duration::from_secs(2)),
     })
+}
+
+/// `message` with every word that names a backup of `cluster` (`<cluster>-<time>...`, or a path holding one) said
+/// as `<backup>`: each attempt names a new backup, and a status that changed would be written, and reconciled,
+/// at once.
+fn without_backup_names(message: &str, cluster: &str) -> String {
+    let name = format!("{cluster}-2");
+    message.split(' ').map(|word| if word.contains(&name) { "<backup>" } else { word }).collect::<Vec<_>>().join(" ")
 }
 
 /// Warning events for conditions that say a person must act, once when each turns true (or its reason changes):
@@ -296,4 +308,20 @@ where
 fn jitter(base: Duration) -> Duration {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     base + base.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_backup_reads_the_same_every_attempt() {
+        let say = |name: &str| {
+            super::without_backup_names(
+                &format!("503 backup failed: storage upload {name}.db.gz: Unable to open file /backups/up/{name}.db.gz#1: denied"),
+                "up",
+            )
+        };
+        let first = say("up-20261202T071900.661Z-r3504");
+        assert_eq!(first, say("up-20261202T071930.102Z-r3650"), "no new status for every attempt");
+        assert_eq!(first, "503 backup failed: storage upload <backup> Unable to open file <backup> denied");
+    }
 }

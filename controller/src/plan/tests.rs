@@ -746,6 +746,42 @@ fn a_one_member_cluster_restarting_for_its_upgrade_is_not_a_lost_quorum() {
 }
 
 #[test]
+fn a_lost_quorum_mid_upgrade_that_one_restart_does_not_explain_is_a_loss() {
+    let desired = Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(3, "3.5.35") };
+    let mut observed = at_version(3, "3.4.23");
+    observed.upgrade = Some(proto::cluster::UpgradeStatus {
+        to_image: "quay.io/coreos/etcd:v3.5.35".into(),
+        ..Default::default()
+    });
+    // etcd-0001 was restarted for the upgrade and is not back; the other two were lost besides (with one of them,
+    // the restarted member would have made a majority again: that is waited for).
+    observed.pods[1].image = Some("quay.io/coreos/etcd:v3.5.35".into());
+    observed.pods[1].state = PodState::Running { ready: false };
+    observed.pods[1].rolled = Some(crate::observe::Rolled {
+        ago: Duration::from_secs(20),
+        to: "quay.io/coreos/etcd:v3.5.35".into(),
+        from: Some("quay.io/coreos/etcd:v3.4.23".into()),
+        restarts_before: 0,
+    });
+    observed.pods[2].state = PodState::Running { ready: false };
+    observed.pods[0].state = PodState::Running { ready: false };
+    for member in members_mut(&mut observed).iter_mut() {
+        member.healthy = false;
+        member.leader = false;
+    }
+    observed.lost_for = Some(Duration::from_secs(60));
+    let action = plan(&desired, &observed);
+    assert!(action.quorum_lost(), "a loss, handled as one (timed, recovered by the policy): {action:?}");
+    // With only the restarted member down, the cluster keeps its quorum: the upgrade waits for it.
+    members_mut(&mut observed)[0].healthy = true;
+    members_mut(&mut observed)[2].healthy = true;
+    members_mut(&mut observed)[0].leader = true;
+    observed.pods[0].state = PodState::Running { ready: true };
+    observed.pods[2].state = PodState::Running { ready: true };
+    assert!(matches!(plan(&desired, &observed), Action::Wait(WaitReason::UpgradeSettling { .. })));
+}
+
+#[test]
 fn a_member_whose_flags_the_target_refuses_is_not_restarted() {
     let desired = wanting(3, "3.7.3");
     let mut observed = at_version(3, "3.6.16");
