@@ -260,9 +260,13 @@ pub async fn act(
                 from: from.clone(),
                 to_image: release.image.clone(),
                 to_version: release.version.to_string(),
-                started_at: existing
-                    .and_then(|u| u.started_at)
-                    .or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())))),
+                started_at: existing.and_then(|u| u.started_at).or_else(|| {
+                    Some(Time(
+                        k8s_openapi::jiff::Timestamp::now()
+                            .round(k8s_openapi::jiff::Unit::Second)
+                            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+                    ))
+                }),
                 backup: backup.clone(),
                 warning: warning.clone(),
             };

@@ -472,7 +472,7 @@ pub fn restart_keeps_quorum(members: &[Member], id: u64) -> bool {
 /// The member pod the recorded upgrade changed last, if its restart explains a lost quorum: it does not serve
 /// yet, and with it the cluster would have a majority (a one- or two-member cluster in its restart, or a
 /// larger one whose restart did not come back while another member was lost too is not: that is a loss).
-fn restarting_for_upgrade(observed: &Observed, reason: &WaitReason) -> Option<&MemberPod> {
+fn restarting_for_upgrade<'a>(observed: &'a Observed, reason: &WaitReason) -> Option<&'a MemberPod> {
     observed.upgrade.as_ref()?;
     let pod = last_rolled(observed)?;
     let down = matches!(pod.state, PodState::Dead | PodState::Refused | PodState::Terminating)

@@ -316,7 +316,9 @@ mod tests {
     fn a_failed_backup_reads_the_same_every_attempt() {
         let say = |name: &str| {
             super::without_backup_names(
-                &format!("503 backup failed: storage upload {name}.db.gz: Unable to open file /backups/up/{name}.db.gz#1: denied"),
+                &format!(
+                    "503 backup failed: storage upload {name}.db.gz: Unable to open file /backups/up/{name}.db.gz#1: denied"
+                ),
                 "up",
             )
         };

@@ -749,10 +749,8 @@ fn a_one_member_cluster_restarting_for_its_upgrade_is_not_a_lost_quorum() {
 fn a_lost_quorum_mid_upgrade_that_one_restart_does_not_explain_is_a_loss() {
     let desired = Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(3, "3.5.35") };
     let mut observed = at_version(3, "3.4.23");
-    observed.upgrade = Some(proto::cluster::UpgradeStatus {
-        to_image: "quay.io/coreos/etcd:v3.5.35".into(),
-        ..Default::default()
-    });
+    observed.upgrade =
+        Some(proto::cluster::UpgradeStatus { to_image: "quay.io/coreos/etcd:v3.5.35".into(), ..Default::default() });
     // etcd-0001 was restarted for the upgrade and is not back; the other two were lost besides (with one of them,
     // the restarted member would have made a majority again: that is waited for).
     observed.pods[1].image = Some("quay.io/coreos/etcd:v3.5.35".into());

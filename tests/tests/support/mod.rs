@@ -230,9 +230,21 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
     use kube::api::{DeleteParams, PostParams};
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    // A pod left by an earlier run on a node that was powered off and on may never be confirmed gone by its
+    // kubelet: after a while the ones still there are deleted without waiting for it.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+    let started = std::time::Instant::now();
     eventually("the old namespace to go", Duration::from_secs(120), || {
-        let namespaces = namespaces.clone();
-        async move { namespaces.get_opt(name).await.unwrap().is_none().then_some(()) }
+        let (namespaces, pods) = (namespaces.clone(), pods.clone());
+        async move {
+            if started.elapsed() > Duration::from_secs(30) {
+                for pod in pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+                    let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                    let _ = pods.delete(&pod.name_any(), &now).await;
+                }
+            }
+            namespaces.get_opt(name).await.unwrap().is_none().then_some(())
+        }
     })
     .await;
     let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
