@@ -280,13 +280,13 @@ impl Engine {
             finished_at: Utc::now(),
         };
         self.storage.publish(&manifest_for(info.clone())).await?;
-        self.apply_retention(&info.etcd_cluster_id).await;
+        self.apply_retention(&info.etcd_cluster_id, info.revision).await;
         Ok(Outcome::Created(info))
     }
 
     /// Runs only after a backup of etcd cluster `cluster_id` was published (a failed attempt never deletes
-    /// anything), and deletes only that cluster's backups.
-    async fn apply_retention(&self, cluster_id: &str) {
+    /// anything), and deletes only that cluster's backups, none of a higher revision than the one just published.
+    async fn apply_retention(&self, cluster_id: &str, published: i64) {
         let backups = match self.storage.list().await {
             Ok(backups) => self.own(backups),
             Err(error) => {
@@ -294,7 +294,7 @@ impl Engine {
                 return;
             }
         };
-        let expired = self.config.retention.expired(&backups, cluster_id, Utc::now());
+        let expired = self.config.retention.expired(&backups, cluster_id, published, Utc::now());
         let mut deleted = 0;
         for backup in &expired {
             match self.storage.delete(backup).await {

@@ -19,11 +19,14 @@ impl Retention {
     /// [`crate::storage::sort_newest_first`]). Only that cluster's backups are counted and deleted: a cluster
     /// re-created under an old name (or restored, which gives it a new cluster ID) never deletes the backups of the
     /// cluster before it, which may be the only copy of its data. The newest backup is never deleted, whatever its
-    /// age, so retention can never leave a cluster with no backup.
+    /// age, so retention can never leave a cluster with no backup. Nor is any backup of a higher revision than
+    /// `published`, the one just taken: a backup taken from a member that lags (a recovery's, or one asked of a
+    /// named member) must never cost the cluster a backup that holds more.
     pub fn expired<'a>(
         &self,
         newest_first: &'a [BackupManifest],
         cluster_id: &str,
+        published: i64,
         now: DateTime<Utc>,
     ) -> Vec<&'a BackupManifest> {
         newest_first
@@ -31,6 +34,7 @@ impl Retention {
             .filter(|backup| backup.info.etcd_cluster_id == cluster_id)
             .enumerate()
             .skip(1)
+            .filter(|(_, backup)| backup.info.revision <= published)
             .filter(|(index, backup)| {
                 let too_many = self.max_backups.is_some_and(|max| *index >= max.max(1));
                 let too_old = self.max_age.is_some_and(|max_age| {
@@ -95,7 +99,7 @@ mod tests {
         ];
         sort_newest_first(&mut all);
         let policy = Retention { max_backups: Some(2), max_age: None };
-        assert_eq!(names(policy.expired(&all, "1", now)), ["r9", "r2"]);
+        assert_eq!(names(policy.expired(&all, "1", 100, now)), ["r9", "r2"]);
     }
 
     #[test]
@@ -104,7 +108,7 @@ mod tests {
         let mut all = vec![backup("a", 3, 120, now), backup("b", 2, 180, now), backup("c", 1, 240, now)];
         sort_newest_first(&mut all);
         let policy = Retention { max_backups: None, max_age: Some(Duration::from_secs(3600)) };
-        assert_eq!(names(policy.expired(&all, "1", now)), ["b", "c"]);
+        assert_eq!(names(policy.expired(&all, "1", 3, now)), ["b", "c"]);
     }
 
     #[test]
@@ -114,11 +118,11 @@ mod tests {
             vec![backup("a", 4, 1, now), backup("b", 3, 2, now), backup("c", 2, 90, now), backup("d", 1, 3, now)];
         sort_newest_first(&mut all);
         let both = Retention { max_backups: Some(3), max_age: Some(Duration::from_secs(3600)) };
-        assert_eq!(names(both.expired(&all, "1", now)), ["c"]);
+        assert_eq!(names(both.expired(&all, "1", 4, now)), ["c"]);
         let none = Retention::default();
-        assert!(none.expired(&all, "1", now).is_empty());
+        assert!(none.expired(&all, "1", 4, now).is_empty());
         let zero = Retention { max_backups: Some(0), max_age: None };
-        assert_eq!(zero.expired(&all, "1", now).len(), 3, "max 0 still keeps the newest");
+        assert_eq!(zero.expired(&all, "1", 4, now).len(), 3, "max 0 still keeps the newest");
     }
 
     #[test]
@@ -139,7 +143,18 @@ mod tests {
         ];
         sort_newest_first(&mut all);
         let keep_one = Retention { max_backups: Some(1), max_age: Some(Duration::from_secs(600)) };
-        assert_eq!(names(keep_one.expired(&all, "1", now)), ["new-a"], "the old cluster's backups are untouched");
-        assert_eq!(names(keep_one.expired(&all, "2", now)), ["old-b", "old-a"]);
+        assert_eq!(names(keep_one.expired(&all, "1", 5, now)), ["new-a"], "the old cluster's backups are untouched");
+        assert_eq!(names(keep_one.expired(&all, "2", 1, now)), ["old-b", "old-a"]);
+    }
+
+    #[test]
+    fn a_backup_that_holds_less_never_costs_one_that_holds_more() {
+        let now = Utc::now();
+        // A recovery's backup from a lagging member (revision 3) is the newest by time; the older ones hold more.
+        let mut all = vec![backup("lagging", 3, 0, now), backup("complete", 90, 30, now), backup("old", 2, 60, now)];
+        sort_newest_first(&mut all);
+        let keep_one = Retention { max_backups: Some(1), max_age: Some(Duration::from_secs(60)) };
+        assert_eq!(names(keep_one.expired(&all, "1", 3, now)), ["old"], "the higher revision is kept");
+        assert_eq!(names(keep_one.expired(&all, "1", 90, now)), ["complete", "old"], "once one holds as much");
     }
 }

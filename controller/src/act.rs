@@ -16,6 +16,7 @@ use crate::membership::{self, Membership, MembershipError};
 use crate::observe::{Endpoints, EtcdView, Observed, PodState, member_index};
 use crate::plan::{Action, RemoveReason};
 use crate::pod::{Join, SeedRestore, member_pod};
+use crate::recovery::{self, Survivor};
 
 /// Errors carrying out a step.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,10 @@ pub enum ActError {
     /// The backup an upgrade takes before it starts failed: the upgrade does not start.
     #[error("the backup before the upgrade failed, so the upgrade did not start: {0}")]
     UpgradeBackup(String),
+    /// `spec.restore` cannot be used as it stands (a Secret that did not opt in, a source that does not exist):
+    /// nothing was created.
+    #[error("{0}")]
+    SeedSource(String),
 }
 
 impl ActError {
@@ -52,8 +57,34 @@ impl ActError {
             Self::Sidecar(_) => "BackupSidecarUnreachable",
             Self::NoBackup(_) => "NoUsableBackup",
             Self::UpgradeBackup(_) => "UpgradeBackupFailed",
+            Self::SeedSource(_) => "RestoreSourceRefused",
         }
     }
+
+    /// For a step that was refused rather than failed (the API server refused a create or patch as invalid or
+    /// forbidden, or the seed's source cannot be used): what was being done, and why (shortened). Asking again
+    /// at once would get the same answer.
+    pub fn refusal(&self) -> Option<(String, String)> {
+        match self {
+            Self::Kube { op, source: kube::Error::Api(status) } if matches!(status.code, 400 | 403 | 422) => {
+                Some((op.clone(), shorten(&status.message, 400)))
+            }
+            Self::SeedSource(why) => Some(("creating the seed".into(), shorten(why, 400))),
+            _ => None,
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with an ellipsis when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 fn kube_error(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ActError {
@@ -88,10 +119,13 @@ pub async fn act(
             // A restored seed's backup is chosen (and `latest` resolved) once, here, and recorded with the token.
             let seed = seed_source(client, cluster, sidecar_image, etcd_timeout).await?;
             let restored = seed.as_ref().map(|(_, from)| from);
-            reserve(client, cluster, member, Some(&token), restored).await?;
             let restore = seed.as_ref().map(|(restore, _)| restore.clone());
-            let join = Join::New { token, restore };
+            let join = Join::New { token: token.clone(), restore };
             let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release);
+            // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
+            // burns no member name.
+            try_create(&pods, &pod).await?;
+            reserve(client, cluster, member, Some(&token), restored).await?;
             create(&pods, &pod).await?;
             let note = match restored {
                 Some(from) if from.revision == 0 => {
@@ -107,6 +141,12 @@ pub async fn act(
             publish(recorder, cluster, member_event("SeedCreated", note, &namespace, member)).await;
         }
         Action::AddLearner { name: member, release } => {
+            // Admission is asked before etcd takes the member: a pod the API server refuses adds no learner
+            // that could never start (and burns no name).
+            let mut initial = members.clone();
+            initial.push(member.clone());
+            let pod = member_pod(cluster, member, &initial, &Join::Existing, release);
+            try_create(&pods, &pod).await?;
             let mut membership = Membership::connect(&endpoints, etcd_timeout).await?;
             let id = match membership.add_learner(&peer_url(member, &name, &namespace)).await {
                 Ok(id) => id,
@@ -115,9 +155,7 @@ pub async fn act(
             // Recorded only once etcd took the member: a refused add burns no name, and a crash before this
             // line leaves the name in etcd's member list, where the next observation finds it.
             reserve(client, cluster, member, None, None).await?;
-            let mut initial = members.clone();
-            initial.push(member.clone());
-            create(&pods, &member_pod(cluster, member, &initial, &Join::Existing, release)).await?;
+            create(&pods, &pod).await?;
             let note = format!("added {member} ({id:x}) as a learner, running etcd {}", release.version);
             publish(recorder, cluster, member_event("MemberAdded", note, &namespace, member)).await;
         }
@@ -447,6 +485,12 @@ async fn seed_source(
         return Ok(Some((restore, RestoredFrom { source, backup: spec.backup.clone(), revision: 0 })));
     }
     let (sidecar, source, token_secret) = match (&spec.cluster, &spec.url) {
+        (Some(other), _) if !backup::sidecar_exists(client, &namespace, other).await? => {
+            return Err(ActError::SeedSource(format!(
+                "spec.restore.cluster names {other}, which has no backup sidecar in namespace {namespace} (no \
+                 EtcdCluster of that name with spec.backup); nothing was created"
+            )));
+        }
         (Some(other), _) => (
             SidecarClient::for_cluster(client, &namespace, other, timeout).await?,
             backup::sidecar_url(other, &namespace),
@@ -478,8 +522,33 @@ async fn seed_source(
 
 async fn read_token(client: &kube::Client, namespace: &str, secret: &str) -> Result<Option<String>, ActError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let stored = secrets.get(secret).await.map_err(kube_error(format!("reading secret {secret}")))?;
-    Ok(stored.data.and_then(|d| d.get(backup::TOKEN_KEY).and_then(|t| String::from_utf8(t.0.clone()).ok())))
+    let stored = secrets.get_opt(secret).await.map_err(kube_error(format!("reading secret {secret}")))?;
+    let stored = stored.ok_or_else(|| {
+        ActError::SeedSource(format!("spec.restore.tokenSecret names Secret {secret}, which does not exist"))
+    })?;
+    restore_token(&stored).map_err(ActError::SeedSource)
+}
+
+/// The label a Secret must carry, set to `"true"`, before the controller reads it as `spec.restore.tokenSecret`
+/// and sends its `token` to `spec.restore.url`: whoever may create an EtcdCluster must not be able to make the
+/// controller send any Secret of the namespace (another cluster's backup token, a ServiceAccount token) anywhere.
+pub const RESTORE_TOKEN_LABEL: &str = "kube-etcd-controller.dev/restore-token";
+
+/// The `token` of a restore token Secret, if it opted in ([`RESTORE_TOKEN_LABEL`]).
+pub fn restore_token(secret: &Secret) -> Result<Option<String>, String> {
+    let name = secret.name_any();
+    if secret.labels().get(RESTORE_TOKEN_LABEL).map(String::as_str) != Some("true") {
+        return Err(format!(
+            "Secret {name} (spec.restore.tokenSecret) is not labelled {RESTORE_TOKEN_LABEL}=true: the controller \
+             sends only a Secret that opted in to spec.restore.url; label it if it holds that server's token"
+        ));
+    }
+    let token = secret.data.as_ref().and_then(|d| d.get(backup::TOKEN_KEY));
+    let token =
+        token.ok_or_else(|| format!("Secret {name} (spec.restore.tokenSecret) has no key {:?}", backup::TOKEN_KEY))?;
+    String::from_utf8(token.0.clone())
+        .map(Some)
+        .map_err(|_| format!("the {:?} of Secret {name} is not text", backup::TOKEN_KEY))
 }
 
 /// The oldest backup an automatic recovery restores (`spec.recovery.maxBackupAge`): by default three backup
@@ -527,46 +596,67 @@ async fn start_recovery(
     // The object this step was planned from may predate a recovery already recorded: never choose twice.
     let api: Api<EtcdCluster> = Api::namespaced(client.clone(), &namespace);
     let current = api.get_status(&name).await.map_err(kube_error("reading status"))?;
-    if current.status.is_some_and(|s| s.recovery.is_some()) {
+    let current = current.status.unwrap_or_default();
+    if current.recovery.is_some() {
         return Ok(None);
     }
     // A snapshot takes longer than an etcd request: give the sidecar time.
     let sidecar =
         SidecarClient::for_cluster(client, &namespace, &name, (timeout * 60).max(Duration::from_secs(60))).await?;
-    // The survivors may have committed different amounts: ask the most advanced first, one member at a time, so
-    // that the backup holds every write any of them acknowledged.
-    let survivors = membership::by_progress(&addresses.values().cloned().collect::<Vec<_>>(), timeout).await;
-    let most = survivors.first().and_then(|(_, index)| *index);
-    let mut fresh =
-        Err(if survivors.is_empty() { "no member pod runs" } else { "no surviving member answers" }.to_string());
-    // A member that does not answer a status request serves no snapshot either: it is not waited on.
-    for (endpoint, index) in survivors.iter().filter_map(|(e, i)| Some((e, (*i)?))) {
-        match sidecar.trigger(std::slice::from_ref(endpoint)).await {
-            Ok(info) => {
-                let member = addresses.iter().find(|(_, url)| *url == endpoint).map_or(endpoint.as_str(), |(n, _)| n);
-                let from = match most {
-                    Some(most) if most > index => format!(
-                        "{member} at raft index {index}: the most advanced survivor (index {most}) gave no backup, \
-                         so entries between the two may be lost"
-                    ),
-                    _ => {
-                        format!("{member} at raft index {index}, the most advanced: nothing they acknowledged is lost")
-                    }
-                };
-                fresh = Ok((info, from));
-                break;
-            }
+    // Only backups of this EtcdCluster: one deleted and created again under its name starts anew.
+    let created = cluster.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+    let since = created.and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0));
+    let uid = cluster.metadata.uid.as_deref();
+    // The survivors may have committed different amounts: the backup comes from the voter that committed the
+    // most, and from no other (falling back to a less advanced one would delete the pod that holds more).
+    let endpoints: Vec<String> = addresses.values().cloned().collect();
+    let survivors: Vec<Survivor> = membership::survey(&endpoints, timeout)
+        .await
+        .into_iter()
+        .map(|(endpoint, progress)| {
+            let name = addresses.iter().find(|(_, url)| **url == endpoint).map_or(endpoint.clone(), |(n, _)| n.clone());
+            Survivor { name, endpoint, progress }
+        })
+        .collect();
+    // What this cluster's backups reached, read before the fresh one exists.
+    let stored = sidecar.own(&name, uid, since).await?;
+    let mut fresh = match recovery::fresh_source(&survivors) {
+        Ok(source) => match sidecar.trigger(std::slice::from_ref(&source.endpoint)).await {
+            Ok(info) => Ok((info, source)),
             Err(error) => {
-                tracing::warn!(%endpoint, %error, "no fresh backup from this survivor");
-                fresh = Err(error.to_string());
+                tracing::warn!(member = %source.name, %error, "no fresh backup from the most advanced voter");
+                Err(format!("the most advanced voting member, {}, gave no backup: {error}", source.name))
             }
-        }
+        },
+        Err(why) => Err(why),
+    };
+    // A backup behind what this etcd cluster is known to have reached would give up acknowledged writes.
+    if let Ok((info, _)) = &fresh
+        && let Some(why) = recovery::behind(info, &stored, current.highest_revision_seen.as_ref())
+    {
+        tracing::warn!(backup = %info.name, %why, "fresh backup refused");
+        fresh = Err(why);
     }
+    let fresh = fresh.map(|(info, source)| {
+        let index = source.progress.map_or(0, |p| p.raft_index);
+        let others: Vec<String> = survivors
+            .iter()
+            .filter(|s| s.name != source.name)
+            .map(|s| format!("{} at {}", s.name, s.progress.map_or(0, |p| p.raft_index)))
+            .collect();
+        let others = if others.is_empty() { String::new() } else { format!(" (the others: {})", others.join(", ")) };
+        let from = format!(
+            "{} at raft index {index}, the voting member that committed the most of those that run{others}; writes \
+             that only the lost members held, if any, are not in it",
+            source.name
+        );
+        (info, from)
+    });
     let was_fresh = fresh.is_ok();
     let (info, reason) = match fresh {
         Ok((info, from)) => {
             let reason = format!(
-                "a fresh backup from the members still running ({}), taken from {from}",
+                "a fresh backup from the member pods still running ({}), taken from {from}",
                 addresses.keys().cloned().collect::<Vec<_>>().join(", ")
             );
             (info, reason)
@@ -582,10 +672,6 @@ async fn start_recovery(
                     holding.join(", ")
                 )));
             }
-            // Only backups of this EtcdCluster: one deleted and created again under its name starts anew.
-            let created = cluster.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
-            let since = created.and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0));
-            let uid = cluster.metadata.uid.as_deref();
             let newest = sidecar.newest_of(&name, uid, since).await?.ok_or_else(|| {
                 ActError::NoBackup(format!(
                     "quorum is lost and there is no backup of this cluster to recover from (a fresh one failed: \
@@ -692,6 +778,16 @@ async fn reserve(
     patch_status(client, cluster, status, &format!("recording member index {next}")).await
 }
 
+/// Asks the API server whether it would create `pod` (validation and admission, nothing stored).
+async fn try_create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
+    let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
+    match pods.create(&params, pod).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(ActError::Kube { op: format!("creating pod {}", pod.name_any()), source }),
+    }
+}
+
 async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match pods.create(&params, pod).await {
@@ -727,6 +823,9 @@ async fn delete(pods: &Api<Pod>, name: &str) -> Result<(), ActError> {
     }
 }
 
+/// The longest note Kubernetes accepts in an event.
+pub const EVENT_NOTE_MAX: usize = 1024;
+
 /// A normal event whose action is its reason.
 pub fn event(reason: &str, note: String) -> Event {
     Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None }
@@ -747,8 +846,10 @@ pub fn member_event(reason: &str, note: String, namespace: &str, member: &str) -
 }
 
 /// Publishes an event; an event that cannot be written is logged, never a reason to fail the step.
-pub async fn publish(recorder: &Recorder, cluster: &EtcdCluster, event: Event) {
+pub async fn publish(recorder: &Recorder, cluster: &EtcdCluster, mut event: Event) {
     tracing::info!(cluster = %cluster.name_any(), reason = %event.reason, note = ?event.note, "event");
+    // Kubernetes refuses an event whose note passes 1 KiB: cut, never dropped.
+    event.note = event.note.map(|note| shorten(&note, EVENT_NOTE_MAX));
     if let Err(error) = recorder.publish(&event, &cluster.object_ref(&())).await {
         tracing::warn!(%error, "could not publish an event");
     }
@@ -758,6 +859,46 @@ pub async fn publish(recorder: &Recorder, cluster: &EtcdCluster, event: Event) {
 mod tests {
     use super::*;
     use crate::testing::cluster;
+
+    fn secret(labels: &[(&str, &str)], token: Option<&str>) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("other-backup-token".into());
+        secret.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect());
+        secret.data = token.map(|t| {
+            [(backup::TOKEN_KEY.to_string(), k8s_openapi::ByteString(t.as_bytes().to_vec()))].into_iter().collect()
+        });
+        secret
+    }
+
+    #[test]
+    fn a_restore_token_is_read_only_from_a_secret_that_opted_in() {
+        let why = restore_token(&secret(&[], Some("s3cret"))).unwrap_err();
+        assert!(why.contains(RESTORE_TOKEN_LABEL) && !why.contains("s3cret"), "{why}");
+        assert!(restore_token(&secret(&[(RESTORE_TOKEN_LABEL, "false")], Some("s3cret"))).is_err());
+        let opted = secret(&[(RESTORE_TOKEN_LABEL, "true")], Some("s3cret"));
+        assert_eq!(restore_token(&opted).unwrap().as_deref(), Some("s3cret"));
+        assert!(restore_token(&secret(&[(RESTORE_TOKEN_LABEL, "true")], None)).unwrap_err().contains("no key"));
+    }
+
+    fn api_error(code: u16, message: &str) -> ActError {
+        let mut status = kube::core::Status::failure(message, "Forbidden");
+        status.code = code;
+        ActError::Kube { op: "creating pod demo-0000".into(), source: kube::Error::Api(status.boxed()) }
+    }
+
+    #[test]
+    fn a_refusal_is_told_from_a_failure_and_shortened() {
+        let long = "violates PodSecurity \"restricted:latest\": ".to_string() + &"x".repeat(5000);
+        let (op, why) = api_error(403, &long).refusal().unwrap();
+        assert_eq!(op, "creating pod demo-0000");
+        assert!(why.len() <= 400 && why.starts_with("violates PodSecurity"), "{why}");
+        assert!(api_error(422, "quantities must match").refusal().is_some());
+        assert!(api_error(500, "etcdserver: request timed out").refusal().is_none(), "a failure is retried");
+        assert!(api_error(409, "already exists").refusal().is_none());
+        assert!(ActError::SeedSource("no such secret".into()).refusal().is_some());
+        assert_eq!(shorten("ééé", 5), "é...");
+        assert_eq!(shorten("short", 1024), "short");
+    }
 
     #[test]
     fn the_oldest_backup_restored_automatically_is_three_intervals_old_unless_the_spec_says() {

@@ -529,8 +529,19 @@ impl SidecarClient {
         uid: Option<&str>,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Option<BackupInfo>, SidecarError> {
+        Ok(self.own(cluster, uid, since).await?.into_iter().next())
+    }
+
+    /// Every backup the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote, newest first (see
+    /// [`newest_of`]).
+    pub async fn own(
+        &self,
+        cluster: &str,
+        uid: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<BackupInfo>, SidecarError> {
         let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
-        Ok(newest_of(list.backups, cluster, uid, since))
+        Ok(list.backups.into_iter().filter(|b| owned_by(b, cluster, uid, since)).collect())
     }
 
     /// The sidecar's own status (`GET /v1/status`).
@@ -592,6 +603,17 @@ async fn read_status(
     }
 }
 
+/// Whether cluster `cluster` in `namespace` has a backup sidecar (its Service).
+pub async fn sidecar_exists(client: &kube::Client, namespace: &str, cluster: &str) -> Result<bool, SidecarError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let name = sidecar_name(cluster);
+    let found = services
+        .get_opt(&name)
+        .await
+        .map_err(|source| SidecarError { op: format!("reading service {name}"), source: source.into() })?;
+    Ok(found.is_some())
+}
+
 async fn remove<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -615,13 +637,21 @@ pub fn newest_of(
     uid: Option<&str>,
     since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Option<BackupInfo> {
-    newest_first.into_iter().find(|b| {
-        let ours = match (b.cluster_uid.as_deref(), uid) {
-            (Some(recorded), Some(uid)) => recorded == uid,
-            _ => since.is_none_or(|since| b.started_at >= since),
-        };
-        b.cluster_name == cluster && ours
-    })
+    newest_first.into_iter().find(|b| owned_by(b, cluster, uid, since))
+}
+
+/// Whether the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote `backup` (see [`newest_of`]).
+fn owned_by(
+    backup: &BackupInfo,
+    cluster: &str,
+    uid: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    let ours = match (backup.cluster_uid.as_deref(), uid) {
+        (Some(recorded), Some(uid)) => recorded == uid,
+        _ => since.is_none_or(|since| backup.started_at >= since),
+    };
+    backup.cluster_name == cluster && ours
 }
 
 #[cfg(test)]

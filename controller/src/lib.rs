@@ -1,6 +1,7 @@
 //! The etcd controller: the EtcdCluster resource, and a reconcile that observes, plans one step, acts, and reports.
 
 pub mod act;
+pub mod backoff;
 pub mod backup;
 pub mod build;
 pub mod crd;
@@ -11,7 +12,9 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod pod;
+pub mod rbac;
 pub mod reconcile;
+pub mod recovery;
 pub mod run;
 pub mod service;
 pub mod status;

@@ -185,6 +185,14 @@ impl Membership {
                 leader: false,
                 version: status.as_ref().and_then(|s| crate::version::Version::parse(s.version())),
                 raft: status.as_ref().map_or((0, 0), |s| (s.raft_index(), s.raft_applied_index())),
+                served: status.as_ref().and_then(|s| {
+                    let header = s.header()?;
+                    Some(proto::cluster::ServedRevision {
+                        etcd_cluster_id: format!("{:x}", header.cluster_id()),
+                        revision: header.revision(),
+                        seen_at: None,
+                    })
+                }),
             });
         }
         for member in &mut members {
@@ -276,6 +284,26 @@ pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String
         progress.push((endpoint.clone(), status_of(endpoint, timeout).await.map(|s| s.raft_index())));
     }
     order_by_progress(progress)
+}
+
+/// What a member says of itself: how much of the log it has committed, and whether it is a learner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The raft index it has committed.
+    pub raft_index: u64,
+    /// Whether it is a learner (which holds only what the voters committed, and may hold much less).
+    pub learner: bool,
+}
+
+/// Each of `endpoints` with its [`Progress`], `None` for one that did not answer.
+pub async fn survey(endpoints: &[String], timeout: Duration) -> Vec<(String, Option<Progress>)> {
+    let mut answers = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        let status = status_of(endpoint, timeout).await;
+        answers
+            .push((endpoint.clone(), status.map(|s| Progress { raft_index: s.raft_index(), learner: s.is_learner() })));
+    }
+    answers
 }
 
 /// Most committed first, silent members last; ties keep their order.

@@ -145,6 +145,8 @@ pub struct Member {
     pub version: Option<crate::version::Version>,
     /// The raft index it has committed, and the one it has applied, as it reports them (0 when it did not answer).
     pub raft: (u64, u64),
+    /// The etcd cluster it belongs to and the revision it has applied, as it reports them (when it answered).
+    pub served: Option<proto::cluster::ServedRevision>,
 }
 
 /// etcd as the controller could see it.

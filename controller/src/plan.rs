@@ -140,6 +140,15 @@ pub enum WaitReason {
         /// What the controller sees.
         seen: String,
     },
+    /// The step was refused, not failed: the API server refused a create or patch (Pod Security admission, a
+    /// quota, a webhook, a value the schema let through), or a seed's source cannot be used as named. It is tried
+    /// again after a growing pause (reported by the reconcile, never planned: the plan does not know it).
+    Refused {
+        /// What was being done.
+        op: String,
+        /// Why, as the API server or the check said it (shortened).
+        why: String,
+    },
     /// The restore of a seed refused its backup (corrupt, or not restorable): nothing more is tried until a
     /// person changes the source or deletes the pod.
     RestoreRefused {
@@ -717,7 +726,7 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
     // spec.version back to the image it ran before rolls it back.
     if let Some(pod) = restarting_for_upgrade(observed, &reason) {
         let member = pod.name.clone();
-        if let Some(back) = roll_back_without_quorum(desired, pod) {
+        if let Some(back) = roll_back_without_quorum(desired, pod, observed.cluster_version) {
             return back;
         }
         let rolled = pod.rolled.as_ref().map_or(Duration::ZERO, |r| r.ago);
@@ -742,10 +751,19 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
 /// Rolling a member back onto its data when nothing answers: only to the very image it ran before this upgrade
 /// changed it (recorded on the pod), which the spec asks for again, and only a member whose new container has
 /// not served (its restart has not completed, or it does not answer): the cluster version cannot have moved.
-fn roll_back_without_quorum(desired: &Desired, pod: &MemberPod) -> Option<Action> {
+fn roll_back_without_quorum(
+    desired: &Desired,
+    pod: &MemberPod,
+    cluster_version: Option<crate::version::Version>,
+) -> Option<Action> {
     let rolled = pod.rolled.as_ref()?;
     let from = rolled.from.as_deref()?;
     let version = desired.etcd.version?;
+    // The downgrade rule holds here too: once the cluster version moved past the old minor, its binary refuses the
+    // data (review A4).
+    if cluster_version.is_some_and(|c| c.minor > version.minor) {
+        return None;
+    }
     (from == desired.etcd.image && !pod.runs_image(&desired.etcd.image)).then(|| Action::RollMember {
         name: pod.name.clone(),
         from: rolled.to.clone(),

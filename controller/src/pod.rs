@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource, TCPSocketAction,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Toleration,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -237,11 +237,36 @@ pub fn member_pod(
             affinity: policy.affinity.clone(),
             topology_spread_constraints: (!spread.is_empty()).then_some(spread),
             node_selector: (!policy.node_selector.is_empty()).then(|| policy.node_selector.clone()),
-            tolerations: (!policy.tolerations.is_empty()).then(|| policy.tolerations.clone()),
+            tolerations: Some(tolerations(&policy.tolerations)),
+            // etcd never calls the API server: no token to steal from a member pod.
+            automount_service_account_token: Some(false),
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// The node conditions under which Kubernetes' taint manager would evict a member (300 s by default), which a
+/// member tolerates without a time limit: a partitioned majority keeps serving, and its pods are not killed when
+/// the partition heals. The controller itself replaces a member whose node is lost while quorum holds.
+pub const UNEVICTED_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// The user's tolerations, and [`UNEVICTED_TAINTS`] as `NoExecute` without `tolerationSeconds` (replacing any
+/// toleration of the user's for those keys and that effect, which would bring the eviction back).
+fn tolerations(user: &[Toleration]) -> Vec<Toleration> {
+    let ours = |t: &Toleration| {
+        t.key.as_deref().is_some_and(|k| UNEVICTED_TAINTS.contains(&k))
+            && t.effect.as_deref().is_none_or(|e| e == "NoExecute")
+    };
+    let mut all: Vec<Toleration> = user.iter().filter(|t| !ours(t)).cloned().collect();
+    all.extend(UNEVICTED_TAINTS.iter().map(|key| Toleration {
+        key: Some((*key).into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: None,
+        ..Default::default()
+    }));
+    all
 }
 
 /// The init containers that restore a seed before etcd starts, and the volumes they need: the sidecar downloads,
@@ -386,6 +411,43 @@ mod tests {
         let container = &spec.containers[0];
         assert_eq!(container.image.as_deref(), Some("quay.io/coreos/etcd:v3.5.35"));
         assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    }
+
+    #[test]
+    fn members_outlast_a_partition_kubernetes_would_evict_them_for_and_mount_no_token() {
+        let mut c = cluster("demo", 3);
+        let user = |key: &str, effect: &str, seconds: Option<i64>| Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some(effect.into()),
+            toleration_seconds: seconds,
+            ..Default::default()
+        };
+        c.spec.pod.tolerations = vec![
+            user("dedicated", "NoSchedule", None),
+            user("node.kubernetes.io/unreachable", "NoExecute", Some(60)),
+            user("node.kubernetes.io/not-ready", "NoSchedule", None),
+        ];
+        let spec = pod_of(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "t".into(), restore: None })
+            .spec
+            .unwrap();
+        let tolerations = spec.tolerations.unwrap();
+        for key in UNEVICTED_TAINTS {
+            let no_execute: Vec<_> = tolerations
+                .iter()
+                .filter(|t| t.key.as_deref() == Some(key) && t.effect.as_deref() == Some("NoExecute"))
+                .collect();
+            assert_eq!(no_execute.len(), 1, "{key}: {tolerations:?}");
+            assert_eq!(no_execute[0].toleration_seconds, None, "{key} tolerated without a time limit");
+            assert_eq!(no_execute[0].operator.as_deref(), Some("Exists"));
+        }
+        assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("dedicated")), "the user's own are kept");
+        assert!(
+            tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")
+                && t.effect.as_deref() == Some("NoSchedule")),
+            "a toleration of another effect is the user's business"
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
     }
 
     #[test]

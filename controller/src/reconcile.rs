@@ -42,6 +42,8 @@ pub struct Context {
     pub sidecar_image: String,
     /// Called after each step that was carried out.
     pub hooks: Hooks,
+    /// Steps the API server refused, each waiting out a growing pause.
+    pub refusals: crate::backoff::Refusals,
 }
 
 /// A future a hook returns.
@@ -114,8 +116,19 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     tracing::info!(?action, "planned");
 
     let previous = cluster.status.clone().unwrap_or_default();
-    let acted = act(&ctx, &cluster, &observed, &addresses, &action).await;
+    // A step refused a moment ago is not asked for again until its pause is over (unless the spec changed).
+    let key = format!("{}/{name}", cluster.namespace().unwrap_or_default());
+    let step = format!("{:?} {action:?}", cluster.meta().generation);
+    let waiting = ctx.refusals.pending(&key, &step, std::time::Instant::now());
+    let acted = match &waiting {
+        Some((wait, _)) => {
+            tracing::info!(?wait, "refused before: waiting out the pause");
+            Ok(())
+        }
+        None => act(&ctx, &cluster, &observed, &addresses, &action).await,
+    };
     if acted.is_ok()
+        && waiting.is_none()
         && let Some(hook) = &ctx.hooks.after_step
     {
         hook(&name, &action).await;
@@ -130,6 +143,19 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         };
         publish(&ctx.recorder, &cluster, event).await;
     }
+    let refused = match (&acted, &waiting) {
+        (_, Some((wait, left))) => Some((wait.clone(), *left)),
+        (Err(error), None) => error.refusal().map(|(op, why)| {
+            let wait = WaitReason::Refused { op, why };
+            let pause = ctx.refusals.refused(&key, &step, wait.clone(), std::time::Instant::now());
+            ctx.metrics.reconcile_failed(error.reason());
+            (wait, pause)
+        }),
+        (Ok(()), None) => {
+            ctx.refusals.clear(&key);
+            None
+        }
+    };
     // The backup sidecar comes after the members' step, and its trouble never fails the reconcile: a stuck
     // sidecar must not hold up healing etcd. It is reported in `BackupReady` (and an event) instead.
     let backup = match crate::backup::ensure(&ctx.client, &cluster, &ctx.sidecar_image, ctx.etcd_timeout).await {
@@ -161,6 +187,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     let base = fresh.status.unwrap_or(previous);
     // A recovery that found no backup to recover from is reported as what it is: a wait for a person.
     let shown = match (&acted, &action) {
+        _ if let Some((wait, _)) = &refused => Action::Wait(wait.clone()),
         (Err(ActError::NoBackup(why)), Action::StartRecovery { .. }) => {
             Action::Wait(WaitReason::NoUsableBackup(why.clone()))
         }
@@ -217,6 +244,11 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     // attempt is a full snapshot. Status and a Warning event say why meanwhile.
     if acted.is_err() && matches!(action, Action::StartUpgrade { .. }) {
         return Ok(Requeue::requeue(UPGRADE_BACKUP_RETRY));
+    }
+    // A refusal is an answer, not an error to retry at the error policy's pace: status says it, and the step
+    // comes back once its pause is over.
+    if let Some((_, pause)) = refused {
+        return Ok(Requeue::requeue(pause));
     }
     acted?;
 

@@ -44,9 +44,13 @@ pub struct RunArgs {
     /// Take part in leader election (a Lease), so that only one of several replicas reconciles.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// Namespace of the Lease (default: the pod's namespace, else the watched one, else `default`).
+    /// Namespace of the Lease (default: the pod's namespace, else the watched one, else `default`). The shipped
+    /// RBAC grants Leases only in the controller's own namespace.
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// Name of the Lease: controllers that share one elect one leader among them.
+    #[arg(long, env = "LEASE_NAME", default_value = LEASE_NAME)]
+    pub lease_name: String,
     /// This replica's name in events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "etcd-controller")]
     pub instance: String,
@@ -59,7 +63,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// As [`run`], with `hooks` (tests stop the controller at chosen points with them).
 pub async fn run_with(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+    run_with_client(kube::Client::try_default().await?, args, hooks).await
+}
+
+/// As [`run_with`], with the API server client given (tests give one that impersonates the shipped
+/// ServiceAccount, so that every call is made with the permissions the install grants).
+pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let (clusters, pods, services, deployments): (Api<EtcdCluster>, Api<Pod>, Api<Service>, Api<Deployment>) =
         match &args.namespace {
             Some(ns) => (
@@ -82,6 +91,7 @@ pub async fn run_with(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         resync: args.resync,
         sidecar_image: args.sidecar_image.clone(),
         hooks,
+        refusals: crate::backoff::Refusals::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
@@ -114,7 +124,7 @@ pub async fn run_with(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         let _ = getrandom::fill(&mut suffix);
         // Unique per process, so two replicas with the same pod name can never both believe they lead.
         let identity = format!("{}_{}", args.instance, hex::encode(suffix));
-        LeaseConfig::new(LEASE_NAME, &namespace, &identity)
+        LeaseConfig::new(&args.lease_name, &namespace, &identity)
     });
     let leadership = match lease {
         Some(config) => Some(leader::lead(client.clone(), config).await),
@@ -146,7 +156,7 @@ pub async fn run_with(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         .await;
     if lost.is_cancelled() {
         // Exit non-zero: the pod restarts and becomes a candidate again.
-        anyhow::bail!("lost the lease {LEASE_NAME}; another replica leads now");
+        anyhow::bail!("lost the lease {}; another replica leads now", args.lease_name);
     }
     if let Some(leadership) = leadership {
         leadership.release().await;

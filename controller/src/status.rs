@@ -2,10 +2,10 @@
 //! cluster yields the very same status every time and nothing is written.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames, RestoredFrom};
+use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames, RestoredFrom, ServedRevision};
 
 use crate::backup::{BackupHealth, condition};
-use crate::observe::{EtcdView, Observed, PodState};
+use crate::observe::{EtcdView, Member, Observed, PodState};
 use crate::plan::{Action, Recovery, RemoveReason, WaitReason};
 use crate::service::client_service_name;
 
@@ -174,8 +174,35 @@ pub fn derive(
             _ => None,
         },
         recovery: if recovering { previous.recovery.clone() } else { None },
+        highest_revision_seen: highest_revision_seen(
+            members.map(Vec::as_slice),
+            previous.highest_revision_seen.as_ref(),
+            &now,
+        ),
         conditions,
     }
+}
+
+/// How often the highest revision seen is written while it moves: each write of status wakes the controller again,
+/// so a cluster taking writes would otherwise have its status written on every reconcile.
+pub const REVISION_RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The highest revision a member with a leader reported, for the etcd cluster the members report now (a restored
+/// cluster has a new ID and starts over): recorded when first seen, then at most every [`REVISION_RECORD_EVERY`];
+/// kept as it was while none answers.
+fn highest_revision_seen(
+    members: Option<&[Member]>,
+    previous: Option<&ServedRevision>,
+    now: &Time,
+) -> Option<ServedRevision> {
+    let seen = members.into_iter().flatten().filter(|m| m.healthy).filter_map(|m| m.served.clone());
+    let Some(seen) = seen.max_by_key(|s| s.revision) else { return previous.cloned() };
+    let fresh = || Some(ServedRevision { seen_at: Some(now.clone()), ..seen.clone() });
+    let Some(before) = previous.filter(|b| b.etcd_cluster_id == seen.etcd_cluster_id) else { return fresh() };
+    let due = before.seen_at.as_ref().is_none_or(|at| {
+        now.0.duration_since(at.0).as_secs() >= i64::try_from(REVISION_RECORD_EVERY.as_secs()).unwrap_or(i64::MAX)
+    });
+    if seen.revision > before.revision && due { fresh() } else { Some(before.clone()) }
 }
 
 /// Whether `action` is a step of an upgrade (or a wait inside one).
@@ -308,6 +335,9 @@ fn degraded(
                 previous.upgrade.as_ref().map_or("the target", |u| u.to_image.as_str())
             ),
         ),
+        Action::Wait(WaitReason::Refused { op, why }) => {
+            (true, "Refused", format!("{op} was refused, and is tried again after a growing pause: {why}"))
+        }
         Action::Wait(WaitReason::NoUsableBackup(why)) => (
             true,
             "NoUsableBackup",
@@ -477,6 +507,7 @@ fn progress_message(action: &Action) -> String {
             format!("blocked: quorum looks lost, with member pods on nodes that are not Ready ({})", nodes.join(", "))
         }
         Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
+        Action::Wait(WaitReason::Refused { op, .. }) => format!("blocked: {op} was refused"),
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
         Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
@@ -511,6 +542,7 @@ mod tests {
                         leader: i == 0,
                         version: crate::version::Version::parse("3.5.35"),
                         raft: (0, 0),
+                        served: None,
                     })
                     .collect(),
             ),

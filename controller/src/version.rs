@@ -136,6 +136,20 @@ pub fn check(
             ),
         ));
     }
+    // Every member runs the higher minor: etcd moves the cluster version within seconds, a race the controller
+    // cannot win, and a member rolled back after it moved refuses its data. A rollback needs a member still
+    // on the old minor, which holds the cluster version where it is.
+    if target.minor == floor_minor && lowest.minor > floor_minor {
+        return Err(refuse(
+            "Downgrade",
+            format!(
+                "{spec} is a downgrade: every member already runs 3.{}, and etcd moves the cluster version to it \
+                 within seconds, after which older binaries refuse its data. Set spec.version back to 3.{}.x; to go \
+                 back, restore the backup taken before the upgrade into a new cluster",
+                lowest.minor, lowest.minor
+            ),
+        ));
+    }
     if target.minor == floor_minor {
         let change = if highest.minor > floor_minor { Change::Rollback } else { Change::Patch };
         return Ok(Some((change, None)));
@@ -386,8 +400,10 @@ mod tests {
         assert_eq!(change(&mixed, Some("3.5.0"), "3.4.23"), Err("Downgrade"));
         // Every member on 3.6 and the cluster version moved: 3.5 binaries would refuse the data.
         assert_eq!(change(&["3.6.16"; 3], Some("3.6.0"), "3.5.35"), Err("Downgrade"));
-        // Every member on 3.6 but the cluster version not yet moved (about 4 s): still a rollback.
-        assert_eq!(change(&["3.6.16"; 3], Some("3.5.0"), "3.5.35"), Ok(Some(Change::Rollback)));
+        // Every member on 3.6 but the cluster version not yet moved: etcd moves it within seconds, a race the
+        // controller cannot win, so no rollback (review A4).
+        assert_eq!(change(&["3.6.16"; 3], Some("3.5.0"), "3.5.35"), Err("Downgrade"));
+        assert_eq!(change(&["3.6.16"; 3], None, "3.5.35"), Err("Downgrade"));
     }
 
     fn accepts(flag: &Flag, minor: u32) -> bool {

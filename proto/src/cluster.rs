@@ -412,9 +412,26 @@ pub struct EtcdClusterStatus {
     /// carries on with the same choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryStatus>,
+    /// The highest revision the controller has seen this etcd cluster serve (a member with a leader reported it):
+    /// a recovery never restores a backup below it, which would give up writes the cluster acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_revision_seen: Option<ServedRevision>,
     /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A revision an etcd cluster served.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedRevision {
+    /// etcd's cluster ID (hex, as backups record it): a restored cluster gets a new one and starts over.
+    pub etcd_cluster_id: String,
+    /// The revision.
+    pub revision: i64,
+    /// When the controller recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<Time>,
 }
 
 /// An upgrade in progress.

@@ -115,30 +115,33 @@ async fn the_binary_gives_its_lease_up_on_sigterm_and_reconciles_without_one_whe
     let client = testbed().await;
     no_other_controller(&client).await;
     install_crd(&client).await;
+    // Also deletes the binary's Lease for BIN_NS: it lives in the controller's own namespace, as the shipped RBAC
+    // wants, where an earlier run's would outlive BIN_NS.
     fresh_namespace(&client, BIN_NS).await;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), BIN_NS);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), support::rbac::NAMESPACE);
+    let lease = support::rbac::lease_name(BIN_NS);
 
     // With leader election (the default): it takes the lease, and on SIGTERM exits 0 and gives it up.
-    let mut leader = ControllerProcess::start(BIN_NS, &["--lease-namespace", BIN_NS], "bin-a", None);
+    let mut leader = ControllerProcess::start(BIN_NS, &[], "bin-a", None).await;
     let (holder, took) = eventually("the binary to hold the lease", Duration::from_secs(60), || {
-        let leases = leases.clone();
+        let (leases, lease) = (leases.clone(), lease.clone());
         async move {
-            let lease = leases.get_opt(controller::run::LEASE_NAME).await.unwrap()?;
+            let lease = leases.get_opt(&lease).await.unwrap()?;
             lease.spec?.holder_identity.filter(|h| h.starts_with("bin-a_"))
         }
     })
     .await;
-    println!("etcd-controller run: lease held by {holder} {:.1} s after start", took.as_secs_f64());
-    let spec = leases.get(controller::run::LEASE_NAME).await.unwrap().spec.unwrap();
+    println!("etcd-controller run: lease {lease} held by {holder} {:.1} s after start", took.as_secs_f64());
+    let spec = leases.get(&lease).await.unwrap().spec.unwrap();
     assert_eq!(spec.lease_duration_seconds, Some(15), "the default lease duration");
     let status = leader.terminate().await;
     assert!(status.success(), "exit after SIGTERM: {status}");
-    let spec = leases.get(controller::run::LEASE_NAME).await.unwrap().spec.unwrap();
+    let spec = leases.get(&lease).await.unwrap().spec.unwrap();
     assert_eq!(spec.holder_identity, None, "the lease is given up on SIGTERM, so a standby takes over at once");
 
     // With --leader-elect=false: no lease, and it reconciles (the seed pod of a new cluster appears).
-    leases.delete(controller::run::LEASE_NAME, &DeleteParams::default()).await.unwrap();
-    let mut alone = ControllerProcess::start(BIN_NS, &["--leader-elect=false"], "bin-b", None);
+    leases.delete(&lease, &DeleteParams::default()).await.unwrap();
+    let mut alone = ControllerProcess::start(BIN_NS, &["--leader-elect=false"], "bin-b", None).await;
     let api = clusters(&client, BIN_NS);
     let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-etcd-controller.dev/v1alpha1",
@@ -155,7 +158,7 @@ async fn the_binary_gives_its_lease_up_on_sigterm_and_reconciles_without_one_whe
         async move { pods.get_opt("alone-0000").await.unwrap().map(|_| ()) }
     })
     .await;
-    assert!(leases.get_opt(controller::run::LEASE_NAME).await.unwrap().is_none(), "no lease was taken");
+    assert!(leases.get_opt(&lease).await.unwrap().is_none(), "no lease was taken");
     assert!(alone.terminate().await.success());
     api.delete("alone", &DeleteParams::default()).await.unwrap();
 }

@@ -413,18 +413,20 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     let (leader_node, victims) =
         per_node.iter().min_by_key(|(_, m)| m.len()).map(|(n, m)| (n.clone(), m.clone())).unwrap();
     let standby_node = all_nodes.iter().find(|n| **n != leader_node).unwrap().clone();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    // The Lease the in-process controller held too (it may wait for that to run out): one per test namespace, in
+    // the controller's own namespace, where the shipped RBAC allows it.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), support::rbac::NAMESPACE);
+    let lease = support::rbac::lease_name(NS);
     let holder = || {
-        let leases = leases.clone();
-        async move { leases.get_opt(controller::run::LEASE_NAME).await.unwrap()?.spec?.holder_identity }
+        let (leases, lease) = (leases.clone(), lease.clone());
+        async move { leases.get_opt(&lease).await.unwrap()?.spec?.holder_identity }
     };
-    let lease_args = ["--lease-namespace", NS];
-    let _leader = ControllerProcess::start(NS, &lease_args, "ctl-leader", Some(&leader_node));
+    let _leader = ControllerProcess::start(NS, &[], "ctl-leader", Some(&leader_node)).await;
     eventually("the controller on the first node to lead", Duration::from_secs(60), || async {
         holder().await.filter(|h| h.starts_with("ctl-leader_"))
     })
     .await;
-    let _standby = ControllerProcess::start(NS, &lease_args, "ctl-standby", Some(&standby_node));
+    let _standby = ControllerProcess::start(NS, &[], "ctl-standby", Some(&standby_node)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(holder().await.is_some_and(|h| h.starts_with("ctl-leader_")), "the standby waits");
     let off = NodeFault::power_off(zone(&leader_node));

@@ -19,6 +19,7 @@ fn voter(index: u32) -> Member {
         leader: false,
         version: Some(V35),
         raft: (0, 0),
+        served: None,
     }
 }
 
@@ -399,6 +400,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
                 leader: !learner,
                 version: Some(release.version),
                 raft: (0, 0),
+                served: None,
             };
             match &mut observed.etcd {
                 EtcdView::Members(members) => members.push(member),
@@ -743,6 +745,11 @@ fn a_one_member_cluster_restarting_for_its_upgrade_is_not_a_lost_quorum() {
     let back =
         plan(&Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(1, "3.4.23") }, &observed);
     assert!(matches!(&back, Action::RollMember { release, .. } if release.image.ends_with("v3.4.23")), "{back:?}");
+    // Not once the cluster version moved past the old minor: the old binary would refuse the data (review A4).
+    observed.cluster_version = crate::version::Version::parse("3.5.0");
+    let refused =
+        plan(&Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(1, "3.4.23") }, &observed);
+    assert!(!matches!(refused, Action::RollMember { .. }), "{refused:?}");
 }
 
 #[test]

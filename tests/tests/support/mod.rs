@@ -3,6 +3,8 @@
 //! API server.
 #![allow(dead_code)]
 
+pub mod rbac;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -82,8 +84,11 @@ pub async fn no_other_controller(client: &kube::Client) {
 }
 
 /// Runs the controller in-process (its library's `run`, as `etcd-controller run --namespace NS` would) after
-/// making sure no other controller runs. The controller never returns on its own: if it does, the test process
-/// exits at once with its error, instead of failing later on some timeout.
+/// making sure no other controller runs, with the shipped permissions: the RBAC of example/etcd-controller.yaml
+/// installed, and a client that acts as its ServiceAccount. It elects its leader with the Lease
+/// `rbac::lease_name(namespace)` in the controller's own namespace, the only place that RBAC allows one. The
+/// controller never returns on its own: if it does, the test process exits at once with its error, instead of
+/// failing later on some timeout.
 pub async fn start_controller(
     client: &kube::Client,
     namespace: &str,
@@ -105,6 +110,7 @@ pub async fn start_controller_with(
     hooks: controller::reconcile::Hooks,
 ) -> tokio::task::JoinHandle<()> {
     no_other_controller(client).await;
+    rbac::install_rbac(client).await;
     let args = controller::run::RunArgs {
         namespace: Some(namespace.into()),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
@@ -113,11 +119,13 @@ pub async fn start_controller_with(
         instance: instance.into(),
         sidecar_image: sidecar_image(),
         leader_elect: true,
-        lease_namespace: None,
+        lease_namespace: Some(rbac::NAMESPACE.into()),
+        lease_name: rbac::lease_name(namespace),
     };
+    let as_controller = rbac::as_controller().await;
     let instance = instance.to_string();
     tokio::spawn(async move {
-        let result = controller::run::run_with(args, hooks).await;
+        let result = controller::run::run_with_client(as_controller, args, hooks).await;
         eprintln!("the in-process controller {instance} stopped on its own: {result:?}");
         std::process::exit(101);
     })
@@ -224,12 +232,17 @@ pub fn kubectl_with_input(args: &[&str], input: &str) -> String {
     stdout
 }
 
-/// Deletes the namespace `name` if it exists, waits until it is gone, and creates it afresh.
+/// Deletes the namespace `name` if it exists, waits until it is gone, and creates it afresh. The Lease of the
+/// suites' controllers for it (`rbac::lease_name`, in the controller's own namespace) goes with it, so that an
+/// earlier run's leader that never released it (killed, aborted) does not hold up this one's.
 pub async fn fresh_namespace(client: &Client, name: &str) {
+    use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{DeleteParams, PostParams};
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), rbac::NAMESPACE);
+    let _ = leases.delete(&rbac::lease_name(name), &DeleteParams::default()).await;
     // A pod left by an earlier run on a node that was powered off and on may never be confirmed gone by its
     // kubelet: after a while the ones still there are deleted without waiting for it.
     let pods: Api<Pod> = Api::namespaced(client.clone(), name);
@@ -639,11 +652,31 @@ pub fn controller_binary() -> PathBuf {
 
 /// An `etcd-controller run --namespace NAMESPACE` process of the release binary (identity `instance`, resync 3 s,
 /// the suites' sidecar image), optionally inside a test-bed node's network namespace (`/run/netns/<netns>`, as a
-/// controller running on that node: it dies when the node is powered off); killed if the test ends first.
-pub struct ControllerProcess(std::process::Child);
+/// controller running on that node: it dies when the node is powered off); killed if the test ends first. It runs
+/// with the shipped permissions: the RBAC of example/etcd-controller.yaml installed, and a kubeconfig that acts as
+/// its ServiceAccount.
+pub struct ControllerProcess {
+    child: std::process::Child,
+    /// The kubeconfig it runs with (`rbac::controller_kubeconfig`), removed once the process is gone.
+    _kubeconfig: tempfile::NamedTempFile,
+}
 
 impl ControllerProcess {
-    pub fn start(namespace: &str, args: &[&str], instance: &str, netns: Option<&str>) -> Self {
+    /// Unless `args` name the Lease (`--lease-name`, `--lease-namespace`), it elects its leader with
+    /// `rbac::lease_name(namespace)` in the controller's own namespace, as the in-process controllers do, the only
+    /// place the shipped RBAC allows a Lease.
+    pub async fn start(namespace: &str, args: &[&str], instance: &str, netns: Option<&str>) -> Self {
+        let admin = testbed().await;
+        rbac::install_rbac(&admin).await;
+        let kubeconfig = rbac::controller_kubeconfig();
+        let names = |flag: &str| args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let mut lease = Vec::new();
+        if !names("--lease-namespace") {
+            lease.extend(["--lease-namespace".to_string(), rbac::NAMESPACE.into()]);
+        }
+        if !names("--lease-name") {
+            lease.extend(["--lease-name".to_string(), rbac::lease_name(namespace)]);
+        }
         let mut command = match netns {
             Some(netns) => {
                 let mut command = std::process::Command::new("nsenter");
@@ -655,21 +688,23 @@ impl ControllerProcess {
         let child = command
             .args(["run", "--namespace", namespace, "--metrics-listen", "127.0.0.1:0", "--resync", "3s"])
             .args(["--sidecar-image", &sidecar_image()])
+            .args(lease)
             .args(args)
+            .env("KUBECONFIG", kubeconfig.path())
             .env("POD_NAME", instance)
             .env("RUST_LOG", "info")
             .spawn()
             .unwrap();
-        Self(child)
+        Self { child, _kubeconfig: kubeconfig }
     }
 
     /// Sends SIGTERM and returns the exit status, once it exited (at most 30 s later).
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
+        let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "etcd-controller did not exit within 30 s of SIGTERM");
@@ -680,7 +715,7 @@ impl ControllerProcess {
 
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,135 @@
+//! What a recovery from lost quorum may restore, decided right before anything is deleted: the one member a fresh
+//! backup may come from, and the checks that backup must pass. Pure: `act` asks etcd and the sidecar, this decides.
+
+use proto::backup::BackupInfo;
+use proto::cluster::ServedRevision;
+
+use crate::membership::Progress;
+
+/// A member pod that runs, as the recovery found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Survivor {
+    /// The pod (member) name.
+    pub name: String,
+    /// Where it is reached.
+    pub endpoint: String,
+    /// What it said of itself; `None` when it did not answer.
+    pub progress: Option<Progress>,
+}
+
+/// The member a fresh backup may be taken from: the voting member that has committed the most. A learner never
+/// (its backend may be empty while it receives the leader's snapshot). None at all while a member pod that runs
+/// did not answer: it may hold writes the others never got, and the pods are deleted once the recovery starts.
+pub fn fresh_source(survivors: &[Survivor]) -> Result<&Survivor, String> {
+    let silent: Vec<&str> = survivors.iter().filter(|s| s.progress.is_none()).map(|s| s.name.as_str()).collect();
+    if !silent.is_empty() {
+        return Err(format!(
+            "member pods {} run but did not answer, and may hold writes newer than any other member's",
+            silent.join(", ")
+        ));
+    }
+    survivors
+        .iter()
+        .filter(|s| s.progress.is_some_and(|p| !p.learner))
+        .max_by(|a, b| {
+            let index = |s: &Survivor| s.progress.map_or(0, |p| p.raft_index);
+            // The most committed; of equals, the first by name.
+            index(a).cmp(&index(b)).then_with(|| b.name.cmp(&a.name))
+        })
+        .ok_or_else(|| {
+            if survivors.is_empty() { "no member pod runs" } else { "no voting member runs (only learners)" }.into()
+        })
+}
+
+/// Why `backup` must not be restored: its revision is below one this etcd cluster is known to have reached (a
+/// backup of the same etcd cluster in `stored`, or the highest revision the controller saw it serve).
+pub fn behind(backup: &BackupInfo, stored: &[BackupInfo], highest_seen: Option<&ServedRevision>) -> Option<String> {
+    let same = |id: &str| id == backup.etcd_cluster_id;
+    let ahead = stored.iter().filter(|s| same(&s.etcd_cluster_id)).max_by_key(|s| s.revision);
+    if let Some(stored) = ahead.filter(|s| s.revision > backup.revision) {
+        return Some(format!(
+            "the fresh backup {} holds revision {}, below backup {} of the same cluster (revision {}): the member \
+             it came from is behind what the cluster acknowledged",
+            backup.name, backup.revision, stored.name, stored.revision
+        ));
+    }
+    if let Some(seen) = highest_seen.filter(|s| same(&s.etcd_cluster_id) && s.revision > backup.revision) {
+        return Some(format!(
+            "the fresh backup {} holds revision {}, below revision {} that the controller saw this cluster serve: \
+             the member it came from is behind what the cluster acknowledged",
+            backup.name, backup.revision, seen.revision
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn survivor(name: &str, answer: Option<(u64, bool)>) -> Survivor {
+        Survivor {
+            name: name.into(),
+            endpoint: format!("http://{name}:2379"),
+            progress: answer.map(|(raft_index, learner)| Progress { raft_index, learner }),
+        }
+    }
+
+    #[test]
+    fn the_most_committed_voter_gives_the_backup() {
+        let all =
+            [survivor("a", Some((40, false))), survivor("b", Some((41, false))), survivor("c", Some((41, false)))];
+        assert_eq!(fresh_source(&all).unwrap().name, "b");
+    }
+
+    #[test]
+    fn a_learner_never_gives_the_backup_however_far_it_claims_to_be() {
+        let all = [survivor("a", Some((40, false))), survivor("d", Some((90, true)))];
+        assert_eq!(fresh_source(&all).unwrap().name, "a");
+        let only_learner = [survivor("d", Some((90, true)))];
+        assert!(fresh_source(&only_learner).unwrap_err().contains("only learners"));
+        assert!(fresh_source(&[]).is_err());
+    }
+
+    #[test]
+    fn a_running_member_that_did_not_answer_withholds_every_fresh_backup() {
+        // Withholding the answer of the one member that may be most advanced: no other member is taken instead.
+        let all = [survivor("a", Some((40, false))), survivor("b", None), survivor("c", Some((10, false)))];
+        let why = fresh_source(&all).unwrap_err();
+        assert!(why.contains("b run but did not answer"), "{why}");
+    }
+
+    fn info(name: &str, cluster: &str, revision: i64) -> BackupInfo {
+        BackupInfo {
+            name: name.into(),
+            cluster_name: "demo".into(),
+            cluster_uid: None,
+            etcd_cluster_id: cluster.into(),
+            etcd_member: String::new(),
+            revision,
+            etcd_version: "3.5.35".into(),
+            raw_size: 0,
+            compressed_size: 0,
+            sha256: String::new(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            finished_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn seen(cluster: &str, revision: i64) -> ServedRevision {
+        ServedRevision { etcd_cluster_id: cluster.into(), revision, seen_at: None }
+    }
+
+    #[test]
+    fn a_fresh_backup_behind_a_stored_one_or_what_the_cluster_served_is_refused() {
+        let fresh = info("fresh", "c1", 100);
+        assert_eq!(behind(&fresh, &[], None), None);
+        assert_eq!(behind(&fresh, &[info("old", "c1", 100)], Some(&seen("c1", 100))), None, "equal is fine");
+        // The highest stored revision counts, not the newest by time.
+        let stored = [info("later", "c1", 90), info("newer", "c1", 101), info("old", "c1", 50)];
+        assert!(behind(&fresh, &stored, None).unwrap().contains("below backup newer"));
+        assert!(behind(&fresh, &[], Some(&seen("c1", 500))).unwrap().contains("below revision 500"));
+        // Another etcd cluster (before a restore, which gives a new ID) says nothing about this one's revisions.
+        assert_eq!(behind(&fresh, &[info("other", "c0", 900)], Some(&seen("c0", 900))), None);
+    }
+}
