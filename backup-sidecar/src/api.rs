@@ -7,7 +7,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use proto::backup::{
@@ -105,6 +105,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/backups", get(list_backups).post(take_backup).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .route("/backups/{name}", get(fetch_backup))
+        .route("/backups/{name}/pin", post(pin_backup).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .route("/status", get(status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -210,6 +211,22 @@ async fn list_backups(
     let all = query.is_some_and(|q| q.split('&').any(|pair| pair == "all=true"));
     let backups = if all { state.engine.list_all().await? } else { state.engine.list().await? };
     Ok(Json(BackupList { backups }))
+}
+
+/// `POST /v1/backups/{name}/pin` with `{"reason": ...}`: keeps this cluster's backup `name` whatever the retention
+/// (the newest pinned one; see `BackupInfo::pinned`).
+async fn pin_backup(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<proto::backup::PinRequest>,
+) -> Result<Json<proto::backup::BackupInfo>, ApiError> {
+    if !crate::storage::valid_name(&name) {
+        return Err(ApiError::BadRequest(format!("invalid backup name {name:?}")));
+    }
+    if request.reason.is_empty() || request.reason.len() > 256 {
+        return Err(ApiError::BadRequest("a pin needs a reason of 1 to 256 bytes".into()));
+    }
+    Ok(Json(state.engine.pin(&name, &request.reason).await?))
 }
 
 async fn fetch_backup(

@@ -278,6 +278,7 @@ impl Engine {
             sha256: streamed.sha256,
             started_at,
             finished_at: Utc::now(),
+            pinned: None,
         };
         self.storage.publish(&manifest_for(info.clone())).await?;
         self.apply_retention(&info.etcd_cluster_id, info.revision).await;
@@ -325,6 +326,19 @@ impl Engine {
         let manifests = self.own(self.storage.list().await?);
         self.set_count(manifests.len());
         Ok(manifests.into_iter().map(|m| m.info).collect())
+    }
+
+    /// Pins this cluster's backup `name` (see [`BackupInfo::pinned`]): its manifest is written again with `reason`.
+    pub async fn pin(&self, name: &str, reason: &str) -> Result<BackupInfo, StorageError> {
+        let own = self.list().await?;
+        if !own.iter().any(|b| b.name == name) {
+            return Err(StorageError::NotFound(format!("{name} (no backup of this cluster)")));
+        }
+        let mut manifest = self.storage.manifest(name).await?;
+        manifest.info.pinned = Some(reason.to_string());
+        self.storage.publish(&manifest).await?;
+        tracing::info!(backup = %name, %reason, "backup pinned");
+        Ok(manifest.info)
     }
 
     /// Every published backup in the storage prefix, whichever cluster wrote it, newest first.

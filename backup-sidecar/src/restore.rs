@@ -187,7 +187,18 @@ async fn unpack(mut stream: ByteStream, file: File, from: &str, name: &str) -> R
     if let Some(why) = download_error {
         return Err(RestoreError::Fetch { from: from.to_string(), backup: name.to_string(), why });
     }
-    unpacked.map_err(|e| RestoreError::Corrupt { backup: name.to_string(), why: format!("gzip stream: {e}") })
+    unpacked.map_err(|e| unpack_error(name, e))
+}
+
+/// A failed unpack is a corrupt backup only when the gzip stream itself is bad; a full disk, an I/O error or a
+/// quota while writing the output is a plain failure (the backup is fine, and a retry elsewhere may work).
+fn unpack_error(name: &str, error: std::io::Error) -> RestoreError {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+    if matches!(error.kind(), InvalidData | InvalidInput | UnexpectedEof) {
+        RestoreError::Corrupt { backup: name.to_string(), why: format!("gzip stream: {error}") }
+    } else {
+        RestoreError::Io { path: format!("the snapshot of backup {name}"), source: error }
+    }
 }
 
 struct HashingWriter {
@@ -210,4 +221,21 @@ impl Write for HashingWriter {
 fn partial_path(output: &Path) -> PathBuf {
     let file_name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
     output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_no_corrupt_backup_but_a_bad_gzip_stream_is() {
+        let full = unpack_error("b1", std::io::Error::from_raw_os_error(28));
+        assert!(matches!(full, RestoreError::Io { .. }), "ENOSPC: {full}");
+        let eio = unpack_error("b1", std::io::Error::from_raw_os_error(5));
+        assert!(matches!(eio, RestoreError::Io { .. }), "EIO: {eio}");
+        let bad = unpack_error("b1", std::io::Error::new(std::io::ErrorKind::InvalidInput, "corrupt deflate stream"));
+        assert!(matches!(bad, RestoreError::Corrupt { .. }), "{bad}");
+        let short = unpack_error("b1", std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(matches!(short, RestoreError::Corrupt { .. }), "{short}");
+    }
 }

@@ -21,7 +21,8 @@ impl Retention {
     /// cluster before it, which may be the only copy of its data. The newest backup is never deleted, whatever its
     /// age, so retention can never leave a cluster with no backup. Nor is any backup of a higher revision than
     /// `published`, the one just taken: a backup taken from a member that lags (a recovery's, or one asked of a
-    /// named member) must never cost the cluster a backup that holds more.
+    /// named member) must never cost the cluster a backup that holds more. Nor is the newest pinned backup in
+    /// `newest_first` (the rollback point of the last upgrade; an older pinned one counts as any other).
     pub fn expired<'a>(
         &self,
         newest_first: &'a [BackupManifest],
@@ -29,12 +30,15 @@ impl Retention {
         published: i64,
         now: DateTime<Utc>,
     ) -> Vec<&'a BackupManifest> {
+        // The rollback point of the last upgrade, whichever etcd cluster it was taken of.
+        let pinned = newest_first.iter().find(|backup| backup.info.pinned.is_some()).map(|b| b.info.name.as_str());
         newest_first
             .iter()
             .filter(|backup| backup.info.etcd_cluster_id == cluster_id)
             .enumerate()
             .skip(1)
             .filter(|(_, backup)| backup.info.revision <= published)
+            .filter(|(_, backup)| Some(backup.info.name.as_str()) != pinned)
             .filter(|(index, backup)| {
                 let too_many = self.max_backups.is_some_and(|max| *index >= max.max(1));
                 let too_old = self.max_age.is_some_and(|max_age| {
@@ -80,6 +84,7 @@ mod tests {
             sha256: String::new(),
             started_at: at,
             finished_at: at,
+            pinned: None,
         })
     }
 
@@ -156,5 +161,23 @@ mod tests {
         let keep_one = Retention { max_backups: Some(1), max_age: Some(Duration::from_secs(60)) };
         assert_eq!(names(keep_one.expired(&all, "1", 3, now)), ["old"], "the higher revision is kept");
         assert_eq!(names(keep_one.expired(&all, "1", 90, now)), ["complete", "old"], "once one holds as much");
+    }
+
+    #[test]
+    fn the_newest_pinned_backup_is_kept_and_an_older_pin_is_released() {
+        let now = Utc::now();
+        let pin = |mut b: BackupManifest| {
+            b.info.pinned = Some("before the upgrade to 3.6.16".into());
+            b
+        };
+        let mut all = vec![
+            backup("d", 40, 1, now),
+            backup("c", 30, 2, now),
+            pin(backup("b", 20, 3, now)),
+            pin(backup("a", 10, 4, now)),
+        ];
+        sort_newest_first(&mut all);
+        let keep_one = Retention { max_backups: Some(1), max_age: None };
+        assert_eq!(names(keep_one.expired(&all, "1", 40, now)), ["c", "a"], "b is the rollback point");
     }
 }

@@ -290,7 +290,9 @@ pub async fn act(
                 return Ok(());
             }
             let backup = if cluster.spec.backup.is_some() {
-                Some(pre_upgrade_backup(client, cluster, &endpoints, etcd_timeout).await?)
+                let target = release.version.to_string();
+                let versions = (from.as_str(), target.as_str());
+                Some(pre_upgrade_backup(client, cluster, &endpoints, versions, etcd_timeout).await?)
             } else {
                 None
             };
@@ -397,17 +399,33 @@ pub async fn act(
                 ctx.metrics.upgrade_completed(seconds);
                 format!(" in {seconds:.0} s")
             });
-            patch_status(client, cluster, json!({ "upgrade": null }), "ending the upgrade").await?;
+            // A target the cluster ran when the record was made is a rollback, and is called one.
+            let rollback = record.from.split(", ").any(|v| v == record.to_version);
+            let last = proto::cluster::LastUpgrade {
+                from: record.from.clone(),
+                to_version: record.to_version.clone(),
+                rollback,
+                completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                backup: record.backup.clone(),
+            };
+            let done = json!({ "upgrade": null, "lastUpgrade": last });
+            patch_status(client, cluster, done, "ending the upgrade").await?;
             let cluster_version =
                 observed.cluster_version.map_or_else(String::new, |v| format!(", cluster version {v}"));
+            let (reason, what) =
+                if rollback { ("UpgradeRolledBack", "rollback") } else { ("UpgradeCompleted", "upgrade") };
             let note = format!(
-                "upgrade from {} to {} completed{}: every member runs {}{cluster_version}",
+                "{what} from {} to {} completed{}: every member runs {}{cluster_version}{}",
                 record.from,
                 record.to_version,
                 took.unwrap_or_default(),
-                record.to_image
+                record.to_image,
+                record.backup.as_ref().map_or_else(String::new, |b| format!(
+                    "; the backup taken before it, {b}, \
+                    stays pinned (status.lastUpgrade) until a later upgrade pins its own"
+                )),
             );
-            publish(recorder, cluster, upgrade_event(event("UpgradeCompleted", note), &record.to_version)).await;
+            publish(recorder, cluster, upgrade_event(event(reason, note), &record.to_version)).await;
         }
         Action::Wait(_) | Action::Done => {}
     }
@@ -431,6 +449,7 @@ async fn pre_upgrade_backup(
     client: &kube::Client,
     cluster: &EtcdCluster,
     endpoints: &[String],
+    (from, target): (&str, &str),
     timeout: Duration,
 ) -> Result<String, ActError> {
     let name = cluster.name_any();
@@ -440,10 +459,14 @@ async fn pre_upgrade_backup(
     let failed = |why: String| ActError::UpgradeBackup(why);
     let taken = sidecar.trigger(endpoints).await.map_err(|e| failed(e.to_string()))?;
     match sidecar.find(&taken.name).await.map_err(|e| failed(e.to_string()))? {
-        Some(stored) if stored.sha256 == taken.sha256 && stored.raw_size == taken.raw_size => Ok(taken.name),
-        Some(_) => Err(failed(format!("backup {} in storage differs from the one taken", taken.name))),
-        None => Err(failed(format!("backup {} is not in storage after it was taken", taken.name))),
+        Some(stored) if stored.sha256 == taken.sha256 && stored.raw_size == taken.raw_size => {}
+        Some(_) => return Err(failed(format!("backup {} in storage differs from the one taken", taken.name))),
+        None => return Err(failed(format!("backup {} is not in storage after it was taken", taken.name))),
     }
+    // The rollback point: retention keeps it until a later upgrade pins its own.
+    let reason = format!("taken before the upgrade to {target} (from {from})");
+    sidecar.pin(&taken.name, &reason).await.map_err(|e| failed(format!("pinning {}: {e}", taken.name)))?;
+    Ok(taken.name)
 }
 
 /// Where a new seed's data comes from: the recorded recovery's backup from the cluster's own sidecar, or

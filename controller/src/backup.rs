@@ -549,6 +549,12 @@ impl SidecarClient {
         self.send(self.http.get(format!("{}/v1/status", self.base)), "reading the status").await
     }
 
+    /// Pins backup `name` (the sidecar's retention keeps it until a later pin) and returns it.
+    pub async fn pin(&self, name: &str, reason: &str) -> Result<BackupInfo, SidecarError> {
+        let body = proto::backup::PinRequest { reason: reason.into() };
+        self.send(self.http.post(format!("{}/v1/backups/{name}/pin", self.base)).json(&body), "pinning a backup").await
+    }
+
     /// Takes a backup now from `endpoints` (or the sidecar's own when empty) and returns it.
     pub async fn trigger(&self, endpoints: &[String]) -> Result<BackupInfo, SidecarError> {
         let body = BackupRequest { endpoints: endpoints.to_vec() };
@@ -775,6 +781,7 @@ mod tests {
                 sha256: String::new(),
                 started_at: at,
                 finished_at: at,
+                pinned: None,
             }),
             last_success_at: success.map(|_| at),
             last_failure: (failures > 0).then(|| BackupFailure {
@@ -804,6 +811,7 @@ mod tests {
             sha256: String::new(),
             started_at: at(started),
             finished_at: at(started + 1),
+            pinned: None,
         };
         let newest_first = vec![
             backup("alphabet-new", "alphabet", 300),

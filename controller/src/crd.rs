@@ -40,4 +40,58 @@ mod tests {
             assert!(yaml.contains(needle), "the CRD lacks {needle:?}");
         }
     }
+
+    /// The schema's string rules, checked with a JSON Schema validator on the generated CRD itself.
+    #[test]
+    fn the_schema_refuses_what_the_sidecar_or_the_api_server_would_refuse_later() {
+        let crd: serde_json::Value = serde_yaml::from_str(&crd_yaml()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let pattern = |path: &[&str]| {
+            let mut node = spec;
+            for (i, key) in path.iter().enumerate() {
+                node = if i == 0 { &node[*key] } else { &node["properties"][*key] };
+            }
+            regex_of(node["pattern"].as_str().unwrap_or_else(|| panic!("{path:?} has no pattern")))
+        };
+        let cron = pattern(&["backup", "cron"]);
+        for ok in ["0 */6 * * *", "*/15 0-6,22-23 * JAN-MAR MON-FRI", "59 23 31 12 7", "5 4 * * sun", "0 0 1,15 * *"] {
+            assert!(cron.is_valid(&serde_json::json!(ok)), "{ok} refused");
+        }
+        for bad in ["61 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "* * * *", "@daily", ""] {
+            assert!(!cron.is_valid(&serde_json::json!(bad)), "{bad} accepted");
+        }
+        let every = pattern(&["backup", "every"]);
+        for (value, ok) in
+            [("30m", true), ("1h30m", true), ("10s", true), ("0s", false), ("00m", false), ("1h0m", false)]
+        {
+            assert_eq!(every.is_valid(&serde_json::json!(value)), ok, "every {value}");
+        }
+        let grace = pattern(&["recovery", "quorumLossGrace"]);
+        assert!(!grace.is_valid(&serde_json::json!("0s")) && grace.is_valid(&serde_json::json!("2m")));
+        let repository = pattern(&["repository"]);
+        for (value, ok) in [
+            ("quay.io/coreos/etcd", true),
+            ("registry.k8s.io/etcd", true),
+            ("localhost:5000/etcd", true),
+            ("Quay.io/coreos/etcd", false),
+            ("quay.io/coreos/etcd:v3.5.35", false),
+            ("quay.io/coreos/etcd; rm -rf /", false),
+        ] {
+            assert_eq!(repository.is_valid(&serde_json::json!(value)), ok, "repository {value}");
+        }
+        let image = pattern(&["backup", "sidecarImage"]);
+        for (value, ok) in [
+            ("kube-etcd-controller/etcd-backup-sidecar:0.1.0", true),
+            ("ghcr.io/x/sidecar@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true),
+            ("sidecar:latest", true),
+            ("Sidecar", false),
+            ("sidecar:", false),
+        ] {
+            assert_eq!(image.is_valid(&serde_json::json!(value)), ok, "sidecarImage {value}");
+        }
+    }
+
+    fn regex_of(pattern: &str) -> jsonschema::Validator {
+        jsonschema::validator_for(&serde_json::json!({ "type": "string", "pattern": pattern })).unwrap()
+    }
 }

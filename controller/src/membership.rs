@@ -81,32 +81,45 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Connects to the first of `endpoints` that answers and is a voting member: learners refuse membership
-    /// requests, and a voter's member list is the one the cluster agreed on.
+    /// Connects to the first of `endpoints` that answers, is a voting member and knows a leader: learners refuse
+    /// membership requests, a voter's member list is the one the cluster agreed on, and a voter cut off from its
+    /// peers (no leader) would refuse every change, forever if it always came first. Without such a voter, the
+    /// first leaderless one (its member list still tells what etcd knows).
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, MembershipError> {
         // A membership change waits for a raft commit, possibly across a leader election: give it longer than a
         // health probe gets.
         let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout * 5);
         let mut last_error = None;
+        let mut leaderless = None;
         for endpoint in endpoints {
             let attempt = async {
                 let mut client = Client::connect([endpoint], Some(options.clone())).await?;
                 let status = client.status().await?;
-                Ok::<_, etcd_client::Error>((client, status.is_learner()))
+                Ok::<_, etcd_client::Error>((client, status.is_learner(), status.leader() != 0))
             };
             match tokio::time::timeout(timeout * 2, attempt).await {
-                Ok(Ok((client, false))) => {
+                Ok(Ok((client, false, true))) => {
                     return Ok(Self { client, endpoints: vec![endpoint.clone()], timeout });
                 }
-                Ok(Ok((_, true))) => {}
+                Ok(Ok((client, false, false))) => {
+                    if leaderless.is_none() {
+                        leaderless = Some(Self { client, endpoints: vec![endpoint.clone()], timeout });
+                    }
+                }
+                Ok(Ok((_, true, _))) => {}
                 Ok(Err(error)) => last_error = Some(error),
                 Err(_) => last_error = Some(etcd_client::Error::InvalidArgs(format!("{endpoint} timed out"))),
             }
         }
-        Err(MembershipError::Unreachable {
+        leaderless.ok_or_else(|| MembershipError::Unreachable {
             endpoints: endpoints.join(","),
             source: last_error.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no voting member among them".into())),
         })
+    }
+
+    /// The member this connection goes through.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// etcd's member list.

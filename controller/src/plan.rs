@@ -839,7 +839,10 @@ fn recover(desired: &Desired, observed: &Observed, first_index: u32) -> Action {
         return Action::AbandonRecovery { why };
     }
     let lost_member = |name: &str| member_index(&observed.cluster, name).is_none_or(|i| i < first_index);
-    if let Some(old) = observed.pods.iter().find(|p| lost_member(&p.name) && p.state != PodState::Terminating) {
+    // A pod already Terminating goes by itself, unless its node is not Ready: its kubelet can never confirm, and
+    // it is deleted again, at once (review A7: its node may have gone down during the pod's grace period).
+    let deletable = |p: &MemberPod| p.state != PodState::Terminating || p.node_down.is_some();
+    if let Some(old) = observed.pods.iter().find(|p| lost_member(&p.name) && deletable(p)) {
         return Action::DeleteLostMember { name: old.name.clone() };
     }
     if observed.pods.iter().any(|p| lost_member(&p.name)) {

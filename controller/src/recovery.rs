@@ -113,6 +113,7 @@ mod tests {
             sha256: String::new(),
             started_at: chrono::DateTime::UNIX_EPOCH,
             finished_at: chrono::DateTime::UNIX_EPOCH,
+            pinned: None,
         }
     }
 

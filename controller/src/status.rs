@@ -174,6 +174,7 @@ pub fn derive(
             _ => None,
         },
         recovery: if recovering { previous.recovery.clone() } else { None },
+        last_upgrade: previous.last_upgrade.clone(),
         highest_revision_seen: highest_revision_seen(
             members.map(Vec::as_slice),
             previous.highest_revision_seen.as_ref(),

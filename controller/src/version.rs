@@ -132,7 +132,7 @@ pub fn check(
             format!(
                 "{spec} is a downgrade from cluster version 3.{floor_minor}: once every member ran 3.{floor_minor}, \
                  older binaries refuse its data. Set spec.version back to 3.{floor_minor}.x; to go back, restore the \
-                 backup taken before the upgrade (status.upgrade names it while one runs) into a new cluster"
+                 backup taken before the upgrade (status.upgrade names it while one runs, status.lastUpgrade after; it stays pinned) into a new cluster"
             ),
         ));
     }

@@ -50,6 +50,12 @@ pub struct BackupInfo {
     pub started_at: DateTime<Utc>,
     /// When the snapshot was completely written to storage and verified.
     pub finished_at: DateTime<Utc>,
+    /// Why this backup is kept whatever the retention says (`POST /v1/backups/{name}/pin`): the controller pins the
+    /// backup it takes before an upgrade, the only way back once the cluster version moved. Retention never
+    /// deletes the newest pinned backup of a cluster; an older pinned one (a later upgrade pinned its own) counts
+    /// as any other backup again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// The JSON document written next to a snapshot object, last, to publish it. An object without one is an
@@ -112,6 +118,14 @@ pub struct SidecarStatus {
     pub consecutive_failures: u32,
 }
 
+/// Body of `POST /v1/backups/{name}/pin`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PinRequest {
+    /// Why the backup is kept (shown in its manifest and listings).
+    pub reason: String,
+}
+
 /// Optional body of `POST /v1/backups`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +184,7 @@ mod tests {
             sha256: "00".repeat(32),
             started_at: Utc::now(),
             finished_at: Utc::now(),
+            pinned: None,
         };
         let manifest = BackupManifest { format: MANIFEST_FORMAT, object: "x.db.gz".into(), info };
         let json = serde_json::to_value(&manifest).unwrap();

@@ -42,13 +42,13 @@ pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]
     pub size: i32,
-    /// etcd version, `3.MINOR.PATCH` (3.4 to 3.6). Default: [`DEFAULT_ETCD_VERSION`].
+    /// etcd version, `3.MINOR.PATCH` (3.4 to 3.7). Default: [`DEFAULT_ETCD_VERSION`].
     #[serde(default = "default_version")]
     #[schemars(regex(pattern = r"^v?3\.[4-7]\.[0-9]+$"))]
     pub version: String,
     /// Image repository of etcd; the image is `<repository>:v<version>`. Default: [`DEFAULT_REPOSITORY`].
     #[serde(default = "default_repository")]
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"))]
     pub repository: String,
     /// While true the controller changes nothing in the cluster (it still reports status).
     #[serde(default)]
@@ -154,9 +154,9 @@ pub struct RecoveryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RecoveryMode>,
     /// How long quorum must stay lost before the controller acts, e.g. `2m`. Long enough that a rolling change or
-    /// a slow pod start is never taken for a loss. Default: [`DEFAULT_QUORUM_LOSS_GRACE`].
+    /// a slow pod start is never taken for a loss; never zero. Default: [`DEFAULT_QUORUM_LOSS_GRACE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^(0*[1-9][0-9]*(s|m|h))+$"))]
     pub quorum_loss_grace: Option<String>,
     /// The oldest backup an automatic recovery may restore when no member is left to take a fresh one from, e.g.
     /// `90m`: an older one waits for a person (status says so), since restoring it gives up everything written
@@ -257,13 +257,18 @@ impl Default for PodPolicy {
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!(has(self.every) && has(self.cron))").message("set at most one of backup.every and backup.cron"))]
 pub struct BackupPolicy {
-    /// Interval between backups, e.g. `30m`, `6h`. Default: [`DEFAULT_BACKUP_EVERY`] when `cron` is unset.
+    /// Interval between backups, e.g. `30m`, `6h` (never zero). Default: [`DEFAULT_BACKUP_EVERY`] when `cron` is
+    /// unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    #[schemars(regex(pattern = r"^(0*[1-9][0-9]*(s|m|h|d))+$"))]
     pub every: Option<String>,
-    /// Cron expression (five fields, UTC) naming when backups are taken, e.g. `0 */6 * * *`.
+    /// Cron expression (five fields, UTC: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or `JAN`, day of
+    /// week 0-7 or `MON`; each `*`, a value or a range, with an optional `/step`, in comma-separated lists) naming
+    /// when backups are taken, e.g. `0 */6 * * *`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 9))]
+    #[schemars(regex(
+        pattern = r"^(\*|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]+)?(,(\*|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]+)?)* +(\*|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[0-9]+)?(,(\*|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[0-9]+)?)* +(\*|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[0-9]+)?(,(\*|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[0-9]+)?)* +(\*|(0?[1-9]|1[0-2]|[A-Za-z]{3})(-(0?[1-9]|1[0-2]|[A-Za-z]{3}))?)(/[0-9]+)?(,(\*|(0?[1-9]|1[0-2]|[A-Za-z]{3})(-(0?[1-9]|1[0-2]|[A-Za-z]{3}))?)(/[0-9]+)?)* +(\*|([0-7]|[A-Za-z]{3})(-([0-7]|[A-Za-z]{3}))?)(/[0-9]+)?(,(\*|([0-7]|[A-Za-z]{3})(-([0-7]|[A-Za-z]{3}))?)(/[0-9]+)?)*$"
+    ))]
     pub cron: Option<String>,
     /// Keep at most this many backups (the newest is always kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,6 +282,9 @@ pub struct BackupPolicy {
     pub storage: BackupStorage,
     /// Image of the backup sidecar; default: the image the controller was built with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+    ))]
     pub sidecar_image: Option<String>,
 }
 
@@ -412,6 +420,10 @@ pub struct EtcdClusterStatus {
     /// carries on with the same choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryStatus>,
+    /// The last upgrade (or rollback) that completed, with the backup taken before it: pinned in storage, it is the
+    /// way back once the cluster version moved (restore it into a new cluster), until a later upgrade pins its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<LastUpgrade>,
     /// The highest revision the controller has seen this etcd cluster serve (a member with a leader reported it):
     /// a recovery never restores a backup below it, which would give up writes the cluster acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -419,6 +431,24 @@ pub struct EtcdClusterStatus {
     /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// An upgrade that completed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUpgrade {
+    /// The version (or versions) the members ran when it started.
+    pub from: String,
+    /// The version every member runs since.
+    pub to_version: String,
+    /// Whether it went back to a version the cluster ran when it started (a rollback of a mixed cluster).
+    #[serde(default)]
+    pub rollback: bool,
+    /// When it completed.
+    pub completed_at: Option<Time>,
+    /// The backup taken before it (pinned), unset when the cluster has no backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 /// A revision an etcd cluster served.

@@ -666,3 +666,50 @@ async fn a_cluster_created_again_under_its_name_leaves_the_old_ones_backups_alon
     let by_name = http.head(second.url(&format!("/v1/backups/{}", of_old.name))).send().await.unwrap();
     assert_eq!(by_name.status(), StatusCode::OK, "the old object's backup is still there, by name");
 }
+
+/// The backup an upgrade pins is its rollback point: retention keeps it however many backups follow, until a later
+/// pin takes its place; only this cluster's backups can be pinned.
+#[tokio::test]
+async fn a_pinned_backup_outlives_retention_until_a_later_pin() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let http = reqwest::Client::new();
+    let sidecar = Sidecar::start(
+        vec![etcd.client_url.clone()],
+        &storage,
+        Retention { max_backups: Some(1), max_age: None },
+        None,
+    )
+    .await
+    .unwrap();
+    let pin = |name: &str| {
+        let body = serde_json::json!({ "reason": "taken before the upgrade to 3.6.16 (from 3.5.35)" });
+        http.post(sidecar.url(&format!("/v1/backups/{name}/pin"))).json(&body).send()
+    };
+    etcd.put_keys("/a/", 10, 100).await.unwrap();
+    let (_, first) = post_backup(&http, &sidecar).await;
+    let pinned = pin(&first.name).await.unwrap();
+    assert_eq!(pinned.status(), StatusCode::OK);
+    let pinned: BackupInfo = pinned.json().await.unwrap();
+    assert!(pinned.pinned.as_deref().is_some_and(|r| r.contains("3.6.16")), "{pinned:?}");
+    for round in 0..2 {
+        etcd.put_keys(&format!("/b{round}/"), 10, 100).await.unwrap();
+        post_backup(&http, &sidecar).await;
+    }
+    let names: Vec<String> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
+    assert_eq!(names.len(), 2, "the newest and the pinned one: {names:?}");
+    assert!(names.contains(&first.name), "the pinned backup is kept: {names:?}");
+
+    // A later pin releases the earlier one, which the next backup's retention deletes.
+    let second = list(&http, &sidecar).await[0].clone();
+    assert_eq!(pin(&second.name).await.unwrap().status(), StatusCode::OK);
+    etcd.put_keys("/c/", 10, 100).await.unwrap();
+    post_backup(&http, &sidecar).await;
+    let names: Vec<String> = list(&http, &sidecar).await.into_iter().map(|b| b.name).collect();
+    assert!(!names.contains(&first.name) && names.contains(&second.name), "{names:?}");
+
+    assert_eq!(pin("no-such-backup").await.unwrap().status(), StatusCode::NOT_FOUND);
+    let empty =
+        http.post(sidecar.url(&format!("/v1/backups/{}/pin", second.name))).json(&serde_json::json!({ "reason": "" }));
+    assert_eq!(empty.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+}

@@ -53,6 +53,9 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("recovery-bad-policy.yaml", "spec.recovery.policy: Unsupported value: \"Automatic\""),
         ("quota-too-large.yaml", "spec.etcd.quotaBackendBytes in body should be less than or equal to"),
         ("recovery-bad-max-backup-age.yaml", "spec.recovery.maxBackupAge in body should match"),
+        ("backup-cron-minute-61.yaml", "spec.backup.cron in body should match"),
+        ("backup-every-zero.yaml", "spec.backup.every in body should match"),
+        ("bad-repository.yaml", "spec.repository in body should match"),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
     assert_eq!(files, expected.len(), "every invalid example has an expectation");

@@ -115,3 +115,78 @@ async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_des
     running.abort();
     let _ = namespaces.delete(ns, &DeleteParams::default()).await;
 }
+
+/// A seed pod the API server refuses (a CPU quantity the CRD's schema lets through but no pod may carry): the
+/// controller burns no member name, says why in status, and asks again only after a growing pause, so that a
+/// minute of refusals is a handful of API writes, not a loop.
+#[tokio::test]
+async fn a_refused_seed_backs_off_burns_no_name_and_says_why() {
+    let client = support::testbed().await;
+    install_crd(&client).await;
+    let ns = "e2e-controller-refused";
+    support::fresh_namespace(&client, ns).await;
+    let running = support::start_controller(&client, ns, "e2e", Duration::from_secs(3), Duration::from_secs(1)).await;
+
+    let api = clusters(&client, ns);
+    let mut object: kube::api::DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    object.data["spec"]["pod"] = serde_json::json!({ "resources": { "requests": { "cpu": "100 millicores" } } });
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let name = object.name_any();
+
+    let (status, took) = eventually("status to say the seed was refused", Duration::from_secs(30), || {
+        let (api, name) = (api.clone(), name.clone());
+        async move {
+            let status = api.get(&name).await.unwrap().data["status"].clone();
+            let degraded = status["conditions"].as_array()?.iter().find(|c| c["type"] == "Degraded")?.clone();
+            (degraded["reason"] == "Refused").then_some(status)
+        }
+    })
+    .await;
+    let degraded = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    println!("refused seed reported {:.1} s after the create: {}", took.as_secs_f64(), degraded["message"]);
+    let message = degraded["message"].as_str().unwrap();
+    assert!(message.contains("creating pod") && message.contains("quantities must match"), "{message}");
+    assert_ne!(status["phase"], "Running", "no member: {status}");
+
+    // Over 40 s of refusals: no member name burned, no pod, at most a few attempts and status writes.
+    let window = std::time::Instant::now();
+    let before = api.get(&name).await.unwrap().resource_version();
+    let mut versions = std::collections::BTreeSet::new();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    while window.elapsed() < Duration::from_secs(40) {
+        let current = api.get(&name).await.unwrap();
+        versions.insert(current.resource_version());
+        let index = current.data["status"]["nextMemberIndex"].as_i64().unwrap_or(0);
+        assert_eq!(index, 0, "a refused seed burns no member name");
+        assert!(pods.list(&ListParams::default()).await.unwrap().items.is_empty());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    versions.remove(&before);
+    assert!(versions.len() <= 2, "status written {} times in 40 s of refusals", versions.len());
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let attempts: i32 = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("KubernetesApiError"))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1)))
+        .sum();
+    println!("refused seed: {attempts} attempts in all, {} status writes in the 40 s window", versions.len());
+    // Pauses of 5, 10, 20, 40 s: about five attempts by the end of the window, where a fixed 5 s retry makes 10.
+    assert!((2..=6).contains(&attempts), "{attempts} create attempts");
+
+    // Fixed: the spec change is tried at once, and the seed is created under the first name.
+    let fixed = serde_json::json!({ "spec": { "pod": { "resources": { "requests": { "cpu": "100m" } } } } });
+    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&fixed)).await.unwrap();
+    let (_, took) = eventually("the seed pod once the spec is fixed", Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move { pods.get_opt("example-etcd-cluster-0000").await.unwrap() }
+    })
+    .await;
+    println!("seed created {:.1} s after the fix", took.as_secs_f64());
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    running.abort();
+}

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use support::{
-    clusters, converged, count_keys, crd_established, curl, eventually, example, fresh_namespace, host_dir, kubectl,
-    kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
+    clusters, converged, converged_now, count_keys, crd_established, curl, eventually, example, fresh_namespace,
+    host_dir, kubectl, kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
 };
 
 const NS: &str = "e2e-deployed";
@@ -423,6 +423,91 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(count_keys(&format!("http://{}:2379", members[0].1), "/backed-up/").await, 60, "every key is there");
     let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
     assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery was recorded: {status}");
+
+    // 9. One upgrade as shipped (3.5 -> 3.6): its backup, its record, and every member's image patched in place
+    //    by the deployed controller with the manifest's permissions; each member restarts in its own pod (same
+    //    UID, its etcd container's restart count up), and every key is there.
+    let restarts = |pod: &Pod| {
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        statuses.iter().find(|c| c.name == "etcd").map_or(0, |c| c.restart_count)
+    };
+    let before_upgrade: Vec<(String, String, i32)> = {
+        let selector = format!("kube-etcd-controller.dev/cluster={BACKED_UP}");
+        let mut listed: Vec<_> = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap(), p.metadata.uid.clone().unwrap(), restarts(p)))
+            .collect();
+        listed.sort();
+        listed
+    };
+    let upgrade = serde_json::json!({ "spec": { "version": "3.6.16" } });
+    api.patch(BACKED_UP, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&upgrade)).await.unwrap();
+    let (status, took) = eventually("the upgrade to 3.6.16 to complete", Duration::from_secs(300), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+            let done = status["currentVersion"] == "3.6.16"
+                && status["clusterVersion"] == "3.6.0"
+                && status.get("upgrade").is_none_or(|u| u.is_null());
+            done.then_some(status)
+        }
+    })
+    .await;
+    println!("upgrade as shipped: 3.5.35 -> 3.6.16 in {:.1} s: {}", took.as_secs_f64(), status["conditions"]);
+    let after_upgrade = pods
+        .list(&ListParams::default().labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP}")))
+        .await
+        .unwrap()
+        .items;
+    for (name, uid, restarted) in &before_upgrade {
+        let pod = after_upgrade.iter().find(|p| p.metadata.name.as_ref() == Some(name)).expect("the same members");
+        assert_eq!(pod.metadata.uid.as_ref(), Some(uid), "{name} restarted in place, not replaced");
+        assert!(restarts(pod) > *restarted, "{name}'s etcd container restarted on the new image");
+        let image = pod.spec.as_ref().unwrap().containers.iter().find(|c| c.name == "etcd").unwrap().image.clone();
+        assert_eq!(image.as_deref(), Some("quay.io/coreos/etcd:v3.6.16"));
+    }
+    let (upgraded, _) = converged(&pods, BACKED_UP, 3, &[], Duration::from_secs(60)).await;
+    assert_eq!(count_keys(&format!("http://{}:2379", upgraded[0].1), "/backed-up/").await, 60, "no key lost");
+
+    // 10. A recovery from lost quorum as shipped: two of the three member pods deleted at once (their emptyDirs
+    //     with them); past the grace the deployed controller takes a fresh backup from the survivor (the only
+    //     voter left), records it, deletes the lost members and seeds a new cluster from it: every key is there.
+    let survivor = upgraded[0].0.clone();
+    let lost: Vec<String> = upgraded.iter().skip(1).map(|(name, _)| name.clone()).collect();
+    for name in &lost {
+        pods.delete(name, &kube::api::DeleteParams::default()).await.unwrap();
+    }
+    let deleted_at = Instant::now();
+    let (record, _) = eventually("the recovery to be recorded", Duration::from_secs(240), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+            (status["recovery"].is_object()).then(|| status["recovery"].clone())
+        }
+    })
+    .await;
+    println!("recovery as shipped: recorded {:.1} s after the delete: {record}", deleted_at.elapsed().as_secs_f64());
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fresh backup") && reason.contains(&survivor), "{reason}");
+    let (recovered, took) = eventually("the recovered cluster to serve at its size", Duration::from_secs(300), || {
+        let (api, pods) = (api.clone(), pods.clone());
+        async move {
+            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+            let over = status.get("recovery").is_none_or(|r| r.is_null());
+            if !over {
+                return None;
+            }
+            converged_now(&pods, BACKED_UP, 3, &[]).await
+        }
+    })
+    .await;
+    println!("recovery as shipped: serving at size 3 again {:.1} s after the record", took.as_secs_f64());
+    assert!(recovered.iter().all(|(name, _)| *name != survivor && !lost.contains(name)), "a new cluster");
+    assert_eq!(count_keys(&format!("http://{}:2379", recovered[0].1), "/backed-up/").await, 60, "every key is there");
 
     // 6. Destroy: everything the controller made goes; the backups stay.
     kubectl(&["-n", NS, "delete", "etcd", CLUSTER, BACKED_UP, "--wait=true"]);

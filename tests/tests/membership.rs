@@ -310,3 +310,31 @@ async fn a_member_that_answers_without_a_leader_is_not_healthy() {
     assert!(!m0.healthy, "answers, but has no leader: {m0:?}");
     assert!(members.iter().all(|m| !m.leader), "{members:?}");
 }
+
+/// A voter that answers but knows no leader (cut off from its peers) refuses every membership change: the
+/// controller goes through a voter that knows one, even when the leaderless one comes first (review A6), and
+/// falls back to the leaderless one only when no other voter answers (its member list still tells what etcd knows).
+#[tokio::test]
+async fn membership_changes_go_through_a_voter_that_knows_a_leader() {
+    let mut lost = LocalCluster::start(3).await.unwrap();
+    lost.wait_serving().await.unwrap();
+    let names: Vec<String> = observe(&lost).await.into_iter().map(|m| m.name).collect();
+    lost.kill(&names[1]);
+    lost.kill(&names[2]);
+    let leaderless = lost.endpoints()[0].clone();
+    // Its leader gone, the survivor's election timeout passes and it reports no leader.
+    let mut asked = etcd_client::Client::connect([leaderless.as_str()], None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while asked.status().await.map(|s| s.leader()).unwrap_or(0) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the survivor still reports a leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let serving = LocalCluster::start(1).await.unwrap();
+    serving.wait_serving().await.unwrap();
+    let with_leader = serving.endpoints()[0].clone();
+
+    let chosen = Membership::connect(&[leaderless.clone(), with_leader.clone()], TIMEOUT).await.unwrap();
+    assert_eq!(chosen.endpoints(), [with_leader], "the voter that knows a leader");
+    let fallback = Membership::connect(std::slice::from_ref(&leaderless), TIMEOUT).await.unwrap();
+    assert_eq!(fallback.endpoints(), [leaderless], "alone, the leaderless voter still answers");
+}

@@ -289,7 +289,10 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
         }
         Action::DeletePod { name } => {
             let pod = pod_of(observed, name).ok_or("deleting no pod")?;
-            require!(pod.state != PodState::Terminating, "deleting a pod that is already going");
+            require!(
+                pod.state != PodState::Terminating || pod.node_down.is_some(),
+                "deleting a pod that is already going (and whose kubelet can confirm it)"
+            );
             match (observed.recovering, members) {
                 (None, Some(ms)) => require!(ms.iter().all(|m| &m.name != name), "{name} is a member"),
                 (first, _) => {
@@ -330,7 +333,10 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
         Action::DeleteLostMember { name } => {
             let first = observed.recovering.ok_or("a lost member deleted before the recovery was recorded")?;
             let pod = pod_of(observed, name).ok_or("deleting no pod")?;
-            require!(pod.state != PodState::Terminating, "deleting a pod that is already going");
+            require!(
+                pod.state != PodState::Terminating || pod.node_down.is_some(),
+                "deleting a pod that is already going (and whose kubelet can confirm it)"
+            );
             require!(of_lost_cluster(name, first), "{name} is of the new cluster (from {first})");
             // The first deletion is the point of no return: it needs the policy still to restore and the cluster
             // still to be lost, looked at again now (later deletions finish what was started).

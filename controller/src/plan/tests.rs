@@ -905,6 +905,11 @@ fn a_recovery_deletes_the_lost_members_then_seeds_then_ends_when_the_seed_serves
     assert_eq!(plan(&restoring(60), &recovering), Action::DeleteLostMember { name: "etcd-0000".into() });
     recovering.pods = vec![pod(0, PodState::Terminating)];
     assert_eq!(plan(&restoring(60), &recovering), Action::Wait(WaitReason::LostMembersTerminating));
+    // Its node went down during its grace period: its kubelet will never confirm, so it is deleted again (the
+    // act deletes a pod on a node that is not Ready at once).
+    recovering.pods[0].node_down =
+        Some(crate::observe::NodeDown { node: "kec-b".into(), down_for: Duration::from_secs(1) });
+    assert_eq!(plan(&restoring(60), &recovering), Action::DeleteLostMember { name: "etcd-0000".into() });
     recovering.pods.clear();
     recovering.etcd = EtcdView::Unreachable("no member pod is running".into());
     assert_eq!(plan(&restoring(60), &recovering), Action::CreateSeed { name: "etcd-0003".into(), release: release() });
