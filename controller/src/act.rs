@@ -531,8 +531,13 @@ async fn seed_source(
         }
     };
     let info = sidecar.find(&spec.backup).await?.ok_or_else(|| {
-        ActError::NoBackup(format!("spec.restore: {source} has no backup {:?}; nothing was created", spec.backup))
+        ActError::SeedSource(format!("spec.restore: {source} has no backup {:?}; nothing was created", spec.backup))
     })?;
+    if let Some(target) = crate::version::Version::parse(&cluster.spec.version)
+        && let Some(why) = recovery::seed_refused(&info.name, &info.etcd_version, target)
+    {
+        return Err(ActError::SeedSource(format!("spec.restore: {why}")));
+    }
     let restore = SeedRestore {
         source: source.clone(),
         token_secret,
@@ -732,6 +737,12 @@ async fn start_recovery(
             (newest, reason)
         }
     };
+    // The seed runs spec.version: a backup it cannot run is refused before anything is deleted.
+    if let Some(target) = crate::version::Version::parse(&cluster.spec.version)
+        && let Some(why) = recovery::seed_refused(&info.name, &info.etcd_version, target)
+    {
+        return Err(ActError::NoBackup(why));
+    }
     let recovery = RecoveryStatus {
         started_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
         backup: info.name.clone(),

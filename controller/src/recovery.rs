@@ -63,6 +63,23 @@ pub fn behind(backup: &BackupInfo, stored: &[BackupInfo], highest_seen: Option<&
     None
 }
 
+/// Why a seed running `target` must not restore a backup taken from etcd `backup_version`: etcd moves one minor at
+/// a time and never back below the version that wrote the data, so the seed runs the backup's minor or the next.
+/// An unreadable recorded version is no reason to refuse (backups of older sidecars record it too).
+pub fn seed_refused(backup: &str, backup_version: &str, target: crate::version::Version) -> Option<String> {
+    let recorded = crate::version::Version::parse(backup_version)?;
+    if target.minor == recorded.minor || target.minor == recorded.minor + 1 {
+        return None;
+    }
+    Some(format!(
+        "backup {backup} was taken from etcd {recorded}, and spec.version {target} cannot run its data (etcd moves \
+         one minor at a time and never below the version that wrote it): set spec.version to 3.{}.x or 3.{}.x; \
+         nothing was deleted or created",
+        recorded.minor,
+        recorded.minor + 1
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +149,15 @@ mod tests {
         assert!(behind(&fresh, &[], Some(&seen("c1", 500))).unwrap().contains("below revision 500"));
         // Another etcd cluster (before a restore, which gives a new ID) says nothing about this one's revisions.
         assert_eq!(behind(&fresh, &[info("other", "c0", 900)], Some(&seen("c0", 900))), None);
+    }
+
+    #[test]
+    fn a_seed_runs_the_backups_minor_or_the_next() {
+        let v = |text: &str| crate::version::Version::parse(text).unwrap();
+        assert_eq!(seed_refused("b", "3.5.17", v("3.5.35")), None);
+        assert_eq!(seed_refused("b", "3.5.17", v("3.6.16")), None, "an upgrade through the restore");
+        assert!(seed_refused("b", "3.4.23", v("3.6.16")).unwrap().contains("3.4.x or 3.5.x"), "skips a minor");
+        assert!(seed_refused("b", "3.6.16", v("3.5.35")).is_some(), "below the version that wrote it");
+        assert_eq!(seed_refused("b", "", v("3.5.35")), None);
     }
 }
