@@ -6,13 +6,14 @@
 # its real API server, one suite after another; a failing suite does not stop the others, and the run ends with
 # a summary and fails if any failed.
 # KEC_SKIP_E2E=1 stops after the integration tests (for people; ignored when CI is set).
-# KEC_E2E_BUDGET (seconds, default 3000) bounds the whole run, counted from this script's start: each suite gets at
+# KEC_E2E_BUDGET (seconds, default 4800: CI stops a run at 90 minutes) bounds the whole run, counted from this
+# script's start, so that a bad run still prints its summary and takes the test bed down: each suite gets at
 # most what is left of it (and its own cap); a suite that finds the budget spent is not started and counts as failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "test.sh: $*" >&2; exit 1; }
 SECONDS=0
-budget=${KEC_E2E_BUDGET:-3000}
+budget=${KEC_E2E_BUDGET:-4800}
 [[ $budget =~ ^[0-9]+$ ]] || fail "KEC_E2E_BUDGET must be a number of seconds (got '$budget')"
 
 # Not `eval "$(install-deps.sh)"`: eval of an empty string succeeds, which would hide a failed install.
@@ -74,7 +75,7 @@ cargo build -q -p system-tests --features e2e $(printf -- '--test %s ' "${suites
 suite_cap() {
   case $1 in
     e2e_recovery) echo 1200 ;;
-    e2e_nodes) echo 900 ;;
+    e2e_nodes | e2e_deployed) echo 900 ;;
     *) echo 600 ;;
   esac
 }

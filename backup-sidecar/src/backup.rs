@@ -101,6 +101,9 @@ pub struct Engine {
     pub metrics: Metrics,
     state: Mutex<State>,
     inflight: Mutex<Option<Shared<BoxFuture<'static, AttemptResult>>>>,
+    /// Held by retention and by a pin, so that a pin never rewrites the manifest of a backup retention is deleting
+    /// (which would leave a manifest without data), and retention always sees a pin made before it.
+    manifests: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -125,6 +128,7 @@ impl Engine {
             metrics: Metrics::default(),
             state: Mutex::new(State::default()),
             inflight: Mutex::new(None),
+            manifests: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -288,6 +292,7 @@ impl Engine {
     /// Runs only after a backup of etcd cluster `cluster_id` was published (a failed attempt never deletes
     /// anything), and deletes only that cluster's backups, none of a higher revision than the one just published.
     async fn apply_retention(&self, cluster_id: &str, published: i64) {
+        let _manifests = self.manifests.lock().await;
         let backups = match self.storage.list().await {
             Ok(backups) => self.own(backups),
             Err(error) => {
@@ -330,6 +335,7 @@ impl Engine {
 
     /// Pins this cluster's backup `name` (see [`BackupInfo::pinned`]): its manifest is written again with `reason`.
     pub async fn pin(&self, name: &str, reason: &str) -> Result<BackupInfo, StorageError> {
+        let _manifests = self.manifests.lock().await;
         let own = self.list().await?;
         if !own.iter().any(|b| b.name == name) {
             return Err(StorageError::NotFound(format!("{name} (no backup of this cluster)")));

@@ -648,7 +648,7 @@ async fn start_recovery(
         .collect();
     // What this cluster's backups reached, read before the fresh one exists.
     let stored = sidecar.own(&name, uid, since).await?;
-    let mut fresh = match recovery::fresh_source(&survivors) {
+    let mut fresh = match recovery::fresh_source(&survivors, &holding) {
         Ok(source) => match sidecar.trigger(std::slice::from_ref(&source.endpoint)).await {
             Ok(info) => Ok((info, source)),
             Err(error) => {
@@ -658,12 +658,30 @@ async fn start_recovery(
         },
         Err(why) => Err(why),
     };
-    // A backup behind what this etcd cluster is known to have reached would give up acknowledged writes.
-    if let Ok((info, _)) = &fresh
-        && let Some(why) = recovery::behind(info, &stored, current.highest_revision_seen.as_ref())
+    // A backup behind what this etcd cluster is known to have reached would give up acknowledged writes. A stored
+    // backup of the same etcd cluster at a higher revision holds everything the lagging member applied, and more:
+    // that one is restored instead, if it is not behind itself.
+    let seen = current.highest_revision_seen.as_ref();
+    let mut instead = None;
+    if let Ok((info, source)) = &fresh
+        && let Some(why) = recovery::behind(info, &stored, seen)
     {
-        tracing::warn!(backup = %info.name, %why, "fresh backup refused");
-        fresh = Err(why);
+        match recovery::better_stored(info, &stored, seen) {
+            Some(better) => {
+                tracing::warn!(fresh = %info.name, stored = %better.name, %why, "a stored backup holds more");
+                let from = format!(
+                    "backup {} (revision {}) of the same etcd cluster: the most advanced voting member that runs, {}, \
+                     gave revision {} only, so the stored backup holds everything it held; writes after that backup \
+                     are lost",
+                    better.name, better.revision, source.name, info.revision
+                );
+                instead = Some((better.clone(), from));
+            }
+            None => {
+                tracing::warn!(backup = %info.name, %why, "fresh backup refused");
+                fresh = Err(why);
+            }
+        }
     }
     let fresh = fresh.map(|(info, source)| {
         let index = source.progress.map_or(0, |p| p.raft_index);
@@ -678,7 +696,7 @@ async fn start_recovery(
              that only the lost members held, if any, are not in it",
             source.name
         );
-        (info, from)
+        instead.unwrap_or((info, from))
     });
     let was_fresh = fresh.is_ok();
     let (info, reason) = match fresh {

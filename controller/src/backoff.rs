@@ -42,6 +42,8 @@ impl Refusals {
     /// Records that `step` of `cluster` was refused (`wait` says so); returns the pause before the next attempt.
     pub fn refused(&self, cluster: &str, step: &str, wait: WaitReason, now: Instant) -> Duration {
         let mut entries = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Clusters deleted (or fixed) long ago are forgotten.
+        entries.retain(|_, e| e.until + MAX > now);
         let attempts = entries.get(cluster).filter(|e| e.step == step).map_or(0, |e| e.attempts) + 1;
         let pause = pause(attempts);
         entries.insert(cluster.into(), Entry { step: step.into(), attempts, until: now + pause, wait });

@@ -304,6 +304,8 @@ pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String
 pub struct Progress {
     /// The raft index it has committed.
     pub raft_index: u64,
+    /// The raft index it has applied (what a snapshot of it holds).
+    pub applied: u64,
     /// Whether it is a learner (which holds only what the voters committed, and may hold much less).
     pub learner: bool,
 }
@@ -313,8 +315,14 @@ pub async fn survey(endpoints: &[String], timeout: Duration) -> Vec<(String, Opt
     let mut answers = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let status = status_of(endpoint, timeout).await;
-        answers
-            .push((endpoint.clone(), status.map(|s| Progress { raft_index: s.raft_index(), learner: s.is_learner() })));
+        answers.push((
+            endpoint.clone(),
+            status.map(|s| Progress {
+                raft_index: s.raft_index(),
+                applied: s.raft_applied_index(),
+                learner: s.is_learner(),
+            }),
+        ));
     }
     answers
 }

@@ -117,7 +117,8 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
 
     let previous = cluster.status.clone().unwrap_or_default();
     // A step refused a moment ago is not asked for again until its pause is over (unless the spec changed).
-    let key = format!("{}/{name}", cluster.namespace().unwrap_or_default());
+    // By UID: a cluster deleted and created again under its name starts without the old one's pauses.
+    let key = cluster.uid().unwrap_or_else(|| format!("{}/{name}", cluster.namespace().unwrap_or_default()));
     let step = format!("{:?} {action:?}", cluster.meta().generation);
     let waiting = ctx.refusals.pending(&key, &step, std::time::Instant::now());
     let acted = match &waiting {
@@ -145,7 +146,9 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     }
     let refused = match (&acted, &waiting) {
         (_, Some((wait, left))) => Some((wait.clone(), *left)),
-        (Err(error), None) => error.refusal().map(|(op, why)| {
+        // Only creates and patches of the members' pods: a refused step of a recovery (or of anything that times a
+        // lost quorum) is reported as what it is, and its own pace applies.
+        (Err(error), None) if refusable(&action) => error.refusal().map(|(op, why)| {
             let wait = WaitReason::Refused { op, why };
             let pause = ctx.refusals.refused(&key, &step, wait.clone(), std::time::Instant::now());
             ctx.metrics.reconcile_failed(error.reason());
@@ -155,6 +158,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
             ctx.refusals.clear(&key);
             None
         }
+        (Err(_), None) => None,
     };
     // The backup sidecar comes after the members' step, and its trouble never fails the reconcile: a stuck
     // sidecar must not hold up healing etcd. It is reported in `BackupReady` (and an event) instead.
@@ -258,6 +262,17 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         Action::Wait(_) => Requeue::requeue(Duration::from_secs(5)),
         _ => Requeue::requeue(Duration::from_secs(2)),
     })
+}
+
+/// Whether a refusal of `action` by the API server waits out a growing pause (see [`crate::backoff`]).
+fn refusable(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreateSeed { .. }
+            | Action::AddLearner { .. }
+            | Action::CreateMemberPod { .. }
+            | Action::RollMember { .. }
+    )
 }
 
 /// `message` with every word that names a backup of `cluster` (`<cluster>-<time>...`, or a path holding one) said

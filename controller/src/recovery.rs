@@ -17,18 +17,21 @@ pub struct Survivor {
     pub progress: Option<Progress>,
 }
 
-/// The member a fresh backup may be taken from: the voting member that has committed the most. A learner never
-/// (its backend may be empty while it receives the leader's snapshot). None at all while a member pod that runs
-/// did not answer: it may hold writes the others never got, and the pods are deleted once the recovery starts.
-pub fn fresh_source(survivors: &[Survivor]) -> Result<&Survivor, String> {
-    let silent: Vec<&str> = survivors.iter().filter(|s| s.progress.is_none()).map(|s| s.name.as_str()).collect();
+/// The member a fresh backup may be taken from: the voting member that has committed the most, once it has
+/// applied at least what any other member applied (a snapshot holds what was applied). A learner never (its backend
+/// may be empty while it receives the leader's snapshot). None at all while a member pod that may hold data
+/// (`holding`: running, or restarting in a loop) did not answer: it may hold writes the others never got, and the
+/// pods are deleted once the recovery starts.
+pub fn fresh_source<'a>(survivors: &'a [Survivor], holding: &[String]) -> Result<&'a Survivor, String> {
+    let answered = |name: &String| survivors.iter().any(|s| &s.name == name && s.progress.is_some());
+    let silent: Vec<&str> = holding.iter().filter(|name| !answered(name)).map(String::as_str).collect();
     if !silent.is_empty() {
         return Err(format!(
-            "member pods {} run but did not answer, and may hold writes newer than any other member's",
+            "member pods {} run (or restart) but did not answer, and may hold writes newer than any other member's",
             silent.join(", ")
         ));
     }
-    survivors
+    let source = survivors
         .iter()
         .filter(|s| s.progress.is_some_and(|p| !p.learner))
         .max_by(|a, b| {
@@ -36,9 +39,19 @@ pub fn fresh_source(survivors: &[Survivor]) -> Result<&Survivor, String> {
             // The most committed; of equals, the first by name.
             index(a).cmp(&index(b)).then_with(|| b.name.cmp(&a.name))
         })
-        .ok_or_else(|| {
-            if survivors.is_empty() { "no member pod runs" } else { "no voting member runs (only learners)" }.into()
-        })
+        .ok_or(if survivors.is_empty() { "no member pod runs" } else { "no voting member runs (only learners)" })?;
+    let applied = source.progress.map_or(0, |p| p.applied);
+    if let Some(ahead) = survivors.iter().find(|s| s.progress.is_some_and(|p| p.applied > applied)) {
+        return Err(format!(
+            "{} committed the most but has applied less than {} (raft index {} against {}): waiting for it to \
+             apply what it committed",
+            source.name,
+            ahead.name,
+            applied,
+            ahead.progress.map_or(0, |p| p.applied)
+        ));
+    }
+    Ok(source)
 }
 
 /// Why `backup` must not be restored: its revision is below one this etcd cluster is known to have reached (a
@@ -80,6 +93,20 @@ pub fn seed_refused(backup: &str, backup_version: &str, target: crate::version::
     ))
 }
 
+/// The stored backup to restore instead of a `fresh` one that lags: the highest revision of the same etcd cluster
+/// above the fresh one's (the same history, further on), unless it is behind what the cluster served itself.
+pub fn better_stored<'a>(
+    fresh: &BackupInfo,
+    stored: &'a [BackupInfo],
+    highest_seen: Option<&ServedRevision>,
+) -> Option<&'a BackupInfo> {
+    let best = stored
+        .iter()
+        .filter(|s| s.etcd_cluster_id == fresh.etcd_cluster_id && s.revision > fresh.revision)
+        .max_by_key(|s| s.revision)?;
+    behind(best, &[], highest_seen).is_none().then_some(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,32 +115,59 @@ mod tests {
         Survivor {
             name: name.into(),
             endpoint: format!("http://{name}:2379"),
-            progress: answer.map(|(raft_index, learner)| Progress { raft_index, learner }),
+            progress: answer.map(|(raft_index, learner)| Progress { raft_index, applied: raft_index, learner }),
         }
+    }
+
+    fn running(survivors: &[Survivor]) -> Vec<String> {
+        survivors.iter().map(|s| s.name.clone()).collect()
     }
 
     #[test]
     fn the_most_committed_voter_gives_the_backup() {
         let all =
             [survivor("a", Some((40, false))), survivor("b", Some((41, false))), survivor("c", Some((41, false)))];
-        assert_eq!(fresh_source(&all).unwrap().name, "b");
+        assert_eq!(fresh_source(&all, &running(&all)).unwrap().name, "b");
     }
 
     #[test]
     fn a_learner_never_gives_the_backup_however_far_it_claims_to_be() {
-        let all = [survivor("a", Some((40, false))), survivor("d", Some((90, true)))];
-        assert_eq!(fresh_source(&all).unwrap().name, "a");
+        let all = [survivor("a", Some((40, false))), survivor("d", Some((30, true)))];
+        assert_eq!(fresh_source(&all, &running(&all)).unwrap().name, "a");
+        // A learner that applied more than every voter that runs holds committed writes they lack: nothing is
+        // taken (it cannot be the source: its backend may be a snapshot in flight).
+        let ahead = [survivor("a", Some((40, false))), survivor("d", Some((90, true)))];
+        assert!(fresh_source(&ahead, &running(&ahead)).is_err());
         let only_learner = [survivor("d", Some((90, true)))];
-        assert!(fresh_source(&only_learner).unwrap_err().contains("only learners"));
-        assert!(fresh_source(&[]).is_err());
+        assert!(fresh_source(&only_learner, &running(&only_learner)).unwrap_err().contains("only learners"));
+        assert!(fresh_source(&[], &[]).is_err());
     }
 
     #[test]
     fn a_running_member_that_did_not_answer_withholds_every_fresh_backup() {
         // Withholding the answer of the one member that may be most advanced: no other member is taken instead.
         let all = [survivor("a", Some((40, false))), survivor("b", None), survivor("c", Some((10, false)))];
-        let why = fresh_source(&all).unwrap_err();
-        assert!(why.contains("b run but did not answer"), "{why}");
+        let why = fresh_source(&all, &running(&all)).unwrap_err();
+        assert!(why.contains("member pods b run"), "{why}");
+    }
+
+    #[test]
+    fn a_member_restarting_in_a_loop_withholds_every_fresh_backup_too() {
+        // b is not running (so not asked), but its etcd restarts on data that may be newer than a's.
+        let all = [survivor("a", Some((40, false)))];
+        let why = fresh_source(&all, &["a".into(), "b".into()]).unwrap_err();
+        assert!(why.contains("member pods b run (or restart)"), "{why}");
+        assert_eq!(fresh_source(&all, &["a".into()]).unwrap().name, "a", "nothing else may hold data");
+    }
+
+    #[test]
+    fn the_source_must_have_applied_what_any_other_member_applied() {
+        let mut all = [survivor("a", Some((50, false))), survivor("b", Some((45, false)))];
+        all[0].progress.as_mut().unwrap().applied = 44;
+        let why = fresh_source(&all, &running(&all)).unwrap_err();
+        assert!(why.contains("a committed the most but has applied less than b"), "{why}");
+        all[0].progress.as_mut().unwrap().applied = 45;
+        assert_eq!(fresh_source(&all, &running(&all)).unwrap().name, "a");
     }
 
     fn info(name: &str, cluster: &str, revision: i64) -> BackupInfo {
@@ -159,5 +213,15 @@ mod tests {
         assert!(seed_refused("b", "3.4.23", v("3.6.16")).unwrap().contains("3.4.x or 3.5.x"), "skips a minor");
         assert!(seed_refused("b", "3.6.16", v("3.5.35")).is_some(), "below the version that wrote it");
         assert_eq!(seed_refused("b", "", v("3.5.35")), None);
+    }
+
+    #[test]
+    fn a_lagging_fresh_backup_gives_way_to_a_stored_one_that_holds_more_unless_that_one_lags_too() {
+        let fresh = info("fresh", "c1", 100);
+        let stored = [info("older", "c1", 90), info("ahead", "c1", 150), info("other", "c0", 900)];
+        assert_eq!(better_stored(&fresh, &stored, None).map(|b| b.name.as_str()), Some("ahead"));
+        assert_eq!(better_stored(&fresh, &stored, Some(&seen("c1", 150))).map(|b| b.name.as_str()), Some("ahead"));
+        assert_eq!(better_stored(&fresh, &stored, Some(&seen("c1", 151))), None, "behind what was served");
+        assert_eq!(better_stored(&fresh, &stored[..1], None), None, "nothing holds more");
     }
 }

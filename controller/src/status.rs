@@ -63,6 +63,8 @@ pub fn derive(
         // Not known to be lost (its members may serve behind a partition), and not known to serve.
         Action::Wait(WaitReason::NodesNotReady { .. }) => ClusterPhase::QuorumLost,
         Action::Done | Action::Wait(WaitReason::VersionRefused(_)) => ClusterPhase::Running,
+        // A refused step leaves the cluster in the phase it was in (a refused upgrade step is still an upgrade).
+        Action::Wait(WaitReason::Refused { .. }) if previous.formed => previous.phase,
         _ if upgrading(action) => ClusterPhase::Upgrading,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {

@@ -78,6 +78,9 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("recovery-bad-policy.yaml", "is not one of"),
         ("quota-too-large.yaml", "greater than the maximum"),
         ("recovery-bad-max-backup-age.yaml", "does not match"),
+        ("backup-cron-minute-61.yaml", "does not match"),
+        ("backup-every-zero.yaml", "does not match"),
+        ("bad-repository.yaml", "does not match"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

@@ -492,7 +492,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     .await;
     println!("recovery as shipped: recorded {:.1} s after the delete: {record}", deleted_at.elapsed().as_secs_f64());
     let reason = record["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("fresh backup") && reason.contains(&survivor), "{reason}");
+    assert!(reason.contains("fresh backup") && reason.contains(&format!("taken from {survivor} ")), "{reason}");
     let (recovered, took) = eventually("the recovered cluster to serve at its size", Duration::from_secs(300), || {
         let (api, pods) = (api.clone(), pods.clone());
         async move {
