@@ -126,7 +126,8 @@ pub struct RestoreSource {
     #[schemars(regex(pattern = r"^https?://"))]
     pub url: Option<String>,
     /// Secret in this namespace whose key `token` is the sidecar's bearer token (for `url`; `cluster` uses
-    /// that cluster's own token).
+    /// that cluster's own token). It must be labelled `kube-etcd-controller.dev/restore-token: "true"`: the
+    /// controller sends no other Secret to a URL a spec names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
     /// Storage holding backups, with the same shape as `backup.storage`: an S3 bucket (with its credentials

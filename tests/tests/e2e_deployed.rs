@@ -431,10 +431,12 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
         statuses.iter().find(|c| c.name == "etcd").map_or(0, |c| c.restart_count)
     };
+    // Member pods only (the sidecar's pod carries the cluster label too).
+    let members_only =
+        format!("{}={BACKED_UP},{}", controller::labels::CLUSTER_LABEL, controller::labels::MEMBER_LABEL);
     let before_upgrade: Vec<(String, String, i32)> = {
-        let selector = format!("kube-etcd-controller.dev/cluster={BACKED_UP}");
         let mut listed: Vec<_> = pods
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(&members_only))
             .await
             .unwrap()
             .items
@@ -458,11 +460,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     })
     .await;
     println!("upgrade as shipped: 3.5.35 -> 3.6.16 in {:.1} s: {}", took.as_secs_f64(), status["conditions"]);
-    let after_upgrade = pods
-        .list(&ListParams::default().labels(&format!("kube-etcd-controller.dev/cluster={BACKED_UP}")))
-        .await
-        .unwrap()
-        .items;
+    let after_upgrade = pods.list(&ListParams::default().labels(&members_only)).await.unwrap().items;
     for (name, uid, restarted) in &before_upgrade {
         let pod = after_upgrade.iter().find(|p| p.metadata.name.as_ref() == Some(name)).expect("the same members");
         assert_eq!(pod.metadata.uid.as_ref(), Some(uid), "{name} restarted in place, not replaced");

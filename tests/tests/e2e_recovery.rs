@@ -297,10 +297,33 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     //     belongs to no EtcdCluster here.
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let sidecar_ip = services.get(&format!("{CLUSTER}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    //     Another cluster's token Secret is never sent anywhere: only a Secret labelled for it is read.
     let by_url = serde_json::json!({ "size": 1, "restore": {
         "url": format!("http://{sidecar_ip}:19999"), "tokenSecret": format!("{CLUSTER}-backup-token"),
     } });
     api.create(&PostParams::default(), &cluster("by-url", by_url)).await.unwrap();
+    let (why, _) = eventually("the unlabelled token Secret to be refused", Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            let degraded = degraded(&status(&api, "by-url").await)?;
+            let message = degraded["message"].as_str()?.to_string();
+            (degraded["reason"] == "Refused" && message.contains(controller::act::RESTORE_TOKEN_LABEL))
+                .then_some(message)
+        }
+    })
+    .await;
+    println!("seed by URL with another cluster's token Secret: refused ({why})");
+    assert!(member_pods(&pods, "by-url").await.is_empty(), "nothing created");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let token = secrets.get(&format!("{CLUSTER}-backup-token")).await.unwrap().data.unwrap()["token"].clone();
+    let mut opted = Secret::default();
+    opted.metadata.name = Some("by-url-restore-token".into());
+    opted.metadata.labels =
+        Some([(controller::act::RESTORE_TOKEN_LABEL.to_string(), "true".to_string())].into_iter().collect());
+    opted.data = Some([("token".to_string(), token)].into_iter().collect());
+    secrets.create(&PostParams::default(), &opted).await.unwrap();
+    let use_it = serde_json::json!({ "spec": { "restore": { "tokenSecret": "by-url-restore-token" } } });
+    api.patch("by-url", &PatchParams::default(), &Patch::Merge(&use_it)).await.unwrap();
     let (copies, _) = converged(&pods, "by-url", 1, &[], Duration::from_secs(120)).await;
     assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
     assert_eq!(status(&api, "by-url").await["restoredFrom"]["backup"], second.name.as_str());
