@@ -813,6 +813,8 @@ fn the_generator_covers_the_interesting_worlds() {
             seen.insert("a recovery whose seed serves".into());
         }
     }
+    // Not generated yet (the generator rarely builds a finished roll): MoveLeader and CompleteUpgrade, whose
+    // evidence arms are covered only by the planner's own tests.
     let wanted = [
         "CreateSeed",
         "AddLearner",
@@ -823,6 +825,9 @@ fn the_generator_covers_the_interesting_worlds() {
         "StartRecovery",
         "DeleteLostMember",
         "CompleteRecovery",
+        "AbandonRecovery",
+        "StartUpgrade",
+        "RollMember",
         "Wait",
         "Done",
         "a bare majority",
