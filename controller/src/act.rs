@@ -832,16 +832,15 @@ async fn reserve(
 
 /// Asks the API server whether it would create `pod` (validation and admission, nothing stored).
 async fn try_create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
-    let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
-    match pods.create(&params, pod).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(source) => Err(ActError::Kube { op: format!("creating pod {}", pod.name_any()), source }),
-    }
+    post(pods, pod, true).await
 }
 
 async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    post(pods, pod, false).await
+}
+
+async fn post(pods: &Api<Pod>, pod: &Pod, dry_run: bool) -> Result<(), ActError> {
+    let params = PostParams { dry_run, field_manager: Some(FIELD_MANAGER.into()) };
     match pods.create(&params, pod).await {
         Ok(_) => Ok(()),
         // Created by an earlier attempt that did not hear back.
