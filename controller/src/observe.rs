@@ -58,6 +58,9 @@ pub struct MemberPod {
     pub restart_never: bool,
     /// The image change the recorded upgrade made to it, if it made one.
     pub rolled: Option<Rolled>,
+    /// The hash of the settings it was created with (`spec.etcd`, `spec.pod`: see [`crate::pod::settings_hash`]);
+    /// `None` for a pod created by a controller that did not record it.
+    pub settings: Option<String>,
 }
 
 /// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
@@ -106,6 +109,7 @@ impl MemberPod {
             restarts: 0,
             restart_never: false,
             rolled: None,
+            settings: None,
         }
     }
 
@@ -190,6 +194,9 @@ pub struct Observed {
     pub stuck: Option<(String, String)>,
     /// Alarms raised in etcd, as `(member, NOSPACE or CORRUPT)`.
     pub alarms: Vec<(String, String)>,
+    /// Whether the alarms were read this time (they are read through a member that has a leader, best effort): when
+    /// not, an empty `alarms` says nothing.
+    pub alarms_read: bool,
     /// The cluster version etcd reports (`/version`), when a member answered it.
     pub cluster_version: Option<crate::version::Version>,
     /// The upgrade in progress, as recorded in status.
@@ -304,6 +311,7 @@ pub async fn observe(
                 restarts: etcd_restarts(pod),
                 restart_never: pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never"),
                 rolled: upgrade_started.and_then(|since| rolled(pod, since.0, now)),
+                settings: pod.annotations().get(crate::pod::SETTINGS_HASH).cloned(),
             }
         })
         .collect();
@@ -331,6 +339,7 @@ pub async fn observe(
         .collect();
     let endpoints: Vec<String> = addresses.values().cloned().collect();
     let mut alarms = Vec::new();
+    let mut alarms_known = false;
     let mut cluster_version = None;
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
@@ -342,10 +351,10 @@ pub async fn observe(
                     // and never for longer than one etcd request may take.
                     let alarms_read = async {
                         if !members.iter().any(|m| m.leader) {
-                            return Vec::new();
+                            return None;
                         }
                         let read = tokio::time::timeout(etcd_timeout, membership.alarms()).await;
-                        read.ok().and_then(Result::ok).unwrap_or_default()
+                        read.ok().and_then(Result::ok)
                     };
                     // The cluster version, from the first healthy member that tells it.
                     for member in members.iter().filter(|m| m.healthy) {
@@ -356,7 +365,9 @@ pub async fn observe(
                             break;
                         }
                     }
-                    for (id, alarm) in alarms_read.await {
+                    let read = alarms_read.await;
+                    alarms_known = read.is_some();
+                    for (id, alarm) in read.unwrap_or_default() {
                         let member =
                             members.iter().find(|m| m.id == id).map_or_else(|| format!("{id:x}"), |m| m.name.clone());
                         alarms.push((member, alarm.to_string()));
@@ -397,6 +408,7 @@ pub async fn observe(
             failure,
             stuck,
             alarms,
+            alarms_read: alarms_known,
             cluster_version,
             upgrade: status.upgrade.clone(),
         },

@@ -384,12 +384,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
     // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
     // is then deleted without waiting for that node's kubelet).
-    // The member an upgrade restarted last that now crash-loops is not replaced while the upgrade is recorded: its
-    // data is intact, and the answer is the upgrade's (it stalls; setting the version back rolls the member back).
+    // The member an upgrade restarted last that now crash-loops is not replaced while the upgrade is recorded and
+    // the cluster version has not moved: its data is intact, and the answer is the upgrade's (it stalls; setting the
+    // version back rolls the member back). Once the cluster version moved to the target's minor, the member served
+    // at the target and no rollback is possible: it is replaced like any member in a restart loop (review A3b).
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
         Some(pod) => {
-            let rolled = observed.upgrade.is_some() && last_rolled(observed).is_some_and(|last| last.name == pod.name);
+            let rolled = observed.upgrade.is_some()
+                && !cluster_moved(observed)
+                && last_rolled(observed).is_some_and(|last| last.name == pod.name);
             matches!(pod.state, PodState::Dead | PodState::Refused)
                 || (pod.state == PodState::CrashLooping && !rolled)
                 || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST_AFTER))
@@ -478,12 +482,18 @@ pub fn restart_keeps_quorum(members: &[Member], id: u64) -> bool {
     voters.len() <= 2 || others > voters.len() / 2
 }
 
-/// The member pod the recorded upgrade changed last, if its restart explains a lost quorum: it does not serve
-/// yet, and with it the cluster would have a majority (a one- or two-member cluster in its restart, or a
+/// The member pod the recorded upgrade changed last, if its restart explains a lost quorum: its new container has
+/// not served yet, and with it the cluster would have a majority (a one- or two-member cluster in its restart, or a
 /// larger one whose restart did not come back while another member was lost too is not: that is a loss).
+///
+/// Not served yet means: the kubelet has not restarted it with the new image, or it has restarted once (its first
+/// run of the new image, still starting) and does not answer at the target, and the cluster version has not moved
+/// to the target's minor. A member that answers at the target, or that ran and exited again, or any other member
+/// whose pod is gone or dead, means the loss is no restart: it is timed and handled as a loss (review A3a).
 fn restarting_for_upgrade<'a>(observed: &'a Observed, reason: &WaitReason) -> Option<&'a MemberPod> {
     observed.upgrade.as_ref()?;
     let pod = last_rolled(observed)?;
+    let rolled = pod.rolled.as_ref()?;
     let down = matches!(pod.state, PodState::Dead | PodState::Refused | PodState::Terminating)
         || pod.state == (PodState::Running { ready: true });
     let explains = match reason {
@@ -491,7 +501,33 @@ fn restarting_for_upgrade<'a>(observed: &'a Observed, reason: &WaitReason) -> Op
         // Nothing answers: only a one- or two-member cluster is explained by one restart.
         _ => observed.pods.len() <= 2,
     };
-    (!down && explains).then_some(pod)
+    let members = match &observed.etcd {
+        EtcdView::Members(members) => members.as_slice(),
+        EtcdView::Unreachable(_) => &[],
+    };
+    let target = observed.upgrade.as_ref().and_then(|u| Version::parse(&u.to_version));
+    let answers_at_target = members.iter().any(|m| m.name == pod.name && m.version.is_some() && m.version == target);
+    let first_run = rolled.restarted(pod) && pod.restarts <= rolled.restarts_before + 1;
+    let not_served = !rolled.restarted(pod) || (first_run && !answers_at_target && !cluster_moved(observed));
+    // Every other voter's pod is there and not dead: a member lost besides is a loss, whatever this one does.
+    let others_there = members.iter().filter(|m| !m.learner && m.name != pod.name).all(|m| {
+        observed
+            .pods
+            .iter()
+            .find(|p| p.name == m.name)
+            .is_some_and(|p| !matches!(p.state, PodState::Dead | PodState::Refused | PodState::Terminating))
+    });
+    (!down && explains && not_served && others_there).then_some(pod)
+}
+
+/// Whether the recorded upgrade crosses a minor and the cluster version already moved to the target's: every
+/// member reported the new version (etcd moves it only then), so the member rolled last served at the target,
+/// and the old binary no longer starts on this data.
+fn cluster_moved(observed: &Observed) -> bool {
+    let Some(record) = observed.upgrade.as_ref() else { return false };
+    let Some(target) = Version::parse(&record.to_version) else { return false };
+    let from_minor = record.from.split(',').filter_map(Version::parse).map(|v| v.minor).min();
+    observed.cluster_version.is_some_and(|c| c.same_minor(target)) && from_minor.is_some_and(|m| m < target.minor)
 }
 
 /// The member pod the recorded upgrade changed last (the others it changed have served since, or the upgrade
@@ -724,11 +760,19 @@ fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -> Action {
     // A member the recorded upgrade restarted, in a cluster too small to keep a quorum through a restart (or one
     // whose restart did not come back): no loss is timed and nothing is recovered, its data is intact. Setting
     // spec.version back to the image it ran before rolls it back.
+    // Setting spec.version back to what the member rolled last ran rolls it back onto its data, whatever explains
+    // the loss: only while its container is not Ready and the cluster version has not moved (checked there).
+    if let Some(pod) = observed.upgrade.as_ref().and(last_rolled(observed)).filter(|p| {
+        !matches!(
+            p.state,
+            PodState::Dead | PodState::Refused | PodState::Terminating | PodState::Running { ready: true }
+        )
+    }) && let Some(back) = roll_back_without_quorum(desired, pod, observed.cluster_version)
+    {
+        return back;
+    }
     if let Some(pod) = restarting_for_upgrade(observed, &reason) {
         let member = pod.name.clone();
-        if let Some(back) = roll_back_without_quorum(desired, pod, observed.cluster_version) {
-            return back;
-        }
         let rolled = pod.rolled.as_ref().map_or(Duration::ZERO, |r| r.ago);
         let why = "it does not serve after its image change, and there is no quorum without it".to_string();
         return if rolled >= UPGRADE_MEMBER_TIMEOUT {

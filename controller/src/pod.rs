@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use proto::cluster::{BackupStorage, EtcdCluster};
+use proto::cluster::{BackupStorage, EtcdCluster, EtcdClusterSpec};
 
 use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
@@ -111,6 +111,22 @@ impl Release {
 
 /// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
 /// start, this one included.
+/// The annotation on a member pod that holds the hash of the settings it was created from ([`settings_hash`]).
+pub const SETTINGS_HASH: &str = "kube-etcd-controller.dev/settings-hash";
+
+/// A hash (SHA-256, hex, first 16 characters) of what a member pod is rendered from besides its version: etcd's
+/// settings (`spec.etcd`) and the pod policy (`spec.pod`, but not `allowUnsafeEviction`, which is the disruption
+/// budget's). A pod's command, resources and placement cannot change while it lives, so a pod whose hash differs
+/// from the spec's runs older settings.
+pub fn settings_hash(spec: &EtcdClusterSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let mut pod = spec.pod.clone();
+    pod.allow_unsafe_eviction = false;
+    let rendered = serde_json::to_vec(&(&spec.etcd, &pod)).unwrap_or_default();
+    let digest = Sha256::digest(&rendered);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn member_pod(
     cluster: &EtcdCluster,
     member: &str,
@@ -223,7 +239,11 @@ pub fn member_pod(
             name: Some(member.to_string()),
             namespace: Some(namespace),
             labels: Some(labels),
-            annotations: (!policy.annotations.is_empty()).then(|| policy.annotations.clone()),
+            annotations: Some({
+                let mut annotations = policy.annotations.clone();
+                annotations.insert(SETTINGS_HASH.into(), settings_hash(spec));
+                annotations
+            }),
             owner_references: Some(vec![owner(cluster)]),
             ..Default::default()
         },

@@ -62,7 +62,22 @@ pub fn derive(
         Action::Wait(WaitReason::MembersUnreachable { .. }) => ClusterPhase::Running,
         // Not known to be lost (its members may serve behind a partition), and not known to serve.
         Action::Wait(WaitReason::NodesNotReady { .. }) => ClusterPhase::QuorumLost,
-        Action::Done | Action::Wait(WaitReason::VersionRefused(_)) => ClusterPhase::Running,
+        Action::Done => ClusterPhase::Running,
+        // A refused spec.version: a cluster that never formed has nothing running (the spec cannot be acted on);
+        // one whose upgrade is recorded, or whose members run mixed versions, is mid-upgrade (review S7).
+        Action::Wait(WaitReason::VersionRefused(_)) if !previous.formed && observed.pods.is_empty() => {
+            ClusterPhase::Invalid
+        }
+        Action::Wait(WaitReason::VersionRefused(_)) => {
+            let mut distinct = versions.clone();
+            distinct.sort();
+            distinct.dedup();
+            if previous.upgrade.is_some() || distinct.len() > 1 {
+                ClusterPhase::Upgrading
+            } else {
+                ClusterPhase::Running
+            }
+        }
         // A refused step leaves the cluster in the phase it was in (a refused upgrade step is still an upgrade).
         Action::Wait(WaitReason::Refused { .. }) if previous.formed => previous.phase,
         _ if upgrading(action) => ClusterPhase::Upgrading,
@@ -124,8 +139,8 @@ pub fn derive(
     };
 
     let mut conditions = Vec::new();
-    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
-        let status = if status { "True" } else { "False" };
+    let truth = |status: bool| if status { "True" } else { "False" };
+    let mut set = |type_: &str, status: &str, reason: &str, message: String| {
         let kept = previous.conditions.iter().find(|c| c.type_ == type_ && c.status == status);
         conditions.push(Condition {
             type_: type_.into(),
@@ -137,17 +152,29 @@ pub fn derive(
             last_transition_time: kept.map_or_else(|| now.clone(), |c| c.last_transition_time.clone()),
         });
     };
-    set("Available", available, available_reason, available_message);
-    set("Progressing", progressing, progress_reason(action), progress_message(action));
-    set("Degraded", degraded, degraded_reason, degraded_message);
+    set("Available", truth(available), available_reason, available_message);
+    set("Progressing", truth(progressing), progress_reason(action), progress_message(action));
+    set("Degraded", truth(degraded), degraded_reason, degraded_message);
     let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
-    set("Alarm", alarmed, alarm_reason, alarm_message);
+    if observed.alarms_read || alarmed {
+        set("Alarm", truth(alarmed), alarm_reason, alarm_message);
+    } else {
+        // Alarms are read through a member with a leader: none was reached, so nothing is known (review S8).
+        set(
+            "Alarm",
+            "Unknown",
+            "NotRead",
+            "etcd's alarms could not be read: no member the controller reaches has a leader".into(),
+        );
+    }
+    let (drift, drift_reason, drift_message) = config_drift(spec, observed);
+    set("ConfigDrift", truth(drift), drift_reason, drift_message);
     let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
-    set("UpgradeBlocked", blocked, &blocked_reason, blocked_message);
+    set("UpgradeBlocked", truth(blocked), &blocked_reason, blocked_message);
     if spec.backup.is_some() {
         let (ready, reason, message) = backup
             .map_or_else(|| (false, "SidecarStarting", "the backup sidecar is being set up".to_string()), condition);
-        set("BackupReady", ready, reason, message);
+        set("BackupReady", truth(ready), reason, message);
     }
 
     EtcdClusterStatus {
@@ -328,16 +355,37 @@ fn degraded(
         Action::StartRecovery { .. } => {
             (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
         }
-        Action::Wait(WaitReason::UpgradeStalled { member, why }) => (
-            true,
-            "UpgradeStalled",
-            format!(
-                "the upgrade stopped: {member}, restarted with {}, does not serve ({why}); the other members are left \
-                 as they are. Set spec.version back to the version they run to roll {member} back onto its data \
-                 (possible while the cluster version has not moved), or fix the image",
-                previous.upgrade.as_ref().map_or("the target", |u| u.to_image.as_str())
-            ),
-        ),
+        Action::Wait(WaitReason::UpgradeStalled { member, why }) => {
+            let image = previous.upgrade.as_ref().map_or("the target", |u| u.to_image.as_str());
+            let target = previous.upgrade.as_ref().and_then(|u| crate::version::Version::parse(&u.to_version));
+            let moved = target.zip(observed.cluster_version).filter(|(t, c)| c.same_minor(*t)).map(|(_, c)| c);
+            let from_older = previous.upgrade.as_ref().is_some_and(|u| {
+                u.from
+                    .split(',')
+                    .filter_map(crate::version::Version::parse)
+                    .any(|f| target.is_some_and(|t| f.minor < t.minor))
+            });
+            let advice = match moved {
+                // The old binary would refuse the data now (etcd refuses a downgrade below the cluster version).
+                Some(cluster) if from_older => format!(
+                    "The cluster version is already {cluster}: going back is no longer possible. Delete pod {member} \
+                     to have it replaced at the target (only while the others keep a quorum), or fix what keeps it \
+                     from serving"
+                ),
+                _ => format!(
+                    "Set spec.version back to the version the others run to roll {member} back onto its data, or fix \
+                     the image"
+                ),
+            };
+            (
+                true,
+                "UpgradeStalled",
+                format!(
+                    "the upgrade stopped: {member}, restarted with {image}, does not serve ({why}); the other members \
+                     are left as they are. {advice}"
+                ),
+            )
+        }
         Action::Wait(WaitReason::Refused { op, why }) => {
             (true, "Refused", format!("{op} was refused, and is tried again after a growing pause: {why}"))
         }
@@ -420,14 +468,39 @@ fn alarm(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, St
         );
     }
     if let Some(members) = raised("NOSPACE") {
+        // The quota the members run with, from their own command (it cannot change while a pod lives), not the
+        // spec's (review S3).
+        let mut quotas: Vec<String> = observed
+            .alarms
+            .iter()
+            .filter(|(_, a)| a == "NOSPACE")
+            .filter_map(|(m, _)| observed.pods.iter().find(|p| p.name == *m))
+            .filter_map(|p| running_quota(&p.command))
+            .map(|q| q.to_string())
+            .collect();
+        quotas.sort();
+        quotas.dedup();
+        let quota = if quotas.is_empty() {
+            "a quota the controller cannot read from their pods".to_string()
+        } else {
+            format!("the quota they run with, {} bytes", quotas.join(" and "))
+        };
+        let spec_quota = spec.etcd.quota_backend_bytes.to_string();
+        let raised_in_spec = if quotas.is_empty() || quotas.iter().all(|q| *q == spec_quota) {
+            String::new()
+        } else {
+            format!(
+                " spec.etcd.quotaBackendBytes asks for {spec_quota} bytes, which a member gets only when its pod is \
+                 created again (see the ConfigDrift condition)."
+            )
+        };
         return (
             true,
             "NOSPACE",
             format!(
-                "the database of {members} reached its quota (spec.etcd.quotaBackendBytes = {} bytes): etcd takes only \
-                 reads, deletes and compaction. Delete what is not needed, compact (`etcdctl compact <revision>`), \
-                 defragment each member (`etcdctl defrag`), then `etcdctl alarm disarm`",
-                spec.etcd.quota_backend_bytes
+                "the database of {members} reached {quota}: etcd takes only reads, deletes and compaction.\
+                 {raised_in_spec} Delete what is not needed, compact (`etcdctl compact <revision>`), defragment each \
+                 member (`etcdctl defrag`), then `etcdctl alarm disarm`"
             ),
         );
     }
@@ -435,6 +508,48 @@ fn alarm(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, St
         return (true, "Other", format!("etcd raised alarm {alarm} on {member}"));
     }
     (false, "NoAlarm", "etcd has raised no alarm".into())
+}
+
+/// `--quota-backend-bytes` in a member's command.
+fn running_quota(command: &[String]) -> Option<i64> {
+    command.iter().find_map(|a| a.strip_prefix("--quota-backend-bytes=")?.parse().ok())
+}
+
+/// The `ConfigDrift` condition: member pods created from other settings (`spec.etcd`, `spec.pod`) than the spec
+/// holds now, by the hash each pod carries. A pod cannot change them while it lives.
+fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
+    let wanted = crate::pod::settings_hash(spec);
+    let mut older: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|p| p.state != PodState::Terminating && p.settings.as_ref().is_some_and(|h| *h != wanted))
+        .map(|p| p.name.as_str())
+        .collect();
+    older.sort();
+    let unknown = observed.pods.iter().filter(|p| p.settings.is_none()).count();
+    if !older.is_empty() {
+        return (
+            true,
+            "OlderSettings",
+            format!(
+                "{} run{} settings of an earlier spec (spec.etcd, spec.pod): a pod's command, resources and placement \
+                 cannot change while it lives, and this controller does not roll them out yet. A member gets the \
+                 current settings when its pod is created again: delete one member pod at a time, only while the \
+                 others keep a quorum (it is replaced by a new member)",
+                older.join(", "),
+                if older.len() == 1 { "s" } else { "" }
+            ),
+        );
+    }
+    if unknown > 0 {
+        return (
+            false,
+            "SettingsUnrecorded",
+            "members created by an earlier controller do not record their settings: only the others are compared"
+                .into(),
+        );
+    }
+    (false, "SettingsCurrent", "every member pod runs the settings the spec asks for".into())
 }
 
 fn progress_reason(action: &Action) -> &'static str {
@@ -462,7 +577,7 @@ fn progress_reason(action: &Action) -> &'static str {
         Action::CompleteUpgrade => "UpgradeCompleted",
         Action::Wait(WaitReason::UpgradeWaiting(_)) => "UpgradeWaiting",
         Action::Wait(WaitReason::UpgradeStalled { .. }) => "UpgradeStalled",
-        Action::Wait(WaitReason::VersionRefused(_)) => "Converged",
+        Action::Wait(WaitReason::VersionRefused(_)) => "VersionRefused",
         Action::Wait(_) => "Blocked",
         Action::Done => "Converged",
     }
@@ -491,9 +606,11 @@ fn progress_message(action: &Action) -> String {
         }
         Action::Wait(WaitReason::UpgradeWaiting(why)) => format!("the upgrade waits: {why}"),
         Action::Wait(WaitReason::UpgradeStalled { member, .. }) => format!("the upgrade stopped at {member}"),
-        Action::Wait(WaitReason::VersionRefused(refusal)) => {
-            format!("the cluster has its requested size; spec.version is refused ({})", refusal.reason)
-        }
+        Action::Wait(WaitReason::VersionRefused(refusal)) => format!(
+            "spec.version is refused ({}): no member is created or changed for it (the UpgradeBlocked condition says \
+             why)",
+            refusal.reason
+        ),
         Action::Promote { name, .. } => format!("promoting learner {name}"),
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
@@ -557,6 +674,7 @@ mod tests {
             failure: None,
             stuck: None,
             alarms: vec![],
+            alarms_read: true,
             cluster_version: crate::version::Version::parse("3.5.35"),
             upgrade: None,
         }
@@ -846,6 +964,80 @@ mod tests {
         let alarm = condition(&status, "Alarm");
         assert_eq!(alarm.reason, "CORRUPT", "the worse one first");
         assert!(alarm.message.contains("demo-0002") && alarm.message.contains("delete its pod"), "{}", alarm.message);
+    }
+
+    /// Review S3 and S8: a NOSPACE alarm quotes the quota the members run with (their command), and says when the
+    /// spec asks for another; alarms that could not be read are Unknown, never "no alarm".
+    #[test]
+    fn an_alarm_quotes_the_quota_the_members_run_and_unread_alarms_are_unknown() {
+        let mut c = cluster("demo", 3);
+        c.spec.etcd.quota_backend_bytes = 8_000_000_000;
+        let mut full = steady();
+        full.pods[1].command = vec!["etcd".into(), "--quota-backend-bytes=2147483648".into()];
+        full.alarms = vec![("demo-0001".into(), "NOSPACE".into())];
+        let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &EtcdClusterStatus::default(), time(2));
+        let alarm = condition(&status, "Alarm");
+        assert!(alarm.message.contains("2147483648 bytes"), "the quota it runs: {}", alarm.message);
+        assert!(alarm.message.contains("asks for 8000000000"), "the spec's, told apart: {}", alarm.message);
+        let mut unread = steady();
+        unread.alarms_read = false;
+        let status = derive(&c.spec, Some(1), &unread, &Action::Done, None, &EtcdClusterStatus::default(), time(3));
+        let alarm = condition(&status, "Alarm");
+        assert_eq!((alarm.status.as_str(), alarm.reason.as_str()), ("Unknown", "NotRead"), "{alarm:?}");
+    }
+
+    /// Review A2 (until rollouts): members whose pods were created from other spec.etcd or spec.pod settings are
+    /// named; pods that recorded no hash are not counted.
+    #[test]
+    fn members_running_older_settings_are_named() {
+        let mut c = cluster("demo", 3);
+        let current = crate::pod::settings_hash(&c.spec);
+        let mut observed = steady();
+        for pod in &mut observed.pods {
+            pod.settings = Some(current.clone());
+        }
+        let status = derive(&c.spec, Some(1), &observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+        assert_eq!(condition(&status, "ConfigDrift").status, "False");
+        c.spec.etcd.quota_backend_bytes *= 2;
+        assert_ne!(crate::pod::settings_hash(&c.spec), current, "the quota is a setting");
+        observed.pods[2].settings = Some(crate::pod::settings_hash(&c.spec));
+        observed.pods[1].settings = None;
+        let status = derive(&c.spec, Some(2), &observed, &Action::Done, None, &status, time(2));
+        let drift = condition(&status, "ConfigDrift");
+        assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "OlderSettings"));
+        assert!(drift.message.starts_with("demo-0000 runs settings"), "{}", drift.message);
+        // Only the disruption budget's setting changed: no pod differs.
+        let mut budget = cluster("demo", 3);
+        budget.spec.pod.allow_unsafe_eviction = true;
+        assert_eq!(crate::pod::settings_hash(&budget.spec), current);
+    }
+
+    /// Review S7 and issue 17 §4: a refused spec.version shows no phase Running for a cluster that never formed,
+    /// and Upgrading for one whose members run mixed versions.
+    #[test]
+    fn a_refused_version_is_running_only_for_a_cluster_that_runs_one_version() {
+        let c = cluster("demo", 3);
+        let refused = Action::Wait(WaitReason::VersionRefused(crate::version::Refusal {
+            reason: "Unsupported",
+            message: "no".into(),
+        }));
+        let mut fresh = steady();
+        fresh.pods.clear();
+        fresh.seeded = false;
+        fresh.etcd = EtcdView::Unreachable("no member pod is running".into());
+        let status = derive(&c.spec, Some(1), &fresh, &refused, None, &EtcdClusterStatus::default(), time(1));
+        assert_eq!(status.phase, ClusterPhase::Invalid);
+        let progressing = condition(&status, "Progressing");
+        assert!(!progressing.message.contains("requested size"), "{}", progressing.message);
+        let formed = EtcdClusterStatus { formed: true, ..Default::default() };
+        let status = derive(&c.spec, Some(1), &steady(), &refused, None, &formed, time(2));
+        assert_eq!(status.phase, ClusterPhase::Running);
+        let mut mixed = steady();
+        if let EtcdView::Members(members) = &mut mixed.etcd {
+            members[1].version = crate::version::Version::parse("3.6.16");
+        }
+        let status = derive(&c.spec, Some(1), &mixed, &refused, None, &formed, time(3));
+        assert_eq!(status.phase, ClusterPhase::Upgrading);
     }
 
     #[test]

@@ -67,6 +67,8 @@ poweroff() {
   # Every container process of the node lives under its cgroup root; kill until none is left (a process forked
   # while the others die is killed on the next pass).
   local left
+  # Without the node's cgroup there is no list of its containers, and a power-off that killed none is no power-off.
+  [[ -d /sys/fs/cgroup/pids/$node ]] || { log "no cgroup /sys/fs/cgroup/pids/$node: cannot kill $node's containers"; exit 1; }
   for _ in $(seq 1 50); do
     left=$(find "/sys/fs/cgroup/pids/$node" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' ')
     [[ -z ${left// /} ]] && break

@@ -33,7 +33,7 @@ if [[ -f $STATE/pids/kubelet ]]; then
   log "an older single-node test bed is up: taking it down first"
   "$here/down.sh"
 fi
-mkdir -p "$PKI" "$LOGS" "$STATE/pids"
+mkdir -p "$PKI" "$LOGS" "$STATE/pids" "$STATE/args"
 
 # --- packages -------------------------------------------------------------------------------------------------
 need=()
@@ -102,13 +102,24 @@ kubeconfig "$STATE/scheduler.kubeconfig" scheduler
 
 # --- processes ------------------------------------------------------------------------------------------------
 running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+# A process adopted from an earlier bring-up is restarted when its command line changed (a flag added here).
 start() { # name command...
-  local name=$1
+  local name=$1 args
   shift
-  running "$name" && return
-  log "starting $name"
+  args=$(printf '%q ' "$@")
+  if running "$name"; then
+    [[ -f $STATE/args/$name && $(cat "$STATE/args/$name") == "$args" ]] && return
+    log "restarting $name: its command line changed"
+    local pid
+    pid=$(cat "$STATE/pids/$name")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  else
+    log "starting $name"
+  fi
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name"
+  printf '%s' "$args" >"$STATE/args/$name"
 }
 wait_for() { # what url-or-command...
   local what=$1
@@ -136,6 +147,7 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
   --authorization-mode Node,RBAC --allow-privileged=true \
+  --default-not-ready-toleration-seconds 30 --default-unreachable-toleration-seconds 30 \
   --kubelet-preferred-address-types InternalIP \
   --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
   --kubelet-certificate-authority "$PKI/ca.crt"

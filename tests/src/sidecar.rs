@@ -173,44 +173,73 @@ pub fn sidecar_bin() -> PathBuf {
         let exe = std::env::current_exe().expect("the test executable");
         // <target>/<profile>/deps/<test>-<hash>
         let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("a target directory");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
-        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        build
-            .args(["build", "--quiet", "--package", "backup-sidecar", "--bin", "etcd-backup-sidecar"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        // What cargo set for this test process describes this package, not the build: left in, build scripts
-        // that watch such variables (ring's watches CARGO_MANIFEST_DIR) would rebuild half the tree each time.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"];
-            if per_package.iter().any(|prefix| name.starts_with(prefix))
-                || name == "CARGO_TARGET_TMPDIR"
-                || name == "OUT_DIR"
-            {
-                build.env_remove(name);
-            }
-        }
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-            None => {}
-        }
-        let status = build.status().expect("run cargo build for the sidecar binary");
-        assert!(status.success(), "cargo build of etcd-backup-sidecar failed: {status}");
+        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+        workspace_build(&["--package", "backup-sidecar", "--bin", "etcd-backup-sidecar"], &profile);
         let bin = profile_dir.join("etcd-backup-sidecar");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
     })
     .clone()
+}
+
+/// The release build of the controller binary (`target/release/etcd-controller`), the one the controller image
+/// packs. Built with the very command `tests/e2e/app-images.sh` runs (so after it this is a no-op), once per test
+/// process: a suite run alone after a change to the controller never runs an older build.
+pub fn controller_release_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target_dir = workspace_build(&["--package", "controller", "--package", "backup-sidecar"], "release");
+        let bin = target_dir.join("release").join("etcd-controller");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Runs `cargo build --quiet ARGS` for `profile` into the target directory the tests run from; returns that
+/// directory.
+fn workspace_build(args: &[&str], profile: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable");
+    // <target>/<profile>/deps/<test>-<hash>
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps")
+        .to_path_buf();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // What cargo set for this test process describes this package, not the build: left in, build scripts
+    // that watch such variables (ring's watches CARGO_MANIFEST_DIR) would rebuild half the tree each time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"];
+        if per_package.iter().any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "OUT_DIR"
+        {
+            build.env_remove(name);
+        }
+    }
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {} failed: {status}", args.join(" "));
+    target_dir
 }
 
 /// The sidecar binary's `serve`, run as a process on a free loopback port; killed on drop.

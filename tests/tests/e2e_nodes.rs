@@ -39,6 +39,12 @@ const CLUSTER: &str = "nodes";
 const MEMBERS: &str = "kube-etcd-controller.dev/cluster=nodes,kube-etcd-controller.dev/member";
 /// The node-monitor grace period the test bed's controller-manager runs with (tests/e2e/up.sh).
 const NODE_MONITOR_GRACE: Duration = Duration::from_secs(16);
+/// How long the test bed's API server lets a pod tolerate a NotReady or unreachable node by default
+/// (`--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds` in tests/e2e/up.sh; 300 s
+/// in a stock cluster), after which the taint manager evicts it.
+const EVICTION_AFTER: Duration = Duration::from_secs(30);
+/// The pause image every test-bed node holds (tests/e2e/images.sh).
+const PAUSE_IMAGE: &str = "kec.local/pause:3.10";
 
 async fn status(api: &Api<DynamicObject>) -> serde_json::Value {
     api.get(CLUSTER).await.unwrap().data["status"].clone()
@@ -107,12 +113,29 @@ fn undo_together(faults: Vec<NodeFault>) {
 
 /// Whether an etcd process of member `member` still runs anywhere on this machine (on any node).
 fn etcd_runs(member: &str) -> bool {
+    !etcd_processes(member).is_empty()
+}
+
+/// The etcd processes of member `member` on this machine (any node): (PID, start time in clock ticks since boot),
+/// which tells a process restarted under a reused PID from the same one.
+fn etcd_processes(member: &str) -> BTreeSet<(u32, u64)> {
     let name = format!("--name={member}");
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { return false };
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        args.first().is_some_and(|a| a.ends_with("etcd")) && args.contains(&name)
-    })
+        if !(args.first().is_some_and(|a| a.ends_with("etcd")) && args.contains(&name)) {
+            continue;
+        }
+        // Field 22 of /proc/PID/stat, counted after the command's closing parenthesis.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else { continue };
+        if let Some(start) = after.split_whitespace().nth(19).and_then(|t| t.parse().ok()) {
+            found.insert((pid, start));
+        }
+    }
+    found
 }
 
 /// Polls for `how_long`, asserting every second that nothing was deleted or restored: the member pods are still
@@ -131,6 +154,10 @@ async fn nothing_deleted_for(
         for (name, (uid, _)) in &now {
             assert_eq!(uid, &before[name].0, "{name} is the same pod");
         }
+        let listed = pods.list(&ListParams::default().labels(MEMBERS)).await.unwrap().items;
+        for pod in &listed {
+            assert!(pod.metadata.deletion_timestamp.is_none(), "{:?} is not marked for deletion", pod.metadata.name);
+        }
         let status = status(api).await;
         assert!(status.get("recovery").is_none_or(|r| r.is_null()), "no recovery starts: {status}");
         if let Some(degraded) = condition(&status, "Degraded").filter(|d| d["status"] == "True") {
@@ -139,6 +166,21 @@ async fn nothing_deleted_for(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     seen
+}
+
+/// A pod on `node` with no toleration of its own: the API server gives it the default tolerations of the
+/// not-ready and unreachable taints (`--default-*-toleration-seconds`), so the taint manager evicts it once its
+/// node has been NotReady that long.
+fn evictable_pod(node: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "generateName": "evictable-" },
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{ "name": "pause", "image": PAUSE_IMAGE, "imagePullPolicy": "Never" }],
+        },
+    }))
+    .unwrap()
 }
 
 fn zone(node: &str) -> &str {
@@ -199,6 +241,20 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     let majority: Vec<String> = by_node.keys().filter(|n| *n != "kec-a").cloned().collect();
     assert_eq!(majority, ["kec-b", "kec-c"]);
     let majority_ips: Vec<String> = majority.iter().map(|n| endpoint(&by_node[n].1)).collect();
+    //    The partition lasts past the moment Kubernetes' taint manager evicts a pod that tolerates the taints of
+    //    an unreachable node only for the default time (300 s in a stock cluster, EVICTION_AFTER on the test
+    //    bed): a pod without tolerations on kec-b shows that moment; the members' pods tolerate those taints
+    //    without a limit and are never marked for deletion.
+    let evictable = pods.create(&PostParams::default(), &evictable_pod("kec-b")).await.unwrap();
+    let evictable_name = evictable.metadata.name.clone().unwrap();
+    eventually("the evictable pod running on kec-b", Duration::from_secs(60), || {
+        let (pods, name) = (pods.clone(), evictable_name.clone());
+        async move {
+            let pod = pods.get(&name).await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        }
+    })
+    .await;
     let writer = Writer::start(majority_ips.clone(), "/majority/", Some("kec-b"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = Instant::now();
@@ -208,9 +264,26 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         async move { (ready_nodes(&client).await == BTreeSet::from(["kec-a".to_string()])).then_some(()) }
     })
     .await;
+    let not_ready = Instant::now();
     println!("majority partition: kec-b and kec-c NotReady {:.1} s after the cut", took.as_secs_f64());
     // Well past the 10 s quorum-loss grace period: a controller that timed this as a loss would have acted.
-    let seen = nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(30)).await;
+    let mut seen = nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(20)).await;
+    // Until the taint manager evicted the pod that has only the default tolerations, and 10 s more.
+    let evicted = loop {
+        // Marked for deletion, or gone already (it has no grace period).
+        let pod = pods.get_opt(&evictable_name).await.unwrap();
+        if pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
+            break not_ready.elapsed();
+        }
+        assert!(not_ready.elapsed() < EVICTION_AFTER * 3, "the taint manager evicts a pod with default tolerations");
+        seen.extend(nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(1)).await);
+    };
+    println!(
+        "majority partition: the pod with the default tolerations marked for deletion {:.1} s after NotReady; \
+         the members' pods are not",
+        evicted.as_secs_f64()
+    );
+    seen.extend(nothing_deleted_for(&api, &pods, &placed, Duration::from_secs(10)).await);
     println!("majority partition: status said {seen:?}");
     assert!(
         seen.iter().any(|d| d.starts_with("\"MembersOnNotReadyNodes\"") && d.contains("kec-b") && d.contains("kec-c")),
@@ -249,16 +322,32 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     assert_eq!(now, placed, "the same pods on the same nodes");
     let ready = support::ready_members(&pods, CLUSTER).await;
     let lost = lost_writes(&endpoint(&ready[0].1), "/majority/", &written).await;
-    assert!(written.acked.len() > 50, "the majority served its writer: {} acknowledged", written.acked.len());
+    // Counted from the moment both nodes were NotReady to the heal: what the majority served while cut off.
+    let during = written.acked_between(not_ready, healed);
+    println!(
+        "majority partition: {during} writes acknowledged by the majority in the {:.0} s both its nodes were \
+         NotReady, longest gap {:.1} s",
+        (healed - not_ready).as_secs_f64(),
+        written.longest_gap_within(not_ready, healed).as_secs_f64()
+    );
+    assert!(during > 50, "the majority served its writer while cut off: {during} acknowledged");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let _ = pods.delete(&evictable_name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
 
     // 3. Every node powered off, then on: the members come back on their own data (emptyDir survives a reboot of
     //    a node whose pods are still bound), and nothing is restored. (A member whose node comes back last may be
     //    replaced once the other two have a quorum again: by then its node has been down far longer than the
     //    lost-node limit. What must hold is that nothing is restored and nothing is lost.)
     let before = placement(&pods).await;
+    let processes: BTreeMap<String, BTreeSet<(u32, u64)>> =
+        before.keys().map(|m| (m.clone(), etcd_processes(m))).collect();
+    assert!(processes.values().all(|p| p.len() == 1), "one etcd process per member: {processes:?}");
     let off: Vec<NodeFault> = ["a", "b", "c"].into_iter().map(NodeFault::power_off).collect();
     let powered_off = Instant::now();
+    // The power-off killed every member's etcd (not only took the network down).
+    for member in before.keys() {
+        assert!(!etcd_runs(member), "{member}'s etcd died with its node");
+    }
     eventually("every node NotReady", Duration::from_secs(60), || {
         let client = client.clone();
         async move { ready_nodes(&client).await.is_empty().then_some(()) }
@@ -277,6 +366,10 @@ async fn node_faults_never_cost_an_acknowledged_write() {
         kept.len()
     );
     assert!(kept.len() >= 2, "a quorum of the members came back on its own data: {back:?}");
+    for member in &kept {
+        let now = etcd_processes(member);
+        assert!(!now.is_empty() && now.is_disjoint(&processes[*member]), "{member}'s etcd is a new process: {now:?}");
+    }
     assert_eq!(count_keys(&endpoint(&back[0].1), "/keep/").await, 100, "every key, from the members' own data");
     assert_eq!(lost_writes(&endpoint(&back[0].1), "/majority/", &written).await, Vec::<u64>::new());
     let (after, _) = eventually("status Running", Duration::from_secs(30), || {

@@ -25,6 +25,8 @@ use support::{
 };
 
 const NS: &str = "e2e-recovery";
+/// The survivor test's own namespace (and so its own controller lease): the two tests may run at once.
+const SURV_NS: &str = "e2e-recovery-survivor";
 const CLUSTER: &str = "rec";
 
 const RESYNC: Duration = Duration::from_secs(5);
@@ -121,12 +123,12 @@ async fn a_running_member_is_never_given_up_for_an_older_backup() {
     const SURV: &str = "surv";
     let client = testbed().await;
     install_crd(&client).await;
-    fresh_namespace(&client, NS).await;
+    fresh_namespace(&client, SURV_NS).await;
     let backups = host_dir("survivor");
-    local_volume("kec-e2e-survivor", backups.path(), NS, "surv-backups");
-    let running = start_controller(&client, "e2e-survivor").await;
-    let api = clusters(&client, NS);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    local_volume("kec-e2e-survivor", backups.path(), SURV_NS, "surv-backups");
+    let running = support::start_controller(&client, SURV_NS, "e2e-survivor", RESYNC, Duration::from_secs(2)).await;
+    let api = clusters(&client, SURV_NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SURV_NS);
     let spec = serde_json::json!({
         "size": 3,
         "backup": { "every": "1h", "storage": { "pvc": { "claimName": "surv-backups" } } },
@@ -136,12 +138,12 @@ async fn a_running_member_is_never_given_up_for_an_older_backup() {
     let (members, _) = converged(&pods, SURV, 3, &[], Duration::from_secs(120)).await;
     let endpoint = format!("http://{}:2379", members[0].1);
     put(&endpoint, "/surv/a/", 50).await;
-    take_backup(&client, SURV).await;
+    support::take_backup(&client, SURV_NS, SURV).await;
     put(&endpoint, "/surv/b/", 100).await;
 
     // The sidecar cannot reach the member that survives; the other two go.
     let (survivor, survivor_ip) = members[2].clone();
-    let etcd = format!("--etcd-endpoints=http://{SURV}-client.{NS}.svc:2379");
+    let etcd = format!("--etcd-endpoints=http://{SURV}-client.{SURV_NS}.svc:2379");
     let cut = support::Cut::outgoing(&["serve", &format!("--cluster-name={SURV}"), &etcd], &survivor_ip);
     let lost: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
     for (name, _) in &members[..2] {

@@ -169,6 +169,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: None,
         upgrade: None,
     };
@@ -208,6 +209,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: None,
         upgrade: None,
     };
@@ -253,6 +255,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: None,
         upgrade: None,
     };

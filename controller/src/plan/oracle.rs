@@ -670,6 +670,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     failure,
                     stuck: None,
                     alarms,
+                    alarms_read: true,
                     cluster_version,
                     upgrade,
                 },

@@ -59,6 +59,7 @@ fn healthy(n: u32) -> Observed {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
     }
@@ -97,6 +98,7 @@ fn a_new_cluster_starts_with_one_seed() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
     };
@@ -119,6 +121,7 @@ fn the_seed_starting_is_waited_for() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
     };
@@ -141,6 +144,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
     };
@@ -371,6 +375,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     failure: None,
                     stuck: None,
                     alarms: vec![],
+                    alarms_read: true,
                     cluster_version: Some(V35),
                     upgrade: None,
                 },
@@ -953,6 +958,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         failure: None,
         stuck: None,
         alarms: vec![],
+        alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
     };
@@ -1059,4 +1065,110 @@ fn a_silent_member_on_a_lost_node_is_replaced_while_quorum_holds() {
     members_mut(&mut removed).pop();
     removed.pods[2].state = PodState::Terminating;
     assert_eq!(plan(&want(3), &removed), Action::AddLearner { name: "etcd-0003".into(), release: release() });
+}
+
+/// An upgrade record from 3.5.35 to 3.6.16 over `n` members at 3.5.35, whose member 0 was rolled: its pod runs
+/// the target image, its etcd container restarted `restarts` times since the change (restart count before: 0).
+fn rolled_first(n: u32, restarts: i32) -> (Desired, Observed) {
+    let desired = Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(n, "3.6.16") };
+    let mut observed = at_version(n, "3.5.35");
+    observed.upgrade = Some(proto::cluster::UpgradeStatus {
+        from: "3.5.35".into(),
+        to_image: "quay.io/coreos/etcd:v3.6.16".into(),
+        to_version: "3.6.16".into(),
+        ..Default::default()
+    });
+    observed.pods[0].image = Some("quay.io/coreos/etcd:v3.6.16".into());
+    observed.pods[0].restarts = restarts;
+    observed.pods[0].rolled = Some(crate::observe::Rolled {
+        ago: Duration::from_secs(60),
+        to: "quay.io/coreos/etcd:v3.6.16".into(),
+        from: Some("quay.io/coreos/etcd:v3.5.35".into()),
+        restarts_before: 0,
+    });
+    observed.lost_for = Some(Duration::from_secs(600));
+    (desired, observed)
+}
+
+/// Review A3a: in a two-member cluster, the member an upgrade restarted explains a lost quorum only while its
+/// new container has not served. Once it served, the other member lost (its pod evicted) is a loss, timed and
+/// recovered by the policy, not a stall of the upgrade forever. Each piece of evidence withheld in turn.
+#[test]
+fn a_two_member_upgrade_whose_other_member_is_lost_is_a_loss_not_a_stall() {
+    let (desired, mut observed) = rolled_first(2, 1);
+    observed.pods[0].state = PodState::Running { ready: false };
+    observed.pods[1].state = PodState::Running { ready: false };
+    for member in members_mut(&mut observed).iter_mut() {
+        member.healthy = false;
+        member.leader = false;
+    }
+    // Restarted with the new image, first run, not answering yet, the other member's pod running: its restart.
+    members_mut(&mut observed)[0].version = None;
+    let settling = plan(&desired, &observed);
+    assert!(matches!(settling, Action::Wait(WaitReason::UpgradeSettling { .. })), "{settling:?}");
+    // Not restarted yet, answering at its old version: its restart.
+    let mut before_restart = observed.clone();
+    before_restart.pods[0].restarts = 0;
+    members_mut(&mut before_restart)[0].version = Version::parse("3.5.35");
+    assert!(!plan(&desired, &before_restart).quorum_lost(), "{:?}", plan(&desired, &before_restart));
+
+    // It answers at the target: it came back; no leader means the other one is missing: a loss.
+    let mut answering = observed.clone();
+    members_mut(&mut answering)[0].version = Version::parse("3.6.16");
+    assert!(plan(&desired, &answering).quorum_lost(), "{:?}", plan(&desired, &answering));
+    // The other member's pod was evicted: a loss.
+    for state in [PodState::Dead, PodState::Terminating] {
+        let mut evicted = observed.clone();
+        evicted.pods[1].state = state;
+        assert!(plan(&desired, &evicted).quorum_lost(), "{state:?}: {:?}", plan(&desired, &evicted));
+    }
+    let mut gone = observed.clone();
+    gone.pods.truncate(1);
+    assert!(plan(&desired, &gone).quorum_lost(), "{:?}", plan(&desired, &gone));
+    // It ran the new image and exited again: no restart in progress explains the loss.
+    let mut again = observed.clone();
+    again.pods[0].restarts = 2;
+    assert!(plan(&desired, &again).quorum_lost(), "{:?}", plan(&desired, &again));
+    // The cluster version moved to 3.6: it served at the target.
+    let mut moved = observed.clone();
+    moved.cluster_version = Version::parse("3.6.0");
+    assert!(plan(&desired, &moved).quorum_lost(), "{:?}", plan(&desired, &moved));
+    // A loss is handled as one: after the grace, the recovery (which takes its fresh backup only from a member
+    // that answers, and from none while a running member is silent).
+    assert!(matches!(plan(&desired, &gone), Action::StartRecovery { .. }), "{:?}", plan(&desired, &gone));
+    // Setting the version back still rolls it back onto its data, whatever explains the loss.
+    let back = plan(&Desired { recovery: Recovery::Restore { grace: Duration::ZERO }, ..wanting(2, "3.5.35") }, &again);
+    assert!(matches!(&back, Action::RollMember { release, .. } if release.image.ends_with("v3.5.35")), "{back:?}");
+}
+
+/// Review A3b: the member an upgrade restarted last that crash-loops is spared from replacement only while a
+/// rollback is possible. Once the cluster version moved to the target's minor (it served there), it is replaced
+/// like any member in a restart loop; before that it is left for the stall (and a rollback).
+#[test]
+fn a_rolled_member_that_crash_loops_after_the_cluster_version_moved_is_replaced() {
+    let (desired, mut observed) = rolled_first(3, 4);
+    observed.pods[0].state = PodState::CrashLooping;
+    members_mut(&mut observed)[0].healthy = false;
+    members_mut(&mut observed)[0].leader = false;
+    members_mut(&mut observed)[1].leader = true;
+    let kept = plan(&desired, &observed);
+    assert!(
+        matches!(&kept, Action::Wait(WaitReason::UpgradeStalled { member, .. } | WaitReason::UpgradeSettling { member, .. }) if member == "etcd-0000"),
+        "the cluster version has not moved: kept for a rollback: {kept:?}"
+    );
+    observed.cluster_version = Version::parse("3.6.0");
+    let replaced = plan(&desired, &observed);
+    assert!(
+        matches!(&replaced, Action::RemoveMember { name, reason: RemoveReason::Dead, .. } if name == "etcd-0000"),
+        "{replaced:?}"
+    );
+    // A patch upgrade never moves the cluster version: kept for a rollback.
+    let (desired, mut patch) = rolled_first(3, 4);
+    patch.upgrade.as_mut().unwrap().from = "3.6.15".into();
+    patch.cluster_version = Version::parse("3.6.0");
+    patch.pods[0].state = PodState::CrashLooping;
+    members_mut(&mut patch)[0].healthy = false;
+    members_mut(&mut patch)[0].leader = false;
+    members_mut(&mut patch)[1].leader = true;
+    assert!(!matches!(plan(&desired, &patch), Action::RemoveMember { .. }), "{:?}", plan(&desired, &patch));
 }

@@ -549,12 +549,32 @@ pub struct Written {
     pub tried: u64,
     /// The longest time between two acknowledged writes.
     pub longest_gap: Duration,
+    /// When the writer stopped.
+    pub stopped_at: Instant,
 }
 
 impl Written {
     /// How many writes were acknowledged at or after `since`.
     pub fn acked_since(&self, since: Instant) -> usize {
         self.acked_at.iter().filter(|at| **at >= since).count()
+    }
+
+    /// How many writes were acknowledged between `from` and `to`.
+    pub fn acked_between(&self, from: Instant, to: Instant) -> usize {
+        self.acked_at.iter().filter(|at| **at >= from && **at <= to).count()
+    }
+
+    /// The longest time without an acknowledged write that overlaps `[from, to]`: measured from the last
+    /// acknowledgement before `from` (or `from`) to the first after `to` (or when the writer stopped), so an
+    /// outage that starts before the window or outlasts it counts whole, and a window with no acknowledgement at
+    /// all counts as one gap.
+    pub fn longest_gap_within(&self, from: Instant, to: Instant) -> Duration {
+        let before = self.acked_at.iter().copied().filter(|at| *at < from).max().unwrap_or(from);
+        let after = self.acked_at.iter().copied().filter(|at| *at > to).min().unwrap_or(self.stopped_at.max(to));
+        let mut points = vec![before];
+        points.extend(self.acked_at.iter().copied().filter(|at| *at >= from && *at <= to));
+        points.push(after);
+        points.windows(2).map(|w| w[1].saturating_duration_since(w[0])).max().unwrap_or_default()
     }
 }
 
@@ -608,7 +628,7 @@ impl Writer {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                Written { acked, acked_at, tried, longest_gap }
+                Written { acked, acked_at, tried, longest_gap, stopped_at: Instant::now() }
             });
             let _ = send.send(written);
         });
@@ -643,11 +663,9 @@ pub async fn client_service(client: &Client, namespace: &str, cluster: &str) -> 
     format!("http://{}:2379", service.spec.unwrap().cluster_ip.unwrap())
 }
 
-/// The release binary of this build (tests/e2e/app-images.sh builds it before the suites run).
+/// The release binary of this build: built first when the sources changed since (see `controller_release_bin`).
 pub fn controller_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/etcd-controller");
-    assert!(path.exists(), "{} is missing: run tests/e2e/app-images.sh (scripts/test.sh does)", path.display());
-    path
+    system_tests::sidecar::controller_release_bin()
 }
 
 /// An `etcd-controller run --namespace NAMESPACE` process of the release binary (identity `instance`, resync 3 s,
