@@ -58,7 +58,7 @@ pub struct MemberPod {
     pub restart_never: bool,
     /// The image change the recorded upgrade made to it, if it made one.
     pub rolled: Option<Rolled>,
-    /// The hash of the settings it was created with (`spec.etcd`, `spec.pod`: see [`crate::pod::settings_hash`]);
+    /// The hash of the settings it was rendered with (see [`crate::pod::settings_of`]);
     /// `None` for a pod created by a controller that did not record it.
     pub settings: Option<String>,
 }
@@ -409,7 +409,10 @@ pub async fn observe(
             stuck,
             alarms,
             alarms_read: alarms_known,
-            cluster_version,
+            // Etcd's cluster version when a member told it; else the last one status recorded: it only moves up,
+            // and a rollback must not take the version as unknown when no member answers (review).
+            cluster_version: cluster_version
+                .or_else(|| status.cluster_version.as_deref().and_then(crate::version::Version::parse)),
             upgrade: status.upgrade.clone(),
         },
         addresses,

@@ -486,10 +486,11 @@ pub fn restart_keeps_quorum(members: &[Member], id: u64) -> bool {
 /// not served yet, and with it the cluster would have a majority (a one- or two-member cluster in its restart, or a
 /// larger one whose restart did not come back while another member was lost too is not: that is a loss).
 ///
-/// Not served yet means: the kubelet has not restarted it with the new image, or it has restarted once (its first
-/// run of the new image, still starting) and does not answer at the target, and the cluster version has not moved
-/// to the target's minor. A member that answers at the target, or that ran and exited again, or any other member
-/// whose pod is gone or dead, means the loss is no restart: it is timed and handled as a loss (review A3a).
+/// Not served yet means: the kubelet has not restarted it with the new image, or it does not answer at the target
+/// and the cluster version has not moved to the target's minor (a new image that exits at once stays excused: the
+/// answer is a rollback, which needs no quorum). A member that answers at the target, or any other member whose pod
+/// is gone or dead, means the loss is no restart: it is timed and handled as a loss (review A3a), and the recovery
+/// takes no fresh backup while a pod that may hold data is silent.
 fn restarting_for_upgrade<'a>(observed: &'a Observed, reason: &WaitReason) -> Option<&'a MemberPod> {
     observed.upgrade.as_ref()?;
     let pod = last_rolled(observed)?;
@@ -507,8 +508,7 @@ fn restarting_for_upgrade<'a>(observed: &'a Observed, reason: &WaitReason) -> Op
     };
     let target = observed.upgrade.as_ref().and_then(|u| Version::parse(&u.to_version));
     let answers_at_target = members.iter().any(|m| m.name == pod.name && m.version.is_some() && m.version == target);
-    let first_run = rolled.restarted(pod) && pod.restarts <= rolled.restarts_before + 1;
-    let not_served = !rolled.restarted(pod) || (first_run && !answers_at_target && !cluster_moved(observed));
+    let not_served = !rolled.restarted(pod) || (!answers_at_target && !cluster_moved(observed));
     // Every other voter's pod is there and not dead: a member lost besides is a loss, whatever this one does.
     let others_there = members.iter().filter(|m| !m.learner && m.name != pod.name).all(|m| {
         observed
@@ -541,7 +541,13 @@ fn last_rolled(observed: &Observed) -> Option<&MemberPod> {
 /// member), each restarted on its own data and serving at the target before the next; or `Done`.
 fn upgrade(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
     let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
-    let running: Vec<Version> = members.iter().filter_map(|m| m.version).collect();
+    let mut running: Vec<Version> = members.iter().filter_map(|m| m.version).collect();
+    // A member this upgrade changed that reports no version (its new container does not serve) still counts as
+    // what it ran before: etcd's cluster version cannot have moved past it, so rolling it back stays allowed.
+    running.extend(members.iter().filter(|m| m.version.is_none()).filter_map(|m| {
+        let from = pod_of(&m.name)?.rolled.as_ref()?.from.as_deref()?;
+        Version::parse(from.rsplit_once(':')?.1)
+    }));
     let change = match version::check(&running, observed.cluster_version, desired.etcd.version, &desired.etcd.spec) {
         Ok(change) => change,
         Err(refusal) => return Action::Wait(WaitReason::VersionRefused(refusal)),
@@ -612,6 +618,9 @@ fn upgrade(desired: &Desired, observed: &Observed, members: &[Member]) -> Action
     };
     if let Some((member, alarm)) = observed.alarms.first() {
         return Action::Wait(WaitReason::UpgradeWaiting(format!("etcd has alarm {alarm} raised on {member}")));
+    }
+    if !observed.alarms_read {
+        return Action::Wait(WaitReason::UpgradeWaiting("etcd's alarms could not be read".into()));
     }
     let fixable = |m: &Member| !on_target(m) && pod_of(&m.name).is_some_and(|p| p.rolled.is_some());
     if let Some((member, why)) =

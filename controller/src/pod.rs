@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use proto::cluster::{BackupStorage, EtcdCluster, EtcdClusterSpec};
+use proto::cluster::{BackupStorage, EtcdCluster};
 
 use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
@@ -109,24 +109,63 @@ impl Release {
     }
 }
 
-/// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
-/// start, this one included.
-/// The annotation on a member pod that holds the hash of the settings it was created from ([`settings_hash`]).
+/// The annotation on a member pod that holds the hash of the settings it was rendered with ([`settings_of`]).
 pub const SETTINGS_HASH: &str = "kube-etcd-controller.dev/settings-hash";
 
-/// A hash (SHA-256, hex, first 16 characters) of what a member pod is rendered from besides its version: etcd's
-/// settings (`spec.etcd`) and the pod policy (`spec.pod`, but not `allowUnsafeEviction`, which is the disruption
-/// budget's). A pod's command, resources and placement cannot change while it lives, so a pod whose hash differs
-/// from the spec's runs older settings.
-pub fn settings_hash(spec: &EtcdClusterSpec) -> String {
+/// Flags whose values name the member or how it joined: no setting, and no reason to call a pod different.
+const PER_MEMBER_FLAGS: &[&str] =
+    &["--name=", "--advertise-client-urls=", "--initial-advertise-peer-urls=", "--initial-cluster"];
+
+/// A hash (SHA-256, hex, first 16 characters) of what a rendered member pod holds that comes from the spec and the
+/// controller's rendering, not from the member or the etcd version: the etcd command without its per-member flags
+/// and without the flags of its version (an upgrade changes those), the container's resources, and the pod's
+/// labels, annotations and placement. A pod's command, resources and placement cannot change while it lives, so a
+/// pod whose hash differs from the one the spec renders now runs older settings.
+pub fn settings_of(pod: &Pod) -> String {
     use sha2::{Digest, Sha256};
-    let mut pod = spec.pod.clone();
-    pod.allow_unsafe_eviction = false;
-    let rendered = serde_json::to_vec(&(&spec.etcd, &pod)).unwrap_or_default();
-    let digest = Sha256::digest(&rendered);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let etcd = spec.containers.iter().find(|c| c.name == ETCD_CONTAINER).cloned().unwrap_or_default();
+    let version =
+        etcd.image.as_deref().and_then(|i| i.rsplit_once(':')).and_then(|(_, tag)| crate::version::Version::parse(tag));
+    let version_flags = version.map(crate::version::version_flags).unwrap_or_default();
+    let command: Vec<&String> = etcd
+        .command
+        .iter()
+        .flatten()
+        .filter(|a| !PER_MEMBER_FLAGS.iter().any(|f| a.starts_with(f)) && !version_flags.contains(a))
+        .collect();
+    let mut labels = pod.metadata.labels.clone().unwrap_or_default();
+    labels.remove(MEMBER_LABEL);
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove(SETTINGS_HASH);
+    let rendered = serde_json::json!({
+        "command": command,
+        "resources": etcd.resources,
+        "labels": labels,
+        "annotations": annotations,
+        "affinity": spec.affinity,
+        "tolerations": spec.tolerations,
+        "nodeSelector": spec.node_selector,
+        "topologySpreadConstraints": spec.topology_spread_constraints,
+    });
+    let digest = Sha256::digest(rendered.to_string().as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The settings hash a member pod of `cluster` gets if it is created now ([`settings_of`] of a rendered pod).
+pub fn settings_hash(cluster: &EtcdCluster) -> String {
+    let version = crate::version::Version::parse(&cluster.spec.version)
+        .unwrap_or(crate::version::Version { minor: 5, patch: 35 });
+    let release = Release::of(&cluster.spec.repository, version);
+    // The owner reference (which needs a UID) is no part of the hash.
+    let mut cluster = cluster.clone();
+    cluster.metadata.uid.get_or_insert_with(|| "settings".into());
+    let pod = member_pod(&cluster, "member", &[], &Join::Existing, &release);
+    pod.metadata.annotations.and_then(|mut a| a.remove(SETTINGS_HASH)).unwrap_or_default()
+}
+
+/// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
+/// start, this one included. It carries the hash of its settings ([`SETTINGS_HASH`]).
 pub fn member_pod(
     cluster: &EtcdCluster,
     member: &str,
@@ -234,16 +273,12 @@ pub fn member_pod(
         Vec::new()
     };
 
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(member.to_string()),
             namespace: Some(namespace),
             labels: Some(labels),
-            annotations: Some({
-                let mut annotations = policy.annotations.clone();
-                annotations.insert(SETTINGS_HASH.into(), settings_hash(spec));
-                annotations
-            }),
+            annotations: (!policy.annotations.is_empty()).then(|| policy.annotations.clone()),
             owner_references: Some(vec![owner(cluster)]),
             ..Default::default()
         },
@@ -263,7 +298,10 @@ pub fn member_pod(
             ..Default::default()
         }),
         status: None,
-    }
+    };
+    let settings = settings_of(&pod);
+    pod.metadata.annotations.get_or_insert_with(Default::default).insert(SETTINGS_HASH.into(), settings);
+    pod
 }
 
 /// The node conditions under which Kubernetes' taint manager would evict a member (300 s by default), which a
@@ -468,6 +506,29 @@ mod tests {
             "a toleration of another effect is the user's business"
         );
         assert_eq!(spec.automount_service_account_token, Some(false));
+    }
+
+    /// The settings hash names what the spec renders, not the member, how it joined, or its etcd version: every
+    /// member of one spec carries the one the status compares with, and a changed setting changes it.
+    #[test]
+    fn every_member_of_one_spec_carries_the_same_settings_hash() {
+        let mut c = cluster("demo", 3);
+        let wanted = settings_hash(&c);
+        let hash = |pod: &Pod| pod.metadata.annotations.as_ref().unwrap()[SETTINGS_HASH].clone();
+        let seed = pod_of(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "t".into(), restore: None });
+        let joiner = pod_of(&c, "demo-0004", &["demo-0000".into(), "demo-0004".into()], &Join::Existing);
+        assert_eq!(hash(&seed), wanted);
+        assert_eq!(hash(&joiner), wanted);
+        for version in ["3.4.23", "3.6.16", "3.7.3"] {
+            let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
+            let other = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release);
+            assert_eq!(hash(&other), wanted, "{version}: its version's flags are the upgrade's business");
+        }
+        c.spec.etcd.auto_compaction_retention = "2h".into();
+        assert_ne!(settings_hash(&c), wanted, "compaction is a setting");
+        let mut placed = cluster("demo", 3);
+        placed.spec.pod.node_selector.insert("disk".into(), "ssd".into());
+        assert_ne!(settings_hash(&placed), wanted, "placement is a setting");
     }
 
     #[test]

@@ -149,6 +149,44 @@ mod tests {
         assert!(extra.is_empty(), "the manifest grants permissions no call needs: {extra:?}");
     }
 
+    /// `example/etcd-controller-namespaced.yaml`: everything namespaced (`Watched` and `Own`, the same namespace)
+    /// in one Role there, and only the `Cluster` rows in a ClusterRole.
+    #[test]
+    fn the_namespaced_manifest_grants_the_same_calls_in_one_namespace() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../example/etcd-controller-namespaced.yaml"))
+                .unwrap();
+        let (mut in_namespace, mut cluster) = (BTreeSet::new(), BTreeSet::new());
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).unwrap();
+            match value.get("kind").and_then(|k| k.as_str()) {
+                Some("ClusterRole") => {
+                    let role: ClusterRole = serde_yaml::from_value(value).unwrap();
+                    grants(role.rules.as_deref().unwrap_or_default(), Scope::Cluster, &mut cluster);
+                }
+                Some("Role") => {
+                    let role: Role = serde_yaml::from_value(value).unwrap();
+                    assert_eq!(role.metadata.namespace.as_deref(), Some("etcd"));
+                    grants(role.rules.as_deref().unwrap_or_default(), Scope::Watched, &mut in_namespace);
+                }
+                Some("Deployment") => {
+                    let text = serde_yaml::to_string(&value).unwrap();
+                    assert!(text.contains("WATCH_NAMESPACE"), "it watches its own namespace only");
+                }
+                _ => {}
+            }
+        }
+        let needed = |scopes: &[Scope], as_scope: Scope| -> BTreeSet<Grant> {
+            API_CALLS
+                .iter()
+                .filter(|c| scopes.contains(&c.scope))
+                .map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string(), as_scope))
+                .collect()
+        };
+        assert_eq!(in_namespace, needed(&[Scope::Watched, Scope::Own], Scope::Watched), "the Role");
+        assert_eq!(cluster, needed(&[Scope::Cluster], Scope::Cluster), "the ClusterRole: Nodes only");
+    }
+
     #[test]
     fn leases_are_granted_only_in_the_controllers_namespace() {
         let granted = shipped();

@@ -2,7 +2,9 @@
 //! cluster yields the very same status every time and nothing is written.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use proto::cluster::{ClusterPhase, EtcdClusterSpec, EtcdClusterStatus, MemberNames, RestoredFrom, ServedRevision};
+use proto::cluster::{
+    ClusterPhase, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MemberNames, RestoredFrom, ServedRevision,
+};
 
 use crate::backup::{BackupHealth, condition};
 use crate::observe::{EtcdView, Member, Observed, PodState};
@@ -373,8 +375,9 @@ fn degraded(
                      from serving"
                 ),
                 _ => format!(
-                    "Set spec.version back to the version the others run to roll {member} back onto its data, or fix \
-                     the image"
+                    "Set spec.version back to {} (what the members ran before the upgrade) to roll {member} back onto \
+                     its data, or fix the image",
+                    previous.upgrade.as_ref().map_or("the version they ran", |u| u.from.as_str())
                 ),
             };
             (
@@ -518,7 +521,7 @@ fn running_quota(command: &[String]) -> Option<i64> {
 /// The `ConfigDrift` condition: member pods created from other settings (`spec.etcd`, `spec.pod`) than the spec
 /// holds now, by the hash each pod carries. A pod cannot change them while it lives.
 fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
-    let wanted = crate::pod::settings_hash(spec);
+    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
     let mut older: Vec<&str> = observed
         .pods
         .iter()
@@ -991,7 +994,7 @@ mod tests {
     #[test]
     fn members_running_older_settings_are_named() {
         let mut c = cluster("demo", 3);
-        let current = crate::pod::settings_hash(&c.spec);
+        let current = crate::pod::settings_hash(&c);
         let mut observed = steady();
         for pod in &mut observed.pods {
             pod.settings = Some(current.clone());
@@ -999,8 +1002,8 @@ mod tests {
         let status = derive(&c.spec, Some(1), &observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
         assert_eq!(condition(&status, "ConfigDrift").status, "False");
         c.spec.etcd.quota_backend_bytes *= 2;
-        assert_ne!(crate::pod::settings_hash(&c.spec), current, "the quota is a setting");
-        observed.pods[2].settings = Some(crate::pod::settings_hash(&c.spec));
+        assert_ne!(crate::pod::settings_hash(&c), current, "the quota is a setting");
+        observed.pods[2].settings = Some(crate::pod::settings_hash(&c));
         observed.pods[1].settings = None;
         let status = derive(&c.spec, Some(2), &observed, &Action::Done, None, &status, time(2));
         let drift = condition(&status, "ConfigDrift");
@@ -1009,7 +1012,7 @@ mod tests {
         // Only the disruption budget's setting changed: no pod differs.
         let mut budget = cluster("demo", 3);
         budget.spec.pod.allow_unsafe_eviction = true;
-        assert_eq!(crate::pod::settings_hash(&budget.spec), current);
+        assert_eq!(crate::pod::settings_hash(&budget), current);
     }
 
     /// Review S7 and issue 17 §4: a refused spec.version shows no phase Running for a cluster that never formed,

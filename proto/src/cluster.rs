@@ -198,8 +198,10 @@ fn default_true() -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodPolicy {
-    /// Compute resources of the etcd container.
+    /// Compute resources of the etcd container: `requests` and `limits`, each a map of resource names to
+    /// quantities (`500m`, `1Gi`, `2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
     /// Extra labels on member pods (the controller's own labels win on conflict).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -529,4 +531,32 @@ pub struct MemberNames {
     /// Members that exist but are not ready (starting, dead, or learners catching up).
     #[serde(default)]
     pub unready: Vec<String>,
+}
+
+/// What the API server accepts as a resource quantity (`resource.Quantity`), the pattern Kubernetes' own CRD
+/// generator writes: a quantity it cannot parse is refused when the EtcdCluster is written, not when a member pod
+/// is created from it.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// The schema of `spec.pod.resources`: requests and limits whose quantities are checked by pattern.
+fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let quantities = |what: &str| {
+        serde_json::json!({
+            "description": what,
+            "type": "object",
+            "additionalProperties": {
+                "pattern": QUANTITY_PATTERN,
+                "x-kubernetes-int-or-string": true,
+            },
+        })
+    };
+    schemars::json_schema!({
+        "description": "Compute resources of the etcd container: `requests` and `limits`, each a map of resource names to quantities (`500m`, `1Gi`, `2`).",
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "requests": quantities("The least of each resource the etcd container is given."),
+            "limits": quantities("The most of each resource the etcd container may use."),
+        },
+    })
 }

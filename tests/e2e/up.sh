@@ -109,11 +109,18 @@ start() { # name command...
   args=$(printf '%q ' "$@")
   if running "$name"; then
     [[ -f $STATE/args/$name && $(cat "$STATE/args/$name") == "$args" ]] && return
-    log "restarting $name: its command line changed"
     local pid
     pid=$(cat "$STATE/pids/$name")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # Only the process this script started (a pid file kept over a reboot may name another one by now).
+    if [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "$1 "* ]]; then
+      log "restarting $name: its command line changed"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    else
+      log "starting $name (its pid file named another process)"
+    fi
   else
     log "starting $name"
   fi

@@ -34,6 +34,14 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         // Defaults from the schema are applied by the server.
         assert!(created.data["spec"]["version"].is_string(), "{name}: {:?}", created.data);
     }
+    // Every form of quantity Kubernetes takes passes the schema's pattern (integers, decimals, suffixes, exponents).
+    let mut object: DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    object.data["spec"]["pod"] = serde_json::json!({ "resources": {
+        "requests": { "cpu": "500m", "memory": "1Gi", "ephemeral-storage": "0.5" },
+        "limits": { "cpu": 2, "memory": "1e9" },
+    } });
+    let created = api.create(&dry, &object).await.unwrap_or_else(|e| panic!("quantities were refused: {e}"));
+    assert_eq!(created.data["spec"]["pod"]["resources"]["limits"]["cpu"], 2, "{:?}", created.data);
 
     let expected = [
         ("size-zero.yaml", "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
@@ -56,6 +64,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("backup-cron-minute-61.yaml", "spec.backup.cron in body should match"),
         ("backup-every-zero.yaml", "spec.backup.every in body should match"),
         ("bad-repository.yaml", "spec.repository in body should match"),
+        ("bad-quantity.yaml", "spec.pod.resources.requests.cpu in body should match"),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
     assert_eq!(files, expected.len(), "every invalid example has an expectation");

@@ -116,20 +116,33 @@ async fn creates_the_seed_and_services_reports_truthfully_stays_quiet_and_is_des
     let _ = namespaces.delete(ns, &DeleteParams::default()).await;
 }
 
-/// A seed pod the API server refuses (a CPU quantity the CRD's schema lets through but no pod may carry): the
-/// controller burns no member name, says why in status, and asks again only after a growing pause, so that a
-/// minute of refusals is a handful of API writes, not a loop.
+/// A seed pod the API server refuses (it asks for more CPU than the namespace's ResourceQuota leaves, as a quota,
+/// a LimitRange or an admission webhook refuses creates in real clusters): the controller burns no member name,
+/// says why in status, and asks again only after a growing pause, so that a minute of refusals is a handful of
+/// API writes, not a loop.
 #[tokio::test]
 async fn a_refused_seed_backs_off_burns_no_name_and_says_why() {
     let client = support::testbed().await;
     install_crd(&client).await;
     let ns = "e2e-controller-refused";
     support::fresh_namespace(&client, ns).await;
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = Api::namespaced(client.clone(), ns);
+    let quota = serde_json::json!({
+        "metadata": { "name": "small" },
+        "spec": { "hard": { "requests.cpu": "50m" } },
+    });
+    quotas.create(&PostParams::default(), &serde_json::from_value(quota).unwrap()).await.unwrap();
+    // Until the quota controller has filled in its status, admission refuses with "status unknown for quota".
+    eventually("the quota's status", Duration::from_secs(30), || {
+        let quotas = quotas.clone();
+        async move { quotas.get("small").await.unwrap().status?.hard.filter(|h| !h.is_empty()).map(|_| ()) }
+    })
+    .await;
     let running = support::start_controller(&client, ns, "e2e", Duration::from_secs(3), Duration::from_secs(1)).await;
 
     let api = clusters(&client, ns);
     let mut object: kube::api::DynamicObject = load(&example("example-etcd-cluster.yaml"));
-    object.data["spec"]["pod"] = serde_json::json!({ "resources": { "requests": { "cpu": "100 millicores" } } });
+    object.data["spec"]["pod"] = serde_json::json!({ "resources": { "requests": { "cpu": "100m" } } });
     api.create(&PostParams::default(), &object).await.unwrap();
     let name = object.name_any();
 
@@ -145,7 +158,7 @@ async fn a_refused_seed_backs_off_burns_no_name_and_says_why() {
     let degraded = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
     println!("refused seed reported {:.1} s after the create: {}", took.as_secs_f64(), degraded["message"]);
     let message = degraded["message"].as_str().unwrap();
-    assert!(message.contains("creating pod") && message.contains("quantities must match"), "{message}");
+    assert!(message.contains("creating pod") && message.contains("exceeded quota"), "{message}");
     assert_ne!(status["phase"], "Running", "no member: {status}");
 
     // Over 40 s of refusals: no member name burned, no pod, at most a few attempts and status writes.
@@ -178,7 +191,7 @@ async fn a_refused_seed_backs_off_burns_no_name_and_says_why() {
     assert!((2..=6).contains(&attempts), "{attempts} create attempts");
 
     // Fixed: the spec change is tried at once, and the seed is created under the first name.
-    let fixed = serde_json::json!({ "spec": { "pod": { "resources": { "requests": { "cpu": "100m" } } } } });
+    let fixed = serde_json::json!({ "spec": { "pod": { "resources": { "requests": { "cpu": "20m" } } } } });
     api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&fixed)).await.unwrap();
     let (_, took) = eventually("the seed pod once the spec is fixed", Duration::from_secs(20), || {
         let pods = pods.clone();
@@ -189,4 +202,84 @@ async fn a_refused_seed_backs_off_burns_no_name_and_says_why() {
 
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     running.abort();
+}
+
+/// The namespaced install (`example/etcd-controller-namespaced.yaml`): its ServiceAccount may touch nothing in
+/// another namespace, and a controller with exactly its permissions, watching its own namespace and holding its
+/// Lease there, runs a cluster to Running.
+#[tokio::test]
+async fn the_namespaced_install_runs_a_cluster_with_permissions_in_one_namespace_only() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let client = support::testbed().await;
+    install_crd(&client).await;
+    let ns = "e2e-namespaced";
+    support::fresh_namespace(&client, ns).await;
+    support::no_other_controller(&client).await;
+    let as_controller = support::rbac::install_namespaced_rbac(ns).await;
+
+    // Nothing outside its namespace: not even listing pods or reading Secrets elsewhere.
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(as_controller.clone());
+    for (namespace, resource, verb, allowed) in [
+        (Some(ns), "pods", "create", true),
+        (Some("default"), "pods", "list", false),
+        (Some("default"), "secrets", "get", false),
+        (None, "pods", "list", false),
+        (None, "nodes", "get", true),
+    ] {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: namespace.map(String::from),
+                    resource: Some(resource.into()),
+                    verb: Some(verb.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
+        let got = answer.status.is_some_and(|s| s.allowed);
+        assert_eq!(got, allowed, "{verb} {resource} in {namespace:?}");
+    }
+
+    let args = controller::run::RunArgs {
+        namespace: Some(ns.into()),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        etcd_timeout: Duration::from_secs(2),
+        resync: Duration::from_secs(3),
+        instance: "e2e-namespaced".into(),
+        sidecar_image: support::sidecar_image(),
+        leader_elect: true,
+        lease_namespace: Some(ns.into()),
+        lease_name: "etcd-controller".into(),
+    };
+    let running = tokio::spawn(async move {
+        let result = controller::run::run_with_client(as_controller, args, Default::default()).await;
+        eprintln!("the namespaced controller stopped on its own: {result:?}");
+        std::process::exit(101);
+    });
+    let api = clusters(&client, ns);
+    let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": "solo" },
+        "spec": { "size": 1 },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let (_, took) = eventually("the namespaced install's cluster Running", Duration::from_secs(120), || {
+        let api = api.clone();
+        async move {
+            let status = api.get("solo").await.unwrap().data["status"].clone();
+            (status["phase"] == "Running" && status["readyMembers"] == 1).then_some(())
+        }
+    })
+    .await;
+    println!("namespaced install: a one-member cluster Running {:.1} s after its create", took.as_secs_f64());
+    api.delete("solo", &DeleteParams::default()).await.unwrap();
+    running.abort();
+    let _ = running.await;
 }

@@ -540,6 +540,10 @@ fn arb_world() -> impl Strategy<Value = World> {
         any::<bool>(),
         prop::option::weighted(0.5, prop::sample::select(vec!["3.5.35", "3.6.16", "3.7.3"])),
         prop::bool::weighted(0.2),
+        // The shape of an upgrade under way: versions as drawn; every voter but the leader on 3.6 (leadership is to
+        // be moved); every member on 3.6 and the cluster version moved (the upgrade is to be completed); or
+        // every member on 3.5 with the upgrade recorded (the first member is to be rolled).
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8), 2 => Just(3u8)],
     );
     let context = (
         (1u32..=7, prop::bool::weighted(0.1), arb_recovery(), prop::option::weighted(0.8, -30i64..=30)),
@@ -552,8 +556,15 @@ fn arb_world() -> impl Strategy<Value = World> {
         |(
             (specs, learner_at, leader_at, orphans),
             ((size, paused, recovery, lost_offset), (seeded, reach, back), (failure, refusal, base, extra), down),
-            (spec_version, upgraded_every, rolled, recorded, alarmed),
+            (spec_version, upgraded_every, rolled, recorded, alarmed, shape),
         )| {
+            // A shaped upgrade is one to 3.6.16, recorded.
+            let (spec_version, recorded) =
+                if shape == 0 { (spec_version, recorded) } else { ("3.6.16", Some("3.6.16")) };
+            // Shapes 1 and 2 are a settled cluster of its size: no learner, no stray pod, no node down, every pod
+            // Ready and not in a restart.
+            let settled = matches!(shape, 1 | 2);
+            let (learner_at, orphans, down) = if settled { (None, None, None) } else { (learner_at, orphans, down) };
             let mut members = Vec::new();
             let mut pods = Vec::new();
             let mut used = BTreeSet::new();
@@ -564,13 +575,20 @@ fn arb_world() -> impl Strategy<Value = World> {
                 let learner = learner_at.filter(|(l, _)| *l == at).map(|(_, shape)| shape);
                 let (started, healthy, pod) = match learner {
                     Some(shape) => shape,
-                    None if faulty => (true, healthy, pod),
-                    None => (true, true, Some(PodState::Running { ready })),
+                    // Shapes 1 and 2 are healthy: leadership moves and completions need every member serving.
+                    None if faulty && !matches!(shape, 1 | 2) => (true, healthy, pod),
+                    None => (true, true, Some(PodState::Running { ready: ready || settled })),
                 };
                 let runs = matches!(pod, Some(PodState::Running { .. }));
                 let healthy = started && runs && healthy;
                 // Some members already run the next minor (an upgrade under way), the others the first.
-                let version = if (index + at as u32) % upgraded_every.max(1) == 1 { V36 } else { V35 };
+                let version = match shape {
+                    1 if learner.is_none() && leader_at == Some(at) => V35,
+                    1 | 2 => V36,
+                    3 => V35,
+                    _ if (index + at as u32) % upgraded_every.max(1) == 1 => V36,
+                    _ => V35,
+                };
                 members.push(Member {
                     id: 1000 + u64::from(index),
                     name: name.clone(),
@@ -583,7 +601,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     served: None,
                 });
                 if let Some(state) = pod {
-                    let rolled = (version == V36 && rolled).then(|| crate::observe::Rolled {
+                    let rolled = (version == V36 && rolled && !settled).then(|| crate::observe::Rolled {
                         ago: Duration::from_secs(u64::from(index) * 20),
                         to: image_of(V36),
                         from: Some(image_of(V35)),
@@ -613,6 +631,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     }
                 }
             }
+            let size = if settled { u32::try_from(members.len()).unwrap_or(size).max(1) } else { size };
             let next_index = used.iter().max().map_or(base, |i| i + 1) + extra;
             let running = pods.iter().any(|p| matches!(p.state, PodState::Running { .. }));
             let etcd = match reach {
@@ -650,6 +669,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                 ..Default::default()
             });
             let cluster_version = match &etcd {
+                EtcdView::Members(ms) if !ms.is_empty() && shape == 2 => Some(V36),
                 EtcdView::Members(ms) if !ms.is_empty() => Some(V35),
                 _ => None,
             };
@@ -829,6 +849,8 @@ fn the_generator_covers_the_interesting_worlds() {
         "AbandonRecovery",
         "StartUpgrade",
         "RollMember",
+        "MoveLeader",
+        "CompleteUpgrade",
         "Wait",
         "Done",
         "a bare majority",

@@ -21,12 +21,53 @@ pub const SERVICE_ACCOUNT: &str = "etcd-controller";
 
 /// The user name a pod running as the shipped ServiceAccount authenticates as.
 pub fn user() -> String {
-    format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
+    user_in(NAMESPACE)
 }
 
 /// The groups the API server gives every token of that ServiceAccount.
 pub fn groups() -> Vec<String> {
-    vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{NAMESPACE}"), "system:authenticated".into()]
+    groups_in(NAMESPACE)
+}
+
+/// The user name of the controller's ServiceAccount installed in `namespace`.
+fn user_in(namespace: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}")
+}
+
+fn groups_in(namespace: &str) -> Vec<String> {
+    vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}"), "system:authenticated".into()]
+}
+
+/// Applies the RBAC of `example/etcd-controller-namespaced.yaml` (every document but its Deployment, read from
+/// the file, its namespace `etcd` replaced by `namespace`, which must exist), waits until the API server grants
+/// it, and returns a client that acts as that install's ServiceAccount.
+pub async fn install_namespaced_rbac(namespace: &str) -> kube::Client {
+    let path = example("etcd-controller-namespaced.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|document| !document.is_null() && document["kind"] != "Deployment")
+        .map(|mut document| {
+            if document["metadata"]["namespace"] == "etcd" {
+                document["metadata"]["namespace"] = namespace.into();
+            }
+            if document["kind"] == "ClusterRoleBinding" {
+                document["metadata"]["name"] = format!("etcd-controller-nodes-{namespace}").into();
+            }
+            for subject in document["subjects"].as_sequence_mut().into_iter().flatten() {
+                subject["namespace"] = namespace.into();
+            }
+            document
+        })
+        .collect();
+    let mut manifest = String::new();
+    for document in &documents {
+        manifest.push_str("---\n");
+        manifest.push_str(&serde_yaml::to_string(document).unwrap());
+    }
+    kubectl_with_input(&["apply", "-f", "-"], &manifest);
+    granted_to(&documents, namespace).await;
+    as_account(namespace).await
 }
 
 /// The Lease (in `NAMESPACE`) that the suites' controllers watching `namespace` elect their leader with: one per
@@ -70,19 +111,17 @@ pub async fn install_rbac(client: &kube::Client) {
         manifest.push_str(&serde_yaml::to_string(document).unwrap());
     }
     kubectl_with_input(&["apply", "-f", "-"], &manifest);
-    granted(&documents).await;
+    granted_to(&documents, NAMESPACE).await;
 }
 
 /// Waits until the API server allows the ServiceAccount every verb on every resource of every role the manifest
 /// binds to it, where it binds it (a RoleBinding in its namespace, a ClusterRoleBinding everywhere).
-async fn granted(documents: &[Value]) {
+async fn granted_to(documents: &[Value], account_namespace: &str) {
     let mut pending = Vec::new();
     for binding in documents.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
-        let binds_account = binding["subjects"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == SERVICE_ACCOUNT && s["namespace"] == NAMESPACE);
+        let binds_account = binding["subjects"].as_sequence().into_iter().flatten().any(|s| {
+            s["kind"] == "ServiceAccount" && s["name"] == SERVICE_ACCOUNT && s["namespace"] == account_namespace
+        });
         if !binds_account {
             continue;
         }
@@ -119,7 +158,7 @@ async fn granted(documents: &[Value]) {
     assert!(!pending.is_empty(), "example/etcd-controller.yaml grants its ServiceAccount nothing");
 
     // Asked as the ServiceAccount itself: this also proves the impersonation works.
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(as_controller().await);
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(as_account(account_namespace).await);
     let limit = Duration::from_secs(60);
     let start = Instant::now();
     loop {
@@ -153,11 +192,16 @@ fn strings(list: &Value) -> impl Iterator<Item = &str> {
 /// A client of the test bed that acts as the shipped ServiceAccount (impersonation by the test bed's admin): what
 /// the in-process controllers run with.
 pub async fn as_controller() -> kube::Client {
+    as_account(NAMESPACE).await
+}
+
+/// A client that acts as the controller's ServiceAccount installed in `namespace`.
+pub async fn as_account(namespace: &str) -> kube::Client {
     let mut config = kube::Config::infer().await.expect("reading KUBECONFIG");
     let url = config.cluster_url.to_string();
     assert_eq!(url.trim_end_matches('/'), TESTBED_API, "KUBECONFIG is not the test bed's API server");
-    config.auth_info.impersonate = Some(user());
-    config.auth_info.impersonate_groups = Some(groups());
+    config.auth_info.impersonate = Some(user_in(namespace));
+    config.auth_info.impersonate_groups = Some(groups_in(namespace));
     kube::Client::try_from(config).unwrap()
 }
 
