@@ -81,6 +81,7 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("backup-cron-minute-61.yaml", "does not match"),
         ("backup-every-zero.yaml", "does not match"),
         ("bad-repository.yaml", "does not match"),
+        ("bad-quantity.yaml", "does not match"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
