@@ -297,7 +297,7 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     })
     .await;
     let nodes_back = healed.elapsed();
-    eventually("the same three members, healthy again", Duration::from_secs(120), || {
+    eventually("the same three members, healthy again", Duration::from_secs(240), || {
         let pods = pods.clone();
         let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
         async move {
