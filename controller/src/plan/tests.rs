@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::observe::{MemberPod, PodFailure};
+use crate::observe::{MemberPod, PodFailure, PodState, member_name};
 
 const C: &str = "etcd";
 

@@ -1,0 +1,192 @@
+//! Carrying out membership steps: the seed, learners, promotions, removals, and the pods that go with them.
+
+use super::*;
+
+pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::CreateSeed { name: member, release } = action else { return Ok(()) };
+    let Step { cluster, name, namespace, pods, .. } = step;
+    let client = &step.ctx.client;
+    let recorder = &step.ctx.recorder;
+    let etcd_timeout = step.ctx.etcd_timeout;
+    let sidecar_image = step.ctx.sidecar_image.as_str();
+    // The token and the next index are recorded before the pod exists, so a crash in between never
+    // reuses a name.
+    let token = format!("{name}-{}", cluster.uid().unwrap_or_default().get(..8).unwrap_or("local"));
+    let token = format!("{token}-{}", member_index(name, member).unwrap_or_default());
+    // A restored seed's backup is chosen (and `latest` resolved) once, here, and recorded with the token.
+    let seed = super::recovery::seed_source(client, cluster, sidecar_image, etcd_timeout).await?;
+    let restored = seed.as_ref().map(|(_, from)| from);
+    let restore = seed.as_ref().map(|(restore, _)| restore.clone());
+    let join = Join::New { token: token.clone(), restore };
+    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release);
+    // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
+    // burns no member name.
+    try_create(pods, &pod).await?;
+    reserve(client, cluster, member, Some(&token), restored).await?;
+    create(pods, &pod).await?;
+    let note = match restored {
+        Some(from) if from.revision == 0 => {
+            format!("created seed member {member}, restoring backup {:?} from {}", from.backup, from.source)
+        }
+        Some(from) => format!(
+            "created seed member {member}, restoring backup {} (revision {}) from {}",
+            from.backup, from.revision, from.source
+        ),
+        None => format!("created seed member {member}"),
+    };
+    let note = format!("{note} (etcd {})", release.version);
+    publish(recorder, cluster, member_event("SeedCreated", note, namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::AddLearner { name: member, release } = action else { return Ok(()) };
+    let Step { cluster, name, namespace, pods, members, endpoints, .. } = step;
+    let client = &step.ctx.client;
+    let recorder = &step.ctx.recorder;
+    let etcd_timeout = step.ctx.etcd_timeout;
+    // Admission is asked before etcd takes the member: a pod the API server refuses adds no learner
+    // that could never start (and burns no name).
+    let mut initial = members.clone();
+    initial.push(member.clone());
+    let pod = member_pod(cluster, member, &initial, &Join::Existing, release);
+    try_create(pods, &pod).await?;
+    let mut membership = Membership::connect(endpoints, etcd_timeout).await?;
+    let id = match membership.add_learner(&peer_url(member, name, namespace)).await {
+        Ok(id) => id,
+        Err(error) => return not_yet(error),
+    };
+    // Recorded only once etcd took the member: a refused add burns no name, and a crash before this
+    // line leaves the name in etcd's member list, where the next observation finds it.
+    reserve(client, cluster, member, None, None).await?;
+    create(pods, &pod).await?;
+    let note = format!("added {member} ({id:x}) as a learner, running etcd {}", release.version);
+    publish(recorder, cluster, member_event("MemberAdded", note, namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn create_member_pod(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::CreateMemberPod { name: member, release } = action else { return Ok(()) };
+    let Step { cluster, namespace, pods, members, .. } = step;
+    let recorder = &step.ctx.recorder;
+    create(pods, &member_pod(cluster, member, members, &Join::Existing, release)).await?;
+    publish(
+        recorder,
+        cluster,
+        member_event(
+            "MemberPodCreated",
+            format!("created the pod of {member}, added to etcd by an earlier attempt"),
+            namespace,
+            member,
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+pub(super) async fn promote(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::Promote { id, name: member } = action else { return Ok(()) };
+    let Step { cluster, namespace, endpoints, .. } = step;
+    let recorder = &step.ctx.recorder;
+    let etcd_timeout = step.ctx.etcd_timeout;
+    if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.promote(*id).await {
+        return not_yet(error);
+    }
+    let note = format!("promoted {member} to a voting member");
+    publish(recorder, cluster, member_event("MemberPromoted", note, namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::RemoveMember { id, name: member, reason } = action else { return Ok(()) };
+    let Step { cluster, observed, namespace, pods, endpoints, .. } = step;
+    let recorder = &step.ctx.recorder;
+    let etcd_timeout = step.ctx.etcd_timeout;
+    if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
+        return not_yet(error);
+    }
+    delete_member_pod(pods, observed, member).await?;
+    let why = match reason {
+        RemoveReason::Dead => {
+            "it is dead (its pod gone or failed, its etcd in a restart loop, or its node lost); a new member \
+             replaces it"
+        }
+        RemoveReason::ScaleDown => "the cluster is larger than its spec",
+    };
+    let note = format!("removed {member} ({id:x}): {why}");
+    publish(recorder, cluster, member_event("MemberRemoved", note, namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn delete_pod(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::DeletePod { name: member } = action else { return Ok(()) };
+    let Step { cluster, namespace, pods, .. } = step;
+    let recorder = &step.ctx.recorder;
+    delete(pods, member).await?;
+    let note = format!("deleted pod {member}: it is no etcd member");
+    publish(recorder, cluster, member_event("PodDeleted", note, namespace, member)).await;
+    Ok(())
+}
+
+/// Records in status that `member`'s index is taken (and the cluster token and the backup, for a seed).
+async fn reserve(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    member: &str,
+    token: Option<&str>,
+    restored: Option<&RestoredFrom>,
+) -> Result<(), ActError> {
+    let next = member_index(&cluster.name_any(), member).map_or(0, |i| i + 1);
+    let mut status = json!({ "nextMemberIndex": next });
+    if let Some(token) = token {
+        status["clusterToken"] = json!(token);
+    }
+    if let Some(restored) = restored {
+        status["restoredFrom"] = json!(restored);
+    }
+    patch_status(client, cluster, status, &format!("recording member index {next}")).await
+}
+
+/// Asks the API server whether it would create `pod` (validation and admission, nothing stored).
+async fn try_create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
+    post(pods, pod, true).await
+}
+
+async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
+    post(pods, pod, false).await
+}
+
+async fn post(pods: &Api<Pod>, pod: &Pod, dry_run: bool) -> Result<(), ActError> {
+    let params = PostParams { dry_run, field_manager: Some(FIELD_MANAGER.into()) };
+    match pods.create(&params, pod).await {
+        Ok(_) => Ok(()),
+        // Created by an earlier attempt that did not hear back.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(ActError::Kube { op: format!("creating pod {}", pod.name_any()), source }),
+    }
+}
+
+/// Deletes the pod of a member that is no longer one (removed from etcd, or of a lost cluster). On a node that is
+/// not Ready the kubelet can never confirm a deletion, and the pod would stay Terminating for as long as the Node
+/// object exists, naming a member that is gone: it is deleted at once (its data belongs to no member any more, and
+/// a container still running there is no member of anything the client Service routes to).
+pub(super) async fn delete_member_pod(pods: &Api<Pod>, observed: &Observed, name: &str) -> Result<(), ActError> {
+    let on_lost_node = observed.pods.iter().any(|p| p.name == name && p.node_down.is_some());
+    if !on_lost_node {
+        return delete(pods, name).await;
+    }
+    tracing::info!(pod = %name, "its node is not Ready: deleted without waiting for the kubelet");
+    match pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ActError::Kube { op: format!("deleting pod {name}"), source }),
+    }
+}
+
+async fn delete(pods: &Api<Pod>, name: &str) -> Result<(), ActError> {
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ActError::Kube { op: format!("deleting pod {name}"), source }),
+    }
+}

@@ -1,0 +1,291 @@
+//! The backup sidecar's I/O: [`ensure`] writes its Deployment, Service and token Secret when missing or changed,
+//! and [`SidecarClient`] speaks its HTTP API (take, list, pin, status) with its token.
+
+use super::*;
+
+/// Errors of [`ensure`].
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct SidecarError {
+    /// What was being done.
+    pub op: String,
+    /// The underlying error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Writes the sidecar's Secret, Service and Deployment where missing or changed, or deletes them when the spec no
+/// longer asks for backups; then reads the sidecar's health. Returns `None` when the cluster has no backups.
+pub async fn ensure(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    default_image: &str,
+    timeout: Duration,
+) -> Result<Option<BackupHealth>, SidecarError> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let err = |op: String| move |source: kube::Error| SidecarError { op, source: source.into() };
+
+    let Some(policy) = &cluster.spec.backup else {
+        // Backups were switched off (or never on): the sidecar goes, the backups in storage stay.
+        remove(&deployments, &sidecar_name(&name)).await.map_err(err(format!("deleting deployment {name}")))?;
+        remove(&services, &sidecar_name(&name)).await.map_err(err(format!("deleting service {name}")))?;
+        remove(&secrets, &token_secret_name(&name)).await.map_err(err(format!("deleting secret {name}")))?;
+        return Ok(None);
+    };
+
+    let secret_name = token_secret_name(&name);
+    let token = match secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))? {
+        Some(secret) => secret_token(&secret),
+        None => {
+            let token = new_token()
+                .map_err(|e| SidecarError { op: "generating the sidecar's token".into(), source: e.into() })?;
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match secrets.create(&params, &token_secret(cluster, &token)).await {
+                Ok(_) => Some(token),
+                // Another replica or an earlier attempt made it: use what is stored.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let stored =
+                        secrets.get(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
+                    secret_token(&stored)
+                }
+                Err(source) => return Err(err(format!("creating secret {secret_name}"))(source)),
+            }
+        }
+    };
+
+    let service = match services.get_opt(&sidecar_name(&name)).await.map_err(err("reading service".into()))? {
+        Some(service) => service,
+        None => services
+            .patch(
+                &sidecar_name(&name),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(sidecar_service(cluster)),
+            )
+            .await
+            .map_err(err(format!("applying service {}", sidecar_name(&name))))?,
+    };
+
+    let mut desired = sidecar_deployment(cluster, policy, default_image);
+    let hash = spec_hash(&desired);
+    let current = deployments.get_opt(&sidecar_name(&name)).await.map_err(err("reading deployment".into()))?;
+    let current = match current {
+        Some(current) if current.annotations().get(SPEC_HASH) == Some(&hash) => current,
+        _ => {
+            desired.annotations_mut().insert(SPEC_HASH.into(), hash);
+            tracing::info!(deployment = %sidecar_name(&name), "applying the backup sidecar");
+            deployments
+                .patch(&sidecar_name(&name), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+                .await
+                .map_err(err(format!("applying deployment {}", sidecar_name(&name))))?
+        }
+    };
+
+    let available = current.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    if available < 1 {
+        return Ok(Some(BackupHealth::Starting {
+            why: format!("the backup sidecar (deployment {}) has no available replica yet", sidecar_name(&name)),
+        }));
+    }
+    let Some(ip) = service.spec.and_then(|s| s.cluster_ip).filter(|ip| ip != "None") else {
+        return Ok(Some(BackupHealth::Unreachable { error: "its service has no cluster IP".into() }));
+    };
+    Ok(Some(read_status(&format!("http://{ip}:{PORT}"), token.as_deref(), &secrets, &secret_name, timeout).await))
+}
+
+/// The URL pods reach a cluster's sidecar at (through cluster DNS).
+pub fn sidecar_url(cluster: &str, namespace: &str) -> String {
+    format!("http://{}.{namespace}.svc:{PORT}", sidecar_name(cluster))
+}
+
+/// A client of a backup sidecar's HTTP API, as the controller reaches it.
+pub struct SidecarClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl SidecarClient {
+    /// A client of the sidecar at `base` (e.g. `http://10.215.0.9:19999`).
+    pub fn new(base: String, token: Option<String>, timeout: Duration) -> Result<Self, SidecarError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SidecarError { op: "building an HTTP client".into(), source: e.into() })?;
+        Ok(Self { base, token, http })
+    }
+
+    /// The sidecar of cluster `cluster` in `namespace`, at its service's cluster IP, with its token.
+    pub async fn for_cluster(
+        client: &kube::Client,
+        namespace: &str,
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Self, SidecarError> {
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let err = |op: String| move |source: kube::Error| SidecarError { op, source: source.into() };
+        let service_name = sidecar_name(cluster);
+        let service = services.get(&service_name).await.map_err(err(format!("reading service {service_name}")))?;
+        let ip = service.spec.and_then(|s| s.cluster_ip).filter(|ip| ip != "None").ok_or_else(|| SidecarError {
+            op: format!("reaching the backup sidecar of {cluster}"),
+            source: format!("service {service_name} has no cluster IP").into(),
+        })?;
+        let secret_name = token_secret_name(cluster);
+        let token = secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
+        Self::new(format!("http://{ip}:{PORT}"), token.as_ref().and_then(secret_token), timeout)
+    }
+
+    /// The backup named `name` (any cluster's in the sidecar's storage: a restore may name one on purpose), or for
+    /// `latest` the newest of the sidecar's own cluster; `None` when there is no such backup.
+    pub async fn find(&self, name: &str) -> Result<Option<BackupInfo>, SidecarError> {
+        if name == "latest" {
+            let list: BackupList =
+                self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
+            return Ok(list.backups.into_iter().next());
+        }
+        let list: BackupList =
+            self.send(self.http.get(format!("{}/v1/backups?all=true", self.base)), "listing backups").await?;
+        Ok(list.backups.into_iter().find(|b| b.name == name))
+    }
+
+    /// The newest backup the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote (see [`newest_of`]).
+    pub async fn newest_of(
+        &self,
+        cluster: &str,
+        uid: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<BackupInfo>, SidecarError> {
+        Ok(self.own(cluster, uid, since).await?.into_iter().next())
+    }
+
+    /// Every backup the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote, newest first (see
+    /// [`newest_of`]).
+    pub async fn own(
+        &self,
+        cluster: &str,
+        uid: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<BackupInfo>, SidecarError> {
+        let list: BackupList = self.send(self.http.get(format!("{}/v1/backups", self.base)), "listing backups").await?;
+        Ok(list.backups.into_iter().filter(|b| owned_by(b, cluster, uid, since)).collect())
+    }
+
+    /// The sidecar's own status (`GET /v1/status`).
+    pub async fn status(&self) -> Result<SidecarStatus, SidecarError> {
+        self.send(self.http.get(format!("{}/v1/status", self.base)), "reading the status").await
+    }
+
+    /// Pins backup `name` (the sidecar's retention keeps it until a later pin) and returns it.
+    pub async fn pin(&self, name: &str, reason: &str) -> Result<BackupInfo, SidecarError> {
+        let body = proto::backup::PinRequest { reason: reason.into() };
+        self.send(self.http.post(format!("{}/v1/backups/{name}/pin", self.base)).json(&body), "pinning a backup").await
+    }
+
+    /// Takes a backup now from `endpoints` (or the sidecar's own when empty) and returns it.
+    pub async fn trigger(&self, endpoints: &[String]) -> Result<BackupInfo, SidecarError> {
+        let body = BackupRequest { endpoints: endpoints.to_vec() };
+        self.send(self.http.post(format!("{}/v1/backups", self.base)).json(&body), "taking a backup").await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        op: &str,
+    ) -> Result<T, SidecarError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| SidecarError {
+            op: format!("{op} at the backup sidecar {}", self.base),
+            source,
+        };
+        let response = request.send().await.map_err(|e| failed(e.into()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let detail = response.json::<ApiErrorBody>().await.map(|b| b.detail).unwrap_or_default();
+            return Err(failed(format!("{status} {detail}").into()));
+        }
+        response.json::<T>().await.map_err(|e| failed(e.into()))
+    }
+}
+
+fn secret_token(secret: &Secret) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(TOKEN_KEY)?;
+    String::from_utf8(bytes.0.clone()).ok().map(|t| t.trim().to_string())
+}
+
+async fn read_status(
+    base: &str,
+    token: Option<&str>,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    timeout: Duration,
+) -> BackupHealth {
+    let token = match token {
+        Some(token) => Some(token.to_string()),
+        None => secrets.get(secret_name).await.ok().as_ref().and_then(secret_token),
+    };
+    let status = match SidecarClient::new(base.to_string(), token, timeout) {
+        Ok(client) => client.status().await,
+        Err(error) => Err(error),
+    };
+    match status {
+        Ok(status) => BackupHealth::Reported(Box::new(status)),
+        Err(error) => BackupHealth::Unreachable { error: error.to_string() },
+    }
+}
+
+/// Whether cluster `cluster` in `namespace` has a backup sidecar (its Service).
+pub async fn sidecar_exists(client: &kube::Client, namespace: &str, cluster: &str) -> Result<bool, SidecarError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let name = sidecar_name(cluster);
+    let found = services
+        .get_opt(&name)
+        .await
+        .map_err(|source| SidecarError { op: format!("reading service {name}"), source: source.into() })?;
+    Ok(found.is_some())
+}
+
+async fn remove<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// The newest of `newest_first` that an automatic recovery of the EtcdCluster named `cluster` (UID `uid`, created
+/// at `since`) may restore: one that this very object wrote. Its name must match (never another cluster's sharing
+/// the storage prefix), and so must its UID when the backup records one; a backup from a sidecar that recorded no
+/// UID must have started after the object was created. An EtcdCluster deleted and created again under the same
+/// name is a new cluster: the old one's backups stay in storage, restorable by name through `spec.restore`, but
+/// are never restored into the new one without a person asking.
+pub fn newest_of(
+    newest_first: Vec<BackupInfo>,
+    cluster: &str,
+    uid: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<BackupInfo> {
+    newest_first.into_iter().find(|b| owned_by(b, cluster, uid, since))
+}
+
+/// Whether the EtcdCluster `cluster` (UID `uid`, created at `since`) wrote `backup` (see [`newest_of`]).
+fn owned_by(
+    backup: &BackupInfo,
+    cluster: &str,
+    uid: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    let ours = match (backup.cluster_uid.as_deref(), uid) {
+        (Some(recorded), Some(uid)) => recorded == uid,
+        _ => since.is_none_or(|since| backup.started_at >= since),
+    };
+    backup.cluster_name == cluster && ours
+}

@@ -1,0 +1,380 @@
+//! The conditions status carries, each derived from what was observed and the step taken, and their words.
+
+use super::*;
+
+/// The `UpgradeBlocked` condition: whether `spec.version` (or the change to it) is refused, from the same rules
+/// the plan follows, whatever step the plan took (a heal goes on while the spec is refused). While a member does
+/// not report its version, the verdict is kept as it was: judged without it, it would flap.
+pub(super) fn version_verdict(
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    action: &Action,
+    previous: &EtcdClusterStatus,
+) -> (bool, String, String) {
+    if let Action::Wait(WaitReason::VersionRefused(refusal)) = action {
+        return (true, refusal.reason.into(), refusal.message.clone());
+    }
+    let members = match &observed.etcd {
+        EtcdView::Members(members) => members.as_slice(),
+        EtcdView::Unreachable(_) => &[],
+    };
+    let kept = previous.conditions.iter().find(|c| c.type_ == "UpgradeBlocked");
+    if let Some(kept) = kept.filter(|_| members.is_empty() || members.iter().any(|m| m.version.is_none())) {
+        return (kept.status == "True", kept.reason.clone(), kept.message.clone());
+    }
+    let running: Vec<crate::version::Version> = members.iter().filter_map(|m| m.version).collect();
+    let target = crate::version::Version::parse(&spec.version);
+    match crate::version::check(&running, observed.cluster_version, target, &spec.version) {
+        Err(refusal) => (true, refusal.reason.into(), refusal.message),
+        Ok(_) => (false, "VersionAccepted".into(), format!("etcd {} is a version the cluster can run", spec.version)),
+    }
+}
+
+/// What a person can do about a lost quorum, given the recovery policy.
+pub(super) fn recovery_hint(spec: &EtcdClusterSpec) -> String {
+    match Recovery::from_spec(spec) {
+        Recovery::Restore { grace } => format!(
+            "unless a majority comes back within {} of the loss, a new cluster is seeded from a backup",
+            humantime::format_duration(grace)
+        ),
+        Recovery::Manual => "spec.recovery.policy is Manual, so nothing is deleted: bring the members back, or set \
+                             the policy to Restore to seed a new cluster from the newest backup"
+            .into(),
+        Recovery::NoBackups => "there are no backups (spec.backup is not set), so nothing is deleted: bring the \
+                                members back, or create a new EtcdCluster with spec.restore from a backup"
+            .into(),
+    }
+}
+
+pub(super) fn degraded(
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    action: &Action,
+    voters: usize,
+    healthy: usize,
+    previous: &EtcdClusterStatus,
+) -> (bool, &'static str, String) {
+    let size = spec.size;
+    match action {
+        Action::Wait(WaitReason::DataLost) => (
+            true,
+            "DataLost",
+            format!("every member is gone; the data exists only in backups: {}", recovery_hint(spec)),
+        ),
+        Action::Wait(WaitReason::QuorumLost { healthy, voters }) => (
+            true,
+            "QuorumLost",
+            format!("only {healthy} of {voters} voting members are healthy: {}", recovery_hint(spec)),
+        ),
+        Action::Wait(WaitReason::NoMemberAnswers(why)) => {
+            (true, "QuorumLost", format!("no member answers ({why}): {}", recovery_hint(spec)))
+        }
+        Action::Wait(WaitReason::MembersUnreachable { ready, seen }) => (
+            true,
+            "MembersUnreachable",
+            format!(
+                "the controller sees {seen}, but member pods {} are Ready (they pass etcd's /health, which needs a \
+                 quorum): the cluster serves and the controller cannot reach it (a NetworkPolicy, the pod network, \
+                 load?). Nothing is changed and no loss is timed until it can",
+                ready.join(", ")
+            ),
+        ),
+        Action::Wait(WaitReason::NodesNotReady { nodes, pods, seen }) => (
+            true,
+            "MembersOnNotReadyNodes",
+            format!(
+                "the controller sees {seen}, but member pods {} sit on nodes that are not Ready ({}): their members \
+                 may be serving behind a partition, so no automatic recovery runs and no loss is timed. A person \
+                 decides (see the nodes); the recovery's grace starts once those nodes are Ready again or deleted \
+                 from the API",
+                pods.join(", "),
+                nodes.join(", ")
+            ),
+        ),
+        Action::StartRecovery { .. } => {
+            (true, "QuorumLost", "quorum is lost: choosing the backup to recover from".into())
+        }
+        Action::Wait(WaitReason::UpgradeStalled { member, why }) => {
+            let image = previous.upgrade.as_ref().map_or("the target", |u| u.to_image.as_str());
+            let target = previous.upgrade.as_ref().and_then(|u| crate::version::Version::parse(&u.to_version));
+            let moved = target.zip(observed.cluster_version).filter(|(t, c)| c.same_minor(*t)).map(|(_, c)| c);
+            let from_older = previous.upgrade.as_ref().is_some_and(|u| {
+                u.from
+                    .split(',')
+                    .filter_map(crate::version::Version::parse)
+                    .any(|f| target.is_some_and(|t| f.minor < t.minor))
+            });
+            let advice = match moved {
+                // The old binary would refuse the data now (etcd refuses a downgrade below the cluster version).
+                Some(cluster) if from_older => format!(
+                    "The cluster version is already {cluster}: going back is no longer possible. Delete pod {member} \
+                     to have it replaced at the target (only while the others keep a quorum), or fix what keeps it \
+                     from serving"
+                ),
+                _ => format!(
+                    "Set spec.version back to {} (what the members ran before the upgrade) to roll {member} back onto \
+                     its data, or fix the image",
+                    previous.upgrade.as_ref().map_or("the version they ran", |u| u.from.as_str())
+                ),
+            };
+            (
+                true,
+                "UpgradeStalled",
+                format!(
+                    "the upgrade stopped: {member}, restarted with {image}, does not serve ({why}); the other members \
+                     are left as they are. {advice}"
+                ),
+            )
+        }
+        Action::Wait(WaitReason::Refused { op, why }) => {
+            (true, "Refused", format!("{op} was refused, and is tried again after a growing pause: {why}"))
+        }
+        Action::Wait(WaitReason::NoUsableBackup(why)) => (
+            true,
+            "NoUsableBackup",
+            format!("{why}. Bring the members back, or restore into a new EtcdCluster (spec.restore)"),
+        ),
+        Action::Wait(WaitReason::SeedFailed { member, why, after }) => (
+            true,
+            "SeedFailed",
+            format!(
+                "seed {member} failed ({why}); it is kept for its logs and replaced {} s after it failed",
+                after.as_secs()
+            ),
+        ),
+        _ if observed.stuck.is_some() => {
+            let (member, why) = observed.stuck.clone().unwrap_or_default();
+            (true, "MemberPodStuck", format!("pod {member} cannot start: {why}"))
+        }
+        // A failed seed being replaced stays reported until a seed serves: a fault that lasts must not flap.
+        _ if !observed.seeded && matches!(observed.etcd, EtcdView::Unreachable(_)) => {
+            let failed = previous.conditions.iter().find(|c| c.type_ == "Degraded" && c.reason == "SeedFailed");
+            if let Some(failed) = failed {
+                return (true, "SeedFailed", failed.message.clone());
+            }
+            (false, "Creating", "the seed member is starting".into())
+        }
+        _ if matches!(observed.etcd, EtcdView::Unreachable(_)) => {
+            (true, "EtcdUnreachable", "no member answers; the controller changes nothing until one does".into())
+        }
+        _ if matches!(observed.etcd, EtcdView::Members(_)) && healthy < voters => {
+            let list = match &observed.etcd {
+                EtcdView::Members(list) => list.as_slice(),
+                EtcdView::Unreachable(_) => &[],
+            };
+            let unhealthy: Vec<String> = list
+                .iter()
+                .filter(|m| !m.learner && !m.healthy)
+                .map(|m| {
+                    let down = observed.pods.iter().find(|p| p.name == m.name).and_then(|p| p.node_down.as_ref());
+                    match down {
+                        // No running count in the text: status is rewritten only when something changed.
+                        Some(d) => format!("{} (node {} not Ready)", m.name, d.node),
+                        None => m.name.clone(),
+                    }
+                })
+                .collect();
+            (
+                true,
+                "MemberUnhealthy",
+                format!("{} of {voters} voting members are unhealthy: {}", voters - healthy, unhealthy.join(", ")),
+            )
+        }
+        _ if observed.pods.iter().any(|p| p.state == PodState::Dead) => {
+            (true, "MemberPodFailed", "a member pod failed; it is being replaced".into())
+        }
+        _ if matches!(observed.etcd, EtcdView::Members(_)) && voters < size as usize => {
+            (false, "BelowSize", format!("{voters} of {size} members, growing"))
+        }
+        _ => (false, "AllMembersHealthy", "every member is healthy".into()),
+    }
+}
+
+/// The `Alarm` condition: etcd's alarms, the members that raised them, and what to do.
+pub(super) fn alarm(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
+    let raised = |kind: &str| {
+        let members: Vec<&str> = observed.alarms.iter().filter(|(_, a)| a == kind).map(|(m, _)| m.as_str()).collect();
+        (!members.is_empty()).then(|| members.join(", "))
+    };
+    if let Some(members) = raised("CORRUPT") {
+        return (
+            true,
+            "CORRUPT",
+            format!(
+                "etcd found the data of {members} inconsistent with the other members' and takes no writes. Replace \
+                 each such member: delete its pod, and the controller removes it and adds a new member in its place \
+                 (then `etcdctl alarm disarm`)"
+            ),
+        );
+    }
+    if let Some(members) = raised("NOSPACE") {
+        // The quota the members run with, from their own command (it cannot change while a pod lives), not the
+        // spec's (review S3).
+        let mut quotas: Vec<String> = observed
+            .alarms
+            .iter()
+            .filter(|(_, a)| a == "NOSPACE")
+            .filter_map(|(m, _)| observed.pods.iter().find(|p| p.name == *m))
+            .filter_map(|p| running_quota(&p.command))
+            .map(|q| q.to_string())
+            .collect();
+        quotas.sort();
+        quotas.dedup();
+        let quota = if quotas.is_empty() {
+            "a quota the controller cannot read from their pods".to_string()
+        } else {
+            format!("the quota they run with, {} bytes", quotas.join(" and "))
+        };
+        let spec_quota = spec.etcd.quota_backend_bytes.to_string();
+        let raised_in_spec = if quotas.is_empty() || quotas.iter().all(|q| *q == spec_quota) {
+            String::new()
+        } else {
+            format!(
+                " spec.etcd.quotaBackendBytes asks for {spec_quota} bytes, which a member gets only when its pod is \
+                 created again (see the ConfigDrift condition)."
+            )
+        };
+        return (
+            true,
+            "NOSPACE",
+            format!(
+                "the database of {members} reached {quota}: etcd takes only reads, deletes and compaction.\
+                 {raised_in_spec} Delete what is not needed, compact (`etcdctl compact <revision>`), defragment each \
+                 member (`etcdctl defrag`), then `etcdctl alarm disarm`"
+            ),
+        );
+    }
+    if let Some((member, alarm)) = observed.alarms.first() {
+        return (true, "Other", format!("etcd raised alarm {alarm} on {member}"));
+    }
+    (false, "NoAlarm", "etcd has raised no alarm".into())
+}
+
+/// `--quota-backend-bytes` in a member's command.
+pub(super) fn running_quota(command: &[String]) -> Option<i64> {
+    command.iter().find_map(|a| a.strip_prefix("--quota-backend-bytes=")?.parse().ok())
+}
+
+/// The `ConfigDrift` condition: member pods created from other settings (`spec.etcd`, `spec.pod`) than the spec
+/// holds now, by the hash each pod carries. A pod cannot change them while it lives.
+pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
+    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
+    let mut older: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|p| p.state != PodState::Terminating && p.settings.as_ref().is_some_and(|h| *h != wanted))
+        .map(|p| p.name.as_str())
+        .collect();
+    older.sort();
+    let unknown = observed.pods.iter().filter(|p| p.settings.is_none()).count();
+    if !older.is_empty() {
+        return (
+            true,
+            "OlderSettings",
+            format!(
+                "{} run{} settings of an earlier spec (spec.etcd, spec.pod): a pod's command, resources and placement \
+                 cannot change while it lives, and this controller does not roll them out yet. A member gets the \
+                 current settings when its pod is created again: delete one member pod at a time, only while the \
+                 others keep a quorum (it is replaced by a new member)",
+                older.join(", "),
+                if older.len() == 1 { "s" } else { "" }
+            ),
+        );
+    }
+    if unknown > 0 {
+        return (
+            false,
+            "SettingsUnrecorded",
+            "members created by an earlier controller do not record their settings: only the others are compared"
+                .into(),
+        );
+    }
+    (false, "SettingsCurrent", "every member pod runs the settings the spec asks for".into())
+}
+
+pub(super) fn progress_reason(action: &Action) -> &'static str {
+    match action {
+        Action::CreateSeed { .. } => "CreatingSeed",
+        Action::AddLearner { .. } => "AddingMember",
+        Action::CreateMemberPod { .. } => "FinishingMemberAdd",
+        Action::Promote { .. } => "PromotingLearner",
+        Action::RemoveMember { reason: RemoveReason::Dead, .. } => "ReplacingDeadMember",
+        Action::RemoveMember { .. } => "RemovingMember",
+        Action::DeletePod { .. } => "DeletingStrayPod",
+        Action::StartRecovery { .. } => "StartingRecovery",
+        Action::DeleteLostMember { .. } => "DeletingLostMembers",
+        Action::CompleteRecovery => "RecoveryCompleted",
+        Action::AbandonRecovery { .. } => "RecoveryAbandoned",
+        Action::Wait(WaitReason::LostMembersTerminating) => "DeletingLostMembers",
+        Action::Wait(WaitReason::Paused) => "Paused",
+        Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
+        Action::Wait(WaitReason::EtcdUnreachable(_)) => "WaitingForEtcd",
+        Action::Wait(WaitReason::SeedFailed { .. }) => "RetryingSeed",
+        Action::StartUpgrade { .. }
+        | Action::RollMember { .. }
+        | Action::MoveLeader { .. }
+        | Action::Wait(WaitReason::UpgradeSettling { .. } | WaitReason::UpgradeFinishing(_)) => "Upgrading",
+        Action::CompleteUpgrade => "UpgradeCompleted",
+        Action::Wait(WaitReason::UpgradeWaiting(_)) => "UpgradeWaiting",
+        Action::Wait(WaitReason::UpgradeStalled { .. }) => "UpgradeStalled",
+        Action::Wait(WaitReason::VersionRefused(_)) => "VersionRefused",
+        Action::Wait(_) => "Blocked",
+        Action::Done => "Converged",
+    }
+}
+
+pub(super) fn progress_message(action: &Action) -> String {
+    match action {
+        Action::CreateSeed { name, release } => format!("creating seed member {name} (etcd {})", release.version),
+        Action::AddLearner { name, release } => {
+            format!("adding member {name} as a learner (etcd {})", release.version)
+        }
+        Action::CreateMemberPod { name, .. } => format!("creating the pod of member {name}"),
+        Action::StartUpgrade { from, release, .. } => {
+            format!("starting the upgrade from {from} to {}: taking a backup first", release.version)
+        }
+        Action::RollMember { name, release, .. } => {
+            format!("upgrading {name} to {}: its container restarts on its data", release.image)
+        }
+        Action::MoveLeader { name, .. } => format!("moving leadership to {name}, which runs the target"),
+        Action::CompleteUpgrade => "every member runs the target and the cluster version reports it".into(),
+        Action::Wait(WaitReason::UpgradeSettling { member, why }) => {
+            format!("upgrading: waiting for {member} to serve at the target ({why})")
+        }
+        Action::Wait(WaitReason::UpgradeFinishing(why)) => {
+            format!("upgrading: every member runs the target; waiting for etcd to move the cluster version ({why})")
+        }
+        Action::Wait(WaitReason::UpgradeWaiting(why)) => format!("the upgrade waits: {why}"),
+        Action::Wait(WaitReason::UpgradeStalled { member, .. }) => format!("the upgrade stopped at {member}"),
+        Action::Wait(WaitReason::VersionRefused(refusal)) => format!(
+            "spec.version is refused ({}): no member is created or changed for it (the UpgradeBlocked condition says \
+             why)",
+            refusal.reason
+        ),
+        Action::Promote { name, .. } => format!("promoting learner {name}"),
+        Action::RemoveMember { name, .. } => format!("removing member {name}"),
+        Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
+        Action::StartRecovery { .. } => "choosing the backup to recover from".into(),
+        Action::DeleteLostMember { name } => format!("deleting pod {name} of the cluster that lost quorum"),
+        Action::CompleteRecovery => "the restored seed serves; growing back to size".into(),
+        Action::AbandonRecovery { why } => format!("abandoning the recovery before anything was deleted: {why}"),
+        Action::Wait(WaitReason::LostMembersTerminating) => "waiting for the lost members' pods to go".into(),
+        Action::Wait(WaitReason::NoMemberAnswers(why)) => format!("blocked: no member answers ({why})"),
+        Action::Wait(WaitReason::MembersUnreachable { seen, .. }) => {
+            format!("blocked: member pods are Ready but the controller sees {seen}")
+        }
+        Action::Wait(WaitReason::NodesNotReady { nodes, .. }) => {
+            format!("blocked: quorum looks lost, with member pods on nodes that are not Ready ({})", nodes.join(", "))
+        }
+        Action::Wait(WaitReason::NoUsableBackup(_)) => "blocked: quorum is lost and there is no backup".into(),
+        Action::Wait(WaitReason::Refused { op, .. }) => format!("blocked: {op} was refused"),
+        Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
+        Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
+        Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
+        Action::Wait(WaitReason::LearnerNotReady(name)) => format!("waiting for learner {name} to start and catch up"),
+        Action::Wait(WaitReason::EtcdUnreachable(why)) => format!("waiting for etcd: {why}"),
+        Action::Wait(WaitReason::QuorumLost { .. }) => "blocked: quorum is lost".into(),
+        Action::Wait(WaitReason::DataLost) => "blocked: every member is gone".into(),
+        Action::Done => "the cluster has its requested size and every member is healthy".into(),
+    }
+}

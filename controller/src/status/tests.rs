@@ -1,0 +1,445 @@
+//! Status derived from observations: what each condition says, and that it says what runs.
+
+use super::*;
+use crate::observe::{Member, MemberPod};
+use crate::testing::cluster;
+
+fn steady() -> Observed {
+    Observed {
+        cluster: "demo".into(),
+        seeded: true,
+        next_index: 3,
+        pods: (0..3).map(|i| MemberPod::new(format!("demo-000{i}"), PodState::Running { ready: true })).collect(),
+        etcd: EtcdView::Members(
+            (0..3)
+                .map(|i| Member {
+                    id: i,
+                    name: format!("demo-000{i}"),
+                    started: true,
+                    learner: false,
+                    healthy: true,
+                    leader: i == 0,
+                    version: crate::version::Version::parse("3.5.35"),
+                    raft: (0, 0),
+                    served: None,
+                })
+                .collect(),
+        ),
+        recovering: None,
+        recovery_untouched: false,
+        lost_for: None,
+        refusal: None,
+        restored: None,
+        failure: None,
+        stuck: None,
+        alarms: vec![],
+        alarms_read: true,
+        cluster_version: crate::version::Version::parse("3.5.35"),
+        upgrade: None,
+    }
+}
+
+fn time(seconds: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+}
+
+#[test]
+fn a_steady_cluster_derives_the_same_status_every_time() {
+    let c = cluster("demo", 3);
+    let first = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(100));
+    assert_eq!(first.phase, ClusterPhase::Running);
+    assert_eq!(first.ready_members, 3);
+    let again = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &first, time(200));
+    assert_eq!(again, first, "nothing changed, so nothing is written");
+}
+
+/// An unhealthy member is named, with its node when the node is not Ready (a partitioned or lost node).
+#[test]
+fn unhealthy_members_are_named_with_their_lost_node() {
+    let c = cluster("demo", 3);
+    let mut one_down = steady();
+    if let EtcdView::Members(members) = &mut one_down.etcd {
+        members[2].healthy = false;
+    }
+    one_down.pods[2].node_down =
+        Some(crate::observe::NodeDown { node: "node-c".into(), down_for: std::time::Duration::from_secs(12) });
+    let status = derive(&c.spec, Some(1), &one_down, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "MemberUnhealthy"));
+    assert_eq!(degraded.message, "1 of 3 voting members are unhealthy: demo-0002 (node node-c not Ready)");
+}
+
+#[test]
+fn lost_quorum_is_told_truthfully() {
+    let c = cluster("demo", 3);
+    let mut broken = steady();
+    if let EtcdView::Members(members) = &mut broken.etcd {
+        members[1].healthy = false;
+        members[2].healthy = false;
+    }
+    let action = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
+    let status = derive(&c.spec, Some(1), &broken, &action, None, &EtcdClusterStatus::default(), time(1));
+    assert_eq!(status.phase, ClusterPhase::QuorumLost);
+    let available = status.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "QuorumLost"));
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.status, "True");
+    assert!(degraded.message.contains("1 of 3"), "{}", degraded.message);
+}
+
+#[test]
+fn a_seed_restored_from_storage_is_named_once_its_fetch_reports() {
+    use proto::backup::RestoreResult;
+    let c = cluster("demo", 3);
+    let pending = RestoredFrom { source: "s3://b/ns/old".into(), backup: "latest".into(), revision: 0 };
+    let previous = EtcdClusterStatus { restored_from: Some(pending.clone()), ..Default::default() };
+    let starting = Observed { restored: None, ..steady() };
+    let status = derive(&c.spec, Some(1), &starting, &Action::Done, None, &previous, time(1));
+    assert_eq!(status.restored_from, Some(pending.clone()), "not known until the fetch says");
+
+    let result = RestoreResult { backup: "old-r9".into(), revision: 9, sha256: "ab".into(), size: 1 };
+    let fetched = Observed { restored: Some(result.clone()), ..steady() };
+    let status = derive(&c.spec, Some(1), &fetched, &Action::Done, None, &previous, time(2));
+    let named = RestoredFrom { source: pending.source.clone(), backup: "old-r9".into(), revision: 9 };
+    assert_eq!(status.restored_from, Some(named.clone()));
+
+    // A recorded choice is never rewritten by what some pod reports.
+    let other = RestoreResult { backup: "other-r12".into(), revision: 12, ..result };
+    let previous = EtcdClusterStatus { restored_from: Some(named.clone()), ..Default::default() };
+    let status = derive(
+        &c.spec,
+        Some(1),
+        &Observed { restored: Some(other), ..steady() },
+        &Action::Done,
+        None,
+        &previous,
+        time(3),
+    );
+    assert_eq!(status.restored_from, Some(named));
+}
+
+#[test]
+fn a_seed_that_keeps_failing_stays_reported_while_it_is_replaced() {
+    let c = cluster("demo", 3);
+    let failing = Observed {
+        seeded: false,
+        pods: vec![MemberPod::new("demo-0000", PodState::Dead)],
+        etcd: EtcdView::Unreachable("no member pod is running".into()),
+        ..steady()
+    };
+    let wait = Action::Wait(WaitReason::SeedFailed {
+        member: "demo-0000".into(),
+        why: "fetch-backup: 403".into(),
+        after: crate::plan::SEED_RETRY_AFTER,
+    });
+    let failed = derive(&c.spec, Some(1), &failing, &wait, None, &EtcdClusterStatus::default(), time(1));
+    let reason = |s: &EtcdClusterStatus| {
+        let d = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        (d.status.clone(), d.reason.clone())
+    };
+    assert_eq!(reason(&failed), ("True".to_string(), "SeedFailed".to_string()));
+    let replacing = Observed { pods: vec![], ..failing.clone() };
+    let create = Action::CreateSeed {
+        name: "demo-0001".into(),
+        release: crate::pod::Release::of("quay.io/coreos/etcd", crate::version::Version::parse("3.5.35").unwrap()),
+    };
+    let next = derive(&c.spec, Some(1), &replacing, &create, None, &failed, time(20));
+    assert_eq!(reason(&next), reason(&failed), "no flap while the replacement starts");
+    let stuck = Observed {
+        pods: vec![MemberPod::new("demo-0001", PodState::Pending)],
+        stuck: Some(("demo-0001".into(), "fetch-backup: CreateContainerConfigError: no secret".into())),
+        ..failing
+    };
+    let wait = Action::Wait(WaitReason::EtcdUnreachable("no member pod is running".into()));
+    let status = derive(&c.spec, Some(1), &stuck, &wait, None, &EtcdClusterStatus::default(), time(30));
+    assert_eq!(reason(&status), ("True".to_string(), "MemberPodStuck".to_string()));
+}
+
+#[test]
+fn formed_is_sticky_once_etcd_answered() {
+    let c = cluster("demo", 3);
+    let status = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    assert!(status.formed);
+    let gone = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
+    let later = derive(&c.spec, Some(1), &gone, &Action::Wait(WaitReason::DataLost), None, &status, time(2));
+    assert!(later.formed, "a cluster that formed stays formed");
+    assert_eq!(later.phase, ClusterPhase::QuorumLost);
+}
+
+/// A recovery recorded at time 20, from backup demo-r7 (revision 7).
+fn recovery_of_r7() -> proto::cluster::RecoveryStatus {
+    proto::cluster::RecoveryStatus {
+        lost_pods: None,
+        backup: "demo-r7".into(),
+        revision: 7,
+        reason: "the newest backup".into(),
+        first_member_index: 3,
+        started_at: Some(time(20)),
+    }
+}
+
+#[test]
+fn a_recorded_recovery_is_carried_until_it_completes_even_when_the_plan_saw_an_older_object() {
+    let c = cluster("demo", 3);
+    let recorded = EtcdClusterStatus {
+        formed: true,
+        quorum_lost_since: Some(time(10)),
+        recovery: Some(recovery_of_r7()),
+        ..Default::default()
+    };
+    // The plan ran on an object without the record (StartRecovery wrote it in this very reconcile).
+    let stale = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
+    let action = Action::StartRecovery { first_index: 3 };
+    let status = derive(&c.spec, Some(1), &stale, &action, None, &recorded, time(30));
+    assert_eq!(status.recovery, recorded.recovery, "never cleared behind the step's back");
+    assert_eq!(status.phase, ClusterPhase::Recovering);
+    assert_eq!(status.quorum_lost_since, Some(time(10)), "the loss is timed from its first sighting");
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert!(degraded.message.contains("demo-r7"), "{}", degraded.message);
+
+    let done = derive(&c.spec, Some(1), &steady(), &Action::CompleteRecovery, None, &recorded, time(40));
+    assert_eq!((done.recovery, done.quorum_lost_since), (None, None));
+}
+
+/// A recovery whose seed refused the recorded backup says so, and names a way out that works (the record cannot
+/// change, so "name another backup in spec.restore" would not), instead of "being seeded" for ever.
+#[test]
+fn a_recovery_whose_backup_is_refused_says_what_works() {
+    let c = cluster("demo", 3);
+    let recorded = EtcdClusterStatus { formed: true, recovery: Some(recovery_of_r7()), ..Default::default() };
+    let refused = Observed {
+        pods: vec![MemberPod::new("demo-0003", PodState::Refused)],
+        etcd: EtcdView::Unreachable("no pods".into()),
+        ..steady()
+    };
+    let why = "checksum mismatch".to_string();
+    let action = Action::Wait(WaitReason::RestoreRefused { member: "demo-0003".into(), why });
+    let status = derive(&c.spec, Some(1), &refused, &action, None, &recorded, time(30));
+    assert_eq!(status.phase, ClusterPhase::Recovering);
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "RestoreFailed");
+    for needed in ["demo-0003", "demo-r7", "checksum mismatch", "spec.restore", "delete this EtcdCluster"] {
+        assert!(degraded.message.contains(needed), "{needed}: {}", degraded.message);
+    }
+    assert!(!degraded.message.contains("delete pod"), "deleting the seed only fails again: {}", degraded.message);
+}
+
+/// The defect reproduced on the test bed: the controller could not reach the members for a minute while their
+/// pods were Ready, then a readiness dip started a recovery at once. The loss is timed only while no member
+/// pod is Ready: the dip starts the grace from zero.
+#[test]
+fn the_loss_is_timed_only_while_no_member_pod_is_ready() {
+    use crate::plan::{Desired, Recovery, plan};
+    let mut c = cluster("demo", 3);
+    c.spec.backup = serde_json::from_value(serde_json::json!({ "storage": { "pvc": { "claimName": "b" } } })).unwrap();
+    let grace = std::time::Duration::from_secs(30);
+    let desired = Desired { recovery: Recovery::Restore { grace }, ..Desired::from_spec(&c.spec) };
+    let blind = Observed { etcd: EtcdView::Unreachable("timed out".into()), ..steady() };
+    let mut status = EtcdClusterStatus { formed: true, ..Default::default() };
+    let step = |observed: &Observed, status: &EtcdClusterStatus, now: i64| {
+        let lost_for = status
+            .quorum_lost_since
+            .as_ref()
+            .map(|since| std::time::Duration::from_secs(u64::try_from(now - since.0.as_second()).unwrap()));
+        let action = plan(&desired, &Observed { lost_for, ..observed.clone() });
+        (action.clone(), derive(&c.spec, Some(1), observed, &action, None, status, time(now)))
+    };
+    // A minute blind, members Ready: nothing timed, and status says the controller cannot reach them.
+    for now in (0..=60).step_by(5) {
+        let (action, next) = step(&blind, &status, now);
+        assert!(matches!(action, Action::Wait(WaitReason::MembersUnreachable { .. })), "{action:?}");
+        assert_eq!(next.quorum_lost_since, None, "no loss is timed while a member pod is Ready");
+        assert_eq!(next.phase, ClusterPhase::Running);
+        let degraded = next.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded.reason, "MembersUnreachable");
+        assert!(degraded.message.contains("demo-0000, demo-0001, demo-0002"), "{}", degraded.message);
+        status = next;
+    }
+    // Readiness dips: the grace starts now, so nothing is deleted before it has run out.
+    let mut dipped = blind.clone();
+    dipped.pods.iter_mut().for_each(|p| p.state = PodState::Running { ready: false });
+    for now in (65..95).step_by(5) {
+        let (action, next) = step(&dipped, &status, now);
+        assert!(matches!(action, Action::Wait(WaitReason::NoMemberAnswers(_))), "at {now}: {action:?}");
+        assert_eq!(next.quorum_lost_since, Some(time(65)), "timed from the first sighting without a Ready pod");
+        status = next;
+    }
+    // One Ready pod again restarts it from zero.
+    let (_, next) = step(&blind, &status, 95);
+    assert_eq!(next.quorum_lost_since, None);
+    let (action, next) = step(&dipped, &next, 100);
+    assert!(matches!(action, Action::Wait(_)), "{action:?}");
+    assert_eq!(next.quorum_lost_since, Some(time(100)));
+    // Only a loss that lasts the whole grace without a break starts the recovery.
+    let (action, _) = step(&dipped, &next, 130);
+    assert_eq!(action, Action::StartRecovery { first_index: 3 });
+}
+
+#[test]
+fn a_lost_quorum_says_what_the_policy_will_do() {
+    let mut c = cluster("demo", 3);
+    let action = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
+    let message = |c: &proto::cluster::EtcdCluster| {
+        let status = derive(&c.spec, Some(1), &steady(), &action, None, &EtcdClusterStatus::default(), time(1));
+        assert_eq!(status.quorum_lost_since, Some(time(1)));
+        status.conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap().message
+    };
+    assert!(message(&c).contains("there are no backups"), "{}", message(&c));
+    c.spec.recovery = serde_json::from_value(serde_json::json!({ "policy": "Manual" })).unwrap();
+    assert!(message(&c).contains("Manual"), "{}", message(&c));
+}
+
+#[test]
+fn a_recovery_without_any_backup_says_so() {
+    let c = cluster("demo", 3);
+    let gone = Observed { pods: vec![], etcd: EtcdView::Unreachable("no pods".into()), ..steady() };
+    let action = Action::Wait(WaitReason::NoUsableBackup("there is no backup to recover from".into()));
+    let status = derive(&c.spec, Some(1), &gone, &action, None, &EtcdClusterStatus::default(), time(5));
+    assert_eq!(status.phase, ClusterPhase::QuorumLost);
+    assert_eq!(status.quorum_lost_since, Some(time(5)));
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "NoUsableBackup");
+    assert!(degraded.message.contains("no backup"), "{}", degraded.message);
+}
+
+fn condition<'a>(status: &'a EtcdClusterStatus, type_: &str) -> &'a Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn an_alarm_names_its_member_and_what_to_do() {
+    let c = cluster("demo", 3);
+    let quiet = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    assert_eq!(condition(&quiet, "Alarm").status, "False");
+    let mut full = steady();
+    full.alarms = vec![("demo-0001".into(), "NOSPACE".into())];
+    let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &quiet, time(2));
+    let alarm = condition(&status, "Alarm");
+    assert_eq!((alarm.status.as_str(), alarm.reason.as_str()), ("True", "NOSPACE"));
+    assert!(alarm.message.contains("demo-0001") && alarm.message.contains("alarm disarm"), "{}", alarm.message);
+    full.alarms.push(("demo-0002".into(), "CORRUPT".into()));
+    let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &quiet, time(3));
+    let alarm = condition(&status, "Alarm");
+    assert_eq!(alarm.reason, "CORRUPT", "the worse one first");
+    assert!(alarm.message.contains("demo-0002") && alarm.message.contains("delete its pod"), "{}", alarm.message);
+}
+
+/// Review S3 and S8: a NOSPACE alarm quotes the quota the members run with (their command), and says when the
+/// spec asks for another; alarms that could not be read are Unknown, never "no alarm".
+#[test]
+fn an_alarm_quotes_the_quota_the_members_run_and_unread_alarms_are_unknown() {
+    let mut c = cluster("demo", 3);
+    c.spec.etcd.quota_backend_bytes = 8_000_000_000;
+    let mut full = steady();
+    full.pods[1].command = vec!["etcd".into(), "--quota-backend-bytes=2147483648".into()];
+    full.alarms = vec![("demo-0001".into(), "NOSPACE".into())];
+    let status = derive(&c.spec, Some(1), &full, &Action::Done, None, &EtcdClusterStatus::default(), time(2));
+    let alarm = condition(&status, "Alarm");
+    assert!(alarm.message.contains("2147483648 bytes"), "the quota it runs: {}", alarm.message);
+    assert!(alarm.message.contains("asks for 8000000000"), "the spec's, told apart: {}", alarm.message);
+    let mut unread = steady();
+    unread.alarms_read = false;
+    let status = derive(&c.spec, Some(1), &unread, &Action::Done, None, &EtcdClusterStatus::default(), time(3));
+    let alarm = condition(&status, "Alarm");
+    assert_eq!((alarm.status.as_str(), alarm.reason.as_str()), ("Unknown", "NotRead"), "{alarm:?}");
+}
+
+/// Review A2 (until rollouts): members whose pods were created from other spec.etcd or spec.pod settings are
+/// named; pods that recorded no hash are not counted.
+#[test]
+fn members_running_older_settings_are_named() {
+    let mut c = cluster("demo", 3);
+    let current = crate::pod::settings_hash(&c);
+    let mut observed = steady();
+    for pod in &mut observed.pods {
+        pod.settings = Some(current.clone());
+    }
+    let status = derive(&c.spec, Some(1), &observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    assert_eq!(condition(&status, "ConfigDrift").status, "False");
+    c.spec.etcd.quota_backend_bytes *= 2;
+    assert_ne!(crate::pod::settings_hash(&c), current, "the quota is a setting");
+    observed.pods[2].settings = Some(crate::pod::settings_hash(&c));
+    observed.pods[1].settings = None;
+    let status = derive(&c.spec, Some(2), &observed, &Action::Done, None, &status, time(2));
+    let drift = condition(&status, "ConfigDrift");
+    assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "OlderSettings"));
+    assert!(drift.message.starts_with("demo-0000 runs settings"), "{}", drift.message);
+    // Only the disruption budget's setting changed: no pod differs.
+    let mut budget = cluster("demo", 3);
+    budget.spec.pod.allow_unsafe_eviction = true;
+    assert_eq!(crate::pod::settings_hash(&budget), current);
+}
+
+/// Review S7 and issue 17 §4: a refused spec.version shows no phase Running for a cluster that never formed,
+/// and Upgrading for one whose members run mixed versions.
+#[test]
+fn a_refused_version_is_running_only_for_a_cluster_that_runs_one_version() {
+    let c = cluster("demo", 3);
+    let refused = Action::Wait(WaitReason::VersionRefused(crate::version::Refusal {
+        reason: "Unsupported",
+        message: "no".into(),
+    }));
+    let mut fresh = steady();
+    fresh.pods.clear();
+    fresh.seeded = false;
+    fresh.etcd = EtcdView::Unreachable("no member pod is running".into());
+    let status = derive(&c.spec, Some(1), &fresh, &refused, None, &EtcdClusterStatus::default(), time(1));
+    assert_eq!(status.phase, ClusterPhase::Invalid);
+    let progressing = condition(&status, "Progressing");
+    assert!(!progressing.message.contains("requested size"), "{}", progressing.message);
+    let formed = EtcdClusterStatus { formed: true, ..Default::default() };
+    let status = derive(&c.spec, Some(1), &steady(), &refused, None, &formed, time(2));
+    assert_eq!(status.phase, ClusterPhase::Running);
+    let mut mixed = steady();
+    if let EtcdView::Members(members) = &mut mixed.etcd {
+        members[1].version = crate::version::Version::parse("3.6.16");
+    }
+    let status = derive(&c.spec, Some(1), &mixed, &refused, None, &formed, time(3));
+    assert_eq!(status.phase, ClusterPhase::Upgrading);
+}
+
+#[test]
+fn members_on_nodes_that_are_not_ready_are_reported_and_no_loss_is_timed() {
+    let c = cluster("demo", 3);
+    let mut partitioned = steady();
+    partitioned.etcd = EtcdView::Unreachable("timed out".into());
+    let action = Action::Wait(WaitReason::NodesNotReady {
+        nodes: vec!["node-b".into(), "node-c".into()],
+        pods: vec!["demo-0001".into(), "demo-0002".into()],
+        seen: "no member answers (timed out)".into(),
+    });
+    let status = derive(&c.spec, Some(1), &partitioned, &action, None, &EtcdClusterStatus::default(), time(5));
+    assert_eq!(status.quorum_lost_since, None, "not a proven loss: its grace does not run");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded.reason, "MembersOnNotReadyNodes");
+    assert!(degraded.message.contains("node-b, node-c") && degraded.message.contains("demo-0002"));
+    assert!(degraded.message.contains("no automatic recovery"), "{}", degraded.message);
+}
+
+#[test]
+fn status_tells_the_versions_that_run_not_the_one_the_spec_asks_for() {
+    let mut c = cluster("demo", 3);
+    c.spec.version = "3.6.16".into();
+    let mut mixed = steady();
+    if let EtcdView::Members(members) = &mut mixed.etcd {
+        members[1].version = crate::version::Version::parse("3.6.16");
+    }
+    let status = derive(&c.spec, Some(2), &mixed, &Action::Done, None, &EtcdClusterStatus::default(), time(100));
+    assert_eq!(status.current_version.as_deref(), Some("3.5.35"), "the lowest that runs");
+    assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
+    assert_eq!(status.server_versions["demo-0001"], "3.6.16");
+    assert_eq!(status.server_versions["demo-0000"], "3.5.35");
+    assert_eq!(condition(&status, "UpgradeBlocked").status, "False");
+    // 3.5 -> 3.7 skips a minor: blocked, with what to do, whatever the step.
+    c.spec.version = "3.7.3".into();
+    let status = derive(&c.spec, Some(3), &steady(), &Action::Done, None, &status, time(110));
+    let blocked = condition(&status, "UpgradeBlocked");
+    assert_eq!((blocked.status.as_str(), blocked.reason.as_str()), ("True", "SkipsMinor"));
+    assert!(blocked.message.contains("3.6.x first"), "{}", blocked.message);
+    assert_eq!(status.phase, ClusterPhase::Running, "the cluster runs on, at its version");
+    // No member answers: the last versions known are kept, never the spec's.
+    let silent = Observed { etcd: EtcdView::Unreachable("timeout".into()), cluster_version: None, ..steady() };
+    let status = derive(&c.spec, Some(3), &silent, &Action::Done, None, &status, time(120));
+    assert_eq!(status.current_version.as_deref(), Some("3.5.35"));
+    assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
+}
