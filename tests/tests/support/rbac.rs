@@ -60,13 +60,7 @@ pub async fn install_namespaced_rbac(namespace: &str) -> kube::Client {
             document
         })
         .collect();
-    let mut manifest = String::new();
-    for document in &documents {
-        manifest.push_str("---\n");
-        manifest.push_str(&serde_yaml::to_string(document).unwrap());
-    }
-    kubectl_with_input(&["apply", "-f", "-"], &manifest);
-    granted_to(&documents, namespace).await;
+    apply_and_wait(&documents, namespace).await;
     as_account(namespace).await
 }
 
@@ -105,13 +99,19 @@ pub async fn install_rbac(client: &kube::Client) {
         }
     })
     .await;
+    apply_and_wait(&documents, NAMESPACE).await;
+}
+
+/// Applies `documents` (`kubectl apply`, idempotent) and waits until what they bind to the controller's
+/// ServiceAccount in `account_namespace` is granted.
+async fn apply_and_wait(documents: &[Value], account_namespace: &str) {
     let mut manifest = String::new();
-    for document in &documents {
+    for document in documents {
         manifest.push_str("---\n");
         manifest.push_str(&serde_yaml::to_string(document).unwrap());
     }
     kubectl_with_input(&["apply", "-f", "-"], &manifest);
-    granted_to(&documents, NAMESPACE).await;
+    granted_to(documents, account_namespace).await;
 }
 
 /// Waits until the API server allows the ServiceAccount every verb on every resource of every role the manifest
