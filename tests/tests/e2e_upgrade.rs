@@ -139,6 +139,20 @@ async fn upgraded_to(api: &Api<DynamicObject>, pods: &Api<Pod>, version: &str, l
     took
 }
 
+/// The rollback point the upgrade to `to` left: `status.lastUpgrade` names it, and it is the one backup the
+/// sidecar lists as pinned (a later upgrade's pin releases the earlier one). Returns its name.
+async fn rollback_point(client: &Client, api: &Api<DynamicObject>, to: &str) -> String {
+    let last = status(api, CLUSTER).await["lastUpgrade"].clone();
+    assert_eq!(last["toVersion"], to, "status.lastUpgrade: {last}");
+    assert_eq!(last["rollback"], false, "{last}");
+    let backup = last["backup"].as_str().unwrap_or_else(|| panic!("status.lastUpgrade names its backup: {last}"));
+    let listed = support::list_backups(client, NS, CLUSTER).await;
+    let pinned: Vec<&str> = listed.backups.iter().filter(|b| b.pinned.is_some()).map(|b| b.name.as_str()).collect();
+    assert_eq!(pinned, [backup], "the pre-upgrade backup, and only it, is pinned");
+    println!("upgrade to {to}: rollback point {backup}, pinned");
+    backup.to_string()
+}
+
 /// Whether member `name`'s previous etcd container (the one its last restart stopped) was a follower when it was
 /// stopped, in etcd's own words: on SIGTERM etcd logs "skipped leadership transfer; local server is not leader"
 /// unless it leads (every version from 3.4 to 3.7).
@@ -310,6 +324,8 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let backups = events(&client).await;
     let started = backups.iter().rev().find(|(r, _, _)| r == "UpgradeStarted").unwrap();
     assert!(started.1.contains("backup up-"), "the pre-upgrade backup is named: {}", started.1);
+    let first_pin = rollback_point(&client, &api, "3.5.35").await;
+    assert!(started.1.contains(&first_pin), "the backup the upgrade started with is the one kept: {}", started.1);
     assert!(
         backups.iter().any(|(r, n, _)| r == "UpgradeBlocked" && n.contains("skips a minor")),
         "a refused version is told in a Warning event"
@@ -344,6 +360,8 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let window_36 = (began.0, Instant::now());
     println!("3.5 -> 3.6: every member on {V36} {:.1} s after the edit (one controller killed)", took.as_secs_f64());
     upgrade_steps(&client, began.1, "3.5 -> 3.6", true).await;
+    let second_pin = rollback_point(&client, &api, "3.6.16").await;
+    assert_ne!(second_pin, first_pin, "a later upgrade pins its own backup, which releases the earlier one");
 
     // 3.6 -> 3.7 with a member not yet upgraded deleted mid-way: replaced at the version the cluster runs.
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());

@@ -1178,3 +1178,15 @@ fn a_rolled_member_that_crash_loops_after_the_cluster_version_moved_is_replaced(
     members_mut(&mut patch)[1].leader = true;
     assert!(!matches!(plan(&desired, &patch), Action::RemoveMember { .. }), "{:?}", plan(&desired, &patch));
 }
+
+/// An upgrade never starts or goes on while etcd's alarms could not be read (a NOSPACE it did not see would stop
+/// the members it restarts from serving).
+#[test]
+fn an_upgrade_waits_while_alarms_cannot_be_read() {
+    let desired = wanting(3, "3.6.16");
+    let mut observed = at_version(3, "3.5.35");
+    assert!(matches!(plan(&desired, &observed), Action::StartUpgrade { .. }));
+    observed.alarms_read = false;
+    let waiting = plan(&desired, &observed);
+    assert!(matches!(&waiting, Action::Wait(WaitReason::UpgradeWaiting(why)) if why.contains("alarms")), "{waiting:?}");
+}

@@ -443,3 +443,59 @@ fn status_tells_the_versions_that_run_not_the_one_the_spec_asks_for() {
     assert_eq!(status.current_version.as_deref(), Some("3.5.35"));
     assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
 }
+
+/// Review S5: the advice of a stalled upgrade works: "set spec.version back to <what the members ran>" while a
+/// rollback is possible, "delete the pod" once the cluster version moved to the target's minor.
+#[test]
+fn a_stalled_upgrade_gives_the_advice_that_works() {
+    let c = cluster("demo", 3);
+    let stalled =
+        Action::Wait(WaitReason::UpgradeStalled { member: "demo-0002".into(), why: "it does not answer".into() });
+    let previous = EtcdClusterStatus {
+        formed: true,
+        upgrade: Some(proto::cluster::UpgradeStatus {
+            from: "3.5.35".into(),
+            to_image: "quay.io/coreos/etcd:v3.6.16".into(),
+            to_version: "3.6.16".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status = derive(&c.spec, Some(2), &steady(), &stalled, None, &previous, time(10));
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded.reason, "UpgradeStalled");
+    assert!(degraded.message.contains("Set spec.version back to 3.5.35"), "{}", degraded.message);
+    let mut moved = steady();
+    moved.cluster_version = crate::version::Version::parse("3.6.0");
+    let status = derive(&c.spec, Some(2), &moved, &stalled, None, &previous, time(20));
+    let degraded = condition(&status, "Degraded");
+    assert!(degraded.message.contains("going back is no longer possible"), "{}", degraded.message);
+    assert!(degraded.message.contains("Delete pod demo-0002"), "{}", degraded.message);
+}
+
+/// `status.highestRevisionSeen`: recorded when first seen, then at most every five minutes (a busy cluster's
+/// status is not rewritten every reconcile), started over for a new etcd cluster ID, kept while none answers.
+#[test]
+fn the_highest_revision_seen_is_recorded_first_then_at_most_every_five_minutes() {
+    let served = |id: &str, revision: i64| ServedRevision { etcd_cluster_id: id.into(), revision, seen_at: None };
+    let members = |revision: i64| -> Vec<Member> {
+        let EtcdView::Members(mut members) = steady().etcd else { unreachable!() };
+        for member in &mut members {
+            member.served = Some(served("c1", revision));
+        }
+        members
+    };
+    let first = highest_revision_seen(Some(&members(100)), None, &time(0)).unwrap();
+    assert_eq!((first.revision, first.seen_at.clone()), (100, Some(time(0))));
+    let soon = highest_revision_seen(Some(&members(500)), Some(&first), &time(60)).unwrap();
+    assert_eq!(soon, first, "not rewritten within five minutes");
+    let later = highest_revision_seen(Some(&members(900)), Some(&first), &time(300)).unwrap();
+    assert_eq!((later.revision, later.seen_at), (900, Some(time(300))));
+    let mut restored = members(5);
+    for member in &mut restored {
+        member.served = Some(served("c2", 5));
+    }
+    let anew = highest_revision_seen(Some(&restored), Some(&first), &time(61)).unwrap();
+    assert_eq!((anew.etcd_cluster_id.as_str(), anew.revision), ("c2", 5), "a new etcd cluster starts over");
+    assert_eq!(highest_revision_seen(None, Some(&first), &time(999)), Some(first), "kept while none answers");
+}

@@ -457,9 +457,9 @@ pub fn process_with(args: &[&str]) -> u32 {
     found[0]
 }
 
-/// Takes a backup of `cluster` in `namespace` through its sidecar's API with curl, as a person would, once the
-/// sidecar answers; the backup then appears first in the sidecar's list.
-pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupInfo {
+/// The sidecar of `cluster` in `namespace` once it answers: its base URL and the `Authorization` header with its
+/// token (read from its Secret, as a person would).
+async fn sidecar_access(client: &Client, namespace: &str, cluster: &str) -> (String, String) {
     use k8s_openapi::api::core::v1::{Secret, Service};
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -481,12 +481,24 @@ pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> pro
         }
     })
     .await;
+    (base, auth)
+}
+
+/// Takes a backup of `cluster` in `namespace` through its sidecar's API with curl, as a person would, once the
+/// sidecar answers; the backup then appears first in the sidecar's list.
+pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupInfo {
+    let (base, auth) = sidecar_access(client, namespace, cluster).await;
     let taken: proto::backup::BackupInfo =
         serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap();
-    let listed: proto::backup::BackupList =
-        serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    let listed = list_backups(client, namespace, cluster).await;
     assert_eq!(listed.backups.first().map(|b| b.name.as_str()), Some(taken.name.as_str()), "newest first");
     taken
+}
+
+/// The backups of `cluster` in `namespace`, as its sidecar lists them (newest first).
+pub async fn list_backups(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupList {
+    let (base, auth) = sidecar_access(client, namespace, cluster).await;
+    serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap()
 }
 
 /// A node fault of the test bed (tests/e2e/fault.sh), undone when dropped, so that a failing test leaves every
