@@ -162,6 +162,10 @@ pub struct RestoreArgs {
     /// e.g. `/dev/termination-log`, where the controller reads which backup a seed restored.
     #[arg(long)]
     pub result_file: Option<PathBuf>,
+    /// The etcd version the restored member will run (`3.6.16`): a backup taken from a version it cannot move
+    /// from (not its minor or the one before) is refused (exit code 3) before anything is written.
+    #[arg(long)]
+    pub seed_version: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -213,6 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 output: args.output,
                 token: read_token(&args.auth_token_file)?,
                 s3: args.s3.options(),
+                seed_version: args.seed_version,
             };
             let restored = restore(&request).await?;
             if let Some(path) = &args.result_file {

@@ -14,11 +14,13 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            // A corrupt backup stays corrupt: its own exit code tells the controller not to try it again.
+            // A corrupt backup stays corrupt, and one the seed's version cannot run stays refused: their own exit code
+            // tells the controller not to try it again.
             match error.downcast_ref::<backup_sidecar::restore::RestoreError>() {
-                Some(backup_sidecar::restore::RestoreError::Corrupt { .. }) => {
-                    std::process::ExitCode::from(proto::backup::EXIT_CORRUPT_BACKUP)
-                }
+                Some(
+                    backup_sidecar::restore::RestoreError::Corrupt { .. }
+                    | backup_sidecar::restore::RestoreError::Refused { .. },
+                ) => std::process::ExitCode::from(proto::backup::EXIT_CORRUPT_BACKUP),
                 _ => std::process::ExitCode::FAILURE,
             }
         }

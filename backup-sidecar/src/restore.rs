@@ -28,6 +28,9 @@ pub struct RestoreRequest {
     pub token: Option<String>,
     /// S3 settings when `from` is an `s3://` URL.
     pub s3: S3Options,
+    /// The etcd version the restored member will run: a backup recorded from a version it cannot move from (not
+    /// its minor or the one before) is refused before anything is written.
+    pub seed_version: Option<String>,
 }
 
 /// Why a restore failed. In every case nothing is left at the output path.
@@ -46,6 +49,14 @@ pub enum RestoreError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The backup cannot be run by the seed's etcd version.
+    #[error("backup {backup:?} was refused: {why}")]
+    Refused {
+        /// The backup.
+        backup: String,
+        /// Why.
+        why: String,
+    },
     /// The backup is corrupt.
     #[error("backup {backup:?} is corrupt and was refused: {why}")]
     Corrupt {
@@ -68,7 +79,12 @@ pub enum RestoreError {
 /// Downloads, decompresses and verifies a backup, then renames it into place (fsynced). On any failure the
 /// partial file is removed and nothing appears at the output path.
 pub async fn restore(request: &RestoreRequest) -> Result<RestoreResult, RestoreError> {
-    let Source { name, revision, sha256: expected, stream } = open_source(request).await?;
+    let Source { name, revision, sha256: expected, etcd_version, stream } = open_source(request).await?;
+    if let (Some(seed), Some(recorded)) = (request.seed_version.as_deref(), etcd_version.as_deref())
+        && let Some(why) = seed_refusal(recorded, seed)
+    {
+        return Err(RestoreError::Refused { backup: name, why });
+    }
     let output = request.output.clone();
     let partial = partial_path(&output);
     let io = |path: &Path| {
@@ -119,8 +135,23 @@ struct Source {
     revision: i64,
     /// The SHA-256 the snapshot must have.
     sha256: String,
+    /// The etcd version it was taken from, where the source says (storage manifests do).
+    etcd_version: Option<String>,
     /// Its compressed bytes.
     stream: ByteStream,
+}
+
+/// Why a seed running etcd `seed` must not restore a backup taken from etcd `recorded`, if it must not.
+fn seed_refusal(recorded: &str, seed: &str) -> Option<String> {
+    let (own, next) = proto::backup::seed_minors(recorded)?;
+    let seed_minor: u32 = seed.trim_start_matches('v').split('.').nth(1)?.parse().ok()?;
+    (seed_minor != own && seed_minor != next).then(|| {
+        format!(
+            "it was taken from etcd {recorded}, and the seed runs etcd {seed}, which cannot run its data (etcd moves \
+             one minor at a time and never below the version that wrote it): set spec.version to 3.{own}.x or \
+             3.{next}.x"
+        )
+    })
 }
 
 async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
@@ -147,12 +178,14 @@ async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
         let name = header(HEADER_BACKUP_NAME).unwrap_or_else(|| request.backup.clone());
         let revision = header(HEADER_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
         let stream = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
-        Ok(Source { name, revision, sha256: expected, stream })
+        Ok(Source { name, revision, sha256: expected, etcd_version: None, stream })
     } else {
         let storage = Storage::open(&request.from, &request.s3)?;
         let manifest = storage.manifest(&request.backup).await?;
         let stream = storage.data(&manifest).await?.map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
-        Ok(Source { name: manifest.info.name, revision: manifest.info.revision, sha256: manifest.info.sha256, stream })
+        let info = manifest.info;
+        let etcd_version = Some(info.etcd_version).filter(|v| !v.is_empty());
+        Ok(Source { name: info.name, revision: info.revision, sha256: info.sha256, etcd_version, stream })
     }
 }
 

@@ -360,6 +360,8 @@ fn restore_containers(
         // Only a restore from storage resolves `latest` itself and needs to report what it found (a flag that
         // older sidecar images, pinned in spec.backup.sidecarImage, would refuse).
         fetch_command.push(format!("--result-file={TERMINATION_LOG}"));
+        // No sidecar was asked which etcd version the backup came from: the fetch checks the seed version rule.
+        fetch_command.push(format!("--seed-version={}", release.version));
         if let Some(pvc) = &storage.pvc {
             volumes.push(Volume {
                 name: "restore-backups".into(),
@@ -682,6 +684,8 @@ mod tests {
         }
         assert!(command.contains(&"--s3-allow-http".to_string()) && command.contains(&"--s3-region=us-east-1".into()));
         assert!(command.contains(&format!("--result-file={TERMINATION_LOG}")), "the result is reported back");
+        let seed_version = format!("--seed-version={}", c.spec.version.trim_start_matches('v'));
+        assert!(command.contains(&seed_version), "no sidecar checked the version rule: the fetch does: {command:?}");
         assert!(!command.iter().any(|a| a.starts_with("--auth-token-file")), "no sidecar, no token");
         assert!(!command.iter().any(|a| a.contains("ACCESS_KEY")), "credentials never in arguments");
         let env = fetch.env.clone().unwrap();

@@ -81,7 +81,8 @@ pub fn behind(backup: &BackupInfo, stored: &[BackupInfo], highest_seen: Option<&
 /// An unreadable recorded version is no reason to refuse (backups of older sidecars record it too).
 pub fn seed_refused(backup: &str, backup_version: &str, target: crate::version::Version) -> Option<String> {
     let recorded = crate::version::Version::parse(backup_version)?;
-    if target.minor == recorded.minor || target.minor == recorded.minor + 1 {
+    let (own, next) = proto::backup::seed_minors(backup_version)?;
+    if target.minor == own || target.minor == next {
         return None;
     }
     Some(format!(

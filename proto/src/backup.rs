@@ -156,6 +156,18 @@ pub struct RestoreResult {
 /// retrying cannot help, and the controller stops and reports instead of trying again.
 pub const EXIT_CORRUPT_BACKUP: u8 = 3;
 
+/// The minors a seed may run to restore a backup taken from etcd `backup_version` (`3.5.35`, or `v3.5.35`): its
+/// own, or the next (etcd moves one minor at a time and never below the version that wrote the data). `None` when
+/// the recorded version cannot be read (backups of older sidecars): no reason to refuse.
+pub fn seed_minors(backup_version: &str) -> Option<(u32, u32)> {
+    let version = backup_version.trim().trim_start_matches('v');
+    let mut parts = version.split('.');
+    let (Some("3"), Some(minor), Some(patch)) = (parts.next(), parts.next(), parts.next()) else { return None };
+    let minor: u32 = minor.parse().ok()?;
+    patch.parse::<u32>().ok()?;
+    Some((minor, minor + 1))
+}
+
 /// The JSON body of every error response.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ApiErrorBody {

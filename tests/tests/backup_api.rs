@@ -83,6 +83,7 @@ async fn round_trip(backend: Backend) {
         output: out.path().join("snapshot.db"),
         token: None,
         s3: storage.s3.clone(),
+        seed_version: None,
     };
     let restored = restore(&request).await.unwrap();
     assert_eq!(restored.backup, second.name);
@@ -103,6 +104,24 @@ async fn round_trip(backend: Backend) {
     let older = restore_and_start(&from_storage.output).await.unwrap();
     assert_eq!(older.keys("/first/").await.unwrap().len(), 200);
     assert!(older.keys("/second/").await.unwrap().is_empty(), "the first backup predates /second/");
+
+    // A seed whose etcd cannot run the backup's data (not the recorded minor or the next) is refused from storage,
+    // before anything is written; its own minor is taken.
+    let recorded = first.etcd_version.clone();
+    let minor: u32 = recorded.split('.').nth(1).unwrap().parse().unwrap();
+    let too_new = RestoreRequest {
+        output: out.path().join("too-new.db"),
+        seed_version: Some(format!("3.{}.0", minor + 2)),
+        ..from_storage
+    };
+    let refused = restore(&too_new).await.expect_err("two minors ahead of the backup");
+    assert!(
+        matches!(&refused, backup_sidecar::restore::RestoreError::Refused { why, .. } if why.contains(&recorded)),
+        "{refused}"
+    );
+    assert!(!too_new.output.exists(), "nothing written for a refused backup");
+    let same = RestoreRequest { output: out.path().join("same.db"), seed_version: Some(recorded), ..too_new };
+    restore(&same).await.expect("the backup's own minor restores it");
 }
 
 #[tokio::test]
@@ -147,6 +166,7 @@ async fn v1_routes_require_the_token_health_and_metrics_do_not() {
         output: out.path().join("s.db"),
         token: None,
         s3: Default::default(),
+        seed_version: None,
     };
     let refused = restore(&request).await.unwrap_err().to_string();
     assert!(refused.contains("401"), "{refused}");
@@ -331,6 +351,7 @@ async fn a_snapshot_larger_than_one_compression_block_round_trips() {
         output: out.path().join("big.db"),
         token: None,
         s3: storage.s3.clone(),
+        seed_version: None,
     };
     assert_eq!(restore(&request).await.unwrap().size, info.raw_size);
     let revived = restore_and_start(&request.output).await.unwrap();

@@ -68,6 +68,7 @@ async fn backup_once_prints_its_backup_skips_an_unchanged_cluster_and_applies_re
         output: out.path().join("snapshot.db"),
         token: None,
         s3: Default::default(),
+        seed_version: None,
     };
     assert_eq!(restore(&request).await.unwrap().sha256, first.sha256);
     let revived = restore_and_start(&request.output).await.unwrap();

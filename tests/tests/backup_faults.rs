@@ -75,6 +75,7 @@ async fn corrupt_backup_is_refused(backend: Backend) {
             output: out.path().join("member").join("snapshot.db"),
             token: None,
             s3: storage.s3.clone(),
+            seed_version: None,
         };
         let error = restore(&request).await.unwrap_err().to_string();
         assert!(error.contains("corrupt") && error.contains(&info.name), "{from}: {error}");
