@@ -1,4 +1,4 @@
-//! The command line: `serve`, `backup-once` and `restore`.
+//! The command line: `serve`, `backup-once`, `restore` and `guard`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +35,35 @@ pub enum Command {
     BackupOnce(BackupArgs),
     /// Download, verify and write a snapshot file (for a restore init container).
     Restore(RestoreArgs),
+    /// Check that a member's volume is this member's before etcd starts on it (an init container); claim it when
+    /// empty. Exit code 4 and the reason on the termination log when it is refused.
+    Guard(GuardArgs),
+}
+
+/// Arguments of `guard`.
+#[derive(Args, Debug)]
+pub struct GuardArgs {
+    /// The volume's mount point.
+    #[arg(long)]
+    pub volume: PathBuf,
+    /// etcd's data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The EtcdCluster's UID.
+    #[arg(long)]
+    pub cluster_uid: String,
+    /// `namespace/name` of the EtcdCluster.
+    #[arg(long)]
+    pub cluster: String,
+    /// The member's name.
+    #[arg(long)]
+    pub member: String,
+    /// The member's etcd ID (hex), when known.
+    #[arg(long)]
+    pub member_id: Option<String>,
+    /// Where the verdict is also written (`/dev/termination-log`).
+    #[arg(long)]
+    pub result_file: Option<PathBuf>,
 }
 
 /// How to reach etcd.
@@ -226,6 +255,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&restored)?);
             Ok(())
+        }
+        Command::Guard(args) => {
+            let expected = crate::guard::Expected {
+                volume: args.volume,
+                data_dir: args.data_dir,
+                cluster_uid: args.cluster_uid,
+                cluster: args.cluster,
+                member: args.member,
+                member_id: args.member_id,
+            };
+            let verdict = crate::guard::check(&expected);
+            let said = match &verdict {
+                Ok(crate::guard::Verdict::Claimed) => format!("claimed the empty volume for {}", expected.member),
+                Ok(crate::guard::Verdict::Matches) => format!("the volume is {}'s", expected.member),
+                Err(error) => error.to_string(),
+            };
+            if let Some(path) = &args.result_file {
+                // Best effort: the verdict is also on stderr.
+                let _ = std::fs::write(path, &said);
+            }
+            eprintln!("guard: {said}");
+            verdict.map(|_| ()).map_err(anyhow::Error::from)
         }
     }
 }

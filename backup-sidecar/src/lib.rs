@@ -4,6 +4,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod etcd;
+pub mod guard;
 pub mod metrics;
 pub mod restore;
 pub mod retention;

@@ -42,6 +42,10 @@ pub enum ActError {
     /// The backup an upgrade takes before it starts failed: the upgrade does not start.
     #[error("the backup before the upgrade failed, so the upgrade did not start: {0}")]
     UpgradeBackup(String),
+    /// A member's claim cannot be used (retained from an earlier cluster of the same name, or retired): nothing
+    /// was created.
+    #[error("{0}")]
+    VolumeRefused(String),
     /// `spec.restore` cannot be used as it stands (a Secret that did not opt in, a source that does not exist):
     /// nothing was created.
     #[error("{0}")]
@@ -58,6 +62,7 @@ impl ActError {
             Self::NoBackup(_) => "NoUsableBackup",
             Self::UpgradeBackup(_) => "UpgradeBackupFailed",
             Self::SeedSource(_) => "RestoreSourceRefused",
+            Self::VolumeRefused(_) => "VolumeRefused",
         }
     }
 
@@ -70,6 +75,7 @@ impl ActError {
                 Some((op.clone(), shorten(&status.message, 400)))
             }
             Self::SeedSource(why) => Some(("creating the seed".into(), shorten(why, 400))),
+            Self::VolumeRefused(why) => Some(("mounting a member's claim".into(), shorten(why, 400))),
             _ => None,
         }
     }
@@ -141,6 +147,10 @@ pub async fn act(
         Action::Promote { .. } => members::promote(&step, action).await?,
         Action::RemoveMember { .. } => members::remove_member(&step, action).await?,
         Action::DeletePod { .. } => members::delete_pod(&step, action).await?,
+        Action::RestartOnClaim { .. } => volumes::restart_on_claim(&step, action).await?,
+        Action::DeleteFailedPod { .. } => volumes::delete_failed_pod(&step, action).await?,
+        Action::RecordMemberId { .. } => volumes::record_member_id(&step, action).await?,
+        Action::RetireClaim { .. } => volumes::retire_claim(&step, action).await?,
         Action::StartRecovery { .. } => recovery::start_recovery(&step, action).await?,
         Action::DeleteLostMember { .. } => recovery::delete_lost_member(&step, action).await?,
         Action::AbandonRecovery { .. } => recovery::abandon_recovery(&step, action).await?,
@@ -195,6 +205,7 @@ mod events;
 mod members;
 mod recovery;
 mod upgrade;
+mod volumes;
 
 pub use events::{EVENT_NOTE_MAX, event, member_event, publish};
 pub use recovery::{RESTORE_TOKEN_LABEL, max_backup_age, restore_token};

@@ -61,6 +61,8 @@ pub struct MemberPod {
     /// The hash of the settings it was rendered with (see [`crate::pod::settings_of`]);
     /// `None` for a pod created by a controller that did not record it.
     pub settings: Option<String>,
+    /// Why its guard refused the volume mounted as its data, when it did: etcd is not started on it.
+    pub volume_refused: Option<String>,
 }
 
 /// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
@@ -110,6 +112,7 @@ impl MemberPod {
             restart_never: false,
             rolled: None,
             settings: None,
+            volume_refused: None,
         }
     }
 
@@ -201,6 +204,74 @@ pub struct Observed {
     pub cluster_version: Option<crate::version::Version>,
     /// The upgrade in progress, as recorded in status.
     pub upgrade: Option<proto::cluster::UpgradeStatus>,
+    /// The member claims labelled as this cluster's (`spec.storage`).
+    pub claims: Vec<Claim>,
+    /// The lowest etcd version the members last reported (status `currentVersion`): what a member created again on
+    /// its volume runs when no member answers.
+    pub current_version: Option<crate::version::Version>,
+}
+
+/// A member's PersistentVolumeClaim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The claim's name.
+    pub name: String,
+    /// Its member (the member label).
+    pub member: String,
+    /// Made for this EtcdCluster (its UID annotation): a claim retained from an earlier cluster of the same name is
+    /// never used, nor deleted.
+    pub ours: bool,
+    /// Its member's etcd ID, recorded once etcd listed the member as started: from then on it holds that member's
+    /// data.
+    pub member_id: Option<u64>,
+    /// Its phase.
+    pub phase: ClaimPhase,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Retired: its member was removed from etcd (its data can never rejoin), and it is kept only because the
+    /// retention policy says so. Never used again.
+    pub retired: bool,
+    /// Its capacity once bound.
+    pub capacity: Option<String>,
+}
+
+/// A claim's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimPhase {
+    /// Not bound yet (waiting for its first pod, or for a volume).
+    Pending,
+    /// Bound to a volume.
+    Bound,
+    /// Its volume is gone.
+    Lost,
+}
+
+impl Claim {
+    /// A claim of this cluster, bound, for `member`.
+    pub fn new(member: &str, member_id: Option<u64>) -> Self {
+        Self {
+            name: crate::pod::claim_name(member),
+            member: member.into(),
+            ours: true,
+            member_id,
+            phase: ClaimPhase::Bound,
+            deleting: false,
+            retired: false,
+            capacity: None,
+        }
+    }
+
+    /// Whether its member can run on it: ours, not retired or being deleted, its volume not lost.
+    pub fn usable(&self) -> bool {
+        self.ours && !self.retired && !self.deleting && self.phase != ClaimPhase::Lost
+    }
+}
+
+impl Observed {
+    /// The claim of `member`, if it has one.
+    pub fn claim_of(&self, member: &str) -> Option<&Claim> {
+        self.claims.iter().find(|c| c.member == member)
+    }
 }
 
 /// Whether the recovery `recorded` has deleted nothing yet: it lists the lost pods (a record of an older
@@ -241,6 +312,15 @@ pub enum ObserveError {
     /// The API server did not answer.
     #[error("listing the pods of {cluster}: {source}")]
     Pods {
+        /// The cluster.
+        cluster: String,
+        /// The underlying error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server did not answer.
+    #[error("listing the claims of {cluster}: {source}")]
+    Claims {
         /// The cluster.
         cluster: String,
         /// The underlying error.
@@ -312,6 +392,7 @@ pub async fn observe(
                 restart_never: pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never"),
                 rolled: upgrade_started.and_then(|since| rolled(pod, since.0, now)),
                 settings: pod.annotations().get(crate::pod::SETTINGS_HASH).cloned(),
+                volume_refused: volume_refusal(pod),
             }
         })
         .collect();
@@ -380,6 +461,7 @@ pub async fn observe(
         }
     };
 
+    let claims = observe_claims(client, cluster).await?;
     let status = cluster.status.clone().unwrap_or_default();
     let seen = pods.iter().map(|p| p.name.as_str()).chain(match &etcd {
         EtcdView::Members(members) => members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
@@ -414,9 +496,53 @@ pub async fn observe(
             cluster_version: cluster_version
                 .or_else(|| status.cluster_version.as_deref().and_then(crate::version::Version::parse)),
             upgrade: status.upgrade.clone(),
+            claims,
+            current_version: status.current_version.as_deref().and_then(crate::version::Version::parse),
         },
         addresses,
     ))
+}
+
+/// The member claims labelled as `cluster`'s.
+async fn observe_claims(
+    client: &kube::Client,
+    cluster: &proto::cluster::EtcdCluster,
+) -> Result<Vec<Claim>, ObserveError> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::ResourceExt;
+    use kube::api::{Api, ListParams};
+
+    use crate::labels::{CLUSTER_LABEL, MEMBER_LABEL};
+    let name = cluster.name_any();
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_else(|| "default".into()));
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name},{MEMBER_LABEL}")))
+        .await
+        .map_err(|source| ObserveError::Claims { cluster: name.clone(), source })?;
+    let uid = cluster.uid().unwrap_or_default();
+    Ok(listed.items.iter().filter_map(|claim| claim_of(claim, &uid)).collect())
+}
+
+/// What `claim` says, for a cluster whose UID is `uid`.
+pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: &str) -> Option<Claim> {
+    use kube::ResourceExt;
+    let member = claim.labels().get(crate::labels::MEMBER_LABEL)?.clone();
+    let status = claim.status.as_ref();
+    Some(Claim {
+        name: claim.name_any(),
+        member,
+        ours: claim.annotations().get(crate::pod::CLAIM_CLUSTER_UID).is_some_and(|u| u == uid),
+        member_id: claim.annotations().get(crate::pod::CLAIM_MEMBER_ID).and_then(|id| u64::from_str_radix(id, 16).ok()),
+        phase: match status.and_then(|s| s.phase.as_deref()) {
+            Some("Bound") => ClaimPhase::Bound,
+            Some("Lost") => ClaimPhase::Lost,
+            _ => ClaimPhase::Pending,
+        },
+        deleting: claim.metadata.deletion_timestamp.is_some(),
+        retired: claim.annotations().contains_key(crate::pod::CLAIM_RETIRED),
+        capacity: status.and_then(|s| s.capacity.as_ref()?.get("storage")).map(|q| q.0.clone()),
+    })
 }
 
 /// The cluster version the member at `client_url` reports on `/version` (`etcdcluster`; `not_decided` while a new
@@ -434,8 +560,8 @@ async fn cluster_version_at(client_url: &str, timeout: std::time::Duration) -> O
 mod pods;
 
 pub use pods::{
-    ETCD_CONTAINER, FETCH_CONTAINER, RESTORE_CONTAINER, etcd_restarts, node_down_for, pod_failure, pod_state,
-    restore_refusal, restore_result, rolled, stuck_reason,
+    ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER, etcd_restarts, node_down_for, pod_failure,
+    pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal,
 };
 
 #[cfg(test)]
@@ -464,6 +590,40 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_guard_refusal_is_read_from_the_guard_now_or_its_last_run_and_a_claim_from_its_object() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "demo-0001" },
+            "status": { "phase": "Pending", "initContainerStatuses": [{
+                "name": GUARD_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+                "lastState": { "terminated": { "exitCode": 4,
+                    "message": "volume refused: it belongs to cluster ns/other (uid u2), not to ns/demo (uid u1)" } }
+            }] }
+        }))
+        .unwrap();
+        assert!(volume_refusal(&pod).unwrap().contains("belongs to cluster ns/other"));
+        let mut other = pod.clone();
+        let status = &mut other.status.as_mut().unwrap().init_container_statuses.as_mut().unwrap()[0];
+        status.last_state.as_mut().unwrap().terminated.as_mut().unwrap().exit_code = 1;
+        assert_eq!(volume_refusal(&other), None, "a guard that could not read its volume is no verdict");
+
+        let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "data-demo-0001",
+                "labels": { crate::labels::MEMBER_LABEL: "demo-0001" },
+                "annotations": { crate::pod::CLAIM_CLUSTER_UID: "u1", crate::pod::CLAIM_MEMBER_ID: "8e9e05c52164694d" } },
+            "status": { "phase": "Bound", "capacity": { "storage": "1Gi" } }
+        }))
+        .unwrap();
+        let read = claim_of(&claim, "u1").unwrap();
+        assert_eq!(
+            (read.member.as_str(), read.member_id, read.phase),
+            ("demo-0001", Some(0x8e9e05c52164694d), ClaimPhase::Bound)
+        );
+        assert!(read.usable() && read.capacity.as_deref() == Some("1Gi"));
+        assert!(!claim_of(&claim, "u2").unwrap().usable(), "made for an earlier cluster of the same name");
+    }
 
     #[test]
     fn member_names_round_trip_and_sort_numerically() {

@@ -25,6 +25,8 @@ pub struct Desired {
     pub etcd: WantedEtcd,
     /// Whether backups are configured: an upgrade takes one before it touches a member.
     pub backups: bool,
+    /// `spec.storage`'s retention policy, when members get claims.
+    pub storage: Option<proto::cluster::ClaimRetention>,
 }
 
 /// The etcd `spec.version` and `spec.repository` ask for.
@@ -58,6 +60,7 @@ impl Desired {
             recovery: Recovery::from_spec(spec),
             etcd: WantedEtcd::new(&spec.repository, &spec.version),
             backups: spec.backup.is_some(),
+            storage: spec.storage.as_ref().map(|s| s.retention_policy),
         }
     }
 }
@@ -197,6 +200,15 @@ pub enum WaitReason {
     },
     /// Every member runs the target; etcd has not moved the cluster version to it yet (it does within seconds).
     UpgradeFinishing(String),
+    /// Quorum is lost, and a majority of the voting members have their data on usable claims: they are created
+    /// again on them (or are starting); no loss is timed, and no restore is started, which would give up what they
+    /// hold.
+    MembersOnVolumes {
+        /// The voting members on usable claims.
+        members: Vec<String>,
+        /// Voting members.
+        voters: usize,
+    },
 }
 
 /// The single next step.
@@ -244,6 +256,40 @@ pub enum Action {
     DeletePod {
         /// The pod.
         name: String,
+    },
+    /// Create the pod of a member again on its claim, under its name: etcd restarts as the same member, on its data
+    /// (no removal, no snapshot transfer, no restore). Evidence ([`volumes`]): the claim is this cluster's, records
+    /// the member's etcd ID, is not retired and its volume not lost; etcd, when it answers, lists that ID.
+    RestartOnClaim {
+        /// The member.
+        name: String,
+        /// Its etcd ID (the guard checks the volume holds that member).
+        id: u64,
+        /// The etcd it runs.
+        release: Release,
+    },
+    /// Delete the failed pod (evicted, or a restored seed whose etcd exited) of a member on a usable claim, so that
+    /// it is created again on it.
+    DeleteFailedPod {
+        /// The pod.
+        name: String,
+        /// Its member's etcd ID, as its claim records it.
+        id: u64,
+    },
+    /// Record on a member's claim its etcd ID, now that etcd lists it as started.
+    RecordMemberId {
+        /// The member.
+        name: String,
+        /// Its etcd ID.
+        id: u64,
+    },
+    /// A claim whose member etcd no longer lists and whose pod is gone: mark it retired (never mounted again), and
+    /// delete it when `delete` (`whenScaled: Delete`).
+    RetireClaim {
+        /// The member.
+        name: String,
+        /// Whether it is deleted too.
+        delete: bool,
     },
     /// Quorum has been lost for longer than the grace period: choose a backup (a fresh one from any member that
     /// still answers, else the newest) and record it, before anything is deleted.
@@ -359,6 +405,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if let Some(first_index) = observed.recovering {
         return recovery::recover(desired, observed, first_index);
     }
+    if let Some(step) = volumes::restart(desired, observed) {
+        return step;
+    }
     let members = match &observed.etcd {
         EtcdView::Members(members) if !members.is_empty() => members,
         EtcdView::Members(_) => {
@@ -393,6 +442,7 @@ fn remove(member: &Member, reason: RemoveReason) -> Action {
 mod members;
 mod recovery;
 mod upgrade;
+mod volumes;
 
 pub use members::new_member_release;
 pub use recovery::{SEED_RETRY_AFTER, SEED_RETRY_MAX, seed_retry_after};

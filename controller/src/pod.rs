@@ -1,14 +1,15 @@
-//! The member pod: one etcd process on an emptyDir data directory, reachable by a stable DNS name through the
-//! headless service. A crashed or OOM-killed etcd restarts in place on its data (`restartPolicy: Always`; the
-//! emptyDir lives as long as the pod); only a restored seed runs with `restartPolicy: Never`, because its restore
+//! The member pod: one etcd process on its data directory (the member's claim with `spec.storage`, else an emptyDir),
+//! reachable by a stable DNS name through the headless service. A crashed or OOM-killed etcd restarts in place on
+//! its data (`restartPolicy: Always`); only a restored seed runs with `restartPolicy: Never`, because its restore
 //! (etcd's tool refuses a data directory that exists) cannot run a second time when the kubelet re-runs init
-//! containers.
+//! containers. A pod on a claim is disposable: created again under the same name on the claim, it is the same
+//! member.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource, TCPSocketAction, Toleration,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource,
+    TCPSocketAction, Toleration, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -18,7 +19,7 @@ use proto::cluster::{BackupStorage, EtcdCluster};
 
 use crate::backup;
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
-use crate::observe::{ETCD_CONTAINER, FETCH_CONTAINER, RESTORE_CONTAINER};
+use crate::observe::{ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER};
 use crate::version::Version;
 
 /// Where the member's volume is mounted.
@@ -150,6 +151,8 @@ pub fn settings_of(pod: &Pod) -> String {
         "affinity": spec.affinity,
         "tolerations": spec.tolerations,
         "nodeSelector": spec.node_selector,
+        // Moving a member between an emptyDir and a claim is a change of what it runs on.
+        "claim": spec.volumes.iter().flatten().any(|v| v.name == "data" && v.persistent_volume_claim.is_some()),
         "topologySpreadConstraints": spec.topology_spread_constraints,
     });
     let digest = Sha256::digest(rendered.to_string().as_bytes());
@@ -164,7 +167,8 @@ pub fn settings_hash(cluster: &EtcdCluster) -> String {
     // The owner reference (which needs a UID) is no part of the hash.
     let mut cluster = cluster.clone();
     cluster.metadata.uid.get_or_insert_with(|| "settings".into());
-    let pod = member_pod(&cluster, "member", &[], &Join::Existing, &release);
+    let volume = DataVolume::of_spec(&cluster.spec, "settings");
+    let pod = member_pod(&cluster, "member", &[], &Join::Existing, &release, &volume);
     pod.metadata.annotations.and_then(|mut a| a.remove(SETTINGS_HASH)).unwrap_or_default()
 }
 
@@ -176,6 +180,7 @@ pub fn member_pod(
     initial_cluster: &[String],
     join: &Join,
     release: &Release,
+    volume: &DataVolume,
 ) -> Pod {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
@@ -209,14 +214,31 @@ pub fn member_pod(
         Join::Existing => command.push("--initial-cluster-state=existing".into()),
     }
     let image = release.image.clone();
-    let mut volumes =
-        vec![Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let data = match volume {
+        DataVolume::EmptyDir => {
+            Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
+        }
+        DataVolume::Claim { .. } => Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name(member),
+                read_only: None,
+            }),
+            ..Default::default()
+        },
+    };
+    let mut volumes = vec![data];
     let mut init_containers = Vec::new();
+    if let DataVolume::Claim { sidecar_image, member_id } = volume {
+        init_containers.push(guard_container(cluster, member, sidecar_image, *member_id));
+    }
     if let Join::New { token, restore: Some(restore) } = join {
         let (containers, extra) = restore_containers(cluster, member, token, restore, release);
-        init_containers = containers;
+        init_containers.extend(containers);
         volumes.extend(extra);
     }
+    // A restored seed's restore cannot run twice (etcd's tool refuses a data directory that exists).
+    let restores = matches!(join, Join::New { restore: Some(_), .. });
 
     let container = Container {
         name: ETCD_CONTAINER.into(),
@@ -289,7 +311,7 @@ pub fn member_pod(
         spec: Some(PodSpec {
             hostname: Some(member.to_string()),
             subdomain: Some(name.clone()),
-            restart_policy: Some(if init_containers.is_empty() { "Always" } else { "Never" }.into()),
+            restart_policy: Some(if restores { "Never" } else { "Always" }.into()),
             init_containers: (!init_containers.is_empty()).then_some(init_containers),
             containers: vec![container],
             volumes: Some(volumes),
@@ -306,6 +328,114 @@ pub fn member_pod(
     let settings = settings_of(&pod);
     pod.metadata.annotations.get_or_insert_with(Default::default).insert(SETTINGS_HASH.into(), settings);
     pod
+}
+
+/// What a member's data directory lives on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataVolume {
+    /// An emptyDir: the data dies with the pod.
+    EmptyDir,
+    /// Its claim ([`claim_name`]), checked by a guard before etcd starts.
+    Claim {
+        /// The image with `etcd-backup-sidecar`, which runs the guard.
+        sidecar_image: String,
+        /// The member's etcd ID, when known: the guard records it, and refuses a volume of another member ID.
+        member_id: Option<u64>,
+    },
+}
+
+impl DataVolume {
+    /// What a new member of a cluster with `spec` gets: a claim when `spec.storage` is set.
+    pub fn of_spec(spec: &proto::cluster::EtcdClusterSpec, sidecar_image: &str) -> Self {
+        match spec.storage {
+            Some(_) => Self::Claim { sidecar_image: sidecar_image.into(), member_id: None },
+            None => Self::EmptyDir,
+        }
+    }
+}
+
+/// The claim of member `member`: `data-<member>`.
+pub fn claim_name(member: &str) -> String {
+    format!("data-{member}")
+}
+
+/// The annotation on a member's claim naming the UID of the EtcdCluster it was made for.
+pub const CLAIM_CLUSTER_UID: &str = "kube-etcd-controller.dev/cluster-uid";
+/// The annotation on a member's claim naming its member's etcd ID (hex), once etcd listed the member as started:
+/// from then on the claim holds that member's data, and a pod created again on it restarts that member.
+pub const CLAIM_MEMBER_ID: &str = "kube-etcd-controller.dev/member-id";
+
+/// The annotation on a claim whose member was removed from etcd (its value says why): its data can never rejoin, and
+/// it is never mounted again; it stays only when the retention policy keeps it.
+pub const CLAIM_RETIRED: &str = "kube-etcd-controller.dev/retired";
+
+/// The claim of member `member` of `cluster` (`spec.storage`, which must be set): labelled as the cluster's and the
+/// member's, annotated with the cluster's UID, and owned by the EtcdCluster only when `whenDeleted` is `Delete` (so
+/// that deleting it deletes them).
+pub fn member_claim(cluster: &EtcdCluster, member: &str) -> Option<PersistentVolumeClaim> {
+    let storage = cluster.spec.storage.as_ref()?;
+    let mut labels = storage.labels.clone();
+    labels.extend(cluster_labels(&cluster.name_any()));
+    labels.insert(MEMBER_LABEL.to_string(), member.to_string());
+    let delete_with_cluster = storage.retention_policy.when_deleted == proto::cluster::Retention::Delete;
+    Some(PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(claim_name(member)),
+            namespace: cluster.namespace(),
+            labels: Some(labels),
+            annotations: Some([(CLAIM_CLUSTER_UID.to_string(), cluster.uid().unwrap_or_default())].into()),
+            owner_references: delete_with_cluster.then(|| vec![owner(cluster)]),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(storage.access_modes.iter().map(|m| m.as_str().to_string()).collect()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity(storage.size.clone()))].into()),
+                ..Default::default()
+            }),
+            storage_class_name: storage.storage_class_name.clone(),
+            selector: storage.selector.clone(),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The init container that checks, before etcd starts, that the claim mounted is this member's
+/// (`etcd-backup-sidecar guard`): it claims an empty volume, and refuses (exit 4, the reason in its termination
+/// message) one that belongs to another cluster or member or holds data it did not write.
+fn guard_container(cluster: &EtcdCluster, member: &str, sidecar_image: &str, member_id: Option<u64>) -> Container {
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let mut command = vec![
+        "etcd-backup-sidecar".to_string(),
+        "guard".into(),
+        format!("--volume={VOLUME_DIR}"),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--cluster-uid={}", cluster.uid().unwrap_or_default()),
+        format!("--cluster={namespace}/{}", cluster.name_any()),
+        format!("--member={member}"),
+        format!("--result-file={TERMINATION_LOG}"),
+    ];
+    if let Some(id) = member_id {
+        command.push(format!("--member-id={id:x}"));
+    }
+    Container {
+        name: GUARD_CONTAINER.into(),
+        image: Some(sidecar_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(command),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: VOLUME_DIR.into(),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some([("cpu", "10m"), ("memory", "16Mi")].map(|(k, v)| (k.into(), Quantity(v.into()))).into()),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
 }
 
 /// The node conditions under which Kubernetes' taint manager would evict a member (300 s by default), which a
@@ -448,7 +578,7 @@ mod tests {
     /// The pod `member_pod` renders for the release the cluster's spec names.
     fn pod_of(c: &EtcdCluster, member: &str, initial: &[String], join: &Join) -> Pod {
         let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
-        member_pod(c, member, initial, join, &release)
+        member_pod(c, member, initial, join, &release, &DataVolume::EmptyDir)
     }
 
     fn command(pod: &Pod) -> Vec<String> {
@@ -527,12 +657,14 @@ mod tests {
         assert_eq!(hash(&joiner), wanted);
         for version in ["3.6.16", "3.7.3"] {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            let other = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release);
+            let other =
+                member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
             assert_eq!(hash(&other), wanted, "{version}: its version's flags are the upgrade's business");
         }
         // Born at 3.4, it keeps the exec probe that fails under NOSPACE: not what a 3.5 spec renders (review S10).
         let release = Release::of("quay.io/coreos/etcd", Version::parse("3.4.23").unwrap());
-        let born_at_34 = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release);
+        let born_at_34 =
+            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
         assert_ne!(hash(&born_at_34), wanted, "a 3.4-born member runs the old probe");
         c.spec.etcd.auto_compaction_retention = "2h".into();
         assert_ne!(settings_hash(&c), wanted, "compaction is a setting");
@@ -765,11 +897,75 @@ mod tests {
     }
 
     #[test]
+    fn a_member_on_a_claim_mounts_it_behind_a_guard_and_the_claim_follows_the_retention_policy() {
+        let mut c = cluster("demo", 3);
+        c.spec.storage = Some(
+            serde_json::from_value(serde_json::json!({ "size": "8Gi", "storageClassName": "zonal", "labels": {
+                "team": "a", "kube-etcd-controller.dev/cluster": "spoofed"
+            } }))
+            .unwrap(),
+        );
+        let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
+        let volume = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(0xabc) };
+        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &volume);
+        let spec = pod.spec.unwrap();
+        let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
+        assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-demo-0001");
+        assert!(data.empty_dir.is_none());
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"), "a crash restarts etcd on its volume");
+        let guard = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(guard.name, GUARD_CONTAINER);
+        assert_eq!(guard.image.as_deref(), Some("sidecar:1"));
+        let command = guard.command.clone().unwrap();
+        for arg in ["guard", "--cluster-uid=uid-demo", "--cluster=ns/demo", "--member=demo-0001", "--member-id=abc"] {
+            assert!(command.contains(&arg.to_string()), "{arg} in {command:?}");
+        }
+        assert!(
+            command.contains(&format!("--data-dir={DATA_DIR}")) && command.contains(&format!("--volume={VOLUME_DIR}"))
+        );
+
+        let claim = member_claim(&c, "demo-0001").unwrap();
+        assert_eq!(claim.metadata.name.as_deref(), Some("data-demo-0001"));
+        let labels = claim.metadata.labels.unwrap();
+        assert_eq!(labels[crate::labels::CLUSTER_LABEL], "demo", "the controller's labels win");
+        assert_eq!((labels[MEMBER_LABEL].as_str(), labels["team"].as_str()), ("demo-0001", "a"));
+        assert_eq!(claim.metadata.annotations.unwrap()[CLAIM_CLUSTER_UID], "uid-demo");
+        assert!(
+            claim.metadata.owner_references.is_none(),
+            "whenDeleted: Retain by default: deleting the cluster keeps it"
+        );
+        let claim_spec = claim.spec.unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("zonal"));
+        assert_eq!(claim_spec.access_modes.unwrap(), vec!["ReadWriteOnce".to_string()]);
+        assert_eq!(claim_spec.resources.unwrap().requests.unwrap()["storage"].0, "8Gi");
+        c.spec.storage.as_mut().unwrap().retention_policy.when_deleted = proto::cluster::Retention::Delete;
+        let owned = member_claim(&c, "demo-0001").unwrap();
+        assert_eq!(owned.metadata.owner_references.unwrap()[0].uid, "uid-demo", "deleted with the cluster when asked");
+        c.spec.storage = None;
+        assert!(member_claim(&c, "demo-0001").is_none());
+    }
+
+    #[test]
+    fn moving_members_onto_claims_is_a_change_of_settings() {
+        let mut c = cluster("demo", 3);
+        let without = settings_hash(&c);
+        c.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
+        assert_ne!(settings_hash(&c), without);
+        // The member ID the guard is given is the member's, no setting.
+        let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
+        let on = |id| DataVolume::Claim { sidecar_image: "s".into(), member_id: id };
+        let a = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &on(None));
+        let b = member_pod(&c, "demo-0002", &[], &Join::Existing, &release, &on(Some(7)));
+        assert_eq!(settings_of(&a), settings_of(&b));
+        assert_eq!(settings_of(&a), settings_hash(&c));
+    }
+
+    #[test]
     fn a_member_runs_the_release_it_is_given_with_that_versions_flags() {
         let c = cluster("demo", 3);
         let at = |version: &str| {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release)
+            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir)
         };
         let image = |pod: &Pod| pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
         assert_eq!(image(&at("3.4.23")), "quay.io/coreos/etcd:v3.4.23", "not the spec's version: the plan's choice");

@@ -179,8 +179,34 @@ pub fn derive(
             previous.highest_revision_seen.as_ref(),
             &now,
         ),
+        claims: claims(observed),
         conditions,
     }
+}
+
+/// Each member claim as the API server shows it, with its guard's refusal.
+fn claims(observed: &Observed) -> Vec<proto::cluster::MemberClaim> {
+    let mut claims: Vec<proto::cluster::MemberClaim> = observed
+        .claims
+        .iter()
+        .map(|c| proto::cluster::MemberClaim {
+            member: c.member.clone(),
+            claim: c.name.clone(),
+            phase: match c.phase {
+                _ if c.deleting => "Terminating",
+                _ if !c.ours => "NotOurs",
+                _ if c.retired => "Retired",
+                crate::observe::ClaimPhase::Pending => "Pending",
+                crate::observe::ClaimPhase::Bound => "Bound",
+                crate::observe::ClaimPhase::Lost => "Lost",
+            }
+            .into(),
+            capacity: c.capacity.clone(),
+            refused: observed.pods.iter().find(|p| p.name == c.member).and_then(|p| p.volume_refused.clone()),
+        })
+        .collect();
+    claims.sort_by(|a, b| a.member.cmp(&b.member));
+    claims
 }
 
 /// How often the highest revision seen is written while it moves: each write of status wakes the controller again,

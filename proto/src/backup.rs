@@ -156,6 +156,29 @@ pub struct RestoreResult {
 /// retrying cannot help, and the controller stops and reports instead of trying again.
 pub const EXIT_CORRUPT_BACKUP: u8 = 3;
 
+/// Exit code of `etcd-backup-sidecar guard` when the member's volume belongs to another cluster or member, or holds
+/// data it did not write: etcd is not started on it, and the controller reports the claim instead of retrying.
+pub const EXIT_WRONG_VOLUME: u8 = 4;
+
+/// The file `etcd-backup-sidecar guard` keeps at the root of a member's volume, beside the data directory: whose
+/// volume it is. Written on the first start (on an empty volume), checked on every start after.
+pub const GUARD_FILE: &str = "kube-etcd-controller-guard.json";
+
+/// What [`GUARD_FILE`] holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeGuard {
+    /// The EtcdCluster's UID (a cluster deleted and created again under the same name has another).
+    pub cluster_uid: String,
+    /// `namespace/name` of the EtcdCluster, for people.
+    pub cluster: String,
+    /// The member (pod) name.
+    pub member: String,
+    /// etcd's member ID (hex), once the controller knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+}
+
 /// The minors a seed may run to restore a backup taken from etcd `backup_version` (`3.5.35`, or `v3.5.35`): its
 /// own, or the next (etcd moves one minor at a time and never below the version that wrote the data). `None` when
 /// the recorded version cannot be read (backups of older sidecars): no reason to refuse.

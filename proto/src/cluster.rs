@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,101 @@ pub struct EtcdClusterSpec {
     /// set, otherwise wait for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryPolicy>,
+    /// A PersistentVolumeClaim per member, mounted as its data directory: a member whose pod is deleted (or every
+    /// member at once) comes back on its volume as the same member, with its data. Absent: members keep their data
+    /// in an emptyDir, which dies with the pod (for tests and caches only: deleting every member pod at once then
+    /// leaves the data only in backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<MemberStorage>,
+}
+
+/// The claim each member gets, shaped after a StatefulSet's `volumeClaimTemplates` entry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStorage {
+    /// Requested size of each member's volume (`8Gi`). Keep `spec.etcd.quotaBackendBytes` well below it: etcd's
+    /// database, its WAL and snapshots share the volume.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// Storage class of the claims; absent: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Access modes of the claims. Default: `ReadWriteOnce`.
+    #[serde(default = "default_access_modes")]
+    #[schemars(length(min = 1))]
+    pub access_modes: Vec<AccessMode>,
+    /// Selects which existing volumes the claims may bind to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Extra labels on the claims (the controller's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// What happens to claims when their member is removed or the cluster deleted.
+    #[serde(default)]
+    pub retention_policy: ClaimRetention,
+}
+
+/// A claim's access mode.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Mounted read-write by one node.
+    ReadWriteOnce,
+    /// Mounted read-write by one pod.
+    ReadWriteOncePod,
+    /// Mounted read-write by many nodes (each member still has its own claim).
+    ReadWriteMany,
+}
+
+impl AccessMode {
+    /// As Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadWriteOncePod => "ReadWriteOncePod",
+            Self::ReadWriteMany => "ReadWriteMany",
+        }
+    }
+}
+
+fn default_access_modes() -> Vec<AccessMode> {
+    vec![AccessMode::ReadWriteOnce]
+}
+
+/// What happens to member claims, as a StatefulSet's `persistentVolumeClaimRetentionPolicy` says it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetention {
+    /// The claim of a member removed from the cluster (a scale-down, or a member replaced because it could not
+    /// come back on its volume). Default: `Delete` (a removed member's data can never rejoin: etcd refuses it).
+    #[serde(default = "delete")]
+    pub when_scaled: Retention,
+    /// The claims when the EtcdCluster is deleted. Default: `Retain` (deleting the resource never deletes data
+    /// unless asked); retained claims are never used by a later cluster of the same name (their guard refuses).
+    #[serde(default = "retain")]
+    pub when_deleted: Retention,
+}
+
+impl Default for ClaimRetention {
+    fn default() -> Self {
+        Self { when_scaled: Retention::Delete, when_deleted: Retention::Retain }
+    }
+}
+
+fn delete() -> Retention {
+    Retention::Delete
+}
+
+fn retain() -> Retention {
+    Retention::Retain
+}
+
+/// Keep or delete.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep the claim (and its data).
+    Retain,
+    /// Delete the claim (its volume follows its storage class's reclaim policy).
+    Delete,
 }
 
 /// etcd's space quota and history compaction, for every member.
@@ -431,9 +526,31 @@ pub struct EtcdClusterStatus {
     /// a recovery never restores a backup below it, which would give up writes the cluster acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub highest_revision_seen: Option<ServedRevision>,
+    /// Each member's claim (`spec.storage`), as the API server shows it: what the members run on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<MemberClaim>,
     /// `Available`, `Progressing`, `Degraded` and `BackupReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A member's PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClaim {
+    /// The member.
+    pub member: String,
+    /// The claim.
+    pub claim: String,
+    /// Its phase (`Pending`, `Bound`, `Lost`); or `Terminating`; `Retired` (its member was removed, and the policy
+    /// keeps it); `NotOurs` (retained from an earlier cluster of the same name: never used).
+    pub phase: String,
+    /// Its capacity, once bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// Why its member cannot run on it, when it cannot (its guard refused the volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// An upgrade that completed.

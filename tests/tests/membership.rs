@@ -20,6 +20,7 @@ fn desired(size: u32) -> Desired {
         recovery: Recovery::NoBackups,
         etcd: WantedEtcd::new("quay.io/coreos/etcd", proto::cluster::DEFAULT_ETCD_VERSION),
         backups: false,
+        storage: None,
     }
 }
 
@@ -172,6 +173,8 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         alarms_read: true,
         cluster_version: None,
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     let action = plan(&desired(3), &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -212,6 +215,8 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         alarms_read: true,
         cluster_version: None,
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     let Action::RemoveMember { id, .. } = plan(&desired(2), &observed) else { panic!("no removal") };
     assert_ne!(id, leader, "the leader goes last");
@@ -258,6 +263,8 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         alarms_read: true,
         cluster_version: None,
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     assert_eq!(
         plan(&desired(4), &observed),

@@ -1,6 +1,7 @@
 //! Carrying out membership steps: the seed, learners, promotions, removals, and the pods that go with them.
 
 use super::*;
+use crate::pod::DataVolume;
 
 pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
     let Action::CreateSeed { name: member, release } = action else { return Ok(()) };
@@ -18,7 +19,8 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
     let restored = seed.as_ref().map(|(_, from)| from);
     let restore = seed.as_ref().map(|(restore, _)| restore.clone());
     let join = Join::New { token: token.clone(), restore };
-    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release);
+    let volume = super::volumes::data_volume(step, member).await?;
+    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release, &volume);
     // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
     // burns no member name.
     try_create(pods, &pod).await?;
@@ -49,7 +51,8 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     // that could never start (and burns no name).
     let mut initial = members.clone();
     initial.push(member.clone());
-    let pod = member_pod(cluster, member, &initial, &Join::Existing, release);
+    let volume = super::volumes::data_volume(step, member).await?;
+    let pod = member_pod(cluster, member, &initial, &Join::Existing, release, &volume);
     try_create(pods, &pod).await?;
     let mut membership = Membership::connect(endpoints, etcd_timeout).await?;
     let id = match membership.add_learner(&peer_url(member, name, namespace)).await {
@@ -59,7 +62,12 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     // Recorded only once etcd took the member: a refused add burns no name, and a crash before this
     // line leaves the name in etcd's member list, where the next observation finds it.
     reserve(client, cluster, member, None, None).await?;
-    create(pods, &pod).await?;
+    // The guard records the member ID on its first start.
+    let volume = match volume {
+        DataVolume::Claim { sidecar_image, .. } => DataVolume::Claim { sidecar_image, member_id: Some(id) },
+        empty => empty,
+    };
+    create(pods, &member_pod(cluster, member, &initial, &Join::Existing, release, &volume)).await?;
     let note = format!("added {member} ({id:x}) as a learner, running etcd {}", release.version);
     publish(recorder, cluster, member_event("MemberAdded", note, namespace, member)).await;
     Ok(())
@@ -69,7 +77,8 @@ pub(super) async fn create_member_pod(step: &Step<'_>, action: &Action) -> Resul
     let Action::CreateMemberPod { name: member, release } = action else { return Ok(()) };
     let Step { cluster, namespace, pods, members, .. } = step;
     let recorder = &step.ctx.recorder;
-    create(pods, &member_pod(cluster, member, members, &Join::Existing, release)).await?;
+    let volume = super::volumes::data_volume(step, member).await?;
+    create(pods, &member_pod(cluster, member, members, &Join::Existing, release, &volume)).await?;
     publish(
         recorder,
         cluster,
@@ -105,7 +114,11 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
         return not_yet(error);
     }
+    // Its claim is retired before its pod goes: a pod created again while nothing answers never mounts it.
+    let retired = format!("member {member} ({id:x}) was removed from etcd");
+    super::volumes::retire(step, member, &retired, false).await?;
     delete_member_pod(pods, observed, member).await?;
+    super::volumes::retire(step, member, &retired, super::volumes::deletes_removed(cluster)).await?;
     let why = match reason {
         RemoveReason::Dead => {
             "it is dead (its pod gone or failed, its etcd in a restart loop, or its node lost); a new member \
@@ -152,7 +165,7 @@ async fn try_create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
     post(pods, pod, true).await
 }
 
-async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
+pub(super) async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<(), ActError> {
     post(pods, pod, false).await
 }
 

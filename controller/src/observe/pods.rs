@@ -35,6 +35,19 @@ pub const ETCD_CONTAINER: &str = "etcd";
 pub const FETCH_CONTAINER: &str = "fetch-backup";
 /// See [`FETCH_CONTAINER`].
 pub const RESTORE_CONTAINER: &str = "restore-data";
+/// The init container that checks a member's volume before etcd starts on it.
+pub const GUARD_CONTAINER: &str = "guard";
+
+/// Why the guard of `pod` refused its volume (exit code [`proto::backup::EXIT_WRONG_VOLUME`]), from its termination
+/// message: now, or on its last run (the kubelet runs a failed init container again after a back-off).
+pub fn volume_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    let guard = statuses.iter().find(|s| s.name == GUARD_CONTAINER)?;
+    let states = [guard.state.as_ref(), guard.last_state.as_ref()];
+    let terminated = states.into_iter().flatten().find_map(|s| s.terminated.as_ref())?;
+    (terminated.exit_code == i32::from(proto::backup::EXIT_WRONG_VOLUME))
+        .then(|| terminated.message.as_deref().unwrap_or("").trim().lines().last().unwrap_or("").to_string())
+}
 
 /// Why the restore of `pod` refused its backup: the fetch found it corrupt, or etcd's restore tool rejected it.
 /// `None` for any other outcome (a fetch that could not reach the sidecar is worth another try).

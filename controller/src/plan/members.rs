@@ -22,6 +22,9 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     {
         return Some(Action::DeletePod { name: orphan.name.clone() });
     }
+    if let Some(step) = super::volumes::bookkeeping(desired, observed, members) {
+        return Some(step);
+    }
 
     // Dead members first: remove them, so their replacements can be added. A member in a restart loop is dead;
     // so is one that does not answer from a node that has been lost for a while (its pod, Terminating or not,
@@ -30,8 +33,13 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     // the cluster version has not moved: its data is intact, and the answer is the upgrade's (it stalls; setting the
     // version back rolls the member back). Once the cluster version moved to the target's minor, the member served
     // at the target and no rollback is possible: it is replaced like any member in a restart loop (review A3b).
+    // A member whose volume its guard refused is not replaced: the claim may hold another cluster's data, and a
+    // person decides (status names it). One that a CORRUPT alarm names is, once a quorum is kept without it.
+    let corrupt = |m: &Member| observed.alarms.iter().any(|(name, alarm)| name == &m.name && alarm == "CORRUPT");
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
+        Some(pod) if pod.volume_refused.is_some() => false,
+        Some(_) if corrupt(m) => true,
         Some(pod) => {
             let rolled = observed.upgrade.is_some()
                 && !upgrade::cluster_moved(observed)

@@ -141,8 +141,13 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
         Action::StartRecovery { first_index } => {
             after.iter_mut().filter(|s| of_lost_cluster(&s.name, *first_index)).for_each(|s| s.answers = false)
         }
-        // A learner votes on nothing; a new pod or a seed takes no vote away; the rest changes nothing.
-        Action::AddLearner { .. }
+        // A learner votes on nothing; a new pod or a seed takes no vote away; the rest changes nothing (a failed
+        // pod answers nothing already; claims' records take no vote).
+        Action::RestartOnClaim { .. }
+        | Action::DeleteFailedPod { .. }
+        | Action::RecordMemberId { .. }
+        | Action::RetireClaim { .. }
+        | Action::AddLearner { .. }
         | Action::CreateMemberPod { .. }
         | Action::CreateSeed { .. }
         | Action::CompleteRecovery
@@ -166,6 +171,10 @@ fn inert(action: &Action) -> bool {
         | Action::Promote { .. }
         | Action::RemoveMember { .. }
         | Action::DeletePod { .. }
+        | Action::RestartOnClaim { .. }
+        | Action::DeleteFailedPod { .. }
+        | Action::RecordMemberId { .. }
+        | Action::RetireClaim { .. }
         | Action::StartRecovery { .. }
         | Action::DeleteLostMember { .. }
         | Action::CompleteRecovery
@@ -192,6 +201,13 @@ fn healthy_majority(observed: &Observed) -> bool {
     let voters = members.iter().filter(|m| !m.learner).count();
     let healthy = members.iter().filter(|m| !m.learner && m.healthy).count();
     voters > 0 && healthy > voters / 2
+}
+
+/// The claim of `member` its pod may run on: this cluster's, not retired or going, its volume not lost.
+fn usable_claim<'a>(observed: &'a Observed, member: &str) -> Option<&'a crate::observe::Claim> {
+    observed.claims.iter().find(|c| {
+        c.member == member && c.ours && !c.retired && !c.deleting && c.phase != crate::observe::ClaimPhase::Lost
+    })
 }
 
 fn ready_pod(observed: &Observed) -> bool {
@@ -261,8 +277,15 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(quorate, "a member removed without a quorum");
             match reason {
                 RemoveReason::Dead => {
+                    // A member whose data is on a usable claim that records it is created again there, never
+                    // replaced for a pod that is gone or failed.
+                    let on_claim = usable_claim(observed, name).is_some_and(|c| c.member_id == Some(*id));
+                    let corrupt = observed.alarms.iter().any(|(n, a)| n == name && a == "CORRUPT");
                     let gone = match pod_of(observed, name) {
-                        None => m.started,
+                        None => m.started && !on_claim,
+                        Some(pod) if pod.volume_refused.is_some() => false,
+                        Some(_) if corrupt => true,
+                        Some(pod) if pod.state == PodState::Dead && on_claim => false,
                         Some(pod) => {
                             matches!(pod.state, PodState::Dead | PodState::Refused | PodState::CrashLooping)
                                 || (!m.healthy && pod.node_down.as_ref().is_some_and(|d| d.down_for >= NODE_LOST))
@@ -314,8 +337,44 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                 }
             }
         }
+        Action::RestartOnClaim { name, id, .. } | Action::DeleteFailedPod { name, id } => {
+            require!(observed.recovering.is_none(), "a member restarted on its claim while recovering");
+            let claim = usable_claim(observed, name).ok_or("no usable claim")?;
+            require!(claim.member_id == Some(*id), "the claim of {name} does not record member {id:x}");
+            if let Some(ms) = members.filter(|ms| !ms.is_empty()) {
+                require!(ms.iter().any(|m| m.id == *id && &m.name == name), "{name} ({id:x}) is no member");
+            }
+            let pod = pod_of(observed, name);
+            match action {
+                Action::RestartOnClaim { .. } => require!(pod.is_none(), "{name} has a pod"),
+                _ => require!(pod.is_some_and(|p| p.state == PodState::Dead), "{name}'s pod has not failed"),
+            }
+        }
+        Action::RecordMemberId { name, id } => {
+            require!(quorate, "a claim recorded without a quorum");
+            let m = member(*id, name).ok_or("recording no member")?;
+            require!(m.started, "recording a member that has not started");
+            let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
+            require!(claim.ours && claim.member_id.is_none(), "recording {claim:?}");
+        }
+        Action::RetireClaim { name, delete } => {
+            require!(quorate, "a claim retired without a quorum");
+            require!(members.is_some_and(|ms| ms.iter().all(|m| &m.name != name)), "{name} is a member");
+            require!(pod_of(observed, name).is_none(), "{name} has a pod");
+            let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
+            require!(claim.ours, "retiring a claim of another cluster");
+            require!(index_of(name).is_some_and(|i| i < observed.next_index), "retiring the next member's claim");
+            let deletes = desired.storage.is_some_and(|r| r.when_scaled == proto::cluster::Retention::Delete);
+            require!(*delete == deletes, "deleting against the policy");
+        }
         Action::StartRecovery { first_index } => {
             require!(observed.recovering.is_none(), "a recovery started twice");
+            // A majority of the voters with their data on usable claims comes back: no restore gives it up.
+            if let Some(ms) = members.filter(|ms| !ms.is_empty()) {
+                let voting: Vec<&Member> = ms.iter().filter(|m| !m.learner).collect();
+                let on_claims = voting.iter().filter(|m| usable_claim(observed, &m.name).is_some()).count();
+                require!(on_claims < voting.len() / 2 + 1, "a restore while a majority is on its claims");
+            }
             let Recovery::Restore { grace } = desired.recovery else {
                 return Err(format!("a recovery started with {:?}", desired.recovery));
             };
@@ -551,11 +610,19 @@ fn arb_world() -> impl Strategy<Value = World> {
         (prop::option::weighted(0.4, (0usize..16, 0u64..=30)), any::<bool>(), 0u32..=3, 0u32..=2),
         // Pods sit on three nodes (by index); one of them may be not Ready, for a while.
         prop::option::weighted(0.3, (0u32..3, 0u64..=30)),
+        // Members on claims (spec.storage), some not recording their member yet, one lost or retired.
+        prop::option::weighted(0.3, (0u32..=6, any::<bool>())),
     );
     (cluster, context, upgrades).prop_map(
         |(
             (specs, learner_at, leader_at, orphans),
-            ((size, paused, recovery, lost_offset), (seeded, reach, back), (failure, refusal, base, extra), down),
+            (
+                (size, paused, recovery, lost_offset),
+                (seeded, reach, back),
+                (failure, refusal, base, extra),
+                down,
+                on_claims,
+            ),
             (spec_version, upgraded_every, rolled, recorded, alarmed, shape),
         )| {
             // A shaped upgrade is one to 3.6.16, recorded.
@@ -631,6 +698,33 @@ fn arb_world() -> impl Strategy<Value = World> {
                     }
                 }
             }
+            // Every member (and stray pod) on a claim; the claim of every `skip`-th index records no member yet; one
+            // claim's volume is lost, or (on odd draws) retired.
+            let mut claims = Vec::new();
+            // Settled shapes record every member on its claim.
+            let on_claims = on_claims.map(|(skip, retire)| if settled { (0, retire) } else { (skip, retire) });
+            if let Some((skip, retire)) = on_claims {
+                for m in &members {
+                    let index = index_of(&m.name).unwrap_or(0);
+                    let id = (m.started && (skip == 0 || !index.is_multiple_of(skip + 1))).then_some(m.id);
+                    let mut claim = crate::observe::Claim::new(&m.name, id);
+                    if index % 7 == skip && !settled {
+                        if retire {
+                            claim.retired = true;
+                        } else {
+                            claim.phase = crate::observe::ClaimPhase::Lost;
+                        }
+                    }
+                    claims.push(claim);
+                }
+                for pod in pods.iter().filter(|p| members.iter().all(|m| m.name != p.name)) {
+                    claims.push(crate::observe::Claim::new(&pod.name, None));
+                }
+                // The claim of a member removed earlier, whose removal did not get to it.
+                if base > 0 {
+                    claims.push(crate::observe::Claim::new(&name_of(base - 1), Some(999)));
+                }
+            }
             let size = if settled { u32::try_from(members.len()).unwrap_or(size).max(1) } else { size };
             let next_index = used.iter().max().map_or(base, |i| i + 1) + extra;
             let running = pods.iter().any(|p| matches!(p.state, PodState::Running { .. }));
@@ -662,6 +756,14 @@ fn arb_world() -> impl Strategy<Value = World> {
                 recovery,
                 etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
                 backups: true,
+                storage: on_claims.map(|(skip, _)| proto::cluster::ClaimRetention {
+                    when_scaled: if skip % 2 == 0 {
+                        proto::cluster::Retention::Delete
+                    } else {
+                        proto::cluster::Retention::Retain
+                    },
+                    ..Default::default()
+                }),
             };
             let upgrade = recorded.map(|to| proto::cluster::UpgradeStatus {
                 to_image: format!("{REPOSITORY}:v{to}"),
@@ -693,6 +795,8 @@ fn arb_world() -> impl Strategy<Value = World> {
                     alarms_read: true,
                     cluster_version,
                     upgrade,
+                    claims,
+                    current_version: Some(V35),
                 },
             }
         },
@@ -760,6 +864,8 @@ proptest! {
         let allowed = match action {
             Action::Wait(_) => true,
             Action::StartRecovery { .. } => matches!(desired.recovery, Recovery::Restore { .. }),
+            // A member's pod created again on its claim (or its failed pod cleared for that): its data is its own.
+            Action::RestartOnClaim { .. } | Action::DeleteFailedPod { .. } => true,
             // Putting back the image a member ran before the upgrade changed it (the spec asks for it again):
             // its data stays, and it is how a one-member cluster whose new image does not start comes back.
             Action::RollMember { ref name, ref release, .. } => pod_of(&observed, name)
@@ -813,6 +919,9 @@ fn the_generator_covers_the_interesting_worlds() {
         } else if ready_pod(&observed) && observed.seeded {
             seen.insert("a Ready pod while etcd is unreachable".into());
         }
+        if matches!(action, Action::Wait(WaitReason::MembersOnVolumes { .. })) {
+            seen.insert("a lost quorum waited out on volumes".into());
+        }
         if observed.recovering.is_some() && ready_pod(&observed) {
             seen.insert("a Ready pod while recovering".into());
         }
@@ -851,6 +960,11 @@ fn the_generator_covers_the_interesting_worlds() {
         "RollMember",
         "MoveLeader",
         "CompleteUpgrade",
+        "RestartOnClaim",
+        "DeleteFailedPod",
+        "RecordMemberId",
+        "RetireClaim",
+        "a lost quorum waited out on volumes",
         "Wait",
         "Done",
         "a bare majority",

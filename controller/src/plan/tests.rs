@@ -62,6 +62,8 @@ fn healthy(n: u32) -> Observed {
         alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     }
 }
 
@@ -79,6 +81,7 @@ fn want(size: u32) -> Desired {
         recovery: Recovery::NoBackups,
         etcd: WantedEtcd::new("quay.io/coreos/etcd", "3.5.35"),
         backups: false,
+        storage: None,
     }
 }
 
@@ -101,6 +104,8 @@ fn a_new_cluster_starts_with_one_seed() {
         alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into(), release: release() });
 }
@@ -124,6 +129,8 @@ fn the_seed_starting_is_waited_for() {
         alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -147,6 +154,8 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -378,6 +387,8 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     alarms_read: true,
                     cluster_version: Some(V35),
                     upgrade: None,
+                    claims: Vec::new(),
+                    current_version: None,
                 },
             )
         },
@@ -424,7 +435,22 @@ fn simulate(observed: &mut Observed, action: &Action) {
             members_mut(observed).retain(|m| m.id != *id);
             observed.pods.retain(|p| &p.name != name);
         }
-        Action::DeletePod { name } | Action::DeleteLostMember { name } => observed.pods.retain(|p| &p.name != name),
+        Action::DeletePod { name } | Action::DeleteLostMember { name } | Action::DeleteFailedPod { name, .. } => {
+            observed.pods.retain(|p| &p.name != name)
+        }
+        Action::RestartOnClaim { name, .. } => {
+            observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }));
+            members_mut(observed).iter_mut().filter(|m| &m.name == name).for_each(|m| m.healthy = true);
+        }
+        Action::RecordMemberId { name, id } => {
+            observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.member_id = Some(*id))
+        }
+        Action::RetireClaim { name, delete } => {
+            observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.retired = true);
+            if *delete {
+                observed.claims.retain(|c| &c.member != name);
+            }
+        }
         Action::StartRecovery { first_index } => observed.recovering = Some(*first_index),
         Action::CompleteRecovery | Action::AbandonRecovery { .. } => observed.recovering = None,
         Action::StartUpgrade { release, .. } => {
@@ -961,6 +987,8 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         alarms_read: true,
         cluster_version: Some(V35),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
@@ -1189,4 +1217,146 @@ fn an_upgrade_waits_while_alarms_cannot_be_read() {
     observed.alarms_read = false;
     let waiting = plan(&desired, &observed);
     assert!(matches!(&waiting, Action::Wait(WaitReason::UpgradeWaiting(why)) if why.contains("alarms")), "{waiting:?}");
+}
+
+// ---- members on claims (spec.storage) ----
+
+fn on_claims(n: u32) -> (Desired, Observed) {
+    let desired = Desired { storage: Some(proto::cluster::ClaimRetention::default()), ..want(n) };
+    let mut observed = healthy(n);
+    observed.claims =
+        (0..n).map(|i| crate::observe::Claim::new(&member_name(C, i), Some(100 + u64::from(i)))).collect();
+    observed.current_version = Some(V35);
+    (desired, observed)
+}
+
+#[test]
+fn every_member_pod_deleted_at_once_comes_back_on_its_claim_as_the_same_member() {
+    let (desired, mut observed) = on_claims(3);
+    observed.pods.clear();
+    observed.etcd = EtcdView::Unreachable("no member pod is running".into());
+    let restart = Action::RestartOnClaim { name: member_name(C, 0), id: 100, release: release() };
+    assert_eq!(plan(&desired, &observed), restart, "no restore, no removal: the same member on its data");
+    // The version it runs is what the members last reported, never a spec that moved on while nothing ran.
+    let moved = Desired { etcd: WantedEtcd::new("quay.io/coreos/etcd", "3.6.16"), ..desired.clone() };
+    assert_eq!(plan(&moved, &observed), restart);
+
+    // Each piece of evidence withheld: the claim records no member; is another cluster's; retired; its volume lost;
+    // being deleted; etcd answers and does not list that ID.
+    let mut unrecorded = observed.clone();
+    unrecorded.claims[0].member_id = None;
+    assert_ne!(plan(&desired, &unrecorded), restart);
+    let mut foreign = observed.clone();
+    foreign.claims[0].ours = false;
+    assert_ne!(plan(&desired, &foreign), restart);
+    let mut retired = observed.clone();
+    retired.claims[0].retired = true;
+    assert_ne!(plan(&desired, &retired), restart);
+    let mut lost = observed.clone();
+    lost.claims[0].phase = crate::observe::ClaimPhase::Lost;
+    assert_ne!(plan(&desired, &lost), restart);
+    let mut going = observed.clone();
+    going.claims[0].deleting = true;
+    assert_ne!(plan(&desired, &going), restart);
+    let (_, mut removed) = on_claims(3);
+    removed.pods.remove(0);
+    members_mut(&mut removed).retain(|m| m.id != 100);
+    assert_ne!(plan(&desired, &removed), restart, "etcd no longer lists it: a removed member never comes back");
+    let mut other_id = observed.clone();
+    other_id.etcd = healthy(3).etcd;
+    members_mut(&mut other_id)[0].id = 555;
+    assert_ne!(plan(&desired, &other_id), restart, "etcd lists another member of that name");
+}
+
+#[test]
+fn a_member_on_a_usable_claim_is_never_replaced_for_a_pod_that_is_gone_or_failed() {
+    let (desired, mut observed) = on_claims(3);
+    observed.pods.remove(1);
+    members_mut(&mut observed)[1].healthy = false;
+    assert!(
+        matches!(plan(&desired, &observed), Action::RestartOnClaim { ref name, id: 101, .. } if name == "etcd-0001")
+    );
+    let (_, mut failed) = on_claims(3);
+    failed.pods[1].state = PodState::Dead;
+    members_mut(&mut failed)[1].healthy = false;
+    assert_eq!(plan(&desired, &failed), Action::DeleteFailedPod { name: member_name(C, 1), id: 101 });
+    // Without a usable claim the member is replaced, as on an emptyDir.
+    failed.claims[1].phase = crate::observe::ClaimPhase::Lost;
+    assert!(matches!(plan(&desired, &failed), Action::RemoveMember { id: 101, reason: RemoveReason::Dead, .. }));
+}
+
+#[test]
+fn a_member_whose_guard_refused_its_volume_is_left_alone_and_a_corrupt_one_is_replaced() {
+    let (desired, mut observed) = on_claims(3);
+    observed.pods[2].state = PodState::Dead;
+    observed.pods[2].volume_refused = Some("volume refused: it belongs to cluster ns/other".into());
+    members_mut(&mut observed)[2].healthy = false;
+    assert_eq!(plan(&desired, &observed), Action::Done, "neither removed nor its pod deleted: a person decides");
+    let (_, mut corrupt) = on_claims(3);
+    corrupt.alarms = vec![(member_name(C, 2), "CORRUPT".into())];
+    assert!(matches!(plan(&desired, &corrupt), Action::RemoveMember { id: 102, reason: RemoveReason::Dead, .. }));
+    // Not when that loses the quorum.
+    members_mut(&mut corrupt)[1].healthy = false;
+    assert!(!matches!(plan(&desired, &corrupt), Action::RemoveMember { .. }));
+}
+
+#[test]
+fn a_lost_quorum_with_a_majority_on_its_claims_is_never_restored_from_a_backup() {
+    let (mut desired, mut observed) = on_claims(3);
+    desired.recovery = Recovery::Restore { grace: Duration::from_secs(60) };
+    observed.lost_for = Some(Duration::from_secs(3600));
+    observed.pods[0].state = PodState::Running { ready: false };
+    for i in 1..3 {
+        observed.pods[i].state = PodState::CrashLooping;
+        members_mut(&mut observed)[i].healthy = false;
+    }
+    assert!(
+        matches!(plan(&desired, &observed), Action::Wait(WaitReason::MembersOnVolumes { ref members, voters: 3 }) if members.len() == 3)
+    );
+    assert!(!plan(&desired, &observed).quorum_lost(), "no loss is timed while they can come back");
+    // Two of the three volumes gone: waiting brings nothing back, and the restore is the last resort.
+    observed.claims[1].phase = crate::observe::ClaimPhase::Lost;
+    observed.claims[2].ours = false;
+    assert_eq!(plan(&desired, &observed), Action::StartRecovery { first_index: 3 });
+}
+
+#[test]
+fn a_claim_records_its_member_and_is_retired_only_once_etcd_no_longer_lists_it() {
+    let (desired, mut observed) = on_claims(3);
+    observed.claims[2].member_id = None;
+    assert_eq!(plan(&desired, &observed), Action::RecordMemberId { name: member_name(C, 2), id: 102 });
+    members_mut(&mut observed)[2].started = false;
+    assert_ne!(plan(&desired, &observed), Action::RecordMemberId { name: member_name(C, 2), id: 102 });
+
+    // A scale-down whose claim deletion did not happen: retired, deleted per whenScaled.
+    let (desired, mut observed) = on_claims(3);
+    observed.claims.push(crate::observe::Claim::new(&member_name(C, 3), Some(103)));
+    observed.next_index = 4;
+    let retire = Action::RetireClaim { name: member_name(C, 3), delete: true };
+    assert_eq!(plan(&desired, &observed), retire);
+    let keep = Desired {
+        storage: Some(proto::cluster::ClaimRetention {
+            when_scaled: proto::cluster::Retention::Retain,
+            ..Default::default()
+        }),
+        ..desired.clone()
+    };
+    assert_eq!(plan(&keep, &observed), Action::RetireClaim { name: member_name(C, 3), delete: false });
+    observed.claims[3].retired = true;
+    assert_eq!(plan(&keep, &observed), Action::Done, "retired and kept: nothing more");
+    observed.claims[3].retired = false;
+    // Each piece of evidence withheld: a pod of that name; no quorum; another cluster's claim; a claim of the
+    // member being added (the name not taken yet); a claim whose guard refused the volume.
+    let mut with_pod = observed.clone();
+    with_pod.pods.push(pod(3, PodState::Pending));
+    assert_ne!(plan(&desired, &with_pod), retire);
+    let mut no_quorum = observed.clone();
+    members_mut(&mut no_quorum).iter_mut().skip(1).for_each(|m| m.healthy = false);
+    assert_ne!(plan(&desired, &no_quorum), retire);
+    let mut foreign = observed.clone();
+    foreign.claims[3].ours = false;
+    assert_eq!(plan(&desired, &foreign), Action::Done, "a claim retained from an earlier cluster is never touched");
+    let mut next = observed.clone();
+    next.next_index = 3;
+    assert_ne!(plan(&desired, &next), retire);
 }

@@ -142,6 +142,33 @@ pub(super) fn degraded(
                 after.as_secs()
             ),
         ),
+        Action::Wait(WaitReason::MembersOnVolumes { members, voters }) => (
+            true,
+            "QuorumLost",
+            format!(
+                "quorum is lost; {} of {voters} voting members ({}) have their data on their claims, and come back as                  the same members when their pods run again: no restore from a backup is started",
+                members.len(),
+                members.join(", ")
+            ),
+        ),
+        _ if observed.pods.iter().any(|p| p.volume_refused.is_some()) => {
+            let refused: Vec<String> = observed
+                .pods
+                .iter()
+                .filter_map(|p| {
+                    let why = p.volume_refused.as_ref()?;
+                    Some(format!("{} on claim {} ({why})", p.name, crate::pod::claim_name(&p.name)))
+                })
+                .collect();
+            (
+                true,
+                "VolumeRefused",
+                format!(
+                    "the guard refused the volume of {}: etcd is not started on it, and the member is not replaced                      (the volume may hold another cluster's data). Bind the claim to the member's own volume, or                      delete the member's pod and claim to have it replaced",
+                    refused.join("; ")
+                ),
+            )
+        }
         _ if observed.stuck.is_some() => {
             let (member, why) = observed.stuck.clone().unwrap_or_default();
             (true, "MemberPodStuck", format!("pod {member} cannot start: {why}"))
@@ -310,6 +337,10 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::Wait(WaitReason::LearnerNotReady(_)) => "WaitingForLearner",
         Action::Wait(WaitReason::EtcdUnreachable(_)) => "WaitingForEtcd",
         Action::Wait(WaitReason::SeedFailed { .. }) => "RetryingSeed",
+        Action::RestartOnClaim { .. } | Action::DeleteFailedPod { .. } => "RestartingMemberOnClaim",
+        Action::RecordMemberId { .. } => "RecordingClaim",
+        Action::RetireClaim { .. } => "RetiringClaim",
+        Action::Wait(WaitReason::MembersOnVolumes { .. }) => "WaitingForMembersOnVolumes",
         Action::StartUpgrade { .. }
         | Action::RollMember { .. }
         | Action::MoveLeader { .. }
@@ -354,6 +385,18 @@ pub(super) fn progress_message(action: &Action) -> String {
         Action::Promote { name, .. } => format!("promoting learner {name}"),
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
+        Action::RestartOnClaim { name, .. } => {
+            format!("creating the pod of {name} again on its claim {}", crate::pod::claim_name(name))
+        }
+        Action::DeleteFailedPod { name, .. } => {
+            format!("deleting the failed pod of {name}, to create it again on its claim")
+        }
+        Action::RecordMemberId { name, id } => format!("recording member ID {id:x} on the claim of {name}"),
+        Action::RetireClaim { name, delete: true } => format!("deleting the claim of removed member {name}"),
+        Action::RetireClaim { name, delete: false } => format!("retiring the claim of removed member {name}"),
+        Action::Wait(WaitReason::MembersOnVolumes { members, .. }) => {
+            format!("quorum is lost: waiting for {} to run again on their claims", members.join(", "))
+        }
         Action::StartRecovery { .. } => "choosing the backup to recover from".into(),
         Action::DeleteLostMember { name } => format!("deleting pod {name} of the cluster that lost quorum"),
         Action::CompleteRecovery => "the restored seed serves; growing back to size".into(),

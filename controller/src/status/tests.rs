@@ -36,6 +36,8 @@ fn steady() -> Observed {
         alarms_read: true,
         cluster_version: crate::version::Version::parse("3.5.35"),
         upgrade: None,
+        claims: Vec::new(),
+        current_version: None,
     }
 }
 

@@ -1,0 +1,174 @@
+//! `etcd-backup-sidecar guard`: run before etcd starts on a member's volume, it refuses a volume that belongs to
+//! another cluster or member, or that holds etcd data it did not write; on an empty volume it writes the guard.
+
+use std::path::{Path, PathBuf};
+
+use proto::backup::{GUARD_FILE, VolumeGuard};
+
+/// Why a volume is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GuardError {
+    /// The volume is not this member's.
+    #[error("volume refused: {0}")]
+    Refused(String),
+    /// The volume could not be read or written.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What the member about to start is.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// The volume's root (the guard lives there).
+    pub volume: PathBuf,
+    /// etcd's data directory, inside the volume.
+    pub data_dir: PathBuf,
+    /// The EtcdCluster's UID.
+    pub cluster_uid: String,
+    /// `namespace/name`.
+    pub cluster: String,
+    /// The member name.
+    pub member: String,
+    /// The member's etcd ID (hex), when known.
+    pub member_id: Option<String>,
+}
+
+/// What the check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The volume was empty: the guard was written.
+    Claimed,
+    /// The guard names this member.
+    Matches,
+}
+
+/// Checks the volume against `expected`, writing the guard on an empty volume (and the member ID when it is learnt).
+pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
+    let path = expected.volume.join(GUARD_FILE);
+    let io = |what: &str, e: std::io::Error| GuardError::Io(format!("{what} {}: {e}", path.display()));
+    let found = match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice::<VolumeGuard>(&bytes).map_err(|e| {
+            GuardError::Refused(format!(
+                "its guard {} cannot be read ({e}): whose data it holds is unknown",
+                path.display()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io("reading", e)),
+    };
+    let Some(guard) = found else {
+        if holds_data(&expected.data_dir).map_err(|e| io("listing", e))? {
+            return Err(GuardError::Refused(format!(
+                "it holds etcd data ({}) but no guard: it was not written by this member, and is not started on",
+                expected.data_dir.display()
+            )));
+        }
+        write(&path, &guard_of(expected)).map_err(|e| io("writing", e))?;
+        return Ok(Verdict::Claimed);
+    };
+    if guard.cluster_uid != expected.cluster_uid {
+        return Err(GuardError::Refused(format!(
+            "it belongs to cluster {} (uid {}), not to {} (uid {})",
+            guard.cluster, guard.cluster_uid, expected.cluster, expected.cluster_uid
+        )));
+    }
+    if guard.member != expected.member {
+        return Err(GuardError::Refused(format!(
+            "it belongs to member {} of {}, not to {}",
+            guard.member, guard.cluster, expected.member
+        )));
+    }
+    match (&guard.member_id, &expected.member_id) {
+        (Some(found), Some(wanted)) if !found.eq_ignore_ascii_case(wanted) => Err(GuardError::Refused(format!(
+            "it belongs to etcd member {found} of {}, not to member {wanted} (an earlier member of the same name)",
+            guard.cluster
+        ))),
+        (None, Some(_)) => {
+            write(&path, &guard_of(expected)).map_err(|e| io("writing", e))?;
+            Ok(Verdict::Matches)
+        }
+        _ => Ok(Verdict::Matches),
+    }
+}
+
+fn guard_of(expected: &Expected) -> VolumeGuard {
+    VolumeGuard {
+        cluster_uid: expected.cluster_uid.clone(),
+        cluster: expected.cluster.clone(),
+        member: expected.member.clone(),
+        member_id: expected.member_id.clone(),
+    }
+}
+
+/// Whether `dir` exists and is not empty.
+fn holds_data(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the guard through a temporary file and a rename, synced: a crash leaves the old guard or the new one.
+fn write(path: &Path, guard: &VolumeGuard) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(guard).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected(volume: &Path, uid: &str, member: &str, id: Option<&str>) -> Expected {
+        Expected {
+            volume: volume.to_path_buf(),
+            data_dir: volume.join("data"),
+            cluster_uid: uid.into(),
+            cluster: "ns/demo".into(),
+            member: member.into(),
+            member_id: id.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn an_empty_volume_is_claimed_and_then_only_its_member_starts_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = expected(dir.path(), "uid-1", "demo-0001", None);
+        assert_eq!(check(&me), Ok(Verdict::Claimed));
+        std::fs::create_dir_all(dir.path().join("data/member/wal")).unwrap();
+        assert_eq!(check(&me), Ok(Verdict::Matches), "its own data, again");
+        // The member ID, once known, is recorded and then held to.
+        assert_eq!(check(&expected(dir.path(), "uid-1", "demo-0001", Some("8e9e05c52164694d"))), Ok(Verdict::Matches));
+        assert_eq!(check(&me), Ok(Verdict::Matches), "an unknown ID is no conflict");
+        let other_id = check(&expected(dir.path(), "uid-1", "demo-0001", Some("1234"))).unwrap_err();
+        assert!(matches!(&other_id, GuardError::Refused(why) if why.contains("8e9e05c52164694d")), "{other_id}");
+
+        let other_cluster = check(&expected(dir.path(), "uid-2", "demo-0001", None)).unwrap_err();
+        assert!(matches!(&other_cluster, GuardError::Refused(why) if why.contains("uid-1")), "{other_cluster}");
+        let other_member = check(&expected(dir.path(), "uid-1", "demo-0002", None)).unwrap_err();
+        assert!(matches!(&other_member, GuardError::Refused(why) if why.contains("demo-0001")), "{other_member}");
+    }
+
+    #[test]
+    fn data_without_a_guard_or_an_unreadable_guard_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/member/snap")).unwrap();
+        let me = expected(dir.path(), "uid-1", "demo-0001", None);
+        assert!(matches!(check(&me), Err(GuardError::Refused(why)) if why.contains("no guard")));
+        assert!(!dir.path().join(GUARD_FILE).exists(), "nothing written");
+        std::fs::write(dir.path().join(GUARD_FILE), b"{not json").unwrap();
+        assert!(matches!(check(&me), Err(GuardError::Refused(why)) if why.contains("cannot be read")));
+        // An empty data directory (a restore's leftover of nothing) is no data.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(empty.path().join("data")).unwrap();
+        assert_eq!(check(&expected(empty.path(), "uid-1", "demo-0001", None)), Ok(Verdict::Claimed));
+    }
+}

@@ -1,0 +1,110 @@
+//! The volume rungs of the plan (`spec.storage`): a member whose pod is gone, or failed, is created again on its
+//! claim as the same member, whatever etcd says (that is how a cluster whose every pod was deleted comes back,
+//! with every write); a member's etcd ID is recorded on its claim once etcd lists it as started (the evidence a
+//! re-creation needs); a claim whose member is gone from etcd follows the retention policy.
+
+use super::{Action, Desired, WaitReason};
+use crate::observe::{Claim, EtcdView, Member, Observed, PodState};
+use crate::pod::Release;
+
+/// The claim-backed step that needs no quorum: the pod of a member on a usable claim is created again when it is
+/// gone, or deleted (to be created again) when it failed for good. Evidence: the claim was made for this cluster,
+/// records the member's etcd ID (so the member started on it), is not retired, its volume is not lost, and etcd,
+/// when it answers, still lists that ID.
+pub(super) fn restart(desired: &Desired, observed: &Observed) -> Option<Action> {
+    let listed = |claim: &Claim, id: u64| match &observed.etcd {
+        EtcdView::Members(members) if !members.is_empty() => {
+            members.iter().any(|m| m.id == id && m.name == claim.member)
+        }
+        // Nothing answers (every member pod gone, say): the claim's record is the evidence.
+        _ => true,
+    };
+    for claim in observed.claims.iter().filter(|c| c.usable()) {
+        let Some(id) = claim.member_id.filter(|&id| listed(claim, id)) else { continue };
+        match observed.pods.iter().find(|p| p.name == claim.member) {
+            None => {
+                return Some(match restart_release(desired, observed) {
+                    Ok(release) => Action::RestartOnClaim { name: claim.member.clone(), id, release },
+                    Err(refused) => refused,
+                });
+            }
+            // Evicted, or a restored seed's etcd that exited (`restartPolicy: Never`): its data is on the claim.
+            Some(pod) if pod.state == PodState::Dead && pod.volume_refused.is_none() => {
+                return Some(Action::DeleteFailedPod { name: pod.name.clone(), id });
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The etcd a member created again on its volume runs: what the cluster runs when members report (a new member's
+/// release), else the lowest version the members last reported (status), never what the spec asks for: the spec
+/// may have moved on while nothing ran, and etcd moves one minor at a time.
+fn restart_release(desired: &Desired, observed: &Observed) -> Result<Release, Action> {
+    let reporting = matches!(&observed.etcd, EtcdView::Members(m) if m.iter().any(|m| m.version.is_some()));
+    match observed.current_version {
+        Some(version) if !reporting => Ok(Release::of(&desired.etcd.repository, version)),
+        _ => super::new_member_release(desired, observed),
+    }
+}
+
+/// With a quorum: the claim bookkeeping. A started member's claim that does not record its etcd ID gets it; a claim
+/// of this cluster whose member etcd no longer lists and whose pod is gone is retired, then deleted when
+/// `whenScaled` says `Delete` (a removal the controller did not finish). Claims retained from an earlier cluster
+/// of the same name are left alone, and so is a claim whose guard refused its volume: it may hold another
+/// cluster's data.
+pub(super) fn bookkeeping(desired: &Desired, observed: &Observed, members: &[Member]) -> Option<Action> {
+    // A claim made for the next member before etcd took it (the add failed) is that member's still: the name is
+    // used again.
+    let before_next = |c: &&Claim| {
+        crate::observe::member_index(&observed.cluster, &c.member).is_some_and(|i| i < observed.next_index)
+    };
+    for claim in observed.claims.iter().filter(|c| c.ours && !c.deleting).filter(before_next) {
+        let member = members.iter().find(|m| m.name == claim.member);
+        let pod = observed.pods.iter().find(|p| p.name == claim.member);
+        match member {
+            Some(m) if m.started && claim.member_id.is_none() && !claim.retired => {
+                return Some(Action::RecordMemberId { name: claim.member.clone(), id: m.id });
+            }
+            Some(_) => {}
+            None if pod.is_some() => {}
+            None if pod.is_none() && refused(observed, claim) => {}
+            None => {
+                let delete = desired.storage.is_some_and(|r| r.when_scaled == proto::cluster::Retention::Delete);
+                if !claim.retired || delete {
+                    return Some(Action::RetireClaim { name: claim.member.clone(), delete });
+                }
+            }
+        }
+    }
+    None
+}
+
+fn refused(observed: &Observed, claim: &Claim) -> bool {
+    observed.pods.iter().any(|p| p.name == claim.member && p.volume_refused.is_some())
+}
+
+/// Whether a majority of the voting members (etcd's list when it was read, else the claims that recorded a member)
+/// have a usable claim: their data is intact, and a lost quorum comes back when their pods run again. A restore
+/// from a backup, which gives up what they hold, is then never started.
+pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
+    let voters: Vec<String> = match &observed.etcd {
+        EtcdView::Members(members) if !members.is_empty() => {
+            members.iter().filter(|m| !m.learner).map(|m| m.name.clone()).collect()
+        }
+        _ => observed
+            .claims
+            .iter()
+            .filter(|c| c.ours && c.member_id.is_some() && !c.retired)
+            .map(|c| c.member.clone())
+            .collect(),
+    };
+    let usable = |name: &String| {
+        observed.claim_of(name).is_some_and(Claim::usable)
+            && !observed.pods.iter().any(|p| &p.name == name && p.volume_refused.is_some())
+    };
+    let on_volumes: Vec<String> = voters.iter().filter(|n| usable(n)).cloned().collect();
+    (!voters.is_empty() && on_volumes.len() > voters.len() / 2)
+        .then_some(WaitReason::MembersOnVolumes { members: on_volumes, voters: voters.len() })
+}
