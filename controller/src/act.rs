@@ -151,6 +151,7 @@ pub async fn act(
         Action::DeleteFailedPod { .. } => volumes::delete_failed_pod(&step, action).await?,
         Action::RecordMemberId { .. } => volumes::record_member_id(&step, action).await?,
         Action::RetireClaim { .. } => volumes::retire_claim(&step, action).await?,
+        Action::RollPod { .. } => volumes::roll_pod(&step, action).await?,
         Action::StartRecovery { .. } => recovery::start_recovery(&step, action).await?,
         Action::DeleteLostMember { .. } => recovery::delete_lost_member(&step, action).await?,
         Action::AbandonRecovery { .. } => recovery::abandon_recovery(&step, action).await?,

@@ -27,6 +27,9 @@ pub struct Desired {
     pub backups: bool,
     /// `spec.storage`'s retention policy, when members get claims.
     pub storage: Option<proto::cluster::ClaimRetention>,
+    /// The settings hash a member pod rendered from the spec now carries ([`crate::pod::settings_hash`]); `None`
+    /// rolls nothing out.
+    pub settings: Option<String>,
 }
 
 /// The etcd `spec.version` and `spec.repository` ask for.
@@ -61,6 +64,7 @@ impl Desired {
             etcd: WantedEtcd::new(&spec.repository, &spec.version),
             backups: spec.backup.is_some(),
             storage: spec.storage.as_ref().map(|s| s.retention_policy),
+            settings: None,
         }
     }
 }
@@ -102,6 +106,8 @@ pub enum RemoveReason {
     Dead,
     /// The cluster is larger than its spec.
     ScaleDown,
+    /// It runs older settings and keeps its data in an emptyDir: a new member with the current ones replaces it.
+    Rollout,
 }
 
 /// Why nothing is done now.
@@ -200,6 +206,8 @@ pub enum WaitReason {
     },
     /// Every member runs the target; etcd has not moved the cluster version to it yet (it does within seconds).
     UpgradeFinishing(String),
+    /// Members run older settings than the spec renders, and a precondition of rolling them does not hold.
+    RolloutWaiting(String),
     /// Quorum is lost, and a majority of the voting members have their data on usable claims: they are created
     /// again on them (or are starting); no loss is timed, and no restore is started, which would give up what they
     /// hold.
@@ -349,6 +357,15 @@ pub enum Action {
     },
     /// Every member runs the target and the cluster version reports it: the upgrade record is cleared.
     CompleteUpgrade,
+    /// Roll a member on a claim onto the current settings: its pod is deleted, and created again on its claim as the
+    /// same member (see [`Action::RestartOnClaim`]). Evidence ([`rollout`]): its pod runs older settings, every
+    /// member is healthy and Ready, the restart keeps a quorum, followers go first and the leader last.
+    RollPod {
+        /// The member.
+        name: String,
+        /// Its etcd ID.
+        id: u64,
+    },
     /// Do nothing now; look again later.
     Wait(WaitReason),
     /// The cluster is as the spec asks.
@@ -423,7 +440,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if let Some(step) = members::step(desired, observed, members) {
         return step;
     }
-    upgrade::step(desired, observed, members)
+    match upgrade::step(desired, observed, members) {
+        Action::Done => rollout::step(desired, observed, members),
+        step => step,
+    }
 }
 
 /// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote
@@ -441,11 +461,13 @@ fn remove(member: &Member, reason: RemoveReason) -> Action {
 
 mod members;
 mod recovery;
+mod rollout;
 mod upgrade;
 mod volumes;
 
 pub use members::new_member_release;
 pub use recovery::{SEED_RETRY_AFTER, SEED_RETRY_MAX, seed_retry_after};
+pub use rollout::drifted;
 
 #[cfg(test)]
 mod oracle;

@@ -111,7 +111,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     ensure_children(&ctx.client, &cluster).await?;
 
     let (observed, addresses) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
-    let desired = Desired::from_spec(&cluster.spec);
+    let desired = Desired { settings: Some(crate::pod::settings_hash(&cluster)), ..Desired::from_spec(&cluster.spec) };
     let action = plan(&desired, &observed);
     tracing::info!(?action, "planned");
 

@@ -123,7 +123,25 @@ pub fn derive(
         });
     };
     set("Available", truth(available), available_reason, available_message);
-    set("Progressing", truth(progressing), progress_reason(action), progress_message(action));
+    // A rollout of settings names the members not on the current spec yet.
+    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
+    let drifted = crate::plan::drifted(observed, &wanted);
+    let rolling = previous.upgrade.is_none()
+        && !drifted.is_empty()
+        && matches!(
+            action,
+            Action::RollPod { .. }
+                | Action::MoveLeader { .. }
+                | Action::RemoveMember { reason: RemoveReason::Rollout, .. }
+                | Action::Wait(WaitReason::RolloutWaiting(_))
+        );
+    let (progress_reason, progress_message) = if rolling {
+        let reason = if matches!(action, Action::Wait(_)) { "RolloutWaiting" } else { "RollingOut" };
+        (reason, format!("{}; not on the current spec yet: {}", progress_message(action), drifted.join(", ")))
+    } else {
+        (progress_reason(action), progress_message(action))
+    };
+    set("Progressing", truth(progressing), progress_reason, progress_message);
     set("Degraded", truth(degraded), degraded_reason, degraded_message);
     let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
     if observed.alarms_read || alarmed {
@@ -294,6 +312,8 @@ fn phase(
         }
         // A refused step leaves the cluster in the phase it was in (a refused upgrade step is still an upgrade).
         Action::Wait(WaitReason::Refused { .. }) if previous.formed => previous.phase,
+        // A leader moved for a rollout of settings is no upgrade.
+        Action::MoveLeader { .. } if previous.upgrade.is_none() => ClusterPhase::Running,
         _ if upgrading(action) => ClusterPhase::Upgrading,
         _ if previous.phase == ClusterPhase::Creating || !previous.formed => ClusterPhase::Creating,
         Action::RemoveMember { reason: RemoveReason::Dead, .. } | Action::CreateMemberPod { .. } => {

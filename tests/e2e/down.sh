@@ -25,7 +25,7 @@ done
 pkill -9 -f "containerd-shim-runc-v2 .*-address $STATE/" 2>/dev/null || true
 for node in a b c; do stop "$node-containerd"; stop "$node-kube-proxy"; done
 stop containerd
-for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in local-path-provisioner kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop "$name"
 done
 # Mounts the kubelet and containerd left (volumes, rootfs, shm), deepest first.

@@ -2,8 +2,9 @@
 # Builds container images without a registry or a Docker engine (docker-archive tarballs written by hand: one
 # layer, a config, a manifest) and imports them into the k8s.io namespace of every node's containerd (KEC_NODES: the
 # nodes, default every node of the test bed that is powered on).
-#   images.sh base                       the pause image and the etcd images (3.4 from Debian; 3.5, 3.6, 3.7 built)
-#                                        under the CRD's default repository
+#   images.sh base                       the pause image, the etcd images (3.4 from Debian; 3.5, 3.6, 3.7 built)
+#                                        under the CRD's default repository, and a busybox image (the volume
+#                                        provisioner's helper pods)
 #   images.sh rust NAME:TAG[,NAME:TAG...] BINARY...
 #                                        a small image of static-enough binaries (busybox for a shell), under
 #                                        every name given
@@ -20,6 +21,8 @@ socks=()
 for node in $KEC_NODES; do socks+=("$STATE/nodes/$node/containerd/containerd.sock"); done
 PAUSE_IMAGE=${PAUSE_IMAGE:-kec.local/pause:3.10}
 ETCD_REPOSITORY=${ETCD_REPOSITORY:-quay.io/coreos/etcd}
+# up.sh names the same image for the local-path provisioner's helper pods.
+BUSYBOX_IMAGE=${BUSYBOX_IMAGE:-kec.local/busybox:1}
 
 # archive NAME[,NAME...] ROOTFS ENTRYPOINT_JSON -> imports the image under every name, into every node
 archive() {
@@ -93,6 +96,18 @@ case ${1:-base} in
       root=$(mktemp -d)
       with_libs "$root" /usr/bin/etcd /usr/bin/etcdctl
       archive "$ETCD_REPOSITORY:v$version" "$root" 'null'
+      rm -rf "$root"
+    fi
+    # busybox (static) with a link per applet, so that `sh -c 'mkdir ...; rm ...'` finds each command on PATH: the
+    # local-path provisioner's helper pods create and remove volume directories with it.
+    if ! has "$BUSYBOX_IMAGE"; then
+      root=$(mktemp -d)
+      mkdir -p "$root/bin" "$root/tmp"
+      cp /usr/bin/busybox "$root/bin/busybox"
+      for applet in $(/usr/bin/busybox --list); do
+        [[ $applet == busybox ]] || ln -sf busybox "$root/bin/$applet"
+      done
+      archive "$BUSYBOX_IMAGE" "$root" '["/bin/sh"]'
       rm -rf "$root"
     fi
     ;;

@@ -118,7 +118,8 @@ done
 [[ -s /sys/fs/cgroup/cpuset/$NODE/cpuset.mems ]] || cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$NODE/cpuset.mems"
 
 # --- containerd --------------------------------------------------------------------------------------------------
-mkdir -p "$NODE_STATE/containerd" "$NODE_STATE/cni" "$NODE_STATE/kubelet" "$NODE_STATE/pod-logs"
+# local-path: the node's disk for dynamically provisioned volumes (up.sh's local-path provisioner).
+mkdir -p "$NODE_STATE/containerd" "$NODE_STATE/cni" "$NODE_STATE/kubelet" "$NODE_STATE/pod-logs" "$NODE_STATE/local-path"
 write_config "$x-containerd" "$NODE_STATE/containerd/config.toml" <<TOML
 version = 2
 root = "$NODE_STATE/containerd/root"

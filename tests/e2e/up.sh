@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Brings the test bed up, idempotently: certificates, an etcd for the API server, kube-apiserver,
-# kube-controller-manager, kube-scheduler, CoreDNS and a kube-proxy for this machine's own connections on an address
-# of a bridge this script creates, then three nodes kec-a, kec-b and kec-c (node.sh: each in its own network
-# namespace with its own containerd, kubelet and kube-proxy; zones a, b, c). Prints the KUBECONFIG export and the
-# test bed's idle CPU and memory.
+# kube-controller-manager, kube-scheduler, CoreDNS, a volume provisioner (local-path, the default StorageClass) and a
+# kube-proxy for this machine's own connections on an address of a bridge this script creates, then three nodes
+# kec-a, kec-b and kec-c (node.sh: each in its own network namespace with its own containerd, kubelet and kube-proxy;
+# zones a, b, c). Prints the KUBECONFIG export and the test bed's idle CPU and memory.
 #   tests/e2e/up.sh
 # State and logs live in $KEC_CACHE/testbed (logs/*.log); tests/e2e/down.sh stops it all, tests/e2e/fault.sh
 # powers nodes off and on and partitions them.
@@ -216,8 +216,13 @@ config() { # name file < content
   mv "$tmp" "$file"
   if running "$name"; then
     log "restarting $name: its configuration changed"
-    kill "$(cat "$STATE/pids/$name")" 2>/dev/null || true
-    sleep 1
+    # Until it has exited (the local-path provisioner takes over a second), or start would find it running.
+    local pid
+    pid=$(cat "$STATE/pids/$name")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
 }
 config coredns "$STATE/Corefile" <<COREFILE
@@ -250,6 +255,88 @@ subsets:
   - addresses: [{ ip: $NODE_IP }]
     ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
 YAML
+
+# --- storage: the local-path provisioner on this machine, and the default StorageClass ------------------------------
+# A claim of class local-path (the default) gets a directory on the disk of the node its first pod is scheduled to,
+# $STATE/nodes/<x>/local-path/<pv>_<namespace>_<claim>, and a PersistentVolume pinned to that node (as a zonal disk
+# is): the volume never moves. Helper pods (busybox, imported by images.sh base) create and remove the directories
+# on the node; deleting the claim deletes the volume and its data.
+LOCAL_PATH_VERSION=v0.0.30
+LOCAL_PATH=$KEC_CACHE/local-path-provisioner/$LOCAL_PATH_VERSION/local-path-provisioner
+LOCAL_PATH_NAMESPACE=local-path-storage
+BUSYBOX_IMAGE=kec.local/busybox:1
+if [[ ! -x $LOCAL_PATH ]]; then
+  log "building local-path-provisioner $LOCAL_PATH_VERSION"
+  mkdir -p "$(dirname "$LOCAL_PATH")"
+  CGO_ENABLED=0 GOBIN=$(dirname "$LOCAL_PATH") nice -n 10 go install -trimpath \
+    -ldflags "-X main.VERSION=$LOCAL_PATH_VERSION" "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+fi
+# It creates PersistentVolumes and helper pods with a certificate in system:masters, as CoreDNS reads with one; the
+# test bed has no other tenants.
+kubeconfig_for local-path-provisioner "/O=system:masters/CN=local-path-provisioner"
+# The namespace of its helper pods, their service account (no token: they never call the API), the scripts they run
+# (the provisioner mounts the setup and teardown keys of this ConfigMap at /script), and the default class.
+"$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: { name: $LOCAL_PATH_NAMESPACE }
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: { name: local-path-helper, namespace: $LOCAL_PATH_NAMESPACE }
+automountServiceAccountToken: false
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: local-path-config, namespace: $LOCAL_PATH_NAMESPACE }
+data:
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: { storageclass.kubernetes.io/is-default-class: "true" }
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+allowVolumeExpansion: false
+YAML
+mkdir -p "$STATE/local-path"
+# One directory per node, on that node's disk; a node not listed gets no volume.
+config local-path-provisioner "$STATE/local-path/config.json" <<JSON
+{
+  "nodePathMap": [
+    { "node": "kec-a", "paths": ["$STATE/nodes/a/local-path"] },
+    { "node": "kec-b", "paths": ["$STATE/nodes/b/local-path"] },
+    { "node": "kec-c", "paths": ["$STATE/nodes/c/local-path"] }
+  ],
+  "cmdTimeoutSeconds": 120
+}
+JSON
+# The helper pods' template: the image is this one (v0.0.30 reads no other; --helper-image is required but unused).
+# The provisioner adds the node, the command, the volumes and a toleration of every taint.
+config local-path-provisioner "$STATE/local-path/helper-pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: { name: helper-pod }
+spec:
+  containers:
+    - name: helper-pod
+      image: $BUSYBOX_IMAGE
+      imagePullPolicy: IfNotPresent
+YAML
+start local-path-provisioner "$LOCAL_PATH" start --kubeconfig "$STATE/local-path-provisioner.kubeconfig" \
+  --provisioner-name rancher.io/local-path --namespace "$LOCAL_PATH_NAMESPACE" \
+  --config "$STATE/local-path/config.json" --helper-pod-file "$STATE/local-path/helper-pod.yaml" \
+  --configmap-name local-path-config --service-account-name local-path-helper --helper-image "$BUSYBOX_IMAGE"
 
 # This machine's own connections to service addresses (the tests, an in-process controller) go through a kube-proxy
 # of its own; it is not a node, and no pod runs here.
@@ -285,6 +372,9 @@ done
 for pid in "${pids[@]}"; do wait "$pid" || { log "a node did not come up; see $LOGS"; exit 1; }; done
 "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get nodes -L topology.kubernetes.io/zone >&2
 wait_for kube-proxy curl -sf --max-time 2 http://127.0.0.1:10256/livez
+# The provisioner serves no health check; one that could not start (a bad config file, no API server) has exited by
+# now, after the nodes' bring-up.
+running local-path-provisioner || { log "local-path-provisioner exited; see $LOGS/local-path-provisioner.log"; exit 1; }
 
 # --- what the test bed costs while idle ------------------------------------------------------------------------------
 # CPU over 5 s (utime + stime from /proc/PID/stat, in clock ticks) and resident memory of every test bed process:

@@ -21,6 +21,7 @@ fn desired(size: u32) -> Desired {
         etcd: WantedEtcd::new("quay.io/coreos/etcd", proto::cluster::DEFAULT_ETCD_VERSION),
         backups: false,
         storage: None,
+        settings: None,
     }
 }
 

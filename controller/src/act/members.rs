@@ -125,6 +125,9 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
              replaces it"
         }
         RemoveReason::ScaleDown => "the cluster is larger than its spec",
+        RemoveReason::Rollout => {
+            "it runs settings of an earlier spec on an emptyDir; a new member with the current ones replaces it"
+        }
     };
     let note = format!("removed {member} ({id:x}): {why}");
     publish(recorder, cluster, member_event("MemberRemoved", note, namespace, member)).await;

@@ -101,6 +101,18 @@ pub(super) async fn delete_failed_pod(step: &Step<'_>, action: &Action) -> Resul
     Ok(())
 }
 
+pub(super) async fn roll_pod(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::RollPod { name: member, id } = action else { return Ok(()) };
+    super::members::delete_member_pod(&step.pods, step.observed, member).await?;
+    let note = format!(
+        "deleted the pod of {member} ({id:x}), which runs settings of an earlier spec: it is created again on its \
+         claim {} with the current ones, as the same member",
+        claim_name(member)
+    );
+    publish(&step.ctx.recorder, step.cluster, member_event("MemberRolling", note, &step.namespace, member)).await;
+    Ok(())
+}
+
 pub(super) async fn record_member_id(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
     let Action::RecordMemberId { name: member, id } = action else { return Ok(()) };
     annotate(step, member, CLAIM_MEMBER_ID, &format!("{id:x}")).await

@@ -137,6 +137,11 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
             after.iter_mut().filter(|s| &s.name == name).for_each(|s| s.answers = false)
         }
         Action::RollMember { .. } => {}
+        // A member whose pod is deleted to be created again answers nothing until it is back.
+        Action::RollPod { name, .. } if before.iter().filter(|s| s.voting).count() > 2 => {
+            after.iter_mut().filter(|s| &s.name == name).for_each(|s| s.answers = false)
+        }
+        Action::RollPod { .. } => {}
         // Recording the recovery commits to deleting every pod of the lost cluster.
         Action::StartRecovery { first_index } => {
             after.iter_mut().filter(|s| of_lost_cluster(&s.name, *first_index)).for_each(|s| s.answers = false)
@@ -181,6 +186,7 @@ fn inert(action: &Action) -> bool {
         | Action::AbandonRecovery { .. }
         | Action::StartUpgrade { .. }
         | Action::RollMember { .. }
+        | Action::RollPod { .. }
         | Action::MoveLeader { .. }
         | Action::CompleteUpgrade => false,
     }
@@ -292,6 +298,16 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                         }
                     };
                     require!(gone, "{name} removed as dead with {:?}", pod_of(observed, name));
+                }
+                RemoveReason::Rollout => {
+                    require!(drifted(desired, observed, name), "{name} replaced while on the current settings");
+                    require!(
+                        usable_claim(observed, name).is_none_or(|c| c.member_id != Some(*id)),
+                        "{name} is on a claim"
+                    );
+                    require!(voters >= 3, "an emptyDir member replaced in a cluster of {voters}");
+                    require!(keeps_majority(observed, ms, *id), "a rollout removal without a quorum after");
+                    rollout_gates(desired, observed, ms, m)?;
                 }
                 RemoveReason::ScaleDown if m.learner => {
                     require!(voters >= desired.size as usize, "a learner still needed rolled back");
@@ -474,6 +490,28 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(!m.leader || ms.len() == 1, "the leader restarted while another member could lead");
             require!(one_minor_at_most(ms, observed, release.version), "a restart across more than one minor");
         }
+        Action::RollPod { name, id } => {
+            require!(observed.recovering.is_none(), "a member rolled while recovering");
+            let ms = members.ok_or("a member rolled without a member list")?;
+            let m = member(*id, name).ok_or("rolling no member")?;
+            require!(quorate, "a member rolled without a quorum");
+            require!(drifted(desired, observed, name), "{name} runs the current settings");
+            require!(usable_claim(observed, name).is_some_and(|c| c.member_id == Some(*id)), "{name} is on no claim");
+            rollout_gates(desired, observed, ms, m)?;
+        }
+        Action::MoveLeader { from, to, name } if observed.upgrade.is_none() => {
+            // A rollout of settings: the leader is the last member on older settings.
+            let ms = members.ok_or("leadership moved without a member list")?;
+            let leader = ms.iter().find(|m| m.id == *from && m.leader).ok_or("moving leadership from no leader")?;
+            let target = member(*to, name).ok_or("moving leadership to no member")?;
+            require!(target.healthy && !target.learner, "leadership moved to {target:?}");
+            require!(drifted(desired, observed, &leader.name), "the leader runs the current settings");
+            require!(!drifted(desired, observed, name), "leadership moved to a member on older settings");
+            require!(
+                ms.iter().filter(|m| m.id != *from).all(|m| !drifted(desired, observed, &m.name)),
+                "leadership moved before every follower runs the current settings"
+            );
+        }
         Action::MoveLeader { from, to, name } => {
             require!(observed.recovering.is_none(), "leadership moved while recovering");
             let ms = members.ok_or("leadership moved without a member list")?;
@@ -508,6 +546,30 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
 }
 
 /// Whether every voter (but `except`) answers and has a Ready pod.
+/// Whether the pod of `name` runs other settings than the spec renders (a pod that records none is not rolled).
+fn drifted(desired: &Desired, observed: &Observed, name: &str) -> bool {
+    let pod = pod_of(observed, name);
+    desired.settings.as_ref().is_some_and(|w| pod.and_then(|p| p.settings.as_ref()).is_some_and(|h| h != w))
+}
+
+/// Whether removing `id` leaves a majority of the remaining voters answering.
+fn keeps_majority(observed: &Observed, members: &[Member], id: u64) -> bool {
+    votes(&seats(observed, members).into_iter().filter(|s| s.id != id).collect::<Vec<_>>()).quorate()
+}
+
+/// The gates every rollout step holds to: the spec's size, no learner, no alarm but NOSPACE (read), every member
+/// healthy and Ready, followers first (the leader only when no other member could lead).
+fn rollout_gates(desired: &Desired, observed: &Observed, members: &[Member], m: &Member) -> Result<(), String> {
+    require!(
+        members.iter().all(|m| !m.learner) && members.len() == desired.size as usize,
+        "a rollout at the wrong size"
+    );
+    require!(observed.alarms_read && observed.alarms.iter().all(|(_, a)| a == "NOSPACE"), "a rollout under an alarm");
+    require!(every_other_serves(observed, members, None), "a rollout step while a member does not serve");
+    require!(!m.leader || members.len() == 1, "the leader rolled while another member could lead");
+    Ok(())
+}
+
 fn every_other_serves(observed: &Observed, members: &[Member], except: Option<&String>) -> bool {
     members
         .iter()
@@ -626,11 +688,17 @@ fn arb_world() -> impl Strategy<Value = World> {
             (spec_version, upgraded_every, rolled, recorded, alarmed, shape),
         )| {
             // A shaped upgrade is one to 3.6.16, recorded.
-            let (spec_version, recorded) =
-                if shape == 0 { (spec_version, recorded) } else { ("3.6.16", Some("3.6.16")) };
+            // A rollout world (shape 0, extra 2) asks for the version every member runs: nothing to upgrade.
+            let rolling = shape == 0 && extra == 2;
+            let (spec_version, recorded) = match shape {
+                0 if rolling => ("3.5.35", None),
+                0 => (spec_version, recorded),
+                _ => ("3.6.16", Some("3.6.16")),
+            };
             // Shapes 1 and 2 are a settled cluster of its size: no learner, no stray pod, no node down, every pod
             // Ready and not in a restart.
-            let settled = matches!(shape, 1 | 2);
+            // Half of the rollout worlds are settled too (the other half meets faults).
+            let settled = matches!(shape, 1 | 2) || (rolling && base % 2 == 0);
             let (learner_at, orphans, down) = if settled { (None, None, None) } else { (learner_at, orphans, down) };
             let mut members = Vec::new();
             let mut pods = Vec::new();
@@ -643,7 +711,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                 let (started, healthy, pod) = match learner {
                     Some(shape) => shape,
                     // Shapes 1 and 2 are healthy: leadership moves and completions need every member serving.
-                    None if faulty && !matches!(shape, 1 | 2) => (true, healthy, pod),
+                    None if faulty && !settled => (true, healthy, pod),
                     None => (true, true, Some(PodState::Running { ready: ready || settled })),
                 };
                 let runs = matches!(pod, Some(PodState::Running { .. }));
@@ -653,6 +721,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     1 if learner.is_none() && leader_at == Some(at) => V35,
                     1 | 2 => V36,
                     3 => V35,
+                    _ if rolling => V35,
                     _ if (index + at as u32) % upgraded_every.max(1) == 1 => V36,
                     _ => V35,
                 };
@@ -675,10 +744,13 @@ fn arb_world() -> impl Strategy<Value = World> {
                         restarts_before: 0,
                     });
                     let restarts = i32::from(index % 2 == 0);
+                    // Some worlds roll settings out: every other member's pod runs older ones.
+                    let older = rolling && index % 2 == 0;
                     pods.push(MemberPod {
                         image: Some(image_of(version)),
                         rolled,
                         restarts,
+                        settings: Some(if older { "older" } else { "current" }.into()),
                         ..MemberPod::new(name, state)
                     });
                 }
@@ -701,7 +773,8 @@ fn arb_world() -> impl Strategy<Value = World> {
             // Every member (and stray pod) on a claim; the claim of every `skip`-th index records no member yet; one
             // claim's volume is lost, or (on odd draws) retired.
             let mut claims = Vec::new();
-            // Settled shapes record every member on its claim.
+            // Settled shapes record every member on its claim; half of the rollout worlds are on claims.
+            let on_claims = if rolling && on_claims.is_none() && base % 2 == 0 { Some((0, false)) } else { on_claims };
             let on_claims = on_claims.map(|(skip, retire)| if settled { (0, retire) } else { (skip, retire) });
             if let Some((skip, retire)) = on_claims {
                 for m in &members {
@@ -721,11 +794,13 @@ fn arb_world() -> impl Strategy<Value = World> {
                     claims.push(crate::observe::Claim::new(&pod.name, None));
                 }
                 // The claim of a member removed earlier, whose removal did not get to it.
-                if base > 0 {
+                if base > 0 && claims.iter().all(|c| c.member != name_of(base - 1)) {
                     claims.push(crate::observe::Claim::new(&name_of(base - 1), Some(999)));
                 }
             }
-            let size = if settled { u32::try_from(members.len()).unwrap_or(size).max(1) } else { size };
+            // Rollout worlds (extra == 2) are, like settled ones, at their size half of the time.
+            let sized = settled || (rolling && lost_offset.is_some_and(|o| o % 2 == 0));
+            let size = if sized { u32::try_from(members.len()).unwrap_or(size).max(1) } else { size };
             let next_index = used.iter().max().map_or(base, |i| i + 1) + extra;
             let running = pods.iter().any(|p| matches!(p.state, PodState::Running { .. }));
             let etcd = match reach {
@@ -740,7 +815,7 @@ fn arb_world() -> impl Strategy<Value = World> {
             };
             let lost_for = lost_offset.map(|off| Duration::from_secs(grace.as_secs().saturating_add_signed(off)));
             // Derived as observe does, from a record that lists the lost pods half of the time.
-            let recovering = back.map(|back| next_index.saturating_sub(back));
+            let recovering = back.filter(|_| !rolling).map(|back| next_index.saturating_sub(back));
             let recovery_untouched = recovering.is_some_and(|first| {
                 next_index % 2 == 0
                     && pods.iter().all(|p| p.state != PodState::Terminating && of_lost_cluster(&p.name, first))
@@ -756,6 +831,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                 recovery,
                 etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
                 backups: true,
+                settings: Some("current".into()),
                 storage: on_claims.map(|(skip, _)| proto::cluster::ClaimRetention {
                     when_scaled: if skip % 2 == 0 {
                         proto::cluster::Retention::Delete
@@ -900,6 +976,7 @@ fn the_generator_covers_the_interesting_worlds() {
         let action = plan(&desired, &observed);
         let kind = format!("{action:?}");
         seen.insert(kind.split([' ', '(']).next().unwrap_or_default().to_string());
+
         if let Some(members) = listed(&observed) {
             let v = votes(&seats(&observed, members));
             if v.quorate() && v.healthy == v.majority() {
@@ -964,6 +1041,7 @@ fn the_generator_covers_the_interesting_worlds() {
         "DeleteFailedPod",
         "RecordMemberId",
         "RetireClaim",
+        "RollPod",
         "a lost quorum waited out on volumes",
         "Wait",
         "Done",

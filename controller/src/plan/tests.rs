@@ -82,6 +82,7 @@ fn want(size: u32) -> Desired {
         etcd: WantedEtcd::new("quay.io/coreos/etcd", "3.5.35"),
         backups: false,
         storage: None,
+        settings: None,
     }
 }
 
@@ -435,9 +436,10 @@ fn simulate(observed: &mut Observed, action: &Action) {
             members_mut(observed).retain(|m| m.id != *id);
             observed.pods.retain(|p| &p.name != name);
         }
-        Action::DeletePod { name } | Action::DeleteLostMember { name } | Action::DeleteFailedPod { name, .. } => {
-            observed.pods.retain(|p| &p.name != name)
-        }
+        Action::DeletePod { name }
+        | Action::DeleteLostMember { name }
+        | Action::DeleteFailedPod { name, .. }
+        | Action::RollPod { name, .. } => observed.pods.retain(|p| &p.name != name),
         Action::RestartOnClaim { name, .. } => {
             observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }));
             members_mut(observed).iter_mut().filter(|m| &m.name == name).for_each(|m| m.healthy = true);
@@ -1359,4 +1361,90 @@ fn a_claim_records_its_member_and_is_retired_only_once_etcd_no_longer_lists_it()
     let mut next = observed.clone();
     next.next_index = 3;
     assert_ne!(plan(&desired, &next), retire);
+}
+
+// ---- rollouts of settings ----
+
+fn rolling(n: u32, claims: bool) -> (Desired, Observed) {
+    let (mut desired, mut observed) = on_claims(n);
+    if !claims {
+        observed.claims.clear();
+        desired.storage = None;
+    }
+    desired.settings = Some("current".into());
+    for pod in &mut observed.pods {
+        pod.settings = Some("older".into());
+    }
+    (desired, observed)
+}
+
+#[test]
+fn older_settings_are_rolled_out_one_member_at_a_time_followers_first_and_the_leader_last() {
+    let (desired, mut observed) = rolling(3, true);
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 }, "a follower first");
+    observed.pods[1].settings = Some("current".into());
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 2), id: 102 });
+    observed.pods[2].settings = Some("current".into());
+    assert_eq!(
+        plan(&desired, &observed),
+        Action::MoveLeader { from: 100, to: 101, name: member_name(C, 1) },
+        "leadership moves to a member on the current settings before the leader is rolled"
+    );
+    members_mut(&mut observed)[0].leader = false;
+    members_mut(&mut observed)[1].leader = true;
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 0), id: 100 });
+    observed.pods[0].settings = Some("current".into());
+    assert_eq!(plan(&desired, &observed), Action::Done);
+    // A pod of an earlier controller, which recorded no settings, is not rolled for that.
+    observed.pods[0].settings = None;
+    assert_eq!(plan(&desired, &observed), Action::Done);
+}
+
+#[test]
+fn a_rollout_step_waits_for_every_gate() {
+    let (desired, observed) = rolling(3, true);
+    let first = Action::RollPod { name: member_name(C, 1), id: 101 };
+    assert_eq!(plan(&desired, &observed), first);
+    let waits = |observed: &Observed| matches!(plan(&desired, observed), Action::Wait(WaitReason::RolloutWaiting(_)));
+    // Each gate withheld: a member not Ready (the one rolled before, still starting); a member not answering;
+    // no leader; a learner; alarms not read; a CORRUPT alarm.
+    let mut starting = observed.clone();
+    starting.pods[2].state = PodState::Running { ready: false };
+    assert!(waits(&starting), "{:?}", plan(&desired, &starting));
+    let mut silent = observed.clone();
+    members_mut(&mut silent)[2].healthy = false;
+    assert_ne!(plan(&desired, &silent), first);
+    let mut leaderless = observed.clone();
+    members_mut(&mut leaderless)[0].leader = false;
+    assert!(waits(&leaderless));
+    let mut unread = observed.clone();
+    unread.alarms_read = false;
+    assert!(waits(&unread));
+    let mut corrupt = observed.clone();
+    corrupt.alarms = vec![(member_name(C, 0), "CORRUPT".into())];
+    assert_ne!(plan(&desired, &corrupt), first);
+    // NOSPACE does not stop it: a raised quota is how the alarm is cleared.
+    let mut full = observed.clone();
+    full.alarms = vec![(member_name(C, 0), "NOSPACE".into())];
+    assert_eq!(plan(&desired, &full), first);
+    // The cluster changing size: the membership rungs go first.
+    let bigger = Desired { size: 5, ..desired.clone() };
+    assert!(matches!(plan(&bigger, &observed), Action::AddLearner { .. }));
+}
+
+#[test]
+fn an_emptydir_member_is_replaced_for_a_rollout_only_with_three_voters_or_more() {
+    let (desired, observed) = rolling(3, false);
+    assert_eq!(
+        plan(&desired, &observed),
+        Action::RemoveMember { id: 101, name: member_name(C, 1), reason: RemoveReason::Rollout }
+    );
+    let (small, two) = rolling(2, false);
+    assert!(
+        matches!(plan(&small, &two), Action::Wait(WaitReason::RolloutWaiting(ref why)) if why.contains("emptyDir"))
+    );
+    // A member on a claim that does not record it yet is not restarted on it: the claim is recorded first.
+    let (desired, mut unrecorded) = rolling(3, true);
+    unrecorded.claims[1].member_id = None;
+    assert_eq!(plan(&desired, &unrecorded), Action::RecordMemberId { name: member_name(C, 1), id: 101 });
 }

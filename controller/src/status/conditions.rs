@@ -299,10 +299,10 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             true,
             "OlderSettings",
             format!(
-                "{} run{} settings of an earlier spec (spec.etcd, spec.pod): a pod's command, resources and placement \
-                 cannot change while it lives, and this controller does not roll them out yet. A member gets the \
-                 current settings when its pod is created again: delete one member pod at a time, only while the \
-                 others keep a quorum (it is replaced by a new member)",
+                "{} run{} settings of an earlier spec (spec.etcd, spec.pod, spec.storage): a pod's command, resources \
+                 and placement cannot change while it lives, so they are rolled out one member at a time, each \
+                 serving again before the next (a member on a claim restarts on it; one on an emptyDir is replaced \
+                 by a new member, from three members up). Progressing says where the rollout is",
                 older.join(", "),
                 if older.len() == 1 { "s" } else { "" }
             ),
@@ -326,6 +326,8 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::CreateMemberPod { .. } => "FinishingMemberAdd",
         Action::Promote { .. } => "PromotingLearner",
         Action::RemoveMember { reason: RemoveReason::Dead, .. } => "ReplacingDeadMember",
+        Action::RemoveMember { reason: RemoveReason::Rollout, .. } | Action::RollPod { .. } => "RollingOut",
+        Action::Wait(WaitReason::RolloutWaiting(_)) => "RolloutWaiting",
         Action::RemoveMember { .. } => "RemovingMember",
         Action::DeletePod { .. } => "DeletingStrayPod",
         Action::StartRecovery { .. } => "StartingRecovery",
@@ -367,7 +369,7 @@ pub(super) fn progress_message(action: &Action) -> String {
         Action::RollMember { name, release, .. } => {
             format!("upgrading {name} to {}: its container restarts on its data", release.image)
         }
-        Action::MoveLeader { name, .. } => format!("moving leadership to {name}, which runs the target"),
+        Action::MoveLeader { name, .. } => format!("moving leadership to {name}, which runs the target (or settings)"),
         Action::CompleteUpgrade => "every member runs the target and the cluster version reports it".into(),
         Action::Wait(WaitReason::UpgradeSettling { member, why }) => {
             format!("upgrading: waiting for {member} to serve at the target ({why})")
@@ -383,7 +385,14 @@ pub(super) fn progress_message(action: &Action) -> String {
             refusal.reason
         ),
         Action::Promote { name, .. } => format!("promoting learner {name}"),
+        Action::RemoveMember { name, reason: RemoveReason::Rollout, .. } => {
+            format!("replacing {name} (on an emptyDir) with a new member on the current settings")
+        }
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
+        Action::RollPod { name, .. } => {
+            format!("restarting {name} on its claim with the current settings (its pod is created again)")
+        }
+        Action::Wait(WaitReason::RolloutWaiting(why)) => format!("the rollout waits: {why}"),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
         Action::RestartOnClaim { name, .. } => {
             format!("creating the pod of {name} again on its claim {}", crate::pod::claim_name(name))

@@ -1,0 +1,265 @@
+//! End-to-end on the three-node test bed, with members on volumes (`spec.storage`, the test bed's default
+//! StorageClass: rancher's local-path provisioner, node-pinned volumes). In order, on one cluster:
+//! 1. three members come up, each on its own bound claim that records its etcd member ID;
+//! 2. every member pod deleted at once under a writer: the same members (same names, same etcd IDs) come back on
+//!    their claims, no acknowledged write is lost, and nothing was restored (the time to three healthy members is
+//!    printed);
+//! 3. a member's volume made another cluster's (its guard file rewritten on the node's disk) and its pod deleted:
+//!    the guard refuses it, status names the claim and why, etcd never starts on it and the member is not
+//!    replaced; with the volume put back, the member comes back on it;
+//! 4. scaled 3 -> 5 -> 3: each new member gets a new claim; the removed members' claims are deleted
+//!    (`whenScaled: Delete`), and no later member reuses a name;
+//! 5. the EtcdCluster deleted (`whenDeleted: Retain`): the claims stay; created again under the same name, it is
+//!    refused (its retained claims belong to the earlier cluster) and status says why.
+//!
+//! The controller runs in-process (its library's `run`) with the permissions the install grants.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use support::{Writer, client_service, clusters, converged, eventually, install_crd, lost_writes};
+
+const NS: &str = "e2e-volumes";
+const CLUSTER: &str = "vol";
+const CLAIMS: &str = "kube-etcd-controller.dev/cluster=vol,kube-etcd-controller.dev/member";
+
+fn object() -> DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": CLUSTER },
+        "spec": { "size": 3, "storage": { "size": "256Mi" } },
+    }))
+    .unwrap()
+}
+
+/// etcd's member list as one member tells it: name to ID.
+async fn member_ids(endpoint: &str) -> Option<BTreeMap<String, u64>> {
+    let mut etcd = etcd_client::Client::connect([endpoint], None).await.ok()?;
+    let listed = etcd.member_list().await.ok()?;
+    Some(listed.members().iter().map(|m| (m.name().to_string(), m.id())).collect())
+}
+
+/// The member claims: name to (phase, recorded member ID, deleting).
+async fn claims(api: &Api<PersistentVolumeClaim>) -> BTreeMap<String, (String, Option<String>, bool)> {
+    let listed = api.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items;
+    listed
+        .into_iter()
+        .map(|c| {
+            let id = c.metadata.annotations.as_ref().and_then(|a| a.get("kube-etcd-controller.dev/member-id").cloned());
+            let phase = c.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            let deleting = c.metadata.deletion_timestamp.is_some();
+            (c.metadata.name.unwrap(), (phase, id, deleting))
+        })
+        .collect()
+}
+
+async fn status(api: &Api<DynamicObject>) -> serde_json::Value {
+    api.get(CLUSTER).await.unwrap().data["status"].clone()
+}
+
+fn condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
+    status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == kind).cloned()).unwrap_or_default()
+}
+
+/// Where the volume bound to `claim` lives on this machine (the provisioner's directory on its node's disk).
+async fn volume_dir(client: &kube::Client, claims: &Api<PersistentVolumeClaim>, claim: &str) -> std::path::PathBuf {
+    let volume = claims.get(claim).await.unwrap().spec.unwrap().volume_name.unwrap();
+    let pv = Api::<PersistentVolume>::all(client.clone()).get(&volume).await.unwrap().spec.unwrap();
+    let path = pv.host_path.map(|h| h.path).or(pv.local.map(|l| l.path)).expect("a hostPath or local volume");
+    std::path::PathBuf::from(path)
+}
+
+#[tokio::test]
+async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
+    let client = support::testbed().await;
+    install_crd(&client).await;
+    support::fresh_namespace(&client, NS).await;
+    let _controller =
+        support::start_controller(&client, NS, "e2e-volumes", Duration::from_secs(5), Duration::from_secs(2)).await;
+    let api = clusters(&client, NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+
+    // 1. Three members, each on its own bound claim recording its member ID.
+    api.create(&PostParams::default(), &object()).await.unwrap();
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
+    println!("create on volumes: 3 ready voting members in {:.1} s", took.as_secs_f64());
+    let endpoint = format!("http://{}:2379", members[0].1);
+    let ids = member_ids(&endpoint).await.unwrap();
+    let (recorded, _) = eventually("every claim Bound and recording its member ID", Duration::from_secs(60), || {
+        let pvcs = pvcs.clone();
+        let ids = ids.clone();
+        async move {
+            let claims = claims(&pvcs).await;
+            let recorded: BTreeMap<String, u64> = claims
+                .iter()
+                .filter(|(_, (phase, _, _))| phase == "Bound")
+                .filter_map(|(name, (_, id, _))| Some((name.clone(), u64::from_str_radix(id.as_ref()?, 16).ok()?)))
+                .collect();
+            let wanted: BTreeMap<String, u64> = ids.iter().map(|(m, id)| (format!("data-{m}"), *id)).collect();
+            (recorded == wanted && claims.len() == 3).then_some(recorded)
+        }
+    })
+    .await;
+    println!("claims: {recorded:x?}");
+    let nodes: std::collections::BTreeSet<String> = {
+        let listed = pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items;
+        listed.into_iter().filter_map(|p| p.spec?.node_name).collect()
+    };
+    assert_eq!(nodes.len(), 3, "one member per node: {nodes:?}");
+
+    // 2. Every member pod deleted at once, under a writer.
+    let service = client_service(&client, NS, CLUSTER).await;
+    let writer = Writer::start(vec![service.clone()], "/volumes/all-pods/", None);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let uids: Vec<String> = pods
+        .list(&ListParams::default().labels(CLAIMS))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.uid.unwrap())
+        .collect();
+    let deleted = Instant::now();
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels(CLAIMS)).await.unwrap();
+    let (back, _) = eventually("the same three members back on new pods", Duration::from_secs(180), || {
+        let pods = pods.clone();
+        let uids = uids.clone();
+        async move {
+            let ready = support::converged_now(&pods, CLUSTER, 3, &[]).await?;
+            let listed = pods.list(&ListParams::default().labels(CLAIMS)).await.ok()?.items;
+            listed.iter().all(|p| !uids.contains(p.metadata.uid.as_ref().unwrap())).then_some(ready)
+        }
+    })
+    .await;
+    let took = deleted.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = writer.stop();
+    println!(
+        "every member pod deleted: the same members serve again {:.1} s later (goal: under 20 s); {} writes \
+         acknowledged, longest gap {:.1} s",
+        took.as_secs_f64(),
+        written.acked.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    let endpoint = format!("http://{}:2379", back[0].1);
+    assert_eq!(member_ids(&endpoint).await.unwrap(), ids, "the same members, with the same etcd IDs");
+    let lost = lost_writes(&endpoint, "/volumes/all-pods/", &written).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(written.acked_since(deleted + took) > 0, "the writer wrote again after the members came back");
+    let now = status(&api).await;
+    assert!(now["restoredFrom"].is_null() && now["recovery"].is_null(), "nothing was restored: {now}");
+
+    // 3. A volume made another cluster's: refused by the guard, named in status, nothing started, not replaced.
+    let victim = back[2].0.clone();
+    let claim = format!("data-{victim}");
+    let guard = volume_dir(&client, &pvcs, &claim).await.join(proto::backup::GUARD_FILE);
+    let original = std::fs::read(&guard).expect("the guard file on the volume");
+    let mut foreign: proto::backup::VolumeGuard = serde_json::from_slice(&original).unwrap();
+    foreign.cluster_uid = "another-cluster-uid".into();
+    foreign.cluster = "elsewhere/other".into();
+    std::fs::write(&guard, serde_json::to_vec(&foreign).unwrap()).unwrap();
+    pods.delete(&victim, &DeleteParams::default()).await.unwrap();
+    let (refused, _) = eventually("status to name the refused claim", Duration::from_secs(120), || {
+        let api = api.clone();
+        let claim = claim.clone();
+        async move {
+            let status = status(&api).await;
+            let degraded = condition(&status, "Degraded");
+            let named = status["claims"].as_array()?.iter().find(|c| c["claim"] == claim.as_str())?.clone();
+            (degraded["reason"] == "VolumeRefused" && named["refused"].is_string()).then_some((degraded, named))
+        }
+    })
+    .await;
+    println!("refused: {} / {}", refused.0["message"], refused.1);
+    assert!(refused.1["refused"].as_str().unwrap().contains("elsewhere/other"), "{}", refused.1);
+    // The member stays in etcd, on its claim: nothing replaced it, and etcd never ran there.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let listed = member_ids(&endpoint).await.unwrap();
+    assert_eq!(listed, ids, "the member is neither removed nor replaced");
+    let pod = pods.get(&victim).await.unwrap();
+    let etcd_started = pod.status.and_then(|s| s.container_statuses).into_iter().flatten().any(|c| {
+        c.name == "etcd"
+            && (c.state.is_some_and(|s| s.running.is_some()) || c.last_state.is_some_and(|s| s.terminated.is_some()))
+    });
+    assert!(!etcd_started, "etcd never started on a refused volume");
+    std::fs::write(&guard, &original).unwrap();
+    let (_, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
+    println!("with its own volume back, {victim} serves again after {:.1} s", took.as_secs_f64());
+    assert_eq!(member_ids(&endpoint).await.unwrap(), ids);
+
+    // 4. Scaled to five, then back to three: new members on new claims; removed members' claims deleted.
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "size": 5 } })))
+        .await
+        .unwrap();
+    let (five, took) = converged(&pods, CLUSTER, 5, &[], Duration::from_secs(240)).await;
+    println!("grown to 5 on volumes in {:.1} s", took.as_secs_f64());
+    let grown: Vec<String> = five.iter().map(|(n, _)| n.clone()).filter(|n| !ids.contains_key(n)).collect();
+    assert_eq!(grown.len(), 2, "{five:?}");
+    let with_five = claims(&pvcs).await;
+    for member in &grown {
+        assert!(with_five.contains_key(&format!("data-{member}")), "{member} has its claim: {with_five:?}");
+    }
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "size": 3 } })))
+        .await
+        .unwrap();
+    let (three, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
+    println!("shrunk to 3 in {:.1} s", took.as_secs_f64());
+    let removed: Vec<String> =
+        five.iter().map(|(n, _)| n.clone()).filter(|n| !three.iter().any(|(m, _)| m == n)).collect();
+    assert_eq!(removed.len(), 2);
+    eventually("the removed members' claims deleted", Duration::from_secs(120), || {
+        let pvcs = pvcs.clone();
+        let removed = removed.clone();
+        async move {
+            let claims = claims(&pvcs).await;
+            removed.iter().all(|m| !claims.contains_key(&format!("data-{m}"))).then_some(())
+        }
+    })
+    .await;
+    let names: Vec<String> = three.iter().map(|(n, _)| n.clone()).collect();
+    let highest = five.iter().map(|(n, _)| n.clone()).max().unwrap();
+    assert!(names.iter().all(|n| n <= &highest), "no name reused or made anew: {names:?}");
+
+    // 5. Deleted with whenDeleted: Retain: the claims stay; the same name again is refused, and says why.
+    let kept: Vec<String> = claims(&pvcs).await.into_keys().collect();
+    assert_eq!(kept.len(), 3);
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    eventually("the member pods gone with their cluster", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items.is_empty().then_some(()) }
+    })
+    .await;
+    eventually("the cluster object gone", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move { api.get_opt(CLUSTER).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let retained: Vec<String> = claims(&pvcs).await.into_keys().collect();
+    assert_eq!(retained, kept, "whenDeleted: Retain keeps every claim");
+    // The same name again: its seed is vol-0000 again, whose claim was retained (a scale-down removes followers
+    // from the highest name down, so vol-0000 was never removed).
+    assert!(kept.iter().any(|c| c == "data-vol-0000"), "{kept:?}");
+    let mut again = object();
+    again.data["spec"]["size"] = serde_json::json!(1);
+    api.create(&PostParams::default(), &again).await.unwrap();
+    let (refusal, _) = eventually("the new cluster refused or started", Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(CLUSTER).await.ok()?.data["status"].clone();
+            let degraded = condition(&status, "Degraded");
+            (degraded["reason"] == "Refused").then_some(degraded["message"].as_str().unwrap_or("").to_string())
+        }
+    })
+    .await;
+    println!("created again under the same name: {refusal}");
+    assert!(refusal.contains("earlier cluster"), "{refusal}");
+    assert!(pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items.is_empty(), "nothing started");
+    api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+    pvcs.delete_collection(&DeleteParams::default(), &ListParams::default().labels(CLAIMS)).await.unwrap();
+}
