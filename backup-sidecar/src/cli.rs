@@ -61,6 +61,9 @@ pub struct GuardArgs {
     /// The member's etcd ID (hex), when known.
     #[arg(long)]
     pub member_id: Option<String>,
+    /// The member ran on this volume before: refuse it when it holds no guard or no data.
+    #[arg(long)]
+    pub expect_data: bool,
     /// Where the verdict is also written (`/dev/termination-log`).
     #[arg(long)]
     pub result_file: Option<PathBuf>,
@@ -264,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cluster: args.cluster,
                 member: args.member,
                 member_id: args.member_id,
+                expect_data: args.expect_data,
             };
             let verdict = crate::guard::check(&expected);
             let said = match &verdict {

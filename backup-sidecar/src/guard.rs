@@ -31,6 +31,9 @@ pub struct Expected {
     pub member: String,
     /// The member's etcd ID (hex), when known.
     pub member_id: Option<String>,
+    /// The member ran on this volume before: it must hold its guard and its data (an empty volume now is a lost one,
+    /// and etcd would start as that member with no log).
+    pub expect_data: bool,
 }
 
 /// What the check found.
@@ -56,8 +59,17 @@ pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io("reading", e)),
     };
+    let has_data = holds_data(&expected.data_dir).map_err(|e| io("listing", e))?;
+    if expected.expect_data && (found.is_none() || !has_data) {
+        return Err(GuardError::Refused(format!(
+            "member {} ran on this claim, but the volume holds no {}: its data is gone (a new or wiped volume), \
+             and etcd is not started on it as that member",
+            expected.member,
+            if found.is_none() { "guard" } else { "data" }
+        )));
+    }
     let Some(guard) = found else {
-        if holds_data(&expected.data_dir).map_err(|e| io("listing", e))? {
+        if has_data {
             return Err(GuardError::Refused(format!(
                 "it holds etcd data ({}) but no guard: it was not written by this member, and is not started on",
                 expected.data_dir.display()
@@ -135,6 +147,7 @@ mod tests {
             cluster: "ns/demo".into(),
             member: member.into(),
             member_id: id.map(Into::into),
+            expect_data: false,
         }
     }
 
@@ -155,6 +168,20 @@ mod tests {
         assert!(matches!(&other_cluster, GuardError::Refused(why) if why.contains("uid-1")), "{other_cluster}");
         let other_member = check(&expected(dir.path(), "uid-1", "demo-0002", None)).unwrap_err();
         assert!(matches!(&other_member, GuardError::Refused(why) if why.contains("demo-0001")), "{other_member}");
+    }
+
+    #[test]
+    fn a_member_that_ran_on_its_volume_is_never_started_on_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let again = Expected { expect_data: true, ..expected(dir.path(), "uid-1", "demo-0001", Some("abc")) };
+        let refused = check(&again).unwrap_err();
+        assert!(matches!(&refused, GuardError::Refused(why) if why.contains("no guard")), "{refused}");
+        assert!(!dir.path().join(GUARD_FILE).exists(), "nothing written: the volume stays as it was found");
+        // Its guard there, its data gone.
+        assert_eq!(check(&expected(dir.path(), "uid-1", "demo-0001", Some("abc"))), Ok(Verdict::Claimed));
+        assert!(matches!(check(&again), Err(GuardError::Refused(why)) if why.contains("no data")));
+        std::fs::create_dir_all(dir.path().join("data/member/wal")).unwrap();
+        assert_eq!(check(&again), Ok(Verdict::Matches));
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub async fn act(
         Action::RecordMemberId { .. } => volumes::record_member_id(&step, action).await?,
         Action::RetireClaim { .. } => volumes::retire_claim(&step, action).await?,
         Action::RollPod { .. } => volumes::roll_pod(&step, action).await?,
+        Action::RetireLostClaim { .. } => volumes::retire_lost_claim(&step, action).await?,
+        Action::SetClaimOwner { .. } => volumes::set_claim_owner(&step, action).await?,
         Action::StartRecovery { .. } => recovery::start_recovery(&step, action).await?,
         Action::DeleteLostMember { .. } => recovery::delete_lost_member(&step, action).await?,
         Action::AbandonRecovery { .. } => recovery::abandon_recovery(&step, action).await?,

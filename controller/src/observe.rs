@@ -231,6 +231,11 @@ pub struct Claim {
     /// Retired: its member was removed from etcd (its data can never rejoin), and it is kept only because the
     /// retention policy says so. Never used again.
     pub retired: bool,
+    /// Retired because its cluster lost quorum and was restored from a backup: it may hold writes the backup does
+    /// not, so it is never deleted automatically, whatever the retention policy says.
+    pub lost: bool,
+    /// Whether the EtcdCluster owns it (it is deleted with the cluster: `whenDeleted: Delete`).
+    pub owned: bool,
     /// Its capacity once bound.
     pub capacity: Option<String>,
 }
@@ -257,6 +262,8 @@ impl Claim {
             phase: ClaimPhase::Bound,
             deleting: false,
             retired: false,
+            lost: false,
+            owned: false,
             capacity: None,
         }
     }
@@ -467,6 +474,8 @@ pub async fn observe(
         EtcdView::Members(members) => members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         EtcdView::Unreachable(_) => Vec::new(),
     });
+    // Claims too: a retained claim's name is never given to a new member.
+    let seen = seen.chain(claims.iter().map(|c| c.member.as_str()));
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
     let recovering = status.recovery.as_ref().map(|r| u32::try_from(r.first_member_index).unwrap_or(0));
@@ -541,6 +550,11 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
         },
         deleting: claim.metadata.deletion_timestamp.is_some(),
         retired: claim.annotations().contains_key(crate::pod::CLAIM_RETIRED),
+        lost: claim
+            .annotations()
+            .get(crate::pod::CLAIM_RETIRED)
+            .is_some_and(|why| why.starts_with(crate::pod::LOST_PREFIX)),
+        owned: claim.owner_references().iter().any(|o| o.uid == uid),
         capacity: status.and_then(|s| s.capacity.as_ref()?.get("storage")).map(|q| q.0.clone()),
     })
 }

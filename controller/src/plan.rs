@@ -291,6 +291,20 @@ pub enum Action {
         /// Its etcd ID.
         id: u64,
     },
+    /// Recovering, once the lost cluster's pods are gone: retire a claim of the lost cluster (never mounted again),
+    /// and keep it whatever the policy: it may hold writes the backup does not.
+    RetireLostClaim {
+        /// The member.
+        name: String,
+    },
+    /// Make the EtcdCluster own a member claim (so that it is deleted with the cluster), or no longer, as
+    /// `whenDeleted` says now.
+    SetClaimOwner {
+        /// The member.
+        name: String,
+        /// Whether the cluster owns it.
+        owned: bool,
+    },
     /// A claim whose member etcd no longer lists and whose pod is gone: mark it retired (never mounted again), and
     /// delete it when `delete` (`whenScaled: Delete`).
     RetireClaim {

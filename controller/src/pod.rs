@@ -229,8 +229,8 @@ pub fn member_pod(
     };
     let mut volumes = vec![data];
     let mut init_containers = Vec::new();
-    if let DataVolume::Claim { sidecar_image, member_id } = volume {
-        init_containers.push(guard_container(cluster, member, sidecar_image, *member_id));
+    if let DataVolume::Claim { sidecar_image, member_id, expect_data } = volume {
+        init_containers.push(guard_container(cluster, member, sidecar_image, *member_id, *expect_data));
     }
     if let Join::New { token, restore: Some(restore) } = join {
         let (containers, extra) = restore_containers(cluster, member, token, restore, release);
@@ -341,6 +341,9 @@ pub enum DataVolume {
         sidecar_image: String,
         /// The member's etcd ID, when known: the guard records it, and refuses a volume of another member ID.
         member_id: Option<u64>,
+        /// Whether the member ran on it before (its claim records it): the guard then refuses an empty volume (etcd
+        /// would start as that member with no log, forgetting its votes).
+        expect_data: bool,
     },
 }
 
@@ -348,7 +351,7 @@ impl DataVolume {
     /// What a new member of a cluster with `spec` gets: a claim when `spec.storage` is set.
     pub fn of_spec(spec: &proto::cluster::EtcdClusterSpec, sidecar_image: &str) -> Self {
         match spec.storage {
-            Some(_) => Self::Claim { sidecar_image: sidecar_image.into(), member_id: None },
+            Some(_) => Self::Claim { sidecar_image: sidecar_image.into(), member_id: None, expect_data: false },
             None => Self::EmptyDir,
         }
     }
@@ -368,6 +371,9 @@ pub const CLAIM_MEMBER_ID: &str = "kube-etcd-controller.dev/member-id";
 /// The annotation on a claim whose member was removed from etcd (its value says why): its data can never rejoin, and
 /// it is never mounted again; it stays only when the retention policy keeps it.
 pub const CLAIM_RETIRED: &str = "kube-etcd-controller.dev/retired";
+/// How the [`CLAIM_RETIRED`] reason of a claim of a cluster that lost quorum (and was restored) starts: such a claim
+/// may hold writes the backup does not, and is never deleted automatically.
+pub const LOST_PREFIX: &str = "lost: ";
 
 /// The claim of member `member` of `cluster` (`spec.storage`, which must be set): labelled as the cluster's and the
 /// member's, annotated with the cluster's UID, and owned by the EtcdCluster only when `whenDeleted` is `Delete` (so
@@ -404,7 +410,13 @@ pub fn member_claim(cluster: &EtcdCluster, member: &str) -> Option<PersistentVol
 /// The init container that checks, before etcd starts, that the claim mounted is this member's
 /// (`etcd-backup-sidecar guard`): it claims an empty volume, and refuses (exit 4, the reason in its termination
 /// message) one that belongs to another cluster or member or holds data it did not write.
-fn guard_container(cluster: &EtcdCluster, member: &str, sidecar_image: &str, member_id: Option<u64>) -> Container {
+fn guard_container(
+    cluster: &EtcdCluster,
+    member: &str,
+    sidecar_image: &str,
+    member_id: Option<u64>,
+    expect_data: bool,
+) -> Container {
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let mut command = vec![
         "etcd-backup-sidecar".to_string(),
@@ -418,6 +430,9 @@ fn guard_container(cluster: &EtcdCluster, member: &str, sidecar_image: &str, mem
     ];
     if let Some(id) = member_id {
         command.push(format!("--member-id={id:x}"));
+    }
+    if expect_data {
+        command.push("--expect-data".into());
     }
     Container {
         name: GUARD_CONTAINER.into(),
@@ -906,7 +921,7 @@ mod tests {
             .unwrap(),
         );
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
-        let volume = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(0xabc) };
+        let volume = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(0xabc), expect_data: true };
         let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &volume);
         let spec = pod.spec.unwrap();
         let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
@@ -917,7 +932,14 @@ mod tests {
         assert_eq!(guard.name, GUARD_CONTAINER);
         assert_eq!(guard.image.as_deref(), Some("sidecar:1"));
         let command = guard.command.clone().unwrap();
-        for arg in ["guard", "--cluster-uid=uid-demo", "--cluster=ns/demo", "--member=demo-0001", "--member-id=abc"] {
+        for arg in [
+            "guard",
+            "--cluster-uid=uid-demo",
+            "--cluster=ns/demo",
+            "--member=demo-0001",
+            "--member-id=abc",
+            "--expect-data",
+        ] {
             assert!(command.contains(&arg.to_string()), "{arg} in {command:?}");
         }
         assert!(
@@ -953,7 +975,8 @@ mod tests {
         assert_ne!(settings_hash(&c), without);
         // The member ID the guard is given is the member's, no setting.
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
-        let on = |id| DataVolume::Claim { sidecar_image: "s".into(), member_id: id };
+        let on =
+            |id: Option<u64>| DataVolume::Claim { sidecar_image: "s".into(), member_id: id, expect_data: id.is_some() };
         let a = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &on(None));
         let b = member_pod(&c, "demo-0002", &[], &Join::Existing, &release, &on(Some(7)));
         assert_eq!(settings_of(&a), settings_of(&b));

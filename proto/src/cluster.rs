@@ -38,6 +38,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
 pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]
@@ -111,8 +112,6 @@ pub enum AccessMode {
     ReadWriteOnce,
     /// Mounted read-write by one pod.
     ReadWriteOncePod,
-    /// Mounted read-write by many nodes (each member still has its own claim).
-    ReadWriteMany,
 }
 
 impl AccessMode {
@@ -121,7 +120,6 @@ impl AccessMode {
         match self {
             Self::ReadWriteOnce => "ReadWriteOnce",
             Self::ReadWriteOncePod => "ReadWriteOncePod",
-            Self::ReadWriteMany => "ReadWriteMany",
         }
     }
 }

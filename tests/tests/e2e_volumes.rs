@@ -1,6 +1,8 @@
 //! End-to-end on the three-node test bed, with members on volumes (`spec.storage`, the test bed's default
-//! StorageClass: rancher's local-path provisioner, node-pinned volumes). In order, on one cluster:
-//! 1. three members come up, each on its own bound claim that records its etcd member ID;
+//! StorageClass: rancher's local-path provisioner, node-pinned volumes), and settings rolled out to running members.
+//! In order, on one cluster:
+//! 1. three members come up on emptyDirs; `spec.storage` is added under a writer: each member is replaced by one on
+//!    its own claim, one at a time, no acknowledged write lost; each bound claim records its etcd member ID;
 //! 2. every member pod deleted at once under a writer: the same members (same names, same etcd IDs) come back on
 //!    their claims, no acknowledged write is lost, and nothing was restored (the time to three healthy members is
 //!    printed);
@@ -9,8 +11,12 @@
 //!    replaced; with the volume put back, the member comes back on it;
 //! 4. scaled 3 -> 5 -> 3: each new member gets a new claim; the removed members' claims are deleted
 //!    (`whenScaled: Delete`), and no later member reuses a name;
-//! 5. the EtcdCluster deleted (`whenDeleted: Retain`): the claims stay; created again under the same name, it is
-//!    refused (its retained claims belong to the earlier cluster) and status says why.
+//! 5. `spec.pod.resources` changed under a writer: every member restarted on its claim with them (same etcd IDs),
+//!    the leader last, no acknowledged write lost; then the database filled to its 64 MiB quota (NOSPACE) and
+//!    `spec.etcd.quotaBackendBytes` raised: rolled to every member, after which the alarm can be disarmed and writes
+//!    are taken again;
+//! 6. the EtcdCluster deleted (`whenDeleted: Retain`): the claims stay; created again under the same name, it is
+//!    refused (the retained claims belong to the earlier cluster), nothing starts, and status says why.
 //!
 //! The controller runs in-process (its library's `run`) with the permissions the install grants.
 
@@ -26,13 +32,47 @@ use support::{Writer, client_service, clusters, converged, eventually, install_c
 const NS: &str = "e2e-volumes";
 const CLUSTER: &str = "vol";
 const CLAIMS: &str = "kube-etcd-controller.dev/cluster=vol,kube-etcd-controller.dev/member";
+/// etcd's smallest quota the spec allows (64 MiB): filled in seconds.
+const QUOTA: i64 = 67_108_864;
+
+/// Patches the cluster's spec, then waits until status describes that spec (its generation), `ConfigDrift` is
+/// False (every member pod runs the settings it renders) and the three member pods carry one settings hash; returns
+/// how long that took.
+async fn rolled_out(
+    api: &Api<DynamicObject>,
+    pods: &Api<Pod>,
+    patch: serde_json::Value,
+    what: &str,
+    limit: Duration,
+) -> Duration {
+    let patched = api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    let generation = patched.metadata.generation.unwrap();
+    let (_, took) = eventually(what, limit, || {
+        let (api, pods) = (api.clone(), pods.clone());
+        async move {
+            let status = status(&api).await;
+            if status["observedGeneration"].as_i64()? < generation {
+                return None;
+            }
+            let drift = condition(&status, "ConfigDrift");
+            let listed = pods.list(&ListParams::default().labels(CLAIMS)).await.ok()?.items;
+            let hashes: std::collections::BTreeSet<String> = listed
+                .iter()
+                .filter_map(|p| p.metadata.annotations.as_ref()?.get("kube-etcd-controller.dev/settings-hash").cloned())
+                .collect();
+            (drift["status"] == "False" && hashes.len() == 1 && listed.len() == 3).then_some(())
+        }
+    })
+    .await;
+    took
+}
 
 fn object() -> DynamicObject {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "kube-etcd-controller.dev/v1alpha1",
         "kind": "EtcdCluster",
         "metadata": { "name": CLUSTER },
-        "spec": { "size": 3, "storage": { "size": "256Mi" } },
+        "spec": { "size": 3, "etcd": { "quotaBackendBytes": QUOTA } },
     }))
     .unwrap()
 }
@@ -85,11 +125,29 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
 
-    // 1. Three members, each on its own bound claim recording its member ID.
+    // 1. Three members on emptyDirs, moved onto claims under a writer, then each on its own bound claim recording
+    // its member ID.
     api.create(&PostParams::default(), &object()).await.unwrap();
-    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(180)).await;
-    println!("create on volumes: 3 ready voting members in {:.1} s", took.as_secs_f64());
+    let (members, took) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(120)).await;
+    println!("create on emptyDirs: 3 ready voting members in {:.1} s", took.as_secs_f64());
+    let service = client_service(&client, NS, CLUSTER).await;
+    let writer = Writer::start(vec![service.clone()], "/volumes/migrate/", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let storage = serde_json::json!({ "spec": { "storage": { "size": "256Mi" } } });
+    let took = rolled_out(&api, &pods, storage, "every member moved onto a claim", Duration::from_secs(300)).await;
+    let gone: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    let (members, _) = converged(&pods, CLUSTER, 3, &gone, Duration::from_secs(60)).await;
+    let written = writer.stop();
+    println!(
+        "spec.storage added: every member replaced by one on a claim in {:.1} s; {} writes acknowledged, longest gap \
+         {:.1} s",
+        took.as_secs_f64(),
+        written.acked.len(),
+        written.longest_gap.as_secs_f64()
+    );
     let endpoint = format!("http://{}:2379", members[0].1);
+    let lost = lost_writes(&endpoint, "/volumes/migrate/", &written).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost moving onto claims", lost.len());
     let ids = member_ids(&endpoint).await.unwrap();
     let (recorded, _) = eventually("every claim Bound and recording its member ID", Duration::from_secs(60), || {
         let pvcs = pvcs.clone();
@@ -114,7 +172,6 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     assert_eq!(nodes.len(), 3, "one member per node: {nodes:?}");
 
     // 2. Every member pod deleted at once, under a writer.
-    let service = client_service(&client, NS, CLUSTER).await;
     let writer = Writer::start(vec![service.clone()], "/volumes/all-pods/", None);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let uids: Vec<String> = pods
@@ -226,7 +283,78 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     let highest = five.iter().map(|(n, _)| n.clone()).max().unwrap();
     assert!(names.iter().all(|n| n <= &highest), "no name reused or made anew: {names:?}");
 
-    // 5. Deleted with whenDeleted: Retain: the claims stay; the same name again is refused, and says why.
+    // 5. Resources changed under a writer: every member restarted on its claim with them, as the same member.
+    let endpoint = format!("http://{}:2379", three[0].1);
+    let ids = member_ids(&endpoint).await.unwrap();
+    let writer = Writer::start(vec![service.clone()], "/volumes/resources/", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let resources =
+        serde_json::json!({ "spec": { "pod": { "resources": { "requests": { "cpu": "150m", "memory": "96Mi" } } } } });
+    let took = rolled_out(&api, &pods, resources, "the new resources rolled out", Duration::from_secs(300)).await;
+    let (back, _) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(60)).await;
+    let written = writer.stop();
+    println!(
+        "spec.pod.resources rolled to every member in {:.1} s; {} writes acknowledged, longest gap {:.1} s",
+        took.as_secs_f64(),
+        written.acked.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    for pod in pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap() {
+        let etcd = pod.spec.unwrap().containers.into_iter().find(|c| c.name == "etcd").unwrap();
+        let requests = etcd.resources.unwrap().requests.unwrap();
+        assert_eq!(requests["cpu"].0, "150m", "{:?} runs the new resources", pod.metadata.name);
+    }
+    let endpoint = format!("http://{}:2379", back[0].1);
+    assert_eq!(member_ids(&endpoint).await.unwrap(), ids, "restarted on their claims: the same members");
+    let lost = lost_writes(&endpoint, "/volumes/resources/", &written).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost rolling resources", lost.len());
+
+    // The database filled to its quota: NOSPACE. The quota raised: rolled to every member, then the alarm can be
+    // disarmed and writes are taken again.
+    let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
+    let value = vec![b'x'; 1024 * 1024];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(error) = etcd.put(format!("/big/{i:03}"), value.clone(), None).await {
+            refused = Some(error.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("etcd refused writes past its 64 MiB quota");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    eventually("the NOSPACE alarm in status", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move { (condition(&status(&api).await, "Alarm")["reason"] == "NOSPACE").then_some(()) }
+    })
+    .await;
+    let quota = serde_json::json!({ "spec": { "etcd": { "quotaBackendBytes": 4 * QUOTA } } });
+    let took =
+        rolled_out(&api, &pods, quota, "the raised quota rolled out under NOSPACE", Duration::from_secs(300)).await;
+    println!("quotaBackendBytes raised on a cluster in NOSPACE: rolled to every member in {:.1} s", took.as_secs_f64());
+    for pod in pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap() {
+        let command = pod.spec.unwrap().containers.into_iter().find(|c| c.name == "etcd").unwrap().command.unwrap();
+        assert!(command.contains(&format!("--quota-backend-bytes={}", 4 * QUOTA)), "{command:?}");
+    }
+    let (back, _) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(60)).await;
+    let endpoint = format!("http://{}:2379", back[0].1);
+    assert_eq!(member_ids(&endpoint).await.unwrap(), ids);
+    let (_, _) = eventually("the alarm disarmed and a write taken", Duration::from_secs(60), || {
+        let endpoint = endpoint.clone();
+        async move {
+            // As `etcdctl alarm disarm` does it: each raised alarm deactivated for its member.
+            let mut etcd = etcd_client::Client::connect([endpoint.as_str()], None).await.ok()?;
+            let raised = etcd.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.ok()?;
+            for alarm in raised.alarms() {
+                let mut disarm = etcd_client::AlarmOptions::new();
+                disarm.with_member(alarm.member_id());
+                etcd.alarm(etcd_client::AlarmAction::Deactivate, alarm.alarm(), Some(disarm)).await.ok()?;
+            }
+            etcd.put("/after-quota", "taken", None).await.ok()
+        }
+    })
+    .await;
+
+    // 6. Deleted with whenDeleted: Retain: the claims stay; the same name again is refused, and says why.
     let kept: Vec<String> = claims(&pvcs).await.into_keys().collect();
     assert_eq!(kept.len(), 3);
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
@@ -242,9 +370,7 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     .await;
     let retained: Vec<String> = claims(&pvcs).await.into_keys().collect();
     assert_eq!(retained, kept, "whenDeleted: Retain keeps every claim");
-    // The same name again: its seed is vol-0000 again, whose claim was retained (a scale-down removes followers
-    // from the highest name down, so vol-0000 was never removed).
-    assert!(kept.iter().any(|c| c == "data-vol-0000"), "{kept:?}");
+    // The same name again: not started beside (nor on) the claims the earlier cluster left.
     let mut again = object();
     again.data["spec"]["size"] = serde_json::json!(1);
     api.create(&PostParams::default(), &again).await.unwrap();

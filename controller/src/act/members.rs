@@ -19,6 +19,7 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
     let restored = seed.as_ref().map(|(_, from)| from);
     let restore = seed.as_ref().map(|(restore, _)| restore.clone());
     let join = Join::New { token: token.clone(), restore };
+    super::volumes::no_retained_claims(step)?;
     let volume = super::volumes::data_volume(step, member).await?;
     let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release, &volume);
     // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
@@ -64,7 +65,9 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     reserve(client, cluster, member, None, None).await?;
     // The guard records the member ID on its first start.
     let volume = match volume {
-        DataVolume::Claim { sidecar_image, .. } => DataVolume::Claim { sidecar_image, member_id: Some(id) },
+        DataVolume::Claim { sidecar_image, .. } => {
+            DataVolume::Claim { sidecar_image, member_id: Some(id), expect_data: false }
+        }
         empty => empty,
     };
     create(pods, &member_pod(cluster, member, &initial, &Join::Existing, release, &volume)).await?;
@@ -111,12 +114,14 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     let Step { cluster, observed, namespace, pods, endpoints, .. } = step;
     let recorder = &step.ctx.recorder;
     let etcd_timeout = step.ctx.etcd_timeout;
+    // Its claim is retired before etcd forgets the member: a pod created again while nothing answers never mounts
+    // a removed member's data. (A removal that then fails leaves a member whose claim is retired: if its pod goes,
+    // it is replaced rather than restarted, which costs a snapshot, not data.)
+    let retired = format!("member {member} ({id:x}) was removed from etcd");
+    super::volumes::retire(step, member, &retired, false).await?;
     if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
         return not_yet(error);
     }
-    // Its claim is retired before its pod goes: a pod created again while nothing answers never mounts it.
-    let retired = format!("member {member} ({id:x}) was removed from etcd");
-    super::volumes::retire(step, member, &retired, false).await?;
     delete_member_pod(pods, observed, member).await?;
     super::volumes::retire(step, member, &retired, super::volumes::deletes_removed(cluster)).await?;
     let why = match reason {

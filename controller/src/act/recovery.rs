@@ -43,9 +43,8 @@ pub(super) async fn delete_lost_member(step: &Step<'_>, action: &Action) -> Resu
         return Ok(());
     }
     super::members::delete_member_pod(pods, observed, member).await?;
-    // Its claim holds the lost cluster's data: never mounted again (deleted per whenScaled).
-    let why = "its cluster lost quorum and was restored from a backup";
-    super::volumes::retire(step, member, why, super::volumes::deletes_removed(cluster)).await?;
+    // Its claim holds the lost cluster's data: never mounted again, and kept.
+    super::volumes::retire_lost(step, member).await?;
     publish(
         recorder,
         cluster,

@@ -31,7 +31,32 @@ pub(super) async fn data_volume(step: &Step<'_>, member: &str) -> Result<DataVol
             claim.name
         )));
     }
-    Ok(DataVolume::Claim { sidecar_image: step.ctx.sidecar_image.clone(), member_id: claim.member_id })
+    Ok(DataVolume::Claim {
+        sidecar_image: step.ctx.sidecar_image.clone(),
+        member_id: claim.member_id,
+        // A member that started on it wrote its data there: an empty volume now is a lost one.
+        expect_data: claim.member_id.is_some(),
+    })
+}
+
+/// A new cluster is not created beside claims retained from an earlier cluster of the same name: they hold that
+/// cluster's data, which the new one would not use, and a person decides (delete them to start empty, or restore
+/// that data from a backup).
+pub(super) fn no_retained_claims(step: &Step<'_>) -> Result<(), ActError> {
+    if step.observed.seeded || step.observed.recovering.is_some() {
+        return Ok(());
+    }
+    let retained: Vec<&str> = step.observed.claims.iter().filter(|c| !c.ours).map(|c| c.name.as_str()).collect();
+    if retained.is_empty() {
+        return Ok(());
+    }
+    Err(ActError::VolumeRefused(format!(
+        "claims {} were made for an earlier cluster named {} (retained by whenDeleted: Retain): a new cluster does \
+         not start beside them, nor on them. Delete them to start empty, or create the cluster with spec.restore \
+         from that cluster's backups",
+        retained.join(", "),
+        step.name
+    )))
 }
 
 async fn create_claim(step: &Step<'_>, member: &str) -> Result<crate::observe::Claim, ActError> {
@@ -78,7 +103,9 @@ pub(super) async fn restart_on_claim(step: &Step<'_>, action: &Action) -> Result
         initial.push(member.clone());
     }
     let volume = match volume {
-        DataVolume::Claim { sidecar_image, .. } => DataVolume::Claim { sidecar_image, member_id: Some(*id) },
+        DataVolume::Claim { sidecar_image, .. } => {
+            DataVolume::Claim { sidecar_image, member_id: Some(*id), expect_data: true }
+        }
         DataVolume::EmptyDir => return Err(ActError::VolumeRefused(format!("{member} has no claim"))),
     };
     super::members::create(&step.pods, &member_pod(step.cluster, member, &initial, &Join::Existing, release, &volume))
@@ -110,6 +137,43 @@ pub(super) async fn roll_pod(step: &Step<'_>, action: &Action) -> Result<(), Act
         claim_name(member)
     );
     publish(&step.ctx.recorder, step.cluster, member_event("MemberRolling", note, &step.namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn retire_lost_claim(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::RetireLostClaim { name: member } = action else { return Ok(()) };
+    retire_lost(step, member).await
+}
+
+/// Retires the claim of `member` of a cluster that lost quorum and is being restored from a backup: never mounted
+/// again, and never deleted automatically (it may hold writes the backup does not).
+pub(super) async fn retire_lost(step: &Step<'_>, member: &str) -> Result<(), ActError> {
+    let Some(claim) = step.observed.claim_of(member).filter(|c| c.ours && !c.retired) else { return Ok(()) };
+    let why = format!(
+        "{}its cluster lost quorum and was restored from a backup; kept, as it may hold writes the backup does not",
+        crate::pod::LOST_PREFIX
+    );
+    annotate(step, member, CLAIM_RETIRED, &why).await?;
+    let note = format!("retired claim {} of lost member {member}: kept for a person to inspect or delete", claim.name);
+    publish(&step.ctx.recorder, step.cluster, member_event("ClaimRetained", note, &step.namespace, member)).await;
+    Ok(())
+}
+
+pub(super) async fn set_claim_owner(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::SetClaimOwner { name: member, owned } = action else { return Ok(()) };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
+    let name = claim_name(member);
+    let owners = if *owned { json!([crate::labels::owner(step.cluster)]) } else { serde_json::Value::Null };
+    let patch = json!({ "metadata": { "ownerReferences": owners } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(kube_error(format!("setting the owner of claim {name}")))?;
+    let note = if *owned {
+        format!("claim {name} is deleted with the EtcdCluster from now on (whenDeleted: Delete)")
+    } else {
+        format!("claim {name} is kept when the EtcdCluster is deleted from now on (whenDeleted: Retain)")
+    };
+    publish(&step.ctx.recorder, step.cluster, member_event("ClaimPolicyApplied", note, &step.namespace, member)).await;
     Ok(())
 }
 

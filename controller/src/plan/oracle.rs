@@ -152,6 +152,8 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
         | Action::DeleteFailedPod { .. }
         | Action::RecordMemberId { .. }
         | Action::RetireClaim { .. }
+        | Action::RetireLostClaim { .. }
+        | Action::SetClaimOwner { .. }
         | Action::AddLearner { .. }
         | Action::CreateMemberPod { .. }
         | Action::CreateSeed { .. }
@@ -180,6 +182,8 @@ fn inert(action: &Action) -> bool {
         | Action::DeleteFailedPod { .. }
         | Action::RecordMemberId { .. }
         | Action::RetireClaim { .. }
+        | Action::RetireLostClaim { .. }
+        | Action::SetClaimOwner { .. }
         | Action::StartRecovery { .. }
         | Action::DeleteLostMember { .. }
         | Action::CompleteRecovery
@@ -373,6 +377,19 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
             require!(claim.ours && claim.member_id.is_none(), "recording {claim:?}");
         }
+        Action::RetireLostClaim { name } => {
+            let first = observed.recovering.ok_or("a lost claim retired outside a recovery")?;
+            require!(of_lost_cluster(name, first), "{name} is of the new cluster");
+            require!(observed.pods.iter().all(|p| !of_lost_cluster(&p.name, first)), "lost pods remain");
+            let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
+            require!(claim.ours && !claim.retired, "retiring {claim:?}");
+        }
+        Action::SetClaimOwner { name, owned } => {
+            let retention = desired.storage.ok_or("a claim's owner set without spec.storage")?;
+            require!(*owned == (retention.when_deleted == proto::cluster::Retention::Delete), "against whenDeleted");
+            let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
+            require!(claim.ours && !claim.lost && claim.owned != *owned, "owner of {claim:?}");
+        }
         Action::RetireClaim { name, delete } => {
             require!(quorate, "a claim retired without a quorum");
             require!(members.is_some_and(|ms| ms.iter().all(|m| &m.name != name)), "{name} is a member");
@@ -381,7 +398,7 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(claim.ours, "retiring a claim of another cluster");
             require!(index_of(name).is_some_and(|i| i < observed.next_index), "retiring the next member's claim");
             let deletes = desired.storage.is_some_and(|r| r.when_scaled == proto::cluster::Retention::Delete);
-            require!(*delete == deletes, "deleting against the policy");
+            require!(*delete == (deletes && !claim.lost), "deleting against the policy, or a lost cluster's claim");
         }
         Action::StartRecovery { first_index } => {
             require!(observed.recovering.is_none(), "a recovery started twice");

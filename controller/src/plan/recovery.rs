@@ -212,6 +212,12 @@ pub(super) fn recover(desired: &Desired, observed: &Observed, first_index: u32) 
         // Only once they are gone is every answer from etcd an answer from the new cluster.
         return Action::Wait(WaitReason::LostMembersTerminating);
     }
+    // The lost cluster's claims (their pods gone before, or never re-created) are retired before the seed: never
+    // mounted again, and kept, whatever the policy (they may hold writes the backup does not).
+    if let Some(claim) = observed.claims.iter().find(|c| c.ours && !c.retired && !c.deleting && lost_member(&c.member))
+    {
+        return Action::RetireLostClaim { name: claim.member.clone() };
+    }
     if let Some(step) = seed_step(desired, observed) {
         return step;
     }

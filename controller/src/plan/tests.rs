@@ -447,6 +447,13 @@ fn simulate(observed: &mut Observed, action: &Action) {
         Action::RecordMemberId { name, id } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.member_id = Some(*id))
         }
+        Action::RetireLostClaim { name } => observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| {
+            c.retired = true;
+            c.lost = true;
+        }),
+        Action::SetClaimOwner { name, owned } => {
+            observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.owned = *owned)
+        }
         Action::RetireClaim { name, delete } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.retired = true);
             if *delete {
@@ -1447,4 +1454,59 @@ fn an_emptydir_member_is_replaced_for_a_rollout_only_with_three_voters_or_more()
     let (desired, mut unrecorded) = rolling(3, true);
     unrecorded.claims[1].member_id = None;
     assert_eq!(plan(&desired, &unrecorded), Action::RecordMemberId { name: member_name(C, 1), id: 101 });
+}
+
+#[test]
+fn a_recovery_retires_and_keeps_the_lost_clusters_claims_before_its_seed() {
+    let (_, mut observed) = on_claims(3);
+    let desired = Desired { storage: Some(proto::cluster::ClaimRetention::default()), ..restoring(60) };
+    observed.pods.clear();
+    observed.etcd = EtcdView::Unreachable("no member pod is running".into());
+    observed.recovering = Some(3);
+    observed.next_index = 3;
+    // The lost cluster's pods are gone: its claims are retired (kept), one at a time, before the seed.
+    assert_eq!(plan(&desired, &observed), Action::RetireLostClaim { name: member_name(C, 0) });
+    for claim in &mut observed.claims {
+        claim.retired = true;
+        claim.lost = true;
+    }
+    assert!(matches!(plan(&desired, &observed), Action::CreateSeed { ref name, .. } if name == "etcd-0003"));
+    // Once the new cluster serves, a lost cluster's claim is never deleted, whatever whenScaled says.
+    let (_, mut after) = on_claims(1);
+    after.claims[0] = crate::observe::Claim::new(&member_name(C, 3), Some(103));
+    after.etcd = EtcdView::Members(vec![Member { leader: true, ..voter(3) }]);
+    after.pods = vec![running(3)];
+    after.next_index = 4;
+    let mut lost = crate::observe::Claim::new(&member_name(C, 0), Some(100));
+    (lost.retired, lost.lost) = (true, true);
+    after.claims.push(lost);
+    let one = Desired { storage: Some(proto::cluster::ClaimRetention::default()), ..want(1) };
+    assert_eq!(plan(&one, &after), Action::Done);
+}
+
+#[test]
+fn the_claims_follow_when_deleted_as_it_is_now_and_only_recorded_members_hold_a_lost_quorum() {
+    let (mut desired, mut observed) = on_claims(3);
+    desired.storage =
+        Some(proto::cluster::ClaimRetention { when_deleted: proto::cluster::Retention::Delete, ..Default::default() });
+    assert_eq!(plan(&desired, &observed), Action::SetClaimOwner { name: member_name(C, 0), owned: true });
+    for claim in &mut observed.claims {
+        claim.owned = true;
+    }
+    assert_eq!(plan(&desired, &observed), Action::Done);
+    desired.storage = Some(proto::cluster::ClaimRetention::default());
+    assert_eq!(plan(&desired, &observed), Action::SetClaimOwner { name: member_name(C, 0), owned: false });
+
+    // A claim that records no member was never started on: it holds nothing to wait for.
+    let (mut desired, mut observed) = on_claims(3);
+    desired.recovery = Recovery::Restore { grace: Duration::from_secs(60) };
+    observed.lost_for = Some(Duration::from_secs(3600));
+    observed.pods[0].state = PodState::Running { ready: false };
+    for i in 1..3 {
+        observed.pods[i].state = PodState::CrashLooping;
+        members_mut(&mut observed)[i].healthy = false;
+    }
+    observed.claims[1].member_id = None;
+    observed.claims[2].member_id = None;
+    assert_eq!(plan(&desired, &observed), Action::StartRecovery { first_index: 3 });
 }

@@ -60,6 +60,14 @@ pub(super) fn bookkeeping(desired: &Desired, observed: &Observed, members: &[Mem
     let before_next = |c: &&Claim| {
         crate::observe::member_index(&observed.cluster, &c.member).is_some_and(|i| i < observed.next_index)
     };
+    // The claims are owned by the EtcdCluster (deleted with it) exactly when `whenDeleted` says `Delete`: a policy
+    // changed since they were made is applied to them (a claim retired for a lost cluster is never owned).
+    if let Some(retention) = desired.storage {
+        let owned = retention.when_deleted == proto::cluster::Retention::Delete;
+        if let Some(claim) = observed.claims.iter().find(|c| c.ours && !c.deleting && !c.lost && c.owned != owned) {
+            return Some(Action::SetClaimOwner { name: claim.member.clone(), owned });
+        }
+    }
     for claim in observed.claims.iter().filter(|c| c.ours && !c.deleting).filter(before_next) {
         let member = members.iter().find(|m| m.name == claim.member);
         let pod = observed.pods.iter().find(|p| p.name == claim.member);
@@ -71,7 +79,8 @@ pub(super) fn bookkeeping(desired: &Desired, observed: &Observed, members: &[Mem
             None if pod.is_some() => {}
             None if pod.is_none() && refused(observed, claim) => {}
             None => {
-                let delete = desired.storage.is_some_and(|r| r.when_scaled == proto::cluster::Retention::Delete);
+                let delete =
+                    !claim.lost && desired.storage.is_some_and(|r| r.when_scaled == proto::cluster::Retention::Delete);
                 if !claim.retired || delete {
                     return Some(Action::RetireClaim { name: claim.member.clone(), delete });
                 }
@@ -101,7 +110,7 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
             .collect(),
     };
     let usable = |name: &String| {
-        observed.claim_of(name).is_some_and(Claim::usable)
+        observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id.is_some())
             && !observed.pods.iter().any(|p| &p.name == name && p.volume_refused.is_some())
     };
     let on_volumes: Vec<String> = voters.iter().filter(|n| usable(n)).cloned().collect();

@@ -146,7 +146,8 @@ pub(super) fn degraded(
             true,
             "QuorumLost",
             format!(
-                "quorum is lost; {} of {voters} voting members ({}) have their data on their claims, and come back as                  the same members when their pods run again: no restore from a backup is started",
+                "quorum is lost; {} of {voters} voting members ({}) have their data on their claims, and come back as \
+                 the same members when their pods run again: no restore from a backup is started",
                 members.len(),
                 members.join(", ")
             ),
@@ -164,7 +165,9 @@ pub(super) fn degraded(
                 true,
                 "VolumeRefused",
                 format!(
-                    "the guard refused the volume of {}: etcd is not started on it, and the member is not replaced                      (the volume may hold another cluster's data). Bind the claim to the member's own volume, or                      delete the member's pod and claim to have it replaced",
+                    "the guard refused the volume of {}: etcd is not started on it, and the member is not replaced \
+                     (the volume may hold another cluster's data). Bind the claim to the member's own volume, or \
+                     delete the member's pod and claim to have it replaced",
                     refused.join("; ")
                 ),
             )
@@ -341,7 +344,8 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::Wait(WaitReason::SeedFailed { .. }) => "RetryingSeed",
         Action::RestartOnClaim { .. } | Action::DeleteFailedPod { .. } => "RestartingMemberOnClaim",
         Action::RecordMemberId { .. } => "RecordingClaim",
-        Action::RetireClaim { .. } => "RetiringClaim",
+        Action::RetireClaim { .. } | Action::RetireLostClaim { .. } => "RetiringClaim",
+        Action::SetClaimOwner { .. } => "ApplyingClaimPolicy",
         Action::Wait(WaitReason::MembersOnVolumes { .. }) => "WaitingForMembersOnVolumes",
         Action::StartUpgrade { .. }
         | Action::RollMember { .. }
@@ -403,6 +407,11 @@ pub(super) fn progress_message(action: &Action) -> String {
         Action::RecordMemberId { name, id } => format!("recording member ID {id:x} on the claim of {name}"),
         Action::RetireClaim { name, delete: true } => format!("deleting the claim of removed member {name}"),
         Action::RetireClaim { name, delete: false } => format!("retiring the claim of removed member {name}"),
+        Action::RetireLostClaim { name } => format!("retiring (and keeping) the claim of lost member {name}"),
+        Action::SetClaimOwner { name, owned } => format!(
+            "applying whenDeleted to the claim of {name}: {}",
+            if *owned { "deleted with the cluster" } else { "kept when the cluster is deleted" }
+        ),
         Action::Wait(WaitReason::MembersOnVolumes { members, .. }) => {
             format!("quorum is lost: waiting for {} to run again on their claims", members.join(", "))
         }
