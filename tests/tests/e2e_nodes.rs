@@ -1,5 +1,5 @@
 //! End-to-end on the three-node test bed: node faults, made with tests/e2e/fault.sh, against one three-member
-//! cluster with backups and automatic recovery (a controller that wrongly took a fault for a lost quorum would
+//! cluster on node-pinned volumes (`spec.storage`, the local-path provisioner) with backups and automatic recovery (a controller that wrongly took a fault for a lost quorum would
 //! restore that backup and lose what was written since). In order:
 //! 1. the members sit on three different nodes (and zones);
 //! 2. two nodes, the majority, partitioned from the API server and from the third node but not from each other:
@@ -211,6 +211,8 @@ async fn node_faults_never_cost_an_acknowledged_write() {
             "size": 3,
             "backup": { "every": "1h", "storage": { "pvc": { "claimName": "nodes-backups" } } },
             "recovery": { "quorumLossGrace": "10s" },
+            // Members on node-pinned volumes (the test bed's local-path class), as zonal disks are.
+            "storage": { "size": "256Mi" },
         },
     }))
     .unwrap();

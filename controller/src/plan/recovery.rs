@@ -97,11 +97,11 @@ pub(super) fn lost(desired: &Desired, observed: &Observed, reason: WaitReason) -
             Action::Wait(WaitReason::UpgradeSettling { member, why })
         };
     }
-    if let Some(on_volumes) = super::volumes::quorum_on_volumes(observed) {
-        return Action::Wait(on_volumes);
-    }
     if let Some((nodes, pods)) = on_nodes_down(observed) {
         return Action::Wait(WaitReason::NodesNotReady { nodes, pods, seen: seen(&reason) });
+    }
+    if let Some(on_volumes) = super::volumes::quorum_on_volumes(observed) {
+        return Action::Wait(on_volumes);
     }
     match desired.recovery {
         Recovery::Restore { grace } if observed.lost_for.is_some_and(|lost| lost >= grace) => {
