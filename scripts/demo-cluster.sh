@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole thing on this machine: the Kubernetes test bed (built from upstream sources on first use), the
 # controller deployed as a user deploys it (kubectl apply -f the CRD and example/etcd-controller.yaml, images from
-# the release binaries), the example three-member cluster, data written through its client service, and a member
-# deleted and replaced. Leaves everything running; tests/e2e/down.sh stops it all.
+# the release binaries), the example three-member cluster (each member on its own volume), data written through its
+# client service, every member pod deleted at once and the same members back on their volumes with the data. Leaves everything running; tests/e2e/down.sh stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=$(scripts/install-deps.sh) || { echo "demo-cluster.sh: scripts/install-deps.sh failed" >&2; exit 1; }
@@ -36,6 +36,8 @@ if kubectl get etcd example-etcd-cluster >/dev/null 2>&1; then
   step "kubectl delete etcd example-etcd-cluster (left by an earlier run)"
   kubectl delete etcd example-etcd-cluster --wait=true
   until [[ -z $(kubectl get pods -l kube-etcd-controller.dev/cluster=example-etcd-cluster -o name) ]]; do sleep 1; done
+  # Its claims are retained (whenDeleted: Retain), and a new cluster of the same name refuses to start beside them.
+  kubectl delete pvc -l kube-etcd-controller.dev/cluster=example-etcd-cluster --wait=true
 fi
 
 step "kubectl apply -f example/example-etcd-cluster.yaml"
@@ -54,14 +56,24 @@ etcdctl put /demo/greeting "hello from $(hostname)"
 etcdctl get /demo/greeting
 etcdctl member list -w table
 
-step "kubectl delete pod example-etcd-cluster-0001 (the controller replaces the member under a new name)"
-kubectl delete pod example-etcd-cluster-0001
+step "kubectl delete pods -l kube-etcd-controller.dev/cluster=example-etcd-cluster (every member at once: they come back on their volumes)"
+kubectl get pvc -l kube-etcd-controller.dev/cluster=example-etcd-cluster
+members=kube-etcd-controller.dev/cluster=example-etcd-cluster,kube-etcd-controller.dev/member
+before=$(kubectl get pods -l "$members" -o jsonpath='{.items[*].metadata.uid}')
+kubectl delete pods -l "$members" --wait=false
 start=$SECONDS
-until [[ $(kubectl get etcd example-etcd-cluster -o jsonpath='{.status.phase}/{.status.readyMembers}/{.status.members.ready}') == Running/3/*0003* ]]; do
-  ((SECONDS - start < 120)) || { echo "demo-cluster.sh: the member was not replaced" >&2; exit 1; }
+# Three new pods (none of the UIDs deleted), Ready, named as before.
+back() {
+  kubectl get pods -l "$members" -o jsonpath='{range .items[*]}{.metadata.uid} {.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    awk -v before="$before" 'BEGIN { n = split(before, b, " "); for (i = 1; i <= n; i++) old[b[i]] = 1 }
+      !($1 in old) && $3 == "True" { ready++ } END { print ready + 0 }'
+}
+until [[ $(back) == 3 ]]; do
+  ((SECONDS - start < 120)) || { echo "demo-cluster.sh: the members did not come back" >&2; exit 1; }
   sleep 1
 done
-echo "replaced in $((SECONDS - start)) s"
+kubectl get pods -l "$members" -o wide
+echo "the same members back on their volumes in $((SECONDS - start)) s"
 etcdctl member list -w table
 etcdctl get /demo/greeting
 kubectl get events --field-selector involvedObject.kind=EtcdCluster --sort-by .metadata.creationTimestamp | tail -n 8

@@ -63,6 +63,8 @@ pub struct MemberPod {
     pub settings: Option<String>,
     /// Why its guard refused the volume mounted as its data, when it did: etcd is not started on it.
     pub volume_refused: Option<String>,
+    /// How long it has been unschedulable because no node can reach its volume (pinned to a node that is gone).
+    pub volume_unschedulable: Option<std::time::Duration>,
 }
 
 /// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
@@ -113,6 +115,7 @@ impl MemberPod {
             rolled: None,
             settings: None,
             volume_refused: None,
+            volume_unschedulable: None,
         }
     }
 
@@ -291,6 +294,12 @@ pub fn untouched(recorded: &proto::cluster::RecoveryStatus, pods: &[MemberPod], 
     recorded.lost_pods.as_ref().is_some_and(|lost| lost.iter().all(kept)) && no_seed
 }
 
+/// Whether `claim`'s member name is taken for good: the claim is another cluster's, retired, or records a member that
+/// ran on it. A claim of this cluster that records none was made for an add that etcd has not taken (yet).
+pub fn names_taken(claim: &Claim) -> bool {
+    !claim.ours || claim.retired || claim.member_id.is_some()
+}
+
 /// A member pod that failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFailure {
@@ -400,6 +409,7 @@ pub async fn observe(
                 rolled: upgrade_started.and_then(|since| rolled(pod, since.0, now)),
                 settings: pod.annotations().get(crate::pod::SETTINGS_HASH).cloned(),
                 volume_refused: volume_refusal(pod),
+                volume_unschedulable: volume_unschedulable_for(pod, now),
             }
         })
         .collect();
@@ -474,8 +484,9 @@ pub async fn observe(
         EtcdView::Members(members) => members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         EtcdView::Unreachable(_) => Vec::new(),
     });
-    // Claims too: a retained claim's name is never given to a new member.
-    let seen = seen.chain(claims.iter().map(|c| c.member.as_str()));
+    // Claims too: a retained or retired claim's name, or one a member ran on, is never given to a new member. (A
+    // claim made for an add etcd did not take yet is that add's: the name is tried again.)
+    let seen = seen.chain(claims.iter().filter(|c| names_taken(c)).map(|c| c.member.as_str()));
     let highest = seen.filter_map(|n| member_index(&name, n)).max();
     let next_index = highest.map_or(0, |h| h + 1).max(u32::try_from(status.next_member_index).unwrap_or(0));
     let recovering = status.recovery.as_ref().map(|r| u32::try_from(r.first_member_index).unwrap_or(0));
@@ -575,7 +586,7 @@ mod pods;
 
 pub use pods::{
     ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER, etcd_restarts, node_down_for, pod_failure,
-    pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal,
+    pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal, volume_unschedulable_for,
 };
 
 #[cfg(test)]
@@ -637,6 +648,15 @@ mod tests {
         );
         assert!(read.usable() && read.capacity.as_deref() == Some("1Gi"));
         assert!(!claim_of(&claim, "u2").unwrap().usable(), "made for an earlier cluster of the same name");
+    }
+
+    #[test]
+    fn only_a_claim_for_an_add_etcd_has_not_taken_leaves_its_name_free() {
+        let pending = Claim::new("demo-0003", None);
+        assert!(!names_taken(&pending), "the add is tried again under the same name, on the same claim");
+        assert!(names_taken(&Claim::new("demo-0003", Some(7))));
+        assert!(names_taken(&Claim { retired: true, ..pending.clone() }));
+        assert!(names_taken(&Claim { ours: false, ..pending }));
     }
 
     #[test]
@@ -734,6 +754,18 @@ mod tests {
         }))
         .unwrap();
         assert!(stuck_reason(&unschedulable).unwrap().starts_with("unschedulable: 0/1 nodes are available"));
+        let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        assert_eq!(volume_unschedulable_for(&unschedulable, at(1_000)), None, "no transition time: not timed");
+        let mut timed = unschedulable.clone();
+        let condition = &mut timed.status.as_mut().unwrap().conditions.as_mut().unwrap()[0];
+        condition.last_transition_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1_000)));
+        assert_eq!(volume_unschedulable_for(&timed, at(1_075)), Some(std::time::Duration::from_secs(75)));
+        condition_message(&mut timed, "0/3 nodes are available: 3 Insufficient cpu.");
+        assert_eq!(volume_unschedulable_for(&timed, at(1_075)), None, "no room is not a lost volume");
+    }
+
+    fn condition_message(pod: &mut k8s_openapi::api::core::v1::Pod, message: &str) {
+        pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].message = Some(message.into());
     }
 
     fn restarting(restarts: i32, ran_secs: i64, waiting: &str) -> k8s_openapi::api::core::v1::Pod {

@@ -413,6 +413,10 @@ impl Action {
 /// a member.
 pub const NODE_LOST_AFTER: Duration = Duration::from_secs(10);
 
+/// How long a member's pod may stay unschedulable because no node can reach its volume (a node-local volume whose
+/// node is gone) before the member is replaced on a new claim (with a quorum; without one nothing is replaced).
+pub const VOLUME_UNREACHABLE_AFTER: Duration = Duration::from_secs(60);
+
 /// How long a member restarted by an upgrade may take to serve again at the target (healthy, Ready, reporting the
 /// target version, caught up with the leader) before the upgrade stops there.
 pub const UPGRADE_MEMBER_TIMEOUT: Duration = Duration::from_secs(180);

@@ -155,6 +155,25 @@ pub fn stuck_reason(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
     Some(format!("unschedulable: {}", unschedulable.message.as_deref().unwrap_or_default()))
 }
 
+/// How long `pod` has been unschedulable because no node can reach its volume (its volume is pinned to a node that
+/// is gone, or that the pod may not go to), if it is: the scheduler's `PodScheduled=False/Unschedulable` condition
+/// naming a volume node affinity conflict, since its last transition.
+pub fn volume_unschedulable_for(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    let condition =
+        pod.status.as_ref()?.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+    let message = condition.message.as_deref().unwrap_or_default();
+    if !message.contains("volume node affinity conflict") {
+        return None;
+    }
+    let since = condition.last_transition_time.as_ref()?;
+    Some(std::time::Duration::try_from(now.duration_since(since.0)).unwrap_or_default())
+}
+
 /// The planner's view of a pod.
 pub fn pod_state(pod: &k8s_openapi::api::core::v1::Pod) -> PodState {
     if pod.metadata.deletion_timestamp.is_some() {

@@ -39,6 +39,8 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     let dead = |m: &&Member| match pod_of(&m.name) {
         None => m.started,
         Some(pod) if pod.volume_refused.is_some() => false,
+        // Its volume is pinned to a node no pod can go to any more: it cannot come back on it.
+        Some(pod) if pod.volume_unschedulable.is_some_and(|d| d >= super::VOLUME_UNREACHABLE_AFTER) => true,
         Some(_) if corrupt(m) => true,
         Some(pod) => {
             let rolled = observed.upgrade.is_some()

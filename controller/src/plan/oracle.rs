@@ -294,6 +294,7 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                     let gone = match pod_of(observed, name) {
                         None => m.started && !on_claim,
                         Some(pod) if pod.volume_refused.is_some() => false,
+                        Some(pod) if pod.volume_unschedulable.is_some_and(|d| d >= Duration::from_secs(60)) => true,
                         Some(_) if corrupt => true,
                         Some(pod) if pod.state == PodState::Dead && on_claim => false,
                         Some(pod) => {

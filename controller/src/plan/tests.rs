@@ -1510,3 +1510,20 @@ fn the_claims_follow_when_deleted_as_it_is_now_and_only_recorded_members_hold_a_
     observed.claims[2].member_id = None;
     assert_eq!(plan(&desired, &observed), Action::StartRecovery { first_index: 3 });
 }
+
+#[test]
+fn a_member_whose_volume_no_node_can_reach_is_replaced_after_a_minute_with_a_quorum() {
+    let (desired, mut observed) = on_claims(3);
+    observed.pods[2].state = PodState::Pending;
+    observed.pods[2].volume_unschedulable = Some(Duration::from_secs(59));
+    members_mut(&mut observed)[2].healthy = false;
+    assert!(!matches!(plan(&desired, &observed), Action::RemoveMember { .. }), "not yet");
+    observed.pods[2].volume_unschedulable = Some(Duration::from_secs(60));
+    assert!(matches!(plan(&desired, &observed), Action::RemoveMember { id: 102, reason: RemoveReason::Dead, .. }));
+    // Without a quorum it is not replaced, and it counts as no volume the loss can wait for.
+    members_mut(&mut observed)[1].healthy = false;
+    observed.pods[1].state = PodState::Pending;
+    observed.pods[1].volume_unschedulable = Some(Duration::from_secs(600));
+    observed.pods[0].state = PodState::Running { ready: false };
+    assert_eq!(plan(&desired, &observed), Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 }));
+}

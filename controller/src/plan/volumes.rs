@@ -111,7 +111,11 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
     };
     let usable = |name: &String| {
         observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id.is_some())
-            && !observed.pods.iter().any(|p| &p.name == name && p.volume_refused.is_some())
+            && !observed.pods.iter().any(|p| {
+                &p.name == name
+                    && (p.volume_refused.is_some()
+                        || p.volume_unschedulable.is_some_and(|d| d >= super::VOLUME_UNREACHABLE_AFTER))
+            })
     };
     let on_volumes: Vec<String> = voters.iter().filter(|n| usable(n)).cloned().collect();
     (!voters.is_empty() && on_volumes.len() > voters.len() / 2)
