@@ -65,6 +65,9 @@ pub struct MemberPod {
     pub volume_refused: Option<String>,
     /// How long it has been unschedulable because no node can reach its volume (pinned to a node that is gone).
     pub volume_unschedulable: Option<std::time::Duration>,
+    /// Whether its etcd container is probed with a command (`etcdctl endpoint health`, as at 3.4), which fails under
+    /// NOSPACE, rather than `/health?exclude=NOSPACE`.
+    pub exec_probe: bool,
 }
 
 /// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
@@ -116,6 +119,7 @@ impl MemberPod {
             settings: None,
             volume_refused: None,
             volume_unschedulable: None,
+            exec_probe: false,
         }
     }
 
@@ -410,6 +414,7 @@ pub async fn observe(
                 settings: pod.annotations().get(crate::pod::SETTINGS_HASH).cloned(),
                 volume_refused: volume_refusal(pod),
                 volume_unschedulable: volume_unschedulable_for(pod, now),
+                exec_probe: etcd.and_then(|c| c.readiness_probe.as_ref()).is_some_and(|p| p.exec.is_some()),
             }
         })
         .collect();

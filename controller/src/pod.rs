@@ -119,9 +119,10 @@ const PER_MEMBER_FLAGS: &[&str] =
 
 /// A hash (SHA-256, hex, first 16 characters) of what a rendered member pod holds that comes from the spec and the
 /// controller's rendering, not from the member or the etcd version: the etcd command without its per-member flags
-/// and without the flags of its version (an upgrade changes those), the container's resources and readiness probe,
-/// and the pod's labels, annotations and placement. A pod's command, resources and placement cannot change while it lives, so a
-/// pod whose hash differs from the one the spec renders now runs older settings.
+/// and without the flags of its version (an upgrade changes those), the container's resources, the pod's labels,
+/// annotations and placement, and whether its data is on a claim. A pod's command, resources and placement cannot
+/// change while it lives, so a pod whose hash differs from the one the spec renders now runs older settings, and is
+/// rolled. The readiness probe is rendered per version (as the version's flags are) and left out.
 pub fn settings_of(pod: &Pod) -> String {
     use sha2::{Digest, Sha256};
     let spec = pod.spec.clone().unwrap_or_default();
@@ -142,10 +143,8 @@ pub fn settings_of(pod: &Pod) -> String {
     let rendered = serde_json::json!({
         "command": command,
         "resources": etcd.resources,
-        // A member born at 3.4 keeps its exec probe (`etcdctl endpoint health`, which fails under NOSPACE) after
-        // an upgrade: probes cannot change in place, and the newer `/health?exclude=NOSPACE` reaches it only when its
-        // pod is created again (review S10).
-        "readiness": etcd.readiness_probe,
+        // The readiness probe is rendered per version, like the version's flags: not a setting. (A member born at
+        // 3.4 keeps its exec probe after an upgrade; the ConfigDrift condition names it, review S10.)
         "labels": labels,
         "annotations": annotations,
         "affinity": spec.affinity,
@@ -676,11 +675,11 @@ mod tests {
                 member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
             assert_eq!(hash(&other), wanted, "{version}: its version's flags are the upgrade's business");
         }
-        // Born at 3.4, it keeps the exec probe that fails under NOSPACE: not what a 3.5 spec renders (review S10).
+        // Born at 3.4, it keeps the exec probe that fails under NOSPACE (review S10: ConfigDrift names it).
         let release = Release::of("quay.io/coreos/etcd", Version::parse("3.4.23").unwrap());
         let born_at_34 =
             member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
-        assert_ne!(hash(&born_at_34), wanted, "a 3.4-born member runs the old probe");
+        assert_eq!(hash(&born_at_34), wanted, "the probe is its version's: the upgrade's business, not a rollout's");
         c.spec.etcd.auto_compaction_retention = "2h".into();
         assert_ne!(settings_hash(&c), wanted, "compaction is a setting");
         let mut placed = cluster("demo", 3);

@@ -406,7 +406,11 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             // A majority of the voters with their data on usable claims comes back: no restore gives it up.
             if let Some(ms) = members.filter(|ms| !ms.is_empty()) {
                 let voting: Vec<&Member> = ms.iter().filter(|m| !m.learner).collect();
-                let on_claims = voting.iter().filter(|m| usable_claim(observed, &m.name).is_some()).count();
+                // A claim holds a member's data once it records that member (it started on it).
+                let on_claims = voting
+                    .iter()
+                    .filter(|m| usable_claim(observed, &m.name).is_some_and(|c| c.member_id == Some(m.id)))
+                    .count();
                 require!(on_claims < voting.len() / 2 + 1, "a restore while a majority is on its claims");
             }
             let Recovery::Restore { grace } = desired.recovery else {

@@ -98,26 +98,28 @@ fn refused(observed: &Observed, claim: &Claim) -> bool {
 /// have a usable claim: their data is intact, and a lost quorum comes back when their pods run again. A restore
 /// from a backup, which gives up what they hold, is then never started.
 pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
-    let voters: Vec<String> = match &observed.etcd {
+    // (name, etcd ID) of each voting member.
+    let voters: Vec<(String, u64)> = match &observed.etcd {
         EtcdView::Members(members) if !members.is_empty() => {
-            members.iter().filter(|m| !m.learner).map(|m| m.name.clone()).collect()
+            members.iter().filter(|m| !m.learner).map(|m| (m.name.clone(), m.id)).collect()
         }
         _ => observed
             .claims
             .iter()
-            .filter(|c| c.ours && c.member_id.is_some() && !c.retired)
-            .map(|c| c.member.clone())
+            .filter(|c| c.ours && !c.retired)
+            .filter_map(|c| Some((c.member.clone(), c.member_id?)))
             .collect(),
     };
-    let usable = |name: &String| {
-        observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id.is_some())
+    // A claim holds a member's data once it records that member (it started on it).
+    let usable = |(name, id): &(String, u64)| {
+        observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id == Some(*id))
             && !observed.pods.iter().any(|p| {
                 &p.name == name
                     && (p.volume_refused.is_some()
                         || p.volume_unschedulable.is_some_and(|d| d >= super::VOLUME_UNREACHABLE_AFTER))
             })
     };
-    let on_volumes: Vec<String> = voters.iter().filter(|n| usable(n)).cloned().collect();
+    let on_volumes: Vec<String> = voters.iter().filter(|v| usable(v)).map(|(n, _)| n.clone()).collect();
     (!voters.is_empty() && on_volumes.len() > voters.len() / 2)
         .then_some(WaitReason::MembersOnVolumes { members: on_volumes, voters: voters.len() })
 }

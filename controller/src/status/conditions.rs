@@ -311,6 +311,35 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             ),
         );
     }
+    // Review S10: a member born at 3.4 keeps its exec probe after an upgrade (a probe cannot change in place), and
+    // that probe fails under NOSPACE, taking the member out of the client Service.
+    let runs_newer = |p: &&crate::observe::MemberPod| {
+        let version =
+            p.image.as_deref().and_then(|i| i.rsplit_once(':')).and_then(|(_, t)| crate::version::Version::parse(t));
+        version.is_some_and(|v| v.minor >= 5)
+    };
+    let mut probed: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|p| p.exec_probe && p.state != PodState::Terminating)
+        .filter(runs_newer)
+        .map(|p| p.name.as_str())
+        .collect();
+    probed.sort();
+    if !probed.is_empty() {
+        return (
+            true,
+            "ProbeOfOlderVersion",
+            format!(
+                "{} kept the readiness probe of etcd 3.4 (`etcdctl endpoint health`, which fails under a NOSPACE \
+                 alarm and would take every such member out of the client Service) after their upgrade: a probe \
+                 cannot change while its pod lives. Delete one such pod at a time while the others keep a quorum: \
+                 on a claim it comes back as the same member with `/health?exclude=NOSPACE`; on an emptyDir it is \
+                 replaced",
+                probed.join(", ")
+            ),
+        );
+    }
     if unknown > 0 {
         return (
             false,

@@ -366,6 +366,21 @@ fn members_running_older_settings_are_named() {
     let drift = condition(&status, "ConfigDrift");
     assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "OlderSettings"));
     assert!(drift.message.starts_with("demo-0000 runs settings"), "{}", drift.message);
+    // Review S10: a member upgraded from 3.4 keeps its exec probe; named, with what to do.
+    let mut upgraded = steady();
+    for pod in &mut upgraded.pods {
+        pod.settings = Some(current.clone());
+        pod.image = Some("quay.io/coreos/etcd:v3.5.35".into());
+    }
+    upgraded.pods[1].exec_probe = true;
+    let base = cluster("demo", 3);
+    let status = derive(&base.spec, Some(3), &upgraded, &Action::Done, None, &EtcdClusterStatus::default(), time(3));
+    let drift = condition(&status, "ConfigDrift");
+    assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "ProbeOfOlderVersion"), "{drift:?}");
+    assert!(drift.message.starts_with("demo-0001 kept the readiness probe"), "{}", drift.message);
+    upgraded.pods[1].image = Some("quay.io/coreos/etcd:v3.4.23".into());
+    let status = derive(&base.spec, Some(3), &upgraded, &Action::Done, None, &EtcdClusterStatus::default(), time(3));
+    assert_eq!(condition(&status, "ConfigDrift").status, "False", "at 3.4 the probe is its version's");
     // Only the disruption budget's setting changed: no pod differs.
     let mut budget = cluster("demo", 3);
     budget.spec.pod.allow_unsafe_eviction = true;
