@@ -411,7 +411,7 @@ pub async fn observe(
                 restarts: etcd_restarts(pod),
                 restart_never: pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never"),
                 rolled: upgrade_started.and_then(|since| rolled(pod, since.0, now)),
-                settings: pod.annotations().get(crate::pod::SETTINGS_HASH).cloned(),
+                settings: crate::pod::recorded_settings(pod),
                 volume_refused: volume_refusal(pod),
                 volume_unschedulable: volume_unschedulable_for(pod, now),
                 exec_probe: etcd.and_then(|c| c.readiness_probe.as_ref()).is_some_and(|p| p.exec.is_some()),

@@ -155,7 +155,18 @@ pub fn settings_of(pod: &Pod) -> String {
         "topologySpreadConstraints": spec.topology_spread_constraints,
     });
     let digest = Sha256::digest(rendered.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{SETTINGS_SCHEME}{hex}")
+}
+
+/// The prefix of the settings hashes this controller writes. A hash of another scheme (an earlier build, which
+/// hashed other fields) says nothing about the settings as this build renders them: such a pod is taken as one that
+/// recorded none, and is not rolled for it, so that upgrading the controller never rolls every member.
+pub const SETTINGS_SCHEME: &str = "s2-";
+
+/// The settings hash recorded on a pod, if it is of this controller's scheme.
+pub fn recorded_settings(pod: &Pod) -> Option<String> {
+    pod.annotations().get(SETTINGS_HASH).filter(|h| h.starts_with(SETTINGS_SCHEME)).cloned()
 }
 
 /// The settings hash a member pod of `cluster` gets if it is created now ([`settings_of`] of a rendered pod).
@@ -964,6 +975,15 @@ mod tests {
         assert_eq!(owned.metadata.owner_references.unwrap()[0].uid, "uid-demo", "deleted with the cluster when asked");
         c.spec.storage = None;
         assert!(member_claim(&c, "demo-0001").is_none());
+    }
+
+    #[test]
+    fn a_hash_of_an_earlier_scheme_counts_as_none() {
+        let c = cluster("demo", 3);
+        let mut pod = pod_of(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        assert_eq!(recorded_settings(&pod), Some(settings_hash(&c)));
+        pod.metadata.annotations.as_mut().unwrap().insert(SETTINGS_HASH.into(), "0123456789abcdef".into());
+        assert_eq!(recorded_settings(&pod), None, "an earlier build's hash: not rolled for it");
     }
 
     #[test]
