@@ -272,16 +272,7 @@ async fn a_cluster_out_of_space_says_so_and_stays_in_the_client_service() {
         }
     })
     .await;
-    let value = vec![b'x'; 1024 * 1024];
-    let mut refused = None;
-    for i in 0..200 {
-        if let Err(error) = etcd.put(format!("/big/{i:03}"), value.clone(), None).await {
-            refused = Some(error.to_string());
-            break;
-        }
-    }
-    let refused = refused.expect("etcd refused writes past its 64 MiB quota");
-    assert!(refused.contains("database space exceeded"), "{refused}");
+    support::fill_to_quota(&mut etcd).await;
 
     let (alarm, _) = eventually("the Alarm condition", Duration::from_secs(60), || {
         let api = api.clone();

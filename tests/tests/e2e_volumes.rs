@@ -312,16 +312,7 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     // The database filled to its quota: NOSPACE. The quota raised: rolled to every member, then the alarm can be
     // disarmed and writes are taken again.
     let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
-    let value = vec![b'x'; 1024 * 1024];
-    let mut refused = None;
-    for i in 0..200 {
-        if let Err(error) = etcd.put(format!("/big/{i:03}"), value.clone(), None).await {
-            refused = Some(error.to_string());
-            break;
-        }
-    }
-    let refused = refused.expect("etcd refused writes past its 64 MiB quota");
-    assert!(refused.contains("database space exceeded"), "{refused}");
+    support::fill_to_quota(&mut etcd).await;
     eventually("the NOSPACE alarm in status", Duration::from_secs(60), || {
         let api = api.clone();
         async move { (condition(&status(&api).await, "Alarm")["reason"] == "NOSPACE").then_some(()) }

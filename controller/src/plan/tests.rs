@@ -1309,8 +1309,9 @@ fn a_member_whose_guard_refused_its_volume_is_left_alone_and_a_corrupt_one_is_re
     assert!(!matches!(plan(&desired, &corrupt), Action::RemoveMember { .. }));
 }
 
-#[test]
-fn a_lost_quorum_with_a_majority_on_its_claims_is_never_restored_from_a_backup() {
+/// Three members on recorded claims, restoring after 60 s, quorum lost for an hour: two members in a restart loop,
+/// none Ready.
+fn lost_on_claims() -> (Desired, Observed) {
     let (mut desired, mut observed) = on_claims(3);
     desired.recovery = Recovery::Restore { grace: Duration::from_secs(60) };
     observed.lost_for = Some(Duration::from_secs(3600));
@@ -1319,6 +1320,12 @@ fn a_lost_quorum_with_a_majority_on_its_claims_is_never_restored_from_a_backup()
         observed.pods[i].state = PodState::CrashLooping;
         members_mut(&mut observed)[i].healthy = false;
     }
+    (desired, observed)
+}
+
+#[test]
+fn a_lost_quorum_with_a_majority_on_its_claims_is_never_restored_from_a_backup() {
+    let (desired, mut observed) = lost_on_claims();
     assert!(
         matches!(plan(&desired, &observed), Action::Wait(WaitReason::MembersOnVolumes { ref members, voters: 3 }) if members.len() == 3)
     );
@@ -1498,14 +1505,7 @@ fn the_claims_follow_when_deleted_as_it_is_now_and_only_recorded_members_hold_a_
     assert_eq!(plan(&desired, &observed), Action::SetClaimOwner { name: member_name(C, 0), owned: false });
 
     // A claim that records no member was never started on: it holds nothing to wait for.
-    let (mut desired, mut observed) = on_claims(3);
-    desired.recovery = Recovery::Restore { grace: Duration::from_secs(60) };
-    observed.lost_for = Some(Duration::from_secs(3600));
-    observed.pods[0].state = PodState::Running { ready: false };
-    for i in 1..3 {
-        observed.pods[i].state = PodState::CrashLooping;
-        members_mut(&mut observed)[i].healthy = false;
-    }
+    let (desired, mut observed) = lost_on_claims();
     observed.claims[1].member_id = None;
     observed.claims[2].member_id = None;
     assert_eq!(plan(&desired, &observed), Action::StartRecovery { first_index: 3 });
@@ -1526,4 +1526,30 @@ fn a_member_whose_volume_no_node_can_reach_is_replaced_after_a_minute_with_a_quo
     observed.pods[1].volume_unschedulable = Some(Duration::from_secs(600));
     observed.pods[0].state = PodState::Running { ready: false };
     assert_eq!(plan(&desired, &observed), Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 }));
+}
+
+#[test]
+fn a_failed_pod_is_deleted_for_its_claim_only_with_every_piece_of_evidence() {
+    let (desired, mut failed) = on_claims(3);
+    failed.pods[1].state = PodState::Dead;
+    members_mut(&mut failed)[1].healthy = false;
+    let delete = Action::DeleteFailedPod { name: member_name(C, 1), id: 101 };
+    assert_eq!(plan(&desired, &failed), delete);
+    // Each piece withheld: the claim records no member, is another cluster's, retired, Lost, going; the guard
+    // refused the volume; etcd lists that name under another ID. None deletes the pod for a re-creation.
+    type Withhold = fn(&mut Observed);
+    let variants: [(&str, Withhold); 7] = [
+        ("unrecorded", |o| o.claims[1].member_id = None),
+        ("foreign", |o| o.claims[1].ours = false),
+        ("retired", |o| o.claims[1].retired = true),
+        ("lost", |o| o.claims[1].phase = crate::observe::ClaimPhase::Lost),
+        ("going", |o| o.claims[1].deleting = true),
+        ("refused", |o| o.pods[1].volume_refused = Some("volume refused".into())),
+        ("other id", |o| members_mut(o)[1].id = 555),
+    ];
+    for (what, withhold) in variants {
+        let mut observed = failed.clone();
+        withhold(&mut observed);
+        assert_ne!(plan(&desired, &observed), delete, "{what}");
+    }
 }

@@ -749,3 +749,18 @@ impl Drop for ControllerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Writes 1 MiB values through `etcd` until it refuses one for its space quota (64 MiB quotas fill in seconds);
+/// panics unless the refusal is etcd's "database space exceeded".
+pub async fn fill_to_quota(etcd: &mut etcd_client::Client) {
+    let value = vec![b'x'; 1024 * 1024];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(error) = etcd.put(format!("/big/{i:03}"), value.clone(), None).await {
+            refused = Some(error.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("etcd refused writes past its 64 MiB quota");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+}
