@@ -246,7 +246,7 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
     // A pod left by an earlier run on a node that was powered off and on may never be confirmed gone by its
     // kubelet: after a while the ones still there are deleted without waiting for it.
     let pods: Api<Pod> = Api::namespaced(client.clone(), name);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     eventually("the old namespace to go", Duration::from_secs(120), || {
         let (namespaces, pods) = (namespaces.clone(), pods.clone());
         async move {
@@ -488,8 +488,28 @@ async fn sidecar_access(client: &Client, namespace: &str, cluster: &str) -> (Str
 /// sidecar answers; the backup then appears first in the sidecar's list.
 pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupInfo {
     let (base, auth) = sidecar_access(client, namespace, cluster).await;
-    let taken: proto::backup::BackupInfo =
-        serde_json::from_str(&curl(&["-X", "POST", "-H", &auth, &format!("{base}/v1/backups")])).unwrap();
+    let url = format!("{base}/v1/backups");
+    // The sidecar reaches etcd through the cluster's client Service, whose endpoints (and every node's kube-proxy
+    // rules) trail the member pods' readiness by a moment: right after a cluster converged, the sidecar answers
+    // 503 etcd_unreachable, as it should. A person retries; so does this, for that answer only.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--max-time", "120", "-X", "POST", "-H", &auth, &url])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break body;
+        }
+        assert!(
+            body.contains("etcd_unreachable") && Instant::now() < deadline,
+            "curl -X POST {url}: {body}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let taken: proto::backup::BackupInfo = serde_json::from_str(&answer).unwrap();
     let listed = list_backups(client, namespace, cluster).await;
     assert_eq!(listed.backups.first().map(|b| b.name.as_str()), Some(taken.name.as_str()), "newest first");
     taken
