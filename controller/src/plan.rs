@@ -458,10 +458,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if let Some(step) = members::step(desired, observed, members) {
         return step;
     }
-    match upgrade::step(desired, observed, members) {
-        Action::Done => rollout::step(desired, observed, members),
-        step => step,
-    }
+    rollout::step(desired, observed, members)
 }
 
 /// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote

@@ -1,14 +1,16 @@
-//! The rollout rung of the plan: a member whose pod was rendered from other settings than the spec renders now
-//! (`spec.etcd`, `spec.pod`, `spec.storage`: the settings hash each pod carries) is moved to the current ones, one
-//! member at a time, under the gates the upgrade uses: every member healthy and Ready with a leader, the spec's
-//! size, no learner, no CORRUPT alarm (a NOSPACE alarm does not stop it: a raised quota is how it is cleared),
-//! a quorum kept through the restart, followers first, leadership moved, the leader last, and each member serving
-//! again before the next. A member on a claim is restarted on it (its pod deleted, then created again as the same
-//! member with the current settings); a member on an emptyDir is replaced (removed, then a new member added with
-//! the current settings, on a claim when `spec.storage` asks for one), only from three voters up.
+//! The rollout rung of the plan: the one mechanism that carries every change to a member's pod. A member whose pod
+//! runs another etcd image than the spec asks for (an upgrade or a rollback: [`super::upgrade`] holds what is
+//! particular to a version change), or was rendered from other settings than the spec renders now (`spec.etcd`,
+//! `spec.pod`, `spec.storage`: the settings hash each pod carries), is moved to the current ones, one member at a
+//! time, under one set of gates: every member healthy and Ready with a leader, the spec's size, no learner, no
+//! alarm but NOSPACE, a quorum kept through the restart, followers first, leadership moved, the leader last, and
+//! each member serving again before the next. How a member is moved depends on what differs and where its data
+//! lives: a new image is set in place (the kubelet restarts the container in the same pod); new settings on a claim
+//! re-create the pod on it, as the same member; new settings on an emptyDir replace the member (removed, then a new
+//! member added with the current settings, on a claim when `spec.storage` asks for one), only from three voters up.
 
-use super::{Action, Desired, RemoveReason, WaitReason, restart_keeps_quorum};
-use crate::observe::{Member, Observed, PodState};
+use super::{Action, Desired, RemoveReason, WaitReason, restart_keeps_quorum, upgrade};
+use crate::observe::{Member, MemberPod, Observed, PodState};
 
 /// The members whose pods run other settings than `wanted` (by name), for status.
 pub fn drifted<'a>(observed: &'a Observed, wanted: &str) -> Vec<&'a str> {
@@ -22,15 +24,36 @@ pub fn drifted<'a>(observed: &'a Observed, wanted: &str) -> Vec<&'a str> {
     names
 }
 
-/// The next rollout step, for a cluster the membership and upgrade rungs had nothing for; `Done` when every member
-/// pod runs the current settings (or records none: a pod of an earlier controller is not rolled for that).
+/// The rollout rung: the next step that moves a member's pod to what the spec renders, for a cluster the membership
+/// rungs had nothing for; `Done` when every member runs it.
+///
+/// Two things can differ, and the etcd image goes first: while members run another etcd than the spec asks for,
+/// the version change is rolled (its record and backup first, [`upgrade::begin`]; each member's etcd container's
+/// image changed in place, [`upgrade::roll`]), then the settings. Whatever the change, the member and the moment
+/// are chosen here, under one set of gates: a leader, the spec's size and no learner, the alarms read and none but
+/// NOSPACE raised (none at all for a version change), every member healthy and Ready (but one this very upgrade
+/// restarted that did not come back: moving it is what fixes it), a quorum kept through the restart, followers by
+/// name, leadership moved to a member already on the new pod, the leader last.
 pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
-    let Some(wanted) = desired.settings.as_deref() else { return Action::Done };
-    let drifted = drifted(observed, wanted);
-    if drifted.is_empty() {
+    let target = match upgrade::target(desired, observed, members) {
+        Ok(target) => target,
+        Err(step) => return step,
+    };
+    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
+    let drifted = desired.settings.as_deref().map(|wanted| drifted(observed, wanted)).unwrap_or_default();
+    // Whether a member's pod is what the spec renders, as far as the change rolled now goes.
+    let current = |m: &Member| match &target {
+        Some(target) => upgrade::on_target(observed, &target.release.image, m),
+        None => !drifted.contains(&m.name.as_str()),
+    };
+    let pending: Vec<&Member> = members.iter().filter(|m| !current(m)).collect();
+    if pending.is_empty() {
         return Action::Done;
     }
-    let waiting = |why: String| Action::Wait(WaitReason::RolloutWaiting(why));
+    let upgrading = target.is_some();
+    let waiting = |why: String| {
+        Action::Wait(if upgrading { WaitReason::UpgradeWaiting(why) } else { WaitReason::RolloutWaiting(why) })
+    };
     let Some(leader) = members.iter().find(|m| m.leader) else {
         return waiting("the cluster has no leader".into());
     };
@@ -40,23 +63,35 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     if !observed.alarms_read {
         return waiting("etcd's alarms could not be read".into());
     }
-    if let Some((member, _)) = observed.alarms.iter().find(|(_, a)| a != "NOSPACE") {
-        return waiting(format!("etcd has an alarm other than NOSPACE raised on {member}"));
+    // A NOSPACE alarm does not stop a settings rollout: a raised quota is how it is cleared.
+    if let Some((member, alarm)) = observed.alarms.iter().find(|(_, alarm)| upgrading || alarm != "NOSPACE") {
+        return waiting(format!("etcd has alarm {alarm} raised on {member}"));
     }
-    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
-    if let Some(member) = members
-        .iter()
-        .find(|m| !m.healthy || pod_of(&m.name).is_none_or(|p| p.state != PodState::Running { ready: true }))
+    // A member this very upgrade restarted that did not come back may be unhealthy: moving it (back) is the fix.
+    let fixable = |m: &Member| upgrading && !current(m) && pod_of(&m.name).is_some_and(|p| p.rolled.is_some());
+    if let Some((member, why)) =
+        members.iter().filter(|m| !fixable(m)).find_map(|m| serving_now(m, pod_of(&m.name)).map(|why| (m, why)))
     {
-        return waiting(format!("member {} is not healthy and Ready", member.name));
+        return waiting(format!("member {} is not healthy: {why}", member.name));
     }
-    let pending: Vec<&Member> = members.iter().filter(|m| drifted.contains(&m.name.as_str())).collect();
-    let next = match pending.iter().filter(|m| !m.leader).min_by_key(|m| &m.name) {
-        Some(next) => *next,
+    if let Some(target) = &target
+        && let Some(step) = upgrade::begin(observed, members, target)
+    {
+        return step;
+    }
+
+    // One that did not come back first, then followers by name, the leader last.
+    let next = pending
+        .iter()
+        .find(|m| fixable(m) && !m.healthy)
+        .or_else(|| pending.iter().filter(|m| !m.leader).min_by_key(|m| &m.name))
+        .copied();
+    let next = match next {
+        Some(next) => next,
         None => {
-            // Only the leader is left: hand leadership to a member on the current settings first.
-            let current = members.iter().filter(|m| m.id != leader.id && !drifted.contains(&m.name.as_str()));
-            if let Some(to) = current.min_by_key(|m| &m.name) {
+            // Only the leader is left: hand leadership to a member on the new pod first.
+            let moved = members.iter().filter(|m| m.id != leader.id && current(m) && m.healthy);
+            if let Some(to) = moved.min_by_key(|m| &m.name) {
                 return Action::MoveLeader { from: leader.id, to: to.id, name: to.name.clone() };
             }
             leader
@@ -65,6 +100,10 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     if !restart_keeps_quorum(members, next.id) {
         return waiting(format!("restarting {} now would leave no healthy majority", next.name));
     }
+    if let Some(target) = target {
+        return upgrade::roll(observed, target, next);
+    }
+    // The settings: a member on a claim is created again on it; one on an emptyDir is replaced.
     let on_claim = observed.claim_of(&next.name).is_some_and(|c| c.usable() && c.member_id == Some(next.id));
     if on_claim {
         return Action::RollPod { name: next.name.clone(), id: next.id };
@@ -78,4 +117,12 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         ));
     }
     Action::RemoveMember { id: next.id, name: next.name.clone(), reason: RemoveReason::Rollout }
+}
+
+/// Why `member` does not serve right now (it does not answer, or its pod is not Ready), if it does not.
+fn serving_now(member: &Member, pod: Option<&MemberPod>) -> Option<String> {
+    if !member.healthy {
+        return Some("it does not answer".into());
+    }
+    pod.is_none_or(|p| p.state != PodState::Running { ready: true }).then(|| "its pod is not Ready".into())
 }

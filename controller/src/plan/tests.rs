@@ -1553,3 +1553,62 @@ fn a_failed_pod_is_deleted_for_its_claim_only_with_every_piece_of_evidence() {
         assert_ne!(plan(&desired, &observed), delete, "{what}");
     }
 }
+
+#[test]
+fn an_upgrade_and_a_settings_change_go_through_one_rollout_image_first_then_settings_leader_last_in_each() {
+    // Three members on claims at 3.5 with older settings; the spec asks for 3.6 and new settings at once.
+    let (mut desired, mut observed) = rolling(3, true);
+    let v35 = Version::parse("3.5.35").unwrap();
+    for member in members_mut(&mut observed) {
+        member.version = Some(v35);
+    }
+    for pod in &mut observed.pods {
+        pod.image = Some(format!("quay.io/coreos/etcd:{}", v35.tag()));
+    }
+    observed.cluster_version = Some(v35);
+    desired.etcd = WantedEtcd::new("quay.io/coreos/etcd", "3.6.16");
+    desired.backups = true;
+    let mut steps = Vec::new();
+    for _ in 0..30 {
+        let action = plan(&desired, &observed);
+        if action == Action::Done {
+            break;
+        }
+        assert!(!matches!(action, Action::Wait(_)), "stuck at {action:?} after {steps:?}");
+        simulate(&mut observed, &action);
+        if let Action::RestartOnClaim { name, .. } = &action {
+            // Created again from what the spec renders now.
+            let pod = observed.pods.iter_mut().find(|p| &p.name == name).unwrap();
+            pod.settings = Some("current".into());
+            pod.image = Some(desired.etcd.image.clone());
+        }
+        steps.push(match &action {
+            Action::StartUpgrade { .. } => "start".to_string(),
+            Action::RollMember { name, .. } => format!("image {name}"),
+            Action::MoveLeader { name, .. } => format!("leader to {name}"),
+            Action::CompleteUpgrade => "complete".to_string(),
+            Action::RollPod { name, .. } => format!("settings {name}"),
+            Action::RestartOnClaim { name, .. } => format!("on claim {name}"),
+            other => panic!("unexpected {other:?} after {steps:?}"),
+        });
+    }
+    let (m0, m1, m2) = (member_name(C, 0), member_name(C, 1), member_name(C, 2));
+    let expected = [
+        "start".to_string(),
+        format!("image {m1}"),
+        format!("image {m2}"),
+        format!("leader to {m1}"),
+        format!("image {m0}"),
+        "complete".to_string(),
+        // Leadership sits with m1 now: the others first, m1 last, after leadership moved to one already rolled.
+        format!("settings {m0}"),
+        format!("on claim {m0}"),
+        format!("settings {m2}"),
+        format!("on claim {m2}"),
+        format!("leader to {m0}"),
+        format!("settings {m1}"),
+        format!("on claim {m1}"),
+    ];
+    assert_eq!(steps, expected);
+    assert_eq!(plan(&desired, &observed), Action::Done);
+}

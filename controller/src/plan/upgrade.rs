@@ -1,7 +1,8 @@
-//! The upgrade rung of the plan: move the members to the etcd the spec asks for, one at a time, followers first and
-//! the leader last, each restarted on its own data and serving at the target before the next.
+//! The etcd-version half of the rollout rung ([`super::rollout`]): which version change is allowed, its record (a
+//! backup first) and its end, members settling at the target, and the in-place image change that moves one member
+//! — the member, its gates and its order are the rollout's, as for any other change to a member's pod.
 
-use super::{Action, CAUGHT_UP_ENTRIES, Desired, UPGRADE_MEMBER_TIMEOUT, WaitReason, restart_keeps_quorum};
+use super::{Action, CAUGHT_UP_ENTRIES, Desired, UPGRADE_MEMBER_TIMEOUT, WaitReason};
 use crate::observe::{EtcdView, Member, MemberPod, Observed, PodState};
 use crate::pod::Release;
 use crate::version::{self, Refusal, Version};
@@ -60,10 +61,11 @@ pub(super) fn last_rolled(observed: &Observed) -> Option<&MemberPod> {
     observed.pods.iter().filter(|p| p.rolled.is_some()).min_by_key(|p| p.rolled.as_ref().map(|r| r.ago))
 }
 
-/// The tail of the plan, for a cluster with its size, no learner and no dead member: move it to the etcd the spec
-/// asks for, one member at a time (followers first, the leader last after leadership moved to an upgraded
-/// member), each restarted on its own data and serving at the target before the next; or `Done`.
-pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
+/// The etcd the members are to run, as far as the rollout rung goes: `Ok(Some(..))` with the target and what the
+/// record of the change needs when members still run another image; `Ok(None)` when every member runs the image
+/// the spec asks for and no upgrade is recorded (or nothing is wanted); `Err` with the step the version change
+/// takes before any member is touched or after the last (refused, a member settling at the target, finishing).
+pub(super) fn target(desired: &Desired, observed: &Observed, members: &[Member]) -> Result<Option<Target>, Action> {
     let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
     let mut running: Vec<Version> = members.iter().filter_map(|m| m.version).collect();
     // A member this upgrade changed that reports no version (its new container does not serve) still counts as
@@ -74,16 +76,14 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     }));
     let change = match version::check(&running, observed.cluster_version, desired.etcd.version, &desired.etcd.spec) {
         Ok(change) => change,
-        Err(refusal) => return Action::Wait(WaitReason::VersionRefused(refusal)),
+        Err(refusal) => return Err(Action::Wait(WaitReason::VersionRefused(refusal))),
     };
-    let Some(target) = desired.etcd.version else {
-        return Action::Done;
+    let Some(version) = desired.etcd.version else {
+        return Ok(None);
     };
     let image = desired.etcd.image.as_str();
-    let release = Release { image: image.to_string(), version: target };
-    // A pod whose image is not known (no etcd container) cannot be moved, and is not waited for.
-    let on_target = |m: &Member| pod_of(&m.name).is_none_or(|p| p.image.is_none() || p.runs_image(image));
-    let pending: Vec<&Member> = members.iter().filter(|m| !on_target(m)).collect();
+    let release = Release { image: image.to_string(), version };
+    let pending = members.iter().any(|m| !on_target(observed, image, m));
     let leader = members.iter().find(|m| m.leader);
     // Why a member on the target does not serve at it yet, if it does not. No numbers in the words: they go into
     // status, which is written only when it changes.
@@ -97,7 +97,7 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         if !m.healthy {
             return Some("it does not answer".into());
         }
-        if m.version != Some(target) {
+        if m.version != Some(version) {
             return Some("it does not report the target version yet".into());
         }
         if pod.is_none_or(|p| p.state != PodState::Running { ready: true }) {
@@ -107,120 +107,101 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         (behind > CAUGHT_UP_ENTRIES).then(|| "it has not caught up with the leader's raft log yet".into())
     };
     // A member on the target that does not serve yet: the one just restarted, or one added at the target.
-    let settling = members.iter().filter(|m| on_target(m)).find_map(|m| {
+    let settling = members.iter().filter(|m| on_target(observed, image, m)).find_map(|m| {
         let pod = pod_of(&m.name);
         serving(m, pod).map(|why| (m, pod, why))
     });
     if let Some((member, pod, why)) = settling {
-        if change.is_none() && pending.is_empty() && observed.upgrade.is_none() {
-            // Nothing to upgrade: an unhealthy member is healing's business, not the upgrade's.
-            return Action::Done;
+        if change.is_none() && !pending && observed.upgrade.is_none() {
+            // Nothing to upgrade: an unhealthy member is healing's business (or a settings rollout's), not the
+            // upgrade's.
+            return Ok(None);
         }
         let name = member.name.clone();
-        return match pod.and_then(|p| p.rolled.as_ref()) {
+        return Err(match pod.and_then(|p| p.rolled.as_ref()) {
             Some(rolled) if rolled.ago >= UPGRADE_MEMBER_TIMEOUT => {
                 Action::Wait(WaitReason::UpgradeStalled { member: name, why })
             }
             _ => Action::Wait(WaitReason::UpgradeSettling { member: name, why }),
+        });
+    }
+    if !pending {
+        return match observed.upgrade {
+            None => Ok(None),
+            Some(_) => Err(match observed.cluster_version {
+                Some(cluster) if cluster.same_minor(version) => Action::CompleteUpgrade,
+                Some(_) => Action::Wait(WaitReason::UpgradeFinishing("the cluster version has not moved yet".into())),
+                None => Action::Wait(WaitReason::UpgradeFinishing("no member reports the cluster version yet".into())),
+            }),
         };
     }
-    if pending.is_empty() {
-        if observed.upgrade.is_none() {
-            return Action::Done;
-        }
-        return match observed.cluster_version {
-            Some(cluster) if cluster.same_minor(target) => Action::CompleteUpgrade,
-            Some(_) => Action::Wait(WaitReason::UpgradeFinishing("the cluster version has not moved yet".into())),
-            None => Action::Wait(WaitReason::UpgradeFinishing("no member reports the cluster version yet".into())),
-        };
-    }
+    let mut versions: Vec<String> = running.iter().map(Version::to_string).collect();
+    versions.sort();
+    versions.dedup();
+    let warning = change.and_then(|(_, warning)| warning);
+    Ok(Some(Target { release, from: versions.join(", "), warning }))
+}
 
-    // Preconditions: every member healthy and Ready with a leader, no alarm. A member this very upgrade restarted
-    // that did not come back may be unhealthy: moving it (back) is what fixes it.
-    let Some(leader) = leader else {
-        return Action::Wait(WaitReason::UpgradeWaiting("the cluster has no leader".into()));
-    };
-    if let Some((member, alarm)) = observed.alarms.first() {
-        return Action::Wait(WaitReason::UpgradeWaiting(format!("etcd has alarm {alarm} raised on {member}")));
-    }
-    if !observed.alarms_read {
-        return Action::Wait(WaitReason::UpgradeWaiting("etcd's alarms could not be read".into()));
-    }
-    let fixable = |m: &Member| !on_target(m) && pod_of(&m.name).is_some_and(|p| p.rolled.is_some());
-    if let Some((member, why)) =
-        members.iter().filter(|m| !fixable(m)).find_map(|m| serving_now(m, pod_of(&m.name)).map(|why| (m, why)))
-    {
-        return Action::Wait(WaitReason::UpgradeWaiting(format!("member {} is not healthy: {why}", member.name)));
-    }
+/// An etcd change members still wait for.
+pub(super) struct Target {
+    /// The etcd the spec asks for.
+    pub release: Release,
+    /// What the members run now, in words.
+    pub from: String,
+    /// A warning etcd's guide calls for, if any.
+    pub warning: Option<String>,
+}
+
+/// Whether `member` runs `image` (a pod whose image is not known, with no etcd container, cannot be moved and is
+/// not waited for).
+pub(super) fn on_target(observed: &Observed, image: &str, member: &Member) -> bool {
+    observed.pods.iter().find(|p| p.name == member.name).is_none_or(|p| p.image.is_none() || p.runs_image(image))
+}
+
+/// What the version change does once the rollout's gates hold, before any member is touched: the backup and the
+/// record (`StartUpgrade`), or why it cannot go on; `None` once it is recorded.
+pub(super) fn begin(observed: &Observed, members: &[Member], target: &Target) -> Option<Action> {
+    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
     if members.len() == 1 && pod_of(&members[0].name).is_some_and(|p| p.restart_never) {
-        return Action::Wait(WaitReason::UpgradeWaiting(format!(
+        return Some(Action::Wait(WaitReason::UpgradeWaiting(format!(
             "{} was restored from a backup and runs with restartPolicy Never: if its etcd exited after the image \
              change it would not start again, and a one-member cluster would lose its data. Grow the cluster to \
              three members first (the new ones restart in place), or take a backup and accept that risk by \
              deleting the pod for a new seed",
             members[0].name
-        )));
+        ))));
     }
+    observed.upgrade.as_ref().is_none_or(|u| u.to_image != target.release.image).then(|| Action::StartUpgrade {
+        from: target.from.clone(),
+        release: target.release.clone(),
+        warning: target.warning.clone(),
+    })
+}
 
-    // The backup and the record come before the first member is touched.
-    if observed.upgrade.as_ref().is_none_or(|u| u.to_image != image) {
-        let mut versions: Vec<String> = running.iter().map(Version::to_string).collect();
-        versions.sort();
-        versions.dedup();
-        let warning = change.and_then(|(_, warning)| warning);
-        return Action::StartUpgrade { from: versions.join(", "), release, warning };
-    }
-
-    // A member that did not come back first, then followers by name, the leader last.
-    let next = pending
-        .iter()
-        .find(|m| fixable(m) && !m.healthy)
-        .or_else(|| pending.iter().filter(|m| !m.leader).min_by_key(|m| &m.name))
-        .copied();
-    let next = match next {
-        Some(next) => next,
-        None => {
-            // Only the leader is left: hand leadership to an upgraded member first.
-            let upgraded = members.iter().filter(|m| m.id != leader.id && on_target(m) && m.healthy);
-            if let Some(to) = upgraded.min_by_key(|m| &m.name) {
-                return Action::MoveLeader { from: leader.id, to: to.id, name: to.name.clone() };
-            }
-            leader
-        }
+/// The step that moves `member` (chosen by the rollout rung, under its gates, after [`begin`]) to the target: its
+/// etcd container's image changed in place (the kubelet restarts it in the same pod, on the same data); or why
+/// that cannot be done.
+pub(super) fn roll(observed: &Observed, target: Target, member: &Member) -> Action {
+    let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
+    let Some(pod) = pod_of(&member.name) else {
+        return Action::Wait(WaitReason::UpgradeWaiting(format!("member {} has no pod", member.name)));
     };
-    if !restart_keeps_quorum(members, next.id) {
-        return Action::Wait(WaitReason::UpgradeWaiting(format!(
-            "restarting {} now would leave no healthy majority",
-            next.name
-        )));
-    }
-    let Some(pod) = pod_of(&next.name) else {
-        return Action::Wait(WaitReason::UpgradeWaiting(format!("member {} has no pod", next.name)));
-    };
-    if let Some(flag) = version::refused_flag(&pod.command, target) {
+    if let Some(flag) = version::refused_flag(&pod.command, target.release.version) {
         return Action::Wait(WaitReason::VersionRefused(Refusal {
             reason: "FlagsRefused",
             message: format!(
-                "member {} was created with {flag}, which etcd {target} does not accept: it would not start after \
+                "member {} was created with {flag}, which etcd {} does not accept: it would not start after \
                  the upgrade. Replace the member first (delete its pod: it is replaced with the flags of the version \
                  the cluster runs), then the upgrade goes on",
-                next.name
+                member.name, target.release.version
             ),
         }));
     }
     Action::RollMember {
-        name: next.name.clone(),
+        name: member.name.clone(),
         from: pod.image.clone().unwrap_or_default(),
-        release,
-        leader: next.leader,
+        release: target.release,
+        leader: member.leader,
         restarts: pod.restarts,
     }
-}
-
-/// Why `member` does not serve right now (it does not answer, or its pod is not Ready), if it does not.
-fn serving_now(member: &Member, pod: Option<&MemberPod>) -> Option<String> {
-    if !member.healthy {
-        return Some("it does not answer".into());
-    }
-    pod.is_none_or(|p| p.state != PodState::Running { ready: true }).then(|| "its pod is not Ready".into())
 }
