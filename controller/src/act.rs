@@ -154,6 +154,7 @@ pub async fn act(
         Action::RollPod { .. } => volumes::roll_pod(&step, action).await?,
         Action::RetireLostClaim { .. } => volumes::retire_lost_claim(&step, action).await?,
         Action::SetClaimOwner { .. } => volumes::set_claim_owner(&step, action).await?,
+        Action::ExpandClaim { .. } => volumes::expand_claim(&step, action).await?,
         Action::StartRecovery { .. } => recovery::start_recovery(&step, action).await?,
         Action::DeleteLostMember { .. } => recovery::delete_lost_member(&step, action).await?,
         Action::AbandonRecovery { .. } => recovery::abandon_recovery(&step, action).await?,

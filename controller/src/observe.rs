@@ -245,6 +245,14 @@ pub struct Claim {
     pub owned: bool,
     /// Its capacity once bound.
     pub capacity: Option<String>,
+    /// The size it asks for (`spec.resources.requests.storage`), in bytes: more than its capacity while it is being
+    /// expanded.
+    pub requested: Option<u64>,
+    /// Its storage class (`spec.storageClassName`, as the API server defaulted it).
+    pub class: Option<String>,
+    /// Whether its storage class allows expanding it (`allowVolumeExpansion`); `None` when the class could not be
+    /// read.
+    pub expandable: Option<bool>,
 }
 
 /// A claim's phase.
@@ -272,7 +280,20 @@ impl Claim {
             lost: false,
             owned: false,
             capacity: None,
+            requested: None,
+            class: None,
+            expandable: None,
         }
+    }
+
+    /// Its capacity in bytes, once bound.
+    pub fn capacity_bytes(&self) -> Option<u64> {
+        self.capacity.as_deref().and_then(proto::cluster::quantity_bytes)
+    }
+
+    /// Whether it is being expanded: it asks for more than its volume has.
+    pub fn expanding(&self) -> bool {
+        matches!((self.requested, self.capacity_bytes()), (Some(asked), Some(has)) if asked > has)
     }
 
     /// Whether its member can run on it: ours, not retired or being deleted, its volume not lost.
@@ -546,7 +567,30 @@ async fn observe_claims(
         .await
         .map_err(|source| ObserveError::Claims { cluster: name.clone(), source })?;
     let uid = cluster.uid().unwrap_or_default();
-    Ok(listed.items.iter().filter_map(|claim| claim_of(claim, &uid)).collect())
+    let mut claims: Vec<Claim> = listed.items.iter().filter_map(|claim| claim_of(claim, &uid)).collect();
+    // Whether each class allows expansion: read only when a claim asks for less than the spec, and once per class.
+    // A class that cannot be read (gone, or not allowed) leaves it unknown.
+    let wanted = cluster.spec.storage.as_ref().and_then(proto::cluster::MemberStorage::bytes);
+    let mut classes: std::collections::BTreeMap<String, Option<bool>> = std::collections::BTreeMap::new();
+    let storage_classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    for claim in &mut claims {
+        let Some(class) = claim.class.clone() else { continue };
+        if wanted.is_none_or(|w| claim.requested.is_some_and(|r| r >= w)) {
+            continue;
+        }
+        if !classes.contains_key(&class) {
+            let allows = match storage_classes.get_opt(&class).await {
+                Ok(found) => found.map(|c| c.allow_volume_expansion.unwrap_or(false)),
+                Err(error) => {
+                    tracing::warn!(%class, %error, "reading the storage class of member claims");
+                    None
+                }
+            };
+            classes.insert(class.clone(), allows);
+        }
+        claim.expandable = classes[&class];
+    }
+    Ok(claims)
 }
 
 /// What `claim` says, for a cluster whose UID is `uid`.
@@ -572,6 +616,13 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
             .is_some_and(|why| why.starts_with(crate::pod::LOST_PREFIX)),
         owned: claim.owner_references().iter().any(|o| o.uid == uid),
         capacity: status.and_then(|s| s.capacity.as_ref()?.get("storage")).map(|q| q.0.clone()),
+        requested: claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+            .and_then(|q| proto::cluster::quantity_bytes(&q.0)),
+        class: claim.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+        expandable: None,
     })
 }
 
@@ -643,10 +694,13 @@ mod tests {
             "metadata": { "name": "data-demo-0001",
                 "labels": { crate::labels::MEMBER_LABEL: "demo-0001" },
                 "annotations": { crate::pod::CLAIM_CLUSTER_UID: "u1", crate::pod::CLAIM_MEMBER_ID: "8e9e05c52164694d" } },
+            "spec": { "storageClassName": "local-path", "resources": { "requests": { "storage": "2Gi" } } },
             "status": { "phase": "Bound", "capacity": { "storage": "1Gi" } }
         }))
         .unwrap();
         let read = claim_of(&claim, "u1").unwrap();
+        assert_eq!((read.requested, read.class.as_deref()), (Some(2 << 30), Some("local-path")));
+        assert!(read.expanding(), "asks for 2Gi, has 1Gi");
         assert_eq!(
             (read.member.as_str(), read.member_id, read.phase),
             ("demo-0001", Some(0x8e9e05c52164694d), ClaimPhase::Bound)

@@ -27,6 +27,12 @@ pub struct Desired {
     pub backups: bool,
     /// `spec.storage`'s retention policy, when members get claims.
     pub storage: Option<proto::cluster::ClaimRetention>,
+    /// `spec.storage.size` in bytes: claims that ask for less are expanded, one at a time, where their class
+    /// allows it.
+    pub storage_size: Option<u64>,
+    /// `spec.storage.storageClassName`, when set: a member on a claim of another class is replaced by one on a
+    /// claim of this one.
+    pub storage_class: Option<String>,
     /// The settings hash a member pod rendered from the spec now carries ([`crate::pod::settings_hash`]); `None`
     /// rolls nothing out.
     pub settings: Option<String>,
@@ -64,6 +70,8 @@ impl Desired {
             etcd: WantedEtcd::new(&spec.repository, &spec.version),
             backups: spec.backup.is_some(),
             storage: spec.storage.as_ref().map(|s| s.retention_policy),
+            storage_size: spec.storage.as_ref().and_then(proto::cluster::MemberStorage::bytes),
+            storage_class: spec.storage.as_ref().and_then(|s| s.storage_class_name.clone()),
             settings: None,
         }
     }
@@ -208,6 +216,11 @@ pub enum WaitReason {
     UpgradeFinishing(String),
     /// Members run older settings than the spec renders, and a precondition of rolling them does not hold.
     RolloutWaiting(String),
+    /// A member claim asked to grow has not got the size yet (its driver expands the volume): the next one waits.
+    ClaimExpanding {
+        /// The claim.
+        claim: String,
+    },
     /// Quorum is lost, and a majority of the voting members have their data on usable claims: they are created
     /// again on them (or are starting); no loss is timed, and no restore is started, which would give up what they
     /// hold.
@@ -380,6 +393,15 @@ pub enum Action {
         /// Its etcd ID.
         id: u64,
     },
+    /// Ask a member's claim for `size` (`spec.storage.size` grew): its driver expands the volume, online where it
+    /// can. Evidence ([`volumes::grow`]): the claim's class allows expansion, every member is healthy, no other
+    /// claim is being expanded.
+    ExpandClaim {
+        /// The claim.
+        claim: String,
+        /// The size asked, in bytes.
+        size: String,
+    },
     /// Do nothing now; look again later.
     Wait(WaitReason),
     /// The cluster is as the spec asks.
@@ -458,7 +480,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if let Some(step) = members::step(desired, observed, members) {
         return step;
     }
-    rollout::step(desired, observed, members)
+    match rollout::step(desired, observed, members) {
+        Action::Done => volumes::grow(desired, observed, members),
+        step => step,
+    }
 }
 
 /// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote

@@ -54,9 +54,10 @@ pub const API_CALLS: &[ApiCall] = &[
     call("", "persistentvolumeclaims", "get", Scope::Watched, "act: a member claim made by an earlier attempt"),
     call("", "persistentvolumeclaims", "list", Scope::Watched, "observe: member claims"),
     call("", "persistentvolumeclaims", "create", Scope::Watched, "act: member claims (spec.storage)"),
-    call("", "persistentvolumeclaims", "patch", Scope::Watched, "act: a claim's member ID, retirement"),
+    call("", "persistentvolumeclaims", "patch", Scope::Watched, "act: a claim's member ID, retirement, expansion"),
     call("", "persistentvolumeclaims", "delete", Scope::Watched, "act: claims of removed members (whenScaled)"),
     call("", "nodes", "get", Scope::Cluster, "observe: whether a member's node is Ready"),
+    call("storage.k8s.io", "storageclasses", "get", Scope::Cluster, "observe: whether a claim can be expanded"),
     call("", "services", "get", Scope::Watched, "reconcile, backup: services read before apply"),
     call("", "services", "list", Scope::Watched, "run: owned services"),
     call("", "services", "watch", Scope::Watched, "run: owned services"),
@@ -121,7 +122,8 @@ mod tests {
                     let mut all = BTreeSet::new();
                     grants(role.rules.as_deref().unwrap_or_default(), Scope::Watched, &mut all);
                     for (group, resource, verb, _) in all {
-                        let scope = if resource == "nodes" { Scope::Cluster } else { Scope::Watched };
+                        let cluster_scoped = ["nodes", "storageclasses"].contains(&resource.as_str());
+                        let scope = if cluster_scoped { Scope::Cluster } else { Scope::Watched };
                         granted.insert((group, resource, verb, scope));
                     }
                 }

@@ -125,7 +125,13 @@ pub fn derive(
     set("Available", truth(available), available_reason, available_message);
     // A rollout of settings names the members not on the current spec yet.
     let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
-    let drifted = crate::plan::drifted(observed, &wanted);
+    let mut drifted = crate::plan::drifted(observed, &wanted);
+    if let Some(class) = spec.storage.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
+        let other = observed.claims.iter().filter(|c| c.usable() && c.class.as_deref().is_some_and(|c| c != class));
+        drifted.extend(other.map(|c| c.member.as_str()));
+        drifted.sort();
+        drifted.dedup();
+    }
     let rolling = previous.upgrade.is_none()
         && !drifted.is_empty()
         && matches!(
@@ -220,11 +226,23 @@ fn claims(observed: &Observed) -> Vec<proto::cluster::MemberClaim> {
             }
             .into(),
             capacity: c.capacity.clone(),
+            requested: c.requested.map(bytes_in_words),
+            storage_class: c.class.clone(),
             refused: observed.pods.iter().find(|p| p.name == c.member).and_then(|p| p.volume_refused.clone()),
         })
         .collect();
     claims.sort_by(|a, b| a.member.cmp(&b.member));
     claims
+}
+
+/// A size in bytes as Kubernetes would write it: the largest binary unit that divides it (`2Gi`, `1536Mi`), else
+/// bytes.
+pub fn bytes_in_words(bytes: u64) -> String {
+    let units = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
+    match units.iter().find(|(_, shift)| bytes != 0 && bytes.trailing_zeros() >= *shift) {
+        Some((unit, shift)) => format!("{}{unit}", bytes >> shift),
+        None => bytes.to_string(),
+    }
 }
 
 /// How often the highest revision seen is written while it moves: each write of status wakes the controller again,

@@ -82,6 +82,7 @@ pub struct EtcdClusterSpec {
 /// The claim each member gets, shaped after a StatefulSet's `volumeClaimTemplates` entry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size cannot shrink: a claim can only grow"))]
 pub struct MemberStorage {
     /// Requested size of each member's volume (`8Gi`). Keep `spec.etcd.quotaBackendBytes` well below it: etcd's
     /// database, its WAL and snapshots share the volume.
@@ -122,6 +123,52 @@ impl AccessMode {
             Self::ReadWriteOncePod => "ReadWriteOncePod",
         }
     }
+}
+
+impl MemberStorage {
+    /// `size` in bytes (`None` if it does not parse).
+    pub fn bytes(&self) -> Option<u64> {
+        quantity_bytes(&self.size)
+    }
+}
+
+/// A storage quantity as Kubernetes writes it (`8Gi`, `500M`, `1.5Gi`, `1073741824`), in bytes; `None` for what
+/// does not parse as one (or a fraction of a byte).
+pub fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let mut bytes = whole.checked_mul(multiplier)?;
+    if !fraction.is_empty() {
+        let digits: u32 = fraction.len().try_into().ok()?;
+        let scale = 10u64.checked_pow(digits)?;
+        let part = u128::from(fraction.parse::<u64>().ok()?) * u128::from(multiplier);
+        if part % u128::from(scale) != 0 {
+            return None;
+        }
+        bytes = bytes.checked_add(u64::try_from(part / u128::from(scale)).ok()?)?;
+    }
+    Some(bytes)
 }
 
 fn default_access_modes() -> Vec<AccessMode> {
@@ -546,6 +593,12 @@ pub struct MemberClaim {
     /// Its capacity, once bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<String>,
+    /// The size the claim asks for (more than its capacity while it is being expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// Its storage class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
     /// Why its member cannot run on it, when it cannot (its guard refused the volume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
@@ -674,4 +727,23 @@ fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             "limits": quantities("The most of each resource the etcd container may use."),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn storage_quantities_parse_as_kubernetes_writes_them() {
+        assert_eq!(quantity_bytes("8Gi"), Some(8 << 30));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1073741824"), Some(1 << 30));
+        assert_eq!(quantity_bytes("2k"), Some(2000));
+        assert_eq!(quantity_bytes(".5Ki"), Some(512));
+        for bad in ["", "Gi", "1.5", "1GB", "-1Gi", "1.0000000001Ki", "99999999999Ei"] {
+            assert_eq!(quantity_bytes(bad), None, "{bad}");
+        }
+        assert_eq!(quantity_bytes("1.0"), Some(1));
+    }
 }

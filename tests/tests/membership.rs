@@ -21,6 +21,8 @@ fn desired(size: u32) -> Desired {
         etcd: WantedEtcd::new("quay.io/coreos/etcd", proto::cluster::DEFAULT_ETCD_VERSION),
         backups: false,
         storage: None,
+        storage_size: None,
+        storage_class: None,
         settings: None,
     }
 }

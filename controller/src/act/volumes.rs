@@ -225,3 +225,22 @@ async fn annotate(step: &Step<'_>, member: &str, key: &str, value: &str) -> Resu
         .map_err(kube_error(format!("annotating claim {name}")))?;
     Ok(())
 }
+
+pub(super) async fn expand_claim(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::ExpandClaim { claim: name, size } = action else { return Ok(()) };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
+    let patch = json!({ "spec": { "resources": { "requests": { "storage": size } } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(kube_error(format!("expanding claim {name}")))?;
+    let claim = step.observed.claims.iter().find(|c| &c.name == name);
+    let member = claim.map_or_else(String::new, |c| c.member.clone());
+    let has = claim.and_then(|c| c.capacity.clone()).unwrap_or_else(|| "unknown".into());
+    let note = format!(
+        "asked claim {name} for {} (its volume has {has}): its storage class's driver expands the volume; the next \
+         claim waits until this one has its size",
+        crate::status::bytes_in_words(size.parse().unwrap_or_default())
+    );
+    publish(&step.ctx.recorder, step.cluster, member_event("ClaimExpanding", note, &step.namespace, &member)).await;
+    Ok(())
+}

@@ -154,6 +154,7 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
         | Action::RetireClaim { .. }
         | Action::RetireLostClaim { .. }
         | Action::SetClaimOwner { .. }
+        | Action::ExpandClaim { .. }
         | Action::AddLearner { .. }
         | Action::CreateMemberPod { .. }
         | Action::CreateSeed { .. }
@@ -184,6 +185,7 @@ fn inert(action: &Action) -> bool {
         | Action::RetireClaim { .. }
         | Action::RetireLostClaim { .. }
         | Action::SetClaimOwner { .. }
+        | Action::ExpandClaim { .. }
         | Action::StartRecovery { .. }
         | Action::DeleteLostMember { .. }
         | Action::CompleteRecovery
@@ -390,6 +392,15 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             require!(*owned == (retention.when_deleted == proto::cluster::Retention::Delete), "against whenDeleted");
             let claim = observed.claims.iter().find(|c| &c.member == name).ok_or("no claim")?;
             require!(claim.ours && !claim.lost && claim.owned != *owned, "owner of {claim:?}");
+        }
+        Action::ExpandClaim { claim, size } => {
+            require!(quorate, "a claim expanded without a quorum");
+            let wanted = desired.storage_size.ok_or("a claim expanded without spec.storage.size")?;
+            require!(size == &wanted.to_string(), "asked {size}, the spec says {wanted}");
+            let claim = observed.claims.iter().find(|c| &c.name == claim).ok_or("no claim")?;
+            require!(claim.usable() && claim.expandable == Some(true), "expanding {claim:?}");
+            require!(claim.requested.is_some_and(|r| r < wanted), "a claim asked to shrink or stay: {claim:?}");
+            require!(observed.claims.iter().all(|c| !c.expanding()), "two claims expanding at once");
         }
         Action::RetireClaim { name, delete } => {
             require!(quorate, "a claim retired without a quorum");
@@ -854,6 +865,8 @@ fn arb_world() -> impl Strategy<Value = World> {
                 etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
                 backups: true,
                 settings: Some("current".into()),
+                storage_size: None,
+                storage_class: None,
                 storage: on_claims.map(|(skip, _)| proto::cluster::ClaimRetention {
                     when_scaled: if skip % 2 == 0 {
                         proto::cluster::Retention::Delete

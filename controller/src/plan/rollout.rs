@@ -41,10 +41,15 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     };
     let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
     let drifted = desired.settings.as_deref().map(|wanted| drifted(observed, wanted)).unwrap_or_default();
+    // A member on a claim of another storage class than the spec names moves onto a new claim: it is replaced.
+    let other_class = |m: &Member| {
+        let class = observed.claim_of(&m.name).filter(|c| c.usable()).and_then(|c| c.class.as_deref());
+        matches!((class, desired.storage_class.as_deref()), (Some(has), Some(wanted)) if has != wanted)
+    };
     // Whether a member's pod is what the spec renders, as far as the change rolled now goes.
     let current = |m: &Member| match &target {
         Some(target) => upgrade::on_target(observed, &target.release.image, m),
-        None => !drifted.contains(&m.name.as_str()),
+        None => !drifted.contains(&m.name.as_str()) && !other_class(m),
     };
     let pending: Vec<&Member> = members.iter().filter(|m| !current(m)).collect();
     if pending.is_empty() {
@@ -103,16 +108,22 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     if let Some(target) = target {
         return upgrade::roll(observed, target, next);
     }
-    // The settings: a member on a claim is created again on it; one on an emptyDir is replaced.
+    // The settings: a member on a claim is created again on it; one on an emptyDir, or on a claim of another
+    // storage class, is replaced.
     let on_claim = observed.claim_of(&next.name).is_some_and(|c| c.usable() && c.member_id == Some(next.id));
-    if on_claim {
+    if on_claim && !other_class(next) {
         return Action::RollPod { name: next.name.clone(), id: next.id };
     }
     let voters = members.iter().filter(|m| !m.learner).count();
     if voters < 3 {
+        let why = if on_claim {
+            "is on a claim of another storage class than spec.storage names, and moving it there replaces it"
+        } else {
+            "keeps its data in an emptyDir"
+        };
         return waiting(format!(
-            "{} keeps its data in an emptyDir, and replacing a member of a {voters}-member cluster leaves no \
-             margin: grow the cluster to three members first (or delete its pod, accepting that risk)",
+            "{} {why}; replacing a member of a {voters}-member cluster leaves no margin: grow the cluster to three \
+             members first (or delete its pod, accepting that risk)",
             next.name
         ));
     }

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::observe::{MemberPod, PodFailure, PodState, member_name};
+use crate::pod::claim_name;
 
 const C: &str = "etcd";
 
@@ -82,6 +83,8 @@ fn want(size: u32) -> Desired {
         etcd: WantedEtcd::new("quay.io/coreos/etcd", "3.5.35"),
         backups: false,
         storage: None,
+        storage_size: None,
+        storage_class: None,
         settings: None,
     }
 }
@@ -453,6 +456,9 @@ fn simulate(observed: &mut Observed, action: &Action) {
         }),
         Action::SetClaimOwner { name, owned } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.owned = *owned)
+        }
+        Action::ExpandClaim { claim, size } => {
+            observed.claims.iter_mut().filter(|c| &c.name == claim).for_each(|c| c.requested = size.parse().ok())
         }
         Action::RetireClaim { name, delete } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.retired = true);
@@ -1611,4 +1617,121 @@ fn an_upgrade_and_a_settings_change_go_through_one_rollout_image_first_then_sett
     ];
     assert_eq!(steps, expected);
     assert_eq!(plan(&desired, &observed), Action::Done);
+}
+
+/// Three members on claims of class `local` asking for 1Gi with 1Gi; the spec asks for 2Gi.
+fn growing() -> (Desired, Observed) {
+    let (mut desired, mut observed) = on_claims(3);
+    desired.storage_size = Some(2 << 30);
+    for claim in &mut observed.claims {
+        claim.requested = Some(1 << 30);
+        claim.capacity = Some("1Gi".into());
+        claim.class = Some("local".into());
+        claim.expandable = Some(true);
+    }
+    (desired, observed)
+}
+
+#[test]
+fn claims_grow_one_at_a_time_only_where_their_class_allows_it_and_every_member_is_healthy() {
+    let (desired, mut observed) = growing();
+    let first = Action::ExpandClaim { claim: claim_name(&member_name(C, 0)), size: (2u64 << 30).to_string() };
+    assert_eq!(plan(&desired, &observed), first);
+    // Asked: the next waits until the driver gave it its size.
+    observed.claims[0].requested = Some(2 << 30);
+    assert_eq!(
+        plan(&desired, &observed),
+        Action::Wait(WaitReason::ClaimExpanding { claim: claim_name(&member_name(C, 0)) })
+    );
+    observed.claims[0].capacity = Some("2Gi".into());
+    assert_eq!(
+        plan(&desired, &observed),
+        Action::ExpandClaim { claim: claim_name(&member_name(C, 1)), size: (2u64 << 30).to_string() }
+    );
+    for claim in &mut observed.claims {
+        claim.requested = Some(2 << 30);
+        claim.capacity = Some("2Gi".into());
+    }
+    assert_eq!(plan(&desired, &observed), Action::Done);
+
+    // Each piece of evidence withheld: the class does not allow it, or could not be read; a member is not healthy;
+    // the claim is not bound, retired, or not this member's any more; the spec asks for less than the claim has.
+    let (desired, observed) = growing();
+    for (what, change) in [
+        (
+            "a class without allowVolumeExpansion",
+            (|o: &mut Observed| o.claims[0].expandable = Some(false)) as fn(&mut Observed),
+        ),
+        ("a class that could not be read", |o| o.claims[0].expandable = None),
+        ("a claim not bound", |o| o.claims[0].phase = crate::observe::ClaimPhase::Pending),
+        ("a retired claim", |o| o.claims[0].retired = true),
+        ("a claim recording another member", |o| o.claims[0].member_id = Some(999)),
+    ] {
+        let mut withheld = observed.clone();
+        change(&mut withheld);
+        assert_ne!(plan(&desired, &withheld), first, "{what}");
+    }
+    let mut sick = observed.clone();
+    members_mut(&mut sick)[2].healthy = false;
+    assert!(!matches!(plan(&desired, &sick), Action::ExpandClaim { .. }), "{:?}", plan(&desired, &sick));
+    let smaller = Desired { storage_size: Some(1 << 29), ..desired.clone() };
+    assert_eq!(plan(&smaller, &observed), Action::Done, "a claim is never asked to shrink");
+    // Members still rolling out come first: the volumes grow once every pod runs the current spec.
+    let mut rolling = observed.clone();
+    let desired_rolling = Desired { settings: Some("current".into()), ..desired.clone() };
+    for pod in &mut rolling.pods {
+        pod.settings = Some("older".into());
+    }
+    assert!(matches!(plan(&desired_rolling, &rolling), Action::RollPod { .. }));
+}
+
+#[test]
+fn a_member_on_a_claim_of_another_storage_class_is_replaced_one_at_a_time_the_leader_last() {
+    let (mut desired, mut observed) = rolling(3, true);
+    for pod in &mut observed.pods {
+        pod.settings = Some("current".into());
+    }
+    for claim in &mut observed.claims {
+        claim.class = Some("old-class".into());
+    }
+    desired.storage_class = Some("new-class".into());
+    let replace = |i: u32| Action::RemoveMember {
+        id: 100 + u64::from(i),
+        name: member_name(C, i),
+        reason: RemoveReason::Rollout,
+    };
+    assert_eq!(plan(&desired, &observed), replace(1), "a follower first, replaced: a claim's class cannot change");
+    // Its replacement is on a claim of the new class; then the other follower, then leadership moves, the leader.
+    observed.claims[1].class = Some("new-class".into());
+    assert_eq!(plan(&desired, &observed), replace(2));
+    observed.claims[2].class = Some("new-class".into());
+    assert_eq!(plan(&desired, &observed), Action::MoveLeader { from: 100, to: 101, name: member_name(C, 1) });
+    members_mut(&mut observed)[0].leader = false;
+    members_mut(&mut observed)[1].leader = true;
+    assert_eq!(plan(&desired, &observed), replace(0));
+    observed.claims[0].class = Some("new-class".into());
+    assert_eq!(plan(&desired, &observed), Action::Done);
+    // A claim whose class the spec does not name (the default class) is no drift; nor is a spec naming none.
+    let mut unnamed = observed.clone();
+    unnamed.claims[0].class = None;
+    assert_eq!(plan(&desired, &unnamed), Action::Done);
+    let (mut default, mut other) = rolling(3, true);
+    for pod in &mut other.pods {
+        pod.settings = Some("current".into());
+    }
+    other.claims[0].class = Some("old-class".into());
+    default.storage_class = None;
+    assert_eq!(plan(&default, &other), Action::Done);
+    // Two members: replacing one leaves no margin, so it waits and says why.
+    let (mut small, mut two) = rolling(2, true);
+    for pod in &mut two.pods {
+        pod.settings = Some("current".into());
+    }
+    two.claims[1].class = Some("old-class".into());
+    small.storage_class = Some("new-class".into());
+    assert!(
+        matches!(plan(&small, &two), Action::Wait(WaitReason::RolloutWaiting(ref why)) if why.contains("storage class")),
+        "{:?}",
+        plan(&small, &two)
+    );
 }

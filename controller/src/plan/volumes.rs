@@ -4,7 +4,7 @@
 //! re-creation needs); a claim whose member is gone from etcd follows the retention policy.
 
 use super::{Action, Desired, WaitReason};
-use crate::observe::{Claim, EtcdView, Member, Observed, PodState};
+use crate::observe::{Claim, ClaimPhase, EtcdView, Member, Observed, PodState};
 use crate::pod::Release;
 
 /// The claim-backed step that needs no quorum: the pod of a member on a usable claim is created again when it is
@@ -122,4 +122,34 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
     let on_volumes: Vec<String> = voters.iter().filter(|v| usable(v)).map(|(n, _)| n.clone()).collect();
     (!voters.is_empty() && on_volumes.len() > voters.len() / 2)
         .then_some(WaitReason::MembersOnVolumes { members: on_volumes, voters: voters.len() })
+}
+
+/// The last rung: claims asked to grow (`spec.storage.size` more than they ask for), one at a time, once every
+/// member runs what the spec renders. Evidence: every member is healthy (a driver that expands offline restarts
+/// nothing here, but a volume being resized is no time to lose another), no claim is being expanded already (the
+/// one asked last has not got its size: `ClaimExpanding`), and the claim's class allows expansion (a class that
+/// does not, or cannot be read, leaves the claim as it is; status says so). A smaller size is never asked (the API
+/// server refuses to shrink `spec.storage.size`; a claim bigger than it stays as it is).
+pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
+    let Some(size) = desired.storage_size else { return Action::Done };
+    let listed = |claim: &&Claim| members.iter().any(|m| m.name == claim.member && claim.member_id == Some(m.id));
+    let claims: Vec<&Claim> =
+        observed.claims.iter().filter(|c| c.usable() && c.phase == ClaimPhase::Bound).filter(listed).collect();
+    if let Some(expanding) = claims.iter().find(|c| c.expanding()) {
+        return Action::Wait(WaitReason::ClaimExpanding { claim: expanding.name.clone() });
+    }
+    let Some(next) = claims
+        .iter()
+        .filter(|c| c.requested.is_some_and(|r| r < size) && c.expandable == Some(true))
+        .min_by_key(|c| &c.name)
+    else {
+        return Action::Done;
+    };
+    if members.iter().any(|m| !m.healthy) {
+        return Action::Wait(WaitReason::RolloutWaiting(format!(
+            "{} is to grow, and a member is not healthy",
+            next.name
+        )));
+    }
+    Action::ExpandClaim { claim: next.name.clone(), size: size.to_string() }
 }

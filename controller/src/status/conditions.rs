@@ -311,6 +311,9 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             ),
         );
     }
+    if let Some(drift) = storage_drift(spec, observed) {
+        return drift;
+    }
     // Review S10: a member born at 3.4 keeps its exec probe after an upgrade (a probe cannot change in place), and
     // that probe fails under NOSPACE, taking the member out of the client Service.
     let runs_newer = |p: &&crate::observe::MemberPod| {
@@ -351,6 +354,89 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
     (false, "SettingsCurrent", "every member pod runs the settings the spec asks for".into())
 }
 
+/// Member claims of another storage class than `spec.storage` names, or asking for less than its size, if any.
+fn storage_drift(spec: &EtcdClusterSpec, observed: &Observed) -> Option<(bool, &'static str, String)> {
+    let storage = spec.storage.as_ref()?;
+    let claims: Vec<&crate::observe::Claim> = observed.claims.iter().filter(|c| c.usable()).collect();
+    if let Some(wanted) = storage.storage_class_name.as_deref() {
+        let mut other: Vec<String> = claims
+            .iter()
+            .filter(|c| c.class.as_deref().is_some_and(|class| class != wanted))
+            .map(|c| format!("{} ({})", c.member, c.class.as_deref().unwrap_or_default()))
+            .collect();
+        if !other.is_empty() {
+            other.sort();
+            return Some((
+                true,
+                "OtherStorageClass",
+                format!(
+                    "{} keep{} their data on claims of another storage class than {wanted}: a claim's class cannot \
+                     change, so each such member is replaced, one at a time, by a new member on a claim of \
+                     {wanted} (from three members up). Progressing says where the rollout is",
+                    other.join(", "),
+                    if other.len() == 1 { "s" } else { "" }
+                ),
+            ));
+        }
+    }
+    let size = storage.bytes()?;
+    let mut smaller: Vec<&&crate::observe::Claim> =
+        claims.iter().filter(|c| c.requested.is_some_and(|r| r < size)).collect();
+    smaller.sort_by(|a, b| a.name.cmp(&b.name));
+    let expanding: Vec<&str> = claims.iter().filter(|c| c.expanding()).map(|c| c.name.as_str()).collect();
+    if smaller.is_empty() && expanding.is_empty() {
+        return None;
+    }
+    let names =
+        |claims: &[&&crate::observe::Claim]| claims.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    let refused: Vec<&&crate::observe::Claim> =
+        smaller.iter().filter(|c| c.expandable == Some(false)).copied().collect();
+    if !refused.is_empty() {
+        let classes: std::collections::BTreeSet<&str> = refused.iter().filter_map(|c| c.class.as_deref()).collect();
+        return Some((
+            true,
+            "VolumeExpansionNotAllowed",
+            format!(
+                "{} ask{} for less than spec.storage.size ({}), and storage class {} does not allow expanding \
+                 volumes (allowVolumeExpansion): they stay as they are. To grow the members' volumes, move them to a \
+                 class that allows it (spec.storage.storageClassName: each member is replaced onto a claim of it)",
+                names(&refused),
+                if refused.len() == 1 { "s" } else { "" },
+                storage.size,
+                classes.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let unknown: Vec<&&crate::observe::Claim> = smaller.iter().filter(|c| c.expandable.is_none()).copied().collect();
+    if !unknown.is_empty() {
+        return Some((
+            true,
+            "VolumeExpansionUnknown",
+            format!(
+                "{} ask{} for less than spec.storage.size ({}), and whether their storage class allows expanding \
+                 volumes could not be read: they stay as they are until it can",
+                names(&unknown),
+                if unknown.len() == 1 { "s" } else { "" },
+                storage.size
+            ),
+        ));
+    }
+    let growing: Vec<&str> = smaller.iter().map(|c| c.name.as_str()).chain(expanding.iter().copied()).collect();
+    let mut growing: Vec<&str> = growing.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    growing.sort();
+    Some((
+        true,
+        "VolumesGrowing",
+        format!(
+            "{} {} to grow to {}: one claim at a time, each once the one before has its size (status.claims shows \
+             each claim's capacity). Progressing says where it is",
+            growing.join(", "),
+            if growing.len() == 1 { "is" } else { "are" },
+            storage.size
+        ),
+    ))
+}
+
 pub(super) fn progress_reason(action: &Action) -> &'static str {
     match action {
         Action::CreateSeed { .. } => "CreatingSeed",
@@ -375,6 +461,7 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::RecordMemberId { .. } => "RecordingClaim",
         Action::RetireClaim { .. } | Action::RetireLostClaim { .. } => "RetiringClaim",
         Action::SetClaimOwner { .. } => "ApplyingClaimPolicy",
+        Action::ExpandClaim { .. } | Action::Wait(WaitReason::ClaimExpanding { .. }) => "ExpandingVolumes",
         Action::Wait(WaitReason::MembersOnVolumes { .. }) => "WaitingForMembersOnVolumes",
         Action::StartUpgrade { .. }
         | Action::RollMember { .. }
@@ -419,13 +506,22 @@ pub(super) fn progress_message(action: &Action) -> String {
         ),
         Action::Promote { name, .. } => format!("promoting learner {name}"),
         Action::RemoveMember { name, reason: RemoveReason::Rollout, .. } => {
-            format!("replacing {name} (on an emptyDir) with a new member on the current settings")
+            format!(
+                "replacing {name} (on an emptyDir, or a claim of another storage class) with a new member on the current settings"
+            )
         }
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::RollPod { name, .. } => {
             format!("restarting {name} on its claim with the current settings (its pod is created again)")
         }
         Action::Wait(WaitReason::RolloutWaiting(why)) => format!("the rollout waits: {why}"),
+        Action::ExpandClaim { claim, size } => format!(
+            "asking claim {claim} for {} (spec.storage.size grew): its driver expands the volume",
+            crate::status::bytes_in_words(size.parse().unwrap_or_default())
+        ),
+        Action::Wait(WaitReason::ClaimExpanding { claim }) => format!(
+            "waiting for claim {claim} to get the size it asks for (its driver expands the volume) before the next"
+        ),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
         Action::RestartOnClaim { name, .. } => {
             format!("creating the pod of {name} again on its claim {}", crate::pod::claim_name(name))

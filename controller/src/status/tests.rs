@@ -516,3 +516,68 @@ fn the_highest_revision_seen_is_recorded_first_then_at_most_every_five_minutes()
     assert_eq!((anew.etcd_cluster_id.as_str(), anew.revision), ("c2", 5), "a new etcd cluster starts over");
     assert_eq!(highest_revision_seen(None, Some(&first), &time(999)), Some(first), "kept while none answers");
 }
+
+/// Issue 18: claims of another storage class, or asking for less than `spec.storage.size`, are told in
+/// ConfigDrift: whether they grow, cannot (their class), or nobody knows; status.claims shows what each asks.
+#[test]
+fn claims_that_differ_from_spec_storage_are_told_with_what_will_happen() {
+    let mut c = cluster("demo", 3);
+    c.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "2Gi" })).unwrap());
+    let current = crate::pod::settings_hash(&c);
+    let mut observed = steady();
+    for pod in &mut observed.pods {
+        pod.settings = Some(current.clone());
+    }
+    observed.claims = (0..3)
+        .map(|i| crate::observe::Claim {
+            requested: Some(1 << 30),
+            capacity: Some("1Gi".into()),
+            class: Some("local-path".into()),
+            expandable: Some(false),
+            ..crate::observe::Claim::new(&format!("demo-000{i}"), Some(100 + i))
+        })
+        .collect();
+    let drift_of = |c: &EtcdCluster, observed: &Observed| {
+        let status = derive(&c.spec, Some(1), observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+        let drift = condition(&status, "ConfigDrift").clone();
+        (status, drift)
+    };
+    let (status, drift) = drift_of(&c, &observed);
+    assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "VolumeExpansionNotAllowed"), "{drift:?}");
+    assert!(drift.message.contains("storage class local-path does not allow"), "{}", drift.message);
+    assert_eq!(status.claims[0].requested.as_deref(), Some("1Gi"));
+    assert_eq!(status.claims[0].storage_class.as_deref(), Some("local-path"));
+    for claim in &mut observed.claims {
+        claim.expandable = None;
+    }
+    assert_eq!(drift_of(&c, &observed).1.reason, "VolumeExpansionUnknown");
+    for claim in &mut observed.claims {
+        claim.expandable = Some(true);
+    }
+    observed.claims[0].requested = Some(2 << 30);
+    let (_, drift) = drift_of(&c, &observed);
+    assert_eq!(drift.reason, "VolumesGrowing");
+    assert!(
+        drift.message.starts_with("data-demo-0000, data-demo-0001, data-demo-0002 are to grow"),
+        "{}",
+        drift.message
+    );
+    for claim in &mut observed.claims {
+        claim.requested = Some(2 << 30);
+        claim.capacity = Some("2Gi".into());
+    }
+    assert_eq!(drift_of(&c, &observed).1.status, "False");
+    // Another class named: each member on a claim of the old one is to move.
+    c.spec.storage.as_mut().unwrap().storage_class_name = Some("fast".into());
+    let (_, drift) = drift_of(&c, &observed);
+    assert_eq!(drift.reason, "OtherStorageClass");
+    assert!(drift.message.starts_with("demo-0000 (local-path), demo-0001 (local-path), demo-0002 (local-path) keep"));
+}
+
+#[test]
+fn sizes_are_written_as_kubernetes_writes_them() {
+    assert_eq!(bytes_in_words(2 << 30), "2Gi");
+    assert_eq!(bytes_in_words(3 << 29), "1536Mi");
+    assert_eq!(bytes_in_words(1000), "1000");
+    assert_eq!(bytes_in_words(0), "0");
+}
