@@ -15,7 +15,11 @@
 //!    the leader last, no acknowledged write lost; then the database filled to its 64 MiB quota (NOSPACE) and
 //!    `spec.etcd.quotaBackendBytes` raised: rolled to every member, after which the alarm can be disarmed and writes
 //!    are taken again;
-//! 6. the EtcdCluster deleted (`whenDeleted: Retain`): the claims stay; created again under the same name, it is
+//! 6. `spec.storage.size` grown on the test bed's class, which does not allow expansion: the claims stay as they
+//!    are and `ConfigDrift` says why; a smaller size is refused by the API server;
+//! 7. another `storageClassName` under a writer: each member replaced, one at a time, by a new member on a claim of
+//!    that class (with the grown size), the old claims deleted, no acknowledged write lost;
+//! 8. the EtcdCluster deleted (`whenDeleted: Retain`): the claims stay; created again under the same name, it is
 //!    refused (the retained claims belong to the earlier cluster), nothing starts, and status says why.
 //!
 //! The controller runs in-process (its library's `run`) with the permissions the install grants.
@@ -345,7 +349,82 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     })
     .await;
 
-    // 6. Deleted with whenDeleted: Retain: the claims stay; the same name again is refused, and says why.
+    // 6. spec.storage.size grown on a class that does not allow expansion (the test bed's local-path): the claims
+    // stay as they are, and ConfigDrift says why; shrinking is refused by the API server.
+    let grown = serde_json::json!({ "spec": { "storage": { "size": "512Mi" } } });
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(grown)).await.unwrap();
+    let (drift, _) = eventually("ConfigDrift to say the claims cannot grow", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let drift = condition(&status(&api).await, "ConfigDrift");
+            (drift["reason"] == "VolumeExpansionNotAllowed").then(|| drift["message"].as_str().unwrap().to_string())
+        }
+    })
+    .await;
+    println!("spec.storage.size grown on local-path: {drift}");
+    assert!(drift.contains("storage class local-path does not allow"), "{drift}");
+    for claim in status(&api).await["claims"].as_array().unwrap() {
+        assert_eq!((claim["requested"].as_str(), claim["storageClass"].as_str()), (Some("256Mi"), Some("local-path")));
+    }
+    let shrink = serde_json::json!({ "spec": { "storage": { "size": "128Mi" } } });
+    let refused = api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(shrink)).await.unwrap_err();
+    assert!(refused.to_string().contains("cannot shrink"), "{refused}");
+
+    // 7. Another storage class named, under a writer: each member replaced, one at a time, by one on a claim of that
+    // class (with the grown size); the old claims deleted (whenScaled: Delete); no acknowledged write lost.
+    support::kubectl_with_input(
+        &["apply", "-f", "-"],
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: { name: kec-local-b }\n\
+         provisioner: rancher.io/local-path\nvolumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Delete\n",
+    );
+    let writer = Writer::start(vec![service.clone()], "/volumes/class/", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let class = serde_json::json!({ "spec": { "storage": { "storageClassName": "kec-local-b" } } });
+    let took =
+        rolled_out(&api, &pods, class, "every member moved onto a claim of kec-local-b", Duration::from_secs(400))
+            .await;
+    let (moved, _) = converged(&pods, CLUSTER, 3, &[], Duration::from_secs(120)).await;
+    let (_, settled) = eventually("three claims, all of kec-local-b", Duration::from_secs(120), || {
+        let pvcs = pvcs.clone();
+        async move {
+            let listed = pvcs.list(&ListParams::default().labels(CLAIMS)).await.ok()?.items;
+            let classes: Vec<(Option<String>, Option<String>)> = listed
+                .iter()
+                .map(|c| {
+                    let spec = c.spec.as_ref().unwrap();
+                    let asked = spec.resources.as_ref()?.requests.as_ref()?.get("storage").map(|q| q.0.clone());
+                    Some((spec.storage_class_name.clone(), asked))
+                })
+                .collect::<Option<_>>()?;
+            (classes.len() == 3 && classes.iter().all(|c| c.0.as_deref() == Some("kec-local-b"))).then_some(classes)
+        }
+    })
+    .await;
+    let written = writer.stop();
+    println!(
+        "storageClassName changed: every member replaced onto a claim of the new class in {:.1} s (+{:.1} s for the \
+         old claims to go); {} writes acknowledged, longest gap {:.1} s",
+        took.as_secs_f64(),
+        settled.as_secs_f64(),
+        written.acked.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    for claim in claims(&pvcs).await.values() {
+        assert_eq!(claim.0, "Bound");
+    }
+    let listed = pvcs.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items;
+    for claim in &listed {
+        let asked = &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+        assert_eq!(asked.0, "512Mi", "a new claim gets the grown size");
+    }
+    let endpoint = format!("http://{}:2379", moved[0].1);
+    let now = member_ids(&endpoint).await.unwrap();
+    assert!(now.values().all(|id| !ids.values().any(|old| old == id)), "every member is new: {now:x?} / {ids:x?}");
+    let lost = lost_writes(&endpoint, "/volumes/class/", &written).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost moving to another class", lost.len());
+    assert_eq!(condition(&status(&api).await, "ConfigDrift")["status"], "False");
+
+    // 8. Deleted with whenDeleted: Retain: the claims stay; the same name again is refused, and says why.
     let kept: Vec<String> = claims(&pvcs).await.into_keys().collect();
     assert_eq!(kept.len(), 3);
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
