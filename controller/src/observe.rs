@@ -216,6 +216,10 @@ pub struct Observed {
     /// The lowest etcd version the members last reported (status `currentVersion`): what a member created again on
     /// its volume runs when no member answers.
     pub current_version: Option<crate::version::Version>,
+    /// Whether the storage class `spec.storage.storageClassName` names exists, read only when a member claim is of
+    /// another class (`None`: not read, or it could not be): members are moved onto a class only once it is known
+    /// to exist.
+    pub wanted_class_exists: Option<bool>,
 }
 
 /// A member's PersistentVolumeClaim.
@@ -253,6 +257,11 @@ pub struct Claim {
     /// Whether its storage class allows expanding it (`allowVolumeExpansion`); `None` when the class could not be
     /// read.
     pub expandable: Option<bool>,
+    /// Its volume was expanded and the file system waits for the pod to mount it again (condition
+    /// `FileSystemResizePending`: a driver that expands offline).
+    pub resize_pending: bool,
+    /// Why expanding it failed, when a condition says so (`ControllerResizeError`, `NodeResizeError`).
+    pub resize_error: Option<String>,
 }
 
 /// A claim's phase.
@@ -283,6 +292,8 @@ impl Claim {
             requested: None,
             class: None,
             expandable: None,
+            resize_pending: false,
+            resize_error: None,
         }
     }
 
@@ -505,6 +516,7 @@ pub async fn observe(
     };
 
     let claims = observe_claims(client, cluster).await?;
+    let wanted_class_exists = wanted_class_exists(client, cluster, &claims).await;
     let status = cluster.status.clone().unwrap_or_default();
     let seen = pods.iter().map(|p| p.name.as_str()).chain(match &etcd {
         EtcdView::Members(members) => members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
@@ -544,6 +556,7 @@ pub async fn observe(
             upgrade: status.upgrade.clone(),
             claims,
             current_version: status.current_version.as_deref().and_then(crate::version::Version::parse),
+            wanted_class_exists,
         },
         addresses,
     ))
@@ -593,11 +606,33 @@ async fn observe_claims(
     Ok(claims)
 }
 
+/// Whether the storage class `spec.storage` names exists, when a claim of this cluster is of another class.
+async fn wanted_class_exists(
+    client: &kube::Client,
+    cluster: &proto::cluster::EtcdCluster,
+    claims: &[Claim],
+) -> Option<bool> {
+    let wanted = cluster.spec.storage.as_ref()?.storage_class_name.as_deref()?;
+    if !claims.iter().any(|c| c.ours && c.class.as_deref().is_some_and(|class| class != wanted)) {
+        return None;
+    }
+    let api: kube::Api<k8s_openapi::api::storage::v1::StorageClass> = kube::Api::all(client.clone());
+    match api.get_opt(wanted).await {
+        Ok(found) => Some(found.is_some()),
+        Err(error) => {
+            tracing::warn!(class = wanted, %error, "reading the storage class spec.storage names");
+            None
+        }
+    }
+}
+
 /// What `claim` says, for a cluster whose UID is `uid`.
 pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: &str) -> Option<Claim> {
     use kube::ResourceExt;
     let member = claim.labels().get(crate::labels::MEMBER_LABEL)?.clone();
     let status = claim.status.as_ref();
+    let condition =
+        |kind: &str| status.and_then(|s| s.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True"));
     Some(Claim {
         name: claim.name_any(),
         member,
@@ -623,6 +658,10 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
             .and_then(|q| proto::cluster::quantity_bytes(&q.0)),
         class: claim.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
         expandable: None,
+        resize_pending: condition("FileSystemResizePending").is_some(),
+        resize_error: condition("ControllerResizeError")
+            .or_else(|| condition("NodeResizeError"))
+            .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default())),
     })
 }
 
@@ -701,6 +740,18 @@ mod tests {
         let read = claim_of(&claim, "u1").unwrap();
         assert_eq!((read.requested, read.class.as_deref()), (Some(2 << 30), Some("local-path")));
         assert!(read.expanding(), "asks for 2Gi, has 1Gi");
+        assert!(!read.resize_pending && read.resize_error.is_none());
+        let mut offline = claim.clone();
+        offline.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(serde_json::json!({ "type": "FileSystemResizePending", "status": "True" })).unwrap(),
+            serde_json::from_value(
+                serde_json::json!({ "type": "NodeResizeError", "status": "True", "message": "resize2fs failed" }),
+            )
+            .unwrap(),
+        ]);
+        let read = claim_of(&offline, "u1").unwrap();
+        assert!(read.resize_pending);
+        assert_eq!(read.resize_error.as_deref(), Some("NodeResizeError: resize2fs failed"));
         assert_eq!(
             (read.member.as_str(), read.member_id, read.phase),
             ("demo-0001", Some(0x8e9e05c52164694d), ClaimPhase::Bound)

@@ -220,6 +220,8 @@ pub enum WaitReason {
     ClaimExpanding {
         /// The claim.
         claim: String,
+        /// Why expanding it failed, when a condition of the claim says so.
+        error: Option<String>,
     },
     /// Quorum is lost, and a majority of the voting members have their data on usable claims: they are created
     /// again on them (or are starting); no loss is timed, and no restore is started, which would give up what they
@@ -394,12 +396,13 @@ pub enum Action {
         id: u64,
     },
     /// Ask a member's claim for `size` (`spec.storage.size` grew): its driver expands the volume, online where it
-    /// can. Evidence ([`volumes::grow`]): the claim's class allows expansion, every member is healthy, no other
-    /// claim is being expanded.
+    /// can (one that expands offline leaves the claim `FileSystemResizePending`, and the member is restarted on it
+    /// with [`Action::RollPod`]). Evidence ([`volumes::grow`]): the claim's class allows expansion, every member is
+    /// healthy, no other claim is being expanded.
     ExpandClaim {
         /// The claim.
         claim: String,
-        /// The size asked, in bytes.
+        /// The size asked, as Kubernetes writes it (`2Gi`).
         size: String,
     },
     /// Do nothing now; look again later.
@@ -480,10 +483,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if let Some(step) = members::step(desired, observed, members) {
         return step;
     }
-    match rollout::step(desired, observed, members) {
-        Action::Done => volumes::grow(desired, observed, members),
-        step => step,
-    }
+    rollout::step(desired, observed, members)
 }
 
 /// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote
@@ -507,7 +507,7 @@ mod volumes;
 
 pub use members::new_member_release;
 pub use recovery::{SEED_RETRY_AFTER, SEED_RETRY_MAX, seed_retry_after};
-pub use rollout::drifted;
+pub use rollout::{drifted, other_class};
 
 #[cfg(test)]
 mod oracle;

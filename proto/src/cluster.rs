@@ -132,8 +132,8 @@ impl MemberStorage {
     }
 }
 
-/// A storage quantity as Kubernetes writes it (`8Gi`, `500M`, `1.5Gi`, `1073741824`), in bytes; `None` for what
-/// does not parse as one (or a fraction of a byte).
+/// A storage quantity as Kubernetes writes it (`8Gi`, `500M`, `1.5Gi`, `1073741824`), in bytes (a fraction of a
+/// byte rounded up, as Kubernetes does); `None` for what does not parse as one.
 pub fn quantity_bytes(quantity: &str) -> Option<u64> {
     let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
     let (number, suffix) = quantity.split_at(split);
@@ -163,10 +163,7 @@ pub fn quantity_bytes(quantity: &str) -> Option<u64> {
         let digits: u32 = fraction.len().try_into().ok()?;
         let scale = 10u64.checked_pow(digits)?;
         let part = u128::from(fraction.parse::<u64>().ok()?) * u128::from(multiplier);
-        if part % u128::from(scale) != 0 {
-            return None;
-        }
-        bytes = bytes.checked_add(u64::try_from(part / u128::from(scale)).ok()?)?;
+        bytes = bytes.checked_add(u64::try_from(part.div_ceil(u128::from(scale))).ok()?)?;
     }
     Some(bytes)
 }
@@ -741,7 +738,9 @@ mod tests {
         assert_eq!(quantity_bytes("1073741824"), Some(1 << 30));
         assert_eq!(quantity_bytes("2k"), Some(2000));
         assert_eq!(quantity_bytes(".5Ki"), Some(512));
-        for bad in ["", "Gi", "1.5", "1GB", "-1Gi", "1.0000000001Ki", "99999999999Ei"] {
+        assert_eq!(quantity_bytes("1.5"), Some(2), "rounded up");
+        assert_eq!(quantity_bytes("1.0000000001Ki"), Some(1025));
+        for bad in ["", "Gi", "1GB", "-1Gi", "99999999999Ei"] {
             assert_eq!(quantity_bytes(bad), None, "{bad}");
         }
         assert_eq!(quantity_bytes("1.0"), Some(1));

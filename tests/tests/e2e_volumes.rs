@@ -9,6 +9,8 @@
 //! 3. a member's volume made another cluster's (its guard file rewritten on the node's disk) and its pod deleted:
 //!    the guard refuses it, status names the claim and why, etcd never starts on it and the member is not
 //!    replaced; with the volume put back, the member comes back on it;
+//!    then a member's database corrupted on disk (while the guard holds etcd off it): etcd refuses it at every
+//!    start, and the member is replaced by a new one on a new claim while the others serve, nothing lost;
 //! 4. scaled 3 -> 5 -> 3: each new member gets a new claim; the removed members' claims are deleted
 //!    (`whenScaled: Delete`), and no later member reuses a name;
 //! 5. `spec.pod.resources` changed under a writer: every member restarted on its claim with them (same etcd IDs),
@@ -254,6 +256,69 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     println!("with its own volume back, {victim} serves again after {:.1} s", took.as_secs_f64());
     assert_eq!(member_ids(&endpoint).await.unwrap(), ids);
 
+    // 3b. A member's data corrupted on disk: while its guard holds etcd off the volume (the same trick as above),
+    // both meta pages of its bbolt database are overwritten; with the guard put back, etcd refuses the data at
+    // every start. The member is replaced (removed, a new member on a new claim) while the others serve a writer.
+    let writer = Writer::start(vec![service.clone()], "/volumes/corrupt/", None);
+    let victim = back[1].0.clone();
+    let claim = format!("data-{victim}");
+    let volume = volume_dir(&client, &pvcs, &claim).await;
+    let guard = volume.join(proto::backup::GUARD_FILE);
+    let original = std::fs::read(&guard).expect("the guard file on the volume");
+    let mut foreign: proto::backup::VolumeGuard = serde_json::from_slice(&original).unwrap();
+    foreign.cluster_uid = "another-cluster-uid".into();
+    std::fs::write(&guard, serde_json::to_vec(&foreign).unwrap()).unwrap();
+    pods.delete(&victim, &DeleteParams::default()).await.unwrap();
+    eventually("the guard to hold etcd off the volume", Duration::from_secs(120), || {
+        let api = api.clone();
+        let claim = claim.clone();
+        async move {
+            let status = status(&api).await;
+            status["claims"]
+                .as_array()?
+                .iter()
+                .any(|c| c["claim"] == claim.as_str() && c["refused"].is_string())
+                .then_some(())
+        }
+    })
+    .await;
+    let db = volume.join("data/member/snap/db");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&db).expect("the member's database on its volume");
+        // Both meta pages, whatever the page size (4 KiB here; up to 64 KiB elsewhere).
+        file.write_all_at(&[0xa5; 128 * 1024], 0).unwrap();
+    }
+    std::fs::write(&guard, &original).unwrap();
+    let corrupted = Instant::now();
+    let (replaced, _) = eventually("the member with corrupt data replaced", Duration::from_secs(400), || {
+        let (pods, victim) = (pods.clone(), victim.clone());
+        async move {
+            let ready = support::converged_now(&pods, CLUSTER, 3, &[]).await?;
+            (!ready.iter().any(|(name, _)| name == &victim)).then_some(ready)
+        }
+    })
+    .await;
+    let written = writer.stop();
+    println!(
+        "{victim}'s database corrupted on disk: replaced by {:?} {:.1} s after etcd first met it; {} writes \
+         acknowledged, longest gap {:.1} s",
+        replaced.iter().map(|(n, _)| n.as_str()).filter(|n| !ids.contains_key(*n)).collect::<Vec<_>>(),
+        corrupted.elapsed().as_secs_f64(),
+        written.acked.len(),
+        written.longest_gap.as_secs_f64()
+    );
+    let endpoint = format!("http://{}:2379", replaced[0].1);
+    let lost = lost_writes(&endpoint, "/volumes/corrupt/", &written).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost replacing a corrupt member", lost.len());
+    let ids = member_ids(&endpoint).await.unwrap();
+    assert!(!ids.contains_key(&victim), "the corrupt member is out of etcd: {ids:x?}");
+    eventually("the corrupt member's claim deleted (whenScaled: Delete)", Duration::from_secs(120), || {
+        let (pvcs, claim) = (pvcs.clone(), claim.clone());
+        async move { (!claims(&pvcs).await.contains_key(&claim)).then_some(()) }
+    })
+    .await;
+
     // 4. Scaled to five, then back to three: new members on new claims; removed members' claims deleted.
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "size": 5 } })))
         .await
@@ -458,4 +523,5 @@ async fn members_on_volumes_come_back_as_themselves_and_volumes_are_guarded() {
     assert!(pods.list(&ListParams::default().labels(CLAIMS)).await.unwrap().items.is_empty(), "nothing started");
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
     pvcs.delete_collection(&DeleteParams::default(), &ListParams::default().labels(CLAIMS)).await.unwrap();
+    support::kubectl(&["delete", "storageclass", "kec-local-b", "--ignore-not-found"]);
 }

@@ -178,6 +178,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     let action = plan(&desired(3), &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -220,6 +221,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     let Action::RemoveMember { id, .. } = plan(&desired(2), &observed) else { panic!("no removal") };
     assert_ne!(id, leader, "the leader goes last");
@@ -268,6 +270,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     assert_eq!(
         plan(&desired(4), &observed),

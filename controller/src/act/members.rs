@@ -115,11 +115,16 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     let recorder = &step.ctx.recorder;
     let etcd_timeout = step.ctx.etcd_timeout;
     // Its claim is retired before etcd forgets the member: a pod created again while nothing answers never mounts
-    // a removed member's data. (A removal that then fails leaves a member whose claim is retired: if its pod goes,
-    // it is replaced rather than restarted, which costs a snapshot, not data.)
+    // a removed member's data. A removal etcd refuses (not ready for it yet: the member is certainly still in its
+    // list) gives the claim back; one that fails otherwise leaves it retired (the member may be gone: if its pod
+    // goes, it is replaced rather than restarted, which costs a snapshot, not data).
     let retired = format!("member {member} ({id:x}) was removed from etcd");
+    let was_retired = observed.claim_of(member).is_none_or(|c| c.retired);
     super::volumes::retire(step, member, &retired, false).await?;
     if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
+        if !was_retired && matches!(error, MembershipError::NotCaughtUp(_) | MembershipError::NotReady { .. }) {
+            super::volumes::unretire(step, member).await?;
+        }
         return not_yet(error);
     }
     delete_member_pod(pods, observed, member).await?;
@@ -131,7 +136,8 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
         }
         RemoveReason::ScaleDown => "the cluster is larger than its spec",
         RemoveReason::Rollout => {
-            "it runs settings of an earlier spec on an emptyDir; a new member with the current ones replaces it"
+            "it runs settings of an earlier spec on an emptyDir, or keeps its data on a claim of another storage \
+             class than spec.storage names; a new member with the current ones replaces it"
         }
     };
     let note = format!("removed {member} ({id:x}): {why}");

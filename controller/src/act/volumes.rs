@@ -216,6 +216,18 @@ pub(super) fn deletes_removed(cluster: &EtcdCluster) -> bool {
     cluster.spec.storage.as_ref().is_some_and(|s| s.retention_policy.when_scaled == proto::cluster::Retention::Delete)
 }
 
+/// Gives the claim of `member` back (its retirement removed): etcd refused to remove the member, which it still
+/// lists.
+pub(super) async fn unretire(step: &Step<'_>, member: &str) -> Result<(), ActError> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
+    let name = claim_name(member);
+    let patch = json!({ "metadata": { "annotations": { CLAIM_RETIRED: null } } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(kube_error(format!("giving claim {name} back to {member}")))?;
+    Ok(())
+}
+
 async fn annotate(step: &Step<'_>, member: &str, key: &str, value: &str) -> Result<(), ActError> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
     let name = claim_name(member);
@@ -237,9 +249,8 @@ pub(super) async fn expand_claim(step: &Step<'_>, action: &Action) -> Result<(),
     let member = claim.map_or_else(String::new, |c| c.member.clone());
     let has = claim.and_then(|c| c.capacity.clone()).unwrap_or_else(|| "unknown".into());
     let note = format!(
-        "asked claim {name} for {} (its volume has {has}): its storage class's driver expands the volume; the next \
-         claim waits until this one has its size",
-        crate::status::bytes_in_words(size.parse().unwrap_or_default())
+        "asked claim {name} for {size} (its volume has {has}): its storage class's driver expands the volume; the \
+         next claim waits until this one has its size"
     );
     publish(&step.ctx.recorder, step.cluster, member_event("ClaimExpanding", note, &step.namespace, &member)).await;
     Ok(())

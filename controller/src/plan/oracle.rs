@@ -307,12 +307,21 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                     require!(gone, "{name} removed as dead with {:?}", pod_of(observed, name));
                 }
                 RemoveReason::Rollout => {
-                    require!(drifted(desired, observed, name), "{name} replaced while on the current settings");
+                    // On an emptyDir with older settings, or on a claim of another class than the spec names
+                    // (known to exist).
+                    let claim =
+                        observed.claims.iter().find(|c| &c.member == name && c.ours && c.member_id == Some(*id));
+                    let other_class = claim.and_then(|c| c.class.as_deref()).is_some_and(|class| {
+                        desired.storage_class.as_deref().is_some_and(|wanted| wanted != class)
+                            && observed.wanted_class_exists == Some(true)
+                    });
                     require!(
-                        usable_claim(observed, name).is_none_or(|c| c.member_id != Some(*id)),
-                        "{name} is on a claim"
+                        other_class
+                            || (drifted(desired, observed, name)
+                                && usable_claim(observed, name).is_none_or(|c| c.member_id != Some(*id))),
+                        "{name} replaced while on the current settings, or on a claim"
                     );
-                    require!(voters >= 3, "an emptyDir member replaced in a cluster of {voters}");
+                    require!(voters >= 3, "a member replaced for a rollout in a cluster of {voters}");
                     require!(keeps_majority(observed, ms, *id), "a rollout removal without a quorum after");
                     rollout_gates(desired, observed, ms, m)?;
                 }
@@ -396,7 +405,8 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
         Action::ExpandClaim { claim, size } => {
             require!(quorate, "a claim expanded without a quorum");
             let wanted = desired.storage_size.ok_or("a claim expanded without spec.storage.size")?;
-            require!(size == &wanted.to_string(), "asked {size}, the spec says {wanted}");
+            require!(proto::cluster::quantity_bytes(size) == Some(wanted), "asked {size}, the spec says {wanted}");
+            require!(members.is_some_and(|ms| ms.iter().all(|m| m.healthy)), "a claim expanded with a member down");
             let claim = observed.claims.iter().find(|c| &c.name == claim).ok_or("no claim")?;
             require!(claim.usable() && claim.expandable == Some(true), "expanding {claim:?}");
             require!(claim.requested.is_some_and(|r| r < wanted), "a claim asked to shrink or stay: {claim:?}");
@@ -908,6 +918,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     upgrade,
                     claims,
                     current_version: Some(V35),
+                    wanted_class_exists: None,
                 },
             }
         },

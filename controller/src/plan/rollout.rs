@@ -9,7 +9,7 @@
 //! re-create the pod on it, as the same member; new settings on an emptyDir replace the member (removed, then a new
 //! member added with the current settings, on a claim when `spec.storage` asks for one), only from three voters up.
 
-use super::{Action, Desired, RemoveReason, WaitReason, restart_keeps_quorum, upgrade};
+use super::{Action, Desired, RemoveReason, WaitReason, restart_keeps_quorum, upgrade, volumes};
 use crate::observe::{Member, MemberPod, Observed, PodState};
 
 /// The members whose pods run other settings than `wanted` (by name), for status.
@@ -39,13 +39,19 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         Ok(target) => target,
         Err(step) => return step,
     };
+    if target.is_none() {
+        // The volumes grow before the settings roll: a raised quota then finds the room it needs.
+        match volumes::grow(desired, observed, members) {
+            Action::Done => {}
+            step => return step,
+        }
+    }
     let pod_of = |name: &str| observed.pods.iter().find(|p| p.name == name);
     let drifted = desired.settings.as_deref().map(|wanted| drifted(observed, wanted)).unwrap_or_default();
-    // A member on a claim of another storage class than the spec names moves onto a new claim: it is replaced.
-    let other_class = |m: &Member| {
-        let class = observed.claim_of(&m.name).filter(|c| c.usable()).and_then(|c| c.class.as_deref());
-        matches!((class, desired.storage_class.as_deref()), (Some(has), Some(wanted)) if has != wanted)
-    };
+    let voters = members.iter().filter(|m| !m.learner).count();
+    // A member on a claim of another storage class than the spec names moves onto a new claim of it: it is
+    // replaced, once that class is known to exist, from three voters up (below, it stays: status says so).
+    let other_class = |m: &Member| other_class(desired, observed, m) && voters >= 3;
     // Whether a member's pod is what the spec renders, as far as the change rolled now goes.
     let current = |m: &Member| match &target {
         Some(target) => upgrade::on_target(observed, &target.release.image, m),
@@ -114,20 +120,24 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     if on_claim && !other_class(next) {
         return Action::RollPod { name: next.name.clone(), id: next.id };
     }
-    let voters = members.iter().filter(|m| !m.learner).count();
     if voters < 3 {
-        let why = if on_claim {
-            "is on a claim of another storage class than spec.storage names, and moving it there replaces it"
-        } else {
-            "keeps its data in an emptyDir"
-        };
         return waiting(format!(
-            "{} {why}; replacing a member of a {voters}-member cluster leaves no margin: grow the cluster to three \
-             members first (or delete its pod, accepting that risk)",
+            "{} keeps its data in an emptyDir, and replacing a member of a {voters}-member cluster leaves no \
+             margin: grow the cluster to three members first (or delete its pod, accepting that risk)",
             next.name
         ));
     }
     Action::RemoveMember { id: next.id, name: next.name.clone(), reason: RemoveReason::Rollout }
+}
+
+/// Whether `member` keeps its data on a claim of another storage class than `spec.storage` names, which is known
+/// to exist. The member's own claim (its etcd ID recorded) is judged even when retired: a member whose removal
+/// failed after its claim was retired is still on the old class.
+pub fn other_class(desired: &Desired, observed: &Observed, member: &Member) -> bool {
+    let Some(wanted) = desired.storage_class.as_deref() else { return false };
+    let claim = observed.claims.iter().find(|c| c.member == member.name && c.ours && c.member_id == Some(member.id));
+    let class = claim.and_then(|c| c.class.as_deref());
+    class.is_some_and(|has| has != wanted) && observed.wanted_class_exists == Some(true)
 }
 
 /// Why `member` does not serve right now (it does not answer, or its pod is not Ready), if it does not.

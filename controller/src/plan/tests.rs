@@ -65,6 +65,7 @@ fn healthy(n: u32) -> Observed {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     }
 }
 
@@ -110,6 +111,7 @@ fn a_new_cluster_starts_with_one_seed() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into(), release: release() });
 }
@@ -135,6 +137,7 @@ fn the_seed_starting_is_waited_for() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -160,6 +163,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -393,6 +397,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     upgrade: None,
                     claims: Vec::new(),
                     current_version: None,
+                    wanted_class_exists: None,
                 },
             )
         },
@@ -457,9 +462,11 @@ fn simulate(observed: &mut Observed, action: &Action) {
         Action::SetClaimOwner { name, owned } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.owned = *owned)
         }
-        Action::ExpandClaim { claim, size } => {
-            observed.claims.iter_mut().filter(|c| &c.name == claim).for_each(|c| c.requested = size.parse().ok())
-        }
+        Action::ExpandClaim { claim, size } => observed
+            .claims
+            .iter_mut()
+            .filter(|c| &c.name == claim)
+            .for_each(|c| c.requested = proto::cluster::quantity_bytes(size)),
         Action::RetireClaim { name, delete } => {
             observed.claims.iter_mut().filter(|c| &c.member == name).for_each(|c| c.retired = true);
             if *delete {
@@ -1004,6 +1011,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
@@ -1635,18 +1643,18 @@ fn growing() -> (Desired, Observed) {
 #[test]
 fn claims_grow_one_at_a_time_only_where_their_class_allows_it_and_every_member_is_healthy() {
     let (desired, mut observed) = growing();
-    let first = Action::ExpandClaim { claim: claim_name(&member_name(C, 0)), size: (2u64 << 30).to_string() };
+    let first = Action::ExpandClaim { claim: claim_name(&member_name(C, 0)), size: "2Gi".into() };
     assert_eq!(plan(&desired, &observed), first);
     // Asked: the next waits until the driver gave it its size.
     observed.claims[0].requested = Some(2 << 30);
     assert_eq!(
         plan(&desired, &observed),
-        Action::Wait(WaitReason::ClaimExpanding { claim: claim_name(&member_name(C, 0)) })
+        Action::Wait(WaitReason::ClaimExpanding { claim: claim_name(&member_name(C, 0)), error: None })
     );
     observed.claims[0].capacity = Some("2Gi".into());
     assert_eq!(
         plan(&desired, &observed),
-        Action::ExpandClaim { claim: claim_name(&member_name(C, 1)), size: (2u64 << 30).to_string() }
+        Action::ExpandClaim { claim: claim_name(&member_name(C, 1)), size: "2Gi".into() }
     );
     for claim in &mut observed.claims {
         claim.requested = Some(2 << 30);
@@ -1676,13 +1684,42 @@ fn claims_grow_one_at_a_time_only_where_their_class_allows_it_and_every_member_i
     assert!(!matches!(plan(&desired, &sick), Action::ExpandClaim { .. }), "{:?}", plan(&desired, &sick));
     let smaller = Desired { storage_size: Some(1 << 29), ..desired.clone() };
     assert_eq!(plan(&smaller, &observed), Action::Done, "a claim is never asked to shrink");
-    // Members still rolling out come first: the volumes grow once every pod runs the current spec.
+    // The volumes grow before older settings roll (a raised quota then finds its room); an upgrade goes first.
     let mut rolling = observed.clone();
     let desired_rolling = Desired { settings: Some("current".into()), ..desired.clone() };
     for pod in &mut rolling.pods {
         pod.settings = Some("older".into());
     }
-    assert!(matches!(plan(&desired_rolling, &rolling), Action::RollPod { .. }));
+    assert_eq!(plan(&desired_rolling, &rolling), first);
+
+    // A driver that expands offline: the claim waits for its pod to mount it again, so the member is restarted on
+    // it, under the rollout's gates; a resize error is told, and nothing else is asked.
+    let (desired, mut observed) = growing();
+    observed.claims[1].requested = Some(2 << 30);
+    observed.claims[1].resize_pending = true;
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
+    observed.claims[1].resize_pending = false;
+    observed.claims[1].resize_error = Some("NodeResizeError: resize2fs failed".into());
+    assert!(matches!(
+        plan(&desired, &observed),
+        Action::Wait(WaitReason::ClaimExpanding { error: Some(ref e), .. }) if e.contains("resize2fs")
+    ));
+    let mut leading = observed.clone();
+    leading.claims[1].resize_error = None;
+    leading.claims[0].requested = Some(2 << 30);
+    leading.claims[0].resize_pending = true;
+    leading.claims[1].capacity = Some("2Gi".into());
+    assert_eq!(
+        plan(&desired, &leading),
+        Action::MoveLeader { from: 100, to: 101, name: member_name(C, 1) },
+        "the leader hands over before it restarts"
+    );
+    members_mut(&mut leading)[2].healthy = false;
+    assert!(
+        matches!(plan(&desired, &leading), Action::Wait(_) | Action::RemoveMember { .. }),
+        "{:?}",
+        plan(&desired, &leading)
+    );
 }
 
 #[test]
@@ -1695,12 +1732,22 @@ fn a_member_on_a_claim_of_another_storage_class_is_replaced_one_at_a_time_the_le
         claim.class = Some("old-class".into());
     }
     desired.storage_class = Some("new-class".into());
+    // Nothing moves until the class is known to exist: a typo must not cost a member.
+    for unknown in [None, Some(false)] {
+        observed.wanted_class_exists = unknown;
+        assert_eq!(plan(&desired, &observed), Action::Done, "{unknown:?}");
+    }
+    observed.wanted_class_exists = Some(true);
     let replace = |i: u32| Action::RemoveMember {
         id: 100 + u64::from(i),
         name: member_name(C, i),
         reason: RemoveReason::Rollout,
     };
     assert_eq!(plan(&desired, &observed), replace(1), "a follower first, replaced: a claim's class cannot change");
+    // Its claim retired and its removal not done (etcd refused it): still on the old class, tried again.
+    let mut half = observed.clone();
+    half.claims[1].retired = true;
+    assert_eq!(plan(&desired, &half), replace(1));
     // Its replacement is on a claim of the new class; then the other follower, then leadership moves, the leader.
     observed.claims[1].class = Some("new-class".into());
     assert_eq!(plan(&desired, &observed), replace(2));
@@ -1722,16 +1769,16 @@ fn a_member_on_a_claim_of_another_storage_class_is_replaced_one_at_a_time_the_le
     other.claims[0].class = Some("old-class".into());
     default.storage_class = None;
     assert_eq!(plan(&default, &other), Action::Done);
-    // Two members: replacing one leaves no margin, so it waits and says why.
+    // Two members: replacing one leaves no margin, so it stays where it is (status says so), and other settings
+    // still roll.
     let (mut small, mut two) = rolling(2, true);
     for pod in &mut two.pods {
         pod.settings = Some("current".into());
     }
     two.claims[1].class = Some("old-class".into());
+    two.wanted_class_exists = Some(true);
     small.storage_class = Some("new-class".into());
-    assert!(
-        matches!(plan(&small, &two), Action::Wait(WaitReason::RolloutWaiting(ref why)) if why.contains("storage class")),
-        "{:?}",
-        plan(&small, &two)
-    );
+    assert_eq!(plan(&small, &two), Action::Done);
+    two.pods[1].settings = Some("older".into());
+    assert_eq!(plan(&small, &two), Action::RollPod { name: member_name(C, 1), id: 101 });
 }

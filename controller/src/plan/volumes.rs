@@ -3,7 +3,7 @@
 //! with every write); a member's etcd ID is recorded on its claim once etcd lists it as started (the evidence a
 //! re-creation needs); a claim whose member is gone from etcd follows the retention policy.
 
-use super::{Action, Desired, WaitReason};
+use super::{Action, Desired, WaitReason, restart_keeps_quorum};
 use crate::observe::{Claim, ClaimPhase, EtcdView, Member, Observed, PodState};
 use crate::pod::Release;
 
@@ -124,19 +124,44 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
         .then_some(WaitReason::MembersOnVolumes { members: on_volumes, voters: voters.len() })
 }
 
-/// The last rung: claims asked to grow (`spec.storage.size` more than they ask for), one at a time, once every
-/// member runs what the spec renders. Evidence: every member is healthy (a driver that expands offline restarts
-/// nothing here, but a volume being resized is no time to lose another), no claim is being expanded already (the
-/// one asked last has not got its size: `ClaimExpanding`), and the claim's class allows expansion (a class that
-/// does not, or cannot be read, leaves the claim as it is; status says so). A smaller size is never asked (the API
-/// server refuses to shrink `spec.storage.size`; a claim bigger than it stays as it is).
+/// The volume size, between the etcd image and the settings in the rollout rung (a raised quota rolls out once the
+/// volumes have grown): claims asked to grow (`spec.storage.size` more than they ask for), one at a time.
+/// Evidence: every member is healthy (a volume being resized is no time to lose another), no claim is being
+/// expanded already (the one asked last has not got its size: `ClaimExpanding`, with the claim's resize error if
+/// a condition says one), and the claim's class allows expansion (a class that does not, or cannot be read, leaves
+/// the claim as it is; status says so). A smaller size is never asked (the API server refuses to shrink
+/// `spec.storage.size`; a claim bigger than it stays as it is). A driver that expands offline leaves the claim
+/// `FileSystemResizePending` until its pod mounts it again: that member is restarted on its claim (`RollPod`),
+/// under the rollout's gates (leadership moved first, a quorum kept).
 pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
     let Some(size) = desired.storage_size else { return Action::Done };
     let listed = |claim: &&Claim| members.iter().any(|m| m.name == claim.member && claim.member_id == Some(m.id));
     let claims: Vec<&Claim> =
         observed.claims.iter().filter(|c| c.usable() && c.phase == ClaimPhase::Bound).filter(listed).collect();
+    let waiting = |why: String| Action::Wait(WaitReason::RolloutWaiting(why));
     if let Some(expanding) = claims.iter().find(|c| c.expanding()) {
-        return Action::Wait(WaitReason::ClaimExpanding { claim: expanding.name.clone() });
+        let member = members.iter().find(|m| m.name == expanding.member);
+        if let Some(member) = member.filter(|_| expanding.resize_pending) {
+            if let Some(down) = members.iter().find(|m| !m.healthy) {
+                return waiting(format!(
+                    "{} waits for its pod to mount it again, and {} is not healthy",
+                    expanding.name, down.name
+                ));
+            }
+            if member.leader
+                && let Some(to) = members.iter().filter(|m| m.id != member.id && !m.learner).min_by_key(|m| &m.name)
+            {
+                return Action::MoveLeader { from: member.id, to: to.id, name: to.name.clone() };
+            }
+            if !restart_keeps_quorum(members, member.id) {
+                return waiting(format!("restarting {} now would leave no healthy majority", member.name));
+            }
+            return Action::RollPod { name: member.name.clone(), id: member.id };
+        }
+        return Action::Wait(WaitReason::ClaimExpanding {
+            claim: expanding.name.clone(),
+            error: expanding.resize_error.clone(),
+        });
     }
     let Some(next) = claims
         .iter()
@@ -145,11 +170,8 @@ pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -
     else {
         return Action::Done;
     };
-    if members.iter().any(|m| !m.healthy) {
-        return Action::Wait(WaitReason::RolloutWaiting(format!(
-            "{} is to grow, and a member is not healthy",
-            next.name
-        )));
+    if let Some(down) = members.iter().find(|m| !m.healthy) {
+        return waiting(format!("{} is to grow, and {} is not healthy", next.name, down.name));
     }
-    Action::ExpandClaim { claim: next.name.clone(), size: size.to_string() }
+    Action::ExpandClaim { claim: next.name.clone(), size: crate::status::bytes_in_words(size) }
 }

@@ -298,16 +298,43 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
     older.sort();
     let unknown = observed.pods.iter().filter(|p| p.settings.is_none()).count();
     if !older.is_empty() {
+        // What the rollout will cost each of them: a restart on its claim, or a replacement (a new member).
+        // As the rollout rung decides it: on a usable claim that records the member, of the class the spec names.
+        let desired = crate::plan::Desired::from_spec(spec);
+        let members = listed_members(observed);
+        let on_claim = |name: &str| {
+            members.iter().find(|m| m.name == name).is_some_and(|m| {
+                observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id == Some(m.id))
+                    && !crate::plan::other_class(&desired, observed, m)
+            })
+        };
+        let (restarted, replaced): (Vec<&str>, Vec<&str>) = older.iter().partition(|name| on_claim(name));
+        let mut cost = Vec::new();
+        if !restarted.is_empty() {
+            cost.push(format!(
+                "restarted on {} claim{}: {}",
+                if restarted.len() == 1 { "its" } else { "their" },
+                if restarted.len() == 1 { "" } else { "s" },
+                restarted.join(", ")
+            ));
+        }
+        if !replaced.is_empty() {
+            cost.push(format!(
+                "replaced by new members (their data is on an emptyDir, or not yet recorded on a claim), from three \
+                 members up: {}",
+                replaced.join(", ")
+            ));
+        }
         return (
             true,
             "OlderSettings",
             format!(
                 "{} run{} settings of an earlier spec (spec.etcd, spec.pod, spec.storage): a pod's command, resources \
                  and placement cannot change while it lives, so they are rolled out one member at a time, each \
-                 serving again before the next (a member on a claim restarts on it; one on an emptyDir is replaced \
-                 by a new member, from three members up). Progressing says where the rollout is",
+                 serving again before the next — {}. Progressing says where the rollout is",
                 older.join(", "),
-                if older.len() == 1 { "s" } else { "" }
+                if older.len() == 1 { "s" } else { "" },
+                cost.join("; ")
             ),
         );
     }
@@ -354,10 +381,24 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
     (false, "SettingsCurrent", "every member pod runs the settings the spec asks for".into())
 }
 
+/// The members etcd lists (none when it did not answer).
+fn listed_members(observed: &Observed) -> &[crate::observe::Member] {
+    match &observed.etcd {
+        crate::observe::EtcdView::Members(members) => members,
+        crate::observe::EtcdView::Unreachable(_) => &[],
+    }
+}
+
 /// Member claims of another storage class than `spec.storage` names, or asking for less than its size, if any.
 fn storage_drift(spec: &EtcdClusterSpec, observed: &Observed) -> Option<(bool, &'static str, String)> {
     let storage = spec.storage.as_ref()?;
-    let claims: Vec<&crate::observe::Claim> = observed.claims.iter().filter(|c| c.usable()).collect();
+    let members = listed_members(observed);
+    // A member's claim, even retired while the member is still listed (its removal did not finish).
+    let claims: Vec<&crate::observe::Claim> = observed
+        .claims
+        .iter()
+        .filter(|c| c.ours && !c.deleting && (!c.retired || members.iter().any(|m| m.name == c.member)))
+        .collect();
     if let Some(wanted) = storage.storage_class_name.as_deref() {
         let mut other: Vec<String> = claims
             .iter()
@@ -366,19 +407,43 @@ fn storage_drift(spec: &EtcdClusterSpec, observed: &Observed) -> Option<(bool, &
             .collect();
         if !other.is_empty() {
             other.sort();
+            let voters = members.iter().filter(|m| !m.learner).count();
+            let (reason, what) = match observed.wanted_class_exists {
+                Some(false) => (
+                    "StorageClassNotFound",
+                    format!("storage class {wanted} does not exist: nothing is moved until it does"),
+                ),
+                None => (
+                    "StorageClassUnknown",
+                    format!("whether storage class {wanted} exists could not be read: nothing is moved until it can"),
+                ),
+                Some(true) if voters < 3 => (
+                    "OtherStorageClass",
+                    format!(
+                        "a claim's class cannot change, and moving a member means replacing it, which a cluster of \
+                         {voters} leaves no margin for: grow the cluster to three members first"
+                    ),
+                ),
+                Some(true) => (
+                    "OtherStorageClass",
+                    format!(
+                        "a claim's class cannot change, so each such member is replaced, one at a time, by a new \
+                         member on a claim of {wanted}. Progressing says where the rollout is"
+                    ),
+                ),
+            };
             return Some((
                 true,
-                "OtherStorageClass",
+                reason,
                 format!(
-                    "{} keep{} their data on claims of another storage class than {wanted}: a claim's class cannot \
-                     change, so each such member is replaced, one at a time, by a new member on a claim of \
-                     {wanted} (from three members up). Progressing says where the rollout is",
+                    "{} keep{} their data on claims of another storage class than {wanted}: {what}",
                     other.join(", "),
                     if other.len() == 1 { "s" } else { "" }
                 ),
             ));
         }
     }
+    let claims: Vec<&crate::observe::Claim> = claims.into_iter().filter(|c| c.usable()).collect();
     let size = storage.bytes()?;
     let mut smaller: Vec<&&crate::observe::Claim> =
         claims.iter().filter(|c| c.requested.is_some_and(|r| r < size)).collect();
@@ -515,12 +580,15 @@ pub(super) fn progress_message(action: &Action) -> String {
             format!("restarting {name} on its claim with the current settings (its pod is created again)")
         }
         Action::Wait(WaitReason::RolloutWaiting(why)) => format!("the rollout waits: {why}"),
-        Action::ExpandClaim { claim, size } => format!(
-            "asking claim {claim} for {} (spec.storage.size grew): its driver expands the volume",
-            crate::status::bytes_in_words(size.parse().unwrap_or_default())
-        ),
-        Action::Wait(WaitReason::ClaimExpanding { claim }) => format!(
+        Action::ExpandClaim { claim, size } => {
+            format!("asking claim {claim} for {} (spec.storage.size grew): its driver expands the volume", size)
+        }
+        Action::Wait(WaitReason::ClaimExpanding { claim, error: None }) => format!(
             "waiting for claim {claim} to get the size it asks for (its driver expands the volume) before the next"
+        ),
+        Action::Wait(WaitReason::ClaimExpanding { claim, error: Some(error) }) => format!(
+            "claim {claim} does not get the size it asks for: {error}; the next waits (a person looks at the \
+             volume's driver)"
         ),
         Action::DeletePod { name } => format!("deleting pod {name}, which is no member"),
         Action::RestartOnClaim { name, .. } => {

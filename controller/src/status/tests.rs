@@ -38,6 +38,7 @@ fn steady() -> Observed {
         upgrade: None,
         claims: Vec::new(),
         current_version: None,
+        wanted_class_exists: None,
     }
 }
 
@@ -366,6 +367,14 @@ fn members_running_older_settings_are_named() {
     let drift = condition(&status, "ConfigDrift");
     assert_eq!((drift.status.as_str(), drift.reason.as_str()), ("True", "OlderSettings"));
     assert!(drift.message.starts_with("demo-0000 runs settings"), "{}", drift.message);
+    assert!(drift.message.contains("replaced by new members (their data is on an emptyDir"), "{}", drift.message);
+    // On a claim that records it, the cost is a restart, and status says so before it is done.
+    observed.claims = vec![crate::observe::Claim::new("demo-0000", Some(0))];
+    let status = derive(&c.spec, Some(2), &observed, &Action::Done, None, &status, time(2));
+    let drift = condition(&status, "ConfigDrift");
+    assert!(drift.message.contains("restarted on its claim: demo-0000"), "{}", drift.message);
+    assert!(!drift.message.contains("replaced"), "{}", drift.message);
+    observed.claims.clear();
     // Review S10: a member upgraded from 3.4 keeps its exec probe; named, with what to do.
     let mut upgraded = steady();
     for pod in &mut upgraded.pods {
@@ -567,11 +576,18 @@ fn claims_that_differ_from_spec_storage_are_told_with_what_will_happen() {
         claim.capacity = Some("2Gi".into());
     }
     assert_eq!(drift_of(&c, &observed).1.status, "False");
-    // Another class named: each member on a claim of the old one is to move.
+    // Another class named: each member on a claim of the old one is to move, once the class is known to exist.
     c.spec.storage.as_mut().unwrap().storage_class_name = Some("fast".into());
+    assert_eq!(drift_of(&c, &observed).1.reason, "StorageClassUnknown");
+    observed.wanted_class_exists = Some(false);
+    let (_, drift) = drift_of(&c, &observed);
+    assert_eq!(drift.reason, "StorageClassNotFound");
+    assert!(drift.message.contains("storage class fast does not exist"), "{}", drift.message);
+    observed.wanted_class_exists = Some(true);
     let (_, drift) = drift_of(&c, &observed);
     assert_eq!(drift.reason, "OtherStorageClass");
     assert!(drift.message.starts_with("demo-0000 (local-path), demo-0001 (local-path), demo-0002 (local-path) keep"));
+    assert!(drift.message.contains("replaced, one at a time"), "{}", drift.message);
 }
 
 #[test]
