@@ -309,16 +309,9 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
                 RemoveReason::Rollout => {
                     // On an emptyDir with older settings, or on a claim of another class than the spec names
                     // (known to exist).
-                    let claim =
-                        observed.claims.iter().find(|c| &c.member == name && c.ours && c.member_id == Some(*id));
-                    let other_class = claim.and_then(|c| c.class.as_deref()).is_some_and(|class| {
-                        desired.storage_class.as_deref().is_some_and(|wanted| wanted != class)
-                            && observed.wanted_class_exists == Some(true)
-                    });
+                    let on_emptydir = usable_claim(observed, name).is_none_or(|c| c.member_id != Some(*id));
                     require!(
-                        other_class
-                            || (drifted(desired, observed, name)
-                                && usable_claim(observed, name).is_none_or(|c| c.member_id != Some(*id))),
+                        other_class(desired, observed, ms, name) || (drifted(desired, observed, name) && on_emptydir),
                         "{name} replaced while on the current settings, or on a claim"
                     );
                     require!(voters >= 3, "a member replaced for a rollout in a cluster of {voters}");
@@ -538,7 +531,9 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let ms = members.ok_or("a member rolled without a member list")?;
             let m = member(*id, name).ok_or("rolling no member")?;
             require!(quorate, "a member rolled without a quorum");
-            require!(drifted(desired, observed, name), "{name} runs the current settings");
+            let remount = usable_claim(observed, name).is_some_and(|c| c.resize_pending && c.expanding());
+            require!(drifted(desired, observed, name) || remount, "{name} runs the current settings");
+            require!(!other_class(desired, observed, ms, name), "{name} restarted on a claim of another class");
             require!(usable_claim(observed, name).is_some_and(|c| c.member_id == Some(*id)), "{name} is on no claim");
             rollout_gates(desired, observed, ms, m)?;
         }
@@ -548,10 +543,12 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let leader = ms.iter().find(|m| m.id == *from && m.leader).ok_or("moving leadership from no leader")?;
             let target = member(*to, name).ok_or("moving leadership to no member")?;
             require!(target.healthy && !target.learner, "leadership moved to {target:?}");
-            require!(drifted(desired, observed, &leader.name), "the leader runs the current settings");
-            require!(!drifted(desired, observed, name), "leadership moved to a member on older settings");
+            let moving = |n: &str| drifted(desired, observed, n) || other_class(desired, observed, ms, n);
+            let remount = usable_claim(observed, &leader.name).is_some_and(|c| c.resize_pending && c.expanding());
+            require!(moving(&leader.name) || remount, "the leader runs the current settings");
+            require!(remount || !moving(name), "leadership moved to a member on older settings");
             require!(
-                ms.iter().filter(|m| m.id != *from).all(|m| !drifted(desired, observed, &m.name)),
+                remount || ms.iter().filter(|m| m.id != *from).all(|m| !moving(&m.name)),
                 "leadership moved before every follower runs the current settings"
             );
         }
@@ -593,6 +590,17 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
 fn drifted(desired: &Desired, observed: &Observed, name: &str) -> bool {
     let pod = pod_of(observed, name);
     desired.settings.as_ref().is_some_and(|w| pod.and_then(|p| p.settings.as_ref()).is_some_and(|h| h != w))
+}
+
+/// Whether member `name` keeps its data on its own claim (even retired) of another class than the spec names, that
+/// class known to exist, in a cluster of three voters or more.
+fn other_class(desired: &Desired, observed: &Observed, members: &[Member], name: &str) -> bool {
+    let Some(member) = members.iter().find(|m| m.name == name) else { return false };
+    let Some(wanted) = desired.storage_class.as_deref() else { return false };
+    let claim = observed.claims.iter().find(|c| c.member == name && c.ours && c.member_id == Some(member.id));
+    claim.and_then(|c| c.class.as_deref()).is_some_and(|class| class != wanted)
+        && observed.wanted_class_exists == Some(true)
+        && members.iter().filter(|m| !m.learner).count() >= 3
 }
 
 /// Whether removing `id` leaves a majority of the remaining voters answering.
@@ -841,6 +849,29 @@ fn arb_world() -> impl Strategy<Value = World> {
                     claims.push(crate::observe::Claim::new(&name_of(base - 1), Some(999)));
                 }
             }
+            // Storage worlds (on claims, base 0): half name another class for half of the claims (the class known
+            // to exist, or not); half ask for a bigger size, with a claim expanding (offline, on some draws) and a
+            // class that does not allow it.
+            let (mut storage_class, mut storage_size, mut wanted_class_exists) = (None, None, None);
+            let draw = lost_offset.unwrap_or(0).unsigned_abs();
+            if let Some((_, retire)) = on_claims.filter(|_| base == 0) {
+                if retire {
+                    storage_class = Some("new".to_string());
+                    wanted_class_exists = (draw % 5 != 0).then_some(true);
+                    for (i, claim) in claims.iter_mut().enumerate() {
+                        claim.class = Some(if i % 2 == 0 { "old" } else { "new" }.into());
+                    }
+                } else {
+                    storage_size = Some(2u64 << 30);
+                    for (i, claim) in claims.iter_mut().enumerate() {
+                        let expanding = i == 1 && draw % 3 == 0;
+                        claim.requested = Some(if expanding { 2 << 30 } else { 1 << 30 });
+                        claim.capacity = Some("1Gi".into());
+                        claim.expandable = Some(i % 3 != 2);
+                        claim.resize_pending = expanding && draw % 2 == 0;
+                    }
+                }
+            }
             // Rollout worlds (extra == 2) are, like settled ones, at their size half of the time.
             let sized = settled || (rolling && lost_offset.is_some_and(|o| o % 2 == 0));
             let size = if sized { u32::try_from(members.len()).unwrap_or(size).max(1) } else { size };
@@ -875,8 +906,8 @@ fn arb_world() -> impl Strategy<Value = World> {
                 etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
                 backups: true,
                 settings: Some("current".into()),
-                storage_size: None,
-                storage_class: None,
+                storage_size,
+                storage_class,
                 storage: on_claims.map(|(skip, _)| proto::cluster::ClaimRetention {
                     when_scaled: if skip % 2 == 0 {
                         proto::cluster::Retention::Delete
@@ -918,7 +949,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     upgrade,
                     claims,
                     current_version: Some(V35),
-                    wanted_class_exists: None,
+                    wanted_class_exists,
                 },
             }
         },
@@ -1042,6 +1073,12 @@ fn the_generator_covers_the_interesting_worlds() {
         } else if ready_pod(&observed) && observed.seeded {
             seen.insert("a Ready pod while etcd is unreachable".into());
         }
+        if let (Action::RemoveMember { reason: crate::plan::RemoveReason::Rollout, name, .. }, Some(members)) =
+            (&action, listed(&observed))
+            && other_class(&desired, &observed, members, name)
+        {
+            seen.insert("a member moved to another storage class".into());
+        }
         if matches!(action, Action::Wait(WaitReason::MembersOnVolumes { .. })) {
             seen.insert("a lost quorum waited out on volumes".into());
         }
@@ -1088,6 +1125,8 @@ fn the_generator_covers_the_interesting_worlds() {
         "RecordMemberId",
         "RetireClaim",
         "RollPod",
+        "ExpandClaim",
+        "a member moved to another storage class",
         "a lost quorum waited out on volumes",
         "Wait",
         "Done",

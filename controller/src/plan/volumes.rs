@@ -142,9 +142,16 @@ pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -
     if let Some(expanding) = claims.iter().find(|c| c.expanding()) {
         let member = members.iter().find(|m| m.name == expanding.member);
         if let Some(member) = member.filter(|_| expanding.resize_pending) {
-            if let Some(down) = members.iter().find(|m| !m.healthy) {
+            // The rollout's gates: alarms read and none but NOSPACE, every member healthy and Ready.
+            if !observed.alarms_read || observed.alarms.iter().any(|(_, alarm)| alarm != "NOSPACE") {
+                return waiting(format!("{} waits for its pod to mount it again, under an alarm", expanding.name));
+            }
+            let ready = |m: &Member| {
+                observed.pods.iter().any(|p| p.name == m.name && p.state == (PodState::Running { ready: true }))
+            };
+            if let Some(down) = members.iter().find(|m| !m.healthy || !ready(m)) {
                 return waiting(format!(
-                    "{} waits for its pod to mount it again, and {} is not healthy",
+                    "{} waits for its pod to mount it again, and {} is not healthy and Ready",
                     expanding.name, down.name
                 ));
             }
