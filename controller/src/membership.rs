@@ -266,6 +266,16 @@ impl Membership {
     }
 }
 
+impl MembershipError {
+    /// Whether etcd refused the change before proposing it (its strict reconfiguration check: the cluster would be
+    /// unhealthy, or not enough members are started), so that it certainly was not applied. A timeout or a leader
+    /// change is not that: the change may have gone through.
+    pub fn refused_before_proposing(&self) -> bool {
+        matches!(self, Self::NotReady { why, .. }
+            if why.contains("unhealthy cluster") || why.contains("not enough started members"))
+    }
+}
+
 /// Tells a change etcd refuses for now (its strict reconfiguration check, an election) from one it refuses
 /// outright.
 fn refused(op: &'static str, member: String, source: etcd_client::Error) -> MembershipError {
@@ -352,6 +362,20 @@ mod tests {
 
     fn listed(peer: &str, name: &str) -> Listed {
         Listed { id: 1, name: name.into(), peer_urls: vec![peer.into()], client_urls: vec![], learner: false }
+    }
+
+    #[test]
+    fn only_a_refusal_before_proposing_says_the_change_was_not_applied() {
+        let not_ready = |why: &str| MembershipError::NotReady { op: "remove", member: "a".into(), why: why.into() };
+        assert!(not_ready("etcdserver: unhealthy cluster").refused_before_proposing());
+        assert!(
+            not_ready("etcdserver: re-configuration failed due to not enough started members")
+                .refused_before_proposing()
+        );
+        // A timed-out or interrupted change may have gone through.
+        assert!(!not_ready("etcdserver: request timed out, Timeout expired").refused_before_proposing());
+        assert!(!not_ready("etcdserver: leader changed").refused_before_proposing());
+        assert!(!MembershipError::NotCaughtUp(1).refused_before_proposing());
     }
 
     #[test]

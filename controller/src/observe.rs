@@ -257,9 +257,9 @@ pub struct Claim {
     /// Whether its storage class allows expanding it (`allowVolumeExpansion`); `None` when the class could not be
     /// read.
     pub expandable: Option<bool>,
-    /// Its volume was expanded and the file system waits for the pod to mount it again (condition
-    /// `FileSystemResizePending`: a driver that expands offline).
-    pub resize_pending: bool,
+    /// For how long its volume was expanded and the file system has waited for the kubelet (condition
+    /// `FileSystemResizePending`); a driver that expands only offline waits until the pod mounts it again.
+    pub resize_pending: Option<std::time::Duration>,
     /// Why expanding it failed, when a condition says so (`ControllerResizeError`, `NodeResizeError`).
     pub resize_error: Option<String>,
 }
@@ -292,7 +292,7 @@ impl Claim {
             requested: None,
             class: None,
             expandable: None,
-            resize_pending: false,
+            resize_pending: None,
             resize_error: None,
         }
     }
@@ -658,7 +658,11 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
             .and_then(|q| proto::cluster::quantity_bytes(&q.0)),
         class: claim.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
         expandable: None,
-        resize_pending: condition("FileSystemResizePending").is_some(),
+        resize_pending: condition("FileSystemResizePending").map(|c| {
+            let since = c.last_transition_time.as_ref().map(|t| t.0);
+            let elapsed = since.map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t));
+            elapsed.and_then(|e| std::time::Duration::try_from(e).ok()).unwrap_or_default()
+        }),
         resize_error: condition("ControllerResizeError")
             .or_else(|| condition("NodeResizeError"))
             .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default())),
@@ -740,7 +744,7 @@ mod tests {
         let read = claim_of(&claim, "u1").unwrap();
         assert_eq!((read.requested, read.class.as_deref()), (Some(2 << 30), Some("local-path")));
         assert!(read.expanding(), "asks for 2Gi, has 1Gi");
-        assert!(!read.resize_pending && read.resize_error.is_none());
+        assert!(read.resize_pending.is_none() && read.resize_error.is_none());
         let mut offline = claim.clone();
         offline.status.as_mut().unwrap().conditions = Some(vec![
             serde_json::from_value(serde_json::json!({ "type": "FileSystemResizePending", "status": "True" })).unwrap(),
@@ -750,7 +754,7 @@ mod tests {
             .unwrap(),
         ]);
         let read = claim_of(&offline, "u1").unwrap();
-        assert!(read.resize_pending);
+        assert!(read.resize_pending.is_some());
         assert_eq!(read.resize_error.as_deref(), Some("NodeResizeError: resize2fs failed"));
         assert_eq!(
             (read.member.as_str(), read.member_id, read.phase),

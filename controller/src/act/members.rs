@@ -115,14 +115,15 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     let recorder = &step.ctx.recorder;
     let etcd_timeout = step.ctx.etcd_timeout;
     // Its claim is retired before etcd forgets the member: a pod created again while nothing answers never mounts
-    // a removed member's data. A removal etcd refuses (not ready for it yet: the member is certainly still in its
-    // list) gives the claim back; one that fails otherwise leaves it retired (the member may be gone: if its pod
-    // goes, it is replaced rather than restarted, which costs a snapshot, not data).
+    // a removed member's data. A removal etcd refused before proposing it (its strict reconfiguration check: the
+    // member is certainly still in its list) gives the claim back; one that fails otherwise (a timeout may have
+    // gone through) leaves it retired: if its pod goes, it is replaced rather than restarted, which costs a
+    // snapshot, not data.
     let retired = format!("member {member} ({id:x}) was removed from etcd");
     let was_retired = observed.claim_of(member).is_none_or(|c| c.retired);
     super::volumes::retire(step, member, &retired, false).await?;
     if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
-        if !was_retired && matches!(error, MembershipError::NotCaughtUp(_) | MembershipError::NotReady { .. }) {
+        if !was_retired && error.refused_before_proposing() {
             super::volumes::unretire(step, member).await?;
         }
         return not_yet(error);

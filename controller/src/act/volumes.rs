@@ -132,8 +132,8 @@ pub(super) async fn roll_pod(step: &Step<'_>, action: &Action) -> Result<(), Act
     let Action::RollPod { name: member, id } = action else { return Ok(()) };
     super::members::delete_member_pod(&step.pods, step.observed, member).await?;
     let note = format!(
-        "deleted the pod of {member} ({id:x}), which runs settings of an earlier spec: it is created again on its \
-         claim {} with the current ones, as the same member",
+        "deleted the pod of {member} ({id:x}) to roll it (settings of an earlier spec, or a volume its pod must mount \
+         again to grow): it is created again on its claim {} from the current spec, as the same member",
         claim_name(member)
     );
     publish(&step.ctx.recorder, step.cluster, member_event("MemberRolling", note, &step.namespace, member)).await;

@@ -531,7 +531,9 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let ms = members.ok_or("a member rolled without a member list")?;
             let m = member(*id, name).ok_or("rolling no member")?;
             require!(quorate, "a member rolled without a quorum");
-            let remount = usable_claim(observed, name).is_some_and(|c| c.resize_pending && c.expanding());
+            let remount = usable_claim(observed, name).is_some_and(|c| {
+                c.resize_pending.is_some_and(|d| d >= super::volumes::RESIZE_REMOUNT_AFTER) && c.expanding()
+            });
             require!(drifted(desired, observed, name) || remount, "{name} runs the current settings");
             require!(!other_class(desired, observed, ms, name), "{name} restarted on a claim of another class");
             require!(usable_claim(observed, name).is_some_and(|c| c.member_id == Some(*id)), "{name} is on no claim");
@@ -544,7 +546,9 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let target = member(*to, name).ok_or("moving leadership to no member")?;
             require!(target.healthy && !target.learner, "leadership moved to {target:?}");
             let moving = |n: &str| drifted(desired, observed, n) || other_class(desired, observed, ms, n);
-            let remount = usable_claim(observed, &leader.name).is_some_and(|c| c.resize_pending && c.expanding());
+            let remount = usable_claim(observed, &leader.name).is_some_and(|c| {
+                c.resize_pending.is_some_and(|d| d >= super::volumes::RESIZE_REMOUNT_AFTER) && c.expanding()
+            });
             require!(moving(&leader.name) || remount, "the leader runs the current settings");
             require!(remount || !moving(name), "leadership moved to a member on older settings");
             require!(
@@ -868,7 +872,8 @@ fn arb_world() -> impl Strategy<Value = World> {
                         claim.requested = Some(if expanding { 2 << 30 } else { 1 << 30 });
                         claim.capacity = Some("1Gi".into());
                         claim.expandable = Some(i % 3 != 2);
-                        claim.resize_pending = expanding && draw % 2 == 0;
+                        claim.resize_pending = (expanding && draw % 2 == 0)
+                            .then(|| Duration::from_secs(if draw % 4 == 0 { 300 } else { 10 }));
                     }
                 }
             }

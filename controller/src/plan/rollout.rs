@@ -39,10 +39,13 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         Ok(target) => target,
         Err(step) => return step,
     };
+    // The volumes grow before the settings roll: a raised quota then finds the room it needs. A claim that does not
+    // get its size (a slow or failing driver) stops no rollout: its wait is told once nothing else is to do.
+    let mut growing = Action::Done;
     if target.is_none() {
-        // The volumes grow before the settings roll: a raised quota then finds the room it needs.
         match volumes::grow(desired, observed, members) {
             Action::Done => {}
+            wait @ Action::Wait(_) => growing = wait,
             step => return step,
         }
     }
@@ -59,7 +62,7 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     };
     let pending: Vec<&Member> = members.iter().filter(|m| !current(m)).collect();
     if pending.is_empty() {
-        return Action::Done;
+        return growing;
     }
     let upgrading = target.is_some();
     let waiting = |why: String| {

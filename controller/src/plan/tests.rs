@@ -1696,18 +1696,33 @@ fn claims_grow_one_at_a_time_only_where_their_class_allows_it_and_every_member_i
     // it, under the rollout's gates; a resize error is told, and nothing else is asked.
     let (desired, mut observed) = growing();
     observed.claims[1].requested = Some(2 << 30);
-    observed.claims[1].resize_pending = true;
+    // Waited on for a moment (a driver that expands online does it within seconds): no restart yet.
+    observed.claims[1].resize_pending = Some(Duration::from_secs(10));
+    assert!(matches!(plan(&desired, &observed), Action::Wait(WaitReason::ClaimExpanding { .. })));
+    observed.claims[1].resize_pending = Some(Duration::from_secs(300));
     assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
-    observed.claims[1].resize_pending = false;
+    // A member to move to another storage class anyway is not restarted for it.
+    let mut moving = observed.clone();
+    let moving_desired = Desired { storage_class: Some("fast".into()), ..desired.clone() };
+    moving.wanted_class_exists = Some(true);
+    assert!(matches!(plan(&moving_desired, &moving), Action::RemoveMember { reason: RemoveReason::Rollout, .. }));
+    observed.claims[1].resize_pending = None;
     observed.claims[1].resize_error = Some("NodeResizeError: resize2fs failed".into());
     assert!(matches!(
         plan(&desired, &observed),
         Action::Wait(WaitReason::ClaimExpanding { error: Some(ref e), .. }) if e.contains("resize2fs")
     ));
+    // A claim that does not get its size stops no rollout: older settings roll, then the wait is told again.
+    let mut stuck = observed.clone();
+    let stuck_desired = Desired { settings: Some("current".into()), ..desired.clone() };
+    for pod in &mut stuck.pods {
+        pod.settings = Some("older".into());
+    }
+    assert!(matches!(plan(&stuck_desired, &stuck), Action::RollPod { .. }), "{:?}", plan(&stuck_desired, &stuck));
     let mut leading = observed.clone();
     leading.claims[1].resize_error = None;
     leading.claims[0].requested = Some(2 << 30);
-    leading.claims[0].resize_pending = true;
+    leading.claims[0].resize_pending = Some(Duration::from_secs(300));
     leading.claims[1].capacity = Some("2Gi".into());
     assert_eq!(
         plan(&desired, &leading),

@@ -124,25 +124,41 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
         .then_some(WaitReason::MembersOnVolumes { members: on_volumes, voters: voters.len() })
 }
 
-/// The volume size, between the etcd image and the settings in the rollout rung (a raised quota rolls out once the
-/// volumes have grown): claims asked to grow (`spec.storage.size` more than they ask for), one at a time.
-/// Evidence: every member is healthy (a volume being resized is no time to lose another), no claim is being
-/// expanded already (the one asked last has not got its size: `ClaimExpanding`, with the claim's resize error if
-/// a condition says one), and the claim's class allows expansion (a class that does not, or cannot be read, leaves
-/// the claim as it is; status says so). A smaller size is never asked (the API server refuses to shrink
-/// `spec.storage.size`; a claim bigger than it stays as it is). A driver that expands offline leaves the claim
-/// `FileSystemResizePending` until its pod mounts it again: that member is restarted on its claim (`RollPod`),
-/// under the rollout's gates (leadership moved first, a quorum kept).
+/// How long a claim may wait for the kubelet to grow its file system (`FileSystemResizePending`) before its member
+/// is restarted on it: a driver that expands online does it within seconds, one that expands only offline never
+/// while the pod lives.
+pub const RESIZE_REMOUNT_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The volume size, between the etcd image and the settings in the rollout rung: claims asked to grow
+/// (`spec.storage.size` more than they ask for), one at a time. Evidence: every member is healthy (a volume being
+/// resized is no time to lose another), no claim is being expanded already (the one asked last has not got its
+/// size: `ClaimExpanding`, with the claim's resize error if a condition says one — a wait the rollout rung does not
+/// stop at: settings and class moves go on), and the claim's class allows expansion (a class that does not, or
+/// cannot be read, leaves the claim as it is; status says so). A smaller size is never asked (the API server
+/// refuses to shrink `spec.storage.size`; a claim bigger than it stays as it is). A claim whose file system has
+/// waited [`RESIZE_REMOUNT_AFTER`] for the kubelet (a driver that expands offline) gets its member restarted on it
+/// (`RollPod`), under the rollout's gates (leadership moved first, a quorum kept), unless that member is to move
+/// to another storage class anyway.
 pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -> Action {
     let Some(size) = desired.storage_size else { return Action::Done };
     let listed = |claim: &&Claim| members.iter().any(|m| m.name == claim.member && claim.member_id == Some(m.id));
     let claims: Vec<&Claim> =
         observed.claims.iter().filter(|c| c.usable() && c.phase == ClaimPhase::Bound).filter(listed).collect();
     let waiting = |why: String| Action::Wait(WaitReason::RolloutWaiting(why));
+    let voters = members.iter().filter(|m| !m.learner).count();
     if let Some(expanding) = claims.iter().find(|c| c.expanding()) {
         let member = members.iter().find(|m| m.name == expanding.member);
-        if let Some(member) = member.filter(|_| expanding.resize_pending) {
-            // The rollout's gates: alarms read and none but NOSPACE, every member healthy and Ready.
+        let remount = expanding.resize_pending.is_some_and(|d| d >= RESIZE_REMOUNT_AFTER);
+        let moving = member.is_some_and(|m| super::rollout::other_class(desired, observed, m) && voters >= 3);
+        if let Some(member) = member.filter(|_| remount && !moving) {
+            // The rollout's gates: the spec's size and no learner, alarms read and none but NOSPACE, every member
+            // healthy and Ready.
+            if members.iter().any(|m| m.learner) || members.len() != desired.size as usize {
+                return waiting(format!(
+                    "{} waits for its pod to mount it again, and the cluster is changing size",
+                    expanding.name
+                ));
+            }
             if !observed.alarms_read || observed.alarms.iter().any(|(_, alarm)| alarm != "NOSPACE") {
                 return waiting(format!("{} waits for its pod to mount it again, under an alarm", expanding.name));
             }

@@ -302,11 +302,14 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
         // As the rollout rung decides it: on a usable claim that records the member, of the class the spec names.
         let desired = crate::plan::Desired::from_spec(spec);
         let members = listed_members(observed);
-        let on_claim = |name: &str| {
-            members.iter().find(|m| m.name == name).is_some_and(|m| {
+        let voters = members.iter().filter(|m| !m.learner).count();
+        let on_claim = |name: &str| match members.iter().find(|m| m.name == name) {
+            Some(m) => {
                 observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id == Some(m.id))
-                    && !crate::plan::other_class(&desired, observed, m)
-            })
+                    && !(crate::plan::other_class(&desired, observed, m) && voters >= 3)
+            }
+            // etcd did not answer: the claim's record is what is known.
+            None => observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id.is_some()),
         };
         let (restarted, replaced): (Vec<&str>, Vec<&str>) = older.iter().partition(|name| on_claim(name));
         let mut cost = Vec::new();
@@ -417,7 +420,7 @@ fn storage_drift(spec: &EtcdClusterSpec, observed: &Observed) -> Option<(bool, &
                     "StorageClassUnknown",
                     format!("whether storage class {wanted} exists could not be read: nothing is moved until it can"),
                 ),
-                Some(true) if voters < 3 => (
+                Some(true) if voters < 3 && !members.is_empty() => (
                     "OtherStorageClass",
                     format!(
                         "a claim's class cannot change, and moving a member means replacing it, which a cluster of \
@@ -577,7 +580,7 @@ pub(super) fn progress_message(action: &Action) -> String {
         }
         Action::RemoveMember { name, .. } => format!("removing member {name}"),
         Action::RollPod { name, .. } => {
-            format!("restarting {name} on its claim with the current settings (its pod is created again)")
+            format!("restarting {name} on its claim (its pod is created again from the current spec)")
         }
         Action::Wait(WaitReason::RolloutWaiting(why)) => format!("the rollout waits: {why}"),
         Action::ExpandClaim { claim, size } => {
