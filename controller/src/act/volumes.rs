@@ -219,16 +219,15 @@ pub(super) fn deletes_removed(cluster: &EtcdCluster) -> bool {
 /// Gives the claim of `member` back (its retirement removed): etcd refused to remove the member, which it still
 /// lists.
 pub(super) async fn unretire(step: &Step<'_>, member: &str) -> Result<(), ActError> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
-    let name = claim_name(member);
-    let patch = json!({ "metadata": { "annotations": { CLAIM_RETIRED: null } } });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(kube_error(format!("giving claim {name} back to {member}")))?;
-    Ok(())
+    set_annotation(step, member, CLAIM_RETIRED, serde_json::Value::Null).await
 }
 
 async fn annotate(step: &Step<'_>, member: &str, key: &str, value: &str) -> Result<(), ActError> {
+    set_annotation(step, member, key, value.into()).await
+}
+
+/// Sets annotation `key` of the claim of `member` to `value` (`null` removes it).
+async fn set_annotation(step: &Step<'_>, member: &str, key: &str, value: serde_json::Value) -> Result<(), ActError> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(step.ctx.client.clone(), &step.namespace);
     let name = claim_name(member);
     let patch = json!({ "metadata": { "annotations": { key: value } } });
