@@ -47,6 +47,7 @@ pub enum Verdict {
 
 /// Checks the volume against `expected`, writing the guard on an empty volume (and the member ID when it is learnt).
 pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
+    usable(&expected.volume, &expected.data_dir)?;
     let path = expected.volume.join(GUARD_FILE);
     let io = |what: &str, e: std::io::Error| GuardError::Io(format!("{what} {}: {e}", path.display()));
     let found = match std::fs::read(&path) {
@@ -101,6 +102,51 @@ pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
         }
         _ => Ok(Verdict::Matches),
     }
+}
+
+/// Refuses a volume this process cannot use as etcd will: its root must take new files (the guard, a data directory
+/// made by etcd or a restore), and everything in the data directory must be readable and writable. The usual
+/// cause is data a member running as root wrote, on a volume whose driver does not give it to the pod's `fsGroup`
+/// (hostPath does not): etcd would fail on it at start, and be restarted on it again and again.
+fn usable(volume: &Path, data_dir: &Path) -> Result<(), GuardError> {
+    use nix::unistd::{AccessFlags, access};
+    let refuse = |path: &Path, e: nix::Error| {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::symlink_metadata(path)
+            .map(|m| format!("owned by uid {} gid {}, mode {:o}", m.uid(), m.gid(), m.mode() & 0o7777))
+            .unwrap_or_else(|e| format!("not inspectable: {e}"));
+        GuardError::Refused(format!(
+            "{} ({owner}) cannot be used by uid {} gid {} ({e}): the volume's files were written by another user and \
+             its driver did not give them to the pod's fsGroup. Give them to the member's user (`chown -R`), or set \
+             spec.pod.securityContext to the user that wrote them",
+            path.display(),
+            nix::unistd::geteuid(),
+            nix::unistd::getegid(),
+        ))
+    };
+    let rwx = AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK;
+    access(volume, rwx).map_err(|e| refuse(volume, e))?;
+    let mut pending = vec![data_dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(GuardError::Io(format!("inspecting {}: {e}", path.display()))),
+        };
+        if metadata.is_symlink() {
+            continue;
+        }
+        let wanted = if metadata.is_dir() { rwx } else { AccessFlags::R_OK | AccessFlags::W_OK };
+        access(&path, wanted).map_err(|e| refuse(&path, e))?;
+        if metadata.is_dir() {
+            let entries =
+                std::fs::read_dir(&path).map_err(|e| GuardError::Io(format!("listing {}: {e}", path.display())))?;
+            for entry in entries {
+                pending.push(entry.map_err(|e| GuardError::Io(format!("listing {}: {e}", path.display())))?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn guard_of(expected: &Expected) -> VolumeGuard {

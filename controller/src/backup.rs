@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -230,12 +230,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
-        }),
+        security_context: Some(crate::security::container_context()),
         ..Default::default()
     };
     let labels = sidecar_labels(&name);
@@ -250,13 +245,8 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        fs_group: Some(65532),
-                        run_as_non_root: Some(true),
-                        ..Default::default()
-                    }),
+                    // Restricted, as member pods: the unprivileged user whatever the members run as.
+                    security_context: Some(crate::security::pod_context(&Default::default())),
                     automount_service_account_token: Some(false),
                     node_selector: (!cluster.spec.pod.node_selector.is_empty())
                         .then(|| cluster.spec.pod.node_selector.clone()),
@@ -425,9 +415,14 @@ mod tests {
         assert!(args.contains(&"--etcd-endpoints=http://alpha-client.ns.svc:2379".to_string()), "{args:?}");
         assert!(args.contains(&"--every=30m".to_string()), "the default schedule: {args:?}");
         assert!(args.contains(&"--max-backups=5".to_string()) && args.contains(&"--max-age=7d".to_string()));
-        let claim = pod.volumes.unwrap().iter().find_map(|v| v.persistent_volume_claim.clone()).unwrap();
+        let claim = pod.volumes.clone().unwrap().iter().find_map(|v| v.persistent_volume_claim.clone()).unwrap();
         assert_eq!(claim.claim_name, "backups");
         assert_eq!(container.image.as_deref(), Some("sidecar:1"));
+        assert_eq!(
+            crate::security::restricted_violations(&pod),
+            Vec::<String>::new(),
+            "a restricted namespace admits it"
+        );
     }
 
     #[test]

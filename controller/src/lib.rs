@@ -16,6 +16,7 @@ pub mod rbac;
 pub mod reconcile;
 pub mod recovery;
 pub mod run;
+pub mod security;
 pub mod service;
 pub mod status;
 #[cfg(test)]

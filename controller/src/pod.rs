@@ -153,6 +153,9 @@ pub fn settings_of(pod: &Pod) -> String {
         // Moving a member between an emptyDir and a claim is a change of what it runs on.
         "claim": spec.volumes.iter().flatten().any(|v| v.name == "data" && v.persistent_volume_claim.is_some()),
         "topologySpreadConstraints": spec.topology_spread_constraints,
+        // Who the member runs as, and the hardening of its container (a member of an earlier build ran as root).
+        "securityContext": spec.security_context,
+        "containerSecurityContext": etcd.security_context,
     });
     let digest = Sha256::digest(rendered.to_string().as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -296,6 +299,7 @@ pub fn member_pod(
             failure_threshold: Some(6),
             ..Default::default()
         }),
+        security_context: Some(crate::security::container_context()),
         ..Default::default()
     };
 
@@ -331,6 +335,7 @@ pub fn member_pod(
             tolerations: Some(tolerations(&policy.tolerations)),
             // etcd never calls the API server: no token to steal from a member pod.
             automount_service_account_token: Some(false),
+            security_context: Some(crate::security::pod_context(&policy.security_context)),
             ..Default::default()
         }),
         status: None,
@@ -459,6 +464,7 @@ fn guard_container(
             ..Default::default()
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(crate::security::container_context()),
         ..Default::default()
     }
 }
@@ -561,6 +567,7 @@ fn restore_containers(
         volume_mounts: Some(fetch_mounts),
         // The controller reads from here which backup was restored (the result file) or why it failed (the log).
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(crate::security::container_context()),
         ..Default::default()
     };
 
@@ -590,6 +597,7 @@ fn restore_containers(
             VolumeMount { name: "restore".into(), mount_path: SNAPSHOT_DIR.into(), ..Default::default() },
         ]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(crate::security::container_context()),
         ..Default::default()
     };
     (vec![fetch, restore_data], volumes)
@@ -1000,6 +1008,84 @@ mod tests {
         let b = member_pod(&c, "demo-0002", &[], &Join::Existing, &release, &on(Some(7)));
         assert_eq!(settings_of(&a), settings_of(&b));
         assert_eq!(settings_of(&a), settings_hash(&c));
+    }
+
+    #[test]
+    fn every_member_pod_and_its_init_containers_pass_the_restricted_pod_security_standard() {
+        use proto::cluster::{PvcStorage, S3Storage};
+        let mut c = cluster("demo", 3);
+        c.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
+        let from = |storage: BackupStorage| SeedRestore {
+            source: "s3://b/p".into(),
+            token_secret: Some("token".into()),
+            backup: "latest".into(),
+            storage: Some(Box::new(storage)),
+            sidecar_image: "sidecar:1".into(),
+        };
+        let s3 = S3Storage {
+            bucket: "b".into(),
+            prefix: None,
+            endpoint: None,
+            region: None,
+            credentials_secret: "s3".into(),
+            allow_http: false,
+        };
+        let pvc = PvcStorage { claim_name: "backups".into(), sub_path: None };
+        let joins = [
+            Join::Existing,
+            Join::New { token: "t".into(), restore: None },
+            Join::New { token: "t".into(), restore: Some(restore()) },
+            Join::New { token: "t".into(), restore: Some(from(BackupStorage { pvc: None, s3: Some(s3) })) },
+            Join::New { token: "t".into(), restore: Some(from(BackupStorage { pvc: Some(pvc), s3: None })) },
+        ];
+        let claim = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(7), expect_data: true };
+        for version in ["3.4.23", "3.5.35", "3.6.6"] {
+            let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
+            for join in &joins {
+                for volume in [&DataVolume::EmptyDir, &claim] {
+                    let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], join, &release, volume);
+                    let spec = pod.spec.unwrap();
+                    let refused = crate::security::restricted_violations(&spec);
+                    assert!(refused.is_empty(), "{version} {join:?} {volume:?}: {refused:?}");
+                    let context = spec.security_context.unwrap();
+                    assert_eq!((context.run_as_user, context.fs_group), (Some(65532), Some(65532)));
+                    for container in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                        let own = container.security_context.clone().unwrap();
+                        assert_eq!(own.read_only_root_filesystem, Some(true), "{}", container.name);
+                    }
+                    assert_eq!(spec.automount_service_account_token, Some(false));
+                }
+            }
+        }
+        // The renderer of the check is no rubber stamp: a pod as this controller rendered it before is refused.
+        let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
+        let mut spec = member_pod(&c, "demo-0000", &[], &Join::Existing, &release, &claim).spec.unwrap();
+        spec.security_context = None;
+        spec.containers[0].security_context = None;
+        let refused = crate::security::restricted_violations(&spec);
+        assert!(
+            refused.iter().any(|r| r.contains("root")) && refused.iter().any(|r| r.contains("seccomp")),
+            "{refused:?}"
+        );
+        assert!(refused.iter().any(|r| r == "etcd does not drop every capability"), "{refused:?}");
+    }
+
+    #[test]
+    fn who_a_member_runs_as_is_a_setting_and_root_is_only_the_users_explicit_choice() {
+        let mut c = cluster("demo", 3);
+        let hardened = settings_hash(&c);
+        c.spec.pod.security_context.run_as_user = 0;
+        assert_ne!(settings_hash(&c), hardened, "moving to (or off) another user rolls the members");
+        let pod = pod_of(&c, "demo-0000", &[], &Join::Existing);
+        let context = pod.spec.unwrap().security_context.unwrap();
+        assert_eq!((context.run_as_user, context.run_as_non_root), (Some(0), Some(false)));
+        // A member pod of an earlier build (no security context, root) holds other settings: it is rolled.
+        let c = cluster("demo", 3);
+        let mut old = pod_of(&c, "demo-0001", &[], &Join::Existing);
+        let spec = old.spec.as_mut().unwrap();
+        spec.security_context = None;
+        spec.containers[0].security_context = None;
+        assert_ne!(settings_of(&old), settings_hash(&c));
     }
 
     #[test]

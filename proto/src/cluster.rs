@@ -374,6 +374,45 @@ pub struct PodPolicy {
     /// one at a time from three members on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unsafe_eviction: bool,
+    /// The user, group and volume group every container of a member pod runs as. Member pods pass the
+    /// `restricted` Pod Security Standard: not root, no capabilities, no privilege escalation, the runtime's
+    /// default seccomp profile, a read-only root file system, no ServiceAccount token. Default: user, group and
+    /// fsGroup 65532, so the volume's files are given to that group when the pod starts (where the volume's driver
+    /// applies fsGroup; most do, hostPath does not).
+    #[serde(default)]
+    pub security_context: MemberSecurity,
+}
+
+/// Who a member pod's containers run as (`spec.pod.securityContext`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSecurity {
+    /// The user ID. 0 (root) is allowed only as a way out for data a root etcd wrote on a volume whose driver does
+    /// not apply fsGroup; a namespace that enforces the `restricted` Pod Security Standard refuses such pods.
+    #[serde(default = "default_unprivileged_id")]
+    #[schemars(range(min = 0))]
+    pub run_as_user: i64,
+    /// The primary group ID.
+    #[serde(default = "default_unprivileged_id")]
+    #[schemars(range(min = 0))]
+    pub run_as_group: i64,
+    /// The group the pod's volumes are given to (Kubernetes' `fsGroup`).
+    #[serde(default = "default_unprivileged_id")]
+    #[schemars(range(min = 0))]
+    pub fs_group: i64,
+}
+
+/// The user and group member pods run as by default: the `nonroot` user of distroless images.
+pub const UNPRIVILEGED_ID: i64 = 65532;
+
+fn default_unprivileged_id() -> i64 {
+    UNPRIVILEGED_ID
+}
+
+impl Default for MemberSecurity {
+    fn default() -> Self {
+        Self { run_as_user: UNPRIVILEGED_ID, run_as_group: UNPRIVILEGED_ID, fs_group: UNPRIVILEGED_ID }
+    }
 }
 
 impl Default for PodPolicy {
@@ -388,6 +427,7 @@ impl Default for PodPolicy {
             tolerations: Vec::new(),
             anti_affinity: true,
             allow_unsafe_eviction: false,
+            security_context: MemberSecurity::default(),
         }
     }
 }

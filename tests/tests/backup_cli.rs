@@ -277,3 +277,59 @@ async fn restore_writes_a_verified_snapshot_or_exits_with_the_corrupt_backup_cod
     assert_eq!(unreachable.status.code(), Some(1), "{}", stderr(&unreachable));
     assert!(!unreachable_output.exists());
 }
+
+/// The guard run as the unprivileged user member pods run as (uid 65532; this test drops to it when run as root,
+/// else it takes the access away from its own user): a volume whose etcd data that user cannot write (a member that
+/// ran as root wrote it, and the volume's driver did not apply fsGroup) is refused with the wrong-volume code and a
+/// reason naming the path, its owner and the way out, and is left as it is; the same volume given to the user
+/// passes.
+#[tokio::test]
+async fn guard_refuses_a_volume_whose_data_its_user_cannot_write_and_leaves_it_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const USER: u32 = 65532;
+    let bin = tokio::task::spawn_blocking(sidecar_bin).await.unwrap();
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data = volume.path().join("data");
+    let root = nix::unistd::geteuid().is_root();
+    let guard = |expect_data: bool| {
+        let mut command = std::process::Command::new(&bin);
+        command.args(["guard", "--volume", volume.path().to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+        command.args(["--cluster-uid", "uid-1", "--cluster", "ns/c", "--member", "c-0000"]);
+        if expect_data {
+            command.arg("--expect-data");
+        }
+        if root {
+            command.uid(USER).gid(USER);
+        }
+        command.output().unwrap()
+    };
+    // The empty volume is claimed (the guard written by the unprivileged user), then etcd data appears that the
+    // user cannot write: owned by root with etcd's 0700, or (not root) with every permission taken away.
+    let claimed = guard(false);
+    assert!(claimed.status.success(), "{}", stderr(&claimed));
+    std::fs::create_dir_all(data.join("member/wal")).unwrap();
+    std::fs::write(data.join("member/wal/0000000000000000-0000000000000000.wal"), b"wal").unwrap();
+    let locked = if root { 0o700 } else { 0o000 };
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(locked)).unwrap();
+
+    let refused = guard(true);
+    assert_eq!(refused.status.code(), Some(i32::from(proto::backup::EXIT_WRONG_VOLUME)), "{}", stderr(&refused));
+    let why = stderr(&refused);
+    assert!(why.contains(data.to_str().unwrap()) && why.contains("cannot be used by uid"), "{why}");
+    assert!(why.contains("spec.pod.securityContext") && why.contains("chown"), "the way out is named: {why}");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(data.join("member/wal/0000000000000000-0000000000000000.wal").exists(), "nothing was removed");
+
+    // Given to the user (what fsGroup or a `chown -R` does), the same volume passes.
+    if root {
+        for entry in [data.clone(), data.join("member"), data.join("member/wal")] {
+            std::os::unix::fs::chown(&entry, Some(USER), Some(USER)).unwrap();
+        }
+        std::os::unix::fs::chown(data.join("member/wal/0000000000000000-0000000000000000.wal"), Some(USER), Some(USER))
+            .unwrap();
+    }
+    let passed = guard(true);
+    assert!(passed.status.success(), "{}", stderr(&passed));
+}

@@ -177,7 +177,11 @@ fn evictable_pod(node: &str) -> Pod {
         "spec": {
             "nodeName": node,
             "terminationGracePeriodSeconds": 0,
-            "containers": [{ "name": "pause", "image": PAUSE_IMAGE, "imagePullPolicy": "Never" }],
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "pause", "image": PAUSE_IMAGE, "imagePullPolicy": "Never",
+                "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } },
+            }],
         },
     }))
     .unwrap()

@@ -260,7 +260,11 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
         }
     })
     .await;
-    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+    // Every suite's clusters run where the `restricted` Pod Security Standard is enforced: the API server refuses a
+    // member pod, an init container or a sidecar that runs as root, keeps a capability or lacks a seccomp profile.
+    let labels = serde_json::json!({ "pod-security.kubernetes.io/enforce": "restricted" });
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": name, "labels": labels } })).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
 }
 
