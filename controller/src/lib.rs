@@ -21,4 +21,5 @@ pub mod service;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod version;
