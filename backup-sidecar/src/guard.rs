@@ -11,6 +11,9 @@ pub enum GuardError {
     /// The volume is not this member's.
     #[error("volume refused: {0}")]
     Refused(String),
+    /// The volume is this member's (or empty), but the pod's user cannot read and write it: its data is intact.
+    #[error("volume unusable: {0}")]
+    Unusable(String),
     /// The volume could not be read or written.
     #[error("{0}")]
     Io(String),
@@ -47,7 +50,6 @@ pub enum Verdict {
 
 /// Checks the volume against `expected`, writing the guard on an empty volume (and the member ID when it is learnt).
 pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
-    usable(&expected.volume, &expected.data_dir)?;
     let path = expected.volume.join(GUARD_FILE);
     let io = |what: &str, e: std::io::Error| GuardError::Io(format!("{what} {}: {e}", path.display()));
     let found = match std::fs::read(&path) {
@@ -58,8 +60,22 @@ pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
             ))
         })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            usable(&expected.volume, &expected.data_dir)?;
+            return Err(GuardError::Unusable(format!(
+                "its guard {} cannot be read by uid {} ({e}): the data is left as it is; give the volume's files to \
+                 the member's user (`chown -R`), or set spec.pod.securityContext to the user that wrote them",
+                path.display(),
+                nix::unistd::geteuid()
+            )));
+        }
         Err(e) => return Err(io("reading", e)),
     };
+    // Whose volume it is comes first: another cluster's is refused as such, whatever its files' owner.
+    if let Some(guard) = &found {
+        identity(guard, expected)?;
+    }
+    usable(&expected.volume, &expected.data_dir)?;
     let has_data = holds_data(&expected.data_dir).map_err(|e| io("listing", e))?;
     if expected.expect_data && (found.is_none() || !has_data) {
         return Err(GuardError::Refused(format!(
@@ -79,6 +95,14 @@ pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
         write(&path, &guard_of(expected)).map_err(|e| io("writing", e))?;
         return Ok(Verdict::Claimed);
     };
+    if guard.member_id.is_none() && expected.member_id.is_some() {
+        write(&path, &guard_of(expected)).map_err(|e| io("writing", e))?;
+    }
+    Ok(Verdict::Matches)
+}
+
+/// Refuses a guard that names another cluster, member or etcd member ID.
+fn identity(guard: &VolumeGuard, expected: &Expected) -> Result<(), GuardError> {
     if guard.cluster_uid != expected.cluster_uid {
         return Err(GuardError::Refused(format!(
             "it belongs to cluster {} (uid {}), not to {} (uid {})",
@@ -96,11 +120,7 @@ pub fn check(expected: &Expected) -> Result<Verdict, GuardError> {
             "it belongs to etcd member {found} of {}, not to member {wanted} (an earlier member of the same name)",
             guard.cluster
         ))),
-        (None, Some(_)) => {
-            write(&path, &guard_of(expected)).map_err(|e| io("writing", e))?;
-            Ok(Verdict::Matches)
-        }
-        _ => Ok(Verdict::Matches),
+        _ => Ok(()),
     }
 }
 
@@ -115,10 +135,11 @@ fn usable(volume: &Path, data_dir: &Path) -> Result<(), GuardError> {
         let owner = std::fs::symlink_metadata(path)
             .map(|m| format!("owned by uid {} gid {}, mode {:o}", m.uid(), m.gid(), m.mode() & 0o7777))
             .unwrap_or_else(|e| format!("not inspectable: {e}"));
-        GuardError::Refused(format!(
-            "{} ({owner}) cannot be used by uid {} gid {} ({e}): the volume's files were written by another user and \
-             its driver did not give them to the pod's fsGroup. Give them to the member's user (`chown -R`), or set \
-             spec.pod.securityContext to the user that wrote them",
+        GuardError::Unusable(format!(
+            "{} ({owner}) cannot be used by uid {} gid {} ({e}): its files were written by another user (or the \
+             volume is read-only), and its driver did not give them to the pod's fsGroup. The data is left as it \
+             is: give the files to the member's user (`chown -R`), or set spec.pod.securityContext to the user that \
+             wrote them",
             path.display(),
             nix::unistd::geteuid(),
             nix::unistd::getegid(),
@@ -128,7 +149,9 @@ fn usable(volume: &Path, data_dir: &Path) -> Result<(), GuardError> {
     access(volume, rwx).map_err(|e| refuse(volume, e))?;
     let mut pending = vec![data_dir.to_path_buf()];
     while let Some(path) = pending.pop() {
-        let metadata = match std::fs::symlink_metadata(&path) {
+        // The data directory itself is followed if it is a link; links inside it are etcd's business.
+        let metadata = if path == data_dir { std::fs::metadata(&path) } else { std::fs::symlink_metadata(&path) };
+        let metadata = match metadata {
             Ok(metadata) => metadata,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(GuardError::Io(format!("inspecting {}: {e}", path.display()))),
@@ -171,6 +194,8 @@ fn holds_data(dir: &Path) -> std::io::Result<bool> {
 fn write(path: &Path, guard: &VolumeGuard) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
+    // One left by a crash, possibly by another user: replaced, not written through.
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(guard).map_err(std::io::Error::other)?)?;
     file.sync_all()?;

@@ -16,8 +16,14 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             // A corrupt backup stays corrupt, and one the seed's version cannot run stays refused: their own exit code
             // tells the controller not to try it again.
-            if let Some(backup_sidecar::guard::GuardError::Refused(_)) = error.downcast_ref() {
-                return std::process::ExitCode::from(proto::backup::EXIT_WRONG_VOLUME);
+            match error.downcast_ref() {
+                Some(backup_sidecar::guard::GuardError::Refused(_)) => {
+                    return std::process::ExitCode::from(proto::backup::EXIT_WRONG_VOLUME);
+                }
+                Some(backup_sidecar::guard::GuardError::Unusable(_)) => {
+                    return std::process::ExitCode::from(proto::backup::EXIT_VOLUME_UNUSABLE);
+                }
+                _ => {}
             }
             match error.downcast_ref::<backup_sidecar::restore::RestoreError>() {
                 Some(

@@ -684,8 +684,9 @@ async fn cluster_version_at(client_url: &str, timeout: std::time::Duration) -> O
 mod pods;
 
 pub use pods::{
-    ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER, etcd_restarts, node_down_for, pod_failure,
-    pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal, volume_unschedulable_for,
+    ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER, data_intact, etcd_restarts, node_down_for,
+    pod_failure, pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal,
+    volume_unschedulable_for,
 };
 
 #[cfg(test)]
@@ -732,6 +733,13 @@ mod tests {
         let status = &mut other.status.as_mut().unwrap().init_container_statuses.as_mut().unwrap()[0];
         status.last_state.as_mut().unwrap().terminated.as_mut().unwrap().exit_code = 1;
         assert_eq!(volume_refusal(&other), None, "a guard that could not read its volume is no verdict");
+        assert!(!data_intact(&volume_refusal(&pod).unwrap()), "another cluster's volume");
+        let status = &mut other.status.as_mut().unwrap().init_container_statuses.as_mut().unwrap()[0];
+        let terminated = status.last_state.as_mut().unwrap().terminated.as_mut().unwrap();
+        terminated.exit_code = i32::from(proto::backup::EXIT_VOLUME_UNUSABLE);
+        terminated.message = Some("/var/lib/etcd/data (owned by uid 0 gid 0, mode 700) cannot be used".into());
+        let unusable = volume_refusal(&other).unwrap();
+        assert!(data_intact(&unusable) && unusable.contains("owned by uid 0"), "{unusable}");
 
         let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "data-demo-0001",

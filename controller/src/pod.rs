@@ -153,9 +153,13 @@ pub fn settings_of(pod: &Pod) -> String {
         // Moving a member between an emptyDir and a claim is a change of what it runs on.
         "claim": spec.volumes.iter().flatten().any(|v| v.name == "data" && v.persistent_volume_claim.is_some()),
         "topologySpreadConstraints": spec.topology_spread_constraints,
-        // Who the member runs as, and the hardening of its container (a member of an earlier build ran as root).
-        "securityContext": spec.security_context,
-        "containerSecurityContext": etcd.security_context,
+        // Who the member runs as, when the user chose it (spec.pod.securityContext other than the default). The
+        // hardened default is no setting of its own: a member of an earlier build (root, no security context) is
+        // not rolled for it alone, since moving a volume's files to another user can fail on drivers that ignore
+        // fsGroup. It moves to the hardened pod when it is next created (a rollout, a restart on its claim).
+        "securityContext": spec.security_context.as_ref().filter(|c| {
+            **c != crate::security::pod_context(&proto::cluster::MemberSecurity::default())
+        }),
     });
     let digest = Sha256::digest(rendered.to_string().as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -1071,7 +1075,7 @@ mod tests {
     }
 
     #[test]
-    fn who_a_member_runs_as_is_a_setting_and_root_is_only_the_users_explicit_choice() {
+    fn who_a_member_runs_as_is_a_setting_when_the_user_names_it_and_root_is_only_their_explicit_choice() {
         let mut c = cluster("demo", 3);
         let hardened = settings_hash(&c);
         c.spec.pod.security_context.run_as_user = 0;
@@ -1079,12 +1083,14 @@ mod tests {
         let pod = pod_of(&c, "demo-0000", &[], &Join::Existing);
         let context = pod.spec.unwrap().security_context.unwrap();
         assert_eq!((context.run_as_user, context.run_as_non_root), (Some(0), Some(false)));
-        // A member pod of an earlier build (no security context, root) holds other settings: it is rolled.
-        let c = cluster("demo", 3);
-        let mut old = pod_of(&c, "demo-0001", &[], &Join::Existing);
+        // A member pod of an earlier build (no security context, root) is not rolled for the hardening alone (its
+        // volume's driver may not give the files to the new user), but it is for a user the spec names.
+        let hardened = cluster("demo", 3);
+        let mut old = pod_of(&hardened, "demo-0001", &[], &Join::Existing);
         let spec = old.spec.as_mut().unwrap();
         spec.security_context = None;
         spec.containers[0].security_context = None;
+        assert_eq!(settings_of(&old), settings_hash(&hardened));
         assert_ne!(settings_of(&old), settings_hash(&c));
     }
 

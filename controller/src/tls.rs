@@ -81,27 +81,37 @@ pub enum IssueError {
     /// rcgen refused the parameters or the key.
     #[error("making a certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The CA has expired: it signs nothing more.
+    #[error("the CA expired: a new one is needed")]
+    CaExpired,
 }
 
 /// How far before `now` a new certificate's validity starts: clocks of the nodes may be behind the controller's.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
-fn params(common_name: &str, names: &[String], now: SystemTime, validity: Duration) -> rcgen::CertificateParams {
+fn params(
+    common_name: &str,
+    names: &[String],
+    now: SystemTime,
+    validity: Duration,
+) -> Result<rcgen::CertificateParams, IssueError> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
     params.subject_alt_names = names
         .iter()
-        .map(|name| match name.parse::<std::net::IpAddr>() {
-            Ok(ip) => rcgen::SanType::IpAddress(ip),
-            Err(_) => rcgen::SanType::DnsName(name.clone().try_into().expect("a DNS name rcgen takes")),
+        .map(|name| {
+            Ok(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => rcgen::SanType::IpAddress(ip),
+                Err(_) => rcgen::SanType::DnsName(name.clone().try_into()?),
+            })
         })
-        .collect();
+        .collect::<Result<_, rcgen::Error>>()?;
     params.not_before = (now - BACKDATE).into();
     params.not_after = (now + validity).into();
     let serial: [u8; 16] = rand_bytes();
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    params
+    Ok(params)
 }
 
 fn rand_bytes() -> [u8; 16] {
@@ -114,7 +124,7 @@ fn rand_bytes() -> [u8; 16] {
 /// A new CA for cluster `cluster` of `namespace`, valid from (a little before) `now` for `validity`: it signs
 /// only that cluster's certificates (a per-cluster CA, so a certificate of another cluster is never trusted).
 pub fn new_ca(namespace: &str, cluster: &str, now: SystemTime, validity: Duration) -> Result<Issued, IssueError> {
-    let mut params = params(&format!("kube-etcd-controller CA {namespace}/{cluster}"), &[], now, validity);
+    let mut params = params(&format!("kube-etcd-controller CA {namespace}/{cluster}"), &[], now, validity)?;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     let key = rcgen::KeyPair::generate()?;
@@ -133,7 +143,11 @@ pub fn issue(
     validity: Duration,
 ) -> Result<Issued, IssueError> {
     let until = (now + validity).min(ca.not_after);
-    let mut params = params(common_name, names, now, until.duration_since(now).unwrap_or_default());
+    let Ok(left) = until.duration_since(now) else { return Err(IssueError::CaExpired) };
+    if left.is_zero() {
+        return Err(IssueError::CaExpired);
+    }
+    let mut params = params(common_name, names, now, left)?;
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = match usage {
         Usage::Member => vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth],
@@ -196,6 +210,9 @@ pub enum Problem {
     /// A name a member is reached by is not covered.
     #[error("the certificate does not cover {0}")]
     NameNotCovered(String),
+    /// No CA certificate of `ca.crt` is valid now (etcd, as Go does, refuses a chain to an expired root).
+    #[error("no CA certificate in ca.crt is valid now: {0}")]
+    CaNotValid(String),
 }
 
 /// Checks the data of a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`) as a certificate for `usage`
@@ -239,10 +256,13 @@ pub fn check(
         Err(e) => return Err(vec![unreadable(CERT_KEY, e.to_string())]),
     };
     let provider = rustls::crypto::aws_lc_rs::default_provider();
+    // What the parsers say about a key is never repeated: some of their errors quote the bytes they read.
+    let bad_key =
+        || unreadable(KEY_KEY, "not a PEM private key (PKCS#8, PKCS#1 or SEC1) this controller can use".into());
     match PrivateKeyDer::from_pem_slice(key) {
-        Err(e) => problems.push(unreadable(KEY_KEY, e.to_string())),
+        Err(_) => problems.push(bad_key()),
         Ok(key) => match provider.key_provider.load_private_key(key) {
-            Err(e) => problems.push(unreadable(KEY_KEY, e.to_string())),
+            Err(_) => problems.push(bad_key()),
             Ok(signing) => {
                 let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
                 if certified.keys_match().is_err() {
@@ -255,10 +275,36 @@ pub fn check(
         chrono::DateTime::from_timestamp(seconds, 0).map(|t| t.to_rfc3339()).unwrap_or_else(|| seconds.to_string())
     };
     let now_seconds = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    if not_before > not_after {
+        return Err(vec![unreadable(
+            CERT_KEY,
+            format!("its validity ends ({}) before it starts ({})", at(not_after), at(not_before)),
+        )]);
+    }
     if now_seconds < not_before {
         problems.push(Problem::NotYetValid { not_before: at(not_before) });
     } else if now_seconds > not_after {
         problems.push(Problem::Expired { not_after: at(not_after) });
+    }
+    // The CA's own validity, which the chain check leaves out (a trust anchor's dates are not checked by webpki,
+    // but Go's verifier, etcd's, refuses an expired root). The earliest end among the valid ones bounds the leaf's.
+    let mut ca_not_after: Option<i64> = None;
+    let mut ca_invalid = Vec::new();
+    for der in &anchors_der {
+        match x509_parser::parse_x509_certificate(der) {
+            Ok((_, parsed)) => {
+                let (from, until) = (parsed.validity().not_before.timestamp(), parsed.validity().not_after.timestamp());
+                if (from..=until).contains(&now_seconds) {
+                    ca_not_after = Some(ca_not_after.map_or(until, |earliest| earliest.min(until)));
+                } else {
+                    ca_invalid.push(format!("{} (valid {} to {})", parsed.subject(), at(from), at(until)));
+                }
+            }
+            Err(e) => problems.push(unreadable(CA_KEY, e.to_string())),
+        }
+    }
+    if ca_not_after.is_none() && !ca_invalid.is_empty() {
+        problems.push(Problem::CaNotValid(ca_invalid.join("; ")));
     }
     let mut anchors = Vec::new();
     for der in &anchors_der {
@@ -298,7 +344,8 @@ pub fn check(
                 }
             }
             for name in names {
-                let example = name.strip_prefix("*.").map(|rest| format!("member-0.{rest}"));
+                // A label no member is named by: only the wildcard itself covers it.
+                let example = name.strip_prefix("*.").map(|rest| format!("x--any-member.{rest}"));
                 let wanted = example.as_deref().unwrap_or(name);
                 let covered = ServerName::try_from(wanted)
                     .map(|server| leaf.verify_is_valid_for_subject_name(&server).is_ok())
@@ -310,7 +357,8 @@ pub fn check(
         }
     }
     if problems.is_empty() {
-        Ok(Checked { subject, not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64) })
+        let until = ca_not_after.map_or(not_after, |ca| ca.min(not_after));
+        Ok(Checked { subject, not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64) })
     } else {
         Err(problems)
     }
@@ -368,7 +416,11 @@ mod tests {
         let ca = new_ca("ns", "demo", now, 365 * DAY).unwrap();
         let names = member_names("demo", "ns", "demo-client", "cluster.local");
         // Only the short wildcard, and the members listed one by one: the long form and a future member are missing.
-        let partial = vec!["*.demo.ns.svc".to_string(), "demo-0000.demo.ns.svc.cluster.local".into()];
+        let partial = vec![
+            "*.demo.ns.svc".to_string(),
+            "demo-0000.demo.ns.svc.cluster.local".into(),
+            "member-0.demo.ns.svc.cluster.local".into(),
+        ];
         let leaf = issue(&ca, "m", &partial, Usage::Member, now, 30 * DAY).unwrap();
         let refused = check(&secret(&leaf, &ca), &names.peer, Usage::Member, now).unwrap_err();
         assert_eq!(refused, [Problem::NameNotCovered("*.demo.ns.svc.cluster.local".into())]);
@@ -407,7 +459,8 @@ mod tests {
         let expired = check(&secret(&leaf, &ca), &names, Usage::Member, now + 31 * DAY).unwrap_err();
         assert!(matches!(&expired[..], [Problem::Expired { .. }]), "{expired:?}");
         let early = check(&secret(&leaf, &ca), &names, Usage::Member, now - DAY).unwrap_err();
-        assert!(matches!(&early[..], [Problem::NotYetValid { .. }]), "{early:?}");
+        // (So is the CA, made at the same moment.)
+        assert!(matches!(&early[..], [Problem::NotYetValid { .. }, Problem::CaNotValid(_)]), "{early:?}");
 
         let mut missing = secret(&leaf, &ca);
         missing.remove(CA_KEY);
@@ -422,10 +475,20 @@ mod tests {
             &check(&garbage, &names, Usage::Member, now).unwrap_err()[..],
             [Problem::Unreadable { key: "tls.crt", .. }]
         ));
-        // No problem's text carries key material.
-        for problem in untrusted.iter().chain(&expired) {
-            assert!(!problem.to_string().contains("PRIVATE"), "{problem}");
-        }
+        // A key on one line (PEM that lost its line breaks): refused without quoting a byte of it.
+        let body: String = leaf.key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let mut one_line = secret(&leaf, &ca);
+        one_line.insert(KEY_KEY.into(), format!("-----BEGIN PRIVATE KEY-----{body}").into_bytes());
+        let refused = check(&one_line, &names, Usage::Member, now).unwrap_err();
+        assert!(matches!(&refused[..], [Problem::Unreadable { key: "tls.key", .. }]), "{refused:?}");
+        assert!(!refused[0].to_string().contains(&body[..16]), "{}", refused[0]);
+        // An expired CA: Go's verifier (etcd's) refuses the chain, so the check does too; and it signs nothing.
+        let old_ca = new_ca("ns", "demo", now - 10 * DAY, 5 * DAY).unwrap();
+        let late = Issued { not_after: now + DAY, ..old_ca.clone() };
+        let leaf_of_old = issue(&late, "m", &names, Usage::Member, now, DAY).unwrap();
+        let refused = check(&secret(&leaf_of_old, &old_ca), &names, Usage::Member, now).unwrap_err();
+        assert!(refused.iter().any(|p| matches!(p, Problem::CaNotValid(_))), "{refused:?}");
+        assert!(matches!(issue(&old_ca, "m", &names, Usage::Member, now, DAY), Err(IssueError::CaExpired)));
     }
 
     #[test]

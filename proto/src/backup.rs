@@ -160,6 +160,14 @@ pub const EXIT_CORRUPT_BACKUP: u8 = 3;
 /// data it did not write: etcd is not started on it, and the controller reports the claim instead of retrying.
 pub const EXIT_WRONG_VOLUME: u8 = 4;
 
+/// Exit code of `etcd-backup-sidecar guard` when the member's volume is its own but its files cannot be read and
+/// written by the pod's user (data a member running as another user wrote, on a volume whose driver does not apply
+/// fsGroup): the data is intact, etcd is not started on it, and nothing is replaced or restored for it.
+pub const EXIT_VOLUME_UNUSABLE: u8 = 5;
+
+/// How the guard's reason starts when it exits with [`EXIT_VOLUME_UNUSABLE`].
+pub const UNUSABLE_PREFIX: &str = "volume unusable: ";
+
 /// The file `etcd-backup-sidecar guard` keeps at the root of a member's volume, beside the data directory: whose
 /// volume it is. Written on the first start (on an empty volume), checked on every start after.
 pub const GUARD_FILE: &str = "kube-etcd-controller-guard.json";

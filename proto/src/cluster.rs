@@ -378,7 +378,9 @@ pub struct PodPolicy {
     /// `restricted` Pod Security Standard: not root, no capabilities, no privilege escalation, the runtime's
     /// default seccomp profile, a read-only root file system, no ServiceAccount token. Default: user, group and
     /// fsGroup 65532, so the volume's files are given to that group when the pod starts (where the volume's driver
-    /// applies fsGroup; most do, hostPath does not).
+    /// applies fsGroup: most block CSI drivers do; hostPath, local-path, NFS and drivers with fsGroupPolicy None do
+    /// not). A member whose files its user cannot use is stopped before etcd starts (Degraded=VolumeUnusable), its
+    /// data untouched; set this to the user that wrote them to start it again.
     #[serde(default)]
     pub security_context: MemberSecurity,
 }

@@ -280,11 +280,11 @@ async fn restore_writes_a_verified_snapshot_or_exits_with_the_corrupt_backup_cod
 
 /// The guard run as the unprivileged user member pods run as (uid 65532; this test drops to it when run as root,
 /// else it takes the access away from its own user): a volume whose etcd data that user cannot write (a member that
-/// ran as root wrote it, and the volume's driver did not apply fsGroup) is refused with the wrong-volume code and a
-/// reason naming the path, its owner and the way out, and is left as it is; the same volume given to the user
-/// passes.
+/// ran as root wrote it, and the volume's driver did not apply fsGroup) is refused with its own code (the data is
+/// intact: not a wrong volume) and a reason naming the path, its owner and the way out, and is left as it is; the
+/// same volume given to the user passes.
 #[tokio::test]
-async fn guard_refuses_a_volume_whose_data_its_user_cannot_write_and_leaves_it_as_it_is() {
+async fn guard_refuses_a_volume_whose_data_its_user_cannot_write_with_its_own_code_and_leaves_it_as_it_is() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     const USER: u32 = 65532;
@@ -315,7 +315,8 @@ async fn guard_refuses_a_volume_whose_data_its_user_cannot_write_and_leaves_it_a
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(locked)).unwrap();
 
     let refused = guard(true);
-    assert_eq!(refused.status.code(), Some(i32::from(proto::backup::EXIT_WRONG_VOLUME)), "{}", stderr(&refused));
+    assert_eq!(refused.status.code(), Some(i32::from(proto::backup::EXIT_VOLUME_UNUSABLE)), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains(proto::backup::UNUSABLE_PREFIX), "{}", stderr(&refused));
     let why = stderr(&refused);
     assert!(why.contains(data.to_str().unwrap()) && why.contains("cannot be used by uid"), "{why}");
     assert!(why.contains("spec.pod.securityContext") && why.contains("chown"), "the way out is named: {why}");

@@ -38,15 +38,35 @@ pub const RESTORE_CONTAINER: &str = "restore-data";
 /// The init container that checks a member's volume before etcd starts on it.
 pub const GUARD_CONTAINER: &str = "guard";
 
-/// Why the guard of `pod` refused its volume (exit code [`proto::backup::EXIT_WRONG_VOLUME`]), from its termination
-/// message: now, or on its last run (the kubelet runs a failed init container again after a back-off).
+/// Why the guard of `pod` refused its volume (exit code [`proto::backup::EXIT_WRONG_VOLUME`], or
+/// [`proto::backup::EXIT_VOLUME_UNUSABLE`] for files its user cannot use), from its termination message: now, or on
+/// its last run (the kubelet runs a failed init container again after a back-off).
 pub fn volume_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
     let guard = statuses.iter().find(|s| s.name == GUARD_CONTAINER)?;
     let states = [guard.state.as_ref(), guard.last_state.as_ref()];
     let terminated = states.into_iter().flatten().find_map(|s| s.terminated.as_ref())?;
-    (terminated.exit_code == i32::from(proto::backup::EXIT_WRONG_VOLUME))
-        .then(|| terminated.message.as_deref().unwrap_or("").trim().lines().last().unwrap_or("").to_string())
+    let refused = [proto::backup::EXIT_WRONG_VOLUME, proto::backup::EXIT_VOLUME_UNUSABLE]
+        .iter()
+        .any(|&code| terminated.exit_code == i32::from(code));
+    refused.then(|| {
+        let why = terminated.message.as_deref().unwrap_or("").trim().lines().last().unwrap_or("").to_string();
+        // The reason tells the two apart (see [`data_intact`]): made sure of when the message was cut.
+        if terminated.exit_code == i32::from(proto::backup::EXIT_VOLUME_UNUSABLE)
+            && !why.starts_with(proto::backup::UNUSABLE_PREFIX)
+        {
+            format!("{}{why}", proto::backup::UNUSABLE_PREFIX)
+        } else {
+            why
+        }
+    })
+}
+
+/// Whether a guard's refusal ([`volume_refusal`]) leaves the member's data intact: the volume is the member's, but
+/// the pod's user cannot read or write its files. Such a member counts as one on its volume (a lost quorum waits
+/// for it rather than restoring a backup), and is never replaced.
+pub fn data_intact(refusal: &str) -> bool {
+    refusal.starts_with(proto::backup::UNUSABLE_PREFIX)
 }
 
 /// Why the restore of `pod` refused its backup: the fetch found it corrupt, or etcd's restore tool rejected it.

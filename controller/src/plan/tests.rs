@@ -1350,6 +1350,50 @@ fn a_lost_quorum_with_a_majority_on_its_claims_is_never_restored_from_a_backup()
     assert_eq!(plan(&desired, &observed), Action::StartRecovery { first_index: 3 });
 }
 
+/// A member whose pod's user cannot use its volume's files (data a member running as another user wrote, on a
+/// volume that ignores fsGroup): its data is intact. It is never replaced, a lost quorum waits for it instead of
+/// restoring a backup, and its pod is created again once the spec renders other settings (the user the files
+/// belong to).
+#[test]
+fn a_member_whose_volume_its_user_cannot_use_keeps_its_data_counts_for_quorum_and_is_rolled_when_the_spec_changes() {
+    const UNUSABLE: &str = "volume unusable: /var/lib/etcd/data (owned by uid 0 gid 0, mode 700) cannot be used";
+    let (mut desired, mut observed) = on_claims(3);
+    desired.settings = Some("s2-new".into());
+    for pod in &mut observed.pods {
+        pod.settings = Some("s2-new".into());
+    }
+    observed.pods[2].state = PodState::Pending;
+    observed.pods[2].volume_refused = Some(UNUSABLE.into());
+    members_mut(&mut observed)[2].healthy = false;
+    assert_eq!(plan(&desired, &observed), Action::Done, "neither removed nor its pod deleted");
+    // The spec moved on (spec.pod.securityContext set to the files' owner): its pod is created again.
+    let mut changed = desired.clone();
+    changed.settings = Some("s2-root".into());
+    assert_eq!(plan(&changed, &observed), Action::RollPod { name: member_name(C, 2), id: 102 });
+    // Not for another cluster's volume, nor for a pod on its way out.
+    let mut foreign = observed.clone();
+    foreign.pods[2].volume_refused = Some("volume refused: it belongs to cluster ns/other".into());
+    assert_ne!(plan(&changed, &foreign), Action::RollPod { name: member_name(C, 2), id: 102 });
+    let mut going = observed.clone();
+    going.pods[2].state = PodState::Terminating;
+    assert_ne!(plan(&changed, &going), Action::RollPod { name: member_name(C, 2), id: 102 });
+
+    // Quorum lost with two of three members unable to use their files: their data is there, so the recovery waits.
+    let (desired, mut lost) = lost_on_claims();
+    for i in 1..3 {
+        lost.pods[i].state = PodState::Pending;
+        lost.pods[i].volume_refused = Some(UNUSABLE.into());
+    }
+    assert!(
+        matches!(plan(&desired, &lost), Action::Wait(WaitReason::MembersOnVolumes { ref members, voters: 3 }) if members.len() == 3)
+    );
+    // The same two volumes refused as another cluster's: their data is not this member's, and the restore goes on.
+    for i in 1..3 {
+        lost.pods[i].volume_refused = Some("volume refused: it belongs to cluster ns/other".into());
+    }
+    assert_eq!(plan(&desired, &lost), Action::StartRecovery { first_index: 3 });
+}
+
 #[test]
 fn a_claim_records_its_member_and_is_retired_only_once_etcd_no_longer_lists_it() {
     let (desired, mut observed) = on_claims(3);

@@ -32,6 +32,16 @@ pub(super) fn restart(desired: &Desired, observed: &Observed) -> Option<Action> 
             Some(pod) if pod.state == PodState::Dead && pod.volume_refused.is_none() => {
                 return Some(Action::DeleteFailedPod { name: pod.name.clone(), id });
             }
+            // Its own volume, whose files its pod's user cannot use, and the spec now renders other settings (the
+            // user the files belong to, say): created again with them. Nothing is lost: etcd never ran in that pod.
+            Some(pod)
+                if pod.volume_refused.as_deref().is_some_and(crate::observe::data_intact)
+                    && pod.state != PodState::Terminating
+                    && desired.settings.is_some()
+                    && pod.settings != desired.settings =>
+            {
+                return Some(Action::RollPod { name: pod.name.clone(), id });
+            }
             Some(_) => {}
         }
     }
@@ -115,7 +125,7 @@ pub(super) fn quorum_on_volumes(observed: &Observed) -> Option<WaitReason> {
         observed.claim_of(name).is_some_and(|c| c.usable() && c.member_id == Some(*id))
             && !observed.pods.iter().any(|p| {
                 &p.name == name
-                    && (p.volume_refused.is_some()
+                    && (p.volume_refused.as_deref().is_some_and(|why| !crate::observe::data_intact(why))
                         || p.volume_unschedulable.is_some_and(|d| d >= super::VOLUME_UNREACHABLE_AFTER))
             })
     };

@@ -152,6 +152,27 @@ pub(super) fn degraded(
                 members.join(", ")
             ),
         ),
+        _ if observed.pods.iter().any(|p| p.volume_refused.as_deref().is_some_and(crate::observe::data_intact)) => {
+            let unusable: Vec<String> = observed
+                .pods
+                .iter()
+                .filter_map(|p| {
+                    let why = p.volume_refused.as_deref().filter(|w| crate::observe::data_intact(w))?;
+                    Some(format!("{} on claim {} ({why})", p.name, crate::pod::claim_name(&p.name)))
+                })
+                .collect();
+            (
+                true,
+                "VolumeUnusable",
+                format!(
+                    "the pod's user cannot use the files on the volume of {}: etcd is not started on it; its data \
+                     is intact, and the member is neither replaced nor restored from a backup. Give the files to the \
+                     member's user (spec.pod.securityContext, 65532 by default) on the node, or set \
+                     spec.pod.securityContext to the user that wrote them: its pod is then created again",
+                    unusable.join("; ")
+                ),
+            )
+        }
         _ if observed.pods.iter().any(|p| p.volume_refused.is_some()) => {
             let refused: Vec<String> = observed
                 .pods

@@ -159,6 +159,27 @@ fn a_seed_that_keeps_failing_stays_reported_while_it_is_replaced() {
 }
 
 #[test]
+fn a_volume_its_user_cannot_use_is_told_apart_from_another_clusters_volume() {
+    let c = cluster("demo", 3);
+    let mut pod = MemberPod::new("demo-0001", PodState::Pending);
+    pod.volume_refused = Some("volume unusable: /var/lib/etcd/data (owned by uid 0 gid 0, mode 700)".into());
+    let observed = Observed { pods: vec![pod], ..steady() };
+    let status = derive(&c.spec, Some(1), &observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "VolumeUnusable");
+    assert!(
+        degraded.message.contains("data is intact") && !degraded.message.contains("delete"),
+        "{}",
+        degraded.message
+    );
+    let mut foreign = observed.clone();
+    foreign.pods[0].volume_refused = Some("volume refused: it belongs to cluster ns/other".into());
+    let status = derive(&c.spec, Some(1), &foreign, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "VolumeRefused");
+}
+
+#[test]
 fn formed_is_sticky_once_etcd_answered() {
     let c = cluster("demo", 3);
     let status = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
