@@ -239,7 +239,7 @@ macro_rules! require {
 }
 
 /// What must hold for the planner to return `action`: its evidence, one arm per variant of [`Action`].
-fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(), String> {
+pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(), String> {
     require!(!desired.paused || inert(action), "paused, yet {action:?}");
     let members = listed(observed);
     let all_indexes = || {
@@ -403,7 +403,8 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             let claim = observed.claims.iter().find(|c| &c.name == claim).ok_or("no claim")?;
             require!(claim.usable() && claim.expandable == Some(true), "expanding {claim:?}");
             require!(claim.requested.is_some_and(|r| r < wanted), "a claim asked to shrink or stay: {claim:?}");
-            require!(observed.claims.iter().all(|c| !c.expanding()), "two claims expanding at once");
+            // A claim never mounted again (lost, retired) may stay asked for more than it got: no wait for it.
+            require!(observed.claims.iter().all(|c| !c.usable() || !c.expanding()), "two claims expanding at once");
         }
         Action::RetireClaim { name, delete } => {
             require!(quorate, "a claim retired without a quorum");
@@ -522,8 +523,13 @@ fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(
             );
             require!(observed.alarms.is_empty(), "a member restarted with an alarm raised");
             require!(m.leader == *leader, "the leader flag is wrong");
-            // The leader last: only where no other member could lead (a one-member cluster).
-            require!(!m.leader || ms.len() == 1, "the leader restarted while another member could lead");
+            // The leader last: only where no other member could lead (a one-member cluster), or when it is a member
+            // this upgrade restarted that did not come back (it serves nothing and cannot hand leadership over:
+            // putting back what it ran is the fix).
+            require!(
+                !m.leader || ms.len() == 1 || (rolled_back && !m.healthy),
+                "the leader restarted while another member could lead"
+            );
             require!(one_minor_at_most(ms, observed, release.version), "a restart across more than one minor");
         }
         Action::RollPod { name, id } => {

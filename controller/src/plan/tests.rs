@@ -728,6 +728,16 @@ fn a_restarted_member_gates_the_next_and_one_that_does_not_come_back_stops_the_u
         matches!(&back, Action::RollMember { name, release, .. } if name == "etcd-0001" && release.version.minor == 4),
         "{back:?}"
     );
+    assert_eq!(super::oracle::evidence(&wanting(3, "3.4.23"), &observed, &back), Ok(()));
+    // The same when the member that did not come back is (still) the leader: it serves nothing, cannot hand
+    // leadership over, and rolling it back is the fix. The oracle agrees (a rare world it generated once).
+    let mut leading = observed.clone();
+    for (i, member) in members_mut(&mut leading).iter_mut().enumerate() {
+        member.leader = i == 1;
+    }
+    let back = plan(&wanting(3, "3.4.23"), &leading);
+    assert!(matches!(&back, Action::RollMember { name, leader: true, .. } if name == "etcd-0001"), "{back:?}");
+    assert_eq!(super::oracle::evidence(&wanting(3, "3.4.23"), &leading, &back), Ok(()));
     // Caught up: a member far behind the leader gates the next.
     let mut behind = at_version(3, "3.4.23");
     behind.upgrade = observed.upgrade.clone();
@@ -1728,6 +1738,17 @@ fn claims_grow_one_at_a_time_only_where_their_class_allows_it_and_every_member_i
     assert!(!matches!(plan(&desired, &sick), Action::ExpandClaim { .. }), "{:?}", plan(&desired, &sick));
     let smaller = Desired { storage_size: Some(1 << 29), ..desired.clone() };
     assert_eq!(plan(&smaller, &observed), Action::Done, "a claim is never asked to shrink");
+    // Another claim still being expanded holds the next back even when its member is not listed (yet); a lost one,
+    // never mounted again, does not (rare worlds the oracle generated once).
+    let mut unlisted = observed.clone();
+    unlisted.claims.push(crate::observe::Claim::new(&member_name(C, 7), None));
+    unlisted.claims[3].requested = Some(2 << 30);
+    unlisted.claims[3].capacity = Some("1Gi".into());
+    let wait = Action::Wait(WaitReason::ClaimExpanding { claim: claim_name(&member_name(C, 7)), error: None });
+    assert_eq!(plan(&desired, &unlisted), wait);
+    unlisted.claims[3].phase = crate::observe::ClaimPhase::Lost;
+    assert_eq!(plan(&desired, &unlisted), first);
+    assert_eq!(super::oracle::evidence(&desired, &unlisted, &first), Ok(()));
     // The volumes grow before older settings roll (a raised quota then finds its room); an upgrade goes first.
     let mut rolling = observed.clone();
     let desired_rolling = Desired { settings: Some("current".into()), ..desired.clone() };

@@ -203,6 +203,14 @@ pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -
     else {
         return Action::Done;
     };
+    // One at a time over every claim that may still be mounted, not only those of listed members (a member being
+    // added, a claim waiting for its member's ID): a lost or retired one is never mounted again, and never waited on.
+    if let Some(expanding) = observed.claims.iter().find(|c| c.usable() && c.expanding()) {
+        return Action::Wait(WaitReason::ClaimExpanding {
+            claim: expanding.name.clone(),
+            error: expanding.resize_error.clone(),
+        });
+    }
     if let Some(down) = members.iter().find(|m| !m.healthy) {
         return waiting(format!("{} is to grow, and {} is not healthy", next.name, down.name));
     }
