@@ -68,6 +68,9 @@ pub struct MemberPod {
     /// Whether its etcd container is probed with a command (`etcdctl endpoint health`, as at 3.4), which fails under
     /// NOSPACE, rather than `/health?exclude=NOSPACE`.
     pub exec_probe: bool,
+    /// Whether its etcd runs as root: the pod names user 0, or no user at all (a pod of an earlier build, which
+    /// ran etcd as its image's default user, root).
+    pub runs_as_root: bool,
 }
 
 /// An image change an upgrade made to a member pod (its annotations), as far as the upgrade recorded now goes:
@@ -120,6 +123,7 @@ impl MemberPod {
             volume_refused: None,
             volume_unschedulable: None,
             exec_probe: false,
+            runs_as_root: false,
         }
     }
 
@@ -447,6 +451,7 @@ pub async fn observe(
                 volume_refused: volume_refusal(pod),
                 volume_unschedulable: volume_unschedulable_for(pod, now),
                 exec_probe: etcd.and_then(|c| c.readiness_probe.as_ref()).is_some_and(|p| p.exec.is_some()),
+                runs_as_root: runs_as_root(pod),
             }
         })
         .collect();
@@ -685,7 +690,7 @@ mod pods;
 
 pub use pods::{
     ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER, data_intact, etcd_restarts, node_down_for,
-    pod_failure, pod_state, restore_refusal, restore_result, rolled, stuck_reason, volume_refusal,
+    pod_failure, pod_state, restore_refusal, restore_result, rolled, runs_as_root, stuck_reason, volume_refusal,
     volume_unschedulable_for,
 };
 

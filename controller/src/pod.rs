@@ -1081,6 +1081,7 @@ mod tests {
         c.spec.pod.security_context.run_as_user = 0;
         assert_ne!(settings_hash(&c), hardened, "moving to (or off) another user rolls the members");
         let pod = pod_of(&c, "demo-0000", &[], &Join::Existing);
+        assert!(crate::observe::runs_as_root(&pod), "as asked");
         let context = pod.spec.unwrap().security_context.unwrap();
         assert_eq!((context.run_as_user, context.run_as_non_root), (Some(0), Some(false)));
         // A member pod of an earlier build (no security context, root) is not rolled for the hardening alone (its
@@ -1090,6 +1091,8 @@ mod tests {
         let spec = old.spec.as_mut().unwrap();
         spec.security_context = None;
         spec.containers[0].security_context = None;
+        assert!(crate::observe::runs_as_root(&old), "no user named: the image's, root");
+        assert!(!crate::observe::runs_as_root(&pod_of(&hardened, "demo-0002", &[], &Join::Existing)));
         assert_eq!(settings_of(&old), settings_hash(&hardened));
         assert_ne!(settings_of(&old), settings_hash(&c));
     }

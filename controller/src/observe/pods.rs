@@ -62,6 +62,16 @@ pub fn volume_refusal(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
     })
 }
 
+/// Whether the etcd container of `pod` runs as root: its context or the pod's names user 0, or neither names one
+/// (a pod of an earlier build, which ran etcd as its image's default user, root).
+pub fn runs_as_root(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let etcd = spec.and_then(|s| s.containers.iter().find(|c| c.name == ETCD_CONTAINER));
+    let of_pod = spec.and_then(|s| s.security_context.as_ref()?.run_as_user);
+    let of_etcd = etcd.and_then(|c| c.security_context.as_ref()?.run_as_user);
+    of_etcd.or(of_pod).is_none_or(|user| user == 0)
+}
+
 /// Whether a guard's refusal ([`volume_refusal`]) leaves the member's data intact: the volume is the member's, but
 /// the pod's user cannot read or write its files. Such a member counts as one on its volume (a lost quorum waits
 /// for it rather than restoring a backup), and is never replaced.

@@ -394,6 +394,33 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             ),
         );
     }
+    // Members of an earlier build run as root: not rolled for the hardening alone (their volume's driver may not
+    // give their files to the new user), which the spec asks for all the same. Said, with what moving them takes.
+    if spec.pod.security_context.run_as_user != 0 {
+        let mut root: Vec<&str> = observed
+            .pods
+            .iter()
+            .filter(|p| p.runs_as_root && p.state != PodState::Terminating)
+            .map(|p| p.name.as_str())
+            .collect();
+        root.sort();
+        if !root.is_empty() {
+            return (
+                true,
+                "RunsAsRoot",
+                format!(
+                    "{} run{} etcd as root, as pods of an earlier controller did: they are not restarted for that \
+                     alone, and move to the hardened pod (user {}) when next created (any change to spec.pod or \
+                     spec.etcd rolls them, one at a time). On a volume whose driver does not apply fsGroup \
+                     (hostPath, local-path, NFS) first give the files to that user, or set \
+                     spec.pod.securityContext.runAsUser to 0 to keep root",
+                    root.join(", "),
+                    if root.len() == 1 { "s" } else { "" },
+                    spec.pod.security_context.run_as_user
+                ),
+            );
+        }
+    }
     if unknown > 0 {
         return (
             false,

@@ -180,6 +180,28 @@ fn a_volume_its_user_cannot_use_is_told_apart_from_another_clusters_volume() {
 }
 
 #[test]
+fn members_of_an_earlier_build_running_as_root_are_named_with_what_moving_them_takes() {
+    let mut c = cluster("demo", 3);
+    let mut observed = steady();
+    for pod in observed.pods.iter_mut().take(2) {
+        pod.runs_as_root = true;
+    }
+    let drift = |spec: &proto::cluster::EtcdClusterSpec, observed: &Observed| {
+        let status = derive(spec, Some(1), observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+        status.conditions.iter().find(|c| c.type_ == "ConfigDrift").cloned().unwrap()
+    };
+    let said = drift(&c.spec, &observed);
+    assert_eq!((said.status.as_str(), said.reason.as_str()), ("True", "RunsAsRoot"), "{}", said.message);
+    assert!(
+        said.message.starts_with(&format!("{}, {} run etcd as root", observed.pods[0].name, observed.pods[1].name))
+    );
+    assert!(said.message.contains("fsGroup") && said.message.contains("runAsUser"), "{}", said.message);
+    // Root asked for: nothing to say.
+    c.spec.pod.security_context.run_as_user = 0;
+    assert_ne!(drift(&c.spec, &observed).reason, "RunsAsRoot");
+}
+
+#[test]
 fn formed_is_sticky_once_etcd_answered() {
     let c = cluster("demo", 3);
     let status = derive(&c.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
