@@ -320,6 +320,16 @@ async fn guard_refuses_a_volume_whose_data_its_user_cannot_write_with_its_own_co
     let why = stderr(&refused);
     assert!(why.contains(data.to_str().unwrap()) && why.contains("cannot be used by uid"), "{why}");
     assert!(why.contains("spec.pod.securityContext") && why.contains("chown"), "the way out is named: {why}");
+    // Whose volume it is comes first: another cluster's is refused as such (code 4), whatever its files' owner.
+    let guard_file = volume.path().join(proto::backup::GUARD_FILE);
+    let ours = std::fs::read(&guard_file).unwrap();
+    let mut other: proto::backup::VolumeGuard = serde_json::from_slice(&ours).unwrap();
+    other.cluster_uid = "uid-2".into();
+    std::fs::write(&guard_file, serde_json::to_vec(&other).unwrap()).unwrap();
+    let foreign = guard(true);
+    assert_eq!(foreign.status.code(), Some(i32::from(proto::backup::EXIT_WRONG_VOLUME)), "{}", stderr(&foreign));
+    assert!(stderr(&foreign).contains("uid-2"), "{}", stderr(&foreign));
+    std::fs::write(&guard_file, &ours).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert!(data.join("member/wal/0000000000000000-0000000000000000.wal").exists(), "nothing was removed");
 
