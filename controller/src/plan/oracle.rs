@@ -372,7 +372,13 @@ pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) 
             let pod = pod_of(observed, name);
             match action {
                 Action::RestartOnClaim { .. } => require!(pod.is_none(), "{name} has a pod"),
-                _ => require!(pod.is_some_and(|p| p.state == PodState::Dead), "{name}'s pod has not failed"),
+                // Dead, or stopped by its guard for files its user cannot use while the spec renders other settings.
+                _ => require!(
+                    pod.is_some_and(
+                        |p| p.state == PodState::Dead || super::volumes::unusable_with_older_settings(desired, p)
+                    ),
+                    "{name}'s pod has not failed"
+                ),
             }
         }
         Action::RecordMemberId { name, id } => {

@@ -1379,14 +1379,18 @@ fn a_member_whose_volume_its_user_cannot_use_keeps_its_data_counts_for_quorum_an
     // The spec moved on (spec.pod.securityContext set to the files' owner): its pod is created again.
     let mut changed = desired.clone();
     changed.settings = Some("s2-root".into());
-    assert_eq!(plan(&changed, &observed), Action::RollPod { name: member_name(C, 2), id: 102 });
-    // Not for another cluster's volume, nor for a pod on its way out.
+    let again = Action::DeleteFailedPod { name: member_name(C, 2), id: 102 };
+    assert_eq!(plan(&changed, &observed), again);
+    assert_eq!(super::oracle::evidence(&changed, &observed, &again), Ok(()));
+    // Not for another cluster's volume, nor for a pod on its way out, nor while the spec renders what it has.
     let mut foreign = observed.clone();
     foreign.pods[2].volume_refused = Some("volume refused: it belongs to cluster ns/other".into());
-    assert_ne!(plan(&changed, &foreign), Action::RollPod { name: member_name(C, 2), id: 102 });
+    assert_ne!(plan(&changed, &foreign), again);
+    assert!(super::oracle::evidence(&changed, &foreign, &again).is_err());
     let mut going = observed.clone();
     going.pods[2].state = PodState::Terminating;
-    assert_ne!(plan(&changed, &going), Action::RollPod { name: member_name(C, 2), id: 102 });
+    assert_ne!(plan(&changed, &going), again);
+    assert_ne!(plan(&desired, &observed), again);
 
     // Quorum lost with two of three members unable to use their files: their data is there, so the recovery waits.
     let (desired, mut lost) = lost_on_claims();

@@ -33,14 +33,10 @@ pub(super) fn restart(desired: &Desired, observed: &Observed) -> Option<Action> 
                 return Some(Action::DeleteFailedPod { name: pod.name.clone(), id });
             }
             // Its own volume, whose files its pod's user cannot use, and the spec now renders other settings (the
-            // user the files belong to, say): created again with them. Nothing is lost: etcd never ran in that pod.
-            Some(pod)
-                if pod.volume_refused.as_deref().is_some_and(crate::observe::data_intact)
-                    && pod.state != PodState::Terminating
-                    && desired.settings.is_some()
-                    && pod.settings != desired.settings =>
-            {
-                return Some(Action::RollPod { name: pod.name.clone(), id });
+            // user the files belong to, say): its pod failed for good, and is created again with them. Nothing is
+            // lost: etcd never ran in that pod.
+            Some(pod) if unusable_with_older_settings(desired, pod) => {
+                return Some(Action::DeleteFailedPod { name: pod.name.clone(), id });
             }
             Some(_) => {}
         }
@@ -215,4 +211,13 @@ pub(super) fn grow(desired: &Desired, observed: &Observed, members: &[Member]) -
         return waiting(format!("{} is to grow, and {} is not healthy", next.name, down.name));
     }
     Action::ExpandClaim { claim: next.name.clone(), size: crate::status::bytes_in_words(size) }
+}
+
+/// Whether `pod`'s guard found its own volume's files unusable by the pod's user, and the spec now renders other
+/// settings than the pod was made with (the user the files belong to, say): created again, it may start.
+pub(super) fn unusable_with_older_settings(desired: &Desired, pod: &crate::observe::MemberPod) -> bool {
+    pod.volume_refused.as_deref().is_some_and(crate::observe::data_intact)
+        && pod.state != PodState::Terminating
+        && desired.settings.is_some()
+        && pod.settings != desired.settings
 }
