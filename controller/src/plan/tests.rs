@@ -1391,6 +1391,21 @@ fn a_member_whose_volume_its_user_cannot_use_keeps_its_data_counts_for_quorum_an
     going.pods[2].state = PodState::Terminating;
     assert_ne!(plan(&changed, &going), again);
     assert_ne!(plan(&desired, &observed), again);
+    // The claim's evidence withheld, one piece at a time (as for any failed pod): nothing deleted.
+    type Withhold = fn(&mut Observed);
+    let variants: [(&str, Withhold); 6] = [
+        ("unrecorded", |o| o.claims[2].member_id = None),
+        ("foreign claim", |o| o.claims[2].ours = false),
+        ("retired", |o| o.claims[2].retired = true),
+        ("lost", |o| o.claims[2].phase = crate::observe::ClaimPhase::Lost),
+        ("going", |o| o.claims[2].deleting = true),
+        ("other id", |o| members_mut(o)[2].id = 555),
+    ];
+    for (what, withhold) in variants {
+        let mut withheld = observed.clone();
+        withhold(&mut withheld);
+        assert!(!matches!(plan(&changed, &withheld), Action::DeleteFailedPod { .. }), "{what}");
+    }
 
     // Quorum lost with two of three members unable to use their files: their data is there, so the recovery waits.
     let (desired, mut lost) = lost_on_claims();

@@ -372,14 +372,18 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             p.image.as_deref().and_then(|i| i.rsplit_once(':')).and_then(|(_, t)| crate::version::Version::parse(t));
         version.is_some_and(|v| v.minor >= 5)
     };
-    let mut probed: Vec<&str> = observed
-        .pods
-        .iter()
-        .filter(|p| p.exec_probe && p.state != PodState::Terminating)
-        .filter(runs_newer)
-        .map(|p| p.name.as_str())
-        .collect();
-    probed.sort();
+    // The names of the pods (not being deleted) that `which` picks, sorted.
+    let pods_where = |which: &dyn Fn(&crate::observe::MemberPod) -> bool| {
+        let mut names: Vec<&str> = observed
+            .pods
+            .iter()
+            .filter(|p| p.state != PodState::Terminating && which(p))
+            .map(|p| p.name.as_str())
+            .collect();
+        names.sort();
+        names
+    };
+    let probed = pods_where(&|p| p.exec_probe && runs_newer(&p));
     if !probed.is_empty() {
         return (
             true,
@@ -397,13 +401,7 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
     // Members of an earlier build run as root: not rolled for the hardening alone (their volume's driver may not
     // give their files to the new user), which the spec asks for all the same. Said, with what moving them takes.
     if spec.pod.security_context.run_as_user != 0 {
-        let mut root: Vec<&str> = observed
-            .pods
-            .iter()
-            .filter(|p| p.runs_as_root && p.state != PodState::Terminating)
-            .map(|p| p.name.as_str())
-            .collect();
-        root.sort();
+        let root = pods_where(&|p| p.runs_as_root);
         if !root.is_empty() {
             return (
                 true,
