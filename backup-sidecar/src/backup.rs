@@ -430,6 +430,7 @@ mod tests {
             endpoints: vec![format!("http://{}", listener.local_addr().unwrap())],
             ca: None,
             identity: None,
+            server_name: None,
             timeout: Duration::from_secs(300),
         };
         let dir = tempfile::tempdir().unwrap();

@@ -84,6 +84,10 @@ pub struct EtcdArgs {
     /// Client key (PEM).
     #[arg(long, env = "ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+    /// The name the members' certificates are checked against, when endpoints name members by address (as the
+    /// controller's backup requests do): a name every member's certificate covers.
+    #[arg(long, env = "ETCD_SERVER_NAME")]
+    pub etcd_server_name: Option<String>,
     /// Timeout for connecting and for single etcd requests; also how long the snapshot stream may stall.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub etcd_timeout: Duration,
@@ -208,6 +212,7 @@ impl BackupArgs {
             endpoints: self.etcd.etcd_endpoints.clone(),
             ca: self.etcd.etcd_ca.clone(),
             identity: self.etcd.etcd_cert.clone().zip(self.etcd.etcd_key.clone()),
+            server_name: self.etcd.etcd_server_name.clone(),
             timeout: self.etcd.etcd_timeout,
         };
         let storage = Storage::open(&self.storage.storage, &self.storage.s3.options())?;

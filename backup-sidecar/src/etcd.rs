@@ -14,6 +14,9 @@ pub struct EtcdConfig {
     pub ca: Option<PathBuf>,
     /// Client certificate and key, for clusters that require client authentication.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name the members' certificates are checked against, when it is not the endpoint's host (members
+    /// dialled at their pod addresses, which their certificates do not name).
+    pub server_name: Option<String>,
     /// Limit for establishing a connection and for single requests.
     pub timeout: Duration,
 }
@@ -65,6 +68,9 @@ impl EtcdConfig {
             }
             if let Some((cert, key)) = &self.identity {
                 tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            if let Some(name) = &self.server_name {
+                tls = tls.domain_name(name.clone());
             }
             options = options.with_tls(tls);
         }

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::backup::{self, SidecarClient};
 use crate::labels::{FIELD_MANAGER, peer_url};
 use crate::membership::{self, Membership, MembershipError};
-use crate::observe::{Endpoints, EtcdView, Observed, PodState, member_index};
+use crate::observe::{Endpoints, EtcdView, Observed, PodState, Reach, member_index};
 use crate::plan::{Action, RemoveReason};
 use crate::pod::{Join, SeedRestore, member_pod};
 use crate::recovery::Survivor;
@@ -105,6 +105,8 @@ pub(crate) struct Step<'a> {
     observed: &'a Observed,
     /// Where each running member is reached.
     addresses: &'a Endpoints,
+    /// How members are dialled.
+    dial: &'a crate::dial::Dial,
     /// The cluster's name and namespace.
     name: String,
     namespace: String,
@@ -121,9 +123,10 @@ pub async fn act(
     ctx: &crate::reconcile::Context,
     cluster: &EtcdCluster,
     observed: &Observed,
-    addresses: &Endpoints,
+    reach: &Reach,
     action: &Action,
 ) -> Result<(), ActError> {
+    let addresses = &reach.addresses;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let step = Step {
@@ -131,6 +134,7 @@ pub async fn act(
         cluster,
         observed,
         addresses,
+        dial: &reach.dial,
         pods: Api::namespaced(ctx.client.clone(), &namespace),
         name,
         namespace,
@@ -172,6 +176,8 @@ pub async fn act(
 struct RecoveryInput<'a> {
     /// Where the running members are reached.
     addresses: &'a Endpoints,
+    /// How they are dialled.
+    dial: &'a crate::dial::Dial,
     /// The new cluster's first member index.
     first_index: u32,
     /// The lost cluster's pods, recorded.

@@ -135,7 +135,11 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let mut args = vec![
         "serve".to_string(),
-        format!("--etcd-endpoints=http://{}.{namespace}.svc:2379", client_service_name(&name)),
+        format!(
+            "--etcd-endpoints={}://{}.{namespace}.svc:2379",
+            if cluster.spec.client_tls() { "https" } else { "http" },
+            client_service_name(&name)
+        ),
         format!("--storage={}", storage_url(cluster, policy)),
         format!("--listen=0.0.0.0:{PORT}"),
         format!("--cluster-name={name}"),
@@ -155,8 +159,21 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
     if let Some(s3) = &policy.storage.s3 {
         args.extend(s3_args(s3));
     }
+    if cluster.spec.client_tls() {
+        args.extend([
+            format!("--etcd-server-name={}", crate::certificates::client_server_name(cluster)),
+            format!("--etcd-ca={SERVER_CA_DIR}/ca.crt"),
+            format!("--etcd-cert={OPERATOR_TLS_DIR}/tls.crt"),
+            format!("--etcd-key={OPERATOR_TLS_DIR}/tls.key"),
+        ]);
+    }
     args
 }
+
+/// Where the sidecar finds its client certificate (the operator Secret) with client TLS.
+const OPERATOR_TLS_DIR: &str = "/etc/etcd/tls/operator";
+/// Where the sidecar finds the CA bundle of the members' serving certificates (only `ca.crt` of their Secret).
+const SERVER_CA_DIR: &str = "/etc/etcd/tls/server-ca";
 
 /// The sidecar's Deployment: one replica, replaced (never two at once, so two never write the same storage),
 /// running as a non-root user, with its storage volume or credentials wired in.
@@ -177,6 +194,42 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         }),
         ..Default::default()
     }];
+    // With client TLS: the client certificate, and of the members' serving Secret only its CA bundle (never
+    // their key). Whole directories, so that renewed files reach the sidecar, which reads them at each dial.
+    if let (Some(operator), Some(server)) =
+        (crate::certificates::operator_secret(cluster), crate::certificates::server_secret(cluster))
+    {
+        for (volume, dir, secret, items) in [
+            ("operator-tls", OPERATOR_TLS_DIR, operator, None),
+            (
+                "server-ca",
+                SERVER_CA_DIR,
+                server,
+                Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                    key: crate::tls::CA_KEY.into(),
+                    path: crate::tls::CA_KEY.into(),
+                    ..Default::default()
+                }]),
+            ),
+        ] {
+            mounts.push(VolumeMount {
+                name: volume.into(),
+                mount_path: dir.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            volumes.push(Volume {
+                name: volume.into(),
+                secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                    secret_name: Some(secret),
+                    default_mode: Some(0o440),
+                    items,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
     let mut env = Vec::new();
     if let Some(pvc) = &policy.storage.pvc {
         mounts.push(VolumeMount { name: "backups".into(), mount_path: PVC_MOUNT.into(), ..Default::default() });

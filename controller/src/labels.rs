@@ -38,12 +38,16 @@ pub fn member_host(member: &str, cluster: &str, namespace: &str) -> String {
     format!("{member}.{cluster}.{namespace}.svc")
 }
 
-/// The peer URL of a member.
-pub fn peer_url(member: &str, cluster: &str, namespace: &str) -> String {
-    format!("http://{}:2380", member_host(member, cluster, namespace))
+/// The peer URL of a member; https when its cluster has peer TLS.
+pub fn peer_url(member: &str, cluster: &str, namespace: &str, tls: bool) -> String {
+    format!("{}://{}:2380", scheme(tls), member_host(member, cluster, namespace))
 }
 
-/// The client URL of a member.
-pub fn client_url(member: &str, cluster: &str, namespace: &str) -> String {
-    format!("http://{}:2379", member_host(member, cluster, namespace))
+/// The client URL of a member; https when its cluster has client TLS.
+pub fn client_url(member: &str, cluster: &str, namespace: &str, tls: bool) -> String {
+    format!("{}://{}:2379", scheme(tls), member_host(member, cluster, namespace))
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }

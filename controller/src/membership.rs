@@ -1,9 +1,9 @@
 //! The etcd membership layer: the member list with each member's health, and the membership changes the planner
 //! asks for (add as learner, promote, remove).
 
-use std::time::Duration;
+use etcd_client::{Client, MemberAddOptions};
 
-use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use crate::dial::Dial;
 
 use crate::observe::Member;
 
@@ -77,7 +77,7 @@ pub struct Listed {
 pub struct Membership {
     client: Client,
     endpoints: Vec<String>,
-    timeout: Duration,
+    dial: Dial,
 }
 
 impl Membership {
@@ -85,10 +85,11 @@ impl Membership {
     /// membership requests, a voter's member list is the one the cluster agreed on, and a voter cut off from its
     /// peers (no leader) would refuse every change, forever if it always came first. Without such a voter, the
     /// first leaderless one (its member list still tells what etcd knows).
-    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, MembershipError> {
+    pub async fn connect(endpoints: &[String], dial: &Dial) -> Result<Self, MembershipError> {
+        let timeout = dial.timeout;
         // A membership change waits for a raft commit, possibly across a leader election: give it longer than a
         // health probe gets.
-        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout * 5);
+        let options = dial.options(timeout * 5);
         let mut last_error = None;
         let mut leaderless = None;
         for endpoint in endpoints {
@@ -99,11 +100,11 @@ impl Membership {
             };
             match tokio::time::timeout(timeout * 2, attempt).await {
                 Ok(Ok((client, false, true))) => {
-                    return Ok(Self { client, endpoints: vec![endpoint.clone()], timeout });
+                    return Ok(Self { client, endpoints: vec![endpoint.clone()], dial: dial.clone() });
                 }
                 Ok(Ok((client, false, false))) => {
                     if leaderless.is_none() {
-                        leaderless = Some(Self { client, endpoints: vec![endpoint.clone()], timeout });
+                        leaderless = Some(Self { client, endpoints: vec![endpoint.clone()], dial: dial.clone() });
                     }
                 }
                 Ok(Ok((_, true, _))) => {}
@@ -180,7 +181,7 @@ impl Membership {
         for entry in &listed {
             let name = name_of(entry);
             let status = match url_of(entry, &name) {
-                Some(url) => status_of(&url, self.timeout).await,
+                Some(url) => status_of(&url, &self.dial).await,
                 None => None,
             };
             if let Some(status) = &status {
@@ -247,12 +248,12 @@ impl Membership {
     }
 
     /// A connection to the one member at `endpoint` (a leader, for [`Membership::move_leader`]).
-    pub async fn connect_to(endpoint: &str, timeout: Duration) -> Result<Self, MembershipError> {
-        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout * 5);
+    pub async fn connect_to(endpoint: &str, dial: &Dial) -> Result<Self, MembershipError> {
+        let options = dial.options(dial.timeout * 5);
         let client = Client::connect([endpoint], Some(options))
             .await
             .map_err(|source| MembershipError::Unreachable { endpoints: endpoint.to_string(), source })?;
-        Ok(Self { client, endpoints: vec![endpoint.to_string()], timeout })
+        Ok(Self { client, endpoints: vec![endpoint.to_string()], dial: dial.clone() })
     }
 
     /// Removes member `id`; a member that is already gone (an earlier attempt that timed out went through) is
@@ -292,8 +293,9 @@ fn refused(op: &'static str, member: String, source: etcd_client::Error) -> Memb
 }
 
 /// The status the member at `client_url` reports on its own, or `None` when it does not answer in time.
-async fn status_of(client_url: &str, timeout: Duration) -> Option<etcd_client::StatusResponse> {
-    let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+async fn status_of(client_url: &str, dial: &Dial) -> Option<etcd_client::StatusResponse> {
+    let timeout = dial.timeout;
+    let options = dial.options(timeout);
     let attempt = async { Client::connect([client_url], Some(options)).await.ok()?.status().await.ok() };
     tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
 }
@@ -301,10 +303,10 @@ async fn status_of(client_url: &str, timeout: Duration) -> Option<etcd_client::S
 /// `endpoints` ordered by how much of the log each member has committed, most first; members that do not answer
 /// come last. After a quorum loss the survivors may differ: a backup from the first holds every write any of them
 /// acknowledged.
-pub async fn by_progress(endpoints: &[String], timeout: Duration) -> Vec<(String, Option<u64>)> {
+pub async fn by_progress(endpoints: &[String], dial: &Dial) -> Vec<(String, Option<u64>)> {
     let mut progress = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        progress.push((endpoint.clone(), status_of(endpoint, timeout).await.map(|s| s.raft_index())));
+        progress.push((endpoint.clone(), status_of(endpoint, dial).await.map(|s| s.raft_index())));
     }
     order_by_progress(progress)
 }
@@ -321,10 +323,10 @@ pub struct Progress {
 }
 
 /// Each of `endpoints` with its [`Progress`], `None` for one that did not answer.
-pub async fn survey(endpoints: &[String], timeout: Duration) -> Vec<(String, Option<Progress>)> {
+pub async fn survey(endpoints: &[String], dial: &Dial) -> Vec<(String, Option<Progress>)> {
     let mut answers = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        let status = status_of(endpoint, timeout).await;
+        let status = status_of(endpoint, dial).await;
         answers.push((
             endpoint.clone(),
             status.map(|s| Progress {

@@ -37,8 +37,21 @@ pub struct PhaseLabel {
     pub phase: String,
 }
 
+/// Labels of a certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabel {
+    /// The cluster's name.
+    pub cluster: String,
+    /// What it is for (`peer`, `server`, `operator`, `application`).
+    pub purpose: String,
+    /// Its Secret.
+    pub secret: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
+    certificate_expiry: Family<CertificateLabel, Gauge>,
+    certificates_issued: Family<ReasonLabel, Counter>,
     registry: Mutex<Registry>,
     reconciles: Counter,
     failures: Family<ReasonLabel, Counter>,
@@ -70,6 +83,18 @@ impl Metrics {
             ("binary_sha256".to_string(), build.binary_sha256.clone()),
         ]);
         registry.register("build", "The running build", info);
+        let certificate_expiry = Family::<CertificateLabel, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate of a cluster's TLS expires (Unix time); absent while it cannot be read",
+            certificate_expiry.clone(),
+        );
+        let certificates_issued = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "certificates_issued",
+            "Certificates and CAs the controller generated, by event reason",
+            certificates_issued.clone(),
+        );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let failures = Family::<ReasonLabel, Counter>::default();
@@ -110,6 +135,8 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(registry),
+            certificate_expiry,
+            certificates_issued,
             upgrade_steps,
             upgrade_duration,
             reconciles,
@@ -172,6 +199,21 @@ impl Metrics {
 
     /// Records a cluster's member counts and phase.
     pub fn observe_cluster(&self, cluster: &str, status: &EtcdClusterStatus) {
+        for certificate in &status.certificates {
+            let label = CertificateLabel {
+                cluster: cluster.into(),
+                purpose: certificate.purpose.clone(),
+                secret: certificate.secret.clone(),
+            };
+            match &certificate.not_after {
+                Some(at) => {
+                    self.certificate_expiry.get_or_create(&label).set(at.0.as_second());
+                }
+                None => {
+                    self.certificate_expiry.remove(&label);
+                }
+            }
+        }
         let label = ClusterLabel { cluster: cluster.into() };
         self.members.get_or_create(&label).set(i64::from(status.size));
         self.ready.get_or_create(&label).set(i64::from(status.ready_members));
@@ -183,6 +225,11 @@ impl Metrics {
                 .get_or_create(&PhaseLabel { cluster: cluster.into(), phase: phase.into() })
                 .set(i64::from(current));
         }
+    }
+
+    /// A certificate or CA was generated (`reason` is the event's).
+    pub fn certificate_issued(&self, reason: &str) {
+        self.certificates_issued.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -224,6 +224,9 @@ pub struct Observed {
     /// another class (`None`: not read, or it could not be): members are moved onto a class only once it is known
     /// to exist.
     pub wanted_class_exists: Option<bool>,
+    /// The certificates of the cluster's TLS as their Secrets hold them, each with its problem if it has one
+    /// (empty without `spec.tls`).
+    pub certificates: Vec<proto::cluster::CertificateStatus>,
 }
 
 /// A member's PersistentVolumeClaim.
@@ -383,10 +386,28 @@ pub enum ObserveError {
         #[source]
         source: kube::Error,
     },
+    /// The API server did not answer.
+    #[error("reading the TLS Secrets of {cluster}: {source}")]
+    Secrets {
+        /// The cluster.
+        cluster: String,
+        /// The underlying error.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Where the controller reaches each running member: pod name to client URL.
 pub type Endpoints = std::collections::BTreeMap<String, String>;
+
+/// How the controller reaches the running members: where, and how to dial them.
+#[derive(Clone, Debug)]
+pub struct Reach {
+    /// Each running member's client URL.
+    pub addresses: Endpoints,
+    /// The timeout and TLS of the dial.
+    pub dial: crate::dial::Dial,
+}
 
 /// Reads the cluster's member pods and etcd's member list (with each member's health) into an [`Observed`],
 /// with the addresses of the running members.
@@ -394,7 +415,7 @@ pub async fn observe(
     client: &kube::Client,
     cluster: &proto::cluster::EtcdCluster,
     etcd_timeout: std::time::Duration,
-) -> Result<(Observed, Endpoints), ObserveError> {
+) -> Result<(Observed, Reach), ObserveError> {
     use k8s_openapi::api::core::v1::{Node, Pod};
     use kube::ResourceExt;
     use kube::api::{Api, ListParams};
@@ -404,6 +425,10 @@ pub async fn observe(
 
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let tls = crate::certificates::observe(client, cluster, std::time::SystemTime::now())
+        .await
+        .map_err(|source| ObserveError::Secrets { cluster: name.clone(), source })?;
+    let dial = crate::dial::Dial { timeout: etcd_timeout, tls: tls.identity.clone().map(std::sync::Arc::new) };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let selector = format!("{CLUSTER_LABEL}={name},{MEMBER_LABEL}");
     let listed = pods
@@ -475,7 +500,7 @@ pub async fn observe(
         .items
         .iter()
         .filter(|pod| matches!(pod_state(pod), PodState::Running { .. }))
-        .filter_map(|pod| Some((pod.name_any(), format!("http://{}:2379", pod.status.as_ref()?.pod_ip.as_ref()?))))
+        .filter_map(|pod| Some((pod.name_any(), dial.member_url(pod.status.as_ref()?.pod_ip.as_ref()?))))
         .collect();
     let endpoints: Vec<String> = addresses.values().cloned().collect();
     let mut alarms = Vec::new();
@@ -483,8 +508,10 @@ pub async fn observe(
     let mut cluster_version = None;
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
+    } else if cluster.spec.client_tls() && dial.tls.is_none() {
+        EtcdView::Unreachable("the controller's client certificate cannot be used (see status.certificates)".into())
     } else {
-        match Membership::connect(&endpoints, etcd_timeout).await {
+        match Membership::connect(&endpoints, &dial).await {
             Ok(mut membership) => match membership.observe(pod_name, |_, name| addresses.get(name).cloned()).await {
                 Ok(members) => {
                     // Best effort: alarms only inform status. Reading them is a raft request, so only with a leader,
@@ -499,7 +526,7 @@ pub async fn observe(
                     // The cluster version, from the first healthy member that tells it.
                     for member in members.iter().filter(|m| m.healthy) {
                         if let Some(url) = addresses.get(&member.name)
-                            && let Some(version) = cluster_version_at(url, etcd_timeout).await
+                            && let Some(version) = cluster_version_at(url, &dial).await
                         {
                             cluster_version = Some(version);
                             break;
@@ -562,8 +589,9 @@ pub async fn observe(
             claims,
             current_version: status.current_version.as_deref().and_then(crate::version::Version::parse),
             wanted_class_exists,
+            certificates: tls.certificates,
         },
-        addresses,
+        Reach { addresses, dial },
     ))
 }
 
@@ -676,13 +704,13 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
 
 /// The cluster version the member at `client_url` reports on `/version` (`etcdcluster`; `not_decided` while a new
 /// cluster has not settled it yet, which is `None`).
-async fn cluster_version_at(client_url: &str, timeout: std::time::Duration) -> Option<crate::version::Version> {
+async fn cluster_version_at(client_url: &str, dial: &crate::dial::Dial) -> Option<crate::version::Version> {
     #[derive(serde::Deserialize)]
     struct Versions {
         etcdcluster: String,
     }
-    let http = reqwest::Client::builder().timeout(timeout).build().ok()?;
-    let versions: Versions = http.get(format!("{client_url}/version")).send().await.ok()?.json().await.ok()?;
+    let (http, url) = dial.http(client_url)?;
+    let versions: Versions = http.get(format!("{url}/version")).send().await.ok()?.json().await.ok()?;
     crate::version::Version::parse(&versions.etcdcluster)
 }
 

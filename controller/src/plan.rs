@@ -223,6 +223,10 @@ pub enum WaitReason {
         /// Why expanding it failed, when a condition of the claim says so.
         error: Option<String>,
     },
+    /// A certificate of `spec.tls` cannot be used (missing, not covering a member's name, expired, a key that is
+    /// not its own...): nothing is created, rolled or removed until it is fixed, and running members keep running
+    /// on the files they have.
+    CertificatesInvalid(Vec<String>),
     /// Quorum is lost, and a majority of the voting members have their data on usable claims: they are created
     /// again on them (or are starting); no loss is timed, and no restore is started, which would give up what they
     /// hold.
@@ -462,6 +466,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     if desired.paused {
         return Action::Wait(WaitReason::Paused);
     }
+    if let Some(step) = certificates(observed) {
+        return step;
+    }
     if let Some(first_index) = observed.recovering {
         return recovery::recover(desired, observed, first_index);
     }
@@ -484,6 +491,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
         return step;
     }
     rollout::step(desired, observed, members)
+}
+
+/// The TLS rung: while any certificate the cluster uses has a problem, no step at all. A pod created or rolled
+/// onto it could not talk to its peers, and a member removed could not be replaced; the running members keep the
+/// files they have (etcd reads them again only on new connections).
+fn certificates(observed: &Observed) -> Option<Action> {
+    let problems: Vec<String> = observed.certificates.iter().filter_map(|c| c.problem.clone()).collect();
+    (!problems.is_empty()).then_some(Action::Wait(WaitReason::CertificatesInvalid(problems)))
 }
 
 /// Whether restarting member `id` leaves a majority of all voting members healthy (the member keeps its vote

@@ -65,6 +65,48 @@ pub fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// Where a member's peer certificate Secret is mounted.
+pub const PEER_TLS_DIR: &str = "/etc/etcd/tls/peer";
+/// Where a member's serving certificate Secret is mounted.
+pub const SERVER_TLS_DIR: &str = "/etc/etcd/tls/server";
+
+/// The etcd flags of a cluster's TLS: certificates from the mounted Secrets, client certificates required on each
+/// side that speaks TLS, and with client TLS a plain listener for metrics and health (probes have no certificate).
+pub fn tls_flags(peer: bool, client: bool) -> Vec<String> {
+    let mut flags = Vec::new();
+    if peer {
+        flags.extend([
+            format!("--peer-cert-file={PEER_TLS_DIR}/tls.crt"),
+            format!("--peer-key-file={PEER_TLS_DIR}/tls.key"),
+            format!("--peer-trusted-ca-file={PEER_TLS_DIR}/ca.crt"),
+            "--peer-client-cert-auth".to_string(),
+        ]);
+    }
+    if client {
+        flags.extend([
+            format!("--cert-file={SERVER_TLS_DIR}/tls.crt"),
+            format!("--key-file={SERVER_TLS_DIR}/tls.key"),
+            format!("--trusted-ca-file={SERVER_TLS_DIR}/ca.crt"),
+            "--client-cert-auth".to_string(),
+            format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT),
+        ]);
+    }
+    flags
+}
+
+/// A volume of Secret `secret`, its files readable by the pod's group only (`fsGroup`).
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A seed restored from a backup before etcd starts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeedRestore {
@@ -207,21 +249,27 @@ pub fn member_pod(
     labels.extend(cluster_labels(&name));
     labels.insert(MEMBER_LABEL.to_string(), member.to_string());
 
-    let initial =
-        initial_cluster.iter().map(|m| format!("{m}={}", peer_url(m, &name, &namespace))).collect::<Vec<_>>().join(",");
+    let (peer_tls, client_tls) = (spec.peer_tls(), spec.client_tls());
+    let initial = initial_cluster
+        .iter()
+        .map(|m| format!("{m}={}", peer_url(m, &name, &namespace, peer_tls)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
     let mut command = vec![
         "etcd".to_string(),
         format!("--name={member}"),
         format!("--data-dir={DATA_DIR}"),
-        "--listen-client-urls=http://0.0.0.0:2379".to_string(),
-        format!("--advertise-client-urls={}", client_url(member, &name, &namespace)),
-        "--listen-peer-urls=http://0.0.0.0:2380".to_string(),
-        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace)),
+        format!("--listen-client-urls={}://0.0.0.0:2379", scheme(client_tls)),
+        format!("--advertise-client-urls={}", client_url(member, &name, &namespace, client_tls)),
+        format!("--listen-peer-urls={}://0.0.0.0:2380", scheme(peer_tls)),
+        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace, peer_tls)),
         format!("--initial-cluster={initial}"),
         format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
         "--auto-compaction-mode=periodic".to_string(),
         format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
     ];
+    command.extend(tls_flags(peer_tls, client_tls));
     command.extend(crate::version::version_flags(release.version));
     match join {
         Join::New { token, .. } => {
@@ -245,6 +293,22 @@ pub fn member_pod(
         },
     };
     let mut volumes = vec![data];
+    let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: VOLUME_DIR.into(), ..Default::default() }];
+    // Whole Secret directories (never subPath, which the kubelet does not update): a renewed certificate reaches
+    // etcd, which reads the files again on each new handshake, without a restart.
+    for (volume_name, dir, secret) in [
+        ("peer-tls", PEER_TLS_DIR, crate::certificates::peer_secret(cluster)),
+        ("server-tls", SERVER_TLS_DIR, crate::certificates::server_secret(cluster)),
+    ] {
+        let Some(secret) = secret else { continue };
+        volumes.push(secret_volume(volume_name, &secret));
+        mounts.push(VolumeMount {
+            name: volume_name.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let mut init_containers = Vec::new();
     if let DataVolume::Claim { sidecar_image, member_id, expect_data } = volume {
         init_containers.push(guard_container(cluster, member, sidecar_image, *member_id, *expect_data));
@@ -262,24 +326,27 @@ pub fn member_pod(
         image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
-        ports: Some(vec![
-            ContainerPort { name: Some("client".into()), container_port: 2379, ..Default::default() },
-            ContainerPort { name: Some("peer".into()), container_port: 2380, ..Default::default() },
-        ]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: VOLUME_DIR.into(),
-            ..Default::default()
-        }]),
+        ports: Some(
+            [("client", 2379), ("peer", 2380)]
+                .into_iter()
+                .chain(client_tls.then_some(("metrics", crate::version::METRICS_PORT)))
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        volume_mounts: Some(mounts),
         resources: Some(policy.resources.clone().unwrap_or_else(default_resources)),
         // Ready when this member serves: `/health` needs quorum, which is right for taking traffic. A NOSPACE
         // alarm does not count (from etcd 3.5; older versions ignore the parameter): a cluster out of space serves
         // reads still, and the compaction and deletes that free space must reach it through the client Service.
-        readiness_probe: Some(match crate::version::readiness(release.version) {
-            crate::version::Readiness::Http(path) => Probe {
+        readiness_probe: Some(match crate::version::readiness(release.version, client_tls.then_some(SERVER_TLS_DIR)) {
+            crate::version::Readiness::Http(path, port) => Probe {
                 http_get: Some(HTTPGetAction {
                     path: Some(path.into()),
-                    port: IntOrString::Int(2379),
+                    port: IntOrString::Int(port),
                     ..Default::default()
                 }),
                 period_seconds: Some(5),
@@ -581,9 +648,9 @@ fn restore_containers(
         "restore".into(),
         snapshot,
         format!("--name={member}"),
-        format!("--initial-cluster={member}={}", peer_url(member, &name, &namespace)),
+        format!("--initial-cluster={member}={}", peer_url(member, &name, &namespace, cluster.spec.peer_tls())),
         format!("--initial-cluster-token={token}"),
-        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace)),
+        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace, cluster.spec.peer_tls())),
         format!("--data-dir={DATA_DIR}"),
     ];
     if release.version.restores_with_bump() {
@@ -1043,11 +1110,13 @@ mod tests {
             Join::New { token: "t".into(), restore: Some(from(BackupStorage { pvc: Some(pvc), s3: None })) },
         ];
         let claim = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(7), expect_data: true };
+        let mut with_tls = c.clone();
+        with_tls.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {}, "client": {} })).unwrap());
         for version in ["3.4.23", "3.5.35", "3.6.6"] {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            for join in &joins {
+            for (join, c) in joins.iter().flat_map(|j| [(j, &c), (j, &with_tls)]) {
                 for volume in [&DataVolume::EmptyDir, &claim] {
-                    let pod = member_pod(&c, "demo-0000", &["demo-0000".into()], join, &release, volume);
+                    let pod = member_pod(c, "demo-0000", &["demo-0000".into()], join, &release, volume);
                     let spec = pod.spec.unwrap();
                     let refused = crate::security::restricted_violations(&spec);
                     assert!(refused.is_empty(), "{version} {join:?} {volume:?}: {refused:?}");
@@ -1120,6 +1189,73 @@ mod tests {
             }
             assert_eq!(crate::version::refused_flag(&rendered, later), None, "{version}");
         }
+    }
+
+    #[test]
+    fn a_tls_member_speaks_https_with_its_secrets_mounted_whole_and_probes_a_plain_listener() {
+        let mut c = cluster("demo", 3);
+        c.spec.tls = Some(
+            serde_json::from_value(
+                serde_json::json!({ "peer": {}, "client": { "secretName": "mine", "operatorSecretName": "op" } }),
+            )
+            .unwrap(),
+        );
+        let plain_hash = settings_hash(&cluster("demo", 3));
+        let pod = pod_of(&c, "demo-0001", &["demo-0000".into(), "demo-0001".into()], &Join::Existing);
+        let args = command(&pod);
+        for flag in [
+            "--listen-client-urls=https://0.0.0.0:2379",
+            "--advertise-client-urls=https://demo-0001.demo.ns.svc:2379",
+            "--listen-peer-urls=https://0.0.0.0:2380",
+            "--initial-advertise-peer-urls=https://demo-0001.demo.ns.svc:2380",
+            "--initial-cluster=demo-0000=https://demo-0000.demo.ns.svc:2380,demo-0001=https://demo-0001.demo.ns.svc:2380",
+            "--peer-cert-file=/etc/etcd/tls/peer/tls.crt",
+            "--peer-trusted-ca-file=/etc/etcd/tls/peer/ca.crt",
+            "--peer-client-cert-auth",
+            "--cert-file=/etc/etcd/tls/server/tls.crt",
+            "--trusted-ca-file=/etc/etcd/tls/server/ca.crt",
+            "--client-cert-auth",
+            "--listen-metrics-urls=http://0.0.0.0:2381",
+        ] {
+            assert!(args.contains(&flag.to_string()), "{flag} missing from {args:?}");
+        }
+        for arg in args.iter().skip(1) {
+            let name = arg.split('=').next().unwrap();
+            assert!(crate::version::known_flag(name), "{name} is in the flag table");
+        }
+        let spec = pod.spec.clone().unwrap();
+        let secret_of = |volume: &str| {
+            spec.volumes.iter().flatten().find(|v| v.name == volume).and_then(|v| v.secret.clone()).unwrap()
+        };
+        assert_eq!(secret_of("peer-tls").secret_name.as_deref(), Some("demo-tls-peer"), "generated");
+        assert_eq!(secret_of("server-tls").secret_name.as_deref(), Some("mine"), "the user's");
+        assert!(secret_of("server-tls").items.is_none(), "whole Secrets, so renewed files reach etcd");
+        let etcd = &spec.containers[0];
+        let mounts = etcd.volume_mounts.clone().unwrap();
+        assert!(mounts.iter().all(|m| m.sub_path.is_none()), "no subPath: the kubelet never updates those");
+        assert!(mounts.iter().any(|m| m.mount_path == "/etc/etcd/tls/peer" && m.read_only == Some(true)));
+        let probe = etcd.readiness_probe.clone().unwrap().http_get.unwrap();
+        assert_eq!(probe.port, IntOrString::Int(2381), "the kubelet has no client certificate");
+        assert!(
+            !spec
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("op"))),
+            "the controller's own certificate is not given to members"
+        );
+        assert_ne!(settings_hash(&c), plain_hash, "TLS is a setting");
+
+        // 3.4 probes with etcdctl (a v3 read), over TLS with the member's own certificate.
+        let release = Release::of("quay.io/coreos/etcd", Version { minor: 4, patch: 23 });
+        let pod = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir);
+        let exec = pod.spec.unwrap().containers[0].readiness_probe.clone().unwrap().exec.unwrap().command.unwrap();
+        assert!(exec.contains(&"--endpoints=https://127.0.0.1:2379".to_string()), "{exec:?}");
+        assert!(exec.contains(&"--cert=/etc/etcd/tls/server/tls.crt".to_string()), "{exec:?}");
+
+        // Plain clusters render exactly as before: no new flag, so a controller upgrade rolls nothing.
+        let plain = command(&pod_of(&cluster("demo", 3), "demo-0001", &["demo-0001".into()], &Join::Existing));
+        assert!(!plain.iter().any(|a| a.contains("https") || a.contains("cert") || a.contains("metrics")), "{plain:?}");
     }
 
     #[test]

@@ -109,8 +109,36 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     let name = cluster.name_any();
     let timer = ctx.metrics.reconcile_started();
     ensure_children(&ctx.client, &cluster).await?;
+    // Certificates before anything reads them: made when missing, renewed when due. A failure is reported and
+    // does not stop the reconcile: status says which certificate cannot be used, and the planner waits for it.
+    match crate::certificates::ensure(&ctx.client, &cluster).await {
+        Ok(done) => {
+            for issued in done {
+                let (reason, note) = match issued {
+                    crate::certificates::Issuance::NewCa(secret) => {
+                        ("CertificateAuthorityCreated", format!("created the cluster's CA in Secret {secret}"))
+                    }
+                    crate::certificates::Issuance::Issued { secret, why } => {
+                        ("CertificateIssued", format!("issued a certificate into Secret {secret}: {why}"))
+                    }
+                };
+                ctx.metrics.certificate_issued(reason);
+                publish(&ctx.recorder, &cluster, crate::act::event(reason, note)).await;
+            }
+        }
+        Err(error) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "CertificateIssueFailed".into(),
+                note: Some(error.to_string()),
+                action: "IssueCertificates".into(),
+                secondary: None,
+            };
+            publish(&ctx.recorder, &cluster, event).await;
+        }
+    }
 
-    let (observed, addresses) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
+    let (observed, reach) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
     let desired = Desired { settings: Some(crate::pod::settings_hash(&cluster)), ..Desired::from_spec(&cluster.spec) };
     let action = plan(&desired, &observed);
     tracing::info!(?action, "planned");
@@ -126,7 +154,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
             tracing::info!(?wait, "refused before: waiting out the pause");
             Ok(())
         }
-        None => act(&ctx, &cluster, &observed, &addresses, &action).await,
+        None => act(&ctx, &cluster, &observed, &reach, &action).await,
     };
     if acted.is_ok()
         && waiting.is_none()

@@ -165,6 +165,27 @@ pub fn derive(
     set("ConfigDrift", truth(drift), drift_reason, drift_message);
     let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
     set("UpgradeBlocked", truth(blocked), &blocked_reason, blocked_message);
+    if spec.tls.is_some() {
+        let problems: Vec<String> = observed.certificates.iter().filter_map(|c| c.problem.clone()).collect();
+        if problems.is_empty() {
+            let soonest = observed.certificates.iter().filter_map(|c| c.not_after.as_ref()).min_by_key(|t| t.0);
+            let message = match soonest {
+                Some(at) => format!(
+                    "every certificate of spec.tls can be used; the first to expire ends at {} (generated ones are \
+                     renewed when a third of their life is left)",
+                    at.0
+                ),
+                None => "every certificate of spec.tls can be used".into(),
+            };
+            set("CertificatesReady", "True", "CertificatesValid", message);
+        } else {
+            let message = format!(
+                "{}. Nothing is created, rolled or removed until this is fixed; running members keep running",
+                problems.join("; ")
+            );
+            set("CertificatesReady", "False", "CertificateInvalid", message);
+        }
+    }
     if spec.backup.is_some() {
         let (ready, reason, message) = backup
             .map_or_else(|| (false, "SidecarStarting", "the backup sidecar is being set up".to_string()), condition);
@@ -204,6 +225,7 @@ pub fn derive(
             &now,
         ),
         claims: claims(observed),
+        certificates: observed.certificates.clone(),
         conditions,
     }
 }

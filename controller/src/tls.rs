@@ -2,8 +2,7 @@
 //! (generated with `rcgen`), and the checks a certificate must pass before any member is rolled onto it (the chain
 //! and the validity period by `rustls-webpki`, the key against the certificate by `rustls`). Pure: no Secret is
 //! read or written here.
-//!
-//! Not wired into member pods yet (issue 19): the next step renders the Secrets and the etcd flags from these.
+//! [`crate::certificates`] reads and writes the Secrets with these.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -130,6 +129,18 @@ pub fn new_ca(namespace: &str, cluster: &str, now: SystemTime, validity: Duratio
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), not_after: now + validity })
+}
+
+/// The CA a Secret holds (its certificate and key, PEM), with the end of its validity; `None` when either does not
+/// parse or the key is not the certificate's.
+pub fn ca_from_pem(cert_pem: &str, key_pem: &str) -> Option<Issued> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let not_after =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(parsed.validity().not_after.timestamp()).ok()?);
+    let key = rcgen::KeyPair::from_pem(key_pem).ok()?;
+    rcgen::Issuer::from_ca_cert_pem(cert_pem, key).ok()?;
+    Some(Issued { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), not_after })
 }
 
 /// A certificate for `common_name` and `names` (DNS names or IP addresses), signed by `ca`, valid from (a little

@@ -246,6 +246,17 @@ const FLAGS: &[Flag] = &[
     flag("--quota-backend-bytes", 4, None),
     flag("--auto-compaction-mode", 4, None),
     flag("--auto-compaction-retention", 4, None),
+    // TLS (spec.tls), the same at every minor; the metrics listener serves the probes when the client port
+    // asks for client certificates.
+    flag("--peer-cert-file", 4, None),
+    flag("--peer-key-file", 4, None),
+    flag("--peer-trusted-ca-file", 4, None),
+    flag("--peer-client-cert-auth", 4, None),
+    flag("--cert-file", 4, None),
+    flag("--key-file", 4, None),
+    flag("--trusted-ca-file", 4, None),
+    flag("--client-cert-auth", 4, None),
+    flag("--listen-metrics-urls", 4, None),
     // 3.4 logs through capnslog by default (deprecated, unstructured); zap is the default from 3.5, and the only
     // logger.
     fixed("--logger", 4, 4..=4, "zap"),
@@ -277,10 +288,11 @@ pub fn version_flags(version: Version) -> Vec<String> {
 /// log: a member carries its log across upgrades, and etcd 3.6 refuses to start on v2 requests in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
-    /// `GET` this path on the client port. From 3.5, `/health` is a v3 linearizable read (no log entry), and
-    /// `exclude=NOSPACE` keeps a member out of space in the client Service, so that the compaction and deletes that
-    /// free space reach it.
-    Http(&'static str),
+    /// `GET` this path on this port: the client port, or with client TLS (which asks every client for a
+    /// certificate, and a kubelet has none) the plain metrics listener. From 3.5, `/health` is a v3 linearizable
+    /// read (no log entry), and `exclude=NOSPACE` keeps a member out of space in the client Service, so that the
+    /// compaction and deletes that free space reach it.
+    Http(&'static str, i32),
     /// Run this command in the container. 3.4's `/health` is a v2 quorum read (`QGET`), one raft log entry per
     /// probe, which etcd 3.6 refuses to replay ("detected disallowed v2 WAL"): a 3.4 member probed that way could
     /// not be upgraded 3.5 -> 3.6 until a snapshot (100,000 entries by default) pushed those entries out. `etcdctl
@@ -288,13 +300,31 @@ pub enum Readiness {
     Exec(Vec<String>),
 }
 
-/// The readiness check of a member created at `version`.
-pub fn readiness(version: Version) -> Readiness {
-    if version.minor == 4 {
-        let command = ["etcdctl", "--endpoints=http://127.0.0.1:2379", "--command-timeout=2s", "endpoint", "health"];
-        Readiness::Exec(command.map(String::from).into())
-    } else {
-        Readiness::Http("/health?exclude=NOSPACE")
+/// The port of the plain metrics and health listener a member with client TLS gets.
+pub const METRICS_PORT: i32 = 2381;
+
+/// The readiness check of a member created at `version`; `client_tls` is the directory of its serving certificate
+/// (`tls.crt`, `tls.key`, `ca.crt`) when its client port speaks TLS.
+pub fn readiness(version: Version, client_tls: Option<&str>) -> Readiness {
+    match (version.minor, client_tls) {
+        (4, None) => {
+            let command =
+                ["etcdctl", "--endpoints=http://127.0.0.1:2379", "--command-timeout=2s", "endpoint", "health"];
+            Readiness::Exec(command.map(String::from).into())
+        }
+        // The member's own certificate is good for client authentication too.
+        (4, Some(dir)) => Readiness::Exec(vec![
+            "etcdctl".into(),
+            "--endpoints=https://127.0.0.1:2379".into(),
+            format!("--cacert={dir}/ca.crt"),
+            format!("--cert={dir}/tls.crt"),
+            format!("--key={dir}/tls.key"),
+            "--command-timeout=2s".into(),
+            "endpoint".into(),
+            "health".into(),
+        ]),
+        (_, None) => Readiness::Http("/health?exclude=NOSPACE", 2379),
+        (_, Some(_)) => Readiness::Http("/health?exclude=NOSPACE", METRICS_PORT),
     }
 }
 

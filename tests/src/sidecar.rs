@@ -124,7 +124,8 @@ impl Sidecar {
         config: BackupConfig,
         token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let etcd = EtcdConfig { endpoints, ca: None, identity: None, timeout: Duration::from_secs(5) };
+        let etcd =
+            EtcdConfig { endpoints, ca: None, identity: None, server_name: None, timeout: Duration::from_secs(5) };
         let engine = Engine::new(etcd, storage.open()?, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

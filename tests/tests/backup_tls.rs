@@ -139,6 +139,7 @@ impl TlsEtcd {
             endpoints: vec![self.client_url.clone()],
             ca: Some(pki.join("ca.crt")),
             identity: with_certificate.then(|| (pki.join("client.crt"), pki.join("client.key"))),
+            server_name: None,
             timeout: Duration::from_secs(3),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use controller::dial::Dial;
 use controller::membership::{Listed, Membership, MembershipError};
 use controller::observe::{EtcdView, Member, MemberPod, Observed, PodState};
 use controller::plan::{Action, Desired, Recovery, WantedEtcd, plan};
@@ -28,7 +29,7 @@ fn desired(size: u32) -> Desired {
 }
 
 async fn connect(cluster: &LocalCluster) -> Membership {
-    Membership::connect(&cluster.endpoints(), TIMEOUT).await.unwrap()
+    Membership::connect(&cluster.endpoints(), &Dial::plain(TIMEOUT)).await.unwrap()
 }
 
 /// Names members by their peer URL, as pod names come from peer URLs in Kubernetes.
@@ -142,7 +143,7 @@ async fn survivors_are_ordered_by_what_they_committed_and_a_silent_one_comes_las
     cluster.kill("m1");
     // A dead endpoint listed first still comes last; the live ones report the index their writes reached.
     let listed = vec![all[1].clone(), all[0].clone(), all[2].clone()];
-    let ordered = controller::membership::by_progress(&listed, TIMEOUT).await;
+    let ordered = controller::membership::by_progress(&listed, &Dial::plain(TIMEOUT)).await;
     assert_eq!(ordered.last().unwrap(), &(all[1].clone(), None), "{ordered:?}");
     for (endpoint, index) in &ordered[..2] {
         assert!(index.is_some_and(|i| i >= 20), "{endpoint} committed the 20 writes: {ordered:?}");
@@ -179,6 +180,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     let action = plan(&desired(3), &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -222,6 +224,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     let Action::RemoveMember { id, .. } = plan(&desired(2), &observed) else { panic!("no removal") };
     assert_ne!(id, leader, "the leader goes last");
@@ -271,6 +274,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     assert_eq!(
         plan(&desired(4), &observed),
@@ -349,8 +353,8 @@ async fn membership_changes_go_through_a_voter_that_knows_a_leader() {
     serving.wait_serving().await.unwrap();
     let with_leader = serving.endpoints()[0].clone();
 
-    let chosen = Membership::connect(&[leaderless.clone(), with_leader.clone()], TIMEOUT).await.unwrap();
+    let chosen = Membership::connect(&[leaderless.clone(), with_leader.clone()], &Dial::plain(TIMEOUT)).await.unwrap();
     assert_eq!(chosen.endpoints(), [with_leader], "the voter that knows a leader");
-    let fallback = Membership::connect(std::slice::from_ref(&leaderless), TIMEOUT).await.unwrap();
+    let fallback = Membership::connect(std::slice::from_ref(&leaderless), &Dial::plain(TIMEOUT)).await.unwrap();
     assert_eq!(fallback.endpoints(), [leaderless], "alone, the leaderless voter still answers");
 }

@@ -8,14 +8,13 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
     let Step { cluster, name, namespace, pods, .. } = step;
     let client = &step.ctx.client;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
     let sidecar_image = step.ctx.sidecar_image.as_str();
     // The token and the next index are recorded before the pod exists, so a crash in between never
     // reuses a name.
     let token = format!("{name}-{}", cluster.uid().unwrap_or_default().get(..8).unwrap_or("local"));
     let token = format!("{token}-{}", member_index(name, member).unwrap_or_default());
     // A restored seed's backup is chosen (and `latest` resolved) once, here, and recorded with the token.
-    let seed = super::recovery::seed_source(client, cluster, sidecar_image, etcd_timeout).await?;
+    let seed = super::recovery::seed_source(client, cluster, sidecar_image, step.ctx.etcd_timeout).await?;
     let restored = seed.as_ref().map(|(_, from)| from);
     let restore = seed.as_ref().map(|(restore, _)| restore.clone());
     let join = Join::New { token: token.clone(), restore };
@@ -47,7 +46,6 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     let Step { cluster, name, namespace, pods, members, endpoints, .. } = step;
     let client = &step.ctx.client;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
     // Admission is asked before etcd takes the member: a pod the API server refuses adds no learner
     // that could never start (and burns no name).
     let mut initial = members.clone();
@@ -55,8 +53,8 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     let volume = super::volumes::data_volume(step, member).await?;
     let pod = member_pod(cluster, member, &initial, &Join::Existing, release, &volume);
     try_create(pods, &pod).await?;
-    let mut membership = Membership::connect(endpoints, etcd_timeout).await?;
-    let id = match membership.add_learner(&peer_url(member, name, namespace)).await {
+    let mut membership = Membership::connect(endpoints, step.dial).await?;
+    let id = match membership.add_learner(&peer_url(member, name, namespace, cluster.spec.peer_tls())).await {
         Ok(id) => id,
         Err(error) => return not_yet(error),
     };
@@ -100,8 +98,7 @@ pub(super) async fn promote(step: &Step<'_>, action: &Action) -> Result<(), ActE
     let Action::Promote { id, name: member } = action else { return Ok(()) };
     let Step { cluster, namespace, endpoints, .. } = step;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
-    if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.promote(*id).await {
+    if let Err(error) = Membership::connect(endpoints, step.dial).await?.promote(*id).await {
         return not_yet(error);
     }
     let note = format!("promoted {member} to a voting member");
@@ -113,7 +110,6 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     let Action::RemoveMember { id, name: member, reason } = action else { return Ok(()) };
     let Step { cluster, observed, namespace, pods, endpoints, .. } = step;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
     // Its claim is retired before etcd forgets the member: a pod created again while nothing answers never mounts
     // a removed member's data. A removal etcd refused before proposing it (its strict reconfiguration check: the
     // member is certainly still in its list) gives the claim back; one that fails otherwise (a timeout may have
@@ -122,7 +118,7 @@ pub(super) async fn remove_member(step: &Step<'_>, action: &Action) -> Result<()
     let retired = format!("member {member} ({id:x}) was removed from etcd");
     let was_retired = observed.claim_of(member).is_none_or(|c| c.retired);
     super::volumes::retire(step, member, &retired, false).await?;
-    if let Err(error) = Membership::connect(endpoints, etcd_timeout).await?.remove(*id).await {
+    if let Err(error) = Membership::connect(endpoints, step.dial).await?.remove(*id).await {
         if !was_retired && error.refused_before_proposing() {
             super::volumes::unretire(step, member).await?;
         }

@@ -18,7 +18,7 @@ pub(super) async fn start_recovery(step: &Step<'_>, action: &Action) -> Result<(
         .filter(|p| matches!(p.state, PodState::Running { .. } | PodState::CrashLooping))
         .map(|p| p.name.clone())
         .collect();
-    let recovery = RecoveryInput { addresses, first_index: *first_index, lost, holding };
+    let recovery = RecoveryInput { addresses, dial: step.dial, first_index: *first_index, lost, holding };
     if let Some(fresh) = choose_backup(client, recorder, cluster, recovery, etcd_timeout).await? {
         ctx.metrics.recovery_started(if fresh { "fresh" } else { "newest" });
     }
@@ -237,7 +237,7 @@ async fn choose_backup(
     input: RecoveryInput<'_>,
     timeout: Duration,
 ) -> Result<Option<bool>, ActError> {
-    let RecoveryInput { addresses, first_index, lost: lost_pods, holding } = input;
+    let RecoveryInput { addresses, dial, first_index, lost: lost_pods, holding } = input;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     // The object this step was planned from may predate a recovery already recorded: never choose twice.
@@ -257,7 +257,7 @@ async fn choose_backup(
     // The survivors may have committed different amounts: the backup comes from the voter that committed the
     // most, and from no other (falling back to a less advanced one would delete the pod that holds more).
     let endpoints: Vec<String> = addresses.values().cloned().collect();
-    let survivors: Vec<Survivor> = membership::survey(&endpoints, timeout)
+    let survivors: Vec<Survivor> = membership::survey(&endpoints, dial)
         .await
         .into_iter()
         .map(|(endpoint, progress)| {

@@ -7,7 +7,6 @@ pub(super) async fn start_upgrade(step: &Step<'_>, action: &Action) -> Result<()
     let Step { ctx, cluster, name, namespace, endpoints, .. } = step;
     let client = &step.ctx.client;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
     // The object the plan saw may predate a record written a moment ago: read it back first, so that a
     // record for this very target is never made twice (with a second backup), and one for another target
     // (a rollback) keeps its start, by which the members it changed are known.
@@ -20,7 +19,7 @@ pub(super) async fn start_upgrade(step: &Step<'_>, action: &Action) -> Result<()
     let backup = if cluster.spec.backup.is_some() {
         let target = release.version.to_string();
         let versions = (from.as_str(), target.as_str());
-        Some(pre_upgrade_backup(client, cluster, endpoints, versions, etcd_timeout).await?)
+        Some(pre_upgrade_backup(client, cluster, endpoints, versions, step.ctx.etcd_timeout).await?)
     } else {
         None
     };
@@ -95,7 +94,6 @@ pub(super) async fn move_leader(step: &Step<'_>, action: &Action) -> Result<(), 
     let Action::MoveLeader { from, to, name: new_leader } = action else { return Ok(()) };
     let Step { ctx, cluster, observed, addresses, .. } = step;
     let recorder = &step.ctx.recorder;
-    let etcd_timeout = step.ctx.etcd_timeout;
     let leader = match &observed.etcd {
         EtcdView::Members(members) => members.iter().find(|m| m.id == *from).map(|m| m.name.clone()),
         EtcdView::Unreachable(_) => None,
@@ -103,7 +101,7 @@ pub(super) async fn move_leader(step: &Step<'_>, action: &Action) -> Result<(), 
     let Some(url) = leader.as_ref().and_then(|l| addresses.get(l)) else {
         return Ok(());
     };
-    if let Err(error) = Membership::connect_to(url, etcd_timeout).await?.move_leader(*to).await {
+    if let Err(error) = Membership::connect_to(url, step.dial).await?.move_leader(*to).await {
         return not_yet(error);
     }
     ctx.metrics.upgrade_step("leader_moved");

@@ -241,6 +241,9 @@ macro_rules! require {
 /// What must hold for the planner to return `action`: its evidence, one arm per variant of [`Action`].
 pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(), String> {
     require!(!desired.paused || inert(action), "paused, yet {action:?}");
+    // README: nothing is created, rolled or removed while a certificate of spec.tls cannot be used.
+    let bad_certificate = observed.certificates.iter().any(|c| c.problem.is_some());
+    require!(!bad_certificate || inert(action), "a certificate cannot be used, yet {action:?}");
     let members = listed(observed);
     let all_indexes = || {
         let pods = observed.pods.iter().map(|p| p.name.as_str());
@@ -967,6 +970,17 @@ fn arb_world() -> impl Strategy<Value = World> {
                     claims,
                     current_version: Some(V35),
                     wanted_class_exists,
+                    // One world in sixteen has a certificate that cannot be used.
+                    certificates: if draw % 16 == 7 {
+                        vec![proto::cluster::CertificateStatus {
+                            purpose: "peer".into(),
+                            secret: "etcd-tls-peer".into(),
+                            problem: Some("the certificate expired".into()),
+                            ..Default::default()
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 },
             }
         },

@@ -66,6 +66,7 @@ fn healthy(n: u32) -> Observed {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     }
 }
 
@@ -112,6 +113,7 @@ fn a_new_cluster_starts_with_one_seed() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into(), release: release() });
 }
@@ -138,6 +140,7 @@ fn the_seed_starting_is_waited_for() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -164,6 +167,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -398,6 +402,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     claims: Vec::new(),
                     current_version: None,
                     wanted_class_exists: None,
+                    certificates: Vec::new(),
                 },
             )
         },
@@ -1022,6 +1027,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }
@@ -1880,4 +1886,33 @@ fn a_member_on_a_claim_of_another_storage_class_is_replaced_one_at_a_time_the_le
     assert_eq!(plan(&small, &two), Action::Done);
     two.pods[1].settings = Some("older".into());
     assert_eq!(plan(&small, &two), Action::RollPod { name: member_name(C, 1), id: 101 });
+}
+
+#[test]
+fn nothing_is_created_rolled_or_removed_while_a_certificate_cannot_be_used() {
+    // A dead member to replace, a member short, and settings to roll: each a step, with usable certificates.
+    let mut observed = healthy(3);
+    members_mut(&mut observed)[2].healthy = false;
+    observed.pods[2].state = PodState::Dead;
+    assert!(matches!(plan(&want(3), &observed), Action::RemoveMember { .. }));
+    let mut short = healthy(2);
+    short.next_index = 2;
+    assert!(matches!(plan(&want(3), &short), Action::AddLearner { .. }));
+    let bad = proto::cluster::CertificateStatus {
+        purpose: "server".into(),
+        secret: "etcd-tls-server".into(),
+        problem: Some("server certificate (etcd-tls-server): the certificate expired".into()),
+        ..Default::default()
+    };
+    let fine = proto::cluster::CertificateStatus { purpose: "peer".into(), secret: "p".into(), ..Default::default() };
+    for world in [observed, short] {
+        let blocked = Observed { certificates: vec![fine.clone(), bad.clone()], ..world.clone() };
+        assert_eq!(
+            plan(&want(3), &blocked),
+            Action::Wait(WaitReason::CertificatesInvalid(vec![bad.problem.clone().unwrap()]))
+        );
+        // Withheld: with only usable certificates, the step comes back.
+        let usable = Observed { certificates: vec![fine.clone()], ..world };
+        assert!(!matches!(plan(&want(3), &usable), Action::Wait(_)));
+    }
 }

@@ -585,6 +585,7 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::Wait(WaitReason::UpgradeWaiting(_)) => "UpgradeWaiting",
         Action::Wait(WaitReason::UpgradeStalled { .. }) => "UpgradeStalled",
         Action::Wait(WaitReason::VersionRefused(_)) => "VersionRefused",
+        Action::Wait(WaitReason::CertificatesInvalid(_)) => "CertificatesInvalid",
         Action::Wait(_) => "Blocked",
         Action::Done => "Converged",
     }
@@ -674,6 +675,10 @@ pub(super) fn progress_message(action: &Action) -> String {
         Action::Wait(WaitReason::RestoreRefused { member, .. }) => format!("blocked: the restore of {member} failed"),
         Action::Wait(WaitReason::SeedFailed { member, .. }) => format!("waiting to replace failed seed {member}"),
         Action::Wait(WaitReason::Paused) => "spec.paused is set: nothing is changed".into(),
+        Action::Wait(WaitReason::CertificatesInvalid(problems)) => format!(
+            "blocked: nothing is created, rolled or removed while a certificate cannot be used: {}",
+            problems.join("; ")
+        ),
         Action::Wait(WaitReason::LearnerNotReady(name)) => format!("waiting for learner {name} to start and catch up"),
         Action::Wait(WaitReason::EtcdUnreachable(why)) => format!("waiting for etcd: {why}"),
         Action::Wait(WaitReason::QuorumLost { .. }) => "blocked: quorum is lost".into(),

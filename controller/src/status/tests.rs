@@ -39,6 +39,7 @@ fn steady() -> Observed {
         claims: Vec::new(),
         current_version: None,
         wanted_class_exists: None,
+        certificates: Vec::new(),
     }
 }
 

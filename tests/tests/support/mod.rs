@@ -616,6 +616,16 @@ impl Written {
 
 impl Writer {
     pub fn start(endpoints: Vec<String>, prefix: &str, netns: Option<&str>) -> Self {
+        Self::start_with(endpoints, prefix, netns, None)
+    }
+
+    /// [`Writer::start`], over TLS with `tls` when given.
+    pub fn start_with(
+        endpoints: Vec<String>,
+        prefix: &str,
+        netns: Option<&str>,
+        tls: Option<etcd_client::TlsOptions>,
+    ) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (send, done) = std::sync::mpsc::channel();
         let (flag, prefix_owned, netns) = (stop.clone(), prefix.to_string(), netns.map(String::from));
@@ -636,6 +646,10 @@ impl Writer {
                     .with_timeout(Duration::from_secs(2))
                     .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
                     .with_keep_alive_while_idle(true);
+                let options = match tls {
+                    Some(tls) => options.with_tls(tls),
+                    None => options,
+                };
                 let connect = || async {
                     loop {
                         match etcd_client::Client::connect(endpoints.clone(), Some(options.clone())).await {
@@ -787,4 +801,35 @@ pub async fn fill_to_quota(etcd: &mut etcd_client::Client) {
     }
     let refused = refused.expect("etcd refused writes past its 64 MiB quota");
     assert!(refused.contains("database space exceeded"), "{refused}");
+}
+
+/// Client TLS from a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`) in `namespace`, checking the
+/// members' certificates against `server_name` (members are dialled at their pod addresses, which no certificate
+/// names). `with_certificate: false` trusts the CA but presents no client certificate.
+pub async fn tls_from_secret(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+    server_name: &str,
+    with_certificate: bool,
+) -> etcd_client::TlsOptions {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    let data = secrets.get(secret).await.unwrap().data.unwrap();
+    let key = |k: &str| data.get(k).unwrap_or_else(|| panic!("{secret} has no {k}")).0.clone();
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(key("ca.crt")))
+        .domain_name(server_name);
+    if with_certificate { tls.identity(etcd_client::Identity::from_pem(key("tls.crt"), key("tls.key"))) } else { tls }
+}
+
+/// An etcd client at `endpoint` over `tls` (3 s to connect and per request).
+pub async fn tls_client(
+    endpoint: &str,
+    tls: etcd_client::TlsOptions,
+) -> Result<etcd_client::Client, etcd_client::Error> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(3))
+        .with_tls(tls);
+    etcd_client::Client::connect([endpoint], Some(options)).await
 }
