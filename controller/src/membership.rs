@@ -250,9 +250,13 @@ impl Membership {
     /// A connection to the one member at `endpoint` (a leader, for [`Membership::move_leader`]).
     pub async fn connect_to(endpoint: &str, dial: &Dial) -> Result<Self, MembershipError> {
         let options = dial.options(dial.timeout * 5);
-        let client = Client::connect([endpoint], Some(options))
-            .await
-            .map_err(|source| MembershipError::Unreachable { endpoints: endpoint.to_string(), source })?;
+        // Bounded as a whole: the connect timeout covers TCP only, and a TLS handshake with a member that accepted
+        // the connection but does not serve yet would wait forever.
+        let client = match tokio::time::timeout(dial.timeout * 2, Client::connect([endpoint], Some(options))).await {
+            Ok(connected) => connected,
+            Err(_) => Err(etcd_client::Error::InvalidArgs(format!("{endpoint} timed out"))),
+        }
+        .map_err(|source| MembershipError::Unreachable { endpoints: endpoint.to_string(), source })?;
         Ok(Self { client, endpoints: vec![endpoint.to_string()], dial: dial.clone() })
     }
 

@@ -480,6 +480,19 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     // 10. A recovery from lost quorum as shipped: two of the three member pods deleted at once (their emptyDirs
     //     with them); past the grace the deployed controller takes a fresh backup from the survivor (the only
     //     voter left), records it, deletes the lost members and seeds a new cluster from it: every key is there.
+    //     Step 8's 30 s grace was for its readiness dip; this loss is real, and waits out the usual 10 s.
+    let grace = serde_json::json!({ "spec": { "recovery": { "quorumLossGrace": "10s" } } });
+    let generation =
+        api.patch(BACKED_UP, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&grace)).await.unwrap();
+    let generation = generation.metadata.generation.unwrap();
+    eventually("the controller to see the 10 s grace", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let status = api.get(BACKED_UP).await.unwrap().data["status"].clone();
+            (status["observedGeneration"].as_i64()? >= generation).then_some(())
+        }
+    })
+    .await;
     let survivor = upgraded[0].0.clone();
     let lost: Vec<String> = upgraded.iter().skip(1).map(|(name, _)| name.clone()).collect();
     for name in &lost {

@@ -502,8 +502,7 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     // 7. The controller's own node powered off. Two controllers (the release binary, with leader election) run on
     //    two nodes, as two replicas would; the leader's node, which also holds a member, loses power. The standby
     //    takes the lease once it runs out and replaces the member.
-    running.abort();
-    let _ = running.await;
+    support::kill_controller(&client, NS, running).await;
     let placed = placement(&pods).await;
     let mut per_node: BTreeMap<String, Vec<String>> = all_nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
     for (member, (_, node)) in &placed {
@@ -512,7 +511,7 @@ async fn node_faults_never_cost_an_acknowledged_write() {
     let (leader_node, victims) =
         per_node.iter().min_by_key(|(_, m)| m.len()).map(|(n, m)| (n.clone(), m.clone())).unwrap();
     let standby_node = all_nodes.iter().find(|n| **n != leader_node).unwrap().clone();
-    // The Lease the in-process controller held too (it may wait for that to run out): one per test namespace, in
+    // The Lease the in-process controller held (deleted when it was killed): one per test namespace, in
     // the controller's own namespace, where the shipped RBAC allows it.
     let leases: Api<Lease> = Api::namespaced(client.clone(), support::rbac::NAMESPACE);
     let lease = support::rbac::lease_name(NS);

@@ -43,8 +43,7 @@ async fn kill_after(client: &Client, instance: &str, what: &str, point: fn(&Acti
     tokio::time::timeout(Duration::from_secs(180), reached.notified())
         .await
         .unwrap_or_else(|_| panic!("the controller never got {what}"));
-    running.abort();
-    let _ = running.await;
+    support::kill_controller(client, NS, running).await;
     println!("controller {instance} killed {what}");
 }
 
@@ -284,6 +283,20 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     let seeded = Instant::now();
     let copy = serde_json::json!({ "size": 1, "restore": { "cluster": CLUSTER } });
     api.create(&PostParams::default(), &cluster("copy", copy)).await.unwrap();
+    // The clusters of 3b and 3c start now too, each checked in its turn below.
+    // 3b. The same from the sidecar's URL (its service address) with its token Secret, as for a sidecar that
+    //     belongs to no EtcdCluster here.
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let sidecar_ip = services.get(&format!("{CLUSTER}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    //     Another cluster's token Secret is never sent anywhere: only a Secret labelled for it is read.
+    let by_url = serde_json::json!({ "size": 1, "restore": {
+        "url": format!("http://{sidecar_ip}:19999"), "tokenSecret": format!("{CLUSTER}-backup-token"),
+    } });
+    api.create(&PostParams::default(), &cluster("by-url", by_url)).await.unwrap();
+    //     3c's cluster (below).
+    let old = serde_json::json!({ "size": 1, "version": "3.4.23",
+        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "rec-backups" } } } });
+    api.create(&PostParams::default(), &cluster("old", old)).await.unwrap();
     let (copies, _) = converged(&pods, "copy", 1, &[], Duration::from_secs(120)).await;
     println!("seed from a backup: 1 member serving {:.1} s after the EtcdCluster", seeded.elapsed().as_secs_f64());
     assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/rec/").await, 170);
@@ -295,15 +308,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     let revision = etcd.get("/rec/", None).await.unwrap().header().unwrap().revision();
     assert!(revision >= second.revision + 1_000_000_000, "revision {revision} after a restore of {}", second.revision);
 
-    // 3b. The same from the sidecar's URL (its service address) with its token Secret, as for a sidecar that
-    //     belongs to no EtcdCluster here.
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let sidecar_ip = services.get(&format!("{CLUSTER}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
-    //     Another cluster's token Secret is never sent anywhere: only a Secret labelled for it is read.
-    let by_url = serde_json::json!({ "size": 1, "restore": {
-        "url": format!("http://{sidecar_ip}:19999"), "tokenSecret": format!("{CLUSTER}-backup-token"),
-    } });
-    api.create(&PostParams::default(), &cluster("by-url", by_url)).await.unwrap();
+    // 3b, checked: the unlabelled token Secret refused, then an opted-in one used.
     let (why, _) = eventually("the unlabelled token Secret to be refused", Duration::from_secs(30), || {
         let api = api.clone();
         async move {
@@ -331,10 +336,8 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert_eq!(status(&api, "by-url").await["restoredFrom"]["backup"], second.name.as_str());
     api.delete("by-url", &DeleteParams::default()).await.unwrap();
 
-    // 3c. etcd 3.4 (Debian's): its backups restore with etcdctl; and removing spec.backup removes the sidecar.
-    let old = serde_json::json!({ "size": 1, "version": "3.4.23",
-        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "rec-backups" } } } });
-    api.create(&PostParams::default(), &cluster("old", old)).await.unwrap();
+    // 3c. etcd 3.4 (Debian's, created with 3's): its backups restore with etcdctl; and removing spec.backup removes
+    //     the sidecar.
     let (olds, _) = converged(&pods, "old", 1, &[], Duration::from_secs(120)).await;
     put(&format!("http://{}:2379", olds[0].1), "/old/", 25).await;
     let old_backup = take_backup(&client, "old").await;
@@ -432,8 +435,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     // 6. Switching to Restore recovers. The controller is killed at three chosen points, each by a controller
     //    that freezes right after that step (before writing status), and a new one carries on from what it
     //    observes each time.
-    running.abort();
-    let _ = running.await;
+    support::kill_controller(&client, NS, running).await;
     let fault = Instant::now();
     let restore = serde_json::json!({ "spec": { "recovery": { "policy": "Restore" } } });
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&restore)).await.unwrap();
@@ -464,8 +466,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     assert!(pod.metadata.deletion_timestamp.is_none(), "the survivor is kept");
     let until = k8s_openapi::jiff::Timestamp::now() + grace + RESYNC * 2;
     pods_stay(&pods, CLUSTER, &survivor, until, "Manual again: nothing deleted").await;
-    abandoning.abort();
-    let _ = abandoning.await;
+    support::kill_controller(&client, NS, abandoning).await;
     println!("recovery abandoned before its first deletion when the policy went back to Manual");
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&restore)).await.unwrap();
 

@@ -131,6 +131,18 @@ pub async fn start_controller_with(
     })
 }
 
+/// Kills an in-process controller watching `namespace` as a crash would (it releases nothing), then deletes the
+/// Lease it held, so that the suite's next controller leads at once instead of waiting the lease out (15 s): the
+/// suites that start one controller after another test what the next one does, not the lease, which
+/// `e2e_leader` and `e2e_nodes` test with real processes.
+pub async fn kill_controller(client: &kube::Client, namespace: &str, running: tokio::task::JoinHandle<()>) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    running.abort();
+    let _ = running.await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), rbac::NAMESPACE);
+    let _ = leases.delete(&rbac::lease_name(namespace), &kube::api::DeleteParams::default()).await;
+}
+
 /// Hooks that freeze the controller right after it carried out the first step of `cluster` for which `point`
 /// holds (before it writes status), and the notification that it got there: the test then kills it, as a crash
 /// at exactly that point would.
@@ -650,11 +662,14 @@ impl Writer {
                     Some(tls) => options.with_tls(tls),
                     None => options,
                 };
+                // Bounded as a whole: the connect timeout covers TCP only, and a TLS handshake with a member that
+                // accepted the connection but does not serve yet (starting, or catching up) would wait forever.
                 let connect = || async {
                     loop {
-                        match etcd_client::Client::connect(endpoints.clone(), Some(options.clone())).await {
-                            Ok(client) => break client,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        let attempt = etcd_client::Client::connect(endpoints.clone(), Some(options.clone()));
+                        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                            Ok(Ok(client)) => break client,
+                            _ => tokio::time::sleep(Duration::from_millis(200)).await,
                         }
                     }
                 };
@@ -831,5 +846,9 @@ pub async fn tls_client(
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(3))
         .with_tls(tls);
-    etcd_client::Client::connect([endpoint], Some(options)).await
+    // Bounded as a whole: the connect timeout covers TCP only, not the TLS handshake.
+    match tokio::time::timeout(Duration::from_secs(5), etcd_client::Client::connect([endpoint], Some(options))).await {
+        Ok(connected) => connected,
+        Err(_) => Err(etcd_client::Error::InvalidArgs(format!("{endpoint}: no TLS connection within 5 s"))),
+    }
 }
