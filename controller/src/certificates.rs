@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PostParams};
 use proto::cluster::{CertificateStatus, EtcdCluster, TlsPolicy};
 
 use crate::dial::ClientIdentity;
@@ -71,11 +71,6 @@ pub struct Used {
     pub secret: String,
     /// Whether the controller generates it.
     pub generated: bool,
-}
-
-/// The Secret of the CA the controller generates for `cluster`.
-pub fn ca_secret(cluster: &str) -> String {
-    format!("{cluster}-tls-ca")
 }
 
 /// The Secret a generated certificate for `purpose` is kept in.
@@ -195,88 +190,182 @@ pub enum Issuance {
 }
 
 /// Makes the generated Secrets of `cluster` that are missing, and issues a new certificate into each one that is
-/// due for renewal or no longer usable. Secrets of those names that are not the cluster's are left alone (status
-/// says so). Nothing is done while `spec.tls.certificateDuration` cannot be used.
-pub async fn ensure(client: &kube::Client, cluster: &EtcdCluster) -> Result<Vec<Issuance>, kube::Error> {
-    let Some(policy) = &cluster.spec.tls else { return Ok(Vec::new()) };
-    let generated: Vec<Used> = used(cluster).into_iter().filter(|u| u.generated).collect();
-    if generated.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Ok(duration) = duration(policy) else { return Ok(Vec::new()) };
-    let name = cluster.name_any();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let now = SystemTime::now();
+/// due for renewal or no longer usable. Peer certificates and client-side ones (serving, operator, application)
+/// come from two CAs, so that no client certificate is ever taken as a peer's. Secrets of those names that are
+/// not the cluster's are left alone (status says so). Nothing is done while `spec.tls.certificateDuration` cannot
+/// be used. Every certificate it did issue is returned even when a later step fails.
+pub async fn ensure(client: &kube::Client, cluster: &EtcdCluster) -> (Vec<Issuance>, Result<(), String>) {
     let mut done = Vec::new();
+    let result = ensure_into(client, cluster, &mut done).await;
+    (done, result)
+}
 
-    let ca_name = ca_secret(&name);
-    let ca = match secrets.get_opt(&ca_name).await? {
+async fn ensure_into(client: &kube::Client, cluster: &EtcdCluster, done: &mut Vec<Issuance>) -> Result<(), String> {
+    let Some(policy) = &cluster.spec.tls else { return Ok(()) };
+    let Ok(duration) = duration(policy) else { return Ok(()) };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let now = SystemTime::now();
+    for side in [Side::Peer, Side::Client] {
+        let generated: Vec<Used> = used(cluster).into_iter().filter(|u| u.generated && side.signs(u.purpose)).collect();
+        if generated.is_empty() {
+            continue;
+        }
+        let ca = the_ca(&secrets, cluster, side, &generated, now, done).await?;
+        for wanted in generated {
+            issue_if_due(&secrets, cluster, &ca, wanted, duration, now, done).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Which of the cluster's two CAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Signs the members' peer certificates only.
+    Peer,
+    /// Signs the serving certificates and every client certificate.
+    Client,
+}
+
+impl Side {
+    fn signs(self, purpose: Purpose) -> bool {
+        (purpose == Purpose::Peer) == (self == Side::Peer)
+    }
+}
+
+/// The Secret of the CA the controller generates for `cluster`'s `side`.
+pub fn ca_secret(cluster: &str, side: Side) -> String {
+    match side {
+        Side::Peer => format!("{cluster}-tls-peer-ca"),
+        Side::Client => format!("{cluster}-tls-client-ca"),
+    }
+}
+
+fn kube_says(op: String) -> impl FnOnce(kube::Error) -> String {
+    move |e| format!("{op}: {e}")
+}
+
+/// The CA of `side`, made when the cluster has none and no certificate of that side yet.
+async fn the_ca(
+    secrets: &Api<Secret>,
+    cluster: &EtcdCluster,
+    side: Side,
+    generated: &[Used],
+    now: SystemTime,
+    done: &mut Vec<Issuance>,
+) -> Result<Issued, String> {
+    let name = cluster.name_any();
+    let ca_name = ca_secret(&name, side);
+    match secrets.get_opt(&ca_name).await.map_err(kube_says(format!("reading Secret {ca_name}")))? {
         Some(secret) if ours(&secret, cluster) => {
             let data = bytes(&secret);
             let text = |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
-            match tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY)) {
-                Some(ca) => ca,
-                // A CA that cannot be read is never replaced behind the members' backs: every certificate they
-                // trust would change at once. Status reports it through the certificates it can no longer sign.
-                None => {
-                    tracing::warn!(secret = %ca_name, "the cluster's CA Secret cannot be read; nothing is issued");
-                    return Ok(done);
+            // A CA that cannot be read is never replaced behind the members' backs: every certificate they
+            // trust would change at once.
+            tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY)).ok_or_else(|| {
+                format!("Secret {ca_name} (the cluster's CA) cannot be read: nothing is issued or renewed until it is restored")
+            })
+        }
+        Some(_) => Err(format!(
+            "Secret {ca_name} is not this cluster's: the controller does not use it as the cluster's CA, and issues \
+             nothing (delete it if it is left from elsewhere)"
+        )),
+        None => {
+            // A new CA only for a cluster that has no generated certificate of that side yet. Leaves signed by a CA
+            // that is gone keep working; a new CA now would give each member, as the kubelet updates its files, a
+            // certificate its peers do not trust (etcd reads its CA bundle only when it starts).
+            for wanted in generated {
+                let existing = secrets
+                    .get_opt(&wanted.secret)
+                    .await
+                    .map_err(kube_says(format!("reading Secret {}", wanted.secret)))?;
+                if existing.is_some_and(|s| ours(&s, cluster)) {
+                    return Err(format!(
+                        "Secret {ca_name} (the cluster's CA) is gone while certificates it signed are in use: no new \
+                         CA is made behind the members' backs, and nothing is renewed until it is restored"
+                    ));
                 }
             }
-        }
-        Some(_) => {
-            tracing::warn!(secret = %ca_name, "a Secret of the CA's name is not this cluster's; nothing is issued");
-            return Ok(done);
-        }
-        None => {
             let ca = tls::new_ca(&cluster.namespace().unwrap_or_default(), &name, now, CA_VALIDITY)
-                .map_err(|e| kube::Error::Service(e.to_string().into()))?;
+                .map_err(|e| e.to_string())?;
             let secret =
                 secret_of(cluster, &ca_name, "Opaque", &[(CA_KEY, &ca.cert_pem), (CA_PRIVATE_KEY, &ca.key_pem)]);
-            secrets.patch(&ca_name, &apply, &Patch::Apply(&secret)).await?;
-            done.push(Issuance::NewCa(ca_name.clone()));
-            ca
+            // Created, never applied over: a Secret someone made under that name a moment ago is not overwritten.
+            secrets
+                .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret)
+                .await
+                .map_err(kube_says(format!("creating Secret {ca_name}")))?;
+            done.push(Issuance::NewCa(ca_name));
+            Ok(ca)
+        }
+    }
+}
+
+/// Issues `wanted`'s certificate from `ca` when its Secret is missing, unusable or due for renewal.
+async fn issue_if_due(
+    secrets: &Api<Secret>,
+    cluster: &EtcdCluster,
+    ca: &Issued,
+    wanted: Used,
+    duration: Duration,
+    now: SystemTime,
+    done: &mut Vec<Issuance>,
+) -> Result<(), String> {
+    let name = cluster.name_any();
+    let names = names_for(cluster, wanted.purpose);
+    let existing =
+        secrets.get_opt(&wanted.secret).await.map_err(kube_says(format!("reading Secret {}", wanted.secret)))?;
+    let why = match &existing {
+        Some(secret) if !ours(secret, cluster) => return Ok(()),
+        None => "it did not exist".to_string(),
+        Some(secret) => {
+            let data = bytes(secret);
+            let same_ca = data.get(CA_KEY).is_some_and(|c| c == ca.cert_pem.as_bytes());
+            match tls::check(&data, &names, wanted.purpose.usage(), now) {
+                Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                // Still good, from another CA (the CA Secret was replaced): issuing from the new one now would split
+                // the members' trust. Left as it is; a CA rotation is a person's decision.
+                Ok(_) if !same_ca => {
+                    tracing::warn!(secret = %wanted.secret, "a certificate of another CA than the cluster's is left in place");
+                    return Ok(());
+                }
+                // Never past the CA's own end: in the CA's last stretch a new certificate would end where this one
+                // does, so it is not issued again at every reconcile.
+                Ok(checked) if checked.not_after + Duration::from_secs(60) >= ca.not_after => return Ok(()),
+                Ok(checked) if renewal_due(checked.not_after, now, duration) => {
+                    format!("it expires at {}", rfc3339(checked.not_after))
+                }
+                Ok(_) => return Ok(()),
+            }
         }
     };
-
-    for wanted in generated {
-        let names = names_for(cluster, wanted.purpose);
-        let existing = secrets.get_opt(&wanted.secret).await?;
-        let why = match &existing {
-            Some(secret) if !ours(secret, cluster) => continue,
-            None => "it did not exist".to_string(),
-            Some(secret) => {
-                let data = bytes(secret);
-                let same_ca = data.get(CA_KEY).is_some_and(|c| c == ca.cert_pem.as_bytes());
-                match tls::check(&data, &names, wanted.purpose.usage(), now) {
-                    Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-                    Ok(_) if !same_ca => "it was signed by another CA".into(),
-                    Ok(checked) if renewal_due(checked.not_after, now, duration) => {
-                        format!("it expires at {}", rfc3339(checked.not_after))
-                    }
-                    Ok(_) => continue,
-                }
-            }
-        };
-        let common_name = match wanted.purpose {
-            Purpose::Peer | Purpose::Server => format!("{name} member"),
-            Purpose::Operator => "kube-etcd-controller".to_string(),
-            Purpose::Application => format!("{name} application"),
-        };
-        let issued: Issued = tls::issue(&ca, &common_name, &names, wanted.purpose.usage(), now, duration)
-            .map_err(|e| kube::Error::Service(e.to_string().into()))?;
-        let secret = secret_of(
-            cluster,
-            &wanted.secret,
-            "kubernetes.io/tls",
-            &[(CERT_KEY, &issued.cert_pem), (KEY_KEY, &issued.key_pem), (CA_KEY, &ca.cert_pem)],
-        );
-        secrets.patch(&wanted.secret, &apply, &Patch::Apply(&secret)).await?;
-        tracing::info!(secret = %wanted.secret, %why, not_after = %rfc3339(issued.not_after), "issued a certificate");
-        done.push(Issuance::Issued { secret: wanted.secret, why });
+    let common_name = match wanted.purpose {
+        Purpose::Peer | Purpose::Server => format!("{name} member"),
+        Purpose::Operator => "kube-etcd-controller".to_string(),
+        Purpose::Application => format!("{name} application"),
+    };
+    let issued: Issued = tls::issue(ca, &common_name, &names, wanted.purpose.usage(), now, duration)
+        .map_err(|e| format!("issuing the certificate of Secret {}: {e}", wanted.secret))?;
+    let mut secret = secret_of(
+        cluster,
+        &wanted.secret,
+        "kubernetes.io/tls",
+        &[(CERT_KEY, &issued.cert_pem), (KEY_KEY, &issued.key_pem), (CA_KEY, &ca.cert_pem)],
+    );
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match existing {
+        // Created, never applied over a Secret someone made under that name a moment ago.
+        None => secrets.create(&params, &secret).await,
+        // Replaced only as read: a write in between makes this one fail, and the next reconcile looks again.
+        Some(current) => {
+            secret.metadata.resource_version = current.metadata.resource_version;
+            secrets.replace(&wanted.secret, &params, &secret).await
+        }
     }
-    Ok(done)
+    .map_err(kube_says(format!("writing Secret {}", wanted.secret)))?;
+    tracing::info!(secret = %wanted.secret, %why, not_after = %rfc3339(issued.not_after), "issued a certificate");
+    done.push(Issuance::Issued { secret: wanted.secret, why });
+    Ok(())
 }
 
 fn rfc3339(at: SystemTime) -> String {

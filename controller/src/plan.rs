@@ -493,11 +493,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
     rollout::step(desired, observed, members)
 }
 
-/// The TLS rung: while any certificate the cluster uses has a problem, no step at all. A pod created or rolled
-/// onto it could not talk to its peers, and a member removed could not be replaced; the running members keep the
-/// files they have (etcd reads them again only on new connections).
+/// The TLS rung: while a certificate the members or the controller use has a problem, no step at all. A pod
+/// created or rolled onto it could not talk to its peers, and a member removed could not be replaced; the running
+/// members keep the files they have (etcd reads them again only on new connections). An application's certificate
+/// is no member's: its problem is reported, and holds nothing up.
 fn certificates(observed: &Observed) -> Option<Action> {
-    let problems: Vec<String> = observed.certificates.iter().filter_map(|c| c.problem.clone()).collect();
+    let problems: Vec<String> = observed
+        .certificates
+        .iter()
+        .filter(|c| c.purpose != crate::certificates::Purpose::Application.as_str())
+        .filter_map(|c| c.problem.clone())
+        .collect();
     (!problems.is_empty()).then_some(Action::Wait(WaitReason::CertificatesInvalid(problems)))
 }
 

@@ -111,31 +111,29 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     ensure_children(&ctx.client, &cluster).await?;
     // Certificates before anything reads them: made when missing, renewed when due. A failure is reported and
     // does not stop the reconcile: status says which certificate cannot be used, and the planner waits for it.
-    match crate::certificates::ensure(&ctx.client, &cluster).await {
-        Ok(done) => {
-            for issued in done {
-                let (reason, note) = match issued {
-                    crate::certificates::Issuance::NewCa(secret) => {
-                        ("CertificateAuthorityCreated", format!("created the cluster's CA in Secret {secret}"))
-                    }
-                    crate::certificates::Issuance::Issued { secret, why } => {
-                        ("CertificateIssued", format!("issued a certificate into Secret {secret}: {why}"))
-                    }
-                };
-                ctx.metrics.certificate_issued(reason);
-                publish(&ctx.recorder, &cluster, crate::act::event(reason, note)).await;
+    let (issued, outcome) = crate::certificates::ensure(&ctx.client, &cluster).await;
+    for issuance in issued {
+        let (reason, note) = match issuance {
+            crate::certificates::Issuance::NewCa(secret) => {
+                ("CertificateAuthorityCreated", format!("created a CA of the cluster in Secret {secret}"))
             }
-        }
-        Err(error) => {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "CertificateIssueFailed".into(),
-                note: Some(error.to_string()),
-                action: "IssueCertificates".into(),
-                secondary: None,
-            };
-            publish(&ctx.recorder, &cluster, event).await;
-        }
+            crate::certificates::Issuance::Issued { secret, why } => {
+                ("CertificateIssued", format!("issued a certificate into Secret {secret}: {why}"))
+            }
+        };
+        ctx.metrics.certificate_issued(reason);
+        publish(&ctx.recorder, &cluster, crate::act::event(reason, note)).await;
+    }
+    if let Err(why) = outcome {
+        tracing::warn!(%why, "certificates not issued");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "CertificateIssueFailed".into(),
+            note: Some(why),
+            action: "IssueCertificates".into(),
+            secondary: None,
+        };
+        publish(&ctx.recorder, &cluster, event).await;
     }
 
     let (observed, reach) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;

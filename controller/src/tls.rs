@@ -42,7 +42,6 @@ pub fn member_names(cluster: &str, namespace: &str, client_service: &str, cluste
         format!("{client_service}.{namespace}.svc.{cluster_domain}"),
         "localhost".into(),
         "127.0.0.1".into(),
-        "::1".into(),
     ]);
     MemberNames { peer, server }
 }

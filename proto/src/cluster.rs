@@ -39,7 +39,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
-#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)").message("spec.tls cannot change once the cluster exists (turning TLS on or off, or moving to other Secrets, for a running cluster is not supported yet): rotate certificates by updating the contents of the Secrets"))]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)").message("spec.tls cannot change once the cluster exists (turning TLS on or off, or moving to other Secrets, for a running cluster is not supported yet): renew certificates by updating the contents of the Secrets (the same CA)"))]
 pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]
@@ -100,6 +100,7 @@ impl EtcdClusterSpec {
 /// TLS of a cluster (`spec.tls`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("!has(self.certificateDuration) || duration(self.certificateDuration) >= duration('10m')").message("spec.tls.certificateDuration must be at least 10m: a renewal must reach the pods well before the certificate it replaces expires"))]
 pub struct TlsPolicy {
     /// TLS between members, with mutual certificate authentication. Absent: peers talk plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,10 +113,11 @@ pub struct TlsPolicy {
     #[serde(default = "default_cluster_domain")]
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"))]
     pub cluster_domain: String,
-    /// How long certificates the controller generates are valid (`2160h`, `90d`); each is renewed when a third of
-    /// it is left, without restarting anything. Default: 90 days. The CA it signs with is valid for ten years.
+    /// How long certificates the controller generates are valid (`2160h`; at least `10m`); each is renewed when
+    /// a third of it is left, without restarting anything. Default: 90 days. The CAs that sign them are valid for
+    /// ten years.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d)$"))]
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h)$"))]
     pub certificate_duration: Option<String>,
 }
 
@@ -145,7 +147,8 @@ pub struct PeerTls {
 pub struct ClientTls {
     /// A `kubernetes.io/tls` Secret whose certificate every member serves clients with, covering the members'
     /// names and the client Service's (`<cluster>-client`, `.<namespace>`, `.svc`, `.svc.<clusterDomain>`) and
-    /// `localhost`/`127.0.0.1`; its `ca.crt` is what client certificates must chain to. Absent: generated.
+    /// `localhost` and `127.0.0.1`; its `ca.crt` is what client certificates must chain to (use another CA than
+    /// the peer Secret's: etcd takes any certificate its peer CA signed as a peer's). Absent: generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// With `secretName`: a `kubernetes.io/tls` Secret with the client certificate the controller and the backup

@@ -159,6 +159,16 @@ async fn the_controller_reaches_a_tls_member_with_its_own_certificate_and_a_rene
     // Refused: without a TLS client, without a client certificate, with a certificate of another CA.
     let plain = Dial::plain(Duration::from_secs(2));
     assert!(Membership::connect(&[etcd.url.replace("https", "http")], &plain).await.is_err());
+    let anonymous = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(ca.cert_pem.clone()))
+        .domain_name("demo-client.ns.svc");
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2))
+        .with_tls(anonymous);
+    let attempt = async { etcd_client::Client::connect([etcd.url.as_str()], Some(options)).await?.member_list().await };
+    let answered = tokio::time::timeout(Duration::from_secs(5), attempt).await;
+    assert!(!matches!(answered, Ok(Ok(_))), "a client without a certificate is served nothing");
     let other_ca = tls::new_ca("ns", "other", now, 30 * DAY).unwrap();
     let stranger = tls::issue(&other_ca, "x", &[], Usage::Client, now, DAY).unwrap();
     let foreign = ClientIdentity {

@@ -233,12 +233,17 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
 
     // 3. A member pod deleted, then grown to four and shrunk to three, under a writer with the application
     // certificate through the client Service.
-    let service =
-        format!("https://{}:2379", support::client_service(&client, NS, CLUSTER).await.trim_start_matches("http://"));
+    let service = support::client_service(&client, NS, CLUSTER).await.replace("http://", "https://");
     let writer = Writer::start_with(vec![service.clone()], "/tls/heal/", None, Some(app().await));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let uid = pods.get(&members[1].0).await.unwrap().metadata.uid;
     pods.delete(&members[1].0, &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually("the deleted member's pod created again", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        let (name, uid) = (members[1].0.clone(), uid.clone());
+        async move { (pods.get_opt(&name).await.ok()??.metadata.uid != uid).then_some(()) }
+    })
+    .await;
     converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
     let grow = serde_json::json!({ "spec": { "size": 4 } });
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&grow)).await.unwrap();

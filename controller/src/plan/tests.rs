@@ -1911,8 +1911,15 @@ fn nothing_is_created_rolled_or_removed_while_a_certificate_cannot_be_used() {
             plan(&want(3), &blocked),
             Action::Wait(WaitReason::CertificatesInvalid(vec![bad.problem.clone().unwrap()]))
         );
-        // Withheld: with only usable certificates, the step comes back.
-        let usable = Observed { certificates: vec![fine.clone()], ..world };
+        // Withheld: with only usable certificates, the step comes back; an application's certificate that cannot
+        // be used is no member's, and holds nothing up.
+        let application = proto::cluster::CertificateStatus {
+            purpose: "application".into(),
+            secret: "etcd-app".into(),
+            problem: Some("application certificate (etcd-app): the Secret is not this cluster's".into()),
+            ..Default::default()
+        };
+        let usable = Observed { certificates: vec![fine.clone(), application.clone()], ..world };
         assert!(!matches!(plan(&want(3), &usable), Action::Wait(_)));
     }
 }
