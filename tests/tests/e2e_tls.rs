@@ -302,6 +302,26 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
         written.acked.len(),
         written.longest_gap.as_secs_f64()
     );
+    // With the new certificates: a member's pod created again joins its peers (new peer connections), and the
+    // controller (its new client certificate) sees the cluster whole again.
+    let uid = pods.get(&members[2].0).await.unwrap().metadata.uid;
+    pods.delete(&members[2].0, &DeleteParams::default()).await.unwrap();
+    eventually("the member created again after the rotation", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        let (name, uid) = (members[2].0.clone(), uid.clone());
+        async move { (pods.get_opt(&name).await.ok()??.metadata.uid != uid).then_some(()) }
+    })
+    .await;
+    converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
+    eventually("status to show the cluster whole, certificates usable", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let shown = status(&api, CLUSTER).await;
+            let whole = shown["readyMembers"] == 3 && condition(&shown, "Available")["status"] == "True";
+            (whole && condition(&shown, "CertificatesReady")["status"] == "True").then_some(())
+        }
+    })
+    .await;
 
     // 5. A backup through the sidecar (TLS to etcd), restored into a new TLS cluster.
     let taken = support::take_backup(&client, NS, CLUSTER).await;
