@@ -1259,6 +1259,16 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_clusters_settings_hash_is_the_one_earlier_builds_wrote() {
+        // Read off the build before TLS (7835eac): a hash that moves rolls every member of every cluster when the
+        // controller is upgraded. A change that must move it changes SETTINGS_SCHEME instead.
+        assert_eq!(settings_hash(&cluster("demo", 3)), "s2-24eb5ee0a94f767a");
+        let mut on_claims = cluster("demo", 3);
+        on_claims.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
+        assert_eq!(settings_hash(&on_claims), "s2-d3fbb408871c015d");
+    }
+
+    #[test]
     fn an_empty_seed_has_no_restore() {
         let pod = pod_of(
             &cluster("demo", 1),

@@ -28,6 +28,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         "example-etcd-cluster-s3.yaml",
         "example-etcd-cluster-restore.yaml",
         "example-etcd-cluster-restore-s3.yaml",
+        "example-etcd-cluster-tls.yaml",
     ] {
         let object: DynamicObject = load(&example(name));
         let created = api.create(&dry, &object).await.unwrap_or_else(|e| panic!("{name} was refused: {e}"));
@@ -65,6 +66,8 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("backup-every-zero.yaml", "spec.backup.every in body should match"),
         ("bad-repository.yaml", "spec.repository in body should match"),
         ("bad-quantity.yaml", "spec.pod.resources.requests.cpu in body should match"),
+        ("tls-short-duration.yaml", "spec.tls.certificateDuration must be at least 10m"),
+        ("tls-server-without-operator.yaml", "set secretName and operatorSecretName together"),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
     assert_eq!(files, expected.len(), "every invalid example has an expectation");
@@ -99,4 +102,26 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     let scale = api.get_scale(&name).await.unwrap();
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(5));
     api.delete(&name, &DeleteParams::default()).await.unwrap();
+    // spec.tls is fixed once the cluster exists: neither removed nor changed (nor added, below).
+    let tls: DynamicObject = load(&example("example-etcd-cluster-tls.yaml"));
+    let stored = api.create(&PostParams::default(), &tls).await.unwrap();
+    let name = stored.name_any();
+    for change in [
+        serde_json::json!({ "spec": { "tls": null } }),
+        serde_json::json!({ "spec": { "tls": { "client": null } } }),
+        serde_json::json!({ "spec": { "tls": { "clusterDomain": "example.org" } } }),
+    ] {
+        let error = api.patch(&name, &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("refused");
+        let kube::Error::Api(status) = error else { panic!("{change}: {error}") };
+        assert!(status.message.contains("spec.tls cannot change once the cluster exists"), "{}", status.message);
+    }
+    let grow = serde_json::json!({ "spec": { "size": 5 } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&grow)).await.expect("other changes go through");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let plain: DynamicObject = load(&example("example-etcd-cluster.yaml"));
+    let stored = api.create(&PostParams::default(), &plain).await.unwrap();
+    let add = serde_json::json!({ "spec": { "tls": { "peer": {} } } });
+    let error = api.patch(&stored.name_any(), &PatchParams::default(), &Patch::Merge(&add)).await.expect_err("refused");
+    assert!(error.to_string().contains("spec.tls cannot change"), "{error}");
+    api.delete(&stored.name_any(), &DeleteParams::default()).await.unwrap();
 }
