@@ -119,18 +119,17 @@ async fn secret_serial(secrets: &Api<Secret>, secret: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("serial=").to_uppercase()
 }
 
-/// Total container restarts of the member pods of `cluster`, by pod.
-async fn restarts(pods: &Api<Pod>, cluster: &str) -> std::collections::BTreeMap<String, i32> {
-    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/member");
-    let listed = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items;
-    listed
-        .into_iter()
-        .map(|p| {
-            let count =
-                p.status.and_then(|s| s.container_statuses).unwrap_or_default().iter().map(|c| c.restart_count).sum();
-            (p.metadata.name.unwrap(), count)
-        })
-        .collect()
+/// Each of the pods `members` (name, IP): its UID and its containers' restarts, so that a pod replaced or a
+/// container restarted shows.
+async fn restarts(pods: &Api<Pod>, members: &[(String, String)]) -> std::collections::BTreeMap<String, (String, i32)> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, _) in members {
+        let pod = pods.get(name).await.unwrap();
+        let count =
+            pod.status.and_then(|s| s.container_statuses).unwrap_or_default().iter().map(|c| c.restart_count).sum();
+        seen.insert(name.clone(), (pod.metadata.uid.unwrap_or_default(), count));
+    }
+    seen
 }
 
 fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> Secret {
@@ -264,7 +263,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     assert!(healed.acked.len() > 10, "the writer wrote");
 
     // 4. The generated certificates issued again under a writer: served without a restart.
-    let before = restarts(&pods, CLUSTER).await;
+    let before = restarts(&pods, &members).await;
     let old_serial = served_serial(&format!("{}:2379", members[0].1));
     assert_eq!(
         old_serial,
@@ -295,7 +294,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let gone = lost(&endpoint, app().await, "/tls/rotate/", &written).await;
     assert!(gone.is_empty(), "acknowledged writes lost while rotating: {gone:?}");
     assert!(written.acked_since(rotated) > 10, "writes went on through the rotation");
-    assert_eq!(restarts(&pods, CLUSTER).await, before, "no member restarted for its new certificate");
+    assert_eq!(restarts(&pods, &members).await, before, "no member restarted or replaced for its new certificate");
     assert_ne!(new_serial, old_serial);
     println!(
         "rotated: {} writes acknowledged, longest gap {:.1} s",
