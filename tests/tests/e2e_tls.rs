@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use support::{Writer, clusters, eventually, host_dir, install_crd, local_volume, tls_client, tls_from_secret};
 
 const NS: &str = "e2e-tls";
