@@ -17,11 +17,12 @@ use controller::plan::{Action, SEED_RETRY_AFTER};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use proto::backup::BackupInfo;
+use support::etcd_cluster as cluster;
 use support::{
     clusters, converged, count_keys, eventually, fresh_namespace, host_dir, install_crd, local_volume, member_pods,
-    stop_after, testbed,
+    status_of as status, stop_after, testbed,
 };
 
 const NS: &str = "e2e-recovery";
@@ -83,10 +84,6 @@ async fn take_backup(client: &Client, cluster: &str) -> BackupInfo {
     support::take_backup(client, NS, cluster).await
 }
 
-async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
-    api.get(name).await.unwrap().data["status"].clone()
-}
-
 async fn event_reasons(client: &Client) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect()
@@ -97,16 +94,6 @@ fn flip_byte(path: &Path) {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(path, bytes).unwrap();
-}
-
-fn cluster(name: &str, spec: serde_json::Value) -> DynamicObject {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
-        "kind": "EtcdCluster",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap()
 }
 
 fn degraded(status: &serde_json::Value) -> Option<serde_json::Value> {

@@ -19,29 +19,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use support::{Writer, clusters, eventually, host_dir, install_crd, local_volume, tls_client, tls_from_secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use support::etcd_cluster as cluster;
+use support::{
+    Writer, clusters, condition, eventually, host_dir, install_crd, local_volume, recreated, status_of as status,
+    tls_client, tls_from_secret,
+};
 
 const NS: &str = "e2e-tls";
 const CLUSTER: &str = "sec";
-
-fn cluster(name: &str, spec: serde_json::Value) -> DynamicObject {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
-        "kind": "EtcdCluster",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
-    api.get(name).await.unwrap().data["status"].clone()
-}
-
-fn condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
-    status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == kind).cloned()).unwrap_or_default()
-}
 
 /// The name the members' serving certificates are checked against.
 fn server_name(cluster: &str) -> String {
@@ -237,12 +223,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let uid = pods.get(&members[1].0).await.unwrap().metadata.uid;
     pods.delete(&members[1].0, &DeleteParams::default()).await.unwrap();
-    eventually("the deleted member's pod created again", Duration::from_secs(120), || {
-        let pods = pods.clone();
-        let (name, uid) = (members[1].0.clone(), uid.clone());
-        async move { (pods.get_opt(&name).await.ok()??.metadata.uid != uid).then_some(()) }
-    })
-    .await;
+    recreated(&pods, &members[1].0, uid).await;
     converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
     let grow = serde_json::json!({ "spec": { "size": 4 } });
     api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&grow)).await.unwrap();
@@ -305,12 +286,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     // controller (its new client certificate) sees the cluster whole again.
     let uid = pods.get(&members[2].0).await.unwrap().metadata.uid;
     pods.delete(&members[2].0, &DeleteParams::default()).await.unwrap();
-    eventually("the member created again after the rotation", Duration::from_secs(120), || {
-        let pods = pods.clone();
-        let (name, uid) = (members[2].0.clone(), uid.clone());
-        async move { (pods.get_opt(&name).await.ok()??.metadata.uid != uid).then_some(()) }
-    })
-    .await;
+    recreated(&pods, &members[2].0, uid).await;
     converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
     eventually("status to show the cluster whole, certificates usable", Duration::from_secs(60), || {
         let api = api.clone();

@@ -24,9 +24,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
+use support::etcd_cluster as object;
 use support::{
-    Writer, client_service, clusters, converged, eventually, fresh_namespace, host_dir, install_crd, local_volume,
-    lost_writes, process_with, stop_after, testbed,
+    Writer, client_service, clusters, condition, converged, eventually, fresh_namespace, host_dir, install_crd,
+    local_volume, lost_writes, process_with, status_of as status, stop_after, testbed,
 };
 
 const NS: &str = "e2e-upgrade";
@@ -44,24 +45,6 @@ fn v34() -> String {
     let out = std::process::Command::new("etcd").arg("--version").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().find_map(|l| l.strip_prefix("etcd Version: ")).unwrap().trim().to_string()
-}
-
-fn object(name: &str, spec: serde_json::Value) -> DynamicObject {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
-        "kind": "EtcdCluster",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn status(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
-    api.get(name).await.unwrap().data["status"].clone()
-}
-
-fn condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
-    status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == kind).cloned()).unwrap_or_default()
 }
 
 async fn set_version(api: &Api<DynamicObject>, version: &str) {

@@ -852,3 +852,34 @@ pub async fn tls_client(
         Err(_) => Err(etcd_client::Error::InvalidArgs(format!("{endpoint}: no TLS connection within 5 s"))),
     }
 }
+
+/// An EtcdCluster named `name` with `spec`, to create.
+pub fn etcd_cluster(name: &str, spec: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// The status of EtcdCluster `name`.
+pub async fn status_of(api: &Api<DynamicObject>, name: &str) -> serde_json::Value {
+    api.get(name).await.unwrap().data["status"].clone()
+}
+
+/// The condition `kind` of `status` (`null` when it has none).
+pub fn condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
+    status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == kind).cloned()).unwrap_or_default()
+}
+
+/// Waits until pod `name` (deleted a moment ago, its UID `uid`) exists again as a new pod.
+pub async fn recreated(pods: &Api<Pod>, name: &str, uid: Option<String>) {
+    eventually(&format!("pod {name} created again"), Duration::from_secs(120), || {
+        let pods = pods.clone();
+        let uid = uid.clone();
+        async move { (pods.get_opt(name).await.ok()??.metadata.uid != uid).then_some(()) }
+    })
+    .await;
+}
