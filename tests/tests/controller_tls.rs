@@ -93,7 +93,9 @@ async fn served_serial(url: &str) -> String {
     let address = url.trim_start_matches("https://").to_string();
     let out = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -serial"))
+        .arg(format!(
+            "timeout 10 openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
         .output()
         .await
         .unwrap();

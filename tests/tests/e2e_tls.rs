@@ -83,7 +83,7 @@ fn served_serial(address: &str) -> String {
     let shown = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null"
+            "timeout 10 openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null"
         ))
         .output()
         .unwrap();
