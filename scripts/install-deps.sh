@@ -14,7 +14,7 @@ MINIO_DIR=$KEC_CACHE/minio/$MINIO_VERSION
 log() { echo "install-deps: $*" >&2; }
 
 missing=()
-for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time ca-certificates; do
+for pkg in etcd-server etcd-client protobuf-compiler libprotobuf-dev curl time ca-certificates openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -F "install ok installed" >/dev/null || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
