@@ -228,6 +228,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// As status names its CA.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Side::Peer => "peer-ca",
+            Side::Client => "client-ca",
+        }
+    }
+
     fn signs(self, purpose: Purpose) -> bool {
         (purpose == Purpose::Peer) == (self == Side::Peer)
     }
@@ -388,9 +396,13 @@ pub struct Seen {
 pub async fn observe(client: &kube::Client, cluster: &EtcdCluster, now: SystemTime) -> Result<Seen, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
     let mut read = BTreeMap::new();
-    for used in used(cluster) {
-        let secret = secrets.get_opt(&used.secret).await?;
-        read.insert(used.secret.clone(), secret);
+    let generated_cas = [Side::Peer, Side::Client]
+        .into_iter()
+        .filter(|side| used(cluster).iter().any(|u| u.generated && side.signs(u.purpose)))
+        .map(|side| ca_secret(&cluster.name_any(), side));
+    for name in used(cluster).into_iter().map(|u| u.secret).chain(generated_cas) {
+        let secret = secrets.get_opt(&name).await?;
+        read.insert(name, secret);
     }
     Ok(judge(cluster, &read, now))
 }
@@ -457,7 +469,53 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
         }
         certificates.push(status);
     }
+    // The generated CAs: their end, and any trouble that stops renewals (which holds nothing else up).
+    for side in [Side::Peer, Side::Client] {
+        let leaves: Vec<&Used> = all.iter().filter(|u| u.generated && side.signs(u.purpose)).collect();
+        if leaves.is_empty() {
+            continue;
+        }
+        let secret = ca_secret(&cluster.name_any(), side);
+        let mut status = CertificateStatus {
+            purpose: side.purpose().into(),
+            secret: secret.clone(),
+            generated: true,
+            ..Default::default()
+        };
+        let in_use = leaves.iter().any(|u| read.get(&u.secret).cloned().flatten().is_some_and(|s| ours(&s, cluster)));
+        let problem = match read.get(&secret).cloned().flatten() {
+            None if in_use => Some(
+                "the Secret is gone while certificates it signed are in use: nothing is renewed until it is restored"
+                    .to_string(),
+            ),
+            None => Some("not made yet".to_string()),
+            Some(found) if !ours(&found, cluster) => Some(
+                "the Secret is not this cluster's: nothing is issued from it (delete it if it is left from elsewhere)"
+                    .into(),
+            ),
+            Some(found) => {
+                let data = bytes(&found);
+                let text =
+                    |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
+                match tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY)) {
+                    Some(ca) => {
+                        status.not_after = Some(time(ca.not_after));
+                        None
+                    }
+                    None => Some("the Secret cannot be read as a CA: nothing is renewed until it is restored".into()),
+                }
+            }
+        };
+        status.problem = problem.map(|p| format!("{} ({secret}): {p}", side.purpose()));
+        certificates.push(status);
+    }
     Seen { certificates, identity }
+}
+
+/// Whether a problem of a certificate of this purpose (as status names it) holds the cluster's steps up: the
+/// members' and the controller's own do; an application's, and a CA's (which only stops renewals), do not.
+pub fn holds_up(purpose: &str) -> bool {
+    [Purpose::Peer, Purpose::Server, Purpose::Operator].iter().any(|p| p.as_str() == purpose)
 }
 
 /// The name the controller checks the members' serving certificates against: the client Service's `.svc` name.
@@ -502,6 +560,11 @@ mod tests {
                 owned(c, &used.secret, [(CERT_KEY, &leaf.cert_pem), (KEY_KEY, &leaf.key_pem), (CA_KEY, &ca.cert_pem)]);
             read.insert(used.secret, Some(secret));
         }
+        for side in [Side::Peer, Side::Client] {
+            let name = ca_secret("demo", side);
+            let secret = secret_of(c, &name, "Opaque", &[(CA_KEY, &ca.cert_pem), (CA_PRIVATE_KEY, &ca.key_pem)]);
+            read.insert(name, Some(secret));
+        }
         (ca, read)
     }
 
@@ -535,7 +598,8 @@ mod tests {
         let (ca, read) = issued_all(&c, now);
         let seen = judge(&c, &read, now);
         assert!(seen.certificates.iter().all(|s| s.problem.is_none()), "{:?}", seen.certificates);
-        assert_eq!(seen.certificates.len(), 4);
+        let purposes: Vec<&str> = seen.certificates.iter().map(|s| s.purpose.as_str()).collect();
+        assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"]);
         assert!(seen.certificates.iter().all(|s| s.not_after.is_some() && s.generated));
         let identity = seen.identity.expect("the operator certificate");
         assert_eq!(identity.ca_pem, ca.cert_pem.as_bytes());
@@ -626,6 +690,28 @@ mod tests {
         c.spec.tls = Some(policy);
         let (_, read) = issued_all(&c, now);
         let seen = judge(&c, &read, now);
-        assert!(seen.certificates.iter().all(|s| s.problem.as_deref().is_some_and(|p| p.contains("shorter"))));
+        let leaves: Vec<_> = seen.certificates.iter().filter(|s| !s.purpose.ends_with("-ca")).collect();
+        assert_eq!(leaves.len(), 1, "the peer certificate: {leaves:?}");
+        assert!(leaves[0].problem.as_deref().is_some_and(|p| p.contains("shorter")), "{leaves:?}");
+    }
+
+    #[test]
+    fn a_ca_gone_while_its_certificates_are_in_use_is_reported_and_holds_nothing_up() {
+        let c = generated();
+        let now = SystemTime::now();
+        let (_, mut read) = issued_all(&c, now);
+        read.insert(ca_secret("demo", Side::Client), None);
+        let seen = judge(&c, &read, now);
+        let ca = seen.certificates.iter().find(|s| s.purpose == "client-ca").unwrap();
+        let problem = ca.problem.clone().unwrap_or_default();
+        assert!(problem.contains("gone while certificates it signed are in use"), "{problem}");
+        assert!(!holds_up(&ca.purpose), "renewals stop; the members' certificates still work");
+        let peer_ca = seen.certificates.iter().find(|s| s.purpose == "peer-ca").unwrap();
+        assert!(peer_ca.problem.is_none() && peer_ca.not_after.is_some(), "{peer_ca:?}");
+        assert!(seen.identity.is_some());
+        for purpose in ["peer", "server", "operator"] {
+            assert!(holds_up(purpose));
+        }
+        assert!(!holds_up("application"));
     }
 }

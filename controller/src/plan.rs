@@ -496,12 +496,12 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Action {
 /// The TLS rung: while a certificate the members or the controller use has a problem, no step at all. A pod
 /// created or rolled onto it could not talk to its peers, and a member removed could not be replaced; the running
 /// members keep the files they have (etcd reads them again only on new connections). An application's certificate
-/// is no member's: its problem is reported, and holds nothing up.
+/// is no member's, and a CA's trouble only stops renewals: their problems are reported, and hold nothing up.
 fn certificates(observed: &Observed) -> Option<Action> {
     let problems: Vec<String> = observed
         .certificates
         .iter()
-        .filter(|c| c.purpose != crate::certificates::Purpose::Application.as_str())
+        .filter(|c| crate::certificates::holds_up(&c.purpose))
         .filter_map(|c| c.problem.clone())
         .collect();
     (!problems.is_empty()).then_some(Action::Wait(WaitReason::CertificatesInvalid(problems)))

@@ -166,8 +166,20 @@ pub fn derive(
     let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
     set("UpgradeBlocked", truth(blocked), &blocked_reason, blocked_message);
     if spec.tls.is_some() {
-        let problems: Vec<String> = observed.certificates.iter().filter_map(|c| c.problem.clone()).collect();
-        if problems.is_empty() {
+        let (blocking, other): (Vec<_>, Vec<_>) = observed
+            .certificates
+            .iter()
+            .filter(|c| c.problem.is_some())
+            .partition(|c| crate::certificates::holds_up(&c.purpose));
+        let problems: Vec<String> = blocking.iter().filter_map(|c| c.problem.clone()).collect();
+        let others: Vec<String> = other.iter().filter_map(|c| c.problem.clone()).collect();
+        if problems.is_empty() && !others.is_empty() {
+            let message = format!(
+                "{}. The members' and the controller's certificates can be used: nothing else is held up",
+                others.join("; ")
+            );
+            set("CertificatesReady", "False", "CertificateTrouble", message);
+        } else if problems.is_empty() {
             let soonest = observed.certificates.iter().filter_map(|c| c.not_after.as_ref()).min_by_key(|t| t.0);
             let message = match soonest {
                 Some(at) => format!(
@@ -181,7 +193,7 @@ pub fn derive(
         } else {
             let message = format!(
                 "{}. Nothing is created, rolled or removed until this is fixed; running members keep running",
-                problems.join("; ")
+                problems.iter().chain(&others).cloned().collect::<Vec<_>>().join("; ")
             );
             set("CertificatesReady", "False", "CertificateInvalid", message);
         }

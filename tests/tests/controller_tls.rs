@@ -127,9 +127,15 @@ async fn the_controller_reaches_a_tls_member_with_its_own_certificate_and_a_rene
     let etcd = start(certs.path()).await;
 
     // What the controller's observation makes of the Secrets: no problem, and its identity.
+    let mut ca_secret = secret(&cluster, "demo-tls-client-ca", &ca, &ca);
+    ca_secret.data = Some(BTreeMap::from([
+        ("ca.crt".to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
+        ("ca.key".to_string(), ByteString(ca.key_pem.clone().into_bytes())),
+    ]));
     let read = BTreeMap::from([
         ("demo-tls-server".to_string(), Some(secret(&cluster, "demo-tls-server", &server, &ca))),
         ("demo-tls-operator".to_string(), Some(secret(&cluster, "demo-tls-operator", &operator, &ca))),
+        ("demo-tls-client-ca".to_string(), Some(ca_secret)),
     ]);
     let seen = controller::certificates::judge(&cluster, &read, now);
     assert!(seen.certificates.iter().all(|c| c.problem.is_none()), "{:?}", seen.certificates);

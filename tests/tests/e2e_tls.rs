@@ -211,7 +211,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let shown = status(&api, CLUSTER).await;
     let certificates = shown["certificates"].as_array().cloned().unwrap_or_default();
     let purposes: Vec<&str> = certificates.iter().filter_map(|c| c["purpose"].as_str()).collect();
-    assert_eq!(purposes, ["peer", "server", "operator", "application"], "{shown}");
+    assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"], "{shown}");
     assert!(certificates.iter().all(|c| c["notAfter"].is_string() && c["problem"].is_null()), "{certificates:?}");
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
     assert!(!shown.to_string().contains("PRIVATE KEY"));

@@ -242,7 +242,9 @@ macro_rules! require {
 pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) -> Result<(), String> {
     require!(!desired.paused || inert(action), "paused, yet {action:?}");
     // README: nothing is created, rolled or removed while a certificate of spec.tls cannot be used.
-    let bad_certificate = observed.certificates.iter().any(|c| c.problem.is_some() && c.purpose != "application");
+    let member_purposes = ["peer", "server", "operator"];
+    let bad_certificate =
+        observed.certificates.iter().any(|c| c.problem.is_some() && member_purposes.contains(&c.purpose.as_str()));
     require!(!bad_certificate || inert(action), "a certificate cannot be used, yet {action:?}");
     let members = listed(observed);
     let all_indexes = || {

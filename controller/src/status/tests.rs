@@ -641,3 +641,40 @@ fn sizes_are_written_as_kubernetes_writes_them() {
     assert_eq!(bytes_in_words(1000), "1000");
     assert_eq!(bytes_in_words(0), "0");
 }
+
+#[test]
+fn certificates_are_reported_with_what_holds_the_cluster_up_told_apart_from_what_does_not() {
+    let mut c = cluster("demo", 3);
+    c.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {}, "client": {} })).unwrap());
+    let certificate = |purpose: &str, problem: Option<&str>| proto::cluster::CertificateStatus {
+        purpose: purpose.into(),
+        secret: format!("demo-tls-{purpose}"),
+        generated: true,
+        not_after: problem.is_none().then(|| time(5_000)),
+        problem: problem.map(String::from),
+        ..Default::default()
+    };
+    let ready = |observed: &Observed, action: &Action| {
+        let status = derive(&c.spec, Some(1), observed, action, None, &EtcdClusterStatus::default(), time(1));
+        let condition = status.conditions.iter().find(|c| c.type_ == "CertificatesReady").cloned().unwrap();
+        (status, condition)
+    };
+    let mut observed = steady();
+    observed.certificates =
+        vec![certificate("peer", None), certificate("server", None), certificate("client-ca", None)];
+    let (status, said) = ready(&observed, &Action::Done);
+    assert_eq!((said.status.as_str(), said.reason.as_str()), ("True", "CertificatesValid"), "{}", said.message);
+    assert_eq!(status.certificates, observed.certificates, "status shows every certificate as read");
+    // A CA that is gone: renewals stop, nothing else is held up, and the condition says so.
+    observed.certificates[2] = certificate("client-ca", Some("client-ca (demo-tls-client-ca): the Secret is gone"));
+    let (_, said) = ready(&observed, &Action::Done);
+    assert_eq!((said.status.as_str(), said.reason.as_str()), ("False", "CertificateTrouble"), "{}", said.message);
+    assert!(said.message.contains("nothing else is held up"), "{}", said.message);
+    // A member's certificate that cannot be used: everything waits, and both problems are named.
+    observed.certificates[0] = certificate("peer", Some("peer certificate (demo-tls-peer): the certificate expired"));
+    let waiting = Action::Wait(crate::plan::WaitReason::CertificatesInvalid(vec!["peer ...".into()]));
+    let (_, said) = ready(&observed, &waiting);
+    assert_eq!((said.status.as_str(), said.reason.as_str()), ("False", "CertificateInvalid"), "{}", said.message);
+    assert!(said.message.contains("expired") && said.message.contains("is gone"), "{}", said.message);
+    assert!(said.message.contains("Nothing is created, rolled or removed"), "{}", said.message);
+}
