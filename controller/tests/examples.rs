@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
-use proto::cluster::{BackupPolicy, BackupStorage, EtcdCluster, RestoreSource};
+use proto::cluster::{BackupPolicy, BackupStorage, ClientTls, EtcdCluster, RestoreSource, TlsPolicy};
 use serde_json::Value;
 
 fn example_dir() -> PathBuf {
@@ -44,6 +44,16 @@ fn refusal(doc: &Value) -> Option<String> {
             return Some(format!("{e:?}"));
         }
     }
+    if let Some(tls) = doc["spec"].get("tls") {
+        if let Err(e) = TlsPolicy::validate_cel(tls, None) {
+            return Some(format!("{e:?}"));
+        }
+        if let Some(client) = tls.get("client")
+            && let Err(e) = ClientTls::validate_cel(client, None)
+        {
+            return Some(format!("{e:?}"));
+        }
+    }
     if let Err(e) = serde_json::from_value::<EtcdCluster>(doc.clone()) {
         return Some(e.to_string());
     }
@@ -58,6 +68,7 @@ fn the_examples_are_valid() {
         "example-etcd-cluster-s3.yaml",
         "example-etcd-cluster-restore.yaml",
         "example-etcd-cluster-restore-s3.yaml",
+        "example-etcd-cluster-tls.yaml",
     ] {
         let doc = load(&example_dir().join(name));
         assert_eq!(refusal(&doc), None, "{name}");
@@ -82,6 +93,8 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("backup-every-zero.yaml", "does not match"),
         ("bad-repository.yaml", "does not match"),
         ("bad-quantity.yaml", "does not match"),
+        ("tls-short-duration.yaml", "certificateDuration must be at least 10m"),
+        ("tls-server-without-operator.yaml", "set secretName and operatorSecretName together"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
