@@ -156,6 +156,13 @@ fn ours(secret: &Secret, cluster: &EtcdCluster) -> bool {
     secret.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref())
 }
 
+/// The CA a generated CA Secret holds (`ca.crt`, `ca.key`), if it can be read as one.
+fn ca_in(secret: &Secret) -> Option<Issued> {
+    let data = bytes(secret);
+    let text = |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
+    tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY))
+}
+
 fn bytes(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
@@ -266,11 +273,9 @@ async fn the_ca(
     let ca_name = ca_secret(&name, side);
     match secrets.get_opt(&ca_name).await.map_err(kube_says(format!("reading Secret {ca_name}")))? {
         Some(secret) if ours(&secret, cluster) => {
-            let data = bytes(&secret);
-            let text = |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
             // A CA that cannot be read is never replaced behind the members' backs: every certificate they
             // trust would change at once.
-            tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY)).ok_or_else(|| {
+            ca_in(&secret).ok_or_else(|| {
                 format!("Secret {ca_name} (the cluster's CA) cannot be read: nothing is issued or renewed until it is restored")
             })
         }
@@ -493,18 +498,13 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
                 "the Secret is not this cluster's: nothing is issued from it (delete it if it is left from elsewhere)"
                     .into(),
             ),
-            Some(found) => {
-                let data = bytes(&found);
-                let text =
-                    |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
-                match tls::ca_from_pem(&text(CA_KEY), &text(CA_PRIVATE_KEY)) {
-                    Some(ca) => {
-                        status.not_after = Some(time(ca.not_after));
-                        None
-                    }
-                    None => Some("the Secret cannot be read as a CA: nothing is renewed until it is restored".into()),
+            Some(found) => match ca_in(&found) {
+                Some(ca) => {
+                    status.not_after = Some(time(ca.not_after));
+                    None
                 }
-            }
+                None => Some("the Secret cannot be read as a CA: nothing is renewed until it is restored".into()),
+            },
         };
         status.problem = problem.map(|p| format!("{} ({secret}): {p}", side.purpose()));
         certificates.push(status);
