@@ -5,7 +5,7 @@
 //! Renewal writes the Secret's new contents only: the kubelet updates the files in the member pods (mounted as
 //! whole directories), and etcd reads them on each new handshake, so nothing restarts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
@@ -29,6 +29,14 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The shortest `spec.tls.certificateDuration`: a renewal (at two thirds) must leave the kubelet time to put the
 /// new files into the pods (about a minute) well before the old ones expire.
 pub const MIN_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// The keys of the next CA in a generated CA Secret while the CA is rotated (`ca.crt` and `ca.key` stay the CA's).
+pub const NEXT_CA_KEY: &str = "next.crt";
+/// See [`NEXT_CA_KEY`].
+pub const NEXT_PRIVATE_KEY: &str = "next.key";
+/// The annotation on a generated CA Secret that asks for a rotation of that CA (any value; the Secret written at
+/// the end of the rotation no longer has it).
+pub const ROTATE_ANNOTATION: &str = "kube-etcd-controller.dev/rotate";
 
 /// What a certificate of the cluster is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +124,66 @@ pub fn used(cluster: &EtcdCluster) -> Vec<Used> {
     used
 }
 
+/// The annotation on a member pod that names the CAs it trusts ([`Trust::render`]).
+pub const TRUSTED_CAS: &str = "kube-etcd-controller.dev/trusted-cas";
+
+/// The CAs a member trusts, by key ([`tls::ca_keys`]): on its peer port (the peers' certificates) and on its client
+/// port (the clients' certificates). etcd reads its CA bundles only when it starts, so a member trusts what the
+/// `ca.crt` of its Secrets held when its pod was created, and a changed bundle reaches it only through a restart.
+/// So the trust is rendered into the pod (an annotation, part of its settings hash), and a change of a `ca.crt` is
+/// carried to every member by the rollout: one member at a time, health-gated, the leader last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// The CAs of the peer Secret's `ca.crt`.
+    pub peer: BTreeSet<String>,
+    /// The CAs of the serving Secret's `ca.crt`.
+    pub client: BTreeSet<String>,
+}
+
+impl Trust {
+    /// The annotation's value on a member pod of `cluster`: `peer=<key>,<key>;client=<key>` for the sides its TLS
+    /// has; `None` without TLS (a plain member renders as it always did).
+    pub fn render(&self, cluster: &EtcdCluster) -> Option<String> {
+        let keys = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(",");
+        let mut sides = Vec::new();
+        if cluster.spec.peer_tls() {
+            sides.push(format!("peer={}", keys(&self.peer)));
+        }
+        if cluster.spec.client_tls() {
+            sides.push(format!("client={}", keys(&self.client)));
+        }
+        (!sides.is_empty()).then(|| sides.join(";"))
+    }
+
+    /// The trust a member pod's annotation names; `None` for a pod without one.
+    pub fn of_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Option<Self> {
+        let value = pod.annotations().get(TRUSTED_CAS)?;
+        let mut trust = Self::default();
+        for side in value.split(';') {
+            let (name, keys) = side.split_once('=')?;
+            let keys = keys.split(',').filter(|k| !k.is_empty()).map(String::from).collect();
+            match name {
+                "peer" => trust.peer = keys,
+                "client" => trust.client = keys,
+                _ => return None,
+            }
+        }
+        Some(trust)
+    }
+}
+
+/// Whether members that started trusting `running` (by member) can be restarted to trust `bundle` while
+/// certificates of `signer` are presented to them: yes when the bundle still holds every CA any of them trusts (a
+/// restarted member refuses nothing it accepted before), or when every one of them already trusts `signer` (what
+/// the others present is trusted on both sides). Otherwise the members that do not trust `signer` are returned:
+/// restarting members would leave some that refuse each other.
+fn untrusting<'a>(bundle: &BTreeSet<String>, signer: &str, running: &'a [(String, BTreeSet<String>)]) -> Vec<&'a str> {
+    if running.iter().all(|(_, trusted)| trusted.is_subset(bundle)) {
+        return Vec::new();
+    }
+    running.iter().filter(|(_, trusted)| !trusted.contains(signer)).map(|(member, _)| member.as_str()).collect()
+}
+
 /// `spec.tls.certificateDuration`, or why it cannot be used.
 pub fn duration(tls: &TlsPolicy) -> Result<Duration, String> {
     let Some(text) = &tls.certificate_duration else { return Ok(DEFAULT_DURATION) };
@@ -156,6 +224,13 @@ fn ours(secret: &Secret, cluster: &EtcdCluster) -> bool {
     secret.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref())
 }
 
+/// The successor a generated CA Secret holds while the CA is rotated (`next.crt`, `next.key`).
+fn next_ca_in(secret: &Secret) -> Option<Issued> {
+    let data = bytes(secret);
+    let text = |key: &str| String::from_utf8(data.get(key).cloned().unwrap_or_default()).unwrap_or_default();
+    tls::ca_from_pem(&text(NEXT_CA_KEY), &text(NEXT_PRIVATE_KEY))
+}
+
 /// The CA a generated CA Secret holds (`ca.crt`, `ca.key`), if it can be read as one.
 fn ca_in(secret: &Secret) -> Option<Issued> {
     let data = bytes(secret);
@@ -187,12 +262,20 @@ fn secret_of(cluster: &EtcdCluster, name: &str, type_: &str, data: &[(&str, &str
 pub enum Issuance {
     /// A CA was made for the cluster.
     NewCa(String),
-    /// A certificate was issued into a Secret (missing, unusable or due for renewal before).
+    /// A certificate was issued into a Secret (missing, unusable or due for renewal before), or its `ca.crt`
+    /// written again for a CA's rotation.
     Issued {
         /// The Secret.
         secret: String,
         /// Why.
         why: String,
+    },
+    /// A step of a CA's rotation was taken.
+    Rotation {
+        /// The CA's Secret.
+        secret: String,
+        /// What was done.
+        note: String,
     },
 }
 
@@ -201,28 +284,232 @@ pub enum Issuance {
 /// come from two CAs, so that no client certificate is ever taken as a peer's. Secrets of those names that are
 /// not the cluster's are left alone (status says so). Nothing is done while `spec.tls.certificateDuration` cannot
 /// be used. Every certificate it did issue is returned even when a later step fails.
-pub async fn ensure(client: &kube::Client, cluster: &EtcdCluster) -> (Vec<Issuance>, Result<(), String>) {
+pub async fn ensure(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    propagation: Duration,
+) -> (Vec<Issuance>, Result<(), String>) {
     let mut done = Vec::new();
-    let result = ensure_into(client, cluster, &mut done).await;
+    let result = ensure_into(client, cluster, propagation, &mut done).await;
     (done, result)
 }
 
-async fn ensure_into(client: &kube::Client, cluster: &EtcdCluster, done: &mut Vec<Issuance>) -> Result<(), String> {
+async fn ensure_into(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    propagation: Duration,
+    done: &mut Vec<Issuance>,
+) -> Result<(), String> {
     let Some(policy) = &cluster.spec.tls else { return Ok(()) };
     let Ok(duration) = duration(policy) else { return Ok(()) };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let namespace = cluster.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let now = SystemTime::now();
+    let mut running = None;
     for side in [Side::Peer, Side::Client] {
         let generated: Vec<Used> = used(cluster).into_iter().filter(|u| u.generated && side.signs(u.purpose)).collect();
         if generated.is_empty() {
             continue;
         }
-        let ca = the_ca(&secrets, cluster, side, &generated, now, done).await?;
+        let (ca_holder, mut cas) = the_ca(&secrets, cluster, side, &generated, now, done).await?;
+        let mut leaves = Vec::new();
         for wanted in generated {
-            issue_if_due(&secrets, cluster, &ca, wanted, duration, now, done).await?;
+            let existing = secrets
+                .get_opt(&wanted.secret)
+                .await
+                .map_err(kube_says(format!("reading Secret {}", wanted.secret)))?;
+            leaves.push((wanted, existing));
+        }
+        // What the members trust, as their pods say: read once, and only while a CA has a successor.
+        let trusting: Vec<BTreeSet<String>> = if cas.next.is_some() {
+            if running.is_none() {
+                running = Some(member_trust(client, cluster).await?);
+            }
+            running.iter().flatten().map(|t| side.of(t).clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let states: Vec<Leaf> = leaves
+            .iter()
+            .map(|(wanted, existing)| Leaf::of(existing.as_ref(), &names_for(cluster, wanted.purpose), wanted, now))
+            .collect();
+        let requested = ca_holder.as_ref().is_some_and(|s| s.annotations().contains_key(ROTATE_ANNOTATION));
+        let step = rotation(&cas, requested, &states, &trusting, propagation, now);
+        if let Some(holder) = ca_holder {
+            cas = rotate(&secrets, cluster, side, holder, cas, &step, now, done).await?;
+        }
+        let signer = match (&cas.next, &step) {
+            (Some(next), Rotation::SignWithNext) => next,
+            _ => &cas.current,
+        };
+        for (wanted, existing) in leaves {
+            issue_if_due(&secrets, cluster, &cas, signer, wanted, existing, duration, now, done).await?;
         }
     }
     Ok(())
+}
+
+/// The trust of each member pod of `cluster` ([`Trust::of_pod`]).
+async fn member_trust(client: &kube::Client, cluster: &EtcdCluster) -> Result<Vec<Trust>, String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let selector = format!("{}={},{}", crate::labels::CLUSTER_LABEL, cluster.name_any(), crate::labels::MEMBER_LABEL);
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_says("listing the member pods".into()))?;
+    Ok(listed.items.iter().filter_map(Trust::of_pod).collect())
+}
+
+/// A generated CA, and its successor while it is rotated.
+#[derive(Clone, Debug)]
+struct Cas {
+    current: Issued,
+    next: Option<Issued>,
+}
+
+impl Cas {
+    /// The `ca.crt` of the certificates they sign: both CAs while rotating.
+    fn bundle(&self) -> String {
+        let mut bundle = self.current.cert_pem.clone();
+        if let Some(next) = &self.next {
+            if !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(&next.cert_pem);
+        }
+        bundle
+    }
+
+    /// The keys of both ([`tls::ca_keys`]).
+    fn keys(&self) -> BTreeSet<String> {
+        tls::ca_keys(self.bundle().as_bytes())
+    }
+}
+
+/// The key of a CA ([`tls::ca_keys`]).
+fn key_of(ca: &Issued) -> String {
+    tls::ca_keys(ca.cert_pem.as_bytes()).into_iter().next().unwrap_or_default()
+}
+
+/// A generated certificate as its Secret holds it, as far as a CA's rotation is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Leaf {
+    /// The CA it chains to, when it can be used.
+    signer: Option<String>,
+    /// The CA keys of its Secret's `ca.crt`.
+    bundle: BTreeSet<String>,
+    /// When it was written (its validity's start, which is backdated).
+    written: SystemTime,
+}
+
+impl Leaf {
+    fn of(secret: Option<&Secret>, names: &[String], wanted: &Used, now: SystemTime) -> Self {
+        let data = secret.map(bytes).unwrap_or_default();
+        let checked = tls::check(&data, names, wanted.purpose.usage(), now).ok();
+        Self {
+            signer: checked.as_ref().map(|c| c.signer.clone()),
+            bundle: data.get(CA_KEY).map(|ca| tls::ca_keys(ca)).unwrap_or_default(),
+            written: checked.map_or(now, |c| c.not_before + tls::BACKDATE),
+        }
+    }
+}
+
+/// Where a generated CA's rotation is, and what comes next. A CA is changed in three steps, each carried to the
+/// members before the next: its successor made and put next to it in every `ca.crt` (the members are restarted
+/// by the rollout to trust both), then the certificates issued by the successor (served without a restart: both
+/// sides trust it), then, once those reached the pods, the old CA dropped (restarted again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Rotation {
+    /// None under way, and none due.
+    Idle,
+    /// Make the successor: asked for (the Secret's annotation), or a third of the CA's life left.
+    Start,
+    /// Certificates from the current CA with both CAs in `ca.crt`, until every member trusts the successor.
+    TrustBoth,
+    /// Every member trusts both: certificates from the successor.
+    SignWithNext,
+    /// Every certificate is the successor's and reached the pods: it becomes the CA, the old one is dropped.
+    Finish,
+}
+
+/// The step of a CA's rotation, from the CAs, whether one was asked for, the certificates it signs and what each
+/// member pod trusts on that side. Pure.
+fn rotation(
+    cas: &Cas,
+    requested: bool,
+    leaves: &[Leaf],
+    running: &[BTreeSet<String>],
+    propagation: Duration,
+    now: SystemTime,
+) -> Rotation {
+    let Some(next) = &cas.next else {
+        return if requested || renewal_due(cas.current.not_after, now, CA_VALIDITY) {
+            Rotation::Start
+        } else {
+            Rotation::Idle
+        };
+    };
+    let next_key = key_of(next);
+    if !running.iter().all(|trusted| trusted.contains(&next_key)) {
+        return Rotation::TrustBoth;
+    }
+    let keys = cas.keys();
+    let moved = leaves.iter().all(|leaf| {
+        leaf.signer.as_ref() == Some(&next_key) && leaf.bundle == keys && now >= leaf.written + propagation
+    });
+    if moved { Rotation::Finish } else { Rotation::SignWithNext }
+}
+
+/// Writes `holder` (the CA Secret) for `step`: the successor made, or made the CA. Returns the CAs from then on.
+#[allow(clippy::too_many_arguments)]
+async fn rotate(
+    secrets: &Api<Secret>,
+    cluster: &EtcdCluster,
+    side: Side,
+    holder: Secret,
+    cas: Cas,
+    step: &Rotation,
+    now: SystemTime,
+    done: &mut Vec<Issuance>,
+) -> Result<Cas, String> {
+    let ca_name = ca_secret(&cluster.name_any(), side);
+    let (written, note) = match (step, &cas.next) {
+        (Rotation::Start, None) => {
+            let next = tls::new_ca(&cluster.namespace().unwrap_or_default(), &cluster.name_any(), now, CA_VALIDITY)
+                .map_err(|e| e.to_string())?;
+            let why = if holder.annotations().contains_key(ROTATE_ANNOTATION) {
+                "asked for (annotation)".to_string()
+            } else {
+                format!("it ends at {}", rfc3339(cas.current.not_after))
+            };
+            let note = format!(
+                "started rotating the CA ({why}): a new CA is trusted next to it, and the members are restarted one \
+                 at a time to read both"
+            );
+            (Cas { current: cas.current, next: Some(next) }, note)
+        }
+        (Rotation::Finish, Some(next)) => (
+            Cas { current: next.clone(), next: None },
+            "finished rotating the CA: every certificate is the new CA's, the old CA is dropped (the members are \
+             restarted one at a time to trust only the new one)"
+                .to_string(),
+        ),
+        _ => return Ok(cas),
+    };
+    let mut data =
+        vec![(CA_KEY, written.current.cert_pem.as_str()), (CA_PRIVATE_KEY, written.current.key_pem.as_str())];
+    if let Some(next) = &written.next {
+        data.extend([(NEXT_CA_KEY, next.cert_pem.as_str()), (NEXT_PRIVATE_KEY, next.key_pem.as_str())]);
+    }
+    let mut secret = secret_of(cluster, &ca_name, "Opaque", &data);
+    // Replaced only as read: a write in between makes this one fail, and the next reconcile looks again.
+    secret.metadata.resource_version = holder.metadata.resource_version;
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    secrets.replace(&ca_name, &params, &secret).await.map_err(kube_says(format!("writing Secret {ca_name}")))?;
+    tracing::info!(secret = %ca_name, %note, "CA rotation");
+    done.push(Issuance::Rotation { secret: ca_name, note });
+    Ok(written)
 }
 
 /// Which of the cluster's two CAs.
@@ -246,6 +533,14 @@ impl Side {
     fn signs(self, purpose: Purpose) -> bool {
         (purpose == Purpose::Peer) == (self == Side::Peer)
     }
+
+    /// What a member trusts on this side.
+    fn of(self, trust: &Trust) -> &BTreeSet<String> {
+        match self {
+            Side::Peer => &trust.peer,
+            Side::Client => &trust.client,
+        }
+    }
 }
 
 /// The Secret of the CA the controller generates for `cluster`'s `side`.
@@ -260,7 +555,8 @@ fn kube_says(op: String) -> impl FnOnce(kube::Error) -> String {
     move |e| format!("{op}: {e}")
 }
 
-/// The CA of `side`, made when the cluster has none and no certificate of that side yet.
+/// The CAs of `side` (with the Secret that holds them, `None` when it was made just now), made when the cluster
+/// has none and no certificate of that side yet.
 async fn the_ca(
     secrets: &Api<Secret>,
     cluster: &EtcdCluster,
@@ -268,16 +564,18 @@ async fn the_ca(
     generated: &[Used],
     now: SystemTime,
     done: &mut Vec<Issuance>,
-) -> Result<Issued, String> {
+) -> Result<(Option<Secret>, Cas), String> {
     let name = cluster.name_any();
     let ca_name = ca_secret(&name, side);
     match secrets.get_opt(&ca_name).await.map_err(kube_says(format!("reading Secret {ca_name}")))? {
         Some(secret) if ours(&secret, cluster) => {
             // A CA that cannot be read is never replaced behind the members' backs: every certificate they
             // trust would change at once.
-            ca_in(&secret).ok_or_else(|| {
+            let current = ca_in(&secret).ok_or_else(|| {
                 format!("Secret {ca_name} (the cluster's CA) cannot be read: nothing is issued or renewed until it is restored")
-            })
+            })?;
+            let next = next_ca_in(&secret);
+            Ok((Some(secret), Cas { current, next }))
         }
         Some(_) => Err(format!(
             "Secret {ca_name} is not this cluster's: the controller does not use it as the cluster's CA, and issues \
@@ -309,61 +607,110 @@ async fn the_ca(
                 .await
                 .map_err(kube_says(format!("creating Secret {ca_name}")))?;
             done.push(Issuance::NewCa(ca_name));
-            Ok(ca)
+            Ok((None, Cas { current: ca, next: None }))
         }
     }
 }
 
-/// Issues `wanted`'s certificate from `ca` when its Secret is missing, unusable or due for renewal.
+/// What a generated certificate's Secret needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Need {
+    /// Nothing.
+    Nothing,
+    /// A new certificate from the signing CA, for this reason.
+    Issue(String),
+    /// The same certificate with the CAs' bundle as its `ca.crt`, for this reason.
+    Bundle(String),
+}
+
+/// What the Secret `data` of a generated certificate for `names` needs, with `cas` the cluster's CAs of its side
+/// and `signer` the one that signs now. Pure.
+fn need(
+    data: Option<&BTreeMap<String, Vec<u8>>>,
+    names: &[String],
+    usage: Usage,
+    cas: &Cas,
+    signer: &Issued,
+    duration: Duration,
+    now: SystemTime,
+) -> Need {
+    let Some(data) = data else { return Need::Issue("it did not exist".into()) };
+    let checked = match tls::check(data, names, usage, now) {
+        Err(problems) => return Need::Issue(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
+        Ok(checked) => checked,
+    };
+    let bundled = data.get(CA_KEY).is_some_and(|ca| tls::ca_keys(ca) == cas.keys());
+    if !cas.keys().contains(&checked.signer) {
+        // Still good, from another CA (the CA Secret was replaced): issuing from the new one now would split the
+        // members' trust. Left as it is; putting another CA in place is a person's decision.
+        return Need::Nothing;
+    }
+    if checked.signer != key_of(signer) {
+        return Need::Issue("the CA is rotated: a certificate of the new CA, which every member trusts now".into());
+    }
+    if !bundled {
+        return Need::Bundle(if cas.next.is_some() {
+            "the CA is rotated: its ca.crt holds the new CA next to the old one".into()
+        } else {
+            "the CA is rotated: its ca.crt holds only the new CA".into()
+        });
+    }
+    // Never past the CA's own end: in the CA's last stretch a new certificate would end where this one does, so it
+    // is not issued again at every reconcile.
+    if checked.not_after + Duration::from_secs(60) >= signer.not_after {
+        return Need::Nothing;
+    }
+    if renewal_due(checked.not_after, now, duration) {
+        return Need::Issue(format!("it expires at {}", rfc3339(checked.not_after)));
+    }
+    Need::Nothing
+}
+
+/// Issues `wanted`'s certificate from `signer` when its Secret (`existing`) is missing, unusable, due for renewal
+/// or of the CA a rotation moves from, or writes its `ca.crt` again when a rotation changed the bundle.
+#[allow(clippy::too_many_arguments)]
 async fn issue_if_due(
     secrets: &Api<Secret>,
     cluster: &EtcdCluster,
-    ca: &Issued,
+    cas: &Cas,
+    signer: &Issued,
     wanted: Used,
+    existing: Option<Secret>,
     duration: Duration,
     now: SystemTime,
     done: &mut Vec<Issuance>,
 ) -> Result<(), String> {
     let name = cluster.name_any();
     let names = names_for(cluster, wanted.purpose);
-    let existing =
-        secrets.get_opt(&wanted.secret).await.map_err(kube_says(format!("reading Secret {}", wanted.secret)))?;
-    let why = match &existing {
-        Some(secret) if !ours(secret, cluster) => return Ok(()),
-        None => "it did not exist".to_string(),
-        Some(secret) => {
-            let data = bytes(secret);
-            let same_ca = data.get(CA_KEY).is_some_and(|c| c == ca.cert_pem.as_bytes());
-            match tls::check(&data, &names, wanted.purpose.usage(), now) {
-                Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-                // Still good, from another CA (the CA Secret was replaced): issuing from the new one now would split
-                // the members' trust. Left as it is; a CA rotation is a person's decision.
-                Ok(_) if !same_ca => {
-                    tracing::warn!(secret = %wanted.secret, "a certificate of another CA than the cluster's is left in place");
-                    return Ok(());
-                }
-                // Never past the CA's own end: in the CA's last stretch a new certificate would end where this one
-                // does, so it is not issued again at every reconcile.
-                Ok(checked) if checked.not_after + Duration::from_secs(60) >= ca.not_after => return Ok(()),
-                Ok(checked) if renewal_due(checked.not_after, now, duration) => {
-                    format!("it expires at {}", rfc3339(checked.not_after))
-                }
-                Ok(_) => return Ok(()),
+    if existing.as_ref().is_some_and(|s| !ours(s, cluster)) {
+        return Ok(());
+    }
+    let data = existing.as_ref().map(bytes);
+    let bundle = cas.bundle();
+    let (cert_pem, key_pem, not_after, why) =
+        match need(data.as_ref(), &names, wanted.purpose.usage(), cas, signer, duration, now) {
+            Need::Nothing => return Ok(()),
+            Need::Bundle(why) => {
+                let data = data.unwrap_or_default();
+                let text = |key: &str| String::from_utf8_lossy(data.get(key).map_or(&[][..], |v| v)).into_owned();
+                (text(CERT_KEY), text(KEY_KEY), None, why)
             }
-        }
-    };
-    let common_name = match wanted.purpose {
-        Purpose::Peer | Purpose::Server => format!("{name} member"),
-        Purpose::Operator => "kube-etcd-controller".to_string(),
-        Purpose::Application => format!("{name} application"),
-    };
-    let issued: Issued = tls::issue(ca, &common_name, &names, wanted.purpose.usage(), now, duration)
-        .map_err(|e| format!("issuing the certificate of Secret {}: {e}", wanted.secret))?;
+            Need::Issue(why) => {
+                let common_name = match wanted.purpose {
+                    Purpose::Peer | Purpose::Server => format!("{name} member"),
+                    Purpose::Operator => "kube-etcd-controller".to_string(),
+                    Purpose::Application => format!("{name} application"),
+                };
+                let issued = tls::issue(signer, &common_name, &names, wanted.purpose.usage(), now, duration)
+                    .map_err(|e| format!("issuing the certificate of Secret {}: {e}", wanted.secret))?;
+                (issued.cert_pem, issued.key_pem, Some(issued.not_after), why)
+            }
+        };
     let mut secret = secret_of(
         cluster,
         &wanted.secret,
         "kubernetes.io/tls",
-        &[(CERT_KEY, &issued.cert_pem), (KEY_KEY, &issued.key_pem), (CA_KEY, &ca.cert_pem)],
+        &[(CERT_KEY, &cert_pem), (KEY_KEY, &key_pem), (CA_KEY, &bundle)],
     );
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match existing {
@@ -376,7 +723,12 @@ async fn issue_if_due(
         }
     }
     .map_err(kube_says(format!("writing Secret {}", wanted.secret)))?;
-    tracing::info!(secret = %wanted.secret, %why, not_after = %rfc3339(issued.not_after), "issued a certificate");
+    match not_after {
+        Some(until) => {
+            tracing::info!(secret = %wanted.secret, %why, not_after = %rfc3339(until), "issued a certificate")
+        }
+        None => tracing::info!(secret = %wanted.secret, %why, "wrote a certificate's CA bundle"),
+    }
     done.push(Issuance::Issued { secret: wanted.secret, why });
     Ok(())
 }
@@ -395,10 +747,18 @@ pub struct Seen {
     pub certificates: Vec<CertificateStatus>,
     /// The controller's client TLS, when client TLS is on and its certificates can be used.
     pub identity: Option<ClientIdentity>,
+    /// What a member created now trusts: the CAs of the `ca.crt` of the peer and serving Secrets.
+    pub trust: Trust,
 }
 
-/// Reads and checks every Secret `cluster`'s TLS uses, at `now`.
-pub async fn observe(client: &kube::Client, cluster: &EtcdCluster, now: SystemTime) -> Result<Seen, kube::Error> {
+/// Reads and checks every Secret `cluster`'s TLS uses, at `now`, for members that run trusting `running` (each
+/// member pod's [`Trust`], by member name).
+pub async fn observe(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    running: &[(String, Trust)],
+    now: SystemTime,
+) -> Result<Seen, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
     let mut read = BTreeMap::new();
     let generated_cas = [Side::Peer, Side::Client]
@@ -409,11 +769,17 @@ pub async fn observe(client: &kube::Client, cluster: &EtcdCluster, now: SystemTi
         let secret = secrets.get_opt(&name).await?;
         read.insert(name, secret);
     }
-    Ok(judge(cluster, &read, now))
+    Ok(judge(cluster, &read, running, now))
 }
 
-/// [`observe`]'s judgement of the Secrets read (by name; `None` for one that does not exist). Pure.
-pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now: SystemTime) -> Seen {
+/// [`observe`]'s judgement of the Secrets read (by name; `None` for one that does not exist), for members that run
+/// trusting `running`. Pure.
+pub fn judge(
+    cluster: &EtcdCluster,
+    read: &BTreeMap<String, Option<Secret>>,
+    running: &[(String, Trust)],
+    now: SystemTime,
+) -> Seen {
     let mut certificates = Vec::new();
     let duration_problem = cluster.spec.tls.as_ref().and_then(|t| duration(t).err());
     let all = used(cluster);
@@ -422,6 +788,11 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
         .find(|u| u.purpose == Purpose::Server)
         .and_then(|u| read.get(&u.secret)?.as_ref())
         .and_then(|s| bytes(s).get(CA_KEY).cloned());
+    let bundle_of = |purpose: Purpose| {
+        let secret = all.iter().find(|u| u.purpose == purpose).and_then(|u| read.get(&u.secret)?.as_ref());
+        secret.and_then(|s| bytes(s).get(CA_KEY).map(|ca| tls::ca_keys(ca))).unwrap_or_default()
+    };
+    let trust = Trust { peer: bundle_of(Purpose::Peer), client: bundle_of(Purpose::Server) };
     let mut identity = None;
     for used in &all {
         let mut status = CertificateStatus {
@@ -448,6 +819,23 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
                 {
                     data.insert(CA_KEY.into(), ca.clone());
                 }
+                // A member refuses a certificate of a CA it did not trust when it started: the peers' (peer
+                // port), the controller's (client port). Whether the members can be restarted to the trust of the
+                // Secrets now, with the certificates the Secrets hold now.
+                let of = |side: fn(&Trust) -> &BTreeSet<String>| {
+                    (side(&trust), running.iter().map(|(m, t)| (m.clone(), side(t).clone())).collect::<Vec<_>>())
+                };
+                let side = match used.purpose {
+                    Purpose::Peer => Some(of(|t| &t.peer)),
+                    Purpose::Operator => Some(of(|t| &t.client)),
+                    Purpose::Server | Purpose::Application => None,
+                };
+                let refused_by = |signer: &str| match &side {
+                    Some((bundle, running)) => {
+                        untrusting(bundle, signer, running).into_iter().map(String::from).collect::<Vec<_>>()
+                    }
+                    None => Vec::new(),
+                };
                 match tls::check(&data, &names_for(cluster, used.purpose), used.purpose.usage(), now) {
                     Ok(checked) => {
                         status.subject = Some(checked.subject);
@@ -462,7 +850,17 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
                                 server_name: client_server_name(cluster),
                             });
                         }
-                        None
+                        let members = refused_by(&checked.signer);
+                        (!members.is_empty()).then(|| {
+                            format!(
+                                "it is signed by a CA that {} did not trust when they started, and ca.crt no longer \
+                                 holds every CA they trust: restarting members would leave some that refuse each \
+                                 other, so nothing is restarted. Change a CA in three steps: both CAs in ca.crt (the \
+                                 members are restarted one at a time to trust both), then certificates of the new CA, \
+                                 then the old CA out of ca.crt",
+                                members.join(", ")
+                            )
+                        })
                     }
                     Err(problems) => Some(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
                 }
@@ -508,8 +906,20 @@ pub fn judge(cluster: &EtcdCluster, read: &BTreeMap<String, Option<Secret>>, now
         };
         status.problem = problem.map(|p| format!("{} ({secret}): {p}", side.purpose()));
         certificates.push(status);
+        // While the CA is rotated, its successor too.
+        if let Some(next) =
+            read.get(&secret).cloned().flatten().filter(|s| ours(s, cluster)).as_ref().and_then(next_ca_in)
+        {
+            certificates.push(CertificateStatus {
+                purpose: format!("{}-next", side.purpose()),
+                secret: secret.clone(),
+                generated: true,
+                not_after: Some(time(next.not_after)),
+                ..Default::default()
+            });
+        }
     }
-    Seen { certificates, identity }
+    Seen { certificates, identity, trust }
 }
 
 /// Whether a problem of a certificate of this purpose (as status names it) holds the cluster's steps up: the
@@ -596,7 +1006,7 @@ mod tests {
         let c = generated();
         let now = SystemTime::now();
         let (ca, read) = issued_all(&c, now);
-        let seen = judge(&c, &read, now);
+        let seen = judge(&c, &read, &[], now);
         assert!(seen.certificates.iter().all(|s| s.problem.is_none()), "{:?}", seen.certificates);
         let purposes: Vec<&str> = seen.certificates.iter().map(|s| s.purpose.as_str()).collect();
         assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"]);
@@ -634,7 +1044,7 @@ mod tests {
             user("server", &server.cert_pem, &stranger.key_pem, &ca.cert_pem),
             user("client", &client.cert_pem, &client.key_pem, &other_ca.cert_pem),
         ]);
-        let seen = judge(&c, &read, now);
+        let seen = judge(&c, &read, &[], now);
         let problem = |purpose: &str| {
             seen.certificates.iter().find(|s| s.purpose == purpose).and_then(|s| s.problem.clone()).unwrap_or_default()
         };
@@ -651,7 +1061,7 @@ mod tests {
         let later = now + 2 * HOUR;
         let read =
             BTreeMap::from([user("peer", &peer.cert_pem, &peer.key_pem, &ca.cert_pem), ("server".to_string(), None)]);
-        let seen = judge(&c, &read, later);
+        let seen = judge(&c, &read, &[], later);
         let problem = |purpose: &str| {
             seen.certificates.iter().find(|s| s.purpose == purpose).and_then(|s| s.problem.clone()).unwrap_or_default()
         };
@@ -667,7 +1077,7 @@ mod tests {
         if let Some(Some(secret)) = read.get_mut("demo-app") {
             secret.metadata.owner_references = None;
         }
-        let seen = judge(&c, &read, now);
+        let seen = judge(&c, &read, &[], now);
         let app = seen.certificates.iter().find(|s| s.purpose == "application").unwrap();
         assert!(app.problem.as_deref().unwrap_or_default().contains("is not this cluster's"), "{app:?}");
         assert!(!ours(read["demo-app"].as_ref().unwrap(), &c), "ensure leaves it alone");
@@ -689,7 +1099,7 @@ mod tests {
         let mut c = generated();
         c.spec.tls = Some(policy);
         let (_, read) = issued_all(&c, now);
-        let seen = judge(&c, &read, now);
+        let seen = judge(&c, &read, &[], now);
         let leaves: Vec<_> = seen.certificates.iter().filter(|s| !s.purpose.ends_with("-ca")).collect();
         assert_eq!(leaves.len(), 1, "the peer certificate: {leaves:?}");
         assert!(leaves[0].problem.as_deref().is_some_and(|p| p.contains("shorter")), "{leaves:?}");
@@ -701,7 +1111,7 @@ mod tests {
         let now = SystemTime::now();
         let (_, mut read) = issued_all(&c, now);
         read.insert(ca_secret("demo", Side::Client), None);
-        let seen = judge(&c, &read, now);
+        let seen = judge(&c, &read, &[], now);
         let ca = seen.certificates.iter().find(|s| s.purpose == "client-ca").unwrap();
         let problem = ca.problem.clone().unwrap_or_default();
         assert!(problem.contains("gone while certificates it signed are in use"), "{problem}");
@@ -713,5 +1123,184 @@ mod tests {
             assert!(holds_up(purpose));
         }
         assert!(!holds_up("application"));
+    }
+
+    #[test]
+    fn a_ca_changed_in_three_steps_is_rolled_and_one_switched_at_once_holds_everything_up() {
+        let c = tls_cluster(serde_json::json!({
+            "peer": { "secretName": "peer" },
+            "client": { "secretName": "server", "operatorSecretName": "client" }
+        }));
+        let now = SystemTime::now();
+        let (old, new) =
+            (tls::new_ca("ns", "old", now, CA_VALIDITY).unwrap(), tls::new_ca("ns", "new", now, CA_VALIDITY).unwrap());
+        let both = format!("{}{}", old.cert_pem, new.cert_pem);
+        let names = tls::member_names("demo", "ns", "demo-client", "cluster.local");
+        // The Secrets with certificates of `signer` and `bundle` as their ca.crt.
+        let secrets = |signer: &Issued, bundle: &str| {
+            let mut read = BTreeMap::new();
+            for (name, for_names, usage) in [
+                ("peer", &names.peer, Usage::Member),
+                ("server", &names.server, Usage::Member),
+                ("client", &vec![], Usage::Client),
+            ] {
+                let leaf = tls::issue(signer, name, for_names, usage, now, DEFAULT_DURATION).unwrap();
+                let mut secret =
+                    owned(&c, name, [(CERT_KEY, &leaf.cert_pem), (KEY_KEY, &leaf.key_pem), (CA_KEY, bundle)]);
+                secret.metadata.owner_references = None;
+                read.insert(name.to_string(), Some(secret));
+            }
+            read
+        };
+        let keys = |pem: &str| tls::ca_keys(pem.as_bytes());
+        let trusting = |members: &[(&str, &str)]| {
+            members
+                .iter()
+                .map(|(m, pem)| (m.to_string(), Trust { peer: keys(pem), client: keys(pem) }))
+                .collect::<Vec<_>>()
+        };
+        let problems = |seen: &Seen| {
+            seen.certificates.iter().filter_map(|s| Some((s.purpose.clone(), s.problem.clone()?))).collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&both).len(), 2);
+        assert!(keys(&both).is_superset(&keys(&old.cert_pem)));
+
+        // 1. Both CAs in ca.crt, the certificates still the old CA's: what a member created now trusts changes
+        //    (its pod renders it, so the rollout restarts the members), nothing is held up.
+        let running = trusting(&[("m0", &old.cert_pem), ("m1", &old.cert_pem), ("m2", &old.cert_pem)]);
+        let seen = judge(&c, &secrets(&old, &both), &running, now);
+        assert_eq!(problems(&seen), vec![]);
+        assert_eq!(seen.trust, Trust { peer: keys(&both), client: keys(&both) });
+        // 2. The new CA's certificates, even before every member was restarted: ca.crt still holds every CA the
+        //    members trust, so restarting the rest refuses nothing.
+        let half = trusting(&[("m0", &old.cert_pem), ("m1", &both), ("m2", &both)]);
+        assert_eq!(problems(&judge(&c, &secrets(&new, &both), &half, now)), vec![]);
+        // 3. The old CA out, once every member trusts the new one.
+        let rolled = trusting(&[("m0", &both), ("m1", &both), ("m2", &both)]);
+        let seen = judge(&c, &secrets(&new, &new.cert_pem), &rolled, now);
+        assert_eq!(problems(&seen), vec![]);
+        assert_eq!(seen.trust.peer, keys(&new.cert_pem));
+        // The old CA out while a member still trusts only the old one: it would refuse the others.
+        let seen = judge(&c, &secrets(&new, &new.cert_pem), &half, now);
+        let found = problems(&seen);
+        assert_eq!(found.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["peer", "operator"], "{found:?}");
+        assert!(found.iter().all(|(_, p)| p.contains("signed by a CA that m0 did not trust")), "{found:?}");
+        assert!(seen.identity.is_some(), "the controller still tries its certificate");
+        // Both switched at once (the CA and the certificates): every member would refuse the others.
+        let at_once = judge(&c, &secrets(&new, &new.cert_pem), &running, now);
+        let found = problems(&at_once);
+        assert!(
+            found.iter().any(|(p, text)| p == "peer" && text.contains("m0, m1, m2") && text.contains("three steps"))
+        );
+        assert!(found.iter().all(|(p, _)| holds_up(p)), "nothing is restarted: {found:?}");
+        // A cluster that never recorded trust (no running member) is judged by its Secrets alone.
+        assert_eq!(problems(&judge(&c, &secrets(&new, &new.cert_pem), &[], now)), vec![]);
+    }
+
+    #[test]
+    fn the_trust_a_pod_records_reads_back_and_a_plain_member_records_none() {
+        let trust = Trust { peer: BTreeSet::from(["aa".into(), "bb".into()]), client: BTreeSet::from(["cc".into()]) };
+        let c = generated();
+        let value = trust.render(&c).unwrap();
+        assert_eq!(value, "peer=aa,bb;client=cc");
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        pod.metadata.annotations = Some(BTreeMap::from([(TRUSTED_CAS.to_string(), value)]));
+        assert_eq!(Trust::of_pod(&pod), Some(trust.clone()));
+        assert_eq!(trust.render(&cluster("demo", 3)), None, "no TLS, no annotation");
+        let peer_only = tls_cluster(serde_json::json!({ "peer": {} }));
+        assert_eq!(trust.render(&peer_only).as_deref(), Some("peer=aa,bb"));
+        assert_eq!(Trust::of_pod(&k8s_openapi::api::core::v1::Pod::default()), None);
+    }
+
+    #[test]
+    fn a_generated_ca_is_rotated_in_three_steps_each_waiting_for_the_members() {
+        const PROPAGATION: Duration = Duration::from_secs(120);
+        let c = generated();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let (old, new) = (
+            tls::new_ca("ns", "demo", now, CA_VALIDITY).unwrap(),
+            tls::new_ca("ns", "demo", now, CA_VALIDITY).unwrap(),
+        );
+        let names = names_for(&c, Purpose::Peer);
+        let peer = Used { purpose: Purpose::Peer, secret: "demo-tls-peer".into(), generated: true };
+        let data = |signer: &Issued, bundle: &str, at: SystemTime| {
+            let leaf = tls::issue(signer, "m", &names, Usage::Member, at, DEFAULT_DURATION).unwrap();
+            BTreeMap::from([
+                (CERT_KEY.to_string(), leaf.cert_pem.into_bytes()),
+                (KEY_KEY.to_string(), leaf.key_pem.into_bytes()),
+                (CA_KEY.to_string(), bundle.as_bytes().to_vec()),
+            ])
+        };
+        let leaf = |data: &BTreeMap<String, Vec<u8>>, at: SystemTime| {
+            let secret = Secret {
+                data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
+                ..Default::default()
+            };
+            Leaf::of(Some(&secret), &names, &peer, at)
+        };
+        let need_at = |data: &BTreeMap<String, Vec<u8>>, cas: &Cas, signer: &Issued, at: SystemTime| {
+            need(Some(data), &names, Usage::Member, cas, signer, DEFAULT_DURATION, at)
+        };
+        let keys = |pem: &str| tls::ca_keys(pem.as_bytes());
+        let is_bundle = |n: &Need| matches!(n, Need::Bundle(_));
+        let is_issue = |n: &Need| matches!(n, Need::Issue(_));
+
+        // A young CA, nothing asked: nothing to do.
+        let idle = Cas { current: old.clone(), next: None };
+        let as_issued = data(&old, &old.cert_pem, now);
+        assert_eq!(
+            rotation(&idle, false, &[leaf(&as_issued, now)], &[keys(&old.cert_pem)], PROPAGATION, now),
+            Rotation::Idle
+        );
+        assert_eq!(need_at(&as_issued, &idle, &old, now), Need::Nothing);
+        // Asked for, or a third of its life left: a successor is made.
+        assert_eq!(rotation(&idle, true, &[], &[], PROPAGATION, now), Rotation::Start);
+        assert_eq!(rotation(&idle, false, &[], &[], PROPAGATION, now + CA_VALIDITY * 2 / 3 + day), Rotation::Start);
+
+        // 1. Both CAs in ca.crt, the certificate unchanged, until every member pod trusts both.
+        let rotating = Cas { current: old.clone(), next: Some(new.clone()) };
+        let expected: BTreeSet<String> = keys(&old.cert_pem).union(&keys(&new.cert_pem)).cloned().collect();
+        assert_eq!(keys(&rotating.bundle()), expected);
+        assert!(is_bundle(&need_at(&as_issued, &rotating, &old, now)));
+        let both = data(&old, &rotating.bundle(), now);
+        let half = [keys(&rotating.bundle()), keys(&old.cert_pem)];
+        assert_eq!(rotation(&rotating, false, &[leaf(&both, now)], &half, PROPAGATION, now), Rotation::TrustBoth);
+        assert_eq!(need_at(&both, &rotating, &old, now), Need::Nothing, "signed by the current CA meanwhile");
+        // 2. Every member trusts both: certificates of the new CA.
+        let trusting = [keys(&rotating.bundle()), keys(&rotating.bundle())];
+        assert_eq!(
+            rotation(&rotating, false, &[leaf(&both, now)], &trusting, PROPAGATION, now),
+            Rotation::SignWithNext
+        );
+        assert!(is_issue(&need_at(&both, &rotating, &new, now)));
+        // 3. Once every certificate is the new CA's and had time to reach the pods: the old CA dropped.
+        let switched = data(&new, &rotating.bundle(), now);
+        let soon = now + Duration::from_secs(10);
+        assert_eq!(
+            rotation(&rotating, false, &[leaf(&switched, soon)], &trusting, PROPAGATION, soon),
+            Rotation::SignWithNext
+        );
+        assert_eq!(need_at(&switched, &rotating, &new, soon), Need::Nothing);
+        let later = now + PROPAGATION;
+        assert_eq!(
+            rotation(&rotating, false, &[leaf(&switched, later)], &trusting, PROPAGATION, later),
+            Rotation::Finish
+        );
+        assert_eq!(
+            rotation(&rotating, false, &[leaf(&switched, later), leaf(&both, later)], &trusting, PROPAGATION, later),
+            Rotation::SignWithNext,
+            "not while one certificate is still the old CA's"
+        );
+        let done = Cas { current: new.clone(), next: None };
+        assert!(is_bundle(&need_at(&switched, &done, &new, later)), "ca.crt with the new CA alone");
+        let finished = data(&new, &new.cert_pem, later);
+        assert_eq!(need_at(&finished, &done, &new, later), Need::Nothing);
+        assert_eq!(rotation(&done, false, &[leaf(&finished, later)], &trusting, PROPAGATION, later), Rotation::Idle);
+        // A member created meanwhile with the old trust only holds the switch back again.
+        assert_eq!(rotation(&rotating, false, &[leaf(&both, now)], &half, PROPAGATION, later), Rotation::TrustBoth);
+        // A certificate of a CA that is neither: left alone.
+        let stranger = tls::new_ca("ns", "other", now, CA_VALIDITY).unwrap();
+        assert_eq!(need_at(&data(&stranger, &stranger.cert_pem, now), &rotating, &new, now), Need::Nothing);
     }
 }

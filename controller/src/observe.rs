@@ -227,6 +227,9 @@ pub struct Observed {
     /// The certificates of the cluster's TLS as their Secrets hold them, each with its problem if it has one
     /// (empty without `spec.tls`).
     pub certificates: Vec<proto::cluster::CertificateStatus>,
+    /// What a member created now trusts (the CAs of the `ca.crt` of its Secrets): rendered into its pod, so that a
+    /// changed bundle is rolled out (empty without `spec.tls`).
+    pub trust: crate::certificates::Trust,
 }
 
 /// A member's PersistentVolumeClaim.
@@ -425,16 +428,22 @@ pub async fn observe(
 
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
-    let tls = crate::certificates::observe(client, cluster, std::time::SystemTime::now())
-        .await
-        .map_err(|source| ObserveError::Secrets { cluster: name.clone(), source })?;
-    let dial = crate::dial::Dial { timeout: etcd_timeout, tls: tls.identity.clone().map(std::sync::Arc::new) };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let selector = format!("{CLUSTER_LABEL}={name},{MEMBER_LABEL}");
     let listed = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|source| ObserveError::Pods { cluster: name.clone(), source })?;
+    // What each member trusts, as its pod was rendered: the certificates are judged against it too.
+    let running: Vec<(String, crate::certificates::Trust)> = listed
+        .items
+        .iter()
+        .filter_map(|pod| Some((pod.name_any(), crate::certificates::Trust::of_pod(pod)?)))
+        .collect();
+    let tls = crate::certificates::observe(client, cluster, &running, std::time::SystemTime::now())
+        .await
+        .map_err(|source| ObserveError::Secrets { cluster: name.clone(), source })?;
+    let dial = crate::dial::Dial { timeout: etcd_timeout, tls: tls.identity.clone().map(std::sync::Arc::new) };
     let now = k8s_openapi::jiff::Timestamp::now();
     let node_names: std::collections::BTreeSet<String> =
         listed.items.iter().filter_map(|pod| pod.spec.as_ref()?.node_name.clone()).collect();
@@ -590,6 +599,7 @@ pub async fn observe(
             current_version: status.current_version.as_deref().and_then(crate::version::Version::parse),
             wanted_class_exists,
             certificates: tls.certificates,
+            trust: tls.trust,
         },
         Reach { addresses, dial },
     ))

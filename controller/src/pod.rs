@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use proto::cluster::{BackupStorage, EtcdCluster};
 
 use crate::backup;
+use crate::certificates::{TRUSTED_CAS, Trust};
 use crate::labels::{MEMBER_LABEL, client_url, cluster_labels, member_selector, owner, peer_url};
 use crate::observe::{ETCD_CONTAINER, FETCH_CONTAINER, GUARD_CONTAINER, RESTORE_CONTAINER};
 use crate::version::Version;
@@ -218,8 +219,9 @@ pub fn recorded_settings(pod: &Pod) -> Option<String> {
     pod.annotations().get(SETTINGS_HASH).filter(|h| h.starts_with(SETTINGS_SCHEME)).cloned()
 }
 
-/// The settings hash a member pod of `cluster` gets if it is created now ([`settings_of`] of a rendered pod).
-pub fn settings_hash(cluster: &EtcdCluster) -> String {
+/// The settings hash a member pod of `cluster` gets if it is created now, trusting `trust` ([`settings_of`] of a
+/// rendered pod).
+pub fn settings_hash(cluster: &EtcdCluster, trust: &Trust) -> String {
     let version = crate::version::Version::parse(&cluster.spec.version)
         .unwrap_or(crate::version::Version { minor: 5, patch: 35 });
     let release = Release::of(&cluster.spec.repository, version);
@@ -227,12 +229,13 @@ pub fn settings_hash(cluster: &EtcdCluster) -> String {
     let mut cluster = cluster.clone();
     cluster.metadata.uid.get_or_insert_with(|| "settings".into());
     let volume = DataVolume::of_spec(&cluster.spec, "settings");
-    let pod = member_pod(&cluster, "member", &[], &Join::Existing, &release, &volume);
+    let pod = member_pod(&cluster, "member", &[], &Join::Existing, &release, &volume, trust);
     pod.metadata.annotations.and_then(|mut a| a.remove(SETTINGS_HASH)).unwrap_or_default()
 }
 
 /// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
-/// start, this one included. It carries the hash of its settings ([`SETTINGS_HASH`]).
+/// start, this one included, trusting the CAs `trust` names ([`TRUSTED_CAS`]). It carries the hash of its settings
+/// ([`SETTINGS_HASH`]).
 pub fn member_pod(
     cluster: &EtcdCluster,
     member: &str,
@@ -240,6 +243,7 @@ pub fn member_pod(
     join: &Join,
     release: &Release,
     volume: &DataVolume,
+    trust: &Trust,
 ) -> Pod {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
@@ -411,6 +415,10 @@ pub fn member_pod(
         }),
         status: None,
     };
+    // The CAs it trusts: etcd reads its CA bundles only at start, so a changed bundle is a setting to roll.
+    if let Some(trusted) = trust.render(cluster) {
+        pod.metadata.annotations.get_or_insert_with(Default::default).insert(TRUSTED_CAS.into(), trusted);
+    }
     let settings = settings_of(&pod);
     pod.metadata.annotations.get_or_insert_with(Default::default).insert(SETTINGS_HASH.into(), settings);
     pod
@@ -682,7 +690,7 @@ mod tests {
     /// The pod `member_pod` renders for the release the cluster's spec names.
     fn pod_of(c: &EtcdCluster, member: &str, initial: &[String], join: &Join) -> Pod {
         let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
-        member_pod(c, member, initial, join, &release, &DataVolume::EmptyDir)
+        member_pod(c, member, initial, join, &release, &DataVolume::EmptyDir, &Trust::default())
     }
 
     fn command(pod: &Pod) -> Vec<String> {
@@ -753,7 +761,7 @@ mod tests {
     #[test]
     fn every_member_of_one_spec_carries_the_same_settings_hash() {
         let mut c = cluster("demo", 3);
-        let wanted = settings_hash(&c);
+        let wanted = settings_hash(&c, &Trust::default());
         let hash = |pod: &Pod| pod.metadata.annotations.as_ref().unwrap()[SETTINGS_HASH].clone();
         let seed = pod_of(&c, "demo-0000", &["demo-0000".into()], &Join::New { token: "t".into(), restore: None });
         let joiner = pod_of(&c, "demo-0004", &["demo-0000".into(), "demo-0004".into()], &Join::Existing);
@@ -761,20 +769,34 @@ mod tests {
         assert_eq!(hash(&joiner), wanted);
         for version in ["3.6.16", "3.7.3"] {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            let other =
-                member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
+            let other = member_pod(
+                &c,
+                "demo-0001",
+                &["demo-0001".into()],
+                &Join::Existing,
+                &release,
+                &DataVolume::EmptyDir,
+                &Trust::default(),
+            );
             assert_eq!(hash(&other), wanted, "{version}: its version's flags are the upgrade's business");
         }
         // Born at 3.4, it keeps the exec probe that fails under NOSPACE (review S10: ConfigDrift names it).
         let release = Release::of("quay.io/coreos/etcd", Version::parse("3.4.23").unwrap());
-        let born_at_34 =
-            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir);
+        let born_at_34 = member_pod(
+            &c,
+            "demo-0001",
+            &["demo-0001".into()],
+            &Join::Existing,
+            &release,
+            &DataVolume::EmptyDir,
+            &Trust::default(),
+        );
         assert_eq!(hash(&born_at_34), wanted, "the probe is its version's: the upgrade's business, not a rollout's");
         c.spec.etcd.auto_compaction_retention = "2h".into();
-        assert_ne!(settings_hash(&c), wanted, "compaction is a setting");
+        assert_ne!(settings_hash(&c, &Trust::default()), wanted, "compaction is a setting");
         let mut placed = cluster("demo", 3);
         placed.spec.pod.node_selector.insert("disk".into(), "ssd".into());
-        assert_ne!(settings_hash(&placed), wanted, "placement is a setting");
+        assert_ne!(settings_hash(&placed, &Trust::default()), wanted, "placement is a setting");
     }
 
     #[test]
@@ -1011,7 +1033,8 @@ mod tests {
         );
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
         let volume = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(0xabc), expect_data: true };
-        let pod = member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &volume);
+        let pod =
+            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &volume, &Trust::default());
         let spec = pod.spec.unwrap();
         let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
         assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-demo-0001");
@@ -1060,7 +1083,7 @@ mod tests {
     fn a_hash_of_an_earlier_scheme_counts_as_none() {
         let c = cluster("demo", 3);
         let mut pod = pod_of(&c, "demo-0001", &["demo-0001".into()], &Join::Existing);
-        assert_eq!(recorded_settings(&pod), Some(settings_hash(&c)));
+        assert_eq!(recorded_settings(&pod), Some(settings_hash(&c, &Trust::default())));
         pod.metadata.annotations.as_mut().unwrap().insert(SETTINGS_HASH.into(), "0123456789abcdef".into());
         assert_eq!(recorded_settings(&pod), None, "an earlier build's hash: not rolled for it");
     }
@@ -1068,17 +1091,17 @@ mod tests {
     #[test]
     fn moving_members_onto_claims_is_a_change_of_settings() {
         let mut c = cluster("demo", 3);
-        let without = settings_hash(&c);
+        let without = settings_hash(&c, &Trust::default());
         c.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
-        assert_ne!(settings_hash(&c), without);
+        assert_ne!(settings_hash(&c, &Trust::default()), without);
         // The member ID the guard is given is the member's, no setting.
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
         let on =
             |id: Option<u64>| DataVolume::Claim { sidecar_image: "s".into(), member_id: id, expect_data: id.is_some() };
-        let a = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &on(None));
-        let b = member_pod(&c, "demo-0002", &[], &Join::Existing, &release, &on(Some(7)));
+        let a = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &on(None), &Trust::default());
+        let b = member_pod(&c, "demo-0002", &[], &Join::Existing, &release, &on(Some(7)), &Trust::default());
         assert_eq!(settings_of(&a), settings_of(&b));
-        assert_eq!(settings_of(&a), settings_hash(&c));
+        assert_eq!(settings_of(&a), settings_hash(&c, &Trust::default()));
     }
 
     #[test]
@@ -1116,7 +1139,8 @@ mod tests {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
             for (join, c) in joins.iter().flat_map(|j| [(j, &c), (j, &with_tls)]) {
                 for volume in [&DataVolume::EmptyDir, &claim] {
-                    let pod = member_pod(c, "demo-0000", &["demo-0000".into()], join, &release, volume);
+                    let pod =
+                        member_pod(c, "demo-0000", &["demo-0000".into()], join, &release, volume, &Trust::default());
                     let spec = pod.spec.unwrap();
                     let refused = crate::security::restricted_violations(&spec);
                     assert!(refused.is_empty(), "{version} {join:?} {volume:?}: {refused:?}");
@@ -1132,7 +1156,8 @@ mod tests {
         }
         // The renderer of the check is no rubber stamp: a pod as this controller rendered it before is refused.
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
-        let mut spec = member_pod(&c, "demo-0000", &[], &Join::Existing, &release, &claim).spec.unwrap();
+        let mut spec =
+            member_pod(&c, "demo-0000", &[], &Join::Existing, &release, &claim, &Trust::default()).spec.unwrap();
         spec.security_context = None;
         spec.containers[0].security_context = None;
         let refused = crate::security::restricted_violations(&spec);
@@ -1146,9 +1171,9 @@ mod tests {
     #[test]
     fn who_a_member_runs_as_is_a_setting_when_the_user_names_it_and_root_is_only_their_explicit_choice() {
         let mut c = cluster("demo", 3);
-        let hardened = settings_hash(&c);
+        let hardened = settings_hash(&c, &Trust::default());
         c.spec.pod.security_context.run_as_user = 0;
-        assert_ne!(settings_hash(&c), hardened, "moving to (or off) another user rolls the members");
+        assert_ne!(settings_hash(&c, &Trust::default()), hardened, "moving to (or off) another user rolls the members");
         let pod = pod_of(&c, "demo-0000", &[], &Join::Existing);
         assert!(crate::observe::runs_as_root(&pod), "as asked");
         let context = pod.spec.unwrap().security_context.unwrap();
@@ -1162,8 +1187,8 @@ mod tests {
         spec.containers[0].security_context = None;
         assert!(crate::observe::runs_as_root(&old), "no user named: the image's, root");
         assert!(!crate::observe::runs_as_root(&pod_of(&hardened, "demo-0002", &[], &Join::Existing)));
-        assert_eq!(settings_of(&old), settings_hash(&hardened));
-        assert_ne!(settings_of(&old), settings_hash(&c));
+        assert_eq!(settings_of(&old), settings_hash(&hardened, &Trust::default()));
+        assert_ne!(settings_of(&old), settings_hash(&c, &Trust::default()));
     }
 
     #[test]
@@ -1171,7 +1196,15 @@ mod tests {
         let c = cluster("demo", 3);
         let at = |version: &str| {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &DataVolume::EmptyDir)
+            member_pod(
+                &c,
+                "demo-0001",
+                &["demo-0001".into()],
+                &Join::Existing,
+                &release,
+                &DataVolume::EmptyDir,
+                &Trust::default(),
+            )
         };
         let image = |pod: &Pod| pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
         assert_eq!(image(&at("3.4.23")), "quay.io/coreos/etcd:v3.4.23", "not the spec's version: the plan's choice");
@@ -1200,7 +1233,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let plain_hash = settings_hash(&cluster("demo", 3));
+        let plain_hash = settings_hash(&cluster("demo", 3), &Trust::default());
         let pod = pod_of(&c, "demo-0001", &["demo-0000".into(), "demo-0001".into()], &Join::Existing);
         let args = command(&pod);
         for flag in [
@@ -1244,11 +1277,24 @@ mod tests {
                 .any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("op"))),
             "the controller's own certificate is not given to members"
         );
-        assert_ne!(settings_hash(&c), plain_hash, "TLS is a setting");
+        assert_ne!(settings_hash(&c, &Trust::default()), plain_hash, "TLS is a setting");
+        // The CAs it trusts, which etcd reads only at start: a changed ca.crt is a setting, rolled out.
+        let old = Trust { peer: ["aa".to_string()].into(), client: ["cc".to_string()].into() };
+        let both = Trust { peer: ["aa".to_string(), "bb".to_string()].into(), ..old.clone() };
+        let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
+        let trusting = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir, &old);
+        assert_eq!(trusting.annotations()[TRUSTED_CAS], "peer=aa;client=cc");
+        assert_eq!(settings_of(&trusting), settings_hash(&c, &old));
+        assert_ne!(settings_hash(&c, &both), settings_hash(&c, &old), "a CA added to ca.crt restarts the members");
+        assert_eq!(
+            settings_hash(&cluster("demo", 3), &both),
+            plain_hash,
+            "a plain member trusts no CA, whatever the Secrets hold"
+        );
 
         // 3.4 probes with etcdctl (a v3 read), over TLS with the member's own certificate.
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 4, patch: 23 });
-        let pod = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir);
+        let pod = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir, &Trust::default());
         let exec = pod.spec.unwrap().containers[0].readiness_probe.clone().unwrap().exec.unwrap().command.unwrap();
         assert!(exec.contains(&"--endpoints=https://127.0.0.1:2379".to_string()), "{exec:?}");
         assert!(exec.contains(&"--cert=/etc/etcd/tls/server/tls.crt".to_string()), "{exec:?}");
@@ -1262,10 +1308,10 @@ mod tests {
     fn a_plain_clusters_settings_hash_is_the_one_earlier_builds_wrote() {
         // Read off the build before TLS (7835eac): a hash that moves rolls every member of every cluster when the
         // controller is upgraded. A change that must move it changes SETTINGS_SCHEME instead.
-        assert_eq!(settings_hash(&cluster("demo", 3)), "s2-24eb5ee0a94f767a");
+        assert_eq!(settings_hash(&cluster("demo", 3), &Trust::default()), "s2-24eb5ee0a94f767a");
         let mut on_claims = cluster("demo", 3);
         on_claims.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
-        assert_eq!(settings_hash(&on_claims), "s2-d3fbb408871c015d");
+        assert_eq!(settings_hash(&on_claims, &Trust::default()), "s2-d3fbb408871c015d");
     }
 
     #[test]

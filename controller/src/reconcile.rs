@@ -38,6 +38,8 @@ pub struct Context {
     pub etcd_timeout: Duration,
     /// Requeue interval of a steady cluster (jittered).
     pub resync: Duration,
+    /// How long the kubelets take to put a Secret's new contents into pods (see [`crate::run::RunArgs`]).
+    pub secret_propagation: Duration,
     /// Image of the backup sidecar when a cluster's spec names none.
     pub sidecar_image: String,
     /// Called after each step that was carried out.
@@ -111,7 +113,7 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     ensure_children(&ctx.client, &cluster).await?;
     // Certificates before anything reads them: made when missing, renewed when due. A failure is reported and
     // does not stop the reconcile: status says which certificate cannot be used, and the planner waits for it.
-    let (issued, outcome) = crate::certificates::ensure(&ctx.client, &cluster).await;
+    let (issued, outcome) = crate::certificates::ensure(&ctx.client, &cluster, ctx.secret_propagation).await;
     for issuance in issued {
         let (reason, note) = match issuance {
             crate::certificates::Issuance::NewCa(secret) => {
@@ -119,6 +121,9 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
             }
             crate::certificates::Issuance::Issued { secret, why } => {
                 ("CertificateIssued", format!("issued a certificate into Secret {secret}: {why}"))
+            }
+            crate::certificates::Issuance::Rotation { secret, note } => {
+                ("CertificateAuthorityRotation", format!("Secret {secret}: {note}"))
             }
         };
         ctx.metrics.certificate_issued(reason);
@@ -137,7 +142,10 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     }
 
     let (observed, reach) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
-    let desired = Desired { settings: Some(crate::pod::settings_hash(&cluster)), ..Desired::from_spec(&cluster.spec) };
+    let desired = Desired {
+        settings: Some(crate::pod::settings_hash(&cluster, &observed.trust)),
+        ..Desired::from_spec(&cluster.spec)
+    };
     let action = plan(&desired, &observed);
     tracing::info!(?action, "planned");
 

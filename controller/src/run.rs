@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// How often a steady cluster is looked at again (etcd's health changes without Kubernetes events).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// How long the kubelets take to put a Secret's new contents into the pods that mount it (their sync period and
+    /// cache; 2m covers the default 1m sync): a generated CA's rotation drops the old CA only this long after the
+    /// last certificate of the new one was written.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub secret_propagation: Duration,
     /// Image of the backup sidecar for clusters whose `spec.backup.sidecarImage` is unset.
     #[arg(long, env = "SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
     pub sidecar_image: String,
@@ -89,6 +94,7 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
         metrics: Metrics::new(&build),
         etcd_timeout: args.etcd_timeout,
         resync: args.resync,
+        secret_propagation: args.secret_propagation,
         sidecar_image: args.sidecar_image.clone(),
         hooks,
         refusals: crate::backoff::Refusals::default(),

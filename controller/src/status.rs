@@ -124,7 +124,7 @@ pub fn derive(
     };
     set("Available", truth(available), available_reason, available_message);
     // A rollout of settings names the members not on the current spec yet.
-    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
+    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()), &observed.trust);
     let mut drifted = crate::plan::drifted(observed, &wanted);
     if let Some(class) = spec.storage.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
         let other = observed.claims.iter().filter(|c| c.usable() && c.class.as_deref().is_some_and(|c| c != class));

@@ -85,7 +85,7 @@ pub enum IssueError {
 }
 
 /// How far before `now` a new certificate's validity starts: clocks of the nodes may be behind the controller's.
-const BACKDATE: Duration = Duration::from_secs(5 * 60);
+pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 fn params(
     common_name: &str,
@@ -178,6 +178,26 @@ pub struct Checked {
     pub subject: String,
     /// The end of its validity.
     pub not_after: SystemTime,
+    /// The start of its validity (its own, not bounded by its CA's).
+    pub not_before: SystemTime,
+    /// The CA of `ca.crt` it chains to, by its key ([`ca_keys`]).
+    pub signer: String,
+}
+
+/// The key identity of a CA: the first 16 hex digits of the SHA-256 of its public key (the SubjectPublicKeyInfo a
+/// trust anchor holds). A CA certificate made again for the same key is the same CA to a verifier, and so here.
+fn key_id(spki: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(spki).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key identities ([`Checked::signer`]) of the CAs of a PEM bundle (a `ca.crt`), what a member that reads it
+/// trusts. A certificate of the bundle that cannot be read as a CA is left out.
+pub fn ca_keys(bundle: &[u8]) -> std::collections::BTreeSet<String> {
+    CertificateDer::pem_slice_iter(bundle)
+        .filter_map(Result::ok)
+        .filter_map(|der| webpki::anchor_from_trusted_cert(&der).ok().map(|a| key_id(&a.subject_public_key_info)))
+        .collect()
 }
 
 /// Why a Secret's certificate is refused. Each names what to fix; none holds key material.
@@ -327,6 +347,7 @@ pub fn check(
         Usage::Member => (webpki::KeyUsage::server_auth(), "server authentication"),
         Usage::Client => (webpki::KeyUsage::client_auth(), "client authentication"),
     };
+    let mut signer = None;
     match webpki::EndEntityCert::try_from(&chain[0]) {
         Err(e) => problems.push(unreadable(CERT_KEY, format!("{e:?}"))),
         Ok(leaf) => {
@@ -349,8 +370,9 @@ pub fn check(
                     None,
                     None,
                 );
-                if let Err(e) = verified {
-                    problems.push(Problem::Untrusted { usage: name, why: format!("{e:?}") });
+                match verified {
+                    Ok(path) => signer = Some(key_id(&path.anchor().subject_public_key_info)),
+                    Err(e) => problems.push(Problem::Untrusted { usage: name, why: format!("{e:?}") }),
                 }
             }
             for name in names {
@@ -366,11 +388,14 @@ pub fn check(
             }
         }
     }
-    if problems.is_empty() {
-        let until = ca_not_after.map_or(not_after, |ca| ca.min(not_after));
-        Ok(Checked { subject, not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64) })
-    } else {
-        Err(problems)
+    match signer {
+        Some(signer) if problems.is_empty() => {
+            let until = ca_not_after.map_or(not_after, |ca| ca.min(not_after));
+            let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64);
+            let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(not_before.max(0) as u64);
+            Ok(Checked { subject, not_after, not_before, signer })
+        }
+        _ => Err(problems),
     }
 }
 

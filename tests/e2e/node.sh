@@ -66,6 +66,23 @@ start() { # name command... (run inside the node's network namespace)
   setsid nsenter --net="/run/netns/$NETNS" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name"
 }
+# healthy NAME START CHECK...: true once CHECK succeeds. A component that died meanwhile is started again with
+# the function START, up to twice (systemd restarts a node's kubelet the same way); each failed wait shows the end
+# of its log, so a failure says why.
+healthy() {
+  local name=$1 start_fn=$2 try
+  shift 2
+  for try in 1 2 3; do
+    wait_until "$@" && return 0
+    log "$name does not answer (wait $try of 3); the end of its log:"
+    tail -n 25 "$LOGS/$name.log" >&2 || true
+    if ! running "$name"; then
+      log "$name is not running: starting it again"
+      "$start_fn"
+    fi
+  done
+  return 1
+}
 # wait_until COMMAND...: true once COMMAND succeeds, false after 60 s.
 wait_until() {
   for _ in $(seq 1 240); do
@@ -172,9 +189,12 @@ running "$x-containerd" || rm -f "$SOCK"
 # No registry is reachable, and none may be tried: every image the test bed uses is imported by images.sh. An
 # image that is missing must fail at once instead of being looked up: containerd's registry client goes through
 # this proxy, a closed loopback port, so no name is resolved and nothing leaves the machine.
-start "$x-containerd" env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
-  containerd --config "$NODE_STATE/containerd/config.toml"
-wait_until ctr --address "$SOCK" version || fail "containerd does not answer on $SOCK"
+start_containerd() {
+  start "$x-containerd" env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+    containerd --config "$NODE_STATE/containerd/config.toml"
+}
+start_containerd
+healthy "$x-containerd" start_containerd ctr --address "$SOCK" version || fail "containerd does not answer on $SOCK"
 KEC_NODES=$x "$here/images.sh" base
 
 # --- kubelet -----------------------------------------------------------------------------------------------------
@@ -196,7 +216,8 @@ fi
 # Pods resolve through the cluster DNS only, never through this machine's resolver.
 write_config "$x-kubelet" "$NODE_STATE/resolv.conf" < <(printf 'nameserver %s\nsearch cluster.local\noptions ndots:5\n' "$DNS_IP")
 # Status every 4 s and a lease renewed every 3 s, so that the controller-manager (grace period 16 s) marks a
-# silent node NotReady within about 20 s.
+# silent node NotReady within about 20 s. Pods synced every 10 s (default 1m), so that a Secret's new contents
+# reach the pods within about 15 s (the in-process controllers are told so: --secret-propagation).
 write_config "$x-kubelet" "$NODE_STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -219,22 +240,27 @@ clusterDNS: [$DNS_IP]
 clusterDomain: cluster.local
 resolvConf: $NODE_STATE/resolv.conf
 nodeStatusUpdateFrequency: 4s
+syncFrequency: 10s
 nodeLeaseDurationSeconds: 12
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: { memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%" }
 serializeImagePulls: false
 YAML
-start "$x-kubelet" "$BIN/kubelet" --config "$NODE_STATE/kubelet/config.yaml" \
-  --kubeconfig "$NODE_STATE/kubelet.kubeconfig" --node-ip "$NODE_IP" --hostname-override "$NODE" \
-  --node-labels "topology.kubernetes.io/zone=$x" --root-dir "$NODE_STATE/kubelet/root" --v 1
+start_kubelet() {
+  start "$x-kubelet" "$BIN/kubelet" --config "$NODE_STATE/kubelet/config.yaml" \
+    --kubeconfig "$NODE_STATE/kubelet.kubeconfig" --node-ip "$NODE_IP" --hostname-override "$NODE" \
+    --node-labels "topology.kubernetes.io/zone=$x" --root-dir "$NODE_STATE/kubelet/root" --v 1
+}
+start_kubelet
 
 node_ready() {
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -x True >/dev/null
 }
 # The kubelet answers itself first (a restarted one would otherwise pass on the Ready its predecessor reported).
-wait_until in_node curl -sf --max-time 2 http://127.0.0.1:10248/healthz || fail "the kubelet does not answer its health check"
+healthy "$x-kubelet" start_kubelet in_node curl -sf --max-time 2 http://127.0.0.1:10248/healthz ||
+  fail "the kubelet does not answer its health check"
 if ! wait_until node_ready; then
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE" >&2 || true
   tail -n 30 "$LOGS/$x-kubelet.log" >&2 || true
@@ -254,6 +280,8 @@ metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 conntrack: { maxPerCore: 0 }
 YAML
-start "$x-kube-proxy" "$BIN/kube-proxy" --config "$NODE_STATE/kube-proxy.yaml"
-wait_until in_node curl -sf --max-time 2 http://127.0.0.1:10256/healthz || fail "kube-proxy does not answer its health check"
+start_kube_proxy() { start "$x-kube-proxy" "$BIN/kube-proxy" --config "$NODE_STATE/kube-proxy.yaml"; }
+start_kube_proxy
+healthy "$x-kube-proxy" start_kube_proxy in_node curl -sf --max-time 2 http://127.0.0.1:10256/healthz ||
+  fail "kube-proxy does not answer its health check"
 log "node $NODE Ready at $NODE_IP, pods $POD_SUBNET"

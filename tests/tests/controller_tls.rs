@@ -137,7 +137,7 @@ async fn the_controller_reaches_a_tls_member_with_its_own_certificate_and_a_rene
         ("demo-tls-operator".to_string(), Some(secret(&cluster, "demo-tls-operator", &operator, &ca))),
         ("demo-tls-client-ca".to_string(), Some(ca_secret)),
     ]);
-    let seen = controller::certificates::judge(&cluster, &read, now);
+    let seen = controller::certificates::judge(&cluster, &read, &[], now);
     assert!(seen.certificates.iter().all(|c| c.problem.is_none()), "{:?}", seen.certificates);
     let identity = seen.identity.clone().expect("an identity");
     assert_eq!(identity.server_name, "demo-client.ns.svc");
@@ -192,6 +192,7 @@ async fn the_controller_reaches_a_tls_member_with_its_own_certificate_and_a_rene
             ("demo-tls-server".to_string(), Some(secret(&cluster, "demo-tls-server", &server, &ca))),
             ("demo-tls-operator".to_string(), Some(secret(&cluster, "demo-tls-operator", &stranger, &other_ca))),
         ]),
+        &[],
         now,
     );
     assert!(judged.identity.is_none(), "the controller does not dial with a certificate the members refuse");

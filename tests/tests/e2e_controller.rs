@@ -250,6 +250,7 @@ async fn the_namespaced_install_runs_a_cluster_with_permissions_in_one_namespace
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         etcd_timeout: Duration::from_secs(2),
         resync: Duration::from_secs(3),
+        secret_propagation: support::SECRET_PROPAGATION,
         instance: "e2e-namespaced".into(),
         sidecar_image: support::sidecar_image(),
         leader_elect: true,

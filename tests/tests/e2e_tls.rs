@@ -18,7 +18,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use controller::tls::Usage;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use support::etcd_cluster as cluster;
 use support::{
@@ -118,6 +120,37 @@ async fn restarts(pods: &Api<Pod>, members: &[(String, String)]) -> std::collect
     seen
 }
 
+/// A certificate for `names` signed by `ca`, valid for a day.
+fn issue(ca: &controller::tls::Issued, subject: &str, names: &[String], usage: Usage) -> controller::tls::Issued {
+    let day = Duration::from_secs(86_400);
+    controller::tls::issue(ca, subject, names, usage, std::time::SystemTime::now(), day).unwrap()
+}
+
+/// Waits until every one of the pods `members` names (a rollout replaces them under the same names) trusts the CAs
+/// `trusted` says (the annotation the controller renders).
+async fn every_member_trusts(pods: &Api<Pod>, cluster: &str, members: &[(String, String)], trusted: &str) {
+    let what = format!("every member pod of {cluster} to trust {trusted}");
+    eventually(&what, Duration::from_secs(300), || async move {
+        for (name, _) in members {
+            let pod = pods.get_opt(name).await.ok()??;
+            let ready = support::ready_members(pods, cluster).await.iter().any(|(n, _)| n == name);
+            if !ready
+                || pod.annotations().get("kube-etcd-controller.dev/trusted-cas").map(String::as_str) != Some(trusted)
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// How many CAs the PEM bundle under `key` of `secret` holds.
+async fn key_count(secrets: &Api<Secret>, secret: &str, key: &str) -> usize {
+    let data = secrets.get(secret).await.unwrap().data.unwrap_or_default();
+    data.get(key).map_or(0, |pem| controller::tls::ca_keys(&pem.0).len())
+}
+
 fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> Secret {
     serde_json::from_value(serde_json::json!({
         "metadata": { "name": name },
@@ -143,12 +176,21 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let day = Duration::from_secs(86_400);
     let ca = controller::tls::new_ca(NS, "mine", now, 30 * day).unwrap();
     let wrong = controller::tls::member_names("other", NS, "other-client", "cluster.local");
-    let bad = controller::tls::issue(&ca, "other", &wrong.peer, controller::tls::Usage::Member, now, day).unwrap();
-    secrets
-        .create(&PostParams::default(), &tls_secret("mine-peer", &bad.cert_pem, &bad.key_pem, &ca.cert_pem))
-        .await
-        .unwrap();
-    let spec = serde_json::json!({ "size": 1, "tls": { "peer": { "secretName": "mine-peer" } } });
+    let bad = issue(&ca, "other", &wrong.peer, Usage::Member);
+    let names = controller::tls::member_names("mine", NS, "mine-client", "cluster.local");
+    let (server, operator) = (issue(&ca, "mine", &names.server, Usage::Member), issue(&ca, "op", &[], Usage::Client));
+    for (name, leaf) in [("mine-peer", &bad), ("mine-server", &server), ("mine-operator", &operator)] {
+        let secret = tls_secret(name, &leaf.cert_pem, &leaf.key_pem, &ca.cert_pem);
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let spec = serde_json::json!({
+        "size": 1,
+        "storage": { "size": "64Mi" },
+        "tls": {
+            "peer": { "secretName": "mine-peer" },
+            "client": { "secretName": "mine-server", "operatorSecretName": "mine-operator" },
+        },
+    });
     api.create(&PostParams::default(), &cluster("mine", spec)).await.unwrap();
     let (message, _) = eventually("the bad peer certificate refused in status", Duration::from_secs(60), || {
         let api = api.clone();
@@ -163,18 +205,115 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     assert!(!message.contains("PRIVATE KEY"), "{message}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(support::member_pods(&pods, "mine").await.is_empty(), "no pod while the certificate cannot be used");
-    let names = controller::tls::member_names("mine", NS, "mine-client", "cluster.local");
-    let good = controller::tls::issue(&ca, "mine", &names.peer, controller::tls::Usage::Member, now, day).unwrap();
+    let good = issue(&ca, "mine", &names.peer, Usage::Member);
     let fixed = tls_secret("mine-peer", &good.cert_pem, &good.key_pem, &ca.cert_pem);
     secrets.replace("mine-peer", &PostParams::default(), &fixed).await.unwrap();
-    let (mine, _) = support::converged(&pods, "mine", 1, &[], Duration::from_secs(120)).await;
-    let listed = etcd_client::Client::connect([format!("http://{}:2379", mine[0].1)], None)
-        .await
-        .unwrap()
-        .member_list()
-        .await
-        .unwrap();
+    let mine = converged_tls(&client, &pods, "mine", "mine-operator", 1, Duration::from_secs(120)).await;
+    let tls = tls_from_secret(&client, NS, "mine-operator", &server_name("mine"), true).await;
+    let listed = tls_client(&format!("https://{}:2379", mine[0].1), tls).await.unwrap().member_list().await.unwrap();
     assert!(listed.members()[0].peer_urls()[0].starts_with("https://"), "{:?}", listed.members()[0].peer_urls());
+
+    // 1b. The users' CA changed in three steps under writers, on three members: both CAs in every ca.crt (the
+    // members are restarted one at a time to trust both), then certificates of the new CA (served without a
+    // restart), then the old CA out (restarted again). No acknowledged write lost.
+    let grow = serde_json::json!({ "spec": { "size": 3 } });
+    api.patch("mine", &PatchParams::default(), &Patch::Merge(&grow)).await.unwrap();
+    let mine = converged_tls(&client, &pods, "mine", "mine-operator", 3, Duration::from_secs(180)).await;
+    let service = support::client_service(&client, NS, "mine").await.replace("http://", "https://");
+    let new_ca = controller::tls::new_ca(NS, "mine-next", now, 30 * day).unwrap();
+    let both = format!("{}{}", ca.cert_pem, new_ca.cert_pem);
+    let trusting = |pem: &str| {
+        let keys: Vec<String> = controller::tls::ca_keys(pem.as_bytes()).into_iter().collect();
+        format!("peer={keys};client={keys}", keys = keys.join(","))
+    };
+    let writer_tls = |leaf: &controller::tls::Issued| {
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(both.clone()))
+            .domain_name(server_name("mine"))
+            .identity(etcd_client::Identity::from_pem(leaf.cert_pem.clone(), leaf.key_pem.clone()))
+    };
+    let started = Instant::now();
+    let before_rotation = restarts(&pods, &mine).await;
+    let old_writer = Writer::start_with(vec![service.clone()], "/rotate/old/", None, Some(writer_tls(&operator)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, leaf) in [("mine-peer", &good), ("mine-server", &server), ("mine-operator", &operator)] {
+        let secret = tls_secret(name, &leaf.cert_pem, &leaf.key_pem, &both);
+        secrets.replace(name, &PostParams::default(), &secret).await.unwrap();
+    }
+    every_member_trusts(&pods, "mine", &mine, &trusting(&both)).await;
+    let mine = converged_tls(&client, &pods, "mine", "mine-operator", 3, Duration::from_secs(180)).await;
+    let after_trust = restarts(&pods, &mine).await;
+    let restarted = after_trust.iter().filter(|(m, (uid, _))| before_rotation[*m].0 != *uid).count();
+    assert_eq!(restarted, 3, "every member restarted to read the new ca.crt: {before_rotation:?} {after_trust:?}");
+    println!("both CAs trusted by every member {:.1} s after ca.crt changed", started.elapsed().as_secs_f64());
+    let switched = Instant::now();
+    let (peer, server, operator) = (
+        issue(&new_ca, "mine", &names.peer, Usage::Member),
+        issue(&new_ca, "mine", &names.server, Usage::Member),
+        issue(&new_ca, "op", &[], Usage::Client),
+    );
+    for (name, leaf) in [("mine-peer", &peer), ("mine-server", &server), ("mine-operator", &operator)] {
+        let secret = tls_secret(name, &leaf.cert_pem, &leaf.key_pem, &both);
+        secrets.replace(name, &PostParams::default(), &secret).await.unwrap();
+    }
+    let serial = secret_serial(&secrets, "mine-server").await;
+    eventually("every member to serve the new CA's certificate", Duration::from_secs(240), || {
+        let (mine, serial) = (mine.clone(), serial.clone());
+        async move { mine.iter().all(|(_, ip)| served_serial(&format!("{ip}:2379")) == serial).then_some(()) }
+    })
+    .await;
+    assert_eq!(restarts(&pods, &mine).await, after_trust, "new certificates of a trusted CA restart nothing");
+    println!("the new CA's certificates served {:.1} s after they were written", switched.elapsed().as_secs_f64());
+    // The old writer's certificate is the old CA's: it stops before the members stop trusting it.
+    let new_writer = Writer::start_with(vec![service.clone()], "/rotate/new/", None, Some(writer_tls(&operator)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old_written = old_writer.stop();
+    let dropped = Instant::now();
+    for (name, leaf) in [("mine-peer", &peer), ("mine-server", &server), ("mine-operator", &operator)] {
+        let secret = tls_secret(name, &leaf.cert_pem, &leaf.key_pem, &new_ca.cert_pem);
+        secrets.replace(name, &PostParams::default(), &secret).await.unwrap();
+    }
+    every_member_trusts(&pods, "mine", &mine, &trusting(&new_ca.cert_pem)).await;
+    let mine = converged_tls(&client, &pods, "mine", "mine-operator", 3, Duration::from_secs(180)).await;
+    println!("the old CA dropped by every member {:.1} s after ca.crt changed", dropped.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let new_written = new_writer.stop();
+    let endpoint = format!("https://{}:2379", mine[0].1);
+    let mine_name = server_name("mine");
+    let new_tls = || tls_from_secret(&client, NS, "mine-operator", &mine_name, true);
+    for (prefix, written) in [("/rotate/old/", &old_written), ("/rotate/new/", &new_written)] {
+        let gone = lost(&endpoint, new_tls().await, prefix, written).await;
+        println!(
+            "CA rotation, {prefix}: {} writes acknowledged, longest gap {:.1} s, {} lost",
+            written.acked.len(),
+            written.longest_gap.as_secs_f64(),
+            gone.len()
+        );
+        assert!(gone.is_empty(), "acknowledged writes lost in the CA rotation: {gone:?}");
+        assert!(written.acked.len() > 10, "the writer wrote");
+    }
+    let shown = status(&api, "mine").await;
+    assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
+
+    // 1c. A CA and its certificates switched at once: the members would refuse each other once restarted, so
+    // status says so and nothing is restarted.
+    let third = controller::tls::new_ca(NS, "mine-third", now, 30 * day).unwrap();
+    let at_once = issue(&third, "mine", &names.peer, Usage::Member);
+    let before = restarts(&pods, &mine).await;
+    let switched = tls_secret("mine-peer", &at_once.cert_pem, &at_once.key_pem, &third.cert_pem);
+    secrets.replace("mine-peer", &PostParams::default(), &switched).await.unwrap();
+    let (message, _) = eventually("a CA switched at once refused in status", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let ready = condition(&status(&api, "mine").await, "CertificatesReady");
+            (ready["status"] == "False").then(|| ready["message"].as_str().unwrap_or_default().to_string())
+        }
+    })
+    .await;
+    println!("refused: {message}");
+    assert!(message.contains("did not trust when they started") && message.contains("three steps"), "{message}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(restarts(&pods, &mine).await, before, "nothing restarted for a CA switched at once");
     api.delete("mine", &DeleteParams::default()).await.unwrap();
 
     // 2. Three members on volumes, generated certificates, backups.
@@ -297,6 +436,79 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
         }
     })
     .await;
+
+    // 4b. The generated CAs rotated (asked for with the annotation) under writers with the application
+    // certificate: both CAs trusted (the members restarted one at a time), certificates of the new CAs (no
+    // restart), the old CAs dropped once those reached the pods (restarted again). No acknowledged write lost.
+    let before = restarts(&pods, &members).await;
+    let rotate = serde_json::json!({ "metadata": { "annotations": { "kube-etcd-controller.dev/rotate": "e2e" } } });
+    let started = Instant::now();
+    for ca in ["sec-tls-peer-ca", "sec-tls-client-ca"] {
+        secrets.patch(ca, &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
+    }
+    let app_serial = secret_serial(&secrets, "sec-app").await;
+    eventually("the application's ca.crt to hold both client CAs", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        async move { (key_count(&secrets, "sec-app", "ca.crt").await == 2).then_some(()) }
+    })
+    .await;
+    let first = Writer::start_with(vec![service.clone()], "/tls/ca/first/", None, Some(app().await));
+    // Certificates of the new CAs come once every member trusts both; then a writer with the new one.
+    eventually("the application certificate issued by the new CA", Duration::from_secs(300), || {
+        let (secrets, old) = (secrets.clone(), app_serial.clone());
+        async move { (secret_serial(&secrets, "sec-app").await != old).then_some(()) }
+    })
+    .await;
+    println!(
+        "certificates of the new CAs issued {:.1} s after the rotation was asked for",
+        started.elapsed().as_secs_f64()
+    );
+    let second = Writer::start_with(vec![service.clone()], "/tls/ca/second/", None, Some(app().await));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first_written = first.stop();
+    let (new_cas, _) = eventually("the new CAs to be the CAs, alone", Duration::from_secs(300), || {
+        let secrets = secrets.clone();
+        async move {
+            let mut keys = Vec::new();
+            for ca in ["sec-tls-peer-ca", "sec-tls-client-ca"] {
+                let data = secrets.get(ca).await.ok()?.data?;
+                if data.contains_key("next.crt") {
+                    return None;
+                }
+                keys.push(controller::tls::ca_keys(&data.get("ca.crt")?.0).into_iter().collect::<Vec<_>>().join(","));
+            }
+            Some(keys)
+        }
+    })
+    .await;
+    let trusted = format!("peer={};client={}", new_cas[0], new_cas[1]);
+    every_member_trusts(&pods, CLUSTER, &members, &trusted).await;
+    let members = converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
+    println!(
+        "the old CAs dropped by every member {:.1} s after the rotation was asked for",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second_written = second.stop();
+    let endpoint = format!("https://{}:2379", members[0].1);
+    for (prefix, written) in [("/tls/ca/first/", &first_written), ("/tls/ca/second/", &second_written)] {
+        let gone = lost(&endpoint, app().await, prefix, written).await;
+        println!(
+            "generated CA rotation, {prefix}: {} writes acknowledged, longest gap {:.1} s, {} lost",
+            written.acked.len(),
+            written.longest_gap.as_secs_f64(),
+            gone.len()
+        );
+        assert!(gone.is_empty(), "acknowledged writes lost in the CA rotation: {gone:?}");
+        assert!(written.acked.len() > 10, "the writer wrote");
+    }
+    let after = restarts(&pods, &members).await;
+    assert!(after.iter().all(|(m, (uid, _))| before[m].0 != *uid), "every member restarted: {before:?} {after:?}");
+    let shown = status(&api, CLUSTER).await;
+    assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
+    let purposes: Vec<&str> =
+        shown["certificates"].as_array().into_iter().flatten().filter_map(|c| c["purpose"].as_str()).collect();
+    assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"], "{shown}");
 
     // 5. A backup through the sidecar (TLS to etcd), restored into a new TLS cluster.
     let taken = support::take_backup(&client, NS, CLUSTER).await;

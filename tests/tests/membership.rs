@@ -181,6 +181,7 @@ async fn a_dead_member_is_removed_and_replaced_with_the_data_intact() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     let action = plan(&desired(3), &observed);
     assert!(matches!(action, Action::RemoveMember { id, .. } if id == dead.id), "{action:?}");
@@ -225,6 +226,7 @@ async fn shrinking_removes_followers_and_keeps_the_leader() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     let Action::RemoveMember { id, .. } = plan(&desired(2), &observed) else { panic!("no removal") };
     assert_ne!(id, leader, "the leader goes last");
@@ -275,6 +277,7 @@ async fn a_member_added_by_a_controller_that_died_before_its_pod_is_finished_or_
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     assert_eq!(
         plan(&desired(4), &observed),

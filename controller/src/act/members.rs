@@ -20,7 +20,7 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
     let join = Join::New { token: token.clone(), restore };
     super::volumes::no_retained_claims(step)?;
     let volume = super::volumes::data_volume(step, member).await?;
-    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release, &volume);
+    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release, &volume, &step.observed.trust);
     // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
     // burns no member name.
     try_create(pods, &pod).await?;
@@ -51,7 +51,7 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
     let mut initial = members.clone();
     initial.push(member.clone());
     let volume = super::volumes::data_volume(step, member).await?;
-    let pod = member_pod(cluster, member, &initial, &Join::Existing, release, &volume);
+    let pod = member_pod(cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust);
     try_create(pods, &pod).await?;
     let mut membership = Membership::connect(endpoints, step.dial).await?;
     let id = match membership.add_learner(&peer_url(member, name, namespace, cluster.spec.peer_tls())).await {
@@ -68,7 +68,8 @@ pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), 
         }
         empty => empty,
     };
-    create(pods, &member_pod(cluster, member, &initial, &Join::Existing, release, &volume)).await?;
+    create(pods, &member_pod(cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust))
+        .await?;
     let note = format!("added {member} ({id:x}) as a learner, running etcd {}", release.version);
     publish(recorder, cluster, member_event("MemberAdded", note, namespace, member)).await;
     Ok(())
@@ -79,7 +80,8 @@ pub(super) async fn create_member_pod(step: &Step<'_>, action: &Action) -> Resul
     let Step { cluster, namespace, pods, members, .. } = step;
     let recorder = &step.ctx.recorder;
     let volume = super::volumes::data_volume(step, member).await?;
-    create(pods, &member_pod(cluster, member, members, &Join::Existing, release, &volume)).await?;
+    create(pods, &member_pod(cluster, member, members, &Join::Existing, release, &volume, &step.observed.trust))
+        .await?;
     publish(
         recorder,
         cluster,

@@ -108,8 +108,11 @@ pub(super) async fn restart_on_claim(step: &Step<'_>, action: &Action) -> Result
         }
         DataVolume::EmptyDir => return Err(ActError::VolumeRefused(format!("{member} has no claim"))),
     };
-    super::members::create(&step.pods, &member_pod(step.cluster, member, &initial, &Join::Existing, release, &volume))
-        .await?;
+    super::members::create(
+        &step.pods,
+        &member_pod(step.cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust),
+    )
+    .await?;
     let note = format!(
         "created the pod of {member} ({id:x}) again on its claim {}: etcd restarts as the same member, on its data \
          (etcd {})",
@@ -132,7 +135,7 @@ pub(super) async fn roll_pod(step: &Step<'_>, action: &Action) -> Result<(), Act
     let Action::RollPod { name: member, id } = action else { return Ok(()) };
     super::members::delete_member_pod(&step.pods, step.observed, member).await?;
     let note = format!(
-        "deleted the pod of {member} ({id:x}) to roll it (settings of an earlier spec, or a volume its pod must mount \
+        "deleted the pod of {member} ({id:x}) to roll it (settings of an earlier spec, a changed ca.crt, or a volume its pod must mount \
          again to grow): it is created again on its claim {} from the current spec, as the same member",
         claim_name(member)
     );

@@ -983,6 +983,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     } else {
                         Vec::new()
                     },
+                    trust: Default::default(),
                 },
             }
         },

@@ -67,6 +67,7 @@ fn healthy(n: u32) -> Observed {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     }
 }
 
@@ -114,6 +115,7 @@ fn a_new_cluster_starts_with_one_seed() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     assert_eq!(plan(&want(3), &fresh), Action::CreateSeed { name: "etcd-0000".into(), release: release() });
 }
@@ -141,6 +143,7 @@ fn the_seed_starting_is_waited_for() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     assert!(matches!(plan(&want(3), &starting), Action::Wait(WaitReason::EtcdUnreachable(_))));
 }
@@ -168,6 +171,7 @@ fn a_seed_that_died_before_the_cluster_formed_is_cleared_and_seeded_again() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     assert_eq!(plan(&want(3), &died), Action::DeletePod { name: "etcd-0000".into() });
     // A seed that failed a moment ago is kept (for its logs, and so that a source that is down costs no pod every
@@ -403,6 +407,7 @@ fn arb_observed() -> impl Strategy<Value = (Desired, Observed)> {
                     current_version: None,
                     wanted_class_exists: None,
                     certificates: Vec::new(),
+                    trust: Default::default(),
                 },
             )
         },
@@ -1028,6 +1033,7 @@ fn a_seed_whose_restore_refused_its_backup_is_kept_and_nothing_else_happens() {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     };
     assert!(matches!(plan(&want(3), &refused), Action::Wait(WaitReason::RestoreRefused { .. })));
 }

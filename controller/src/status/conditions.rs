@@ -309,7 +309,7 @@ pub(super) fn running_quota(command: &[String]) -> Option<i64> {
 /// The `ConfigDrift` condition: member pods created from other settings (`spec.etcd`, `spec.pod`) than the spec
 /// holds now, by the hash each pod carries. A pod cannot change them while it lives.
 pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
-    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()));
+    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()), &observed.trust);
     let mut older: Vec<&str> = observed
         .pods
         .iter()
@@ -353,7 +353,7 @@ pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool
             true,
             "OlderSettings",
             format!(
-                "{} run{} settings of an earlier spec (spec.etcd, spec.pod, spec.storage): a pod's command, resources \
+                "{} run{} settings of an earlier spec (spec.etcd, spec.pod, spec.storage, or a ca.crt changed since): a pod's command, resources \
                  and placement cannot change while it lives, so they are rolled out one member at a time, each \
                  serving again before the next — {}. Progressing says where the rollout is",
                 older.join(", "),

@@ -40,6 +40,7 @@ fn steady() -> Observed {
         current_version: None,
         wanted_class_exists: None,
         certificates: Vec::new(),
+        trust: Default::default(),
     }
 }
 
@@ -396,7 +397,7 @@ fn an_alarm_quotes_the_quota_the_members_run_and_unread_alarms_are_unknown() {
 #[test]
 fn members_running_older_settings_are_named() {
     let mut c = cluster("demo", 3);
-    let current = crate::pod::settings_hash(&c);
+    let current = crate::pod::settings_hash(&c, &Default::default());
     let mut observed = steady();
     for pod in &mut observed.pods {
         pod.settings = Some(current.clone());
@@ -404,8 +405,8 @@ fn members_running_older_settings_are_named() {
     let status = derive(&c.spec, Some(1), &observed, &Action::Done, None, &EtcdClusterStatus::default(), time(1));
     assert_eq!(condition(&status, "ConfigDrift").status, "False");
     c.spec.etcd.quota_backend_bytes *= 2;
-    assert_ne!(crate::pod::settings_hash(&c), current, "the quota is a setting");
-    observed.pods[2].settings = Some(crate::pod::settings_hash(&c));
+    assert_ne!(crate::pod::settings_hash(&c, &Default::default()), current, "the quota is a setting");
+    observed.pods[2].settings = Some(crate::pod::settings_hash(&c, &Default::default()));
     observed.pods[1].settings = None;
     let status = derive(&c.spec, Some(2), &observed, &Action::Done, None, &status, time(2));
     let drift = condition(&status, "ConfigDrift");
@@ -437,7 +438,7 @@ fn members_running_older_settings_are_named() {
     // Only the disruption budget's setting changed: no pod differs.
     let mut budget = cluster("demo", 3);
     budget.spec.pod.allow_unsafe_eviction = true;
-    assert_eq!(crate::pod::settings_hash(&budget), current);
+    assert_eq!(crate::pod::settings_hash(&budget, &Default::default()), current);
 }
 
 /// Review S7 and issue 17 §4: a refused spec.version shows no phase Running for a cluster that never formed,
@@ -576,7 +577,7 @@ fn the_highest_revision_seen_is_recorded_first_then_at_most_every_five_minutes()
 fn claims_that_differ_from_spec_storage_are_told_with_what_will_happen() {
     let mut c = cluster("demo", 3);
     c.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "2Gi" })).unwrap());
-    let current = crate::pod::settings_hash(&c);
+    let current = crate::pod::settings_hash(&c, &Default::default());
     let mut observed = steady();
     for pod in &mut observed.pods {
         pod.settings = Some(current.clone());

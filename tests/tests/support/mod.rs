@@ -100,6 +100,10 @@ pub async fn start_controller(
         .await
 }
 
+/// How long the test bed's kubelets take to put a Secret's new contents into pods (they sync every 10 s,
+/// tests/e2e/node.sh), as the in-process controllers are told (`--secret-propagation`).
+pub const SECRET_PROPAGATION: Duration = Duration::from_secs(30);
+
 /// As `start_controller`, with hooks (see `stop_after`).
 pub async fn start_controller_with(
     client: &kube::Client,
@@ -116,6 +120,7 @@ pub async fn start_controller_with(
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         etcd_timeout,
         resync,
+        secret_propagation: SECRET_PROPAGATION,
         instance: instance.into(),
         sidecar_image: sidecar_image(),
         leader_elect: true,
