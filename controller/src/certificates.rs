@@ -34,8 +34,8 @@ pub const MIN_DURATION: Duration = Duration::from_secs(10 * 60);
 pub const NEXT_CA_KEY: &str = "next.crt";
 /// See [`NEXT_CA_KEY`].
 pub const NEXT_PRIVATE_KEY: &str = "next.key";
-/// The annotation on a generated CA Secret that asks for a rotation of that CA (any value; the Secret written at
-/// the end of the rotation no longer has it).
+/// The annotation on a generated CA Secret that asks for a rotation of that CA (any value; removed when the
+/// rotation starts).
 pub const ROTATE_ANNOTATION: &str = "kube-etcd-controller.dev/rotate";
 
 /// What a certificate of the cluster is for.
@@ -138,6 +138,9 @@ pub struct Trust {
     pub peer: BTreeSet<String>,
     /// The CAs of the serving Secret's `ca.crt`.
     pub client: BTreeSet<String>,
+    /// A digest of the CA certificates of both, as they are ([`tls::bundle_digest`]): a CA made again for the same
+    /// key is the same CA to the rule of [`judge`], but a new certificate for etcd to read.
+    pub certificates: String,
 }
 
 impl Trust {
@@ -152,6 +155,9 @@ impl Trust {
         if cluster.spec.client_tls() {
             sides.push(format!("client={}", keys(&self.client)));
         }
+        if !sides.is_empty() {
+            sides.push(format!("certificates={}", self.certificates));
+        }
         (!sides.is_empty()).then(|| sides.join(";"))
     }
 
@@ -165,6 +171,7 @@ impl Trust {
             match name {
                 "peer" => trust.peer = keys,
                 "client" => trust.client = keys,
+                "certificates" => trust.certificates = keys.into_iter().next().unwrap_or_default(),
                 _ => return None,
             }
         }
@@ -321,20 +328,27 @@ async fn ensure_into(
             leaves.push((wanted, existing));
         }
         // What the members trust, as their pods say: read once, and only while a CA has a successor.
-        let trusting: Vec<BTreeSet<String>> = if cas.next.is_some() {
+        let trusting: Vec<Option<BTreeSet<String>>> = if cas.next.is_some() {
             if running.is_none() {
                 running = Some(member_trust(client, cluster).await?);
             }
-            running.iter().flatten().map(|t| side.of(t).clone()).collect()
+            running.iter().flatten().map(|t| t.as_ref().map(|t| side.of(t).clone())).collect()
         } else {
             Vec::new()
         };
+        // Secrets of those names that are not the cluster's are left alone, and hold no rotation up.
         let states: Vec<Leaf> = leaves
             .iter()
+            .filter(|(_, existing)| existing.as_ref().is_none_or(|s| ours(s, cluster)))
             .map(|(wanted, existing)| Leaf::of(existing.as_ref(), &names_for(cluster, wanted.purpose), wanted, now))
             .collect();
         let requested = ca_holder.as_ref().is_some_and(|s| s.annotations().contains_key(ROTATE_ANNOTATION));
-        let step = rotation(&cas, requested, &states, &trusting, propagation, now);
+        let step = match rotation(&cas, requested, &states, &trusting, propagation, now) {
+            // A paused cluster is changed in nothing: its rotation waits where it is.
+            _ if cluster.spec.paused && cas.next.is_some() => Rotation::TrustBoth,
+            _ if cluster.spec.paused => Rotation::Idle,
+            step => step,
+        };
         if let Some(holder) = ca_holder {
             cas = rotate(&secrets, cluster, side, holder, cas, &step, now, done).await?;
         }
@@ -349,8 +363,8 @@ async fn ensure_into(
     Ok(())
 }
 
-/// The trust of each member pod of `cluster` ([`Trust::of_pod`]).
-async fn member_trust(client: &kube::Client, cluster: &EtcdCluster) -> Result<Vec<Trust>, String> {
+/// The trust of each member pod of `cluster` ([`Trust::of_pod`]; `None` for a pod that does not say).
+async fn member_trust(client: &kube::Client, cluster: &EtcdCluster) -> Result<Vec<Option<Trust>>, String> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
     let selector = format!("{}={},{}", crate::labels::CLUSTER_LABEL, cluster.name_any(), crate::labels::MEMBER_LABEL);
@@ -358,7 +372,7 @@ async fn member_trust(client: &kube::Client, cluster: &EtcdCluster) -> Result<Ve
         .list(&kube::api::ListParams::default().labels(&selector))
         .await
         .map_err(kube_says("listing the member pods".into()))?;
-    Ok(listed.items.iter().filter_map(Trust::of_pod).collect())
+    Ok(listed.items.iter().map(Trust::of_pod).collect())
 }
 
 /// A generated CA, and its successor while it is rotated.
@@ -434,12 +448,12 @@ enum Rotation {
 }
 
 /// The step of a CA's rotation, from the CAs, whether one was asked for, the certificates it signs and what each
-/// member pod trusts on that side. Pure.
+/// member pod trusts on that side (`None`: the pod does not say). Pure.
 fn rotation(
     cas: &Cas,
     requested: bool,
     leaves: &[Leaf],
-    running: &[BTreeSet<String>],
+    running: &[Option<BTreeSet<String>>],
     propagation: Duration,
     now: SystemTime,
 ) -> Rotation {
@@ -451,7 +465,8 @@ fn rotation(
         };
     };
     let next_key = key_of(next);
-    if !running.iter().all(|trusted| trusted.contains(&next_key)) {
+    // A member pod that does not say what it trusts is taken as one that does not trust the successor yet.
+    if !running.iter().all(|trusted| trusted.as_ref().is_some_and(|t| t.contains(&next_key))) {
         return Rotation::TrustBoth;
     }
     let keys = cas.keys();
@@ -503,8 +518,16 @@ async fn rotate(
         data.extend([(NEXT_CA_KEY, next.cert_pem.as_str()), (NEXT_PRIVATE_KEY, next.key_pem.as_str())]);
     }
     let mut secret = secret_of(cluster, &ca_name, "Opaque", &data);
-    // Replaced only as read: a write in between makes this one fail, and the next reconcile looks again.
-    secret.metadata.resource_version = holder.metadata.resource_version;
+    // Its labels and annotations kept (the request for a rotation taken as done); replaced only as read: a write in
+    // between makes this one fail, and the next reconcile looks again.
+    let mut metadata = holder.metadata;
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.remove(ROTATE_ANNOTATION);
+    }
+    let mut labels = metadata.labels.take().unwrap_or_default();
+    labels.extend(secret.metadata.labels.take().unwrap_or_default());
+    metadata.labels = Some(labels);
+    secret.metadata = metadata;
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     secrets.replace(&ca_name, &params, &secret).await.map_err(kube_says(format!("writing Secret {ca_name}")))?;
     tracing::info!(secret = %ca_name, %note, "CA rotation");
@@ -574,7 +597,15 @@ async fn the_ca(
             let current = ca_in(&secret).ok_or_else(|| {
                 format!("Secret {ca_name} (the cluster's CA) cannot be read: nothing is issued or renewed until it is restored")
             })?;
-            let next = next_ca_in(&secret);
+            let next = match bytes(&secret).contains_key(NEXT_CA_KEY) {
+                true => Some(next_ca_in(&secret).ok_or_else(|| {
+                    format!(
+                        "Secret {ca_name} holds a successor CA ({NEXT_CA_KEY}, {NEXT_PRIVATE_KEY}) that cannot be read: \
+                         the CA's rotation and renewals wait until it is restored"
+                    )
+                })?),
+                false => None,
+            };
             Ok((Some(secret), Cas { current, next }))
         }
         Some(_) => Err(format!(
@@ -645,7 +676,10 @@ fn need(
         // members' trust. Left as it is; putting another CA in place is a person's decision.
         return Need::Nothing;
     }
-    if checked.signer != key_of(signer) {
+    // Moved to the successor once every member trusts it; never moved back (a rotation held back keeps
+    // certificates of either CA).
+    let forward = cas.next.as_ref().is_some_and(|next| key_of(next) == key_of(signer));
+    if forward && checked.signer == key_of(&cas.current) {
         return Need::Issue("the CA is rotated: a certificate of the new CA, which every member trusts now".into());
     }
     if !bundled {
@@ -790,9 +824,14 @@ pub fn judge(
         .and_then(|s| bytes(s).get(CA_KEY).cloned());
     let bundle_of = |purpose: Purpose| {
         let secret = all.iter().find(|u| u.purpose == purpose).and_then(|u| read.get(&u.secret)?.as_ref());
-        secret.and_then(|s| bytes(s).get(CA_KEY).map(|ca| tls::ca_keys(ca))).unwrap_or_default()
+        secret.and_then(|s| bytes(s).get(CA_KEY).cloned()).unwrap_or_default()
     };
-    let trust = Trust { peer: bundle_of(Purpose::Peer), client: bundle_of(Purpose::Server) };
+    let (peer_bundle, client_bundle) = (bundle_of(Purpose::Peer), bundle_of(Purpose::Server));
+    let trust = Trust {
+        peer: tls::ca_keys(&peer_bundle),
+        client: tls::ca_keys(&client_bundle),
+        certificates: tls::bundle_digest(&[peer_bundle, b"\n".to_vec(), client_bundle].concat()),
+    };
     let mut identity = None;
     for used in &all {
         let mut status = CertificateStatus {
@@ -851,13 +890,18 @@ pub fn judge(
                             });
                         }
                         let members = refused_by(&checked.signer);
+                        let refused = match used.purpose {
+                            Purpose::Operator => "they would refuse the controller and the backup sidecar",
+                            _ => "members would refuse each other",
+                        };
                         (!members.is_empty()).then(|| {
                             format!(
                                 "it is signed by a CA that {} did not trust when they started, and ca.crt no longer \
-                                 holds every CA they trust: restarting members would leave some that refuse each \
-                                 other, so nothing is restarted. Change a CA in three steps: both CAs in ca.crt (the \
-                                 members are restarted one at a time to trust both), then certificates of the new CA, \
-                                 then the old CA out of ca.crt",
+                                 holds every CA they trust: restarted, {refused}, so nothing is restarted. Running \
+                                 members never read ca.crt again but read this certificate on each new connection: \
+                                 put back certificates of a CA they trust (both CAs in ca.crt), then change the CA in \
+                                 three steps: both CAs in ca.crt (the members are restarted one at a time to trust \
+                                 both), then certificates of the new CA, then the old CA out of ca.crt",
                                 members.join(", ")
                             )
                         })
@@ -1156,7 +1200,7 @@ mod tests {
         let trusting = |members: &[(&str, &str)]| {
             members
                 .iter()
-                .map(|(m, pem)| (m.to_string(), Trust { peer: keys(pem), client: keys(pem) }))
+                .map(|(m, pem)| (m.to_string(), Trust { peer: keys(pem), client: keys(pem), ..Default::default() }))
                 .collect::<Vec<_>>()
         };
         let problems = |seen: &Seen| {
@@ -1170,7 +1214,7 @@ mod tests {
         let running = trusting(&[("m0", &old.cert_pem), ("m1", &old.cert_pem), ("m2", &old.cert_pem)]);
         let seen = judge(&c, &secrets(&old, &both), &running, now);
         assert_eq!(problems(&seen), vec![]);
-        assert_eq!(seen.trust, Trust { peer: keys(&both), client: keys(&both) });
+        assert_eq!((&seen.trust.peer, &seen.trust.client), (&keys(&both), &keys(&both)));
         // 2. The new CA's certificates, even before every member was restarted: ca.crt still holds every CA the
         //    members trust, so restarting the rest refuses nothing.
         let half = trusting(&[("m0", &old.cert_pem), ("m1", &both), ("m2", &both)]);
@@ -1199,16 +1243,20 @@ mod tests {
 
     #[test]
     fn the_trust_a_pod_records_reads_back_and_a_plain_member_records_none() {
-        let trust = Trust { peer: BTreeSet::from(["aa".into(), "bb".into()]), client: BTreeSet::from(["cc".into()]) };
+        let trust = Trust {
+            peer: BTreeSet::from(["aa".into(), "bb".into()]),
+            client: BTreeSet::from(["cc".into()]),
+            certificates: "0123".into(),
+        };
         let c = generated();
         let value = trust.render(&c).unwrap();
-        assert_eq!(value, "peer=aa,bb;client=cc");
+        assert_eq!(value, "peer=aa,bb;client=cc;certificates=0123");
         let mut pod = k8s_openapi::api::core::v1::Pod::default();
         pod.metadata.annotations = Some(BTreeMap::from([(TRUSTED_CAS.to_string(), value)]));
         assert_eq!(Trust::of_pod(&pod), Some(trust.clone()));
         assert_eq!(trust.render(&cluster("demo", 3)), None, "no TLS, no annotation");
         let peer_only = tls_cluster(serde_json::json!({ "peer": {} }));
-        assert_eq!(trust.render(&peer_only).as_deref(), Some("peer=aa,bb"));
+        assert_eq!(trust.render(&peer_only).as_deref(), Some("peer=aa,bb;certificates=0123"));
         assert_eq!(Trust::of_pod(&k8s_openapi::api::core::v1::Pod::default()), None);
     }
 
@@ -1250,7 +1298,7 @@ mod tests {
         let idle = Cas { current: old.clone(), next: None };
         let as_issued = data(&old, &old.cert_pem, now);
         assert_eq!(
-            rotation(&idle, false, &[leaf(&as_issued, now)], &[keys(&old.cert_pem)], PROPAGATION, now),
+            rotation(&idle, false, &[leaf(&as_issued, now)], &[Some(keys(&old.cert_pem))], PROPAGATION, now),
             Rotation::Idle
         );
         assert_eq!(need_at(&as_issued, &idle, &old, now), Need::Nothing);
@@ -1264,11 +1312,11 @@ mod tests {
         assert_eq!(keys(&rotating.bundle()), expected);
         assert!(is_bundle(&need_at(&as_issued, &rotating, &old, now)));
         let both = data(&old, &rotating.bundle(), now);
-        let half = [keys(&rotating.bundle()), keys(&old.cert_pem)];
+        let half = [Some(keys(&rotating.bundle())), Some(keys(&old.cert_pem))];
         assert_eq!(rotation(&rotating, false, &[leaf(&both, now)], &half, PROPAGATION, now), Rotation::TrustBoth);
         assert_eq!(need_at(&both, &rotating, &old, now), Need::Nothing, "signed by the current CA meanwhile");
         // 2. Every member trusts both: certificates of the new CA.
-        let trusting = [keys(&rotating.bundle()), keys(&rotating.bundle())];
+        let trusting = [Some(keys(&rotating.bundle())), Some(keys(&rotating.bundle()))];
         assert_eq!(
             rotation(&rotating, false, &[leaf(&both, now)], &trusting, PROPAGATION, now),
             Rotation::SignWithNext
@@ -1297,6 +1345,11 @@ mod tests {
         let finished = data(&new, &new.cert_pem, later);
         assert_eq!(need_at(&finished, &done, &new, later), Need::Nothing);
         assert_eq!(rotation(&done, false, &[leaf(&finished, later)], &trusting, PROPAGATION, later), Rotation::Idle);
+        // A member pod that does not say what it trusts holds the switch back.
+        let unknown = [Some(keys(&rotating.bundle())), None];
+        assert_eq!(rotation(&rotating, false, &[leaf(&both, now)], &unknown, PROPAGATION, now), Rotation::TrustBoth);
+        // Held back after the switch (a member that trusts only the old CA): certificates are never moved back.
+        assert_eq!(need_at(&switched, &rotating, &old, soon), Need::Nothing);
         // A member created meanwhile with the old trust only holds the switch back again.
         assert_eq!(rotation(&rotating, false, &[leaf(&both, now)], &half, PROPAGATION, later), Rotation::TrustBoth);
         // A certificate of a CA that is neither: left alone.

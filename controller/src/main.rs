@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Watch EtcdClusters and manage their members.
-    Run(controller::run::RunArgs),
+    Run(Box<controller::run::RunArgs>),
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
 }
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run(args) => controller::run::run(args).await,
+        Command::Run(args) => controller::run::run(*args).await,
         Command::Crd => {
             print!("{}", controller::crd::crd_yaml());
             Ok(())

@@ -1279,13 +1279,20 @@ mod tests {
         );
         assert_ne!(settings_hash(&c, &Trust::default()), plain_hash, "TLS is a setting");
         // The CAs it trusts, which etcd reads only at start: a changed ca.crt is a setting, rolled out.
-        let old = Trust { peer: ["aa".to_string()].into(), client: ["cc".to_string()].into() };
+        let old =
+            Trust { peer: ["aa".to_string()].into(), client: ["cc".to_string()].into(), certificates: "01".into() };
         let both = Trust { peer: ["aa".to_string(), "bb".to_string()].into(), ..old.clone() };
+        let renewed = Trust { certificates: "02".into(), ..old.clone() };
         let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
         let trusting = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir, &old);
-        assert_eq!(trusting.annotations()[TRUSTED_CAS], "peer=aa;client=cc");
+        assert_eq!(trusting.annotations()[TRUSTED_CAS], "peer=aa;client=cc;certificates=01");
         assert_eq!(settings_of(&trusting), settings_hash(&c, &old));
         assert_ne!(settings_hash(&c, &both), settings_hash(&c, &old), "a CA added to ca.crt restarts the members");
+        assert_ne!(
+            settings_hash(&c, &renewed),
+            settings_hash(&c, &old),
+            "a CA certificate made again for its key too: etcd holds the one it read, until it expires"
+        );
         assert_eq!(
             settings_hash(&cluster("demo", 3), &both),
             plain_hash,

@@ -191,6 +191,17 @@ fn key_id(spki: &[u8]) -> String {
     Sha256::digest(spki).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A digest (16 hex digits) of the certificates of a PEM bundle, as they are: a CA certificate made again for the
+/// same key changes it (etcd holds the certificates it read at start, and refuses one that expired).
+pub fn bundle_digest(bundle: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for der in CertificateDer::pem_slice_iter(bundle).filter_map(Result::ok) {
+        digest.update(der.as_ref());
+    }
+    digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The key identities ([`Checked::signer`]) of the CAs of a PEM bundle (a `ca.crt`), what a member that reads it
 /// trusts. A certificate of the bundle that cannot be read as a CA is left out.
 pub fn ca_keys(bundle: &[u8]) -> std::collections::BTreeSet<String> {
