@@ -141,6 +141,93 @@ pub struct Trust {
     /// A digest of the CA certificates of both, as they are ([`tls::bundle_digest`]): a CA made again for the same
     /// key is the same CA to the rule of [`judge`], but a new certificate for etcd to read.
     pub certificates: String,
+    /// The bundles themselves (PEM), as the Secrets hold them now; empty for a trust read off a pod.
+    pub bundles: Bundles,
+}
+
+/// The CA bundles (PEM) a member is given to read at start: the `ca.crt` of the peer and of the serving Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bundles {
+    /// The peer Secret's `ca.crt`.
+    pub peer: String,
+    /// The serving Secret's `ca.crt`.
+    pub client: String,
+}
+
+/// The label of the ConfigMaps that pin the CA bundles member pods read at start ([`pin_trust`]).
+pub const TRUST_LABEL: &str = "kube-etcd-controller.dev/trust";
+/// The file of the pinned peer CA bundle.
+pub const PEER_CA_FILE: &str = "peer-ca.crt";
+/// The file of the pinned client CA bundle.
+pub const CLIENT_CA_FILE: &str = "client-ca.crt";
+
+/// The ConfigMap that pins the CA bundles of `trust` for members of `cluster`: named by their digest, immutable, so
+/// that a member's etcd reads the same bundles whenever it starts (a container restart included), and what its
+/// pod's annotation names is what it trusts.
+pub fn trust_config_map(cluster: &str, trust: &Trust) -> String {
+    format!("{cluster}-trust-{}", trust.certificates)
+}
+
+/// Makes the ConfigMap that pins `trust` for new member pods of `cluster` ([`trust_config_map`]), and deletes the
+/// cluster's others that no member pod uses (`in_use`: the ConfigMaps the member pods name).
+pub async fn pin_trust(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    trust: &Trust,
+    in_use: &BTreeSet<String>,
+) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    if !cluster.spec.peer_tls() && !cluster.spec.client_tls() {
+        return Ok(());
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let name = cluster.name_any();
+    let current = trust_config_map(&name, trust);
+    // Nothing to pin while the Secrets cannot be read (status says why; no member is created meanwhile).
+    if !trust.bundles.peer.is_empty() || !trust.bundles.client.is_empty() {
+        let mut labels = cluster_labels(&name);
+        labels.insert(TRUST_LABEL.into(), "true".into());
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(current.clone()),
+                labels: Some(labels),
+                owner_references: Some(vec![owner(cluster)]),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (PEER_CA_FILE.to_string(), trust.bundles.peer.clone()),
+                (CLIENT_CA_FILE.to_string(), trust.bundles.client.clone()),
+            ])),
+            immutable: Some(true),
+            ..Default::default()
+        };
+        if maps.get_opt(&current).await.map_err(kube_says(format!("reading ConfigMap {current}")))?.is_none() {
+            match maps
+                .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &map)
+                .await
+            {
+                Ok(_) => tracing::info!(config_map = %current, "pinned the CA bundles new members read"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(format!("creating ConfigMap {current}: {e}")),
+            }
+        }
+    }
+    let selector = format!("{}={name},{TRUST_LABEL}", crate::labels::CLUSTER_LABEL);
+    let listed = maps
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_says("listing the pinned CA bundles".into()))?;
+    for map in listed.items {
+        let unused = map.name_any();
+        let ours = map.owner_references().iter().any(|o| Some(&o.uid) == cluster.uid().as_ref());
+        if unused != current && !in_use.contains(&unused) && ours {
+            maps.delete(&unused, &Default::default())
+                .await
+                .map_err(kube_says(format!("deleting ConfigMap {unused}")))?;
+            tracing::info!(config_map = %unused, "deleted CA bundles no member pod reads");
+        }
+    }
+    Ok(())
 }
 
 impl Trust {
@@ -830,7 +917,11 @@ pub fn judge(
     let trust = Trust {
         peer: tls::ca_keys(&peer_bundle),
         client: tls::ca_keys(&client_bundle),
-        certificates: tls::bundle_digest(&[peer_bundle, b"\n".to_vec(), client_bundle].concat()),
+        certificates: format!("{}{}", tls::bundle_digest(&peer_bundle), tls::bundle_digest(&client_bundle)),
+        bundles: Bundles {
+            peer: String::from_utf8_lossy(&peer_bundle).into_owned(),
+            client: String::from_utf8_lossy(&client_bundle).into_owned(),
+        },
     };
     let mut identity = None;
     for used in &all {
@@ -1247,6 +1338,7 @@ mod tests {
             peer: BTreeSet::from(["aa".into(), "bb".into()]),
             client: BTreeSet::from(["cc".into()]),
             certificates: "0123".into(),
+            ..Default::default()
         };
         let c = generated();
         let value = trust.render(&c).unwrap();

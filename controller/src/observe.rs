@@ -410,6 +410,8 @@ pub struct Reach {
     pub addresses: Endpoints,
     /// The timeout and TLS of the dial.
     pub dial: crate::dial::Dial,
+    /// The ConfigMaps of pinned CA bundles the member pods read ([`crate::certificates::trust_config_map`]).
+    pub trust_in_use: std::collections::BTreeSet<String>,
 }
 
 /// Reads the cluster's member pods and etcd's member list (with each member's health) into an [`Observed`],
@@ -440,6 +442,7 @@ pub async fn observe(
         .iter()
         .filter_map(|pod| Some((pod.name_any(), crate::certificates::Trust::of_pod(pod)?)))
         .collect();
+    let trust_in_use = running.iter().map(|(_, trust)| crate::certificates::trust_config_map(&name, trust)).collect();
     let tls = crate::certificates::observe(client, cluster, &running, std::time::SystemTime::now())
         .await
         .map_err(|source| ObserveError::Secrets { cluster: name.clone(), source })?;
@@ -601,7 +604,7 @@ pub async fn observe(
             certificates: tls.certificates,
             trust: tls.trust,
         },
-        Reach { addresses, dial },
+        Reach { addresses, dial, trust_in_use },
     ))
 }
 

@@ -7,9 +7,10 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource,
-    TCPSocketAction, Toleration, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
+    SecretVolumeSource, TCPSocketAction, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -70,16 +71,19 @@ pub fn default_resources() -> ResourceRequirements {
 pub const PEER_TLS_DIR: &str = "/etc/etcd/tls/peer";
 /// Where a member's serving certificate Secret is mounted.
 pub const SERVER_TLS_DIR: &str = "/etc/etcd/tls/server";
+/// Where the CA bundles a member reads at start are mounted, pinned ([`crate::certificates::trust_config_map`]).
+pub const TRUST_DIR: &str = "/etc/etcd/trust";
 
-/// The etcd flags of a cluster's TLS: certificates from the mounted Secrets, client certificates required on each
-/// side that speaks TLS, and with client TLS a plain listener for metrics and health (probes have no certificate).
+/// The etcd flags of a cluster's TLS: certificates from the mounted Secrets (read again on each handshake), the CA
+/// bundles from the pinned ones (read only at start), client certificates required on each side that speaks TLS,
+/// and with client TLS a plain listener for metrics and health (probes have no certificate).
 pub fn tls_flags(peer: bool, client: bool) -> Vec<String> {
     let mut flags = Vec::new();
     if peer {
         flags.extend([
             format!("--peer-cert-file={PEER_TLS_DIR}/tls.crt"),
             format!("--peer-key-file={PEER_TLS_DIR}/tls.key"),
-            format!("--peer-trusted-ca-file={PEER_TLS_DIR}/ca.crt"),
+            format!("--peer-trusted-ca-file={TRUST_DIR}/{}", crate::certificates::PEER_CA_FILE),
             "--peer-client-cert-auth".to_string(),
         ]);
     }
@@ -87,7 +91,7 @@ pub fn tls_flags(peer: bool, client: bool) -> Vec<String> {
         flags.extend([
             format!("--cert-file={SERVER_TLS_DIR}/tls.crt"),
             format!("--key-file={SERVER_TLS_DIR}/tls.key"),
-            format!("--trusted-ca-file={SERVER_TLS_DIR}/ca.crt"),
+            format!("--trusted-ca-file={TRUST_DIR}/{}", crate::certificates::CLIENT_CA_FILE),
             "--client-cert-auth".to_string(),
             format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT),
         ]);
@@ -309,6 +313,23 @@ pub fn member_pod(
         mounts.push(VolumeMount {
             name: volume_name.into(),
             mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    // The CA bundles, pinned: etcd reads them at each start, and reads what the pod's annotation names.
+    if spec.peer_tls() || client_tls {
+        volumes.push(Volume {
+            name: "trust".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: crate::certificates::trust_config_map(&name, trust),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "trust".into(),
+            mount_path: TRUST_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -1243,10 +1264,10 @@ mod tests {
             "--initial-advertise-peer-urls=https://demo-0001.demo.ns.svc:2380",
             "--initial-cluster=demo-0000=https://demo-0000.demo.ns.svc:2380,demo-0001=https://demo-0001.demo.ns.svc:2380",
             "--peer-cert-file=/etc/etcd/tls/peer/tls.crt",
-            "--peer-trusted-ca-file=/etc/etcd/tls/peer/ca.crt",
+            "--peer-trusted-ca-file=/etc/etcd/trust/peer-ca.crt",
             "--peer-client-cert-auth",
             "--cert-file=/etc/etcd/tls/server/tls.crt",
-            "--trusted-ca-file=/etc/etcd/tls/server/ca.crt",
+            "--trusted-ca-file=/etc/etcd/trust/client-ca.crt",
             "--client-cert-auth",
             "--listen-metrics-urls=http://0.0.0.0:2381",
         ] {
@@ -1267,6 +1288,10 @@ mod tests {
         let mounts = etcd.volume_mounts.clone().unwrap();
         assert!(mounts.iter().all(|m| m.sub_path.is_none()), "no subPath: the kubelet never updates those");
         assert!(mounts.iter().any(|m| m.mount_path == "/etc/etcd/tls/peer" && m.read_only == Some(true)));
+        // The CA bundles from the pinned ConfigMap its annotation names: the same at every start of etcd.
+        let trust = spec.volumes.iter().flatten().find(|v| v.name == "trust").and_then(|v| v.config_map.clone());
+        assert_eq!(trust.map(|m| m.name), Some("demo-trust-".to_string()), "named by the trust's digest");
+        assert!(mounts.iter().any(|m| m.mount_path == "/etc/etcd/trust" && m.read_only == Some(true)));
         let probe = etcd.readiness_probe.clone().unwrap().http_get.unwrap();
         assert_eq!(probe.port, IntOrString::Int(2381), "the kubelet has no client certificate");
         assert!(
@@ -1279,8 +1304,12 @@ mod tests {
         );
         assert_ne!(settings_hash(&c, &Trust::default()), plain_hash, "TLS is a setting");
         // The CAs it trusts, which etcd reads only at start: a changed ca.crt is a setting, rolled out.
-        let old =
-            Trust { peer: ["aa".to_string()].into(), client: ["cc".to_string()].into(), certificates: "01".into() };
+        let old = Trust {
+            peer: ["aa".into()].into(),
+            client: ["cc".into()].into(),
+            certificates: "01".into(),
+            ..Default::default()
+        };
         let both = Trust { peer: ["aa".to_string(), "bb".to_string()].into(), ..old.clone() };
         let renewed = Trust { certificates: "02".into(), ..old.clone() };
         let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());

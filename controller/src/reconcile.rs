@@ -142,6 +142,19 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     }
 
     let (observed, reach) = observe(&ctx.client, &cluster, ctx.etcd_timeout).await?;
+    // The CA bundles new member pods read, pinned before any is created; those no pod reads any more, deleted.
+    if let Err(why) = crate::certificates::pin_trust(&ctx.client, &cluster, &observed.trust, &reach.trust_in_use).await
+    {
+        tracing::warn!(%why, "CA bundles not pinned");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "TrustNotPinned".into(),
+            note: Some(format!("the CA bundles new members read could not be pinned: {why}")),
+            action: "PinTrust".into(),
+            secondary: None,
+        };
+        publish(&ctx.recorder, &cluster, event).await;
+    }
     let desired = Desired {
         settings: Some(crate::pod::settings_hash(&cluster, &observed.trust)),
         ..Desired::from_spec(&cluster.spec)

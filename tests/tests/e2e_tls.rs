@@ -149,6 +149,32 @@ async fn every_member_trusts(pods: &Api<Pod>, cluster: &str, members: &[(String,
     .await;
 }
 
+/// Waits until `cluster` keeps one ConfigMap of pinned CA bundles, the one every member pod of `members` reads
+/// (those of earlier bundles deleted), and checks that it holds the CAs the pods' annotation names.
+async fn pinned_once(client: &kube::Client, pods: &Api<Pod>, cluster: &str, members: &[(String, String)]) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let selector = format!("kube-etcd-controller.dev/cluster={cluster},kube-etcd-controller.dev/trust");
+    let (kept, _) = eventually(&format!("{cluster}: one pinned CA bundle"), Duration::from_secs(60), || {
+        let (maps, selector) = (maps.clone(), selector.clone());
+        async move {
+            let listed = maps.list(&kube::api::ListParams::default().labels(&selector)).await.ok()?.items;
+            (listed.len() == 1).then(|| listed.into_iter().next().unwrap())
+        }
+    })
+    .await;
+    for (name, _) in members {
+        let pod = pods.get(name).await.unwrap();
+        let read = pod.spec.unwrap().volumes.unwrap_or_default().into_iter().find(|v| v.name == "trust");
+        assert_eq!(read.and_then(|v| v.config_map).map(|m| m.name), Some(kept.name_any()), "{name}");
+        let says = pod.metadata.annotations.unwrap_or_default()["kube-etcd-controller.dev/trusted-cas"].clone();
+        let data = kept.data.clone().unwrap_or_default();
+        let peer = controller::tls::ca_keys(data["peer-ca.crt"].as_bytes()).into_iter().collect::<Vec<_>>().join(",");
+        assert!(says.starts_with(&format!("peer={peer};")), "{name} says {says}, the bundle holds {peer}");
+    }
+    assert_eq!(kept.immutable, Some(true));
+}
+
 /// How many CAs the PEM bundle under `key` of `secret` holds.
 async fn key_count(secrets: &Api<Secret>, secret: &str, key: &str) -> usize {
     let data = secrets.get(secret).await.unwrap().data.unwrap_or_default();
@@ -298,6 +324,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     }
     let shown = status(&api, "mine").await;
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
+    pinned_once(&client, &pods, "mine", &mine).await;
 
     // 1c. A CA and its certificates switched at once: the members would refuse each other once restarted, so
     // status says so and nothing is restarted.
@@ -508,6 +535,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     }
     let after = restarts(&pods, &members).await;
     assert!(after.iter().all(|(m, (uid, _))| before[m].0 != *uid), "every member restarted: {before:?} {after:?}");
+    pinned_once(&client, &pods, CLUSTER, &members).await;
     let shown = status(&api, CLUSTER).await;
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
     let purposes: Vec<&str> =
