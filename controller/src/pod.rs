@@ -788,30 +788,16 @@ mod tests {
         let joiner = pod_of(&c, "demo-0004", &["demo-0000".into(), "demo-0004".into()], &Join::Existing);
         assert_eq!(hash(&seed), wanted);
         assert_eq!(hash(&joiner), wanted);
-        for version in ["3.6.16", "3.7.3"] {
+        let at = |c: &EtcdCluster, version: &str| {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            let other = member_pod(
-                &c,
-                "demo-0001",
-                &["demo-0001".into()],
-                &Join::Existing,
-                &release,
-                &DataVolume::EmptyDir,
-                &Trust::default(),
-            );
-            assert_eq!(hash(&other), wanted, "{version}: its version's flags are the upgrade's business");
+            let (initial, trust) = (["demo-0001".to_string()], Trust::default());
+            member_pod(c, "demo-0001", &initial, &Join::Existing, &release, &DataVolume::EmptyDir, &trust)
+        };
+        for version in ["3.6.16", "3.7.3"] {
+            assert_eq!(hash(&at(&c, version)), wanted, "{version}: its version's flags are the upgrade's business");
         }
         // Born at 3.4, it keeps the exec probe that fails under NOSPACE (review S10: ConfigDrift names it).
-        let release = Release::of("quay.io/coreos/etcd", Version::parse("3.4.23").unwrap());
-        let born_at_34 = member_pod(
-            &c,
-            "demo-0001",
-            &["demo-0001".into()],
-            &Join::Existing,
-            &release,
-            &DataVolume::EmptyDir,
-            &Trust::default(),
-        );
+        let born_at_34 = at(&c, "3.4.23");
         assert_eq!(hash(&born_at_34), wanted, "the probe is its version's: the upgrade's business, not a rollout's");
         c.spec.etcd.auto_compaction_retention = "2h".into();
         assert_ne!(settings_hash(&c, &Trust::default()), wanted, "compaction is a setting");

@@ -84,6 +84,33 @@ async fn lost(endpoint: &str, tls: etcd_client::TlsOptions, prefix: &str, writte
     written.acked.iter().copied().filter(|n| !stored.contains(&format!("{prefix}{n:08}"))).collect()
 }
 
+/// Waits until `cluster`'s status says `CertificatesReady` False (`what` it waits for); returns its message.
+async fn refused(api: &Api<kube::api::DynamicObject>, cluster: &str, what: &str) -> String {
+    let (message, _) = eventually(what, Duration::from_secs(60), || async move {
+        let ready = condition(&status(api, cluster).await, "CertificatesReady");
+        (ready["status"] == "False").then(|| ready["message"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    println!("refused: {message}");
+    message
+}
+
+/// Checks that etcd at `endpoint` (asked over `tls`) holds every write each writer (its prefix, what it wrote)
+/// had acknowledged during `what`, and that each wrote.
+async fn none_lost(what: &str, endpoint: &str, tls: etcd_client::TlsOptions, writers: &[(&str, &support::Written)]) {
+    for (prefix, written) in writers {
+        let gone = lost(endpoint, tls.clone(), prefix, written).await;
+        println!(
+            "{what}, {prefix}: {} writes acknowledged, longest gap {:.1} s, {} lost",
+            written.acked.len(),
+            written.longest_gap.as_secs_f64(),
+            gone.len()
+        );
+        assert!(gone.is_empty(), "acknowledged writes lost in the {what}: {gone:?}");
+        assert!(written.acked.len() > 10, "the writer wrote");
+    }
+}
+
 /// The serial number of the certificate a member serves at `address` (`ip:port`), as openssl prints it.
 fn served_serial(address: &str) -> String {
     let shown = std::process::Command::new("sh")
@@ -222,15 +249,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
         },
     });
     api.create(&PostParams::default(), &cluster("mine", spec)).await.unwrap();
-    let (message, _) = eventually("the bad peer certificate refused in status", Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            let ready = condition(&status(&api, "mine").await, "CertificatesReady");
-            (ready["status"] == "False").then(|| ready["message"].as_str().unwrap_or_default().to_string())
-        }
-    })
-    .await;
-    println!("refused: {message}");
+    let message = refused(&api, "mine", "the bad peer certificate refused in status").await;
     assert!(message.contains("does not cover *.mine.e2e-tls.svc"), "{message}");
     assert!(!message.contains("PRIVATE KEY"), "{message}");
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -309,19 +328,9 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let new_written = new_writer.stop();
     let endpoint = format!("https://{}:2379", mine[0].1);
-    let mine_name = server_name("mine");
-    let new_tls = || tls_from_secret(&client, NS, "mine-operator", &mine_name, true);
-    for (prefix, written) in [("/rotate/old/", &old_written), ("/rotate/new/", &new_written)] {
-        let gone = lost(&endpoint, new_tls().await, prefix, written).await;
-        println!(
-            "CA rotation, {prefix}: {} writes acknowledged, longest gap {:.1} s, {} lost",
-            written.acked.len(),
-            written.longest_gap.as_secs_f64(),
-            gone.len()
-        );
-        assert!(gone.is_empty(), "acknowledged writes lost in the CA rotation: {gone:?}");
-        assert!(written.acked.len() > 10, "the writer wrote");
-    }
+    let new_tls = tls_from_secret(&client, NS, "mine-operator", &server_name("mine"), true).await;
+    none_lost("CA rotation", &endpoint, new_tls, &[("/rotate/old/", &old_written), ("/rotate/new/", &new_written)])
+        .await;
     let shown = status(&api, "mine").await;
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
     pinned_once(&client, &pods, "mine", &mine).await;
@@ -333,15 +342,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let before = restarts(&pods, &mine).await;
     let switched = tls_secret("mine-peer", &at_once.cert_pem, &at_once.key_pem, &third.cert_pem);
     secrets.replace("mine-peer", &PostParams::default(), &switched).await.unwrap();
-    let (message, _) = eventually("a CA switched at once refused in status", Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            let ready = condition(&status(&api, "mine").await, "CertificatesReady");
-            (ready["status"] == "False").then(|| ready["message"].as_str().unwrap_or_default().to_string())
-        }
-    })
-    .await;
-    println!("refused: {message}");
+    let message = refused(&api, "mine", "a CA switched at once refused in status").await;
     assert!(message.contains("did not trust when they started") && message.contains("three steps"), "{message}");
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(restarts(&pods, &mine).await, before, "nothing restarted for a CA switched at once");
@@ -522,17 +523,8 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second_written = second.stop();
     let endpoint = format!("https://{}:2379", members[0].1);
-    for (prefix, written) in [("/tls/ca/first/", &first_written), ("/tls/ca/second/", &second_written)] {
-        let gone = lost(&endpoint, app().await, prefix, written).await;
-        println!(
-            "generated CA rotation, {prefix}: {} writes acknowledged, longest gap {:.1} s, {} lost",
-            written.acked.len(),
-            written.longest_gap.as_secs_f64(),
-            gone.len()
-        );
-        assert!(gone.is_empty(), "acknowledged writes lost in the CA rotation: {gone:?}");
-        assert!(written.acked.len() > 10, "the writer wrote");
-    }
+    let written = [("/tls/ca/first/", &first_written), ("/tls/ca/second/", &second_written)];
+    none_lost("generated CA rotation", &endpoint, app().await, &written).await;
     let after = restarts(&pods, &members).await;
     assert!(after.iter().all(|(m, (uid, _))| before[m].0 != *uid), "every member restarted: {before:?} {after:?}");
     pinned_once(&client, &pods, CLUSTER, &members).await;
