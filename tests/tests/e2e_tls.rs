@@ -4,17 +4,19 @@
 //!    (`CertificatesReady` False, saying which name is not covered), and no pod is created; with the Secret's
 //!    contents replaced by a good certificate, the cluster starts; grown to three members, its CA (the user's
 //!    Secrets) is changed in three steps under writers (both CAs in `ca.crt`: the members restarted to trust both;
-//!    certificates of the new CA: served without a restart; the old CA out: restarted again), no acknowledged write
-//!    lost; then a CA and its certificates switched at once: refused in status, nothing restarted;
+//!    certificates of the new CA: served without a restart; the old CA out: every member pod's trust annotation
+//!    names the new CA alone), no acknowledged write lost, one immutable pinned CA bundle left, the one every pod
+//!    reads; then a CA and its certificates switched at once: refused in status, nothing restarted;
 //! 2. a three-member cluster on volumes with generated peer and client certificates, an application certificate
 //!    and backups: it forms over https with client-certificate authentication; a client without a certificate (or
 //!    over plain HTTP) is refused, one with the application certificate is served; status lists every certificate
 //!    with its expiry;
 //! 3. a member pod deleted, and the cluster grown to four and shrunk back to three, under a writer using the
 //!    application certificate: no acknowledged write lost;
-//! 4. the generated certificates issued again (their Secrets deleted, as a renewal rewrites them) under a writer:
-//!    the members serve the new certificates without restarting, no acknowledged write lost; then the generated
-//!    CAs rotated on request under writers: the members end trusting only the new CAs, no acknowledged write lost;
+//! 4. the members' and the controller's generated Secrets deleted (issued again, as a renewal rewrites them) under
+//!    a writer: the members serve the new certificates without restarting, no acknowledged write lost, and a member
+//!    pod created again joins; then the generated CAs rotated on request under writers: every member restarted and
+//!    trusting only the new CAs, no acknowledged write lost, one pinned CA bundle left;
 //! 5. a backup taken by the sidecar (which speaks TLS to etcd with its own certificate) and restored into a new TLS
 //!    cluster: every key is there.
 
