@@ -39,7 +39,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
-#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)").message("spec.tls cannot change once the cluster exists (turning TLS on or off, or moving to other Secrets, for a running cluster is not supported yet): renew certificates by updating the contents of the Secrets (the same CA)"))]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)").message("spec.tls cannot change once the cluster exists (turning TLS on or off, or moving to other Secrets, for a running cluster is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
 pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]

@@ -70,6 +70,11 @@ async fn start(certs: &Path) -> TlsEtcd {
     let name = unique("ctl-tls");
     let flags: Vec<String> = controller::pod::tls_flags(false, true)
         .into_iter()
+        // The pinned CA bundle a pod would read: the same CA file here.
+        .map(|f| {
+            let pinned = format!("{}/{}", controller::pod::TRUST_DIR, controller::certificates::CLIENT_CA_FILE);
+            f.replace(&pinned, &format!("{}/ca.crt", controller::pod::SERVER_TLS_DIR))
+        })
         .map(|f| f.replace(controller::pod::SERVER_TLS_DIR, &certs.display().to_string()))
         .map(|f| f.replace(":2381", &format!(":{metrics_port}")).replace("0.0.0.0", "127.0.0.1"))
         .collect();
