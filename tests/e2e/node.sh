@@ -63,7 +63,8 @@ start() { # name command... (run inside the node's network namespace)
   if [[ " ${changed[*]} " == *" $name "* ]]; then stop "$name"; fi
   running "$name" && return
   log "starting $name"
-  setsid nsenter --net="/run/netns/$NETNS" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # Never with the kubelet start lock (fd 9): a component holding it would hold every other node's bring-up.
+  setsid nsenter --net="/run/netns/$NETNS" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/pids/$name"
 }
 # healthy NAME START CHECK...: true once CHECK succeeds. A component that died meanwhile is started again with
@@ -252,6 +253,11 @@ start_kubelet() {
     --kubeconfig "$NODE_STATE/kubelet.kubeconfig" --node-ip "$NODE_IP" --hostname-override "$NODE" \
     --node-labels "topology.kubernetes.io/zone=$x" --root-dir "$NODE_STATE/kubelet/root" --v 1
 }
+# Every node's kubelet binds one host path, /var/lib/kubelet/device-plugins/kubelet.sock (fixed in the kubelet,
+# whatever its root dir): kubelets started at once fail with "address already in use" (seen when three powered-off
+# nodes came back together). One kubelet starts at a time, until it answers; the lock goes with this script.
+exec 9>"$STATE/kubelet-start.lock"
+flock 9
 start_kubelet
 
 node_ready() {
@@ -261,6 +267,8 @@ node_ready() {
 # The kubelet answers itself first (a restarted one would otherwise pass on the Ready its predecessor reported).
 healthy "$x-kubelet" start_kubelet in_node curl -sf --max-time 2 http://127.0.0.1:10248/healthz ||
   fail "the kubelet does not answer its health check"
+flock -u 9
+exec 9>&-
 if ! wait_until node_ready; then
   "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" describe node "$NODE" >&2 || true
   tail -n 30 "$LOGS/$x-kubelet.log" >&2 || true
