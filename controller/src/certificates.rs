@@ -168,6 +168,22 @@ pub fn trust_config_map(cluster: &str, trust: &Trust) -> String {
     format!("{cluster}-trust-{}", trust.certificates)
 }
 
+/// Which of `listed` (the cluster's pinned CA bundles) may be deleted: only the cluster's own, never the one new
+/// members get (`current`), never one a member pod reads (`in_use`). Pure.
+fn unpinned(
+    cluster: &EtcdCluster,
+    listed: &[k8s_openapi::api::core::v1::ConfigMap],
+    current: &str,
+    in_use: &BTreeSet<String>,
+) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|map| map.owner_references().iter().any(|o| Some(&o.uid) == cluster.uid().as_ref()))
+        .map(|map| map.name_any())
+        .filter(|name| name != current && !in_use.contains(name))
+        .collect()
+}
+
 /// Makes the ConfigMap that pins `trust` for new member pods of `cluster` ([`trust_config_map`]), and deletes the
 /// cluster's others that no member pod uses (`in_use`: the ConfigMaps the member pods name).
 pub async fn pin_trust(
@@ -217,15 +233,9 @@ pub async fn pin_trust(
         .list(&kube::api::ListParams::default().labels(&selector))
         .await
         .map_err(kube_says("listing the pinned CA bundles".into()))?;
-    for map in listed.items {
-        let unused = map.name_any();
-        let ours = map.owner_references().iter().any(|o| Some(&o.uid) == cluster.uid().as_ref());
-        if unused != current && !in_use.contains(&unused) && ours {
-            maps.delete(&unused, &Default::default())
-                .await
-                .map_err(kube_says(format!("deleting ConfigMap {unused}")))?;
-            tracing::info!(config_map = %unused, "deleted CA bundles no member pod reads");
-        }
+    for unused in unpinned(cluster, &listed.items, &current, in_use) {
+        maps.delete(&unused, &Default::default()).await.map_err(kube_says(format!("deleting ConfigMap {unused}")))?;
+        tracing::info!(config_map = %unused, "deleted CA bundles no member pod reads");
     }
     Ok(())
 }
@@ -1447,5 +1457,24 @@ mod tests {
         // A certificate of a CA that is neither: left alone.
         let stranger = tls::new_ca("ns", "other", now, CA_VALIDITY).unwrap();
         assert_eq!(need_at(&data(&stranger, &stranger.cert_pem, now), &rotating, &new, now), Need::Nothing);
+    }
+
+    #[test]
+    fn a_pinned_bundle_is_deleted_only_when_it_is_the_clusters_and_no_pod_or_new_member_reads_it() {
+        let c = generated();
+        let map = |name: &str, owned: bool| {
+            let mut map = k8s_openapi::api::core::v1::ConfigMap::default();
+            map.metadata.name = Some(name.into());
+            map.metadata.owner_references = owned.then(|| vec![owner(&c)]);
+            map
+        };
+        let listed = [map("demo-trust-a", true), map("demo-trust-b", true), map("demo-trust-c", true)];
+        let in_use = BTreeSet::from(["demo-trust-b".to_string()]);
+        assert_eq!(unpinned(&c, &listed, "demo-trust-c", &in_use), ["demo-trust-a"]);
+        // Each piece of evidence withheld: a pod reads it, new members get it, or it is not the cluster's.
+        let all_read = BTreeSet::from(["demo-trust-a".to_string(), "demo-trust-b".to_string()]);
+        assert!(unpinned(&c, &listed, "demo-trust-c", &all_read).is_empty());
+        assert!(unpinned(&c, &listed[..1], "demo-trust-a", &BTreeSet::new()).is_empty());
+        assert!(unpinned(&c, &[map("demo-trust-a", false)], "demo-trust-c", &BTreeSet::new()).is_empty());
     }
 }
