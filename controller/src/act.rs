@@ -11,7 +11,7 @@ use proto::cluster::{EtcdCluster, RecoveryStatus, RestoredFrom};
 use serde_json::json;
 
 use crate::backup::{self, SidecarClient};
-use crate::labels::{FIELD_MANAGER, peer_url};
+use crate::labels::FIELD_MANAGER;
 use crate::membership::{self, Membership, MembershipError};
 use crate::observe::{Endpoints, EtcdView, Observed, PodState, Reach, member_index};
 use crate::plan::{Action, RemoveReason};
@@ -114,6 +114,10 @@ pub(crate) struct Step<'a> {
     pods: Api<Pod>,
     /// The members etcd lists, by name (empty when it could not be asked).
     members: Vec<String>,
+    /// Their peer URLs as etcd lists them (a member's first), by name.
+    registered: Vec<(String, String)>,
+    /// Whether every member's pod holds the peer certificates its dials present.
+    certified: bool,
     /// Every running member's client URL.
     endpoints: Vec<String>,
 }
@@ -142,6 +146,21 @@ pub async fn act(
             EtcdView::Members(members) => members.iter().map(|m| m.name.clone()).collect(),
             EtcdView::Unreachable(_) => Vec::new(),
         },
+        registered: match &observed.etcd {
+            EtcdView::Members(members) => {
+                members.iter().filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone()))).collect()
+            }
+            EtcdView::Unreachable(_) => Vec::new(),
+        },
+        certified: match &observed.etcd {
+            EtcdView::Members(members) => members.iter().all(|m| {
+                observed
+                    .pods
+                    .iter()
+                    .any(|p| p.name == m.name && p.command.iter().any(|a| a.starts_with("--peer-cert-file=")))
+            }),
+            EtcdView::Unreachable(_) => false,
+        },
         endpoints: addresses.values().cloned().collect(),
     };
     match action {
@@ -167,6 +186,7 @@ pub async fn act(
         Action::RollMember { .. } => upgrade::roll_member(&step, action).await?,
         Action::MoveLeader { .. } => upgrade::move_leader(&step, action).await?,
         Action::CompleteUpgrade => upgrade::complete_upgrade(&step).await?,
+        Action::SwitchPeerUrl { .. } => members::switch_peer_url(&step, action).await?,
         Action::Wait(_) | Action::Done => {}
     }
     Ok(())

@@ -44,29 +44,25 @@ impl Dial {
         Self { timeout, tls: None }
     }
 
-    /// The scheme of the members' client URLs.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
-    }
-
-    /// The client URL of a member at `ip`.
-    pub fn member_url(&self, ip: &str) -> String {
+    /// The client URL of a member at `ip` whose client port speaks TLS when `tls` (each member's pod says whether
+    /// its does: while client TLS is turned on, member by member, some do and some do not yet).
+    pub fn member_url(ip: &str, tls: bool) -> String {
         let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-        format!("{}://{host}:2379", self.scheme())
+        format!("{}://{host}:2379", if tls { "https" } else { "http" })
     }
 
-    /// etcd client options: connect within [`Dial::timeout`], each request within `request_timeout`, with the
-    /// cluster's TLS.
-    pub fn options(&self, request_timeout: Duration) -> ConnectOptions {
+    /// etcd client options for `endpoint`: connect within [`Dial::timeout`], each request within `request_timeout`,
+    /// with the cluster's TLS when the endpoint is `https`.
+    pub fn options(&self, endpoint: &str, request_timeout: Duration) -> ConnectOptions {
         let options = ConnectOptions::new().with_connect_timeout(self.timeout).with_timeout(request_timeout);
         match &self.tls {
-            None => options,
-            Some(tls) => options.with_tls(
+            Some(tls) if endpoint.starts_with("https://") => options.with_tls(
                 TlsOptions::new()
                     .ca_certificate(Certificate::from_pem(&tls.ca_pem))
                     .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
                     .domain_name(tls.server_name.clone()),
             ),
+            _ => options,
         }
     }
 
@@ -74,10 +70,9 @@ impl Dial {
     /// names the server name (resolved to the member's address), so that its certificate can be checked.
     pub fn http(&self, client_url: &str) -> Option<(reqwest::Client, String)> {
         let builder = reqwest::Client::builder().timeout(self.timeout);
-        let Some(tls) = &self.tls else {
+        let (Some(tls), Some(authority)) = (&self.tls, client_url.strip_prefix("https://")) else {
             return Some((builder.build().ok()?, client_url.to_string()));
         };
-        let authority = client_url.strip_prefix("https://")?;
         let address: std::net::SocketAddr = authority.parse().ok()?;
         let ca = reqwest::Certificate::from_pem_bundle(&tls.ca_pem).ok()?;
         let mut pem = tls.cert_pem.clone();
@@ -95,10 +90,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_member_is_dialled_by_address_with_the_scheme_of_its_cluster() {
+    fn a_member_is_dialled_by_address_with_the_scheme_of_its_pod() {
+        assert_eq!(Dial::member_url("10.0.0.7", false), "http://10.0.0.7:2379");
+        assert_eq!(Dial::member_url("fd00::7", false), "http://[fd00::7]:2379");
+        assert_eq!(Dial::member_url("10.0.0.7", true), "https://10.0.0.7:2379");
         let plain = Dial::plain(Duration::from_secs(1));
-        assert_eq!(plain.member_url("10.0.0.7"), "http://10.0.0.7:2379");
-        assert_eq!(plain.member_url("fd00::7"), "http://[fd00::7]:2379");
         let tls = Dial {
             tls: Some(Arc::new(ClientIdentity {
                 ca_pem: Vec::new(),
@@ -108,7 +104,9 @@ mod tests {
             })),
             ..plain
         };
-        assert_eq!(tls.member_url("10.0.0.7"), "https://10.0.0.7:2379");
+        // A member not yet on client TLS is dialled plain (an HTTPS one: controller_tls).
+        let (_, url) = tls.http("http://10.0.0.7:2379").expect("a plain client");
+        assert_eq!(url, "http://10.0.0.7:2379");
         assert!(!format!("{tls:?}").contains("secret"), "no key in a Debug print");
     }
 }

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod observe;
+pub mod peering;
 pub mod plan;
 pub mod pod;
 pub mod rbac;

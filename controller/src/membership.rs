@@ -89,12 +89,12 @@ impl Membership {
         let timeout = dial.timeout;
         // A membership change waits for a raft commit, possibly across a leader election: give it longer than a
         // health probe gets.
-        let options = dial.options(timeout * 5);
         let mut last_error = None;
         let mut leaderless = None;
         for endpoint in endpoints {
+            let options = dial.options(endpoint, timeout * 5);
             let attempt = async {
-                let mut client = Client::connect([endpoint], Some(options.clone())).await?;
+                let mut client = Client::connect([endpoint], Some(options)).await?;
                 let status = client.status().await?;
                 Ok::<_, etcd_client::Error>((client, status.is_learner(), status.leader() != 0))
             };
@@ -194,6 +194,7 @@ impl Membership {
                 id: entry.id,
                 name,
                 started: !entry.name.is_empty(),
+                peer_urls: entry.peer_urls.clone(),
                 learner: entry.learner,
                 healthy: status.as_ref().is_some_and(|s| s.leader() != 0),
                 leader: false,
@@ -225,6 +226,15 @@ impl Membership {
         Ok(response.member().map(|m| m.id()).unwrap_or_default())
     }
 
+    /// Registers `peer_url` as member `id`'s one peer URL: the others dial it there from now on (no restart).
+    pub async fn update_peer_url(&mut self, id: u64, peer_url: &str) -> Result<(), MembershipError> {
+        self.client
+            .member_update(id, vec![peer_url.to_string()])
+            .await
+            .map(|_| ())
+            .map_err(|source| refused("update the peer URL of", format!("{id:x}"), source))
+    }
+
     /// Promotes learner `id` to a voting member.
     pub async fn promote(&mut self, id: u64) -> Result<(), MembershipError> {
         match self.client.member_promote(id).await {
@@ -249,7 +259,7 @@ impl Membership {
 
     /// A connection to the one member at `endpoint` (a leader, for [`Membership::move_leader`]).
     pub async fn connect_to(endpoint: &str, dial: &Dial) -> Result<Self, MembershipError> {
-        let options = dial.options(dial.timeout * 5);
+        let options = dial.options(endpoint, dial.timeout * 5);
         // Bounded as a whole: the connect timeout covers TCP only, and a TLS handshake with a member that accepted
         // the connection but does not serve yet would wait forever.
         let client = match tokio::time::timeout(dial.timeout * 2, Client::connect([endpoint], Some(options))).await {
@@ -299,7 +309,7 @@ fn refused(op: &'static str, member: String, source: etcd_client::Error) -> Memb
 /// The status the member at `client_url` reports on its own, or `None` when it does not answer in time.
 async fn status_of(client_url: &str, dial: &Dial) -> Option<etcd_client::StatusResponse> {
     let timeout = dial.timeout;
-    let options = dial.options(timeout);
+    let options = dial.options(client_url, timeout);
     let attempt = async { Client::connect([client_url], Some(options)).await.ok()?.status().await.ok() };
     tokio::time::timeout(timeout * 2, attempt).await.ok().flatten()
 }

@@ -153,6 +153,8 @@ pub struct Member {
     pub name: String,
     /// Whether the member has started (etcd knows its name and client URLs).
     pub started: bool,
+    /// Its peer URLs as etcd lists them: where the other members dial it ([`crate::peering`]).
+    pub peer_urls: Vec<String>,
     /// Whether it is a learner (non-voting).
     pub learner: bool,
     /// Whether its own endpoint answered a status request just now.
@@ -512,7 +514,10 @@ pub async fn observe(
         .items
         .iter()
         .filter(|pod| matches!(pod_state(pod), PodState::Running { .. }))
-        .filter_map(|pod| Some((pod.name_any(), dial.member_url(pod.status.as_ref()?.pod_ip.as_ref()?))))
+        .filter_map(|pod| {
+            let ip = pod.status.as_ref()?.pod_ip.as_ref()?;
+            Some((pod.name_any(), crate::dial::Dial::member_url(ip, serves_tls(pod))))
+        })
         .collect();
     let endpoints: Vec<String> = addresses.values().cloned().collect();
     let mut alarms = Vec::new();
@@ -713,6 +718,14 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
             .or_else(|| condition("NodeResizeError"))
             .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default())),
     })
+}
+
+/// Whether a member pod's etcd serves its clients over TLS (its `--listen-client-urls`): while client TLS is
+/// turned on, member by member, some do and some do not yet.
+fn serves_tls(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let etcd = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == ETCD_CONTAINER));
+    etcd.and_then(|c| c.command.as_ref())
+        .is_some_and(|command| command.iter().any(|a| a.starts_with("--listen-client-urls=https://")))
 }
 
 /// The cluster version the member at `client_url` reports on `/version` (`etcdcluster`; `not_decided` while a new

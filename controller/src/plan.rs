@@ -36,6 +36,9 @@ pub struct Desired {
     /// The settings hash a member pod rendered from the spec now carries ([`crate::pod::settings_hash`]); `None`
     /// rolls nothing out.
     pub settings: Option<String>,
+    /// Whether the members talk to each other over TLS (`spec.tls.peer`): a member registered with the other
+    /// scheme changes it ([`crate::peering`]).
+    pub peer_tls: bool,
 }
 
 /// The etcd `spec.version` and `spec.repository` ask for.
@@ -73,6 +76,7 @@ impl Desired {
             storage_size: spec.storage.as_ref().and_then(proto::cluster::MemberStorage::bytes),
             storage_class: spec.storage.as_ref().and_then(|s| s.storage_class_name.clone()),
             settings: None,
+            peer_tls: spec.peer_tls(),
         }
     }
 }
@@ -390,6 +394,18 @@ pub enum Action {
     },
     /// Every member runs the target and the cluster version reports it: the upgrade record is cleared.
     CompleteUpgrade,
+    /// Register a member at a peer URL of the scheme the spec asks for (a membership update: the others dial it
+    /// there from their next connection; nothing restarts). Evidence ([`rollout`]): every member's pod listens on
+    /// the URL it is to be registered at and holds the certificates its dials present, every member is healthy and
+    /// Ready with a leader, no learner; followers first, the leader last.
+    SwitchPeerUrl {
+        /// The member.
+        name: String,
+        /// Its etcd ID.
+        id: u64,
+        /// The URL it is registered at from now on.
+        url: String,
+    },
     /// Roll a member on a claim onto the current settings: its pod is deleted, and created again on its claim as the
     /// same member (see [`Action::RestartOnClaim`]). Evidence ([`rollout`]): its pod runs older settings, every
     /// member is healthy and Ready, the restart keeps a quorum, followers go first and the leader last.

@@ -177,11 +177,16 @@ pub fn settings_of(pod: &Pod) -> String {
     let version =
         etcd.image.as_deref().and_then(|i| i.rsplit_once(':')).and_then(|(_, tag)| crate::version::Version::parse(tag));
     let version_flags = version.map(crate::version::version_flags).unwrap_or_default();
+    // Where a member listens for peers follows its registered peer URL ([`crate::peering`]): only the scheme its
+    // certificates say is a setting (written as a member created with it listens, so earlier hashes hold).
+    let peer_tls = etcd.command.iter().flatten().any(|a| a.starts_with("--peer-cert-file="));
+    let listen_peers = format!("--listen-peer-urls={}://0.0.0.0:2380", if peer_tls { "https" } else { "http" });
     let command: Vec<&String> = etcd
         .command
         .iter()
         .flatten()
         .filter(|a| !PER_MEMBER_FLAGS.iter().any(|f| a.starts_with(f)) && !version_flags.contains(a))
+        .map(|a| if a.starts_with("--listen-peer-urls=") { &listen_peers } else { a })
         .collect();
     let mut labels = pod.metadata.labels.clone().unwrap_or_default();
     labels.remove(MEMBER_LABEL);
@@ -238,12 +243,12 @@ pub fn settings_hash(cluster: &EtcdCluster, trust: &Trust) -> String {
 }
 
 /// The pod of member `member` of `cluster`, running `release`; `initial_cluster` names every member etcd lists at
-/// start, this one included, trusting the CAs `trust` names ([`TRUSTED_CAS`]). It carries the hash of its settings
-/// ([`SETTINGS_HASH`]).
+/// start, this one included, with its peer URL as etcd lists it ([`initial_cluster`]), trusting the CAs `trust`
+/// names ([`TRUSTED_CAS`]). It carries the hash of its settings ([`SETTINGS_HASH`]).
 pub fn member_pod(
     cluster: &EtcdCluster,
     member: &str,
-    initial_cluster: &[String],
+    initial_cluster: &[(String, String)],
     join: &Join,
     release: &Release,
     volume: &DataVolume,
@@ -258,11 +263,11 @@ pub fn member_pod(
     labels.insert(MEMBER_LABEL.to_string(), member.to_string());
 
     let (peer_tls, client_tls) = (spec.peer_tls(), spec.client_tls());
-    let initial = initial_cluster
-        .iter()
-        .map(|m| format!("{m}={}", peer_url(m, &name, &namespace, peer_tls)))
-        .collect::<Vec<_>>()
-        .join(",");
+    let initial = initial_cluster.iter().map(|(m, url)| format!("{m}={url}")).collect::<Vec<_>>().join(",");
+    // Its peer URL as etcd lists it (a new seed: the spec's), and where it listens while that has another scheme
+    // than the spec asks for ([`crate::peering`]).
+    let registered = initial_cluster.iter().find(|(m, _)| m == member).map(|(_, url)| url.as_str());
+    let advertised = registered.map_or_else(|| peer_url(member, &name, &namespace, peer_tls), str::to_string);
     let scheme = |tls: bool| if tls { "https" } else { "http" };
     let mut command = vec![
         "etcd".to_string(),
@@ -270,8 +275,8 @@ pub fn member_pod(
         format!("--data-dir={DATA_DIR}"),
         format!("--listen-client-urls={}://0.0.0.0:2379", scheme(client_tls)),
         format!("--advertise-client-urls={}", client_url(member, &name, &namespace, client_tls)),
-        format!("--listen-peer-urls={}://0.0.0.0:2380", scheme(peer_tls)),
-        format!("--initial-advertise-peer-urls={}", peer_url(member, &name, &namespace, peer_tls)),
+        format!("--listen-peer-urls={}", crate::peering::listen(registered, peer_tls).join(",")),
+        format!("--initial-advertise-peer-urls={advertised}"),
         format!("--initial-cluster={initial}"),
         format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
         "--auto-compaction-mode=periodic".to_string(),
@@ -443,6 +448,29 @@ pub fn member_pod(
     let settings = settings_of(&pod);
     pod.metadata.annotations.get_or_insert_with(Default::default).insert(SETTINGS_HASH.into(), settings);
     pod
+}
+
+/// The `--initial-cluster` of a member of `cluster`: `members` (by name) at the peer URLs etcd lists for them
+/// (`registered`), or, for one it does not list yet, at the URL it is added with: TLS when the spec asks for it and
+/// no member is registered plain or every member's pod holds peer certificates (`certified`,
+/// [`crate::peering::joins_with_tls`]).
+pub fn initial_cluster(
+    cluster: &EtcdCluster,
+    members: &[String],
+    registered: &[(String, String)],
+    certified: bool,
+) -> Vec<(String, String)> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
+    let urls: Vec<&str> = registered.iter().map(|(_, url)| url.as_str()).collect();
+    let tls = crate::peering::joins_with_tls(&urls, cluster.spec.peer_tls(), certified);
+    members
+        .iter()
+        .map(|m| {
+            let url = registered.iter().find(|(r, _)| r == m).map(|(_, url)| url.clone());
+            (m.clone(), url.unwrap_or_else(|| peer_url(m, &name, &namespace, tls)))
+        })
+        .collect()
 }
 
 /// What a member's data directory lives on.
@@ -711,7 +739,15 @@ mod tests {
     /// The pod `member_pod` renders for the release the cluster's spec names.
     fn pod_of(c: &EtcdCluster, member: &str, initial: &[String], join: &Join) -> Pod {
         let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
-        member_pod(c, member, initial, join, &release, &DataVolume::EmptyDir, &Trust::default())
+        member_pod(
+            c,
+            member,
+            &initial_cluster(c, initial, &[], false),
+            join,
+            &release,
+            &DataVolume::EmptyDir,
+            &Trust::default(),
+        )
     }
 
     fn command(pod: &Pod) -> Vec<String> {
@@ -790,7 +826,7 @@ mod tests {
         assert_eq!(hash(&joiner), wanted);
         let at = |c: &EtcdCluster, version: &str| {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            let (initial, trust) = (["demo-0001".to_string()], Trust::default());
+            let (initial, trust) = (initial_cluster(c, &["demo-0001".to_string()], &[], false), Trust::default());
             member_pod(c, "demo-0001", &initial, &Join::Existing, &release, &DataVolume::EmptyDir, &trust)
         };
         for version in ["3.6.16", "3.7.3"] {
@@ -1040,8 +1076,7 @@ mod tests {
         );
         let release = Release::of("quay.io/coreos/etcd", Version { minor: 5, patch: 35 });
         let volume = DataVolume::Claim { sidecar_image: "sidecar:1".into(), member_id: Some(0xabc), expect_data: true };
-        let pod =
-            member_pod(&c, "demo-0001", &["demo-0001".into()], &Join::Existing, &release, &volume, &Trust::default());
+        let pod = member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &volume, &Trust::default());
         let spec = pod.spec.unwrap();
         let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
         assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-demo-0001");
@@ -1146,8 +1181,7 @@ mod tests {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
             for (join, c) in joins.iter().flat_map(|j| [(j, &c), (j, &with_tls)]) {
                 for volume in [&DataVolume::EmptyDir, &claim] {
-                    let pod =
-                        member_pod(c, "demo-0000", &["demo-0000".into()], join, &release, volume, &Trust::default());
+                    let pod = member_pod(c, "demo-0000", &[], join, &release, volume, &Trust::default());
                     let spec = pod.spec.unwrap();
                     let refused = crate::security::restricted_violations(&spec);
                     assert!(refused.is_empty(), "{version} {join:?} {volume:?}: {refused:?}");
@@ -1203,15 +1237,7 @@ mod tests {
         let c = cluster("demo", 3);
         let at = |version: &str| {
             let release = Release::of("quay.io/coreos/etcd", Version::parse(version).unwrap());
-            member_pod(
-                &c,
-                "demo-0001",
-                &["demo-0001".into()],
-                &Join::Existing,
-                &release,
-                &DataVolume::EmptyDir,
-                &Trust::default(),
-            )
+            member_pod(&c, "demo-0001", &[], &Join::Existing, &release, &DataVolume::EmptyDir, &Trust::default())
         };
         let image = |pod: &Pod| pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
         assert_eq!(image(&at("3.4.23")), "quay.io/coreos/etcd:v3.4.23", "not the spec's version: the plan's choice");
@@ -1229,6 +1255,50 @@ mod tests {
             }
             assert_eq!(crate::version::refused_flag(&rendered, later), None, "{version}");
         }
+    }
+
+    #[test]
+    fn a_member_turning_peer_tls_on_listens_on_both_schemes_at_its_registered_url_and_is_no_other_setting() {
+        let mut c = cluster("demo", 3);
+        c.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {} })).unwrap());
+        let wanted = settings_hash(&c, &Trust::default());
+        let registered = [
+            ("demo-0000".to_string(), "https://demo-0000.demo.ns.svc:2382".to_string()),
+            ("demo-0001".to_string(), "http://demo-0001.demo.ns.svc:2380".to_string()),
+        ];
+        let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
+        let render = |member: &str, registered: &[(String, String)]| {
+            let names = ["demo-0000".to_string(), "demo-0001".to_string(), "demo-0002".to_string()];
+            let initial = initial_cluster(&c, &names, registered, false);
+            member_pod(&c, member, &initial, &Join::Existing, &release, &DataVolume::EmptyDir, &Trust::default())
+        };
+        let pod = render("demo-0001", &registered);
+        let args = command(&pod);
+        for flag in [
+            "--listen-peer-urls=http://0.0.0.0:2380,https://0.0.0.0:2382",
+            "--initial-advertise-peer-urls=http://demo-0001.demo.ns.svc:2380",
+            // Every member at the URL etcd lists; one it does not list yet joins plain while any member is.
+            "--initial-cluster=demo-0000=https://demo-0000.demo.ns.svc:2382,demo-0001=http://demo-0001.demo.ns.svc:2380,\
+             demo-0002=http://demo-0002.demo.ns.svc:2380",
+            "--peer-cert-file=/etc/etcd/tls/peer/tls.crt",
+        ] {
+            assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+        }
+        let switched = command(&render("demo-0000", &registered));
+        assert!(switched.contains(&"--listen-peer-urls=https://0.0.0.0:2382".to_string()), "{switched:?}");
+        // Where it listens follows its member; its settings are the spec's all along: no second rollout for it.
+        let hash = |pod: &Pod| pod.metadata.annotations.as_ref().unwrap()[SETTINGS_HASH].clone();
+        assert_eq!(hash(&pod), wanted);
+        assert_eq!(hash(&render("demo-0000", &registered)), wanted);
+        assert_ne!(wanted, settings_hash(&cluster("demo", 3), &Trust::default()), "turning peer TLS on is a setting");
+        // Once no member is registered plain, a new one joins with TLS on 2380.
+        let all_tls: Vec<(String, String)> =
+            registered.iter().map(|(m, _)| (m.clone(), format!("https://{m}.demo.ns.svc:2382"))).collect();
+        let initial = initial_cluster(&c, &["demo-0003".to_string()], &all_tls, false);
+        assert_eq!(initial, [("demo-0003".to_string(), "https://demo-0003.demo.ns.svc:2380".to_string())]);
+        // So does one that replaces a member while every pod holds peer certificates (an emptyDir member rolled).
+        let initial = initial_cluster(&c, &["demo-0003".to_string()], &registered, true);
+        assert_eq!(initial, [("demo-0003".to_string(), "https://demo-0003.demo.ns.svc:2380".to_string())]);
     }
 
     #[test]

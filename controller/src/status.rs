@@ -216,6 +216,12 @@ pub fn derive(
             .map(|v| format!("3.{}.0", v.minor))
             .or_else(|| previous.cluster_version.clone()),
         server_versions,
+        peer_urls: match members {
+            Some(members) => {
+                members.iter().filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone()))).collect()
+            }
+            None => previous.peer_urls.clone(),
+        },
         upgrade: if matches!(action, Action::CompleteUpgrade) { None } else { previous.upgrade.clone() },
         members: names,
         client_service: Some(client_service_name(&observed.cluster)),

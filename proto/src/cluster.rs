@@ -39,7 +39,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
-#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)").message("spec.tls cannot change once the cluster exists (turning TLS on or off, or moving to other Secrets, for a running cluster is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.tls) || has(self.tls)").message("spec.tls cannot be removed: turning TLS off for a running cluster is not supported yet"))]
 pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]
@@ -101,6 +101,8 @@ impl EtcdClusterSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(self.certificateDuration) || duration(self.certificateDuration) >= duration('10m')").message("spec.tls.certificateDuration must be at least 10m: a renewal must reach the pods well before the certificate it replaces expires"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.peer) || (has(self.peer) && self.peer == oldSelf.peer)").message("spec.tls.peer cannot be removed or changed once set (turning peer TLS off, or moving to another Secret, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secret"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && self.client == oldSelf.client)").message("spec.tls.client cannot be removed or changed once set (turning client TLS off, or moving to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
 pub struct TlsPolicy {
     /// TLS between members, with mutual certificate authentication. Absent: peers talk plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -653,6 +655,11 @@ pub struct EtcdClusterStatus {
     /// The server version each member that answered reports, by member name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_versions: BTreeMap<String, String>,
+    /// The peer URL etcd lists for each member, by member name: where its peers dial it (`https` once peer TLS is
+    /// on for it; a member that turned peer TLS on while running keeps port 2382). Kept from before while etcd
+    /// cannot be asked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_urls: BTreeMap<String, String>,
     /// An upgrade (or a move to another image) in progress: recorded once its preconditions held and its backup
     /// was taken, before the first member is touched; cleared when the cluster version reports the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,10 @@
 //!    pod created again joins; then the generated CAs rotated on request under writers: every member restarted and
 //!    trusting only the new CAs, no acknowledged write lost, one pinned CA bundle left;
 //! 5. a backup taken by the sidecar (which speaks TLS to etcd with its own certificate) and restored into a new TLS
-//!    cluster: every key is there.
+//!    cluster: every key is there;
+//! 6. (a test of its own) a plain three-member cluster on volumes has peer TLS turned on under a plain writer (each
+//!    pod rolled to listen on both schemes, each member's peer URL switched, each pod rolled to TLS alone), then
+//!    client TLS: no acknowledged write lost, every member registered at an https URL, plain clients refused.
 
 mod support;
 
@@ -555,4 +558,160 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     assert!(missing.is_empty(), "the copy lacks acknowledged writes taken before the backup: {missing:?}");
     api.delete("copy", &DeleteParams::default()).await.unwrap();
     api.delete(CLUSTER, &DeleteParams::default()).await.unwrap();
+}
+
+/// Where each member pod of `cluster` listens for peers and clients (its `--listen-peer-urls` and
+/// `--listen-client-urls`), by name.
+async fn listening(pods: &Api<Pod>, cluster: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let mut found = std::collections::BTreeMap::new();
+    for name in support::member_pods(pods, cluster).await {
+        let Ok(pod) = pods.get(&name).await else { continue };
+        let command = pod.spec.map(|s| s.containers[0].command.clone().unwrap_or_default()).unwrap_or_default();
+        let flag = |name: &str| {
+            command.iter().find_map(|a| a.strip_prefix(&format!("--{name}="))).unwrap_or_default().to_string()
+        };
+        found.insert(name, (flag("listen-peer-urls"), flag("listen-client-urls")));
+    }
+    found
+}
+
+/// 6. A plain three-member cluster on volumes has peer TLS turned on under a writer (every pod rolled to listen on
+/// both schemes, each member's peer URL switched, each pod rolled to listen on TLS alone), then client TLS: no
+/// acknowledged write lost, every member registered at an https peer URL and served over TLS alone.
+#[tokio::test]
+async fn a_plain_cluster_turns_tls_on_member_by_member_under_writers() {
+    // The namespace of the other scenarios (its helpers name it), made afresh.
+    const ON: &str = NS;
+    let client = support::testbed().await;
+    install_crd(&client).await;
+    support::fresh_namespace(&client, ON).await;
+    let _controller =
+        support::start_controller(&client, ON, "e2e-tls-on", Duration::from_secs(5), Duration::from_secs(2)).await;
+    let api = clusters(&client, ON);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ON);
+    api.create(
+        &PostParams::default(),
+        &cluster("plain", serde_json::json!({ "size": 3, "storage": { "size": "64Mi" } })),
+    )
+    .await
+    .unwrap();
+    let (members, took) = support::converged(&pods, "plain", 3, &[], Duration::from_secs(240)).await;
+    println!("plain: three members in {:.1} s", took.as_secs_f64());
+    let service = support::client_service(&client, ON, "plain").await;
+    let writer = Writer::start_with(vec![service.clone()], "/on/peer/", None, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Peer TLS on: the members keep serving plain clients throughout.
+    let started = Instant::now();
+    let on = serde_json::json!({ "spec": { "tls": { "peer": {} } } });
+    api.patch("plain", &PatchParams::default(), &Patch::Merge(&on)).await.unwrap();
+    let every_member = |want: &'static str| {
+        let (pods, members) = (pods.clone(), members.clone());
+        async move {
+            let ready = support::ready_members(&pods, "plain").await;
+            if ready.len() != 3 {
+                return None;
+            }
+            let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", ready[0].1)], None).await.ok()?;
+            let listed = etcd.member_list().await.ok()?;
+            let urls: Vec<String> = listed.members().iter().flat_map(|m| m.peer_urls().to_vec()).collect();
+            let listens = listening(&pods, "plain").await;
+            let settled = listed.members().len() == 3
+                && urls.iter().all(|u| u.starts_with(want))
+                && listens.values().all(|(peer, _)| !peer.contains(',') && peer.starts_with(want));
+            drop(members);
+            settled.then_some((urls, listens))
+        }
+    };
+    let ((urls, listens), _) =
+        eventually("every member registered and listening at https peer URLs", Duration::from_secs(600), || {
+            every_member("https://")
+        })
+        .await;
+    println!("peer TLS on in {:.1} s: {urls:?} {listens:?}", started.elapsed().as_secs_f64());
+    let written = writer.stop();
+    let members = support::converged(&pods, "plain", 3, &[], Duration::from_secs(60)).await.0;
+    let mut etcd = etcd_client::Client::connect([format!("http://{}:2379", members[0].1)], None).await.unwrap();
+    let stored =
+        etcd.get("/on/peer/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let stored: std::collections::BTreeSet<String> =
+        stored.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+    let gone: Vec<u64> =
+        written.acked.iter().copied().filter(|n| !stored.contains(&format!("/on/peer/{n:08}"))).collect();
+    println!(
+        "peer TLS turned on: {} writes acknowledged, longest gap {:.1} s, {} lost",
+        written.acked.len(),
+        written.longest_gap.as_secs_f64(),
+        gone.len()
+    );
+    assert!(gone.is_empty(), "acknowledged writes lost while peer TLS was turned on: {gone:?}");
+    assert!(written.acked.len() > 10, "the writer wrote");
+    // The way there: each member's URL switched once, by the controller (a PeerUrlSwitched event per member).
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ON);
+    let (switched, _) = eventually("a PeerUrlSwitched event per member", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let listed = events.list(&Default::default()).await.ok()?.items;
+            let messages: Vec<String> = listed
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("PeerUrlSwitched"))
+                .filter_map(|e| e.message)
+                .collect();
+            (messages.len() >= 3).then_some(messages)
+        }
+    })
+    .await;
+    for (member, _) in &members {
+        assert_eq!(
+            switched.iter().filter(|m| m.starts_with(&format!("registered {member} "))).count(),
+            1,
+            "{switched:?}"
+        );
+    }
+    // Every member answers with a leader: none is cut off from its peers.
+    for (name, ip) in &members {
+        let mut etcd = etcd_client::Client::connect([format!("http://{ip}:2379")], None).await.unwrap();
+        let status = etcd.status().await.unwrap();
+        assert_ne!(status.leader(), 0, "{name} knows a leader");
+    }
+
+    // Client TLS on, with an application certificate: a plain writer is served until its member turns TLS on.
+    let writer = Writer::start_with(vec![service.clone()], "/on/client/", None, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let on = serde_json::json!({ "spec": { "tls": { "client": { "applicationSecretName": "plain-app" } } } });
+    api.patch("plain", &PatchParams::default(), &Patch::Merge(&on)).await.unwrap();
+    let (_, took) = eventually("every member serving clients over TLS alone", Duration::from_secs(600), || {
+        let pods = pods.clone();
+        async move {
+            let listens = listening(&pods, "plain").await;
+            (listens.len() == 3
+                && listens.values().all(|(_, client)| client.starts_with("https://") && !client.contains(',')))
+            .then_some(())
+        }
+    })
+    .await;
+    println!("client TLS on in {:.1} s", took.as_secs_f64());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ON);
+    let (_, took) = eventually("the application certificate written", Duration::from_secs(120), || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("plain-app").await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    println!("application certificate {:.1} s later", took.as_secs_f64());
+    let members = converged_tls(&client, &pods, "plain", "plain-app", 3, Duration::from_secs(300)).await;
+    let plain_written = writer.stop();
+    let app = tls_from_secret(&client, ON, "plain-app", &format!("plain-client.{ON}.svc"), true).await;
+    let endpoint = format!("https://{}:2379", members[0].1);
+    for (prefix, written) in [("/on/peer/", &written), ("/on/client/", &plain_written)] {
+        let gone = lost(&endpoint, app.clone(), prefix, written).await;
+        println!("{prefix} over TLS: {} acknowledged, {} lost", written.acked.len(), gone.len());
+        assert!(gone.is_empty(), "acknowledged writes lost while TLS was turned on ({prefix}): {gone:?}");
+    }
+    let plain = etcd_client::Client::connect([format!("http://{}:2379", members[0].1)], None).await;
+    let refused = match plain {
+        Ok(mut etcd) => etcd.get("/on/peer/", None).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "plain HTTP is refused once client TLS is on");
+    api.delete("plain", &DeleteParams::default()).await.unwrap();
 }

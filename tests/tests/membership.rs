@@ -25,6 +25,7 @@ fn desired(size: u32) -> Desired {
         storage_size: None,
         storage_class: None,
         settings: None,
+        peer_tls: false,
     }
 }
 

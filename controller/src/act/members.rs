@@ -1,7 +1,7 @@
 //! Carrying out membership steps: the seed, learners, promotions, removals, and the pods that go with them.
 
 use super::*;
-use crate::pod::DataVolume;
+use crate::pod::{DataVolume, initial_cluster};
 
 pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
     let Action::CreateSeed { name: member, release } = action else { return Ok(()) };
@@ -20,7 +20,8 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
     let join = Join::New { token: token.clone(), restore };
     super::volumes::no_retained_claims(step)?;
     let volume = super::volumes::data_volume(step, member).await?;
-    let pod = member_pod(cluster, member, std::slice::from_ref(member), &join, release, &volume, &step.observed.trust);
+    let initial = initial_cluster(cluster, std::slice::from_ref(member), &[], false);
+    let pod = member_pod(cluster, member, &initial, &join, release, &volume, &step.observed.trust);
     // Admission (Pod Security, a quota, a webhook) is asked before the name is taken: a refused pod
     // burns no member name.
     try_create(pods, &pod).await?;
@@ -43,18 +44,21 @@ pub(super) async fn create_seed(step: &Step<'_>, action: &Action) -> Result<(), 
 
 pub(super) async fn add_learner(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
     let Action::AddLearner { name: member, release } = action else { return Ok(()) };
-    let Step { cluster, name, namespace, pods, members, endpoints, .. } = step;
+    let Step { cluster, namespace, pods, members, endpoints, .. } = step;
     let client = &step.ctx.client;
     let recorder = &step.ctx.recorder;
     // Admission is asked before etcd takes the member: a pod the API server refuses adds no learner
     // that could never start (and burns no name).
     let mut initial = members.clone();
     initial.push(member.clone());
+    // At the peer URLs etcd lists; the new member with the scheme its peers can dial ([`initial_cluster`]).
+    let initial = initial_cluster(cluster, &initial, &step.registered, step.certified);
+    let url = initial.iter().find(|(m, _)| m == member).map(|(_, url)| url.clone()).unwrap_or_default();
     let volume = super::volumes::data_volume(step, member).await?;
     let pod = member_pod(cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust);
     try_create(pods, &pod).await?;
     let mut membership = Membership::connect(endpoints, step.dial).await?;
-    let id = match membership.add_learner(&peer_url(member, name, namespace, cluster.spec.peer_tls())).await {
+    let id = match membership.add_learner(&url).await {
         Ok(id) => id,
         Err(error) => return not_yet(error),
     };
@@ -80,7 +84,8 @@ pub(super) async fn create_member_pod(step: &Step<'_>, action: &Action) -> Resul
     let Step { cluster, namespace, pods, members, .. } = step;
     let recorder = &step.ctx.recorder;
     let volume = super::volumes::data_volume(step, member).await?;
-    create(pods, &member_pod(cluster, member, members, &Join::Existing, release, &volume, &step.observed.trust))
+    let initial = initial_cluster(cluster, members, &step.registered, step.certified);
+    create(pods, &member_pod(cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust))
         .await?;
     publish(
         recorder,
@@ -93,6 +98,21 @@ pub(super) async fn create_member_pod(step: &Step<'_>, action: &Action) -> Resul
         ),
     )
     .await;
+    Ok(())
+}
+
+pub(super) async fn switch_peer_url(step: &Step<'_>, action: &Action) -> Result<(), ActError> {
+    let Action::SwitchPeerUrl { name: member, id, url } = action else { return Ok(()) };
+    let Step { cluster, namespace, endpoints, .. } = step;
+    let from = step.registered.iter().find(|(m, _)| m == member).map_or("", |(_, url)| url.as_str());
+    if let Err(error) = Membership::connect(endpoints, step.dial).await?.update_peer_url(*id, url).await {
+        return not_yet(error);
+    }
+    let note = format!(
+        "registered {member} ({id:x}) at peer URL {url} (was {from}): its peers dial it there from now on; its pod \
+         is rolled next to listen there alone"
+    );
+    publish(&step.ctx.recorder, cluster, member_event("PeerUrlSwitched", note, namespace, member)).await;
     Ok(())
 }
 

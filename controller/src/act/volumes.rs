@@ -110,7 +110,15 @@ pub(super) async fn restart_on_claim(step: &Step<'_>, action: &Action) -> Result
     };
     super::members::create(
         &step.pods,
-        &member_pod(step.cluster, member, &initial, &Join::Existing, release, &volume, &step.observed.trust),
+        &member_pod(
+            step.cluster,
+            member,
+            &crate::pod::initial_cluster(step.cluster, &initial, &step.registered, step.certified),
+            &Join::Existing,
+            release,
+            &volume,
+            &step.observed.trust,
+        ),
     )
     .await?;
     let note = format!(

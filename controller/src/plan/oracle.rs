@@ -163,6 +163,8 @@ fn quorum_after(observed: &Observed, members: &[Member], action: &Action) -> (Vo
         | Action::StartUpgrade { .. }
         | Action::MoveLeader { .. }
         | Action::CompleteUpgrade
+        // A new peer URL restarts nothing: the others dial the member there from their next connection.
+        | Action::SwitchPeerUrl { .. }
         | Action::Wait(_)
         | Action::Done => {}
     }
@@ -194,6 +196,7 @@ fn inert(action: &Action) -> bool {
         | Action::RollMember { .. }
         | Action::RollPod { .. }
         | Action::MoveLeader { .. }
+        | Action::SwitchPeerUrl { .. }
         | Action::CompleteUpgrade => false,
     }
 }
@@ -556,6 +559,36 @@ pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) 
             require!(usable_claim(observed, name).is_some_and(|c| c.member_id == Some(*id)), "{name} is on no claim");
             rollout_gates(desired, observed, ms, m)?;
         }
+        Action::SwitchPeerUrl { name, id, url } => {
+            require!(observed.recovering.is_none(), "a peer URL switched while recovering");
+            let ms = members.ok_or("a peer URL switched without a member list")?;
+            let m = member(*id, name).ok_or("switching no member")?;
+            require!(quorate, "a peer URL switched without a quorum");
+            let tls = |url: &str| url.starts_with("https://");
+            let registered = m.peer_urls.first().ok_or("switching a member with no peer URL")?;
+            require!(tls(registered) != desired.peer_tls, "{name} is registered with the scheme the spec asks for");
+            require!(tls(url) == desired.peer_tls, "{name} switched to {url}");
+            // Every member's pod listens where it is to be registered, and so holds the certificates its dials
+            // present: the others can dial the new URL, and it can dial theirs.
+            require!(
+                ms.iter().all(|o| !listens_elsewhere(desired, observed, &o.name)),
+                "a peer URL switched before every pod listens on both schemes"
+            );
+            let pod_listens = pod_of(observed, name).is_some_and(|p| {
+                crate::peering::listened(&p.command).iter().any(|l| l.ends_with(&url[url.rfind(':').unwrap_or(0)..]))
+            });
+            require!(pod_listens, "{name} switched to {url}, where its pod does not listen");
+            require!(
+                ms.iter().all(|m| !m.learner) && ms.len() == desired.size as usize,
+                "a peer URL switched at the wrong size"
+            );
+            require!(every_other_serves(observed, ms, None), "a peer URL switched while a member does not serve");
+            require!(
+                !m.leader
+                    || ms.iter().all(|o| o.leader || o.peer_urls.first().is_some_and(|u| tls(u) == desired.peer_tls)),
+                "the leader switched before a follower"
+            );
+        }
         Action::MoveLeader { from, to, name } if observed.upgrade.is_none() => {
             // A rollout of settings: the leader is the last member on older settings.
             let ms = members.ok_or("leadership moved without a member list")?;
@@ -611,6 +644,18 @@ pub(super) fn evidence(desired: &Desired, observed: &Observed, action: &Action) 
 fn drifted(desired: &Desired, observed: &Observed, name: &str) -> bool {
     let pod = pod_of(observed, name);
     desired.settings.as_ref().is_some_and(|w| pod.and_then(|p| p.settings.as_ref()).is_some_and(|h| h != w))
+        || listens_elsewhere(desired, observed, name)
+}
+
+/// Whether member `name`'s pod listens for peers elsewhere than its registered peer URL and the spec's scheme say
+/// (a pod whose command names none is not judged).
+fn listens_elsewhere(desired: &Desired, observed: &Observed, name: &str) -> bool {
+    let registered =
+        listed(observed).and_then(|ms| ms.iter().find(|m| m.name == name)).and_then(|m| m.peer_urls.first().cloned());
+    pod_of(observed, name).is_some_and(|p| {
+        let listened = crate::peering::listened(&p.command);
+        !listened.is_empty() && listened != crate::peering::listen(registered.as_deref(), desired.peer_tls)
+    })
 }
 
 /// Whether member `name` keeps its data on its own claim (even retired) of another class than the spec names, that
@@ -771,6 +816,8 @@ fn arb_world() -> impl Strategy<Value = World> {
             // Ready and not in a restart.
             // Half of the rollout worlds are settled too (the other half meets faults).
             let settled = matches!(shape, 1 | 2) || (rolling && base % 2 == 0);
+            // Half of the rollout worlds turn peer TLS on.
+            let peer_tls = rolling && (base + extra).is_multiple_of(2);
             let (learner_at, orphans, down) = if settled { (None, None, None) } else { (learner_at, orphans, down) };
             let mut members = Vec::new();
             let mut pods = Vec::new();
@@ -797,10 +844,17 @@ fn arb_world() -> impl Strategy<Value = World> {
                     _ if (index + at as u32) % upgraded_every.max(1) == 1 => V36,
                     _ => V35,
                 };
+                // Rollout worlds may be turning peer TLS on: some members registered with it already.
+                let registered = match index % 3 {
+                    _ if !rolling => None,
+                    0 => Some(format!("https://{name}.{C}.ns.svc:2382")),
+                    _ => Some(format!("http://{name}.{C}.ns.svc:2380")),
+                };
                 members.push(Member {
                     id: 1000 + u64::from(index),
                     name: name.clone(),
                     started,
+                    peer_urls: registered.iter().cloned().collect(),
                     learner: learner.is_some(),
                     healthy,
                     leader: learner.is_none() && leader_at == Some(at),
@@ -818,11 +872,25 @@ fn arb_world() -> impl Strategy<Value = World> {
                     let restarts = i32::from(index % 2 == 0);
                     // Some worlds roll settings out: every other member's pod runs older ones.
                     let older = rolling && index % 2 == 0;
+                    // Where it listens for peers: as its registered URL and the spec's scheme say, or (some) on its
+                    // registered URL alone, not yet rolled to listen on both.
+                    let command = match &registered {
+                        Some(url) => {
+                            let listen = if index % 4 == 1 {
+                                crate::peering::listen(Some(url), url.starts_with("https://"))
+                            } else {
+                                crate::peering::listen(Some(url), peer_tls)
+                            };
+                            vec!["etcd".to_string(), format!("--listen-peer-urls={}", listen.join(","))]
+                        }
+                        None => Vec::new(),
+                    };
                     pods.push(MemberPod {
                         image: Some(image_of(version)),
                         rolled,
                         restarts,
-                        settings: Some(if older { "older" } else { "current" }.into()),
+                        command,
+                        settings: Some(if older && base % 3 != 1 { "older" } else { "current" }.into()),
                         ..MemberPod::new(name, state)
                     });
                 }
@@ -928,6 +996,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                 etcd: crate::plan::WantedEtcd::new(REPOSITORY, spec_version),
                 backups: true,
                 settings: Some("current".into()),
+                peer_tls,
                 storage_size,
                 storage_class,
                 storage: on_claims.map(|(skip, _)| proto::cluster::ClaimRetention {

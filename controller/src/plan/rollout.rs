@@ -8,6 +8,9 @@
 //! lives: a new image is set in place (the kubelet restarts the container in the same pod); new settings on a claim
 //! re-create the pod on it, as the same member; new settings on an emptyDir replace the member (removed, then a new
 //! member added with the current settings, on a claim when `spec.storage` asks for one), only from three voters up.
+//! Peer TLS turned on for a running cluster goes through the same gates: every pod rolled to listen on both
+//! schemes, then each member's registered peer URL switched, then each pod rolled to listen on it alone
+//! ([`crate::peering`]).
 
 use super::{Action, Desired, RemoveReason, WaitReason, restart_keeps_quorum, upgrade, volumes};
 use crate::observe::{Member, MemberPod, Observed, PodState};
@@ -55,13 +58,20 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
     // A member on a claim of another storage class than the spec names moves onto a new claim of it: it is
     // replaced, once that class is known to exist, from three voters up (below, it stays: status says so).
     let other_class = |m: &Member| other_class(desired, observed, m) && voters >= 3;
-    // Whether a member's pod is what the spec renders, as far as the change rolled now goes.
+    // Whether a member's pod is what the spec renders, as far as the change rolled now goes: its settings, its
+    // storage class, and where it listens for peers, which follows its registered peer URL.
     let current = |m: &Member| match &target {
         Some(target) => upgrade::on_target(observed, &target.release.image, m),
-        None => !drifted.contains(&m.name.as_str()) && !other_class(m),
+        None => !drifted.contains(&m.name.as_str()) && !other_class(m) && listens(desired, pod_of(&m.name), m),
     };
     let pending: Vec<&Member> = members.iter().filter(|m| !current(m)).collect();
-    if pending.is_empty() {
+    // Members registered with the other peer scheme than the spec asks for, switched once every pod listens on
+    // both ([`crate::peering`]).
+    let unswitched: Vec<&Member> = match target {
+        Some(_) => Vec::new(),
+        None => members.iter().filter(|m| switch_to(desired, m).is_some()).collect(),
+    };
+    if pending.is_empty() && unswitched.is_empty() {
         return growing;
     }
     let upgrading = target.is_some();
@@ -94,6 +104,13 @@ pub(super) fn step(desired: &Desired, observed: &Observed, members: &[Member]) -
         return step;
     }
 
+    // Every pod listens where it is to be registered, with the certificates its own dials present: one member's
+    // peer URL is switched, followers first.
+    if pending.is_empty() {
+        let next = unswitched.iter().filter(|m| !m.leader).min_by_key(|m| &m.name).unwrap_or(&unswitched[0]);
+        let url = switch_to(desired, next).unwrap_or_default();
+        return Action::SwitchPeerUrl { name: next.name.clone(), id: next.id, url };
+    }
     // One that did not come back first, then followers by name, the leader last.
     let next = pending
         .iter()
@@ -141,6 +158,21 @@ pub fn other_class(desired: &Desired, observed: &Observed, member: &Member) -> b
     let claim = observed.claims.iter().find(|c| c.member == member.name && c.ours && c.member_id == Some(member.id));
     let class = claim.and_then(|c| c.class.as_deref());
     class.is_some_and(|has| has != wanted) && observed.wanted_class_exists == Some(true)
+}
+
+/// Whether `pod`, of `member`, listens for peers where its registered peer URL and the spec's scheme say
+/// ([`crate::peering::listen`]). A pod whose command names no listen URLs is not judged.
+fn listens(desired: &Desired, pod: Option<&MemberPod>, member: &Member) -> bool {
+    let Some(pod) = pod else { return true };
+    let listened = crate::peering::listened(&pod.command);
+    listened.is_empty()
+        || listened == crate::peering::listen(member.peer_urls.first().map(String::as_str), desired.peer_tls)
+}
+
+/// The peer URL `member` is to be registered at, when it is registered with the other scheme than the spec asks for.
+fn switch_to(desired: &Desired, member: &Member) -> Option<String> {
+    let url = crate::peering::PeerUrl::parse(member.peer_urls.first()?)?;
+    (url.tls != desired.peer_tls).then(|| url.wanted(desired.peer_tls).render())
 }
 
 /// Why `member` does not serve right now (it does not answer, or its pod is not Ready), if it does not.

@@ -15,6 +15,7 @@ fn voter(index: u32) -> Member {
         id: 100 + u64::from(index),
         name: member_name(C, index),
         started: true,
+        peer_urls: Vec::new(),
         learner: false,
         healthy: true,
         leader: false,
@@ -89,6 +90,7 @@ fn want(size: u32) -> Desired {
         storage_size: None,
         storage_class: None,
         settings: None,
+        peer_tls: false,
     }
 }
 
@@ -430,6 +432,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
                 id: 100 + u64::from(index),
                 name: name.clone(),
                 started: true,
+                peer_urls: Vec::new(),
                 learner,
                 healthy: true,
                 leader: !learner,
@@ -458,6 +461,9 @@ fn simulate(observed: &mut Observed, action: &Action) {
         | Action::DeleteLostMember { name }
         | Action::DeleteFailedPod { name, .. }
         | Action::RollPod { name, .. } => observed.pods.retain(|p| &p.name != name),
+        Action::SwitchPeerUrl { name, url, .. } => {
+            members_mut(observed).iter_mut().filter(|m| &m.name == name).for_each(|m| m.peer_urls = vec![url.clone()])
+        }
         Action::RestartOnClaim { name, .. } => {
             observed.pods.push(MemberPod::new(name.clone(), PodState::Running { ready: true }));
             members_mut(observed).iter_mut().filter(|m| &m.name == name).for_each(|m| m.healthy = true);
@@ -1511,6 +1517,99 @@ fn older_settings_are_rolled_out_one_member_at_a_time_followers_first_and_the_le
     // A pod of an earlier controller, which recorded no settings, is not rolled for that.
     observed.pods[0].settings = None;
     assert_eq!(plan(&desired, &observed), Action::Done);
+}
+
+/// A three-member cluster on claims, registered plain, whose spec turns peer TLS on; every pod rendered from the
+/// spec's settings, listening on `listen` (by member).
+fn turning_peer_tls_on(listen: [&str; 3]) -> (Desired, Observed) {
+    let (mut desired, mut observed) = on_claims(3);
+    desired.settings = Some("current".into());
+    desired.peer_tls = true;
+    for (i, member) in members_mut(&mut observed).iter_mut().enumerate() {
+        member.peer_urls = vec![format!("http://{}.{C}.ns.svc:2380", member_name(C, i as u32))];
+    }
+    for (pod, listen) in observed.pods.iter_mut().zip(listen) {
+        pod.settings = Some("current".into());
+        pod.command = vec!["etcd".into(), format!("--listen-peer-urls={listen}")];
+    }
+    (desired, observed)
+}
+
+const PLAIN: &str = "http://0.0.0.0:2380";
+const BOTH: &str = "http://0.0.0.0:2380,https://0.0.0.0:2382";
+const SWITCHED: &str = "https://0.0.0.0:2382";
+
+#[test]
+fn peer_tls_turned_on_rolls_every_pod_to_both_schemes_then_switches_each_url_then_rolls_it_to_tls_alone() {
+    let (desired, mut observed) = turning_peer_tls_on([PLAIN, PLAIN, PLAIN]);
+    // 1. Every pod to both schemes, followers first, the leader last (after leadership moved).
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
+    observed.pods[1].command[1] = format!("--listen-peer-urls={BOTH}");
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 2), id: 102 });
+    observed.pods[2].command[1] = format!("--listen-peer-urls={BOTH}");
+    assert!(matches!(plan(&desired, &observed), Action::MoveLeader { from: 100, .. }));
+    observed.pods[0].command[1] = format!("--listen-peer-urls={BOTH}");
+    // 2. Every pod listens on both: a follower's URL is switched, to TLS on the other port.
+    let switch = |i: u32| Action::SwitchPeerUrl {
+        name: member_name(C, i),
+        id: 100 + u64::from(i),
+        url: format!("https://{}.{C}.ns.svc:2382", member_name(C, i)),
+    };
+    assert_eq!(plan(&desired, &observed), switch(1));
+    members_mut(&mut observed)[1].peer_urls = vec![format!("https://{}.{C}.ns.svc:2382", member_name(C, 1))];
+    // 3. Its pod is rolled to listen there alone before the next switch.
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
+    observed.pods[1].command[1] = format!("--listen-peer-urls={SWITCHED}");
+    assert_eq!(plan(&desired, &observed), switch(2));
+    members_mut(&mut observed)[2].peer_urls = vec![format!("https://{}.{C}.ns.svc:2382", member_name(C, 2))];
+    observed.pods[2].command[1] = format!("--listen-peer-urls={SWITCHED}");
+    // The leader's URL last; then its pod, after leadership moved.
+    assert_eq!(plan(&desired, &observed), switch(0));
+    members_mut(&mut observed)[0].peer_urls = vec![format!("https://{}.{C}.ns.svc:2382", member_name(C, 0))];
+    assert!(matches!(plan(&desired, &observed), Action::MoveLeader { from: 100, .. }));
+    observed.pods[0].command[1] = format!("--listen-peer-urls={SWITCHED}");
+    assert_eq!(plan(&desired, &observed), Action::Done);
+}
+
+#[test]
+fn a_peer_url_is_switched_only_with_every_pod_listening_on_both_and_every_member_serving() {
+    let (desired, observed) = turning_peer_tls_on([BOTH, BOTH, BOTH]);
+    let switch = Action::SwitchPeerUrl {
+        name: member_name(C, 1),
+        id: 101,
+        url: format!("https://{}.{C}.ns.svc:2382", member_name(C, 1)),
+    };
+    assert_eq!(plan(&desired, &observed), switch);
+    // Each piece of evidence withheld: a pod not listening on both (it holds no certificate for its dials: it is
+    // rolled first); a member not answering; a pod not Ready; a learner; no leader; alarms unread.
+    let (_, one_plain) = turning_peer_tls_on([BOTH, BOTH, PLAIN]);
+    assert_eq!(plan(&desired, &one_plain), Action::RollPod { name: member_name(C, 2), id: 102 });
+    let mut silent = observed.clone();
+    members_mut(&mut silent)[2].healthy = false;
+    assert!(!matches!(plan(&desired, &silent), Action::SwitchPeerUrl { .. }), "{:?}", plan(&desired, &silent));
+    let mut starting = observed.clone();
+    starting.pods[2].state = PodState::Running { ready: false };
+    assert!(matches!(plan(&desired, &starting), Action::Wait(WaitReason::RolloutWaiting(_))));
+    let mut learning = observed.clone();
+    members_mut(&mut learning)[2].learner = true;
+    assert!(!matches!(plan(&desired, &learning), Action::SwitchPeerUrl { .. }));
+    let mut leaderless = observed.clone();
+    members_mut(&mut leaderless)[0].leader = false;
+    assert!(matches!(plan(&desired, &leaderless), Action::Wait(WaitReason::RolloutWaiting(_))));
+    let mut unread = observed.clone();
+    unread.alarms_read = false;
+    assert!(matches!(plan(&desired, &unread), Action::Wait(WaitReason::RolloutWaiting(_))));
+    // A spec that keeps peers plain switches nothing, and a cluster registered with TLS already is done.
+    let plain = Desired { peer_tls: false, ..desired.clone() };
+    assert!(!matches!(plan(&plain, &observed), Action::SwitchPeerUrl { .. }));
+    let (_, mut done) = turning_peer_tls_on([SWITCHED, SWITCHED, SWITCHED]);
+    for (i, member) in members_mut(&mut done).iter_mut().enumerate() {
+        member.peer_urls = vec![format!("https://{}.{C}.ns.svc:2382", member_name(C, i as u32))];
+    }
+    assert_eq!(plan(&desired, &done), Action::Done);
+    // Paused: nothing.
+    let paused = Desired { paused: true, ..desired.clone() };
+    assert_eq!(plan(&paused, &observed), Action::Wait(WaitReason::Paused));
 }
 
 #[test]

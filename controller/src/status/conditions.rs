@@ -559,6 +559,7 @@ pub(super) fn progress_reason(action: &Action) -> &'static str {
         Action::Promote { .. } => "PromotingLearner",
         Action::RemoveMember { reason: RemoveReason::Dead, .. } => "ReplacingDeadMember",
         Action::RemoveMember { reason: RemoveReason::Rollout, .. } | Action::RollPod { .. } => "RollingOut",
+        Action::SwitchPeerUrl { .. } => "SwitchingPeerUrl",
         Action::Wait(WaitReason::RolloutWaiting(_)) => "RolloutWaiting",
         Action::RemoveMember { .. } => "RemovingMember",
         Action::DeletePod { .. } => "DeletingStrayPod",
@@ -630,6 +631,10 @@ pub(super) fn progress_message(action: &Action) -> String {
             format!("restarting {name} on its claim (its pod is created again from the current spec)")
         }
         Action::Wait(WaitReason::RolloutWaiting(why)) => format!("the rollout waits: {why}"),
+        Action::SwitchPeerUrl { name, url, .. } => format!(
+            "registering {name} at peer URL {url} (peer TLS turned on: every pod listens on both schemes; its pod is \
+             rolled next to listen there alone)"
+        ),
         Action::ExpandClaim { claim, size } => {
             format!("asking claim {claim} for {} (spec.storage.size grew): its driver expands the volume", size)
         }

@@ -16,6 +16,7 @@ fn steady() -> Observed {
                     id: i,
                     name: format!("demo-000{i}"),
                     started: true,
+                    peer_urls: Vec::new(),
                     learner: false,
                     healthy: true,
                     leader: i == 0,
@@ -500,6 +501,15 @@ fn status_tells_the_versions_that_run_not_the_one_the_spec_asks_for() {
     assert_eq!(status.cluster_version.as_deref(), Some("3.5.0"));
     assert_eq!(status.server_versions["demo-0001"], "3.6.16");
     assert_eq!(status.server_versions["demo-0000"], "3.5.35");
+    assert!(status.peer_urls.is_empty(), "no peer URL listed, none told");
+    if let EtcdView::Members(members) = &mut mixed.etcd {
+        members[1].peer_urls = vec!["https://demo-0001.demo.ns.svc:2382".into()];
+    }
+    let status = derive(&c.spec, Some(2), &mixed, &Action::Done, None, &EtcdClusterStatus::default(), time(100));
+    assert_eq!(status.peer_urls["demo-0001"], "https://demo-0001.demo.ns.svc:2382", "where its peers dial it");
+    let blind = Observed { etcd: EtcdView::Unreachable("no answer".into()), ..mixed.clone() };
+    let kept = derive(&c.spec, Some(2), &blind, &Action::Done, None, &status, time(110));
+    assert_eq!(kept.peer_urls, status.peer_urls, "kept while etcd cannot be asked");
     assert_eq!(condition(&status, "UpgradeBlocked").status, "False");
     // 3.5 -> 3.7 skips a minor: blocked, with what to do, whatever the step.
     c.spec.version = "3.7.3".into();
