@@ -122,6 +122,31 @@ pub(crate) struct Step<'a> {
     endpoints: Vec<String>,
 }
 
+/// Each member's peer URL, by name: as etcd lists it, or, while etcd cannot be asked (every member restarting on
+/// its claim), as status last recorded it. A member that turned peer TLS on while running is registered on
+/// another port and scheme than a new member of its spec would be: a pod created again from a guess would listen
+/// where no peer dials it.
+fn registered(cluster: &EtcdCluster, observed: &Observed) -> Vec<(String, String)> {
+    match &observed.etcd {
+        EtcdView::Members(members) => {
+            members.iter().filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone()))).collect()
+        }
+        EtcdView::Unreachable(_) => cluster
+            .status
+            .as_ref()
+            .map(|s| s.peer_urls.iter().map(|(name, url)| (name.clone(), url.clone())).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether every member etcd lists has a pod that holds the peer certificates its dials present.
+fn certified(observed: &Observed) -> bool {
+    let EtcdView::Members(members) = &observed.etcd else { return false };
+    members.iter().all(|m| {
+        observed.pods.iter().any(|p| p.name == m.name && p.command.iter().any(|a| a.starts_with("--peer-cert-file=")))
+    })
+}
+
 /// Carries out `action`. Membership changes go through the voting members the observation found.
 pub async fn act(
     ctx: &crate::reconcile::Context,
@@ -146,21 +171,8 @@ pub async fn act(
             EtcdView::Members(members) => members.iter().map(|m| m.name.clone()).collect(),
             EtcdView::Unreachable(_) => Vec::new(),
         },
-        registered: match &observed.etcd {
-            EtcdView::Members(members) => {
-                members.iter().filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone()))).collect()
-            }
-            EtcdView::Unreachable(_) => Vec::new(),
-        },
-        certified: match &observed.etcd {
-            EtcdView::Members(members) => members.iter().all(|m| {
-                observed
-                    .pods
-                    .iter()
-                    .any(|p| p.name == m.name && p.command.iter().any(|a| a.starts_with("--peer-cert-file=")))
-            }),
-            EtcdView::Unreachable(_) => false,
-        },
+        registered: registered(cluster, observed),
+        certified: certified(observed),
         endpoints: addresses.values().cloned().collect(),
     };
     match action {
@@ -263,6 +275,36 @@ mod tests {
         let opted = secret(&[(RESTORE_TOKEN_LABEL, "true")], Some("s3cret"));
         assert_eq!(restore_token(&opted).unwrap().as_deref(), Some("s3cret"));
         assert!(restore_token(&secret(&[(RESTORE_TOKEN_LABEL, "true")], None)).unwrap_err().contains("no key"));
+    }
+
+    #[test]
+    fn peer_urls_come_from_etcd_or_while_it_cannot_be_asked_from_status_and_certificates_from_every_pod() {
+        let mut c = cluster("demo", 3);
+        let mut observed = crate::status::tests::steady();
+        if let EtcdView::Members(members) = &mut observed.etcd {
+            members[1].peer_urls = vec!["https://demo-0001.demo.ns.svc:2382".into()];
+        }
+        assert_eq!(registered(&c, &observed), [("demo-0001".to_string(), "https://demo-0001.demo.ns.svc:2382".into())]);
+        // Every member restarting on its claim: etcd cannot be asked, status recorded where each is dialled.
+        let blind = Observed { etcd: EtcdView::Unreachable("no member pod is running".into()), ..observed.clone() };
+        assert!(registered(&c, &blind).is_empty(), "nothing recorded, nothing guessed");
+        let mut status = proto::cluster::EtcdClusterStatus::default();
+        status.peer_urls.insert("demo-0001".into(), "https://demo-0001.demo.ns.svc:2382".into());
+        c.status = Some(status);
+        assert_eq!(registered(&c, &blind), registered(&c, &observed));
+        // A pod re-created from it listens where its peers dial it.
+        c.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {} })).unwrap());
+        let initial = crate::pod::initial_cluster(&c, &["demo-0001".to_string()], &registered(&c, &blind), false);
+        assert_eq!(initial[0].1, "https://demo-0001.demo.ns.svc:2382");
+        // Certified: every listed member's pod holds a peer certificate.
+        assert!(!certified(&observed));
+        for pod in &mut observed.pods {
+            pod.command = vec!["etcd".into(), "--peer-cert-file=/etc/etcd/tls/peer/tls.crt".into()];
+        }
+        assert!(certified(&observed));
+        observed.pods.pop();
+        assert!(!certified(&observed), "a member without a pod holds nothing");
+        assert!(!certified(&blind));
     }
 
     fn api_error(code: u16, message: &str) -> ActError {

@@ -57,7 +57,8 @@ pub fn sidecar_labels(cluster: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn selector(cluster: &str) -> BTreeMap<String, String> {
+/// The labels that select the sidecar's pods.
+pub fn sidecar_selector(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (CLUSTER_LABEL.to_string(), cluster.to_string()),
         ("app.kubernetes.io/name".to_string(), "etcd-backup-sidecar".to_string()),
@@ -291,7 +292,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         metadata: meta(cluster, sidecar_name(&name)),
         spec: DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(selector(&name)), ..Default::default() },
+            selector: LabelSelector { match_labels: Some(sidecar_selector(&name)), ..Default::default() },
             strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
@@ -320,7 +321,7 @@ pub fn sidecar_service(cluster: &EtcdCluster) -> Service {
     Service {
         metadata: meta(cluster, sidecar_name(&name)),
         spec: Some(ServiceSpec {
-            selector: Some(selector(&name)),
+            selector: Some(sidecar_selector(&name)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: PORT,

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
+pub mod network;
 pub mod observe;
 pub mod peering;
 pub mod plan;

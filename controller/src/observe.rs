@@ -525,7 +525,8 @@ pub async fn observe(
     let mut cluster_version = None;
     let etcd = if endpoints.is_empty() {
         EtcdView::Unreachable("no member pod is running".into())
-    } else if cluster.spec.client_tls() && dial.tls.is_none() {
+    } else if endpoints.iter().all(|e| e.starts_with("https://")) && dial.tls.is_none() {
+        // (Members still serving plain, as while client TLS is turned on, are asked without it.)
         EtcdView::Unreachable("the controller's client certificate cannot be used (see status.certificates)".into())
     } else {
         match Membership::connect(&endpoints, &dial).await {

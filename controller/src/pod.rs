@@ -269,13 +269,16 @@ pub fn member_pod(
     let registered = initial_cluster.iter().find(|(m, _)| m == member).map(|(_, url)| url.as_str());
     let advertised = registered.map_or_else(|| peer_url(member, &name, &namespace, peer_tls), str::to_string);
     let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let listen_peers = crate::peering::listen(registered, peer_tls);
+    let mut peer_ports: Vec<i32> = listen_peers.iter().filter_map(|url| url.rsplit_once(':')?.1.parse().ok()).collect();
+    peer_ports.sort_unstable();
     let mut command = vec![
         "etcd".to_string(),
         format!("--name={member}"),
         format!("--data-dir={DATA_DIR}"),
         format!("--listen-client-urls={}://0.0.0.0:2379", scheme(client_tls)),
         format!("--advertise-client-urls={}", client_url(member, &name, &namespace, client_tls)),
-        format!("--listen-peer-urls={}", crate::peering::listen(registered, peer_tls).join(",")),
+        format!("--listen-peer-urls={}", listen_peers.join(",")),
         format!("--initial-advertise-peer-urls={advertised}"),
         format!("--initial-cluster={initial}"),
         format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
@@ -356,9 +359,11 @@ pub fn member_pod(
         image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
+        // The peer ports it listens on: 2380, and 2382 while (or since) peer TLS was turned on for it running.
         ports: Some(
-            [("client", 2379), ("peer", 2380)]
+            [("client", 2379)]
                 .into_iter()
+                .chain(peer_ports.iter().map(|&port| (if port == 2380 { "peer" } else { "peer-switch" }, port)))
                 .chain(client_tls.then_some(("metrics", crate::version::METRICS_PORT)))
                 .map(|(name, port)| ContainerPort {
                     name: Some(name.into()),
@@ -1286,6 +1291,11 @@ mod tests {
         }
         let switched = command(&render("demo-0000", &registered));
         assert!(switched.contains(&"--listen-peer-urls=https://0.0.0.0:2382".to_string()), "{switched:?}");
+        let ports = |pod: &Pod| -> Vec<i32> {
+            pod.spec.as_ref().unwrap().containers[0].ports.iter().flatten().map(|p| p.container_port).collect()
+        };
+        assert_eq!(ports(&pod), [2379, 2380, 2382], "the ports it listens on, named");
+        assert_eq!(ports(&render("demo-0000", &registered)), [2379, 2382]);
         // Where it listens follows its member; its settings are the spec's all along: no second rollout for it.
         let hash = |pod: &Pod| pod.metadata.annotations.as_ref().unwrap()[SETTINGS_HASH].clone();
         assert_eq!(hash(&pod), wanted);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -42,6 +43,8 @@ pub struct Context {
     pub secret_propagation: Duration,
     /// Image of the backup sidecar when a cluster's spec names none.
     pub sidecar_image: String,
+    /// The namespace the controller runs in, which the clusters' NetworkPolicies admit (none outside the cluster).
+    pub controller_namespace: Option<String>,
     /// Called after each step that was carried out.
     pub hooks: Hooks,
     /// Steps the API server refused, each waiting out a growing pause.
@@ -110,7 +113,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
 async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let name = cluster.name_any();
     let timer = ctx.metrics.reconcile_started();
-    ensure_children(&ctx.client, &cluster).await?;
+    ensure_children(&ctx.client, &cluster, ctx.controller_namespace.as_deref()).await?;
     // Certificates before anything reads them: made when missing, renewed when due. A failure is reported and
     // does not stop the reconcile: status says which certificate cannot be used, and the planner waits for it.
     let (issued, outcome) = crate::certificates::ensure(&ctx.client, &cluster, ctx.secret_propagation).await;
@@ -367,11 +370,36 @@ pub fn error_policy(cluster: Arc<EtcdCluster>, error: &ReconcileError, ctx: Arc<
 /// Creates the services when they are missing (existing ones are left alone), and the disruption budget when it
 /// is missing or allows other disruptions than the spec's size calls for; a steady cluster's reconcile writes
 /// nothing.
-async fn ensure_children(client: &kube::Client, cluster: &EtcdCluster) -> Result<(), ReconcileError> {
+async fn ensure_children(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    controller_namespace: Option<&str>,
+) -> Result<(), ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     for service in [headless_service(cluster), client_service(cluster)] {
         apply_unless(&services, &service, |_| true).await?;
+    }
+    // The NetworkPolicies, applied when missing or other than the spec renders; deleted when turned off (the
+    // sidecar's also without backups).
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+    let name = cluster.name_any();
+    let enabled = cluster.spec.network_policy.enabled;
+    for (policy_name, wanted) in [
+        (
+            crate::network::members_policy_name(&name),
+            enabled.then(|| crate::network::members_policy(cluster, controller_namespace)),
+        ),
+        (
+            crate::network::backup_policy_name(&name),
+            (enabled && cluster.spec.backup.is_some())
+                .then(|| crate::network::backup_policy(cluster, controller_namespace)),
+        ),
+    ] {
+        match wanted {
+            Some(policy) => apply_unless(&policies, &policy, |existing| existing.spec == policy.spec).await?,
+            None => delete_owned(&policies, &policy_name, cluster).await?,
+        }
     }
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
     let budget = disruption_budget(cluster);
@@ -380,6 +408,22 @@ async fn ensure_children(client: &kube::Client, cluster: &EtcdCluster) -> Result
         existing.spec.as_ref().and_then(|s| s.max_unavailable.clone()) == allowed
     })
     .await
+}
+
+/// Deletes `name` if it exists and `cluster` owns it (one a user made under that name is left alone).
+async fn delete_owned<K>(api: &Api<K>, name: &str, cluster: &EtcdCluster) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let op = |what: &str| format!("{what} {} {name}", K::kind(&()));
+    let existing = api.get_opt(name).await.map_err(|source| ReconcileError::Kube { op: op("reading"), source })?;
+    let ours = existing.is_some_and(|e| e.owner_references().iter().any(|o| Some(&o.uid) == cluster.uid().as_ref()));
+    if ours {
+        api.delete(name, &Default::default())
+            .await
+            .map_err(|source| ReconcileError::Kube { op: op("deleting"), source })?;
+    }
+    Ok(())
 }
 
 /// Applies `object` unless it exists and `current` says the existing one is as wanted.

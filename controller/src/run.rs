@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// RBAC grants Leases only in the controller's own namespace.
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// The namespace the controller's pods run in (the pod's own, from the downward API): the NetworkPolicies it
+    /// writes admit it from there. Unset (a controller run outside the cluster): they name no controller.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub controller_namespace: Option<String>,
     /// Name of the Lease: controllers that share one elect one leader among them.
     #[arg(long, env = "LEASE_NAME", default_value = LEASE_NAME)]
     pub lease_name: String,
@@ -96,6 +100,7 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
         resync: args.resync,
         secret_propagation: args.secret_propagation,
         sidecar_image: args.sidecar_image.clone(),
+        controller_namespace: args.controller_namespace.clone(),
         hooks,
         refusals: crate::backoff::Refusals::default(),
     });

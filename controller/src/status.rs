@@ -386,4 +386,4 @@ mod conditions;
 use conditions::{alarm, config_drift, degraded, progress_message, progress_reason, version_verdict};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -111,6 +111,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         (serde_json::json!({ "spec": { "tls": { "client": null } } }), "spec.tls.client cannot be removed"),
         (serde_json::json!({ "spec": { "tls": { "peer": null } } }), "spec.tls.peer cannot be removed"),
         (serde_json::json!({ "spec": { "tls": { "peer": { "secretName": "other" } } } }), "spec.tls.peer cannot"),
+        (serde_json::json!({ "spec": { "tls": { "clusterDomain": "example.org" } } }), "clusterDomain cannot change"),
     ] {
         let error = api.patch(&name, &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("refused");
         let kube::Error::Api(status) = error else { panic!("{change}: {error}") };
@@ -121,6 +122,16 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     let plain: DynamicObject = load(&example("example-etcd-cluster.yaml"));
     let stored = api.create(&PostParams::default(), &plain).await.unwrap();
+    // Not on one member on an emptyDir (it would be replaced, with no one to keep the data).
+    let small = serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1", "kind": "EtcdCluster",
+        "metadata": { "name": "small" }, "spec": { "size": 1 },
+    });
+    api.create(&PostParams::default(), &serde_json::from_value(small).unwrap()).await.unwrap();
+    let add = serde_json::json!({ "spec": { "tls": { "peer": {} } } });
+    let error = api.patch("small", &PatchParams::default(), &Patch::Merge(&add)).await.expect_err("refused");
+    assert!(error.to_string().contains("which needs three members"), "{error}");
+    api.delete("small", &DeleteParams::default()).await.unwrap();
     // Turned on in two steps: peer TLS, then client TLS.
     for add in [
         serde_json::json!({ "spec": { "tls": { "peer": {} } } }),

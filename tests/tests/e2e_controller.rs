@@ -255,6 +255,7 @@ async fn the_namespaced_install_runs_a_cluster_with_permissions_in_one_namespace
         sidecar_image: support::sidecar_image(),
         leader_elect: true,
         lease_namespace: Some(ns.into()),
+        controller_namespace: None,
         lease_name: "etcd-controller".into(),
     };
     let running = tokio::spawn(async move {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use support::{
@@ -219,6 +220,23 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         sample(&scraped, &format!("etcd_controller_cluster_phase{{cluster=\"{CLUSTER}\",phase=\"Creating\"}}"));
     assert_eq!(creating, Some("0"), "one phase at a time");
 
+    // The NetworkPolicies, written with the shipped RBAC: peers from members only, clients and the sidecar's API
+    // from the controller's namespace (the pod's own, from the downward API) among others.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), NS);
+    let (members_policy, _) = eventually("the clusters' NetworkPolicies", Duration::from_secs(60), || {
+        let policies = policies.clone();
+        async move {
+            let members = policies.get_opt(&format!("{CLUSTER}-members")).await.ok()??;
+            policies.get_opt(&format!("{BACKED_UP}-backup")).await.ok()??;
+            Some(members)
+        }
+    })
+    .await;
+    let rendered = serde_json::to_string(&members_policy.spec).unwrap();
+    assert!(rendered.contains(r#""kubernetes.io/metadata.name":"etcd-controller""#), "{rendered}");
+    assert!(policies.get_opt(&format!("{CLUSTER}-backup")).await.unwrap().is_none(), "no sidecar, no sidecar policy");
+    let policy_version = members_policy.metadata.resource_version.clone();
+
     let service = service_url(&client, &format!("{CLUSTER}-client"), 2379).await;
     let mut etcd = etcd_client::Client::connect([service.as_str()], None).await.unwrap();
     for i in 0..200 {
@@ -286,6 +304,8 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(probe.await.unwrap(), 0, "a linearizable read was served throughout the resize");
     assert_eq!(grown.len(), 5);
     assert_eq!(count_keys(&format!("http://{}:2379", shrunk[0].1), "/e2e/").await, 200, "data intact after resize");
+    let policy = policies.get(&format!("{CLUSTER}-members")).await.unwrap();
+    assert_eq!(policy.metadata.resource_version, policy_version, "a policy as wanted is not written again");
 
     // 7. Backups on a PVC: the sidecar runs, reports BackupReady, and takes a backup triggered with curl.
     let (backup_members, _) = converged(&pods, BACKED_UP, 3, &[], Duration::from_secs(120)).await;

@@ -17,6 +17,8 @@
 //!    a writer: the members serve the new certificates without restarting, no acknowledged write lost, and a member
 //!    pod created again joins; then the generated CAs rotated on request under writers: every member restarted and
 //!    trusting only the new CAs, no acknowledged write lost, one pinned CA bundle left;
+//!    then upgraded one minor (3.5 -> 3.6) under a writer: its backup taken and its completion read over TLS, no
+//!    acknowledged write lost;
 //! 5. a backup taken by the sidecar (which speaks TLS to etcd with its own certificate) and restored into a new TLS
 //!    cluster: every key is there;
 //! 6. (a test of its own) a plain three-member cluster on volumes has peer TLS turned on under a plain writer (each
@@ -539,11 +541,42 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
         shown["certificates"].as_array().into_iter().flatten().filter_map(|c| c["purpose"].as_str()).collect();
     assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"], "{shown}");
 
+    // 4c. Upgraded one minor (3.5 -> 3.6) under a writer with the application certificate, in the restricted
+    // namespace: the upgrade's backup taken over TLS, each member's container restarted on the new image, and the
+    // completion read over TLS (every member's version, the cluster version).
+    let writer = Writer::start_with(vec![service.clone()], "/tls/upgrade/", None, Some(app().await));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let upgrade = serde_json::json!({ "spec": { "version": "3.6.16" } });
+    api.patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&upgrade)).await.unwrap();
+    eventually("every member on 3.6.16, the cluster version moved", Duration::from_secs(300), || {
+        let api = api.clone();
+        async move {
+            let shown = status(&api, CLUSTER).await;
+            let versions = shown["serverVersions"].as_object()?;
+            let all = versions.len() == 3 && versions.values().all(|v| v == "3.6.16");
+            (all && shown["currentVersion"] == "3.6.16"
+                && shown["clusterVersion"] == "3.6.0"
+                && shown.get("upgrade").is_none_or(|u| u.is_null()))
+            .then_some(())
+        }
+    })
+    .await;
+    println!("upgraded over TLS to 3.6.16 in {:.1} s", started.elapsed().as_secs_f64());
+    let members = converged_tls(&client, &pods, CLUSTER, "sec-app", 3, Duration::from_secs(120)).await;
+    let upgraded = writer.stop();
+    let shown = status(&api, CLUSTER).await;
+    assert_eq!(shown["lastUpgrade"]["toVersion"], "3.6.16", "{shown}");
+    assert!(shown["lastUpgrade"]["backup"].is_string(), "the upgrade's backup, taken over TLS: {shown}");
+    let endpoint = format!("https://{}:2379", members[0].1);
+    none_lost("upgrade", &endpoint, app().await, &[("/tls/upgrade/", &upgraded)]).await;
+
     // 5. A backup through the sidecar (TLS to etcd), restored into a new TLS cluster.
     let taken = support::take_backup(&client, NS, CLUSTER).await;
     println!("backup over TLS: {} at revision {}", taken.name, taken.revision);
     let copy = serde_json::json!({
         "size": 1,
+        "version": "3.6.16",
         "restore": { "cluster": CLUSTER },
         "tls": { "peer": {}, "client": { "applicationSecretName": "copy-app" } },
     });

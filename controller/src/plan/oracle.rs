@@ -816,8 +816,10 @@ fn arb_world() -> impl Strategy<Value = World> {
             // Ready and not in a restart.
             // Half of the rollout worlds are settled too (the other half meets faults).
             let settled = matches!(shape, 1 | 2) || (rolling && base % 2 == 0);
-            // Half of the rollout worlds turn peer TLS on.
+            // Half of the rollout worlds turn peer TLS on; in some, a pod still listens on its registered URL
+            // alone; in some, pods run older settings (each of these holds the URL switches back).
             let peer_tls = rolling && (base + extra).is_multiple_of(2);
+            let lagging = upgraded_every % 2 == 1;
             let (learner_at, orphans, down) = if settled { (None, None, None) } else { (learner_at, orphans, down) };
             let mut members = Vec::new();
             let mut pods = Vec::new();
@@ -876,7 +878,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     // registered URL alone, not yet rolled to listen on both.
                     let command = match &registered {
                         Some(url) => {
-                            let listen = if index % 4 == 1 {
+                            let listen = if lagging && index % 4 == 1 {
                                 crate::peering::listen(Some(url), url.starts_with("https://"))
                             } else {
                                 crate::peering::listen(Some(url), peer_tls)
@@ -890,7 +892,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                         rolled,
                         restarts,
                         command,
-                        settings: Some(if older && base % 3 != 1 { "older" } else { "current" }.into()),
+                        settings: Some(if older && upgraded_every >= 2 { "older" } else { "current" }.into()),
                         ..MemberPod::new(name, state)
                     });
                 }
@@ -1182,6 +1184,11 @@ fn the_generator_covers_the_interesting_worlds() {
         {
             seen.insert("a member moved to another storage class".into());
         }
+        if let Action::RollPod { name, .. } = &action
+            && listens_elsewhere(&desired, &observed, name)
+        {
+            seen.insert("a pod rolled to listen on both peer schemes".into());
+        }
         if matches!(action, Action::Wait(WaitReason::MembersOnVolumes { .. })) {
             seen.insert("a lost quorum waited out on volumes".into());
         }
@@ -1228,6 +1235,8 @@ fn the_generator_covers_the_interesting_worlds() {
         "RecordMemberId",
         "RetireClaim",
         "RollPod",
+        "SwitchPeerUrl",
+        "a pod rolled to listen on both peer schemes",
         "ExpandClaim",
         "a member moved to another storage class",
         "a lost quorum waited out on volumes",

@@ -1,10 +1,11 @@
 //! Status derived from observations: what each condition says, and that it says what runs.
+//! (`steady` is shared with other modules' tests: a three-member cluster of `demo`, every member Ready.)
 
 use super::*;
 use crate::observe::{Member, MemberPod};
 use crate::testing::cluster;
 
-fn steady() -> Observed {
+pub(crate) fn steady() -> Observed {
     Observed {
         cluster: "demo".into(),
         seeded: true,

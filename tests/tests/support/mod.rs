@@ -125,6 +125,8 @@ pub async fn start_controller_with(
         sidecar_image: sidecar_image(),
         leader_elect: true,
         lease_namespace: Some(rbac::NAMESPACE.into()),
+        // In-process, outside the cluster: the NetworkPolicies name no controller namespace.
+        controller_namespace: None,
         lease_name: rbac::lease_name(namespace),
     };
     let as_controller = rbac::as_controller().await;
