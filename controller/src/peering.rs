@@ -80,8 +80,8 @@ pub fn listen(registered: Option<&str>, tls: bool) -> Vec<String> {
 /// its cluster asks for `tls`: once no member is registered plain, or every member's pod holds the peer
 /// certificates its dials present (`certified`: rolled to listen on both schemes). Until then it joins plain, as its
 /// peers are dialled, and changes scheme with them: a member without certificates could not dial it over TLS.
-/// (A member replaced for the change, on an emptyDir, so joins with TLS once the others can dial it: it is not
-/// replaced again.)
+/// (So a member on an emptyDir replaced to listen on both schemes joins plain and is replaced once more after its
+/// switch; one replaced once every pod holds certificates joins with TLS and is done.)
 pub fn joins_with_tls(registered: &[&str], tls: bool, certified: bool) -> bool {
     tls && (certified || registered.iter().all(|url| PeerUrl::parse(url).is_none_or(|u| u.tls)))
 }

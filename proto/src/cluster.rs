@@ -40,6 +40,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.tls) || has(self.tls)").message("spec.tls cannot be removed: turning TLS off for a running cluster is not supported yet"))]
+#[x_kube(validation = Rule::new("(has(self.tls) && has(self.tls.peer)) == (has(oldSelf.tls) && has(oldSelf.tls.peer)) && (has(self.tls) && has(self.tls.client)) == (has(oldSelf.tls) && has(oldSelf.tls.client)) || has(self.storage) || self.size >= 3").message("turning TLS on for a running cluster restarts every member, and a member on an emptyDir is replaced, which needs three members: set spec.storage or grow the cluster to three first"))]
 pub struct EtcdClusterSpec {
     /// Number of voting members, 1 to 9. Odd sizes tolerate as many failures as the next even size, for less.
     #[schemars(range(min = 1, max = 9))]
@@ -137,6 +138,7 @@ impl EtcdClusterSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(self.certificateDuration) || duration(self.certificateDuration) >= duration('10m')").message("spec.tls.certificateDuration must be at least 10m: a renewal must reach the pods well before the certificate it replaces expires"))]
+#[x_kube(validation = Rule::new("self.clusterDomain == oldSelf.clusterDomain").message("spec.tls.clusterDomain cannot change: the peers' certificates name it"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.peer) || (has(self.peer) && self.peer == oldSelf.peer)").message("spec.tls.peer cannot be removed or changed once set (turning peer TLS off, or moving to another Secret, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secret"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && self.client == oldSelf.client)").message("spec.tls.client cannot be removed or changed once set (turning client TLS off, or moving to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
 pub struct TlsPolicy {

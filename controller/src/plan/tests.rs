@@ -1572,6 +1572,33 @@ fn peer_tls_turned_on_rolls_every_pod_to_both_schemes_then_switches_each_url_the
 }
 
 #[test]
+fn on_emptydirs_turning_peer_tls_on_replaces_each_member_and_again_once_switched() {
+    let (mut desired, mut observed) = turning_peer_tls_on([PLAIN, PLAIN, PLAIN]);
+    desired.storage = None;
+    observed.claims.clear();
+    let replace = |i: u32| Action::RemoveMember {
+        id: 100 + u64::from(i),
+        name: member_name(C, i),
+        reason: RemoveReason::Rollout,
+    };
+    assert_eq!(plan(&desired, &observed), replace(1), "a follower replaced by one listening on both");
+    for pod in &mut observed.pods {
+        pod.command[1] = format!("--listen-peer-urls={BOTH}");
+    }
+    assert!(matches!(plan(&desired, &observed), Action::SwitchPeerUrl { id: 101, .. }));
+    members_mut(&mut observed)[1].peer_urls = vec![format!("https://{}.{C}.ns.svc:2382", member_name(C, 1))];
+    assert_eq!(plan(&desired, &observed), replace(1), "switched, it is replaced once more to listen on TLS alone");
+    // Below three voters nothing is replaced (the API server refuses such a change; a rollout waits if it comes).
+    let (mut small_desired, mut small) = turning_peer_tls_on([PLAIN, PLAIN, PLAIN]);
+    small_desired.storage = None;
+    small_desired.size = 2;
+    small.claims.clear();
+    members_mut(&mut small).pop();
+    small.pods.pop();
+    assert!(matches!(plan(&small_desired, &small), Action::Wait(WaitReason::RolloutWaiting(_))));
+}
+
+#[test]
 fn a_peer_url_is_switched_only_with_every_pod_listening_on_both_and_every_member_serving() {
     let (desired, observed) = turning_peer_tls_on([BOTH, BOTH, BOTH]);
     let switch = Action::SwitchPeerUrl {
