@@ -89,10 +89,14 @@ async fn event_reasons(client: &Client) -> Vec<String> {
     events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect()
 }
 
-fn flip_byte(path: &Path) {
+/// Corrupts the middle of a stored backup, its size kept: sixteen bytes inverted (one byte may fall where gzip
+/// ignores it, a member header's time or the padding of a block, and change nothing that is restored).
+fn corrupt_middle(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
+    for byte in &mut bytes[middle..middle + 16] {
+        *byte ^= 0xff;
+    }
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -351,9 +355,9 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
 
-    // 4. A corrupt backup (one flipped byte in storage) is refused before any etcd runs on it.
+    // 4. A corrupt backup (sixteen bytes inverted in storage) is refused before any etcd runs on it.
     let data = backups.path().join(CLUSTER).join(format!("{}.db.gz", second.name));
-    flip_byte(&data);
+    corrupt_middle(&data);
     let bad = serde_json::json!({ "size": 1, "restore": { "cluster": CLUSTER, "backup": second.name } });
     api.create(&PostParams::default(), &cluster("bad", bad)).await.unwrap();
     let (degraded, took) = eventually("the refused restore in status", Duration::from_secs(90), || {
@@ -381,7 +385,7 @@ async fn recovers_lost_quorum_and_seeds_clusters_from_backups() {
     let ended = finished_at(&pods, "bad-0000", "fetch-backup").await.expect("the fetch's end in the pod's status");
     let until = ended + SEED_RETRY_AFTER + RESYNC * 2;
     pods_stay(&pods, "bad", &["bad-0000".to_string()], until, "nothing retried, nothing else created").await;
-    flip_byte(&data);
+    corrupt_middle(&data);
     api.delete("bad", &DeleteParams::default()).await.unwrap();
     api.delete("copy", &DeleteParams::default()).await.unwrap();
 
