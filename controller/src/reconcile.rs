@@ -113,7 +113,15 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
 async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let name = cluster.name_any();
     let timer = ctx.metrics.reconcile_started();
-    ensure_children(&ctx.client, &cluster, ctx.controller_namespace.as_deref()).await?;
+    ensure_children(&ctx.client, &cluster).await?;
+    // A policy the API server refuses (an install whose RBAC predates them, an admission webhook) is reported and
+    // stops nothing else: the cluster is still run, and its pods are as reachable as without the policy.
+    if let Err(error) = ensure_network_policies(&ctx.client, &cluster, ctx.controller_namespace.as_deref()).await {
+        tracing::warn!(cluster = %name, %error, "network policies not written");
+        let mut event = crate::act::event("NetworkPolicyFailed", format!("the cluster's NetworkPolicies: {error}"));
+        event.type_ = EventType::Warning;
+        publish(&ctx.recorder, &cluster, event).await;
+    }
     // Certificates before anything reads them: made when missing, renewed when due. A failure is reported and
     // does not stop the reconcile: status says which certificate cannot be used, and the planner waits for it.
     let (issued, outcome) = crate::certificates::ensure(&ctx.client, &cluster, ctx.secret_propagation).await;
@@ -370,36 +378,11 @@ pub fn error_policy(cluster: Arc<EtcdCluster>, error: &ReconcileError, ctx: Arc<
 /// Creates the services when they are missing (existing ones are left alone), and the disruption budget when it
 /// is missing or allows other disruptions than the spec's size calls for; a steady cluster's reconcile writes
 /// nothing.
-async fn ensure_children(
-    client: &kube::Client,
-    cluster: &EtcdCluster,
-    controller_namespace: Option<&str>,
-) -> Result<(), ReconcileError> {
+async fn ensure_children(client: &kube::Client, cluster: &EtcdCluster) -> Result<(), ReconcileError> {
     let namespace = cluster.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     for service in [headless_service(cluster), client_service(cluster)] {
         apply_unless(&services, &service, |_| true).await?;
-    }
-    // The NetworkPolicies, applied when missing or other than the spec renders; deleted when turned off (the
-    // sidecar's also without backups).
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
-    let name = cluster.name_any();
-    let enabled = cluster.spec.network_policy.enabled;
-    for (policy_name, wanted) in [
-        (
-            crate::network::members_policy_name(&name),
-            enabled.then(|| crate::network::members_policy(cluster, controller_namespace)),
-        ),
-        (
-            crate::network::backup_policy_name(&name),
-            (enabled && cluster.spec.backup.is_some())
-                .then(|| crate::network::backup_policy(cluster, controller_namespace)),
-        ),
-    ] {
-        match wanted {
-            Some(policy) => apply_unless(&policies, &policy, |existing| existing.spec == policy.spec).await?,
-            None => delete_owned(&policies, &policy_name, cluster).await?,
-        }
     }
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
     let budget = disruption_budget(cluster);
@@ -422,6 +405,36 @@ where
         api.delete(name, &Default::default())
             .await
             .map_err(|source| ReconcileError::Kube { op: op("deleting"), source })?;
+    }
+    Ok(())
+}
+
+/// The NetworkPolicies, applied when missing or other than the spec renders; deleted when turned off (the
+/// sidecar's also without backups).
+async fn ensure_network_policies(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    controller_namespace: Option<&str>,
+) -> Result<(), ReconcileError> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+    let name = cluster.name_any();
+    let enabled = cluster.spec.network_policy.enabled;
+    for (policy_name, wanted) in [
+        (
+            crate::network::members_policy_name(&name),
+            enabled.then(|| crate::network::members_policy(cluster, controller_namespace)),
+        ),
+        (
+            crate::network::backup_policy_name(&name),
+            (enabled && cluster.spec.backup.is_some())
+                .then(|| crate::network::backup_policy(cluster, controller_namespace)),
+        ),
+    ] {
+        match wanted {
+            Some(policy) => apply_unless(&policies, &policy, |existing| existing.spec == policy.spec).await?,
+            None => delete_owned(&policies, &policy_name, cluster).await?,
+        }
     }
     Ok(())
 }
