@@ -137,20 +137,64 @@ async fn rollback_point(client: &Client, api: &Api<DynamicObject>, to: &str) -> 
     backup.to_string()
 }
 
-/// Whether member `name`'s previous etcd container (the one its last restart stopped) was a follower when it was
-/// stopped, in etcd's own words: on SIGTERM etcd logs "skipped leadership transfer; local server is not leader"
-/// unless it leads (every version from 3.4 to 3.7).
-async fn stopped_as_follower(pods: &Api<Pod>, name: &str) -> bool {
+/// The etcd log of every member pod running now, followed from now until its container stops: what a member logged
+/// as it was stopped, read as it was written (the kubelet's copy of a stopped container's log, `--previous`, is not
+/// always kept: the dead container may be gone when it is asked for).
+struct Followed(BTreeMap<String, std::sync::Arc<std::sync::Mutex<String>>>);
+
+impl Followed {
+    async fn start(pods: &Api<Pod>) -> Followed {
+        use futures::{AsyncBufReadExt, TryStreamExt};
+        let mut logs = BTreeMap::new();
+        for name in pods_now(pods).await.into_keys() {
+            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let params =
+                LogParams { container: Some("etcd".into()), follow: true, tail_lines: Some(1), ..Default::default() };
+            let Ok(stream) = pods.log_stream(&name, &params).await else { continue };
+            let into = text.clone();
+            tokio::spawn(async move {
+                let mut lines = stream.lines();
+                while let Ok(Some(line)) = lines.try_next().await {
+                    let mut text = into.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+            logs.insert(name, text);
+        }
+        Followed(logs)
+    }
+}
+
+/// Whether member `name`'s etcd container that the upgrade stopped was a follower when it was stopped, in etcd's
+/// own words: on SIGTERM etcd logs "skipped leadership transfer; local server is not leader" unless it leads (every
+/// version from 3.4 to 3.7). Read from the log followed while it ran, else from the kubelet's copy.
+async fn stopped_as_follower(pods: &Api<Pod>, followed: &Followed, name: &str) -> bool {
+    const SKIPPED: &str = "skipped leadership transfer; local server is not leader";
+    if followed.0.get(name).is_some_and(|text| text.lock().unwrap().contains(SKIPPED)) {
+        return true;
+    }
     let params = LogParams { container: Some("etcd".into()), previous: true, ..Default::default() };
-    let log = pods.logs(name, &params).await.unwrap_or_else(|e| panic!("the previous log of {name}: {e}"));
-    log.contains("skipped leadership transfer; local server is not leader")
+    match pods.logs(name, &params).await {
+        Ok(log) => log.contains(SKIPPED),
+        Err(e) => {
+            let seen = followed.0.get(name).map(|t| t.lock().unwrap().clone()).unwrap_or_default();
+            panic!("{name}'s etcd log as it was stopped: neither followed ({} bytes) nor kept: {e}", seen.len())
+        }
+    }
 }
 
 /// The upgrade's member restarts and leader moves since `since`, in order, as the events tell them, and how far
 /// apart they came. Asserts, from etcd's own log of each restarted member, that no member was restarted while it
 /// led (the leader last, after leadership moved away); with `strict`, also that the member the controller moved
 /// leadership from was the last restarted.
-async fn upgrade_steps(client: &Client, since: k8s_openapi::jiff::Timestamp, label: &str, strict: bool) -> Vec<String> {
+async fn upgrade_steps(
+    client: &Client,
+    since: k8s_openapi::jiff::Timestamp,
+    followed: &Followed,
+    label: &str,
+    strict: bool,
+) -> Vec<String> {
     let wanted = ["UpgradeStarted", "MemberUpgrading", "LeaderMoved", "UpgradeCompleted"];
     // The last event comes right after the status write that clears the record.
     eventually(&format!("{label}: the UpgradeCompleted event"), Duration::from_secs(30), || async move {
@@ -186,7 +230,10 @@ async fn upgrade_steps(client: &Client, since: k8s_openapi::jiff::Timestamp, lab
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     for member in &restarted {
-        assert!(stopped_as_follower(&pods, member).await, "{label}: {member} was stopped while it led (its etcd log)");
+        assert!(
+            stopped_as_follower(&pods, followed, member).await,
+            "{label}: {member} was stopped while it led (its etcd log)"
+        );
     }
     println!("{label}: each of {restarted:?} was a follower when stopped, as its etcd logged");
     restarted
@@ -290,12 +337,13 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
 
     // 3.4 -> 3.5, in place, followers first and the leader last.
     let before = pods_now(&pods).await;
+    let followed = Followed::start(&pods).await;
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());
     std::process::Command::new("chmod").args(["-R", "0777"]).arg(dir.path()).status().unwrap();
     let took = upgraded_to(&api, &pods, V35, Duration::from_secs(300)).await;
     let window_35 = (began.0, Instant::now());
     println!("3.4 -> 3.5: every member on {V35} {:.1} s after the backup could be written", took.as_secs_f64());
-    upgrade_steps(&client, began.1, "3.4 -> 3.5", true).await;
+    upgrade_steps(&client, began.1, &followed, "3.4 -> 3.5", true).await;
     let after = pods_now(&pods).await;
     for (name, (uid, image, restarts)) in &after {
         let (old_uid, old_image, old_restarts) = &before[name];
@@ -333,6 +381,7 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let (hooks, reached) = stop_after(CLUSTER, |a| matches!(a, Action::RollMember { .. }));
     let frozen =
         support::start_controller_with(&client, NS, "e2e-upgrade-1", RESYNC, Duration::from_secs(2), hooks).await;
+    let followed = Followed::start(&pods).await;
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());
     set_version(&api, V36).await;
     tokio::time::timeout(Duration::from_secs(180), reached.notified()).await.expect("a member restarted");
@@ -343,11 +392,12 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let took = upgraded_to(&api, &pods, V36, Duration::from_secs(300)).await;
     let window_36 = (began.0, Instant::now());
     println!("3.5 -> 3.6: every member on {V36} {:.1} s after the edit (one controller killed)", took.as_secs_f64());
-    upgrade_steps(&client, began.1, "3.5 -> 3.6", true).await;
+    upgrade_steps(&client, began.1, &followed, "3.5 -> 3.6", true).await;
     let second_pin = rollback_point(&client, &api, "3.6.16").await;
     assert_ne!(second_pin, first_pin, "a later upgrade pins its own backup, which releases the earlier one");
 
     // 3.6 -> 3.7 with a member not yet upgraded deleted mid-way: replaced at the version the cluster runs.
+    let followed = Followed::start(&pods).await;
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());
     set_version(&api, V37).await;
     eventually("the first member restarted for 3.7", Duration::from_secs(120), || {
@@ -409,7 +459,7 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     );
     // With a member replaced mid-way, the replacement (a new follower) goes in the order too; the leader-last
     // rule is asserted on the two upgrades above.
-    upgrade_steps(&client, began.1, "3.6 -> 3.7", false).await;
+    upgrade_steps(&client, began.1, &followed, "3.6 -> 3.7", false).await;
 
     // No acknowledged write lost, every key there.
     let written = writer.stop();
