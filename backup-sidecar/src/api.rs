@@ -117,13 +117,17 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes.
+/// Serves `app(state)` on `listener` until `shutdown` completes: over TLS with `tls`, else plain HTTP.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    match tls {
+        Some(config) => crate::https::serve(listener, app(state), config, shutdown).await,
+        None => axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {

@@ -177,6 +177,12 @@ pub struct ServeArgs {
     /// only endpoints at those addresses (or names resolving only to them). Unset, any endpoint is taken.
     #[arg(long, env = "MEMBER_HOSTS_FROM")]
     pub member_hosts_from: Option<String>,
+    /// Serve the API over HTTPS with this PEM certificate (chain) file; read again when it changes.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `--tls-cert-file` (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Arguments of `restore`.
@@ -194,6 +200,9 @@ pub struct RestoreArgs {
     /// File holding the bearer token of the sidecar.
     #[arg(long, env = "AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// PEM CA bundle an `https://` sidecar's certificate must chain to (instead of the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Also write the result (JSON: backup, revision, sha256, size) to this file once the snapshot is in place,
     /// e.g. `/dev/termination-log`, where the controller reads which backup a seed restored.
     #[arg(long)]
@@ -253,6 +262,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 backup: args.backup,
                 output: args.output,
                 token: read_token(&args.auth_token_file)?,
+                ca: match &args.ca_file {
+                    Some(path) => {
+                        Some(std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?)
+                    }
+                    None => None,
+                },
                 s3: args.s3.options(),
                 seed_version: args.seed_version,
             };
@@ -320,13 +335,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             schedule::run(schedule, job, on_next, cancel).await;
         })
     });
+    // The certificate is checked before anything is served: a pair that cannot be used stops the sidecar at once.
+    let tls = match args.tls_cert_file.clone().zip(args.tls_key_file.clone()) {
+        Some((cert, key)) => Some(crate::https::server_config(&crate::https::TlsFiles { cert, key })?),
+        None => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "serving the backup API");
+    tracing::info!(listen = %listener.local_addr()?, https = tls.is_some(), "serving the backup API");
     let members = args.member_hosts_from.as_deref().map(|name| Arc::from(name.trim_end_matches('.')));
     let state = AppState { engine, token: token.map(Arc::from), members };
     let cancel = shutdown.clone();
-    api::serve(listener, state, async move {
+    api::serve(listener, state, tls, async move {
         shutdown_signal().await;
         cancel.cancel();
     })

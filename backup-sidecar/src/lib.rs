@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cli;
 pub mod etcd;
 pub mod guard;
+pub mod https;
 pub mod metrics;
 pub mod restore;
 pub mod retention;

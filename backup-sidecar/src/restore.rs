@@ -26,6 +26,8 @@ pub struct RestoreRequest {
     pub output: PathBuf,
     /// Bearer token for a sidecar that requires one.
     pub token: Option<String>,
+    /// PEM CA bundle an `https://` sidecar's certificate must chain to; `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
     /// S3 settings when `from` is an `s3://` URL.
     pub s3: S3Options,
     /// The etcd version the restored member will run: a backup recorded from a version it cannot move from (not
@@ -159,7 +161,14 @@ async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
         let fetch_error =
             |why: String| RestoreError::Fetch { from: request.from.clone(), backup: request.backup.clone(), why };
         let url = format!("{}/v1/backups/{}", request.from.trim_end_matches('/'), request.backup);
-        let mut get = reqwest::Client::new().get(&url);
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &request.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| fetch_error(format!("the CA bundle cannot be read: {e}")))?;
+            http = http.tls_certs_only(roots);
+        }
+        let http = http.build().map_err(|e| fetch_error(format!("building an HTTP client: {e}")))?;
+        let mut get = http.get(&url);
         if let Some(token) = &request.token {
             get = get.bearer_auth(token);
         }

@@ -168,7 +168,30 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
             format!("--etcd-key={OPERATOR_TLS_DIR}/tls.key"),
         ]);
     }
+    if crate::certificates::backup_secret(cluster).is_some() {
+        args.extend([
+            format!("--tls-cert-file={BACKUP_TLS_DIR}/tls.crt"),
+            format!("--tls-key-file={BACKUP_TLS_DIR}/tls.key"),
+        ]);
+    }
     args
+}
+
+/// Where the sidecar finds its own serving certificate (the backup Secret) for HTTPS.
+const BACKUP_TLS_DIR: &str = "/etc/etcd/tls/backup";
+/// The name of the sidecar pod's volume of its serving certificate's Secret.
+const BACKUP_TLS_VOLUME: &str = "backup-tls";
+
+/// The Secret the sidecar of `deployment` serves HTTPS with (its `ca.crt` is what clients check it against), as
+/// the Deployment says; `None` for a sidecar that serves plain HTTP.
+pub fn serving_secret(deployment: &Deployment) -> Option<String> {
+    let spec = deployment.spec.template.spec.as_ref()?;
+    let args = spec.containers.first()?.args.as_ref()?;
+    if !args.iter().any(|a| a.starts_with("--tls-cert-file=")) {
+        return None;
+    }
+    let volume = spec.volumes.as_ref()?.iter().find(|v| v.name == BACKUP_TLS_VOLUME)?;
+    volume.secret.as_ref()?.secret_name.clone()
 }
 
 /// Where the sidecar finds its client certificate (the operator Secret) with client TLS.
@@ -200,7 +223,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
     if let (Some(operator), Some(server)) =
         (crate::certificates::operator_secret(cluster), crate::certificates::server_secret(cluster))
     {
-        for (volume, dir, secret, items) in [
+        let mut mounted = vec![
             ("operator-tls", OPERATOR_TLS_DIR, operator, None),
             (
                 "server-ca",
@@ -212,7 +235,12 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
                     ..Default::default()
                 }]),
             ),
-        ] {
+        ];
+        // Its own serving certificate, whole (the sidecar reads it again when it changes).
+        if let Some(backup) = crate::certificates::backup_secret(cluster) {
+            mounted.push((BACKUP_TLS_VOLUME, BACKUP_TLS_DIR, backup, None));
+        }
+        for (volume, dir, secret, items) in mounted {
             mounts.push(VolumeMount {
                 name: volume.into(),
                 mount_path: dir.into(),
@@ -258,8 +286,15 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         value: Some(format!("{}.{}.svc", cluster.name_any(), cluster.namespace().unwrap_or_else(|| "default".into()))),
         ..Default::default()
     });
+    // The kubelet does not check the certificate of an HTTPS probe: no client certificate is needed either.
+    let scheme = crate::certificates::backup_secret(cluster).map(|_| "HTTPS".to_string());
     let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(PORT), ..Default::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(PORT),
+            scheme: scheme.clone(),
+            ..Default::default()
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(3),
         ..Default::default()
@@ -419,7 +454,7 @@ pub fn condition(health: &BackupHealth) -> (bool, &'static str, String) {
 
 mod client;
 
-pub use client::{SidecarClient, SidecarError, ensure, newest_of, sidecar_exists, sidecar_url};
+pub use client::{Reach, SidecarClient, SidecarError, ensure, newest_of, sidecar_exists, sidecar_reach};
 
 #[cfg(test)]
 mod tests {
@@ -477,6 +512,47 @@ mod tests {
             Vec::<String>::new(),
             "a restricted namespace admits it"
         );
+    }
+
+    #[test]
+    fn with_client_tls_the_sidecar_serves_https_from_its_own_secret_and_says_so() {
+        let mut cluster = fixture("alpha", 3);
+        let plain = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        assert_eq!(serving_secret(&plain), None, "no TLS: plain HTTP");
+        cluster.spec.backup = Some(policy(pvc()));
+        cluster.spec.tls = Some(proto::cluster::TlsPolicy {
+            peer: None,
+            client: Some(Default::default()),
+            cluster_domain: proto::cluster::DEFAULT_CLUSTER_DOMAIN.into(),
+            certificate_duration: None,
+        });
+        let deployment = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        assert_eq!(serving_secret(&deployment).as_deref(), Some("alpha-tls-backup"), "generated, and found again");
+        let pod = deployment.spec.template.spec.clone().unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap();
+        assert!(args.contains(&format!("--tls-cert-file={BACKUP_TLS_DIR}/tls.crt")), "{args:?}");
+        assert!(args.contains(&format!("--tls-key-file={BACKUP_TLS_DIR}/tls.key")), "{args:?}");
+        let volume = pod.volumes.clone().unwrap().into_iter().find(|v| v.name == BACKUP_TLS_VOLUME).unwrap();
+        let secret = volume.secret.unwrap();
+        assert_eq!(secret.items, None, "the whole Secret, as a directory: renewals reach the files");
+        assert!(container.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == BACKUP_TLS_DIR));
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"), "probes over HTTPS: a plain one would fail");
+        }
+        assert_eq!(crate::security::restricted_violations(&pod), Vec::<String>::new());
+        // The user's own Secret, when named.
+        if let Some(client) = cluster.spec.tls.as_mut().and_then(|t| t.client.as_mut()) {
+            client.backup_secret_name = Some("my-backup-tls".into());
+        }
+        let deployment = sidecar_deployment(&cluster, &policy(pvc()), "sidecar:1");
+        assert_eq!(serving_secret(&deployment).as_deref(), Some("my-backup-tls"));
+        assert_eq!(
+            Reach::of("alpha", "ns", serving_secret(&deployment)),
+            Reach { url: "https://alpha-backup.ns.svc:19999".into(), ca_secret: Some("my-backup-tls".into()) }
+        );
+        assert_eq!(Reach::of("alpha", "ns", None).url, "http://alpha-backup.ns.svc:19999");
     }
 
     #[test]

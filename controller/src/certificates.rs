@@ -49,6 +49,8 @@ pub enum Purpose {
     Operator,
     /// A client certificate for applications.
     Application,
+    /// The backup sidecar's serving certificate for its HTTPS API.
+    Backup,
 }
 
 impl Purpose {
@@ -59,12 +61,13 @@ impl Purpose {
             Self::Server => "server",
             Self::Operator => "operator",
             Self::Application => "application",
+            Self::Backup => "backup",
         }
     }
 
     fn usage(self) -> Usage {
         match self {
-            Self::Peer | Self::Server => Usage::Member,
+            Self::Peer | Self::Server | Self::Backup => Usage::Member,
             Self::Operator | Self::Application => Usage::Client,
         }
     }
@@ -101,6 +104,11 @@ pub fn operator_secret(cluster: &EtcdCluster) -> Option<String> {
     used(cluster).into_iter().find(|u| u.purpose == Purpose::Operator).map(|u| u.secret)
 }
 
+/// The Secret of the backup sidecar's serving certificate, when client TLS is on and the cluster has backups.
+pub fn backup_secret(cluster: &EtcdCluster) -> Option<String> {
+    used(cluster).into_iter().find(|u| u.purpose == Purpose::Backup).map(|u| u.secret)
+}
+
 /// Every Secret `cluster`'s TLS uses, in a fixed order.
 pub fn used(cluster: &EtcdCluster) -> Vec<Used> {
     let name = cluster.name_any();
@@ -119,6 +127,9 @@ pub fn used(cluster: &EtcdCluster) -> Vec<Used> {
         used.push(either(Purpose::Operator, &client.operator_secret_name));
         if let Some(application) = &client.application_secret_name {
             used.push(Used { purpose: Purpose::Application, secret: application.clone(), generated: true });
+        }
+        if cluster.spec.backup.is_some() {
+            used.push(either(Purpose::Backup, &client.backup_secret_name));
         }
     }
     used
@@ -312,6 +323,7 @@ fn names_for(cluster: &EtcdCluster, purpose: Purpose) -> Vec<String> {
     match purpose {
         Purpose::Peer => names.peer,
         Purpose::Server => names.server,
+        Purpose::Backup => tls::backup_names(&crate::backup::sidecar_name(&name), &namespace, domain),
         Purpose::Operator | Purpose::Application => Vec::new(),
     }
 }
@@ -831,6 +843,7 @@ async fn issue_if_due(
                     Purpose::Peer | Purpose::Server => format!("{name} member"),
                     Purpose::Operator => "kube-etcd-controller".to_string(),
                     Purpose::Application => format!("{name} application"),
+                    Purpose::Backup => format!("{name} backup"),
                 };
                 let issued = tls::issue(signer, &common_name, &names, wanted.purpose.usage(), now, duration)
                     .map_err(|e| format!("issuing the certificate of Secret {}: {e}", wanted.secret))?;
@@ -968,7 +981,7 @@ pub fn judge(
                 let side = match used.purpose {
                     Purpose::Peer => Some(of(|t| &t.peer)),
                     Purpose::Operator => Some(of(|t| &t.client)),
-                    Purpose::Server | Purpose::Application => None,
+                    Purpose::Server | Purpose::Application | Purpose::Backup => None,
                 };
                 let refused_by = |signer: &str| match &side {
                     Some((bundle, running)) => {
@@ -1144,6 +1157,57 @@ mod tests {
             names(&given),
             vec![(Purpose::Server, "mine".into(), false), (Purpose::Operator, "mine-client".into(), false)]
         );
+        // With backups, the sidecar's serving certificate too: generated, or the Secret named.
+        let mut backed_up = generated();
+        backed_up.spec.backup =
+            Some(serde_json::from_value(serde_json::json!({ "storage": { "pvc": { "claimName": "b" } } })).unwrap());
+        assert_eq!(names(&backed_up).last(), Some(&(Purpose::Backup, "demo-tls-backup".into(), true)));
+        assert_eq!(backup_secret(&backed_up).as_deref(), Some("demo-tls-backup"));
+        let mut given = given.clone();
+        given.spec.backup = backed_up.spec.backup.clone();
+        if let Some(client) = given.spec.tls.as_mut().and_then(|t| t.client.as_mut()) {
+            client.backup_secret_name = Some("mine-backup".into());
+        }
+        assert_eq!(names(&given).last(), Some(&(Purpose::Backup, "mine-backup".into(), false)));
+        let mut peer_only = backed_up.clone();
+        peer_only.spec.tls.as_mut().unwrap().client = None;
+        assert_eq!(backup_secret(&peer_only), None, "the sidecar speaks HTTPS only where clients speak TLS");
+    }
+
+    #[test]
+    fn the_backup_certificate_covers_the_sidecar_service_and_is_checked_like_the_others() {
+        let mut c = generated();
+        c.spec.backup =
+            Some(serde_json::from_value(serde_json::json!({ "storage": { "pvc": { "claimName": "b" } } })).unwrap());
+        assert_eq!(
+            names_for(&c, Purpose::Backup),
+            [
+                "demo-backup",
+                "demo-backup.ns",
+                "demo-backup.ns.svc",
+                "demo-backup.ns.svc.cluster.local",
+                "localhost",
+                "127.0.0.1"
+            ]
+        );
+        let now = SystemTime::now();
+        let (ca, mut read) = issued_all(&c, now);
+        let seen = judge(&c, &read, &[], now);
+        let backup = seen.certificates.iter().find(|s| s.purpose == "backup").expect("in status");
+        assert_eq!((backup.problem.as_ref(), backup.generated), (None, true));
+        // One that does not cover the Service is refused in status; it holds no member step up.
+        let wrong = tls::issue(&ca, "x", &["elsewhere".to_string()], Usage::Member, now, DEFAULT_DURATION).unwrap();
+        let secret = owned(
+            &c,
+            "demo-tls-backup",
+            [(CERT_KEY, &wrong.cert_pem), (KEY_KEY, &wrong.key_pem), (CA_KEY, &ca.cert_pem)],
+        );
+        read.insert("demo-tls-backup".into(), Some(secret));
+        let seen = judge(&c, &read, &[], now);
+        let backup = seen.certificates.iter().find(|s| s.purpose == "backup").unwrap();
+        let problem = backup.problem.clone().expect("refused");
+        assert!(problem.contains("demo-backup.ns.svc"), "{problem}");
+        assert!(!holds_up("backup"), "a member's steps never wait for the sidecar's certificate");
     }
 
     #[test]

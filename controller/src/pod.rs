@@ -33,6 +33,8 @@ pub const DATA_DIR: &str = "/var/lib/etcd/data";
 const SNAPSHOT_DIR: &str = "/var/lib/etcd-restore";
 /// Where the restore finds the sidecar's bearer token.
 const RESTORE_TOKEN_DIR: &str = "/var/run/kube-etcd-controller/restore-token";
+/// Where the restore's fetch finds the CA bundle of an HTTPS sidecar's certificate.
+const RESTORE_CA_DIR: &str = "/var/run/kube-etcd-controller/restore-ca";
 /// Where a container's termination message is written (the Kubernetes default path).
 const TERMINATION_LOG: &str = "/dev/termination-log";
 /// How far a restore moves the revision on, so that watchers never see it go backwards (Kubernetes' own advice).
@@ -119,6 +121,8 @@ pub struct SeedRestore {
     pub source: String,
     /// Secret (key `token`) with the sidecar's bearer token, if it needs one.
     pub token_secret: Option<String>,
+    /// Secret whose `ca.crt` an `https://` sidecar's certificate is checked against (only that key is mounted).
+    pub ca_secret: Option<String>,
     /// The backup's name; `latest` only when read straight from storage, where the fetch resolves it.
     pub backup: String,
     /// The storage `source` names, when the backup is read from it without a sidecar: its volume or credentials.
@@ -691,6 +695,29 @@ fn restore_containers(
         });
         fetch_command.push(format!("--auth-token-file={RESTORE_TOKEN_DIR}/token"));
     }
+    if let Some(secret) = &restore.ca_secret {
+        // Only the CA bundle of the sidecar's serving Secret, never its key.
+        volumes.push(Volume {
+            name: "restore-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                    key: crate::tls::CA_KEY.into(),
+                    path: crate::tls::CA_KEY.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        fetch_mounts.push(VolumeMount {
+            name: "restore-ca".into(),
+            mount_path: RESTORE_CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        fetch_command.push(format!("--ca-file={RESTORE_CA_DIR}/{}", crate::tls::CA_KEY));
+    }
     let fetch = Container {
         name: FETCH_CONTAINER.into(),
         image: Some(restore.sidecar_image.clone()),
@@ -956,10 +983,40 @@ mod tests {
         SeedRestore {
             source: "http://src-backup.ns.svc:19999".into(),
             token_secret: Some("src-backup-token".into()),
+            ca_secret: None,
             backup: "src-20261125T000000.000Z-r42".into(),
             storage: None,
             sidecar_image: "sidecar:1".into(),
         }
+    }
+
+    #[test]
+    fn a_seed_fetching_from_an_https_sidecar_checks_it_with_only_the_ca_of_its_secret() {
+        let c = cluster("demo", 3);
+        let https = SeedRestore {
+            source: "https://src-backup.ns.svc:19999".into(),
+            ca_secret: Some("src-tls-backup".into()),
+            ..restore()
+        };
+        let join = Join::New { token: "t".into(), restore: Some(https) };
+        let spec = pod_of(&c, "demo-0000", &["demo-0000".into()], &join).spec.unwrap();
+        let fetch = &spec.init_containers.clone().unwrap()[0];
+        let command = fetch.command.clone().unwrap();
+        assert!(command.contains(&"--from=https://src-backup.ns.svc:19999".to_string()), "{command:?}");
+        assert!(command.contains(&format!("--ca-file={RESTORE_CA_DIR}/ca.crt")), "{command:?}");
+        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "restore-ca").expect("the CA volume");
+        let secret = volume.secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("src-tls-backup"));
+        let items: Vec<String> = secret.items.unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(items, ["ca.crt"], "never the sidecar's key");
+        assert!(fetch.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == RESTORE_CA_DIR));
+        // A plain sidecar: no CA.
+        let join = Join::New { token: "t".into(), restore: Some(restore()) };
+        let command = pod_of(&c, "demo-0000", &["demo-0000".into()], &join).spec.unwrap().init_containers.unwrap()[0]
+            .command
+            .clone()
+            .unwrap();
+        assert!(!command.iter().any(|a| a.starts_with("--ca-file")), "{command:?}");
     }
 
     #[test]
@@ -977,6 +1034,7 @@ mod tests {
         let from_s3 = SeedRestore {
             source: "s3://etcd-backups/ns/old".into(),
             token_secret: None,
+            ca_secret: None,
             backup: "latest".into(),
             storage: Some(Box::new(BackupStorage { pvc: None, s3: Some(s3) })),
             sidecar_image: "sidecar:1".into(),
@@ -1159,6 +1217,7 @@ mod tests {
         let from = |storage: BackupStorage| SeedRestore {
             source: "s3://b/p".into(),
             token_secret: Some("token".into()),
+            ca_secret: None,
             backup: "latest".into(),
             storage: Some(Box::new(storage)),
             sidecar_image: "sidecar:1".into(),

@@ -220,7 +220,14 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     };
     // The backup sidecar comes after the members' step, and its trouble never fails the reconcile: a stuck
     // sidecar must not hold up healing etcd. It is reported in `BackupReady` (and an event) instead.
-    let backup = match crate::backup::ensure(&ctx.client, &cluster, &ctx.sidecar_image, ctx.etcd_timeout).await {
+    let certificate_ready = observed
+        .certificates
+        .iter()
+        .filter(|c| c.purpose == crate::certificates::Purpose::Backup.as_str())
+        .all(|c| c.problem.is_none());
+    let ensured =
+        crate::backup::ensure(&ctx.client, &cluster, &ctx.sidecar_image, certificate_ready, ctx.etcd_timeout).await;
+    let backup = match ensured {
         Ok(health) => health,
         Err(error) => {
             let event = Event {

@@ -46,6 +46,19 @@ pub fn member_names(cluster: &str, namespace: &str, client_service: &str, cluste
     MemberNames { peer, server }
 }
 
+/// The names the backup sidecar's serving certificate covers: its Service `service` (short, with the namespace,
+/// `.svc`, and with `cluster_domain`), and `localhost` and `127.0.0.1`.
+pub fn backup_names(service: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{cluster_domain}"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
+}
+
 /// What a certificate is for, which sets its extended key usages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Usage {

@@ -140,7 +140,7 @@ impl EtcdClusterSpec {
 #[x_kube(cel, validation = Rule::new("!has(self.certificateDuration) || duration(self.certificateDuration) >= duration('10m')").message("spec.tls.certificateDuration must be at least 10m: a renewal must reach the pods well before the certificate it replaces expires"))]
 #[x_kube(validation = Rule::new("self.clusterDomain == oldSelf.clusterDomain").message("spec.tls.clusterDomain cannot change: the peers' certificates name it"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.peer) || (has(self.peer) && self.peer == oldSelf.peer)").message("spec.tls.peer cannot be removed or changed once set (turning peer TLS off, or moving to another Secret, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secret"))]
-#[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && self.client == oldSelf.client)").message("spec.tls.client cannot be removed or changed once set (turning client TLS off, or moving to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && has(self.client.secretName) == has(oldSelf.client.secretName) && (!has(self.client.secretName) || (self.client.secretName == oldSelf.client.secretName && self.client.operatorSecretName == oldSelf.client.operatorSecretName)))").message("spec.tls.client cannot be removed, nor its secretName or operatorSecretName changed, once set (turning client TLS off, or moving the members to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
 pub struct TlsPolicy {
     /// TLS between members, with mutual certificate authentication. Absent: peers talk plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +199,12 @@ pub struct ClientTls {
     /// `tls.key`, `ca.crt`), renewed like the members' (generated certificates only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_secret_name: Option<String>,
+    /// With `spec.backup`: a `kubernetes.io/tls` Secret the backup sidecar serves its API over HTTPS with,
+    /// covering `<cluster>-backup`, `.<namespace>`, `.svc`, `.svc.<clusterDomain>`, `localhost` and `127.0.0.1`;
+    /// clients of the API (the controller, restoring seeds) check it against its `ca.crt`. Absent: generated,
+    /// signed by the cluster's client CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_secret_name: Option<String>,
 }
 
 /// The claim each member gets, shaped after a StatefulSet's `volumeClaimTemplates` entry.

@@ -133,7 +133,7 @@ impl Sidecar {
         let state =
             AppState { engine: engine.clone(), token: token.map(Arc::from), members: Some(Arc::from("localhost")) };
         let task = tokio::spawn(async move {
-            let _ = serve(listener, state, std::future::pending()).await;
+            let _ = serve(listener, state, None, std::future::pending()).await;
         });
         Ok(Self { engine, base: format!("http://{addr}"), addr, task })
     }

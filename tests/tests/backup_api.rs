@@ -82,6 +82,7 @@ async fn round_trip(backend: Backend) {
         backup: "latest".into(),
         output: out.path().join("snapshot.db"),
         token: None,
+        ca: None,
         s3: storage.s3.clone(),
         seed_version: None,
     };
@@ -165,6 +166,7 @@ async fn v1_routes_require_the_token_health_and_metrics_do_not() {
         backup: "latest".into(),
         output: out.path().join("s.db"),
         token: None,
+        ca: None,
         s3: Default::default(),
         seed_version: None,
     };
@@ -350,6 +352,7 @@ async fn a_snapshot_larger_than_one_compression_block_round_trips() {
         backup: info.name.clone(),
         output: out.path().join("big.db"),
         token: None,
+        ca: None,
         s3: storage.s3.clone(),
         seed_version: None,
     };

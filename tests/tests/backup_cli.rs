@@ -67,6 +67,7 @@ async fn backup_once_prints_its_backup_skips_an_unchanged_cluster_and_applies_re
         backup: first.name.clone(),
         output: out.path().join("snapshot.db"),
         token: None,
+        ca: None,
         s3: Default::default(),
         seed_version: None,
     };

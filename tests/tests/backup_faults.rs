@@ -78,6 +78,7 @@ async fn corrupt_backup_is_refused(backend: Backend) {
             backup: info.name.clone(),
             output: out.path().join("member").join("snapshot.db"),
             token: None,
+            ca: None,
             s3: storage.s3.clone(),
             seed_version: None,
         };

@@ -1,5 +1,6 @@
 //! The sidecar against an etcd that serves TLS and requires client certificates (certificates made with openssl):
-//! through the library, and through the binary's `--etcd-ca`, `--etcd-cert` and `--etcd-key` flags.
+//! through the library, and through the binary's `--etcd-ca`, `--etcd-cert` and `--etcd-key` flags. And the sidecar's own API over
+//! HTTPS (`--tls-cert-file`, `--tls-key-file`), its certificate read again when it changes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -218,4 +219,130 @@ async fn backup_once_reaches_it_with_the_certificate_flags() {
     // A certificate without its key is a usage error.
     let half = run(flags(&["--etcd-ca", "--etcd-cert"])).await;
     assert_eq!(half.status.code(), Some(2), "{}", String::from_utf8_lossy(&half.stderr));
+}
+
+/// A client that trusts only the CA bundle at `ca` (never the system's roots).
+fn trusting(ca: &Path) -> reqwest::Client {
+    let roots = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::Client::builder().tls_certs_only(roots).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// Puts the server certificate and key of `from` (made by [`certificates`]) where the sidecar reads them, each
+/// written whole and renamed into place.
+fn install_pair(from: &Path, to: &Path) {
+    for (source, target) in [("server.crt", "tls.crt"), ("server.key", "tls.key")] {
+        let staged = to.join(format!(".{target}.new"));
+        std::fs::copy(from.join(source), &staged).unwrap();
+        std::fs::rename(&staged, to.join(target)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_api_serves_https_from_files_it_reads_again_when_they_change() {
+    use system_tests::etcd::EtcdServer;
+    use system_tests::sidecar::{Backend, SidecarProcess, TestStorage};
+    let etcd = EtcdServer::start().await.unwrap();
+    etcd.put_keys("/k/", 20, 10).await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let (first, second, serving) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    certificates(first.path());
+    certificates(second.path());
+    install_pair(first.path(), serving.path());
+    let token_file = serving.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let path = |name: &str| serving.path().join(name).to_str().unwrap().to_string();
+    let args = [
+        "--etcd-endpoints".to_string(),
+        etcd.client_url.clone(),
+        "--storage".into(),
+        storage.url.clone(),
+        "--cluster-name".into(),
+        "https".into(),
+        "--auth-token-file".into(),
+        path("token"),
+        "--tls-cert-file".into(),
+        path("tls.crt"),
+        "--tls-key-file".into(),
+        path("tls.key"),
+    ];
+    let sidecar = SidecarProcess::serve(&args).await.unwrap();
+    let https = sidecar.base.replacen("http://", "https://", 1);
+    let url = |p: &str| format!("{https}{p}");
+
+    // Over HTTPS, checked against its CA; the token is still required.
+    let client = trusting(&first.path().join("ca.crt"));
+    let anonymous = client.get(url("/v1/backups")).send().await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let taken = client.post(url("/v1/backups")).bearer_auth("t0ken").json(&serde_json::json!({})).send().await.unwrap();
+    assert!(taken.status().is_success(), "{}", taken.text().await.unwrap());
+    let info: proto::backup::BackupInfo = taken.json().await.unwrap();
+    assert!(client.get(url("/healthz")).send().await.unwrap().status().is_success());
+    // Plain HTTP is not served, and a client that does not trust its CA refuses it.
+    let plain = reqwest::get(sidecar.url("/healthz")).await;
+    assert!(!plain.is_ok_and(|r| r.status().is_success()), "plain HTTP is not served");
+    let stranger = trusting(&second.path().join("ca.crt")).get(url("/healthz")).send().await;
+    assert!(stranger.is_err(), "a certificate of another CA is refused: {stranger:?}");
+
+    // A restore fetches over HTTPS with the CA bundle, and refuses the sidecar without it.
+    let out = tempfile::tempdir().unwrap();
+    let request = backup_sidecar::restore::RestoreRequest {
+        from: https.clone(),
+        backup: info.name.clone(),
+        output: out.path().join("restored.db"),
+        token: Some("t0ken".into()),
+        ca: Some(std::fs::read(first.path().join("ca.crt")).unwrap()),
+        s3: S3Options::default(),
+        seed_version: None,
+    };
+    let restored = backup_sidecar::restore::restore(&request).await.unwrap();
+    assert_eq!(restored.revision, info.revision);
+    let unchecked = backup_sidecar::restore::RestoreRequest {
+        output: out.path().join("unchecked.db"),
+        ca: None,
+        ..request.clone()
+    };
+    let refused = backup_sidecar::restore::restore(&unchecked).await.expect_err("its CA is not a system root");
+    assert!(!unchecked.output.exists(), "nothing written: {refused}");
+
+    // A new certificate (of another CA) is served from the next connection on, without a restart.
+    install_pair(second.path(), serving.path());
+    let renewed = trusting(&second.path().join("ca.crt"));
+    let served = renewed.get(url("/healthz")).send().await;
+    assert!(served.is_ok_and(|r| r.status().is_success()), "the new certificate is served at once");
+    assert!(trusting(&first.path().join("ca.crt")).get(url("/healthz")).send().await.is_err(), "the old one is not");
+    // Files that cannot be used (a key that does not match): the last good pair is served meanwhile.
+    std::fs::copy(first.path().join("server.key"), serving.path().join("tls.key")).unwrap();
+    let kept = trusting(&second.path().join("ca.crt")).get(url("/healthz")).send().await;
+    assert!(kept.is_ok_and(|r| r.status().is_success()), "the last good certificate is served");
+}
+
+#[tokio::test]
+async fn the_sidecar_does_not_start_on_a_certificate_it_cannot_use() {
+    use system_tests::etcd::EtcdServer;
+    use system_tests::sidecar::{Backend, SidecarProcess, TestStorage};
+    let etcd = EtcdServer::start().await.unwrap();
+    let storage = TestStorage::new(Backend::File).await.unwrap();
+    let (first, second, serving) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    certificates(first.path());
+    certificates(second.path());
+    // The certificate of one pair with the key of the other.
+    std::fs::copy(first.path().join("server.crt"), serving.path().join("tls.crt")).unwrap();
+    std::fs::copy(second.path().join("server.key"), serving.path().join("tls.key")).unwrap();
+    let path = |name: &str| serving.path().join(name).to_str().unwrap().to_string();
+    let args = [
+        "--etcd-endpoints".to_string(),
+        etcd.client_url.clone(),
+        "--storage".into(),
+        storage.url.clone(),
+        "--cluster-name".into(),
+        "mismatch".into(),
+        "--tls-cert-file".into(),
+        path("tls.crt"),
+        "--tls-key-file".into(),
+        path("tls.key"),
+    ];
+    let error = SidecarProcess::serve(&args).await.err().expect("a key that does not match is refused at start");
+    assert!(error.to_string().contains("do not make a usable pair"), "{error:#}");
 }

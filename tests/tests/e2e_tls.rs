@@ -407,7 +407,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let shown = status(&api, CLUSTER).await;
     let certificates = shown["certificates"].as_array().cloned().unwrap_or_default();
     let purposes: Vec<&str> = certificates.iter().filter_map(|c| c["purpose"].as_str()).collect();
-    assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"], "{shown}");
+    assert_eq!(purposes, ["peer", "server", "operator", "application", "backup", "peer-ca", "client-ca"], "{shown}");
     assert!(certificates.iter().all(|c| c["notAfter"].is_string() && c["problem"].is_null()), "{certificates:?}");
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
     assert!(!shown.to_string().contains("PRIVATE KEY"));
@@ -557,7 +557,7 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     assert_eq!(condition(&shown, "CertificatesReady")["status"], "True", "{shown}");
     let purposes: Vec<&str> =
         shown["certificates"].as_array().into_iter().flatten().filter_map(|c| c["purpose"].as_str()).collect();
-    assert_eq!(purposes, ["peer", "server", "operator", "application", "peer-ca", "client-ca"], "{shown}");
+    assert_eq!(purposes, ["peer", "server", "operator", "application", "backup", "peer-ca", "client-ca"], "{shown}");
 
     // 4c. Upgraded one minor (3.5 -> 3.6) under a writer with the application certificate, in the restricted
     // namespace: the upgrade's backup taken over TLS, each member's container restarted on the new image, and the
@@ -589,9 +589,11 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let endpoint = format!("https://{}:2379", members[0].1);
     none_lost("upgrade", &endpoint, Some(app().await), &[("/tls/upgrade/", &upgraded)]).await;
 
-    // 5. A backup through the sidecar (TLS to etcd), restored into a new TLS cluster.
+    // 5. A backup through the sidecar (TLS to etcd, its own API over HTTPS), restored into a new TLS cluster (the
+    // seed's fetch checks the sidecar against the CA of its serving Secret).
     let taken = support::take_backup(&client, NS, CLUSTER).await;
     println!("backup over TLS: {} at revision {}", taken.name, taken.revision);
+    assert!(support::sidecar_refuses_plain_http(&client, NS, CLUSTER).await, "the sidecar's API is HTTPS only");
     let copy = serde_json::json!({
         "size": 1,
         "version": "3.6.16",
@@ -600,6 +602,14 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     });
     api.create(&PostParams::default(), &cluster("copy", copy)).await.unwrap();
     let copies = converged_tls(&client, &pods, "copy", "copy-app", 1, Duration::from_secs(180)).await;
+    let seed = pods.get(&copies[0].0).await.unwrap().spec.unwrap();
+    let fetch = seed.init_containers.unwrap_or_default().into_iter().find(|c| c.name == "fetch-backup");
+    let fetched_with = fetch.and_then(|c| c.command).unwrap_or_default();
+    assert!(
+        fetched_with.iter().any(|a| a.starts_with("--from=https://"))
+            && fetched_with.iter().any(|a| a.starts_with("--ca-file=")),
+        "the seed fetched over HTTPS, checking the sidecar: {fetched_with:?}"
+    );
     let copy_tls = tls_from_secret(&client, NS, "copy-app", &server_name("copy"), true).await;
     let mut etcd = tls_client(&format!("https://{}:2379", copies[0].1), copy_tls).await.unwrap();
     let got = etcd.get("/tls/hello", None).await.unwrap();

@@ -113,10 +113,12 @@ pub(super) async fn seed_source(
     let image =
         cluster.spec.backup.as_ref().and_then(|b| b.sidecar_image.clone()).unwrap_or_else(|| sidecar_image.into());
     if let Some(recovery) = cluster.status.as_ref().and_then(|s| s.recovery.as_ref()) {
-        let source = backup::sidecar_url(&name, &namespace);
+        let reach = backup::sidecar_reach(client, &namespace, &name).await?;
+        let source = reach.url;
         let restore = SeedRestore {
             source: source.clone(),
             token_secret: Some(backup::token_secret_name(&name)),
+            ca_secret: reach.ca_secret,
             backup: recovery.backup.clone(),
             storage: None,
             sidecar_image: image,
@@ -132,30 +134,35 @@ pub(super) async fn seed_source(
         let restore = SeedRestore {
             source: source.clone(),
             token_secret: None,
+            ca_secret: None,
             backup: spec.backup.clone(),
             storage: Some(Box::new(storage.clone())),
             sidecar_image: image,
         };
         return Ok(Some((restore, RestoredFrom { source, backup: spec.backup.clone(), revision: 0 })));
     }
-    let (sidecar, source, token_secret) = match (&spec.cluster, &spec.url) {
+    let (sidecar, source, token_secret, ca_secret) = match (&spec.cluster, &spec.url) {
         (Some(other), _) if !backup::sidecar_exists(client, &namespace, other).await? => {
             return Err(ActError::SeedSource(format!(
                 "spec.restore.cluster names {other}, which has no backup sidecar in namespace {namespace} (no \
                  EtcdCluster of that name with spec.backup); nothing was created"
             )));
         }
-        (Some(other), _) => (
-            SidecarClient::for_cluster(client, &namespace, other, timeout).await?,
-            backup::sidecar_url(other, &namespace),
-            Some(backup::token_secret_name(other)),
-        ),
+        (Some(other), _) => {
+            let reach = backup::sidecar_reach(client, &namespace, other).await?;
+            (
+                SidecarClient::for_cluster(client, &namespace, other, timeout).await?,
+                reach.url,
+                Some(backup::token_secret_name(other)),
+                reach.ca_secret,
+            )
+        }
         (None, Some(url)) => {
             let token = match &spec.token_secret {
                 Some(secret) => read_token(client, &namespace, secret).await?,
                 None => None,
             };
-            (SidecarClient::new(url.clone(), token, timeout)?, url.clone(), spec.token_secret.clone())
+            (SidecarClient::new(url.clone(), token, timeout)?, url.clone(), spec.token_secret.clone(), None)
         }
         (None, None) => {
             return Err(ActError::NoBackup("spec.restore names no cluster, url or storage".into()));
@@ -172,6 +179,7 @@ pub(super) async fn seed_source(
     let restore = SeedRestore {
         source: source.clone(),
         token_secret,
+        ca_secret,
         backup: info.name.clone(),
         storage: None,
         sidecar_image: image,

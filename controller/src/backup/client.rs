@@ -16,10 +16,13 @@ pub struct SidecarError {
 
 /// Writes the sidecar's Secret, Service and Deployment where missing or changed, or deletes them when the spec no
 /// longer asks for backups; then reads the sidecar's health. Returns `None` when the cluster has no backups.
+/// While its serving certificate cannot be used (`certificate_ready` false: status.certificates says why), a
+/// sidecar that would serve HTTPS is neither created nor changed: one that runs keeps serving as it does.
 pub async fn ensure(
     client: &kube::Client,
     cluster: &EtcdCluster,
     default_image: &str,
+    certificate_ready: bool,
     timeout: Duration,
 ) -> Result<Option<BackupHealth>, SidecarError> {
     let namespace = cluster.namespace().unwrap_or_default();
@@ -72,8 +75,17 @@ pub async fn ensure(
     let mut desired = sidecar_deployment(cluster, policy, default_image);
     let hash = spec_hash(&desired);
     let current = deployments.get_opt(&sidecar_name(&name)).await.map_err(err("reading deployment".into()))?;
+    let waits = crate::certificates::backup_secret(cluster).is_some() && !certificate_ready;
     let current = match current {
         Some(current) if current.annotations().get(SPEC_HASH) == Some(&hash) => current,
+        Some(current) if waits => current,
+        None if waits => {
+            return Ok(Some(BackupHealth::Starting {
+                why: "the backup sidecar waits for its serving certificate (status.certificates says what is wrong \
+                      with it)"
+                    .into(),
+            }));
+        }
         _ => {
             desired.annotations_mut().insert(SPEC_HASH.into(), hash);
             tracing::info!(deployment = %sidecar_name(&name), "applying the backup sidecar");
@@ -93,12 +105,53 @@ pub async fn ensure(
     let Some(ip) = service.spec.and_then(|s| s.cluster_ip).filter(|ip| ip != "None") else {
         return Ok(Some(BackupHealth::Unreachable { error: "its service has no cluster IP".into() }));
     };
-    Ok(Some(read_status(&format!("http://{ip}:{PORT}"), token.as_deref(), &secrets, &secret_name, timeout).await))
+    let token = match token {
+        Some(token) => Some(token),
+        None => secrets.get(&secret_name).await.ok().as_ref().and_then(secret_token),
+    };
+    let status =
+        match SidecarClient::at(&secrets, &name, &namespace, &ip, serving_secret(&current), token, timeout).await {
+            Ok(client) => client.status().await,
+            Err(error) => Err(error),
+        };
+    Ok(Some(match status {
+        Ok(status) => BackupHealth::Reported(Box::new(status)),
+        Err(error) => BackupHealth::Unreachable { error: error.to_string() },
+    }))
 }
 
-/// The URL pods reach a cluster's sidecar at (through cluster DNS).
-pub fn sidecar_url(cluster: &str, namespace: &str) -> String {
-    format!("http://{}.{namespace}.svc:{PORT}", sidecar_name(cluster))
+/// How pods reach a cluster's sidecar: its URL through cluster DNS, and when it serves HTTPS, the Secret whose
+/// `ca.crt` its certificate is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reach {
+    /// `http(s)://<cluster>-backup.<namespace>.svc:19999`.
+    pub url: String,
+    /// The sidecar's serving Secret (only its `ca.crt` is read); `None` for plain HTTP.
+    pub ca_secret: Option<String>,
+}
+
+impl Reach {
+    /// The sidecar of `cluster` in `namespace` serving with `secret` (HTTPS) or plain HTTP.
+    pub fn of(cluster: &str, namespace: &str, secret: Option<String>) -> Self {
+        let scheme = if secret.is_some() { "https" } else { "http" };
+        Self { url: format!("{scheme}://{}:{PORT}", sidecar_host(cluster, namespace)), ca_secret: secret }
+    }
+}
+
+/// The sidecar's Service name as its certificate covers it and pods resolve it.
+fn sidecar_host(cluster: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc", sidecar_name(cluster))
+}
+
+/// How pods reach the sidecar of `cluster` in `namespace` as its Deployment runs it now (HTTPS or not).
+pub async fn sidecar_reach(client: &kube::Client, namespace: &str, cluster: &str) -> Result<Reach, SidecarError> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let name = sidecar_name(cluster);
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(|source| SidecarError { op: format!("reading deployment {name}"), source: source.into() })?;
+    Ok(Reach::of(cluster, namespace, deployment.as_ref().and_then(serving_secret)))
 }
 
 /// A client of a backup sidecar's HTTP API, as the controller reaches it.
@@ -116,6 +169,40 @@ impl SidecarClient {
             .build()
             .map_err(|e| SidecarError { op: "building an HTTP client".into(), source: e.into() })?;
         Ok(Self { base, token, http })
+    }
+
+    /// A client of the sidecar of `cluster` at `ip` (its Service's): over HTTPS when it serves with Secret
+    /// `serving` (its certificate checked against that Secret's `ca.crt` for the Service's `.svc` name, dialled
+    /// at `ip`), else plain HTTP.
+    async fn at(
+        secrets: &Api<Secret>,
+        cluster: &str,
+        namespace: &str,
+        ip: &str,
+        serving: Option<String>,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, SidecarError> {
+        let Some(secret) = serving else { return Self::new(format!("http://{ip}:{PORT}"), token, timeout) };
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| SidecarError {
+            op: format!("reaching the backup sidecar of {cluster} over HTTPS (Secret {secret})"),
+            source,
+        };
+        let stored = secrets.get_opt(&secret).await.map_err(|e| failed(e.into()))?;
+        let ca = stored
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(crate::tls::CA_KEY))
+            .ok_or_else(|| failed(format!("Secret {secret} has no {}", crate::tls::CA_KEY).into()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&ca.0).map_err(|e| failed(e.into()))?;
+        let address: std::net::IpAddr = ip.parse().map_err(|e: std::net::AddrParseError| failed(e.into()))?;
+        let host = sidecar_host(cluster, namespace);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .tls_certs_only(roots)
+            .resolve(&host, std::net::SocketAddr::new(address, proto::backup::DEFAULT_PORT))
+            .build()
+            .map_err(|e| failed(e.into()))?;
+        Ok(Self { base: format!("https://{host}:{PORT}"), token, http })
     }
 
     /// The sidecar of cluster `cluster` in `namespace`, at its service's cluster IP, with its token.
@@ -136,7 +223,8 @@ impl SidecarClient {
         })?;
         let secret_name = token_secret_name(cluster);
         let token = secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
-        Self::new(format!("http://{ip}:{PORT}"), token.as_ref().and_then(secret_token), timeout)
+        let serving = sidecar_reach(client, namespace, cluster).await?.ca_secret;
+        Self::at(&secrets, cluster, namespace, &ip, serving, token.as_ref().and_then(secret_token), timeout).await
     }
 
     /// The backup named `name` (any cluster's in the sidecar's storage: a restore may name one on purpose), or for
@@ -216,27 +304,6 @@ impl SidecarClient {
 fn secret_token(secret: &Secret) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(TOKEN_KEY)?;
     String::from_utf8(bytes.0.clone()).ok().map(|t| t.trim().to_string())
-}
-
-async fn read_status(
-    base: &str,
-    token: Option<&str>,
-    secrets: &Api<Secret>,
-    secret_name: &str,
-    timeout: Duration,
-) -> BackupHealth {
-    let token = match token {
-        Some(token) => Some(token.to_string()),
-        None => secrets.get(secret_name).await.ok().as_ref().and_then(secret_token),
-    };
-    let status = match SidecarClient::new(base.to_string(), token, timeout) {
-        Ok(client) => client.status().await,
-        Err(error) => Err(error),
-    };
-    match status {
-        Ok(status) => BackupHealth::Reported(Box::new(status)),
-        Err(error) => BackupHealth::Unreachable { error: error.to_string() },
-    }
 }
 
 /// Whether cluster `cluster` in `namespace` has a backup sidecar (its Service).

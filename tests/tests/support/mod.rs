@@ -480,37 +480,63 @@ pub fn process_with(args: &[&str]) -> u32 {
     found[0]
 }
 
-/// The sidecar of `cluster` in `namespace` once it answers: its base URL and the `Authorization` header with its
-/// token (read from its Secret, as a person would).
-async fn sidecar_access(client: &Client, namespace: &str, cluster: &str) -> (String, String) {
+/// The sidecar of `cluster` in `namespace` once it answers: its base URL, the `Authorization` header with its
+/// token (read from its Secret, as a person would), and the curl options that reach it: when it serves HTTPS (as
+/// its Deployment says), its certificate checked against the `ca.crt` of its serving Secret for its Service's
+/// `.svc` name, dialled at the Service's cluster IP.
+async fn sidecar_access(client: &Client, namespace: &str, cluster: &str) -> (String, String, Vec<String>) {
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Secret, Service};
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let ((base, auth), _) = eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
-        let (services, secrets) = (services.clone(), secrets.clone());
-        async move {
-            let service = services.get_opt(&format!("{cluster}-backup")).await.unwrap()?;
-            let secret = secrets.get_opt(&format!("{cluster}-backup-token")).await.unwrap()?;
-            let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
-            Some((format!("http://{}:19999", service.spec?.cluster_ip?), format!("Authorization: Bearer {token}")))
-        }
-    })
-    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let ((base, auth, options), _) =
+        eventually("the backup sidecar's service and token", Duration::from_secs(60), || {
+            let (services, secrets, deployments) = (services.clone(), secrets.clone(), deployments.clone());
+            async move {
+                let name = format!("{cluster}-backup");
+                let service = services.get_opt(&name).await.unwrap()?;
+                let secret = secrets.get_opt(&format!("{cluster}-backup-token")).await.unwrap()?;
+                let token = String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?;
+                let ip = service.spec?.cluster_ip?;
+                let auth = format!("Authorization: Bearer {token}");
+                let deployment = deployments.get_opt(&name).await.unwrap()?;
+                let Some(serving) = controller::backup::serving_secret(&deployment) else {
+                    return Some((format!("http://{ip}:19999"), auth, Vec::new()));
+                };
+                let ca = secrets.get_opt(&serving).await.unwrap()?.data?.get("ca.crt")?.0.clone();
+                let file = std::env::temp_dir().join(format!("kec-e2e-{namespace}-{cluster}-backup-ca.crt"));
+                std::fs::write(&file, ca).unwrap();
+                let host = format!("{name}.{namespace}.svc");
+                let options = vec![
+                    "--cacert".to_string(),
+                    file.display().to_string(),
+                    "--resolve".into(),
+                    format!("{host}:19999:{ip}"),
+                ];
+                Some((format!("https://{host}:19999"), auth, options))
+            }
+        })
+        .await;
     eventually("the sidecar to be ready", Duration::from_secs(90), || {
-        let base = base.clone();
+        let (base, options) = (base.clone(), options.clone());
         async move {
-            let out = std::process::Command::new("curl").args(["-sf", &format!("{base}/readyz")]).output().ok()?;
+            let out = std::process::Command::new("curl")
+                .args(&options)
+                .args(["-sf", &format!("{base}/readyz")])
+                .output()
+                .ok()?;
             out.status.success().then_some(())
         }
     })
     .await;
-    (base, auth)
+    (base, auth, options)
 }
 
 /// Takes a backup of `cluster` in `namespace` through its sidecar's API with curl, as a person would, once the
 /// sidecar answers; the backup then appears first in the sidecar's list.
 pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupInfo {
-    let (base, auth) = sidecar_access(client, namespace, cluster).await;
+    let (base, auth, options) = sidecar_access(client, namespace, cluster).await;
     let url = format!("{base}/v1/backups");
     // The sidecar reaches etcd through the cluster's client Service, whose endpoints (and every node's kube-proxy
     // rules) trail the member pods' readiness by a moment: right after a cluster converged, the sidecar answers
@@ -518,6 +544,7 @@ pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> pro
     let deadline = Instant::now() + Duration::from_secs(60);
     let answer = loop {
         let out = std::process::Command::new("curl")
+            .args(&options)
             .args(["-sS", "--fail-with-body", "--max-time", "120", "-X", "POST", "-H", &auth, &url])
             .output()
             .unwrap();
@@ -540,8 +567,24 @@ pub async fn take_backup(client: &Client, namespace: &str, cluster: &str) -> pro
 
 /// The backups of `cluster` in `namespace`, as its sidecar lists them (newest first).
 pub async fn list_backups(client: &Client, namespace: &str, cluster: &str) -> proto::backup::BackupList {
-    let (base, auth) = sidecar_access(client, namespace, cluster).await;
-    serde_json::from_str(&curl(&["-H", &auth, &format!("{base}/v1/backups")])).unwrap()
+    let (base, auth, options) = sidecar_access(client, namespace, cluster).await;
+    let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
+    let url = format!("{base}/v1/backups");
+    args.extend(["-H", &auth, &url]);
+    serde_json::from_str(&curl(&args)).unwrap()
+}
+
+/// Whether `cluster`'s sidecar in `namespace` serves its API over HTTPS only: plain HTTP to its Service is not
+/// answered.
+pub async fn sidecar_refuses_plain_http(client: &Client, namespace: &str, cluster: &str) -> bool {
+    use k8s_openapi::api::core::v1::Service;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let ip = services.get(&format!("{cluster}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", &format!("http://{ip}:19999/readyz")])
+        .output()
+        .unwrap();
+    !out.status.success()
 }
 
 /// A node fault of the test bed (tests/e2e/fault.sh), undone when dropped, so that a failing test leaves every
