@@ -17,8 +17,12 @@ use tokio::net::TcpListener;
 
 /// How long a client may take over its TLS handshake before its connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections are given to finish at shutdown.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long open connections are given to finish at shutdown (under the pod's default grace period of 30 s).
+const DRAIN: Duration = Duration::from_secs(25);
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the files are looked at again, at most (handshakes in between use what was read).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// The certificate (`tls.crt`, with its chain) and key (`tls.key`) the API serves with.
 #[derive(Clone, Debug)]
@@ -54,45 +58,59 @@ fn load(files: &TlsFiles, provider: &rustls::crypto::CryptoProvider) -> Result<(
     Ok((both, Arc::new(certified)))
 }
 
-/// Serves the certificate the files hold at each handshake: read again each time (two small files), parsed again
-/// only when they changed, and the last good pair kept while they cannot be used (a Secret being written).
+/// Serves the certificate the files hold: read again at a handshake at most every [`RECHECK`] (two small files),
+/// parsed again only when they changed, and the last good pair kept while they cannot be used (a Secret being
+/// written).
 #[derive(Debug)]
 struct Reloading {
     files: TlsFiles,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    current: Mutex<(Vec<u8>, Arc<CertifiedKey>)>,
+    current: Mutex<Current>,
+}
+
+/// What [`Reloading`] serves: the files' bytes it was read from, the pair, and when the files were last looked at.
+#[derive(Debug)]
+struct Current {
+    read: Vec<u8>,
+    pair: Arc<CertifiedKey>,
+    checked: std::time::Instant,
 }
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.checked.elapsed() < RECHECK {
+            return Some(current.pair.clone());
+        }
+        current.checked = std::time::Instant::now();
         let read = |path: &Path| std::fs::read(path).ok();
         let unchanged = match (read(&self.files.cert), read(&self.files.key)) {
             (Some(mut cert), Some(key)) => {
                 cert.extend_from_slice(&key);
-                cert == current.0
+                cert == current.read
             }
             _ => true,
         };
         if !unchanged {
             match load(&self.files, &self.provider) {
-                Ok(loaded) => {
+                Ok((read, pair)) => {
                     tracing::info!(cert = %self.files.cert.display(), "serving a new certificate");
-                    *current = loaded;
+                    (current.read, current.pair) = (read, pair);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the certificate files changed and cannot be used yet: serving the last good ones")
                 }
             }
         }
-        Some(current.1.clone())
+        Some(current.pair.clone())
     }
 }
 
 /// The TLS settings of the API: `files` served, read again when they change. Fails when they cannot be used now.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let current = load(files, &provider)?;
+    let (read, pair) = load(files, &provider)?;
+    let current = Current { read, pair, checked: std::time::Instant::now() };
     let resolver = Reloading { files: files.clone(), provider: provider.clone(), current: Mutex::new(current) };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -135,7 +153,8 @@ pub async fn serve(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -144,7 +163,8 @@ pub async fn serve(
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {DRAIN:?}: closed");
+        // Their tasks end with the process.
+        tracing::warn!("connections still open after {DRAIN:?}: stopping without them");
     }
     Ok(())
 }

@@ -162,6 +162,9 @@ async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
             |why: String| RestoreError::Fetch { from: request.from.clone(), backup: request.backup.clone(), why };
         let url = format!("{}/v1/backups/{}", request.from.trim_end_matches('/'), request.backup);
         let mut http = reqwest::Client::builder();
+        if request.ca.is_some() && !request.from.starts_with("https://") {
+            return Err(fetch_error("a CA bundle is given for a sidecar reached over plain HTTP: use https://".into()));
+        }
         if let Some(ca) = &request.ca {
             let roots = reqwest::Certificate::from_pem_bundle(ca)
                 .map_err(|e| fetch_error(format!("the CA bundle cannot be read: {e}")))?;
@@ -172,7 +175,7 @@ async fn open_source(request: &RestoreRequest) -> Result<Source, RestoreError> {
         if let Some(token) = &request.token {
             get = get.bearer_auth(token);
         }
-        let response = get.send().await.map_err(|e| fetch_error(e.to_string()))?;
+        let response = get.send().await.map_err(|e| fetch_error(chain(&e)))?;
         if !response.status().is_success() {
             let status = response.status();
             let detail = match response.json::<ApiErrorBody>().await {
@@ -263,6 +266,18 @@ impl Write for HashingWriter {
 fn partial_path(output: &Path) -> PathBuf {
     let file_name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
     output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()))
+}
+
+/// An error with its causes, as a person needs them (a TLS failure is in a cause, not in reqwest's message).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

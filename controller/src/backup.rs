@@ -131,7 +131,7 @@ pub fn s3_credentials(s3: &S3Storage) -> Vec<EnvVar> {
 }
 
 /// The sidecar's command line after the binary's name.
-pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String> {
+pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool) -> Vec<String> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let mut args = vec![
@@ -168,13 +168,25 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy) -> Vec<String>
             format!("--etcd-key={OPERATOR_TLS_DIR}/tls.key"),
         ]);
     }
-    if crate::certificates::backup_secret(cluster).is_some() {
+    if https {
         args.extend([
             format!("--tls-cert-file={BACKUP_TLS_DIR}/tls.crt"),
             format!("--tls-key-file={BACKUP_TLS_DIR}/tls.key"),
         ]);
     }
     args
+}
+
+/// The longest time `policy`'s schedule leaves between two backups: its interval (`every`, default
+/// [`DEFAULT_BACKUP_EVERY`]), or for `cron` the longest gap among its next 64 runs. `None` when it cannot be read
+/// (the sidecar refuses it, and says so).
+pub fn longest_interval(policy: &BackupPolicy) -> Option<Duration> {
+    if let Some(cron) = &policy.cron {
+        let cron = <croner::Cron as std::str::FromStr>::from_str(cron).ok()?;
+        let runs: Vec<_> = cron.iter_after(chrono::Utc::now()).take(65).collect();
+        return runs.windows(2).filter_map(|pair| (pair[1] - pair[0]).to_std().ok()).max();
+    }
+    humantime::parse_duration(policy.every.as_deref().unwrap_or(DEFAULT_BACKUP_EVERY)).ok()
 }
 
 /// Where the sidecar finds its own serving certificate (the backup Secret) for HTTPS.
@@ -200,8 +212,21 @@ const OPERATOR_TLS_DIR: &str = "/etc/etcd/tls/operator";
 const SERVER_CA_DIR: &str = "/etc/etcd/tls/server-ca";
 
 /// The sidecar's Deployment: one replica, replaced (never two at once, so two never write the same storage),
-/// running as a non-root user, with its storage volume or credentials wired in.
+/// running as a non-root user, with its storage volume or credentials wired in; its API over HTTPS with client
+/// TLS.
 pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_image: &str) -> Deployment {
+    let https = crate::certificates::backup_secret(cluster).is_some();
+    sidecar_deployment_serving(cluster, policy, default_image, https)
+}
+
+/// [`sidecar_deployment`], its API over HTTPS only when `https` (and the spec asks for it).
+pub fn sidecar_deployment_serving(
+    cluster: &EtcdCluster,
+    policy: &BackupPolicy,
+    default_image: &str,
+    https: bool,
+) -> Deployment {
+    let serving = crate::certificates::backup_secret(cluster).filter(|_| https);
     let name = cluster.name_any();
     let mut mounts = vec![VolumeMount {
         name: "token".into(),
@@ -237,7 +262,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
             ),
         ];
         // Its own serving certificate, whole (the sidecar reads it again when it changes).
-        if let Some(backup) = crate::certificates::backup_secret(cluster) {
+        if let Some(backup) = serving.clone() {
             mounted.push((BACKUP_TLS_VOLUME, BACKUP_TLS_DIR, backup, None));
         }
         for (volume, dir, secret, items) in mounted {
@@ -287,7 +312,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         ..Default::default()
     });
     // The kubelet does not check the certificate of an HTTPS probe: no client certificate is needed either.
-    let scheme = crate::certificates::backup_secret(cluster).map(|_| "HTTPS".to_string());
+    let scheme = serving.as_ref().map(|_| "HTTPS".to_string());
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -304,7 +329,7 @@ pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_
         image: Some(policy.sidecar_image.clone().unwrap_or_else(|| default_image.to_string())),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["etcd-backup-sidecar".into()]),
-        args: Some(sidecar_args(cluster, policy)),
+        args: Some(sidecar_args(cluster, policy, serving.is_some())),
         env: Some(env),
         ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
         volume_mounts: Some(mounts),
@@ -542,6 +567,12 @@ mod tests {
             assert_eq!(get.scheme.as_deref(), Some("HTTPS"), "probes over HTTPS: a plain one would fail");
         }
         assert_eq!(crate::security::restricted_violations(&pod), Vec::<String>::new());
+        // Until its certificate can be used: everything else (TLS to etcd) rendered, its API not yet on HTTPS.
+        let waiting = sidecar_deployment_serving(&cluster, &policy(pvc()), "sidecar:1", false);
+        assert_eq!(serving_secret(&waiting), None);
+        let args = waiting.spec.template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.iter().any(|a| a.starts_with("--etcd-cert=")), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--tls-cert-file")), "{args:?}");
         // The user's own Secret, when named.
         if let Some(client) = cluster.spec.tls.as_mut().and_then(|t| t.client.as_mut()) {
             client.backup_secret_name = Some("my-backup-tls".into());

@@ -67,7 +67,10 @@ impl Purpose {
 
     fn usage(self) -> Usage {
         match self {
-            Self::Peer | Self::Server | Self::Backup => Usage::Member,
+            Self::Peer | Self::Server => Usage::Member,
+            // Server authentication only: the client CA signs it, and members take any certificate of that CA with
+            // client authentication as a client's.
+            Self::Backup => Usage::Server,
             Self::Operator | Self::Application => Usage::Client,
         }
     }

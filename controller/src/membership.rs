@@ -208,6 +208,7 @@ impl Membership {
                         seen_at: None,
                     })
                 }),
+                db_size: status.as_ref().map(|s| s.db_size()),
             });
         }
         for member in &mut members {

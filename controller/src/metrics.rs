@@ -1,16 +1,20 @@
 //! Prometheus metrics of the controller.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use proto::cluster::EtcdClusterStatus;
 
 use crate::build::BuildInfo;
 
@@ -21,44 +25,14 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
-/// Label of a cluster.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClusterLabel {
-    /// The cluster's name.
-    pub cluster: String,
-}
-
-/// Label of a phase.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabel {
-    /// The cluster's name.
-    pub cluster: String,
-    /// The phase.
-    pub phase: String,
-}
-
-/// Labels of a certificate.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertificateLabel {
-    /// The cluster's name.
-    pub cluster: String,
-    /// What it is for (`peer`, `server`, `operator`, `application`).
-    pub purpose: String,
-    /// Its Secret.
-    pub secret: String,
-}
-
 /// The controller's metrics.
 pub struct Metrics {
-    certificate_expiry: Family<CertificateLabel, Gauge>,
+    clusters: Arc<Clusters>,
     certificates_issued: Family<ReasonLabel, Counter>,
     registry: Mutex<Registry>,
     reconciles: Counter,
     failures: Family<ReasonLabel, Counter>,
     duration: Histogram,
-    members: Family<ClusterLabel, Gauge>,
-    ready: Family<ClusterLabel, Gauge>,
-    phase: Family<PhaseLabel, Gauge>,
     recoveries: Family<ReasonLabel, Counter>,
     abandoned: Counter,
     upgrade_steps: Family<StepLabel, Counter>,
@@ -83,12 +57,8 @@ impl Metrics {
             ("binary_sha256".to_string(), build.binary_sha256.clone()),
         ]);
         registry.register("build", "The running build", info);
-        let certificate_expiry = Family::<CertificateLabel, Gauge>::default();
-        registry.register(
-            "certificate_expiry_timestamp_seconds",
-            "When each certificate of a cluster's TLS expires (Unix time); absent while it cannot be read",
-            certificate_expiry.clone(),
-        );
+        let clusters = Arc::new(Clusters::default());
+        registry.register_collector(Box::new(clusters.clone()));
         let certificates_issued = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "certificates_issued",
@@ -101,12 +71,6 @@ impl Metrics {
         registry.register("reconcile_failures", "Failed reconciles by reason", failures.clone());
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
-        let members = Family::<ClusterLabel, Gauge>::default();
-        registry.register("members", "Voting members per cluster", members.clone());
-        let ready = Family::<ClusterLabel, Gauge>::default();
-        registry.register("ready_members", "Ready members per cluster", ready.clone());
-        let phase = Family::<PhaseLabel, Gauge>::default();
-        registry.register("cluster_phase", "1 for each cluster's current phase", phase.clone());
         let recoveries = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "recoveries",
@@ -135,16 +99,13 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(registry),
-            certificate_expiry,
+            clusters,
             certificates_issued,
             upgrade_steps,
             upgrade_duration,
             reconciles,
             failures,
             duration,
-            members,
-            ready,
-            phase,
             recoveries,
             abandoned,
         }
@@ -197,34 +158,14 @@ impl Metrics {
         self.failures.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
     }
 
-    /// Records a cluster's member counts and phase.
-    pub fn observe_cluster(&self, cluster: &str, status: &EtcdClusterStatus) {
-        for certificate in &status.certificates {
-            let label = CertificateLabel {
-                cluster: cluster.into(),
-                purpose: certificate.purpose.clone(),
-                secret: certificate.secret.clone(),
-            };
-            match &certificate.not_after {
-                Some(at) => {
-                    self.certificate_expiry.get_or_create(&label).set(at.0.as_second());
-                }
-                None => {
-                    self.certificate_expiry.remove(&label);
-                }
-            }
-        }
-        let label = ClusterLabel { cluster: cluster.into() };
-        self.members.get_or_create(&label).set(i64::from(status.size));
-        self.ready.get_or_create(&label).set(i64::from(status.ready_members));
-        for phase in
-            ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Recovering", "Upgrading", "Paused", "Invalid"]
-        {
-            let current = format!("{:?}", status.phase) == phase;
-            self.phase
-                .get_or_create(&PhaseLabel { cluster: cluster.into(), phase: phase.into() })
-                .set(i64::from(current));
-        }
+    /// Records what one reconcile saw of cluster `name` in `namespace`, replacing what was recorded before.
+    pub fn observe_cluster(&self, namespace: &str, name: &str, view: ClusterView) {
+        self.clusters.record(namespace, name, view);
+    }
+
+    /// Forgets every cluster for which `exists` (namespace, name) says no: the series of a deleted cluster go.
+    pub fn retain_clusters(&self, exists: impl Fn(&str, &str) -> bool) {
+        self.clusters.retain(exists);
     }
 
     /// A certificate or CA was generated (`reason` is the event's).
@@ -238,6 +179,323 @@ impl Metrics {
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// What the metrics say of one cluster, as one reconcile saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    /// `spec.size`.
+    pub desired_members: i64,
+    /// Voting members etcd lists.
+    pub members: i64,
+    /// Members whose pod is Ready.
+    pub ready_members: i64,
+    /// The leader's member ID, when one is known.
+    pub leader: Option<u64>,
+    /// Each member's database size in bytes, by member name, as it answered.
+    pub db_size: BTreeMap<String, i64>,
+    /// `spec.etcd.quotaBackendBytes`.
+    pub quota_bytes: i64,
+    /// Whether etcd has raised the NOSPACE alarm.
+    pub nospace: bool,
+    /// `status.phase`.
+    pub phase: String,
+    /// `status.conditions`: type and status (`True`, `False`, `Unknown`).
+    pub conditions: Vec<(String, String)>,
+    /// When the upgrade under way started (Unix time).
+    pub upgrade_started: Option<i64>,
+    /// Whether a recovery from lost quorum is under way.
+    pub recovering: bool,
+    /// Whether the controller waits for a person: quorum lost with no recovery it may start (policy `Manual`, no
+    /// usable backup).
+    pub waiting_for_person: bool,
+    /// The backup sidecar, when the cluster has backups.
+    pub backup: Option<BackupView>,
+    /// Each certificate: purpose, Secret and when it expires (Unix time), when it can be read.
+    pub certificates: Vec<(String, String, i64)>,
+}
+
+impl ClusterView {
+    /// The view of a cluster from one reconcile: its spec, what was observed, the action shown in status, the
+    /// backup sidecar's health and the status written.
+    pub fn of(
+        spec: &proto::cluster::EtcdClusterSpec,
+        observed: &crate::observe::Observed,
+        shown: &crate::plan::Action,
+        backup: Option<&crate::backup::BackupHealth>,
+        status: &proto::cluster::EtcdClusterStatus,
+    ) -> Self {
+        use crate::plan::{Action, Recovery, WaitReason};
+        let members = match &observed.etcd {
+            crate::observe::EtcdView::Members(members) => members.as_slice(),
+            crate::observe::EtcdView::Unreachable(_) => &[],
+        };
+        let automatic = matches!(Recovery::from_spec(spec), Recovery::Restore { .. });
+        let waiting_for_person = match shown {
+            Action::Wait(WaitReason::NoUsableBackup(_) | WaitReason::DataLost | WaitReason::RestoreRefused { .. }) => {
+                true
+            }
+            Action::Wait(WaitReason::QuorumLost { .. } | WaitReason::NoMemberAnswers(_)) => !automatic,
+            _ => false,
+        };
+        let seconds = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_second();
+        Self {
+            desired_members: i64::from(spec.size),
+            members: i64::from(status.size),
+            ready_members: i64::from(status.ready_members),
+            leader: members.iter().find(|m| m.leader).map(|m| m.id),
+            db_size: members.iter().filter_map(|m| Some((m.name.clone(), m.db_size?))).collect(),
+            quota_bytes: spec.etcd.quota_backend_bytes,
+            nospace: observed.alarms.iter().any(|(_, alarm)| alarm.eq_ignore_ascii_case("NOSPACE")),
+            phase: format!("{:?}", status.phase),
+            conditions: status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect(),
+            upgrade_started: status.upgrade.as_ref().and_then(|u| u.started_at.as_ref()).map(seconds),
+            recovering: status.recovery.is_some(),
+            waiting_for_person,
+            backup: spec.backup.as_ref().map(|policy| {
+                let reported = match backup {
+                    Some(crate::backup::BackupHealth::Reported(status)) => Some(status),
+                    _ => None,
+                };
+                BackupView {
+                    last_success: reported.and_then(|s| s.last_success_at).map(|at| at.timestamp()),
+                    consecutive_failures: reported.map_or(0, |s| i64::from(s.consecutive_failures)),
+                    interval_seconds: crate::backup::longest_interval(policy).map(|d| d.as_secs() as i64),
+                    reachable: reported.is_some(),
+                }
+            }),
+            certificates: status
+                .certificates
+                .iter()
+                .filter_map(|c| Some((c.purpose.clone(), c.secret.clone(), seconds(c.not_after.as_ref()?))))
+                .collect(),
+        }
+    }
+}
+
+/// What the metrics say of a cluster's backups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupView {
+    /// When the last backup succeeded (Unix time), as the sidecar says.
+    pub last_success: Option<i64>,
+    /// Backup attempts that failed in a row.
+    pub consecutive_failures: i64,
+    /// The longest time the schedule leaves between two backups, in seconds.
+    pub interval_seconds: Option<i64>,
+    /// Whether the sidecar's status could be read.
+    pub reachable: bool,
+}
+
+/// The phases a cluster can be in, each exported (1 for the current one, 0 for the others).
+const PHASES: [&str; 9] =
+    ["Creating", "Running", "Scaling", "Healing", "QuorumLost", "Recovering", "Upgrading", "Paused", "Invalid"];
+
+/// One cluster's recorded view, and the leader changes counted across views.
+#[derive(Clone, Debug, Default)]
+struct Recorded {
+    view: ClusterView,
+    /// The last leader known (a view without one keeps it).
+    last_leader: Option<u64>,
+    leader_changes: u64,
+}
+
+/// Every cluster's latest view, exported on each scrape with `namespace` and `cluster` labels: a cluster deleted
+/// is forgotten ([`Metrics::retain_clusters`]), and its series go with it.
+#[derive(Debug, Default)]
+struct Clusters(Mutex<BTreeMap<(String, String), Recorded>>);
+
+impl Clusters {
+    fn record(&self, namespace: &str, name: &str, view: ClusterView) {
+        let mut all = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recorded = all.entry((namespace.to_string(), name.to_string())).or_default();
+        // A leader change: another leader than the last one known (a view without a leader changes nothing).
+        if let (Some(before), Some(now)) = (recorded.last_leader, view.leader)
+            && before != now
+        {
+            recorded.leader_changes += 1;
+        }
+        if view.leader.is_some() {
+            recorded.last_leader = view.leader;
+        }
+        recorded.view = view;
+    }
+
+    fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut all = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.retain(|(namespace, name), _| exists(namespace, name));
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one gauge family.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let series: Vec<_> = series.into_iter().collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in &series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Clusters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let base = |(namespace, name): &(String, String)| -> Labels {
+            vec![("namespace", namespace.clone()), ("cluster", name.clone())]
+        };
+        let each = |value: fn(&Recorded) -> Option<i64>| {
+            all.iter().filter_map(move |(key, recorded)| Some((base(key), value(recorded)?))).collect::<Vec<_>>()
+        };
+        let with = |key: &(String, String), extra: Vec<(&'static str, String)>| {
+            let mut labels = base(key);
+            labels.extend(extra);
+            labels
+        };
+        let e = &mut encoder;
+        gauges(
+            e,
+            "cluster_desired_members",
+            "Members the spec asks for (spec.size)",
+            each(|r| Some(r.view.desired_members)),
+        )?;
+        gauges(e, "cluster_members", "Voting members etcd lists", each(|r| Some(r.view.members)))?;
+        gauges(e, "cluster_ready_members", "Members whose pod is Ready", each(|r| Some(r.view.ready_members)))?;
+        gauges(
+            e,
+            "cluster_quorum",
+            "Members a quorum needs (a majority of the voting members)",
+            each(|r| Some(r.view.members / 2 + 1)),
+        )?;
+        gauges(
+            e,
+            "cluster_leader",
+            "1 when a member leads, as etcd says",
+            each(|r| Some(i64::from(r.view.leader.is_some()))),
+        )?;
+        let changes: Vec<_> = all.iter().map(|(key, r)| (base(key), r.leader_changes)).collect();
+        if !changes.is_empty() {
+            let mut family = e.encode_descriptor(
+                "cluster_leader_changes",
+                "Leader changes the controller saw (another member leading than at its previous look)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, value) in &changes {
+                ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+            }
+        }
+        gauges(
+            e,
+            "member_db_size_bytes",
+            "Each member's database size, as it answered",
+            all.iter().flat_map(|(key, r)| {
+                r.view.db_size.iter().map(move |(member, size)| (with(key, vec![("member", member.clone())]), *size))
+            }),
+        )?;
+        gauges(
+            e,
+            "cluster_quota_bytes",
+            "The database size at which etcd raises NOSPACE (spec.etcd.quotaBackendBytes)",
+            each(|r| Some(r.view.quota_bytes)),
+        )?;
+        gauges(
+            e,
+            "cluster_nospace_alarm",
+            "1 while etcd's NOSPACE alarm is raised (writes refused)",
+            each(|r| Some(i64::from(r.view.nospace))),
+        )?;
+        gauges(
+            e,
+            "cluster_phase",
+            "1 for the cluster's current phase, 0 for the others",
+            all.iter().flat_map(|(key, r)| {
+                PHASES.iter().map(move |phase| {
+                    (with(key, vec![("phase", (*phase).to_string())]), i64::from(r.view.phase == *phase))
+                })
+            }),
+        )?;
+        gauges(
+            e,
+            "cluster_condition",
+            "1 for each condition's current status (True, False, Unknown), 0 for the others",
+            all.iter().flat_map(|(key, r)| {
+                r.view.conditions.iter().flat_map(move |(kind, status)| {
+                    ["True", "False", "Unknown"].into_iter().map(move |value| {
+                        let labels = with(key, vec![("type", kind.clone()), ("status", value.to_string())]);
+                        (labels, i64::from(status == value))
+                    })
+                })
+            }),
+        )?;
+        gauges(
+            e,
+            "cluster_upgrading",
+            "1 while an upgrade is under way",
+            each(|r| Some(i64::from(r.view.upgrade_started.is_some()))),
+        )?;
+        gauges(
+            e,
+            "cluster_upgrade_started_timestamp_seconds",
+            "When the upgrade under way started (Unix time)",
+            each(|r| r.view.upgrade_started),
+        )?;
+        gauges(
+            e,
+            "cluster_recovering",
+            "1 while a recovery from lost quorum is under way",
+            each(|r| Some(i64::from(r.view.recovering))),
+        )?;
+        gauges(
+            e,
+            "cluster_waiting_for_person",
+            "1 while quorum is lost and the controller may not recover on its own (policy Manual, no usable backup)",
+            each(|r| Some(i64::from(r.view.waiting_for_person))),
+        )?;
+        gauges(
+            e,
+            "backup_last_success_timestamp_seconds",
+            "When the cluster's last backup succeeded (Unix time), as its sidecar says",
+            each(|r| r.view.backup.as_ref()?.last_success),
+        )?;
+        gauges(
+            e,
+            "backup_consecutive_failures",
+            "Backup attempts that failed in a row, as the sidecar says",
+            each(|r| Some(r.view.backup.as_ref()?.consecutive_failures)),
+        )?;
+        gauges(
+            e,
+            "backup_interval_seconds",
+            "The longest time the backup schedule leaves between two backups",
+            each(|r| r.view.backup.as_ref()?.interval_seconds),
+        )?;
+        gauges(
+            e,
+            "backup_sidecar_reachable",
+            "1 when the backup sidecar's status could be read",
+            each(|r| Some(i64::from(r.view.backup.as_ref()?.reachable))),
+        )?;
+        gauges(
+            e,
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate of a cluster's TLS expires (Unix time); absent while it cannot be read",
+            all.iter().flat_map(|(key, r)| {
+                r.view.certificates.iter().map(move |(purpose, secret, at)| {
+                    (with(key, vec![("purpose", purpose.clone()), ("secret", secret.clone())]), *at)
+                })
+            }),
+        )?;
+        Ok(())
     }
 }
 
@@ -255,6 +513,88 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    fn view(members: i64, leader: Option<u64>) -> ClusterView {
+        ClusterView {
+            desired_members: 3,
+            members,
+            ready_members: members,
+            leader,
+            db_size: BTreeMap::from([("a-0000".to_string(), 4096)]),
+            quota_bytes: 2 << 30,
+            phase: "Running".into(),
+            conditions: vec![("Available".into(), "True".into())],
+            backup: Some(BackupView {
+                last_success: Some(1_700_000_000),
+                consecutive_failures: 0,
+                interval_seconds: Some(1800),
+                reachable: true,
+            }),
+            certificates: vec![("peer".into(), "a-tls-peer".into(), 1_800_000_000)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_cluster_is_exported_under_its_namespace_and_goes_when_it_is_deleted() {
+        let build = BuildInfo { version: "1", commit: "c", binary_sha256: "h".into() };
+        let metrics = Metrics::new(&build);
+        metrics.observe_cluster("one", "a", view(3, Some(7)));
+        metrics.observe_cluster("two", "a", view(1, None));
+        let text = metrics.encode();
+        for line in [
+            r#"etcd_controller_cluster_members{namespace="one",cluster="a"} 3"#,
+            r#"etcd_controller_cluster_members{namespace="two",cluster="a"} 1"#,
+            r#"etcd_controller_cluster_quorum{namespace="one",cluster="a"} 2"#,
+            r#"etcd_controller_cluster_leader{namespace="one",cluster="a"} 1"#,
+            r#"etcd_controller_cluster_leader{namespace="two",cluster="a"} 0"#,
+            r#"etcd_controller_member_db_size_bytes{namespace="one",cluster="a",member="a-0000"} 4096"#,
+            r#"etcd_controller_cluster_quota_bytes{namespace="one",cluster="a"} 2147483648"#,
+            r#"etcd_controller_cluster_phase{namespace="one",cluster="a",phase="Running"} 1"#,
+            r#"etcd_controller_cluster_phase{namespace="one",cluster="a",phase="Creating"} 0"#,
+            r#"etcd_controller_cluster_condition{namespace="one",cluster="a",type="Available",status="True"} 1"#,
+            r#"etcd_controller_cluster_condition{namespace="one",cluster="a",type="Available",status="False"} 0"#,
+            r#"etcd_controller_backup_last_success_timestamp_seconds{namespace="one",cluster="a"} 1700000000"#,
+            r#"etcd_controller_backup_interval_seconds{namespace="one",cluster="a"} 1800"#,
+            r#"etcd_controller_cluster_leader_changes_total{namespace="one",cluster="a"} 0"#,
+            r#"etcd_controller_certificate_expiry_timestamp_seconds{namespace="one",cluster="a",purpose="peer",secret="a-tls-peer"} 1800000000"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("cluster_upgrade_started_timestamp_seconds{"), "no upgrade, no series");
+        // A leader change is counted across views; a view without a leader is no change.
+        metrics.observe_cluster("one", "a", view(3, None));
+        metrics.observe_cluster("one", "a", view(3, Some(7)));
+        metrics.observe_cluster("one", "a", view(3, Some(9)));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"etcd_controller_cluster_leader_changes_total{namespace="one",cluster="a"} 1"#),
+            "{text}"
+        );
+        // Deleted: every series of that cluster goes, the other namespace's stays.
+        metrics.retain_clusters(|namespace, _| namespace == "two");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"namespace="one""#), "{text}");
+        assert!(text.contains(r#"etcd_controller_cluster_members{namespace="two",cluster="a"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn the_longest_gap_of_a_backup_schedule_is_its_interval_or_its_crons_longest() {
+        let policy = |every: Option<&str>, cron: Option<&str>| proto::cluster::BackupPolicy {
+            every: every.map(String::from),
+            cron: cron.map(String::from),
+            max_backups: None,
+            max_age: None,
+            storage: proto::cluster::BackupStorage { pvc: None, s3: None },
+            sidecar_image: None,
+        };
+        let longest = |p| crate::backup::longest_interval(&p).map(|d| d.as_secs());
+        assert_eq!(longest(policy(None, None)), Some(1800), "the default: 30m");
+        assert_eq!(longest(policy(Some("6h"), None)), Some(6 * 3600));
+        // Weekdays at 02:00: the weekend leaves three days.
+        assert_eq!(longest(policy(None, Some("0 2 * * 1-5"))), Some(3 * 24 * 3600));
+        assert_eq!(longest(policy(None, Some("not cron"))), None);
     }
 
     #[test]

@@ -167,6 +167,8 @@ pub struct Member {
     pub raft: (u64, u64),
     /// The etcd cluster it belongs to and the revision it has applied, as it reports them (when it answered).
     pub served: Option<proto::cluster::ServedRevision>,
+    /// Its database size in bytes, as it answered (`None`: it did not).
+    pub db_size: Option<i64>,
 }
 
 /// etcd as the controller could see it.

@@ -277,7 +277,8 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         &base,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    ctx.metrics.observe_cluster(&name, &status);
+    let view = crate::metrics::ClusterView::of(&cluster.spec, &observed, &shown, backup.as_ref(), &status);
+    ctx.metrics.observe_cluster(&cluster.namespace().unwrap_or_default(), &name, view);
     announce_transitions(&ctx.recorder, &cluster, &base, &status).await;
     if let Some(from) = &status.restored_from
         && base.restored_from.as_ref().is_some_and(|before| before.revision == 0 && from.revision != 0)

@@ -153,7 +153,22 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
     };
 
     let labelled = watcher::Config::default().labels(crate::labels::CLUSTER_LABEL);
-    Controller::new(clusters, watcher::Config::default())
+    let controller = Controller::new(clusters, watcher::Config::default());
+    // A deleted cluster is never reconciled again: its metrics are forgotten once the watch no longer has it.
+    let store = controller.store();
+    let forget = ctx.clone();
+    let sweeper = tokio::spawn(async move {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            forget.metrics.retain_clusters(|namespace, name| {
+                store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
+            });
+            tokio::time::sleep(METRICS_SWEEP).await;
+        }
+    });
+    controller
         .owns(pods, labelled.clone())
         .owns(services, labelled.clone())
         .owns(deployments, labelled)
@@ -165,6 +180,7 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
             }
         })
         .await;
+    sweeper.abort();
     if lost.is_cancelled() {
         // Exit non-zero: the pod restarts and becomes a candidate again.
         anyhow::bail!("lost the lease {}; another replica leads now", args.lease_name);
@@ -174,6 +190,9 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
     }
     Ok(())
 }
+
+/// How often the metrics of deleted clusters are looked for.
+const METRICS_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The name of the controller's Lease.
 pub const LEASE_NAME: &str = "kube-etcd-controller";

@@ -67,6 +67,9 @@ pub enum Usage {
     Member,
     /// A client's certificate (the controller, the backup sidecar, an application): client authentication only.
     Client,
+    /// A server's only (the backup sidecar's API): server authentication only, so that it is never taken as a
+    /// client's by members that trust its CA.
+    Server,
 }
 
 /// A certificate and its private key, PEM-encoded, and when it stops being valid.
@@ -175,6 +178,7 @@ pub fn issue(
     params.extended_key_usages = match usage {
         Usage::Member => vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth],
         Usage::Client => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Server => vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
     };
     params.use_authority_key_identifier_extension = true;
     let ca_key = rcgen::KeyPair::from_pem(&ca.key_pem)?;
@@ -368,7 +372,7 @@ pub fn check(
         }
     }
     let (eku, usage_name) = match usage {
-        Usage::Member => (webpki::KeyUsage::server_auth(), "server authentication"),
+        Usage::Member | Usage::Server => (webpki::KeyUsage::server_auth(), "server authentication"),
         Usage::Client => (webpki::KeyUsage::client_auth(), "client authentication"),
     };
     let mut signer = None;
@@ -462,6 +466,11 @@ mod tests {
         check(&secret(&client, &ca), &[], Usage::Client, now).unwrap();
         let refused = check(&secret(&client, &ca), &[], Usage::Member, now).unwrap_err();
         assert!(matches!(&refused[..], [Problem::Untrusted { usage: "server authentication", .. }]), "{refused:?}");
+        // A server-only certificate (the backup sidecar's) serves, and is never a client's.
+        let server = issue(&ca, "demo backup", &names.server, Usage::Server, now, 30 * DAY).unwrap();
+        check(&secret(&server, &ca), &names.server, Usage::Server, now).unwrap();
+        let refused = check(&secret(&server, &ca), &[], Usage::Client, now).unwrap_err();
+        assert!(matches!(&refused[..], [Problem::Untrusted { usage: "client authentication", .. }]), "{refused:?}");
         // A leaf never outlives its CA.
         let short_ca = new_ca("ns", "demo", now, 2 * DAY).unwrap();
         let capped = issue(&short_ca, "m", &names.peer, Usage::Member, now, 30 * DAY).unwrap();

@@ -26,6 +26,9 @@ fn refusal(doc: &Value) -> Option<String> {
     if !errors.is_empty() {
         return Some(errors.join("; "));
     }
+    if let Err(e) = proto::cluster::EtcdClusterSpec::validate_cel(&doc["spec"], None) {
+        return Some(format!("{e:?}"));
+    }
     if let Some(backup) = doc["spec"].get("backup") {
         if let Err(e) = BackupPolicy::validate_cel(backup, None) {
             return Some(format!("{e:?}"));
@@ -95,6 +98,7 @@ fn every_invalid_example_is_refused_with_a_useful_message() {
         ("bad-quantity.yaml", "does not match"),
         ("tls-short-duration.yaml", "certificateDuration must be at least 10m"),
         ("tls-server-without-operator.yaml", "set secretName and operatorSecretName together"),
+        ("tls-own-secrets-backup-without-its-certificate.yaml", "name the backup sidecar's serving certificate too"),
     ];
     let dir = example_dir().join("invalid");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();

@@ -39,6 +39,7 @@ pub const DEFAULT_BACKUP_EVERY: &str = "30m";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(cel, validation = Rule::new("!has(oldSelf.storage) || has(self.storage)").message("spec.storage cannot be removed once set: the members keep their data on their claims"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.tls) || !has(self.tls.client) || !has(self.tls.client.secretName) || has(self.tls.client.backupSecretName)").message("with your own client Secrets (spec.tls.client.secretName) and backups, name the backup sidecar's serving certificate too (spec.tls.client.backupSecretName, signed by your CA): the controller has no key of your CA to sign one"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.tls) || has(self.tls)").message("spec.tls cannot be removed: turning TLS off for a running cluster is not supported yet"))]
 #[x_kube(validation = Rule::new("(has(self.tls) && has(self.tls.peer)) == (has(oldSelf.tls) && has(oldSelf.tls.peer)) && (has(self.tls) && has(self.tls.client)) == (has(oldSelf.tls) && has(oldSelf.tls.client)) || has(self.storage) || self.size >= 3").message("turning TLS on for a running cluster restarts every member, and a member on an emptyDir is replaced, which needs three members: set spec.storage or grow the cluster to three first"))]
 pub struct EtcdClusterSpec {
@@ -140,7 +141,7 @@ impl EtcdClusterSpec {
 #[x_kube(cel, validation = Rule::new("!has(self.certificateDuration) || duration(self.certificateDuration) >= duration('10m')").message("spec.tls.certificateDuration must be at least 10m: a renewal must reach the pods well before the certificate it replaces expires"))]
 #[x_kube(validation = Rule::new("self.clusterDomain == oldSelf.clusterDomain").message("spec.tls.clusterDomain cannot change: the peers' certificates name it"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.peer) || (has(self.peer) && self.peer == oldSelf.peer)").message("spec.tls.peer cannot be removed or changed once set (turning peer TLS off, or moving to another Secret, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secret"))]
-#[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && has(self.client.secretName) == has(oldSelf.client.secretName) && (!has(self.client.secretName) || (self.client.secretName == oldSelf.client.secretName && self.client.operatorSecretName == oldSelf.client.operatorSecretName)))").message("spec.tls.client cannot be removed, nor its secretName or operatorSecretName changed, once set (turning client TLS off, or moving the members to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.client) || (has(self.client) && has(self.client.secretName) == has(oldSelf.client.secretName) && (!has(self.client.secretName) || (self.client.secretName == oldSelf.client.secretName && self.client.operatorSecretName == oldSelf.client.operatorSecretName)) && has(self.client.applicationSecretName) == has(oldSelf.client.applicationSecretName) && (!has(self.client.applicationSecretName) || self.client.applicationSecretName == oldSelf.client.applicationSecretName))").message("spec.tls.client cannot be removed, nor its secretName, operatorSecretName or applicationSecretName changed, once set (backupSecretName may) (turning client TLS off, or moving the members to other Secrets, is not supported yet): renew certificates, or change a CA in three steps (README: Changing a CA), by updating the contents of the Secrets"))]
 pub struct TlsPolicy {
     /// TLS between members, with mutual certificate authentication. Absent: peers talk plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,10 +200,10 @@ pub struct ClientTls {
     /// `tls.key`, `ca.crt`), renewed like the members' (generated certificates only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_secret_name: Option<String>,
-    /// With `spec.backup`: a `kubernetes.io/tls` Secret the backup sidecar serves its API over HTTPS with,
-    /// covering `<cluster>-backup`, `.<namespace>`, `.svc`, `.svc.<clusterDomain>`, `localhost` and `127.0.0.1`;
-    /// clients of the API (the controller, restoring seeds) check it against its `ca.crt`. Absent: generated,
-    /// signed by the cluster's client CA.
+    /// With `spec.backup`: a `kubernetes.io/tls` Secret the backup sidecar serves its API over HTTPS with
+    /// (server authentication), covering `<cluster>-backup`, `.<namespace>`, `.svc`, `.svc.<clusterDomain>`,
+    /// `localhost` and `127.0.0.1`; clients of the API (the controller, restoring seeds) check it against its
+    /// `ca.crt`. Required with `secretName`; absent: generated, signed by the cluster's client CA. May change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_secret_name: Option<String>,
 }

@@ -279,8 +279,9 @@ async fn the_api_serves_https_from_files_it_reads_again_when_they_change() {
     let info: proto::backup::BackupInfo = taken.json().await.unwrap();
     assert!(client.get(url("/healthz")).send().await.unwrap().status().is_success());
     // Plain HTTP is not served, and a client that does not trust its CA refuses it.
+    // (The connection is taken, and closed on the plain request: no answer, not a refused connection.)
     let plain = reqwest::get(sidecar.url("/healthz")).await;
-    assert!(!plain.is_ok_and(|r| r.status().is_success()), "plain HTTP is not served");
+    assert!(plain.as_ref().is_err_and(|e| !e.is_connect() && !e.is_timeout()), "plain HTTP is not served: {plain:?}");
     let stranger = trusting(&second.path().join("ca.crt")).get(url("/healthz")).send().await;
     assert!(stranger.is_err(), "a certificate of another CA is refused: {stranger:?}");
 
@@ -303,13 +304,29 @@ async fn the_api_serves_https_from_files_it_reads_again_when_they_change() {
         ..request.clone()
     };
     let refused = backup_sidecar::restore::restore(&unchecked).await.expect_err("its CA is not a system root");
+    assert!(refused.to_string().contains("certificate"), "refused for its certificate: {refused}");
     assert!(!unchecked.output.exists(), "nothing written: {refused}");
+    let plain = backup_sidecar::restore::RestoreRequest {
+        from: sidecar.base.clone(),
+        output: out.path().join("plain.db"),
+        ..request.clone()
+    };
+    let refused = backup_sidecar::restore::restore(&plain).await.expect_err("a CA bundle means HTTPS");
+    assert!(refused.to_string().contains("use https://"), "{refused}");
 
     // A new certificate (of another CA) is served from the next connection on, without a restart.
     install_pair(second.path(), serving.path());
+    // (The files are looked at again at most once a second.)
     let renewed = trusting(&second.path().join("ca.crt"));
-    let served = renewed.get(url("/healthz")).send().await;
-    assert!(served.is_ok_and(|r| r.status().is_success()), "the new certificate is served at once");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let served = renewed.get(url("/healthz")).send().await;
+        if served.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the new certificate is served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(trusting(&first.path().join("ca.crt")).get(url("/healthz")).send().await.is_err(), "the old one is not");
     // Files that cannot be used (a key that does not match): the last good pair is served meanwhile.
     std::fs::copy(first.path().join("server.key"), serving.path().join("tls.key")).unwrap();

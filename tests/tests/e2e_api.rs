@@ -68,6 +68,7 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         ("bad-quantity.yaml", "spec.pod.resources.requests.cpu in body should match"),
         ("tls-short-duration.yaml", "spec.tls.certificateDuration must be at least 10m"),
         ("tls-server-without-operator.yaml", "set secretName and operatorSecretName together"),
+        ("tls-own-secrets-backup-without-its-certificate.yaml", "name the backup sidecar's serving certificate too"),
     ];
     let files = std::fs::read_dir(example("invalid")).unwrap().count();
     assert_eq!(files, expected.len(), "every invalid example has an expectation");
@@ -112,6 +113,10 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
         (serde_json::json!({ "spec": { "tls": { "peer": null } } }), "spec.tls.peer cannot be removed"),
         (serde_json::json!({ "spec": { "tls": { "peer": { "secretName": "other" } } } }), "spec.tls.peer cannot"),
         (serde_json::json!({ "spec": { "tls": { "clusterDomain": "example.org" } } }), "clusterDomain cannot change"),
+        (
+            serde_json::json!({ "spec": { "tls": { "client": { "applicationSecretName": "other" } } } }),
+            "spec.tls.client cannot be removed, nor its secretName, operatorSecretName or applicationSecretName",
+        ),
     ] {
         let error = api.patch(&name, &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("refused");
         let kube::Error::Api(status) = error else { panic!("{change}: {error}") };
@@ -119,6 +124,10 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     }
     let grow = serde_json::json!({ "spec": { "size": 5 } });
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&grow)).await.expect("other changes go through");
+    let backup_secret = serde_json::json!({ "spec": { "tls": { "client": { "backupSecretName": "my-backup-tls" } } } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&backup_secret))
+        .await
+        .expect("the backup sidecar's serving Secret may change");
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     let plain: DynamicObject = load(&example("example-etcd-cluster.yaml"));
     let stored = api.create(&PostParams::default(), &plain).await.unwrap();

@@ -201,24 +201,33 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         members.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["example-etcd-cluster-0000", "example-etcd-cluster-0001", "example-etcd-cluster-0002"]
     );
-    // 3. The controller's metrics say what it sees.
+    // 3. The controller's metrics say what it sees, labelled by namespace and cluster.
+    let key = format!("namespace=\"{NS}\",cluster=\"{CLUSTER}\"");
     let (scraped, _) = eventually("the controller's metrics to show the cluster", Duration::from_secs(60), || {
-        let url = metrics_url.clone();
+        let (url, key) = (metrics_url.clone(), key.clone());
         async move {
             let text = curl(&[&url]);
-            let members = sample(&text, &format!("etcd_controller_members{{cluster=\"{CLUSTER}\"}}"))?;
-            let ready = sample(&text, &format!("etcd_controller_ready_members{{cluster=\"{CLUSTER}\"}}"))?;
-            let running =
-                sample(&text, &format!("etcd_controller_cluster_phase{{cluster=\"{CLUSTER}\",phase=\"Running\"}}"))?;
-            (members == "3" && ready == "3" && running == "1").then_some(text)
+            let members = sample(&text, &format!("etcd_controller_cluster_members{{{key}}}"))?;
+            let ready = sample(&text, &format!("etcd_controller_cluster_ready_members{{{key}}}"))?;
+            let running = sample(&text, &format!("etcd_controller_cluster_phase{{{key},phase=\"Running\"}}"))?;
+            let leader = sample(&text, &format!("etcd_controller_cluster_leader{{{key}}}"))?;
+            (members == "3" && ready == "3" && running == "1" && leader == "1").then_some(text)
         }
     })
     .await;
     let reconciles: u64 = sample(&scraped, "etcd_controller_reconciles_total").unwrap().parse().unwrap();
     assert!(reconciles > 0, "{scraped}");
-    let creating =
-        sample(&scraped, &format!("etcd_controller_cluster_phase{{cluster=\"{CLUSTER}\",phase=\"Creating\"}}"));
+    let creating = sample(&scraped, &format!("etcd_controller_cluster_phase{{{key},phase=\"Creating\"}}"));
     assert_eq!(creating, Some("0"), "one phase at a time");
+    assert_eq!(sample(&scraped, &format!("etcd_controller_cluster_quorum{{{key}}}")), Some("2"), "{scraped}");
+    assert_eq!(sample(&scraped, &format!("etcd_controller_cluster_quota_bytes{{{key}}}")), Some("2147483648"));
+    let available = format!("etcd_controller_cluster_condition{{{key},type=\"Available\",status=\"True\"}}");
+    assert_eq!(sample(&scraped, &available), Some("1"), "{scraped}");
+    for (member, _) in &members {
+        let series = format!("etcd_controller_member_db_size_bytes{{{key},member=\"{member}\"}}");
+        let size: i64 = sample(&scraped, &series).unwrap_or_else(|| panic!("{series} in {scraped}")).parse().unwrap();
+        assert!(size > 0, "{series} {size}");
+    }
 
     // The NetworkPolicies, written with the shipped RBAC: peers from members only, clients and the sidecar's API
     // from the controller's namespace (the pod's own, from the downward API) among others.
@@ -563,6 +572,17 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     })
     .await;
     println!("destroy: pods, services and sidecar gone {:.1} s after the delete", took.as_secs_f64());
+    // The deleted clusters' series go from the controller's metrics.
+    let running = controller_pod(&client).await;
+    let metrics_url = format!("http://{}:8080/metrics", running.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
+    eventually("the deleted clusters' metrics to go", Duration::from_secs(60), || {
+        let url = metrics_url.clone();
+        async move {
+            let text = curl(&[&url]);
+            (!text.contains(&format!("namespace=\"{NS}\""))).then_some(())
+        }
+    })
+    .await;
     let manifests = published_manifests(backups.path());
     assert!(manifests.len() >= 2, "the scheduled and the triggered backup outlive the cluster: {manifests:?}");
 

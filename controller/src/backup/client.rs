@@ -16,8 +16,11 @@ pub struct SidecarError {
 
 /// Writes the sidecar's Secret, Service and Deployment where missing or changed, or deletes them when the spec no
 /// longer asks for backups; then reads the sidecar's health. Returns `None` when the cluster has no backups.
-/// While its serving certificate cannot be used (`certificate_ready` false: status.certificates says why), a
-/// sidecar that would serve HTTPS is neither created nor changed: one that runs keeps serving as it does.
+/// With client TLS the sidecar serves its API over HTTPS once its serving certificate can be used
+/// (`certificate_ready`; status.certificates says what is wrong otherwise), and never goes back to plain HTTP:
+/// until then none is created, one serving plain HTTP is changed in everything else, and one serving HTTPS is
+/// left as it runs (never rolled onto a certificate it cannot use). The controller never sends the sidecar's token
+/// in clear to a cluster whose spec asks for TLS.
 pub async fn ensure(
     client: &kube::Client,
     cluster: &EtcdCluster,
@@ -72,14 +75,15 @@ pub async fn ensure(
             .map_err(err(format!("applying service {}", sidecar_name(&name))))?,
     };
 
-    let mut desired = sidecar_deployment(cluster, policy, default_image);
-    let hash = spec_hash(&desired);
     let current = deployments.get_opt(&sidecar_name(&name)).await.map_err(err("reading deployment".into()))?;
-    let waits = crate::certificates::backup_secret(cluster).is_some() && !certificate_ready;
+    let asked = crate::certificates::backup_secret(cluster).is_some();
+    let serves_https = current.as_ref().and_then(serving_secret).is_some();
+    let mut desired = sidecar_deployment_serving(cluster, policy, default_image, asked && certificate_ready);
+    let hash = spec_hash(&desired);
     let current = match current {
         Some(current) if current.annotations().get(SPEC_HASH) == Some(&hash) => current,
-        Some(current) if waits => current,
-        None if waits => {
+        Some(current) if asked && !certificate_ready && serves_https => current,
+        None if asked && !certificate_ready => {
             return Ok(Some(BackupHealth::Starting {
                 why: "the backup sidecar waits for its serving certificate (status.certificates says what is wrong \
                       with it)"
@@ -109,11 +113,21 @@ pub async fn ensure(
         Some(token) => Some(token),
         None => secrets.get(&secret_name).await.ok().as_ref().and_then(secret_token),
     };
-    let status =
-        match SidecarClient::at(&secrets, &name, &namespace, &ip, serving_secret(&current), token, timeout).await {
-            Ok(client) => client.status().await,
-            Err(error) => Err(error),
-        };
+    let status = match SidecarClient::at(
+        &secrets,
+        &name,
+        &namespace,
+        &ip,
+        asked,
+        serving_secret(&current),
+        token,
+        timeout,
+    )
+    .await
+    {
+        Ok(client) => client.status().await,
+        Err(error) => Err(error),
+    };
     Ok(Some(match status {
         Ok(status) => BackupHealth::Reported(Box::new(status)),
         Err(error) => BackupHealth::Unreachable { error: error.to_string() },
@@ -143,15 +157,42 @@ fn sidecar_host(cluster: &str, namespace: &str) -> String {
     format!("{}.{namespace}.svc", sidecar_name(cluster))
 }
 
-/// How pods reach the sidecar of `cluster` in `namespace` as its Deployment runs it now (HTTPS or not).
+/// How pods reach the sidecar of `cluster` in `namespace` as its Deployment runs it now: HTTPS, with a Secret
+/// that holds the `ca.crt` to check it against; or plain HTTP, refused when that cluster's spec asks for TLS (its
+/// token is never sent in clear: the sidecar serves HTTPS once its certificate can be used).
 pub async fn sidecar_reach(client: &kube::Client, namespace: &str, cluster: &str) -> Result<Reach, SidecarError> {
+    let failed = |op: String| move |source: kube::Error| SidecarError { op, source: source.into() };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = sidecar_name(cluster);
-    let deployment = deployments
-        .get_opt(&name)
+    let deployment = deployments.get_opt(&name).await.map_err(failed(format!("reading deployment {name}")))?;
+    let serving = deployment.as_ref().and_then(serving_secret);
+    let asked = clusters
+        .get_opt(cluster)
         .await
-        .map_err(|source| SidecarError { op: format!("reading deployment {name}"), source: source.into() })?;
-    Ok(Reach::of(cluster, namespace, deployment.as_ref().and_then(serving_secret)))
+        .map_err(failed(format!("reading EtcdCluster {cluster}")))?
+        .is_some_and(|c| crate::certificates::backup_secret(&c).is_some());
+    let refused =
+        |why: String| SidecarError { op: format!("reaching the backup sidecar of {cluster}"), source: why.into() };
+    match &serving {
+        None if asked => {
+            return Err(refused(
+                "it does not serve HTTPS yet (its certificate cannot be used: see that cluster's \
+                 status.certificates), and its token is not sent in clear"
+                    .into(),
+            ));
+        }
+        // A seed mounts the Secret's ca.crt alone: a Secret without it would never let the pod start.
+        Some(secret) => {
+            let stored = secrets.get_opt(secret).await.map_err(failed(format!("reading Secret {secret}")))?;
+            if !stored.and_then(|s| s.data).is_some_and(|d| d.contains_key(crate::tls::CA_KEY)) {
+                return Err(refused(format!("its serving Secret {secret} has no {}", crate::tls::CA_KEY)));
+            }
+        }
+        None => {}
+    }
+    Ok(Reach::of(cluster, namespace, serving))
 }
 
 /// A client of a backup sidecar's HTTP API, as the controller reaches it.
@@ -173,17 +214,30 @@ impl SidecarClient {
 
     /// A client of the sidecar of `cluster` at `ip` (its Service's): over HTTPS when it serves with Secret
     /// `serving` (its certificate checked against that Secret's `ca.crt` for the Service's `.svc` name, dialled
-    /// at `ip`), else plain HTTP.
+    /// at `ip`), else plain HTTP, unless HTTPS is `required` (the cluster asks for TLS: the token is never sent in
+    /// clear).
+    #[allow(clippy::too_many_arguments)]
     async fn at(
         secrets: &Api<Secret>,
         cluster: &str,
         namespace: &str,
         ip: &str,
+        required: bool,
         serving: Option<String>,
         token: Option<String>,
         timeout: Duration,
     ) -> Result<Self, SidecarError> {
-        let Some(secret) = serving else { return Self::new(format!("http://{ip}:{PORT}"), token, timeout) };
+        let Some(secret) = serving else {
+            if required {
+                return Err(SidecarError {
+                    op: format!("reaching the backup sidecar of {cluster}"),
+                    source: "it does not serve HTTPS yet (status.certificates says whether its certificate can be \
+                             used), and its token is not sent in clear"
+                        .into(),
+                });
+            }
+            return Self::new(format!("http://{ip}:{PORT}"), token, timeout);
+        };
         let failed = |source: Box<dyn std::error::Error + Send + Sync>| SidecarError {
             op: format!("reaching the backup sidecar of {cluster} over HTTPS (Secret {secret})"),
             source,
@@ -224,7 +278,9 @@ impl SidecarClient {
         let secret_name = token_secret_name(cluster);
         let token = secrets.get_opt(&secret_name).await.map_err(err(format!("reading secret {secret_name}")))?;
         let serving = sidecar_reach(client, namespace, cluster).await?.ca_secret;
-        Self::at(&secrets, cluster, namespace, &ip, serving, token.as_ref().and_then(secret_token), timeout).await
+        let required = serving.is_some();
+        Self::at(&secrets, cluster, namespace, &ip, required, serving, token.as_ref().and_then(secret_token), timeout)
+            .await
     }
 
     /// The backup named `name` (any cluster's in the sidecar's storage: a restore may name one on purpose), or for
@@ -291,7 +347,7 @@ impl SidecarClient {
             op: format!("{op} at the backup sidecar {}", self.base),
             source,
         };
-        let response = request.send().await.map_err(|e| failed(e.into()))?;
+        let response = request.send().await.map_err(|e| failed(chain(&e).into()))?;
         if !response.status().is_success() {
             let status = response.status();
             let detail = response.json::<ApiErrorBody>().await.map(|b| b.detail).unwrap_or_default();
@@ -299,6 +355,18 @@ impl SidecarClient {
         }
         response.json::<T>().await.map_err(|e| failed(e.into()))
     }
+}
+
+/// An error with its causes (a TLS failure is in a cause of reqwest's error, not in its message).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn secret_token(secret: &Secret) -> Option<String> {

@@ -863,6 +863,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     version: healthy.then_some(version),
                     raft: (0, 0),
                     served: None,
+                    db_size: None,
                 });
                 if let Some(state) = pod {
                     let rolled = (version == V36 && rolled && !settled).then(|| crate::observe::Rolled {

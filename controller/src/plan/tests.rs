@@ -22,6 +22,7 @@ fn voter(index: u32) -> Member {
         version: Some(V35),
         raft: (0, 0),
         served: None,
+        db_size: None,
     }
 }
 
@@ -439,6 +440,7 @@ fn simulate(observed: &mut Observed, action: &Action) {
                 version: Some(release.version),
                 raft: (0, 0),
                 served: None,
+                db_size: None,
             };
             match &mut observed.etcd {
                 EtcdView::Members(members) => members.push(member),

@@ -24,6 +24,7 @@ pub(crate) fn steady() -> Observed {
                     version: crate::version::Version::parse("3.5.35"),
                     raft: (0, 0),
                     served: None,
+                    db_size: None,
                 })
                 .collect(),
         ),

@@ -574,17 +574,20 @@ pub async fn list_backups(client: &Client, namespace: &str, cluster: &str) -> pr
     serde_json::from_str(&curl(&args)).unwrap()
 }
 
-/// Whether `cluster`'s sidecar in `namespace` serves its API over HTTPS only: plain HTTP to its Service is not
-/// answered.
+/// Whether `cluster`'s sidecar in `namespace` serves its API over HTTPS only: it answers `/readyz` over HTTPS,
+/// and takes a plain HTTP connection without answering it (not a refused or timed-out connection: the sidecar is
+/// there).
 pub async fn sidecar_refuses_plain_http(client: &Client, namespace: &str, cluster: &str) -> bool {
-    use k8s_openapi::api::core::v1::Service;
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let ip = services.get(&format!("{cluster}-backup")).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let (base, _, options) = sidecar_access(client, namespace, cluster).await;
+    assert!(base.starts_with("https://"), "{base}");
+    let ip = options.last().and_then(|resolve| resolve.rsplit(':').next()).unwrap().to_string();
     let out = std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "10", &format!("http://{ip}:19999/readyz")])
+        .args(["-sS", "--max-time", "10", &format!("http://{ip}:19999/readyz")])
         .output()
         .unwrap();
-    !out.status.success()
+    // curl: 7 could not connect, 28 timed out; 1, 52 or 56: connected, and no HTTP answer.
+    let code = out.status.code();
+    !out.status.success() && code != Some(7) && code != Some(28)
 }
 
 /// A node fault of the test bed (tests/e2e/fault.sh), undone when dropped, so that a failing test leaves every
