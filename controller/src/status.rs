@@ -122,7 +122,7 @@ pub fn derive(
             last_transition_time: kept.map_or_else(|| now.clone(), |c| c.last_transition_time.clone()),
         });
     };
-    set("Available", truth(available), available_reason, available_message);
+    set("Available", truth(available), available_reason, available_message.clone());
     // A rollout of settings names the members not on the current spec yet.
     let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()), &observed.trust);
     let mut drifted = crate::plan::drifted(observed, &wanted);
@@ -147,8 +147,27 @@ pub fn derive(
     } else {
         (progress_reason(action), progress_message(action))
     };
+    // Ready: serving at the size the spec asks, every member Ready, nothing under way and nothing degraded; what
+    // `kubectl wait --for=condition=Ready` and GitOps health checks read.
+    let size = usize::try_from(spec.size).unwrap_or(0);
+    let (ready, ready_reason, ready_message) = if !available {
+        (false, "NotAvailable", format!("not serving: {available_message}"))
+    } else if progressing {
+        (false, "Progressing", format!("a step is under way: {progress_message}"))
+    } else if voters != size || names.ready.len() != size {
+        (
+            false,
+            "NotAllMembersReady",
+            format!("{} of {size} members are Ready ({voters} voting members)", names.ready.len()),
+        )
+    } else if degraded {
+        (false, "Degraded", degraded_message.clone())
+    } else {
+        (true, "Serving", format!("all {size} members are Ready and serve; nothing is under way"))
+    };
     set("Progressing", truth(progressing), progress_reason, progress_message);
     set("Degraded", truth(degraded), degraded_reason, degraded_message);
+    set("Ready", truth(ready), ready_reason, ready_message);
     let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
     if observed.alarms_read || alarmed {
         set("Alarm", truth(alarmed), alarm_reason, alarm_message);

@@ -201,6 +201,8 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         members.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["example-etcd-cluster-0000", "example-etcd-cluster-0001", "example-etcd-cluster-0002"]
     );
+    // `kubectl wait` on the Ready condition, as a person or a GitOps tool waits for it.
+    kubectl(&["-n", NS, "wait", "--for=condition=Ready", &format!("etcd/{CLUSTER}"), "--timeout=60s"]);
     // 3. The controller's metrics say what it sees, labelled by namespace and cluster.
     let key = format!("namespace=\"{NS}\",cluster=\"{CLUSTER}\"");
     let (scraped, _) = eventually("the controller's metrics to show the cluster", Duration::from_secs(60), || {

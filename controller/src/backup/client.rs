@@ -168,11 +168,12 @@ pub async fn sidecar_reach(client: &kube::Client, namespace: &str, cluster: &str
     let name = sidecar_name(cluster);
     let deployment = deployments.get_opt(&name).await.map_err(failed(format!("reading deployment {name}")))?;
     let serving = deployment.as_ref().and_then(serving_secret);
-    let asked = clusters
-        .get_opt(cluster)
-        .await
-        .map_err(failed(format!("reading EtcdCluster {cluster}")))?
-        .is_some_and(|c| crate::certificates::backup_secret(&c).is_some());
+    // Through the status subresource, which returns the whole object: what the controller's RBAC grants.
+    let asked = match clusters.get_status(cluster).await {
+        Ok(found) => crate::certificates::backup_secret(&found).is_some(),
+        Err(kube::Error::Api(status)) if status.code == 404 => false,
+        Err(error) => return Err(failed(format!("reading EtcdCluster {cluster}"))(error)),
+    };
     let refused =
         |why: String| SidecarError { op: format!("reaching the backup sidecar of {cluster}"), source: why.into() };
     match &serving {

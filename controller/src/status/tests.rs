@@ -95,6 +95,40 @@ fn lost_quorum_is_told_truthfully() {
     assert!(degraded.message.contains("1 of 3"), "{}", degraded.message);
 }
 
+/// `Ready` is what `kubectl wait --for=condition=Ready` reads: True only while the cluster serves at its size,
+/// every member Ready, nothing under way and nothing degraded; False with the reason otherwise.
+#[test]
+fn ready_says_the_cluster_serves_at_its_size_with_nothing_under_way() {
+    let c = cluster("demo", 3);
+    let ready = |observed: &Observed, action: &Action| {
+        let status = derive(&c.spec, Some(1), observed, action, None, &EtcdClusterStatus::default(), time(1));
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").cloned().expect("a Ready condition");
+        (ready.status, ready.reason)
+    };
+    assert_eq!(ready(&steady(), &Action::Done), ("True".into(), "Serving".into()));
+    let grow = Action::Promote { id: 103, name: "demo-0003".into() };
+    assert_eq!(ready(&steady(), &grow), ("False".into(), "Progressing".into()), "a step under way");
+    let mut one_down = steady();
+    if let EtcdView::Members(members) = &mut one_down.etcd {
+        members[2].healthy = false;
+    }
+    assert_eq!(ready(&one_down, &Action::Done).0, "False", "a member unhealthy");
+    let mut not_ready = steady();
+    not_ready.pods[1].state = crate::observe::PodState::Running { ready: false };
+    assert_eq!(ready(&not_ready, &Action::Done), ("False".into(), "NotAllMembersReady".into()));
+    let mut lost = steady();
+    if let EtcdView::Members(members) = &mut lost.etcd {
+        members[1].healthy = false;
+        members[2].healthy = false;
+    }
+    let waiting = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
+    assert_eq!(ready(&lost, &waiting), ("False".into(), "NotAvailable".into()));
+    let bigger = cluster("demo", 5);
+    let status = derive(&bigger.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
+    let condition = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "NotAllMembersReady"));
+}
+
 #[test]
 fn a_seed_restored_from_storage_is_named_once_its_fetch_reports() {
     use proto::backup::RestoreResult;
