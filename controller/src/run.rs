@@ -154,18 +154,21 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
 
     let labelled = watcher::Config::default().labels(crate::labels::CLUSTER_LABEL);
     let controller = Controller::new(clusters, watcher::Config::default());
-    // A deleted cluster is never reconciled again: its metrics are forgotten once the watch no longer has it.
+    // A deleted cluster is never reconciled again: its metrics are forgotten once the watch no longer has it. (The
+    // store's own readiness is not awaited: it is not signalled for the controller's store here; the watch lists
+    // long before the first sweep, and a cluster forgotten too early is recorded again at its next reconcile.)
     let store = controller.store();
     let forget = ctx.clone();
     let sweeper = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
         loop {
-            forget.metrics.retain_clusters(|namespace, name| {
-                store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some()
-            });
             tokio::time::sleep(METRICS_SWEEP).await;
+            forget.metrics.retain_clusters(|namespace, name| {
+                let kept = store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)).is_some();
+                if !kept {
+                    tracing::debug!(namespace, cluster = name, "forgot the metrics of a deleted cluster");
+                }
+                kept
+            });
         }
     });
     controller
