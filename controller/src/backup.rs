@@ -178,12 +178,16 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool) -
 }
 
 /// The longest time `policy`'s schedule leaves between two backups: its interval (`every`, default
-/// [`DEFAULT_BACKUP_EVERY`]), or for `cron` the longest gap among its next 64 runs. `None` when it cannot be read
-/// (the sidecar refuses it, and says so).
+/// [`DEFAULT_BACKUP_EVERY`]), or for `cron` the longest gap between its runs over a fixed year (the same answer
+/// whenever it is asked: weekends, month ends and leap days included; at most 100 000 runs are looked at, enough
+/// for a run every six minutes). `None` when it cannot be read (the sidecar refuses it, and says so).
 pub fn longest_interval(policy: &BackupPolicy) -> Option<Duration> {
     if let Some(cron) = &policy.cron {
         let cron = <croner::Cron as std::str::FromStr>::from_str(cron).ok()?;
-        let runs: Vec<_> = cron.iter_after(chrono::Utc::now()).take(65).collect();
+        // 2028 is a leap year; start the last day of 2027 so that a gap across the new year counts.
+        let start = chrono::DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z").ok()?.with_timezone(&chrono::Utc);
+        let end = start + chrono::Duration::days(367);
+        let runs: Vec<_> = cron.iter_after(start).take_while(|t| *t <= end).take(100_000).collect();
         return runs.windows(2).filter_map(|pair| (pair[1] - pair[0]).to_std().ok()).max();
     }
     humantime::parse_duration(policy.every.as_deref().unwrap_or(DEFAULT_BACKUP_EVERY)).ok()

@@ -187,8 +187,15 @@ impl Metrics {
 pub struct ClusterView {
     /// `spec.size`.
     pub desired_members: i64,
+    /// Whether etcd answered this look (without it, the member, quorum, leader, alarm and size series are left
+    /// out: nothing is known of them).
+    pub etcd_reachable: bool,
+    /// When this look was taken (Unix time): a view that stops moving is a controller that stopped looking.
+    pub observed_at: i64,
     /// Voting members etcd lists.
     pub members: i64,
+    /// Voting members that answer and know a leader.
+    pub healthy_voters: i64,
     /// Members whose pod is Ready.
     pub ready_members: i64,
     /// The leader's member ID, when one is known.
@@ -203,6 +210,8 @@ pub struct ClusterView {
     pub phase: String,
     /// `status.conditions`: type and status (`True`, `False`, `Unknown`).
     pub conditions: Vec<(String, String)>,
+    /// Whether an upgrade is under way (`status.upgrade`).
+    pub upgrading: bool,
     /// When the upgrade under way started (Unix time).
     pub upgrade_started: Option<i64>,
     /// Whether a recovery from lost quorum is under way.
@@ -227,22 +236,28 @@ impl ClusterView {
         status: &proto::cluster::EtcdClusterStatus,
     ) -> Self {
         use crate::plan::{Action, Recovery, WaitReason};
-        let members = match &observed.etcd {
-            crate::observe::EtcdView::Members(members) => members.as_slice(),
-            crate::observe::EtcdView::Unreachable(_) => &[],
+        let (members, etcd_reachable) = match &observed.etcd {
+            crate::observe::EtcdView::Members(members) => (members.as_slice(), true),
+            crate::observe::EtcdView::Unreachable(_) => (&[][..], false),
         };
         let automatic = matches!(Recovery::from_spec(spec), Recovery::Restore { .. });
         let waiting_for_person = match shown {
-            Action::Wait(WaitReason::NoUsableBackup(_) | WaitReason::DataLost | WaitReason::RestoreRefused { .. }) => {
-                true
-            }
+            Action::Wait(
+                WaitReason::NoUsableBackup(_)
+                | WaitReason::DataLost
+                | WaitReason::RestoreRefused { .. }
+                | WaitReason::NodesNotReady { .. },
+            ) => true,
             Action::Wait(WaitReason::QuorumLost { .. } | WaitReason::NoMemberAnswers(_)) => !automatic,
             _ => false,
         };
         let seconds = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_second();
         Self {
             desired_members: i64::from(spec.size),
+            etcd_reachable,
+            observed_at: k8s_openapi::jiff::Timestamp::now().as_second(),
             members: i64::from(status.size),
+            healthy_voters: i64::try_from(members.iter().filter(|m| !m.learner && m.healthy).count()).unwrap_or(0),
             ready_members: i64::from(status.ready_members),
             leader: members.iter().find(|m| m.leader).map(|m| m.id),
             db_size: members.iter().filter_map(|m| Some((m.name.clone(), m.db_size?))).collect(),
@@ -250,6 +265,7 @@ impl ClusterView {
             nospace: observed.alarms.iter().any(|(_, alarm)| alarm.eq_ignore_ascii_case("NOSPACE")),
             phase: format!("{:?}", status.phase),
             conditions: status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect(),
+            upgrading: status.upgrade.is_some(),
             upgrade_started: status.upgrade.as_ref().and_then(|u| u.started_at.as_ref()).map(seconds),
             recovering: status.recovery.is_some(),
             waiting_for_person,
@@ -356,6 +372,13 @@ impl Collector for Clusters {
         let each = |value: fn(&Recorded) -> Option<i64>| {
             all.iter().filter_map(move |(key, recorded)| Some((base(key), value(recorded)?))).collect::<Vec<_>>()
         };
+        // What only etcd can tell: left out of a look where it did not answer.
+        let etcd = |value: fn(&Recorded) -> Option<i64>| {
+            all.iter()
+                .filter(|(_, recorded)| recorded.view.etcd_reachable)
+                .filter_map(move |(key, recorded)| Some((base(key), value(recorded)?)))
+                .collect::<Vec<_>>()
+        };
         let with = |key: &(String, String), extra: Vec<(&'static str, String)>| {
             let mut labels = base(key);
             labels.extend(extra);
@@ -368,25 +391,45 @@ impl Collector for Clusters {
             "Members the spec asks for (spec.size)",
             each(|r| Some(r.view.desired_members)),
         )?;
-        gauges(e, "cluster_members", "Voting members etcd lists", each(|r| Some(r.view.members)))?;
+        gauges(
+            e,
+            "cluster_last_observed_timestamp_seconds",
+            "When the controller last looked at the cluster (Unix time): one that stops moving is not looked at",
+            each(|r| Some(r.view.observed_at)),
+        )?;
+        gauges(
+            e,
+            "cluster_etcd_reachable",
+            "1 when etcd answered the controller's last look (the member, quorum, leader, alarm and size series are \
+             left out otherwise)",
+            each(|r| Some(i64::from(r.view.etcd_reachable))),
+        )?;
+        gauges(e, "cluster_members", "Voting members etcd lists", etcd(|r| Some(r.view.members)))?;
+        gauges(
+            e,
+            "cluster_healthy_voters",
+            "Voting members that answer and know a leader",
+            etcd(|r| Some(r.view.healthy_voters)),
+        )?;
         gauges(e, "cluster_ready_members", "Members whose pod is Ready", each(|r| Some(r.view.ready_members)))?;
         gauges(
             e,
             "cluster_quorum",
             "Members a quorum needs (a majority of the voting members)",
-            each(|r| Some(r.view.members / 2 + 1)),
+            etcd(|r| Some(r.view.members / 2 + 1)),
         )?;
         gauges(
             e,
             "cluster_leader",
             "1 when a member leads, as etcd says",
-            each(|r| Some(i64::from(r.view.leader.is_some()))),
+            etcd(|r| Some(i64::from(r.view.leader.is_some()))),
         )?;
         let changes: Vec<_> = all.iter().map(|(key, r)| (base(key), r.leader_changes)).collect();
         if !changes.is_empty() {
             let mut family = e.encode_descriptor(
                 "cluster_leader_changes",
-                "Leader changes the controller saw (another member leading than at its previous look)",
+                "Leader changes the controller saw between its looks (sampled: etcd's own \
+                 etcd_server_leader_changes_seen_total counts every one)",
                 None,
                 MetricType::Counter,
             )?;
@@ -412,7 +455,7 @@ impl Collector for Clusters {
             e,
             "cluster_nospace_alarm",
             "1 while etcd's NOSPACE alarm is raised (writes refused)",
-            each(|r| Some(i64::from(r.view.nospace))),
+            etcd(|r| Some(i64::from(r.view.nospace))),
         )?;
         gauges(
             e,
@@ -437,12 +480,7 @@ impl Collector for Clusters {
                 })
             }),
         )?;
-        gauges(
-            e,
-            "cluster_upgrading",
-            "1 while an upgrade is under way",
-            each(|r| Some(i64::from(r.view.upgrade_started.is_some()))),
-        )?;
+        gauges(e, "cluster_upgrading", "1 while an upgrade is under way", each(|r| Some(i64::from(r.view.upgrading))))?;
         gauges(
             e,
             "cluster_upgrade_started_timestamp_seconds",
@@ -518,7 +556,10 @@ mod tests {
     fn view(members: i64, leader: Option<u64>) -> ClusterView {
         ClusterView {
             desired_members: 3,
+            etcd_reachable: true,
+            observed_at: 1_700_000_100,
             members,
+            healthy_voters: members,
             ready_members: members,
             leader,
             db_size: BTreeMap::from([("a-0000".to_string(), 4096)]),
@@ -563,6 +604,15 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
         assert!(!text.contains("cluster_upgrade_started_timestamp_seconds{"), "no upgrade, no series");
+        // etcd not answering: what only etcd tells is left out, not reported as zero.
+        metrics.observe_cluster("three", "b", ClusterView { etcd_reachable: false, ..view(0, None) });
+        let text = metrics.encode();
+        assert!(text.contains(r#"etcd_controller_cluster_etcd_reachable{namespace="three",cluster="b"} 0"#), "{text}");
+        assert!(!text.contains(r#"etcd_controller_cluster_leader{namespace="three""#), "{text}");
+        assert!(!text.contains(r#"etcd_controller_cluster_quorum{namespace="three""#), "{text}");
+        let observed =
+            r#"etcd_controller_cluster_last_observed_timestamp_seconds{namespace="three",cluster="b"} 1700000100"#;
+        assert!(text.contains(observed), "{text}");
         // A leader change is counted across views; a view without a leader is no change.
         metrics.observe_cluster("one", "a", view(3, None));
         metrics.observe_cluster("one", "a", view(3, Some(7)));
@@ -594,6 +644,10 @@ mod tests {
         assert_eq!(longest(policy(Some("6h"), None)), Some(6 * 3600));
         // Weekdays at 02:00: the weekend leaves three days.
         assert_eq!(longest(policy(None, Some("0 2 * * 1-5"))), Some(3 * 24 * 3600));
+        // Hourly on weekdays: Friday 23:00 to Monday 00:00, whatever day it is asked (not only the next runs).
+        assert_eq!(longest(policy(None, Some("0 * * * 1-5"))), Some(49 * 3600));
+        // Monthly: the longest month.
+        assert_eq!(longest(policy(None, Some("0 0 1 * *"))), Some(31 * 24 * 3600));
         assert_eq!(longest(policy(None, Some("not cron"))), None);
     }
 

@@ -150,6 +150,8 @@ pub fn derive(
     // Ready: serving at the size the spec asks, every member Ready, nothing under way and nothing degraded; what
     // `kubectl wait --for=condition=Ready` and GitOps health checks read.
     let size = usize::try_from(spec.size).unwrap_or(0);
+    let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
+    let settled = matches!(phase, ClusterPhase::Running | ClusterPhase::Paused);
     let (ready, ready_reason, ready_message) = if !available {
         (false, "NotAvailable", format!("not serving: {available_message}"))
     } else if progressing {
@@ -162,13 +164,16 @@ pub fn derive(
         )
     } else if degraded {
         (false, "Degraded", degraded_message.clone())
+    } else if alarmed {
+        (false, "Alarm", alarm_message.clone())
+    } else if !settled {
+        (false, "NotSettled", format!("the cluster is {phase:?}"))
     } else {
         (true, "Serving", format!("all {size} members are Ready and serve; nothing is under way"))
     };
     set("Progressing", truth(progressing), progress_reason, progress_message);
     set("Degraded", truth(degraded), degraded_reason, degraded_message);
     set("Ready", truth(ready), ready_reason, ready_message);
-    let (alarmed, alarm_reason, alarm_message) = alarm(spec, observed);
     if observed.alarms_read || alarmed {
         set("Alarm", truth(alarmed), alarm_reason, alarm_message);
     } else {

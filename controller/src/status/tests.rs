@@ -123,6 +123,9 @@ fn ready_says_the_cluster_serves_at_its_size_with_nothing_under_way() {
     }
     let waiting = Action::Wait(WaitReason::QuorumLost { healthy: 1, voters: 3 });
     assert_eq!(ready(&lost, &waiting), ("False".into(), "NotAvailable".into()));
+    // NOSPACE: members pass their probe (it excludes NOSPACE) and refuse writes: not Ready.
+    let full = Observed { alarms: vec![("demo-0001".into(), "NOSPACE".into())], alarms_read: true, ..steady() };
+    assert_eq!(ready(&full, &Action::Done).1, "Alarm");
     let bigger = cluster("demo", 5);
     let status = derive(&bigger.spec, Some(1), &steady(), &Action::Done, None, &EtcdClusterStatus::default(), time(1));
     let condition = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
