@@ -221,6 +221,16 @@ async fn backup_once_reaches_it_with_the_certificate_flags() {
     assert_eq!(half.status.code(), Some(2), "{}", String::from_utf8_lossy(&half.stderr));
 }
 
+/// `serve`'s arguments for a sidecar of `cluster` beside the etcd at `etcd` into `storage`, its API over HTTPS with
+/// `tls.crt` and `tls.key` of `dir`.
+fn https_args(etcd: &str, storage: &str, cluster: &str, dir: &Path) -> Vec<String> {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let args = ["--etcd-endpoints", etcd, "--storage", storage, "--cluster-name", cluster];
+    let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+    args.extend(["--tls-cert-file".into(), path("tls.crt"), "--tls-key-file".into(), path("tls.key")]);
+    args
+}
+
 /// A client that trusts only the CA bundle at `ca` (never the system's roots).
 fn trusting(ca: &Path) -> reqwest::Client {
     let roots = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap();
@@ -251,21 +261,8 @@ async fn the_api_serves_https_from_files_it_reads_again_when_they_change() {
     install_pair(first.path(), serving.path());
     let token_file = serving.path().join("token");
     std::fs::write(&token_file, "t0ken\n").unwrap();
-    let path = |name: &str| serving.path().join(name).to_str().unwrap().to_string();
-    let args = [
-        "--etcd-endpoints".to_string(),
-        etcd.client_url.clone(),
-        "--storage".into(),
-        storage.url.clone(),
-        "--cluster-name".into(),
-        "https".into(),
-        "--auth-token-file".into(),
-        path("token"),
-        "--tls-cert-file".into(),
-        path("tls.crt"),
-        "--tls-key-file".into(),
-        path("tls.key"),
-    ];
+    let mut args = https_args(&etcd.client_url, &storage.url, "https", serving.path());
+    args.extend(["--auth-token-file".into(), token_file.to_str().unwrap().to_string()]);
     let sidecar = SidecarProcess::serve(&args).await.unwrap();
     let https = sidecar.base.replacen("http://", "https://", 1);
     let url = |p: &str| format!("{https}{p}");
@@ -347,19 +344,7 @@ async fn the_sidecar_does_not_start_on_a_certificate_it_cannot_use() {
     // The certificate of one pair with the key of the other.
     std::fs::copy(first.path().join("server.crt"), serving.path().join("tls.crt")).unwrap();
     std::fs::copy(second.path().join("server.key"), serving.path().join("tls.key")).unwrap();
-    let path = |name: &str| serving.path().join(name).to_str().unwrap().to_string();
-    let args = [
-        "--etcd-endpoints".to_string(),
-        etcd.client_url.clone(),
-        "--storage".into(),
-        storage.url.clone(),
-        "--cluster-name".into(),
-        "mismatch".into(),
-        "--tls-cert-file".into(),
-        path("tls.crt"),
-        "--tls-key-file".into(),
-        path("tls.key"),
-    ];
+    let args = https_args(&etcd.client_url, &storage.url, "mismatch", serving.path());
     let error = SidecarProcess::serve(&args).await.err().expect("a key that does not match is refused at start");
     assert!(error.to_string().contains("do not make a usable pair"), "{error:#}");
 }
