@@ -330,6 +330,16 @@ impl Engine {
     pub async fn list(&self) -> Result<Vec<BackupInfo>, StorageError> {
         let manifests = self.own(self.storage.list().await?);
         self.set_count(manifests.len());
+        // A sidecar started again knows its last success from storage, not "none yet" (which would hide a backup
+        // gone stale behind a restart).
+        if let Some(newest) = manifests.first() {
+            let mut state = self.state.lock().expect("state lock");
+            if state.last_success.is_none() {
+                state.last_success = Some(newest.info.clone());
+                state.last_success_at = Some(newest.info.finished_at);
+                self.metrics.last_success.set(newest.info.finished_at.timestamp_millis() as f64 / 1000.0);
+            }
+        }
         Ok(manifests.into_iter().map(|m| m.info).collect())
     }
 

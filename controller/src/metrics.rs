@@ -334,6 +334,15 @@ impl Clusters {
         if view.leader.is_some() {
             recorded.last_leader = view.leader;
         }
+        // A sidecar that cannot be read says nothing new: its last success and failures stay as last known (a
+        // stale backup is not hidden behind an unreachable sidecar).
+        let mut view = view;
+        if let (Some(now), Some(before)) = (view.backup.as_mut(), recorded.view.backup.as_ref())
+            && !now.reachable
+        {
+            now.last_success = now.last_success.or(before.last_success);
+            now.consecutive_failures = now.consecutive_failures.max(before.consecutive_failures);
+        }
         recorded.view = view;
     }
 
@@ -622,6 +631,14 @@ mod tests {
             text.contains(r#"etcd_controller_cluster_leader_changes_total{namespace="one",cluster="a"} 1"#),
             "{text}"
         );
+        // The sidecar unreachable: its last success stays as last known.
+        let mut unreachable = view(3, Some(9));
+        unreachable.backup = Some(BackupView { reachable: false, interval_seconds: Some(1800), ..Default::default() });
+        metrics.observe_cluster("one", "a", unreachable);
+        let text = metrics.encode();
+        let last = r#"etcd_controller_backup_last_success_timestamp_seconds{namespace="one",cluster="a"} 1700000000"#;
+        assert!(text.contains(last), "{text}");
+        assert!(text.contains(r#"etcd_controller_backup_sidecar_reachable{namespace="one",cluster="a"} 0"#));
         // Deleted: every series of that cluster goes, the other namespace's stays.
         metrics.retain_clusters(|namespace, _| namespace == "two");
         let text = metrics.encode();

@@ -57,6 +57,17 @@ async fn round_trip(backend: Backend) {
     let names: Vec<_> = listed.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, [second.name.as_str(), first.name.as_str()], "newest first");
 
+    // A sidecar started again on the same storage knows its last success once it has listed the storage (as
+    // `serve` does at start), not "none yet".
+    let again = Sidecar::start(vec![etcd.client_url.clone()], &storage, Retention::default(), None).await.unwrap();
+    let status: SidecarStatus = http.get(again.url("/v1/status")).send().await.unwrap().json().await.unwrap();
+    assert!(status.last_success.is_none(), "nothing listed yet");
+    list(&http, &again).await;
+    let status: SidecarStatus = http.get(again.url("/v1/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status.last_success.map(|b| b.name), Some(second.name.clone()), "the newest in storage");
+    assert_eq!(status.last_success_at, Some(second.finished_at));
+    drop(again);
+
     // HEAD gives the headers alone.
     let head = http.head(sidecar.url("/v1/backups/latest")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
