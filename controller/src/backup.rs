@@ -183,14 +183,28 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool) -
 /// for a run every six minutes). `None` when it cannot be read (the sidecar refuses it, and says so).
 pub fn longest_interval(policy: &BackupPolicy) -> Option<Duration> {
     if let Some(cron) = &policy.cron {
-        let cron = <croner::Cron as std::str::FromStr>::from_str(cron).ok()?;
-        // 2028 is a leap year; start the last day of 2027 so that a gap across the new year counts.
-        let start = chrono::DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z").ok()?.with_timezone(&chrono::Utc);
-        let end = start + chrono::Duration::days(367);
-        let runs: Vec<_> = cron.iter_after(start).take_while(|t| *t <= end).take(100_000).collect();
-        return runs.windows(2).filter_map(|pair| (pair[1] - pair[0]).to_std().ok()).max();
+        // The answer depends on the expression alone: worked out once per expression, not at every reconcile.
+        static KNOWN: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, Option<Duration>>>> =
+            std::sync::OnceLock::new();
+        let known = KNOWN.get_or_init(Default::default);
+        if let Some(answer) = known.lock().unwrap_or_else(|p| p.into_inner()).get(cron) {
+            return *answer;
+        }
+        let answer = longest_cron_gap(cron);
+        known.lock().unwrap_or_else(|p| p.into_inner()).insert(cron.clone(), answer);
+        return answer;
     }
     humantime::parse_duration(policy.every.as_deref().unwrap_or(DEFAULT_BACKUP_EVERY)).ok()
+}
+
+/// The longest gap between the runs of cron expression `cron` over a fixed year (see [`longest_interval`]).
+fn longest_cron_gap(cron: &str) -> Option<Duration> {
+    let cron = <croner::Cron as std::str::FromStr>::from_str(cron).ok()?;
+    // 2028 is a leap year; start the last day of 2027 so that a gap across the new year counts.
+    let start = chrono::DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z").ok()?.with_timezone(&chrono::Utc);
+    let end = start + chrono::Duration::days(367);
+    let runs: Vec<_> = cron.iter_after(start).take_while(|t| *t <= end).take(100_000).collect();
+    runs.windows(2).filter_map(|pair| (pair[1] - pair[0]).to_std().ok()).max()
 }
 
 /// Where the sidecar finds its own serving certificate (the backup Secret) for HTTPS.
