@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole thing on this machine: the Kubernetes test bed (built from upstream sources on first use), the
-# controller deployed as a user deploys it (kubectl apply -f the CRD and example/etcd-controller.yaml, images from
-# the release binaries), the example three-member cluster (each member on its own volume), data written through its
+# controller installed as a user installs it (helm install of charts/kube-etcd-controller, images from the release
+# binaries), the example three-member cluster (each member on its own volume), data written through its
 # client service, every member pod deleted at once and the same members back on their volumes with the data. Leaves everything running; tests/e2e/down.sh stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,14 +22,25 @@ source scripts/lib.sh
 etcdctl() { ETCDCTL_API=3 command etcdctl --endpoints "$ENDPOINT" "$@"; }
 step() { echo; echo "== $*"; }
 
-step "kubectl apply -f example/etcd-crd.yaml -f example/etcd-controller.yaml"
-kubectl apply -f example/etcd-crd.yaml
+step "helm upgrade --install etcd-controller charts/kube-etcd-controller -n etcd-controller (this build's images)"
+helm() { "$HELM_BIN" "$@"; }
+# A controller an earlier demo applied with kubectl is not Helm's to take over: removed first (its CRD is adopted,
+# as README.md's "From the plain manifests to the chart" says, so no cluster is deleted).
+if kubectl -n etcd-controller get deployment etcd-controller >/dev/null 2>&1 &&
+  [[ -z $(kubectl -n etcd-controller get deployment etcd-controller -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}') ]]; then
+  kubectl delete -f example/etcd-controller.yaml --ignore-not-found --wait=true
+fi
+crd=customresourcedefinition/etcdclusters.kube-etcd-controller.dev
+if kubectl get "$crd" >/dev/null 2>&1; then
+  kubectl label "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  kubectl annotate "$crd" meta.helm.sh/release-name=etcd-controller meta.helm.sh/release-namespace=etcd-controller --overwrite >/dev/null
+fi
+kubectl create namespace etcd-controller --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label namespace etcd-controller pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+helm upgrade --install etcd-controller charts/kube-etcd-controller -n etcd-controller \
+  --set image.tag="${KEC_CONTROLLER_IMAGE##*:}" --set sidecarImage="$KEC_SIDECAR_IMAGE" --wait --timeout 180s
 wait_crd_established
-kubectl apply -f example/etcd-controller.yaml
-# The manifest names the release tags; run this build's.
-kubectl -n etcd-controller patch deployment etcd-controller --patch "{\"spec\":{\"template\":{\"spec\":{\"containers\":[
-  {\"name\":\"controller\",\"image\":\"$KEC_CONTROLLER_IMAGE\",\"env\":[{\"name\":\"SIDECAR_IMAGE\",\"value\":\"$KEC_SIDECAR_IMAGE\"}]}]}}}}"
-kubectl -n etcd-controller rollout status deployment/etcd-controller --timeout 120s
+kubectl -n etcd-controller get pods -o wide
 
 # A cluster left by an earlier run starts over, so every run shows the same thing.
 if kubectl get etcd example-etcd-cluster >/dev/null 2>&1; then

@@ -2,8 +2,10 @@
 # Installs every real component the tests use, idempotently and quickly when already present:
 #   - Debian's etcd-server and etcd-client (etcd 3.4), protobuf-compiler and libprotobuf-dev (etcd-client's build
 #     needs protoc and the well-known .proto files);
-#   - MinIO, the S3-compatible server, built from its Go module into a cache outside the repo.
-# Prints `export` lines for the paths the tests read (MINIO_BIN).
+#   - MinIO, the S3-compatible server, built from its Go module into a cache outside the repo;
+#   - Helm (the chart's lint and template tests, the rendered manifests, e2e_deployed's install) and promtool (the
+#     alert rules' checks and unit tests), built from their Go modules the same way.
+# Prints `export` lines for the paths the tests read (MINIO_BIN, HELM_BIN, PROMTOOL_BIN).
 set -euo pipefail
 
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
@@ -32,4 +34,24 @@ if [[ ! -x $MINIO_DIR/minio ]]; then
   rmdir "$MINIO_DIR.tmp"
 fi
 
+# Go tools: name, module package, version; each built once into $KEC_CACHE/<name>/<version>.
+HELM_VERSION=v4.3.2
+PROMETHEUS_VERSION=v0.316.0
+go_tool() {
+  local name=$1 package=$2 version=$3 dir=$KEC_CACHE/$1/$3
+  if [[ ! -x $dir/$name ]]; then
+    command -v go >/dev/null || { log "Go is needed to build $name"; exit 1; }
+    log "building $name $version (once)"
+    mkdir -p "$dir"
+    CGO_ENABLED=0 GOBIN=$dir.tmp nice -n 10 go install -trimpath -ldflags "-s -w" "$package@$version"
+    mv "$dir.tmp/$name" "$dir/$name"
+    rmdir "$dir.tmp"
+  fi
+  echo "$dir/$name"
+}
+helm=$(go_tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")
+promtool=$(go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION")
+
 echo "export MINIO_BIN=$MINIO_DIR/minio"
+echo "export HELM_BIN=$helm"
+echo "export PROMTOOL_BIN=$promtool"

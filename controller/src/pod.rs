@@ -77,8 +77,9 @@ pub const SERVER_TLS_DIR: &str = "/etc/etcd/tls/server";
 pub const TRUST_DIR: &str = "/etc/etcd/trust";
 
 /// The etcd flags of a cluster's TLS: certificates from the mounted Secrets (read again on each handshake), the CA
-/// bundles from the pinned ones (read only at start), client certificates required on each side that speaks TLS,
-/// and with client TLS a plain listener for metrics and health (probes have no certificate).
+/// bundles from the pinned ones (read only at start), and client certificates required on each side that speaks
+/// TLS. (Every member has a plain listener for metrics and health beside: probes and Prometheus have no
+/// certificate.)
 pub fn tls_flags(peer: bool, client: bool) -> Vec<String> {
     let mut flags = Vec::new();
     if peer {
@@ -95,7 +96,6 @@ pub fn tls_flags(peer: bool, client: bool) -> Vec<String> {
             format!("--key-file={SERVER_TLS_DIR}/tls.key"),
             format!("--trusted-ca-file={TRUST_DIR}/{}", crate::certificates::CLIENT_CA_FILE),
             "--client-cert-auth".to_string(),
-            format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT),
         ]);
     }
     flags
@@ -185,11 +185,16 @@ pub fn settings_of(pod: &Pod) -> String {
     // certificates say is a setting (written as a member created with it listens, so earlier hashes hold).
     let peer_tls = etcd.command.iter().flatten().any(|a| a.starts_with("--peer-cert-file="));
     let listen_peers = format!("--listen-peer-urls={}://0.0.0.0:2380", if peer_tls { "https" } else { "http" });
+    // The plain metrics listener every member has came to plain-client members later than to TLS ones (where it
+    // always was): no setting of its own, so members created before it are not rolled for it (they get it when
+    // they are next created), and a TLS member's hash stays the one earlier builds wrote.
+    let client_tls = etcd.command.iter().flatten().any(|a| a == "--client-cert-auth");
     let command: Vec<&String> = etcd
         .command
         .iter()
         .flatten()
         .filter(|a| !PER_MEMBER_FLAGS.iter().any(|f| a.starts_with(f)) && !version_flags.contains(a))
+        .filter(|a| client_tls || !a.starts_with("--listen-metrics-urls="))
         .map(|a| if a.starts_with("--listen-peer-urls=") { &listen_peers } else { a })
         .collect();
     let mut labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -288,6 +293,8 @@ pub fn member_pod(
         format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
         "--auto-compaction-mode=periodic".to_string(),
         format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
+        // etcd's own metrics and health, plain, on the port named `metrics` (the chart's PodMonitor scrapes it).
+        format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT),
     ];
     command.extend(tls_flags(peer_tls, client_tls));
     command.extend(crate::version::version_flags(release.version));
@@ -368,7 +375,7 @@ pub fn member_pod(
             [("client", 2379)]
                 .into_iter()
                 .chain(peer_ports.iter().map(|&port| (if port == 2380 { "peer" } else { "peer-switch" }, port)))
-                .chain(client_tls.then_some(("metrics", crate::version::METRICS_PORT)))
+                .chain([("metrics", crate::version::METRICS_PORT)])
                 .map(|(name, port)| ContainerPort {
                     name: Some(name.into()),
                     container_port: port,
@@ -1353,8 +1360,12 @@ mod tests {
         let ports = |pod: &Pod| -> Vec<i32> {
             pod.spec.as_ref().unwrap().containers[0].ports.iter().flatten().map(|p| p.container_port).collect()
         };
-        assert_eq!(ports(&pod), [2379, 2380, 2382], "the ports it listens on, named");
-        assert_eq!(ports(&render("demo-0000", &registered)), [2379, 2382]);
+        assert_eq!(ports(&pod), [2379, 2380, 2382, 2381], "the ports it listens on, named");
+        assert_eq!(ports(&render("demo-0000", &registered)), [2379, 2382, 2381]);
+        // etcd's metrics on a plain listener named `metrics`, TLS or not (Prometheus has no client certificate).
+        assert!(args.contains(&"--listen-metrics-urls=http://0.0.0.0:2381".to_string()), "{args:?}");
+        let named = pod.spec.as_ref().unwrap().containers[0].ports.iter().flatten().find(|p| p.container_port == 2381);
+        assert_eq!(named.and_then(|p| p.name.as_deref()), Some("metrics"));
         // Where it listens follows its member; its settings are the spec's all along: no second rollout for it.
         let hash = |pod: &Pod| pod.metadata.annotations.as_ref().unwrap()[SETTINGS_HASH].clone();
         assert_eq!(hash(&pod), wanted);
@@ -1460,9 +1471,10 @@ mod tests {
         assert!(exec.contains(&"--endpoints=https://127.0.0.1:2379".to_string()), "{exec:?}");
         assert!(exec.contains(&"--cert=/etc/etcd/tls/server/tls.crt".to_string()), "{exec:?}");
 
-        // Plain clusters render exactly as before: no new flag, so a controller upgrade rolls nothing.
+        // Plain clusters render no TLS flag; their plain metrics listener is no setting (see the hash test below).
         let plain = command(&pod_of(&cluster("demo", 3), "demo-0001", &["demo-0001".into()], &Join::Existing));
-        assert!(!plain.iter().any(|a| a.contains("https") || a.contains("cert") || a.contains("metrics")), "{plain:?}");
+        assert!(!plain.iter().any(|a| a.contains("https") || a.contains("cert")), "{plain:?}");
+        assert!(plain.contains(&"--listen-metrics-urls=http://0.0.0.0:2381".to_string()), "{plain:?}");
     }
 
     #[test]
@@ -1473,6 +1485,11 @@ mod tests {
         let mut on_claims = cluster("demo", 3);
         on_claims.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
         assert_eq!(settings_hash(&on_claims, &Trust::default()), "s2-d3fbb408871c015d");
+        // A plain member created before every member had a metrics listener is not rolled for it.
+        let mut earlier = pod_of(&cluster("demo", 3), "demo-0001", &["demo-0001".into()], &Join::Existing);
+        let command = earlier.spec.as_mut().unwrap().containers[0].command.as_mut().unwrap();
+        command.retain(|a| !a.starts_with("--listen-metrics-urls="));
+        assert_eq!(settings_of(&earlier), "s2-24eb5ee0a94f767a");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod etcd;
 pub mod etcd_cluster;
+pub mod monitoring;
 pub mod net;
 pub mod proxy;
 pub mod s3;

@@ -1,30 +1,32 @@
-//! End-to-end with the controller deployed exactly as a user deploys it (`kubectl apply -f` the CRD and
-//! `example/etcd-controller.yaml`, images built from the release binaries), on the test bed's real node:
-//! the example cluster comes up, heals with its controller dead and re-created, resizes 3 → 5 → 3 without ever
-//! losing quorum, and is destroyed; a cluster with backups on a PVC runs its sidecar, takes a backup triggered with
-//! curl that restores with `etcdctl snapshot restore` to the same keys, and its backups outlive it.
-//! The controller deployed is this build: the manifest's image is replaced by the tag tests/e2e/app-images.sh made
-//! from this build's binary (`KEC_CONTROLLER_IMAGE`, `KEC_SIDECAR_IMAGE`), and the running controller's
-//! `etcd_controller_build_info` must name that binary and this commit.
-//! Needs `--features e2e`, `KUBECONFIG`, `KUBECTL` and the image variables (scripts/test.sh sets them all).
+//! End-to-end with the controller deployed exactly as a user deploys it (`helm install` of
+//! charts/kube-etcd-controller as the README says: two replicas electing a leader, the shipped RBAC; images built
+//! from the release binaries), on the test bed's real nodes: the example cluster comes up; a `helm upgrade` to
+//! another image restarts nothing but the controller; the cluster heals with its controller scaled to zero and
+//! back, resizes 3 → 5 → 3 without ever losing quorum, and is destroyed; a cluster with backups on a PVC runs its
+//! sidecar, takes a backup triggered with curl that restores with `etcdctl snapshot restore` to the same keys,
+//! rides out a blind controller, upgrades, recovers from lost quorum, and its backups outlive it.
+//! The controller deployed is this build: the chart's image tag `<version>` and the build tag
+//! `<version>-<hash>` (tests/e2e/app-images.sh) both name this build's binary, and after the upgrade the running
+//! controller's `etcd_controller_build_info` must name that binary and this commit.
+//! Needs `--features e2e`, `KUBECONFIG`, `KUBECTL`, `HELM_BIN` and the image variables (scripts/test.sh sets them).
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use support::{
-    clusters, converged, converged_now, count_keys, crd_established, curl, eventually, example, fresh_namespace,
+    clusters, converged, converged_now, count_keys, crd_established, curl, eventually, example, fresh_namespace, helm,
     host_dir, kubectl, kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
 };
 
@@ -69,40 +71,92 @@ fn watch_quorum(pods: Api<Pod>, cluster: &'static str) -> (Arc<AtomicBool>, toki
     (stop, handle)
 }
 
-/// example/etcd-controller.yaml with this build's images: the controller's, and the sidecar's as its default.
-fn controller_manifest() -> (String, String) {
+/// The chart, as the README installs it.
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/kube-etcd-controller");
+const RELEASE: &str = "etcd-controller";
+const CONTROLLER_NS: &str = "etcd-controller";
+
+/// This build's images (tests/e2e/app-images.sh): the controller's build tag, and the sidecar's.
+fn build_images() -> (String, String) {
     let image =
         std::env::var("KEC_CONTROLLER_IMAGE").expect("KEC_CONTROLLER_IMAGE (eval \"$(tests/e2e/app-images.sh)\")");
     let sidecar = std::env::var("KEC_SIDECAR_IMAGE").expect("KEC_SIDECAR_IMAGE (eval \"$(tests/e2e/app-images.sh)\")");
-    let text = std::fs::read_to_string(example("etcd-controller.yaml")).unwrap();
-    let mut out = String::new();
-    let mut replaced = false;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let mut value = serde_yaml::Value::deserialize(document).unwrap();
-        if value["kind"] == "Deployment" {
-            let container = &mut value["spec"]["template"]["spec"]["containers"][0];
-            container["image"] = image.clone().into();
-            let env = container["env"].as_sequence_mut().unwrap();
-            env.push(serde_yaml::from_str(&format!("{{ name: SIDECAR_IMAGE, value: \"{sidecar}\" }}")).unwrap());
-            replaced = true;
-        }
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value).unwrap());
+    (image, sidecar)
+}
+
+/// Installs the chart as the README says: the namespace made and labelled restricted, then `helm install` with
+/// the chart's own image (`kube-etcd-controller/etcd-controller:<appVersion>`, which app-images.sh tags on this
+/// build too) and this build's sidecar. A CRD left by the suites that apply example/etcd-crd.yaml themselves is
+/// adopted as the README's "from the plain manifests to the chart" says.
+fn helm_install(sidecar: &str) {
+    // What an earlier run left (the demo's release), and what the suites that run their own controller apply with
+    // kubectl (the namespace, ServiceAccount and roles of example/etcd-controller.yaml): not Helm's to take over,
+    // so removed first, as a user moving from the plain manifests does (the CRD stays, so no cluster goes).
+    if helm(&["list", "-n", CONTROLLER_NS, "-q"]).lines().any(|l| l == RELEASE) {
+        helm(&["uninstall", RELEASE, "-n", CONTROLLER_NS, "--wait", "--timeout", "120s"]);
     }
-    assert!(replaced, "example/etcd-controller.yaml has a Deployment");
-    (out, image)
+    let manifest = example("etcd-controller.yaml");
+    kubectl(&["delete", "-f", manifest.to_str().unwrap(), "--ignore-not-found", "--wait=true", "--timeout=180s"]);
+    kubectl_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {CONTROLLER_NS}\n  labels:\n    \
+             pod-security.kubernetes.io/enforce: restricted\n"
+        ),
+    );
+    let crd = "customresourcedefinition/etcdclusters.kube-etcd-controller.dev";
+    if !kubectl(&["get", crd, "--ignore-not-found", "-o", "name"]).trim().is_empty() {
+        kubectl(&["label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite"]);
+        let (name, namespace) =
+            (format!("meta.helm.sh/release-name={RELEASE}"), format!("meta.helm.sh/release-namespace={CONTROLLER_NS}"));
+        kubectl(&["annotate", crd, &name, &namespace, "--overwrite"]);
+    }
+    let sidecar = format!("sidecarImage={sidecar}");
+    helm(&["install", RELEASE, CHART, "-n", CONTROLLER_NS, "--set", &sidecar, "--wait", "--timeout", "180s"]);
+}
+
+/// Scrapes `url` every 2 s until stopped: every metric name seen, and for per-cluster series only those labelled
+/// with this suite's namespace and a cluster.
+fn scrape_names(url: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<BTreeSet<String>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = tokio::spawn(async move {
+        let mut seen = BTreeSet::new();
+        let http = reqwest::Client::new();
+        while !stopped.load(Ordering::Relaxed) {
+            if let Ok(response) = http.get(&url).timeout(Duration::from_secs(5)).send().await
+                && let Ok(text) = response.text().await
+            {
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    let name = line.split(['{', ' ']).next().unwrap_or_default();
+                    let per_cluster = line.contains("cluster=\"");
+                    if !per_cluster || line.contains(&format!("namespace=\"{NS}\"")) {
+                        seen.insert(name.to_string());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        seen
+    });
+    (stop, handle)
 }
 
 /// Deletes the deployed controller when the test ends, passed or failed: the suites that run their own
-/// controller must find none.
+/// controller must find none. (The CRD stays, as `helm uninstall` leaves it.)
 struct RemoveController;
 
 impl Drop for RemoveController {
     fn drop(&mut self) {
+        let helm = std::env::var("HELM_BIN").unwrap_or_else(|_| "helm".into());
+        let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
+        let _ = std::process::Command::new(helm)
+            .args(["--kubeconfig", &kubeconfig, "uninstall", RELEASE, "-n", CONTROLLER_NS, "--wait"])
+            .args(["--timeout", "120s"])
+            .status();
         let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
         let _ = std::process::Command::new(program)
-            .args(["delete", "-f", example("etcd-controller.yaml").to_str().unwrap(), "--ignore-not-found"])
-            .args(["--wait=true", "--timeout=120s"])
+            .args(["delete", "namespace", CONTROLLER_NS, "--ignore-not-found", "--wait=true", "--timeout=120s"])
             .status();
     }
 }
@@ -115,15 +169,23 @@ async fn member_uids(pods: &Api<Pod>, cluster: &str) -> Vec<(String, String)> {
     listed.into_iter().map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap())).collect()
 }
 
-async fn controller_pod(client: &Client) -> Pod {
-    let (pod, _) = eventually("one ready controller pod", Duration::from_secs(120), || {
-        let controllers: Api<Pod> = Api::namespaced(client.clone(), "etcd-controller");
+/// The controller pod that leads (holds the Lease, its identity being `<pod name>_<suffix>`), Ready, beside
+/// `replicas` Ready replicas in all.
+async fn controller_pod(client: &Client, replicas: usize) -> Pod {
+    let (pod, _) = eventually("the leading controller pod", Duration::from_secs(120), || {
+        let controllers: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NS);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), CONTROLLER_NS);
         async move {
             let mut list = controllers.list(&ListParams::default()).await.unwrap().items;
-            list.retain(|p| p.metadata.deletion_timestamp.is_none());
-            let ready = list.len() == 1
-                && controller::observe::pod_state(&list[0]) == controller::observe::PodState::Running { ready: true };
-            ready.then(|| list.remove(0))
+            list.retain(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && controller::observe::pod_state(p) == controller::observe::PodState::Running { ready: true }
+            });
+            let lease = leases.get_opt(controller::run::LEASE_NAME).await.unwrap()?;
+            let holder = lease.spec?.holder_identity?;
+            let (leader, _) = holder.rsplit_once('_')?;
+            let at = list.iter().position(|p| p.metadata.name.as_deref() == Some(leader))?;
+            (list.len() == replicas).then(|| list.remove(at))
         }
     })
     .await;
@@ -166,25 +228,18 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let client = testbed().await;
     let _remove = RemoveController;
 
-    // 1. Deploy as a user would, with this build's images.
+    // 1. Installed as the README says (`helm install`, the chart's defaults: two replicas, one leading), with the
+    //    chart's image tag; this build's tag comes with the `helm upgrade` of step 4.
     let start = Instant::now();
-    kubectl(&["apply", "-f", example("etcd-crd.yaml").to_str().unwrap()]);
+    let (build_image, sidecar_image) = build_images();
+    helm_install(&sidecar_image);
     crd_established(&client).await;
-    let (manifest, image) = controller_manifest();
-    kubectl_with_input(&["apply", "-f", "-"], &manifest);
-    kubectl(&["-n", "etcd-controller", "rollout", "status", "deployment/etcd-controller", "--timeout", "120s"]);
-    println!("deploy: controller available {:.1} s after kubectl apply", start.elapsed().as_secs_f64());
-    let running = controller_pod(&client).await;
+    println!("deploy: helm install done {:.1} s after it started", start.elapsed().as_secs_f64());
+    let running = controller_pod(&client, 2).await;
     let running_image = running.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
-    assert_eq!(running_image, image, "the controller runs this build's image");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(running_image, format!("kube-etcd-controller/etcd-controller:{version}"), "the chart's image");
     let metrics_url = format!("http://{}:8080/metrics", running.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
-    let metrics = curl(&[&metrics_url]);
-    let (_, hash) = image.rsplit_once('-').unwrap();
-    let (version, commit) = (env!("CARGO_PKG_VERSION"), git_commit());
-    let build =
-        format!("etcd_controller_build_info{{version=\"{version}\",commit=\"{commit}\",binary_sha256=\"{hash}\"}}");
-    assert_eq!(sample(&metrics, &build), Some("1"), "the controller reports this build ({build}):\n{metrics}");
-    println!("deploy: the controller reports {build}");
 
     fresh_namespace(&client, NS).await;
     let backups = host_dir("deployed");
@@ -254,11 +309,87 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         etcd.put(format!("/e2e/{i:03}"), format!("value {i}"), None).await.unwrap();
     }
 
-    // 4. Controller recovery: with the controller gone a deleted member stays down; re-created, the controller
-    // brings it back on its volume (the example cluster has spec.storage): the same name, a new pod.
-    kubectl(&["-n", "etcd-controller", "delete", "deployment", "etcd-controller", "--wait=true"]);
-    eventually("the controller's pod to go", Duration::from_secs(60), || async {
-        let controllers: Api<Pod> = Api::namespaced(client.clone(), "etcd-controller");
+    // 4. `helm upgrade` to this build's image tag while both clusters serve: the controller's replicas roll, one
+    //    at a time, and lead in turn; no member pod is replaced or restarted, and the new leader has looked at both
+    //    clusters since (their last-observed time in its metrics is later than the upgrade).
+    converged(&pods, BACKED_UP, 3, &[], Duration::from_secs(120)).await;
+    let members_of_both = || {
+        let pods = pods.clone();
+        async move {
+            let selector = format!("{},{}", controller::labels::CLUSTER_LABEL, controller::labels::MEMBER_LABEL);
+            let mut listed: Vec<(String, String, i32)> = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|p| {
+                    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+                    let restarts = statuses.iter().find(|c| c.name == "etcd").map_or(0, |c| c.restart_count);
+                    (p.metadata.name.clone().unwrap(), p.metadata.uid.clone().unwrap(), restarts)
+                })
+                .collect();
+            listed.sort();
+            listed
+        }
+    };
+    let before_helm = members_of_both().await;
+    assert_eq!(before_helm.len(), 6, "{before_helm:?}");
+    let upgrade_started = k8s_openapi::jiff::Timestamp::now().as_second();
+    let tag = format!("image.tag={}", build_image.rsplit_once(':').unwrap().1);
+    helm(&[
+        "upgrade",
+        RELEASE,
+        CHART,
+        "-n",
+        CONTROLLER_NS,
+        "--reuse-values",
+        "--set",
+        &tag,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let (running, took) = eventually("the new controller pods to lead", Duration::from_secs(120), || {
+        let (client, image) = (client.clone(), build_image.clone());
+        async move {
+            let pod = controller_pod(&client, 2).await;
+            let running = pod.spec.as_ref()?.containers[0].image.clone()?;
+            (running == image).then_some(pod)
+        }
+    })
+    .await;
+    println!("helm upgrade: a controller of the new image leads {:.1} s after the upgrade", took.as_secs_f64());
+    let metrics_url = format!("http://{}:8080/metrics", running.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
+    let metrics = curl(&[&metrics_url]);
+    let (_, hash) = build_image.rsplit_once('-').unwrap();
+    let commit = git_commit();
+    let build =
+        format!("etcd_controller_build_info{{version=\"{version}\",commit=\"{commit}\",binary_sha256=\"{hash}\"}}");
+    assert_eq!(sample(&metrics, &build), Some("1"), "the controller reports this build ({build}):\n{metrics}");
+    println!("deploy: the controller reports {build}");
+    eventually("the new leader to look at both clusters", Duration::from_secs(90), || {
+        let url = metrics_url.clone();
+        async move {
+            let text = curl(&[&url]);
+            [CLUSTER, BACKED_UP].iter().all(|cluster| {
+                let series = format!(
+                    "etcd_controller_cluster_last_observed_timestamp_seconds{{namespace=\"{NS}\",cluster=\"{cluster}\"}}"
+                );
+                sample(&text, &series).and_then(|v| v.parse::<i64>().ok()).is_some_and(|at| at > upgrade_started)
+            })
+            .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(members_of_both().await, before_helm, "a helm upgrade restarts nothing but the controller");
+
+    // 5. Controller recovery: with the controller scaled to zero a deleted member stays down; scaled up again,
+    //    the controller brings it back on its volume (the example cluster has spec.storage): the same name, a new
+    //    pod.
+    kubectl(&["-n", CONTROLLER_NS, "scale", "deployment", RELEASE, "--replicas", "0"]);
+    eventually("the controller's pods to go", Duration::from_secs(60), || async {
+        let controllers: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NS);
         controllers.list(&ListParams::default()).await.unwrap().items.is_empty().then_some(())
     })
     .await;
@@ -271,9 +402,9 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let recreated = Instant::now();
-    kubectl_with_input(&["apply", "-f", "-"], &manifest);
+    kubectl(&["-n", CONTROLLER_NS, "scale", "deployment", RELEASE, "--replicas", "2"]);
     let (healed, _) =
-        eventually("the member back on its volume by the re-created controller", Duration::from_secs(120), || {
+        eventually("the member back on its volume by the controller back", Duration::from_secs(120), || {
             let pods = pods.clone();
             async move {
                 let ready = ready_members(&pods, CLUSTER).await;
@@ -287,7 +418,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         })
         .await;
     println!(
-        "controller recovery: healed {:.1} s after the controller was re-created",
+        "controller recovery: healed {:.1} s after the controller was scaled up again",
         recreated.elapsed().as_secs_f64()
     );
     let names: Vec<&str> = healed.iter().map(|(n, _)| n.as_str()).collect();
@@ -298,7 +429,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     );
     assert_eq!(count_keys(&format!("http://{}:2379", healed[0].1), "/e2e/").await, 200);
 
-    // 5. Resize 3 → 5 → 3 through the scale subresource, never without quorum.
+    // 6. Resize 3 → 5 → 3 through the scale subresource, never without quorum.
     let (stop, probe) = watch_quorum(pods.clone(), CLUSTER);
     let resize = Instant::now();
     kubectl(&["-n", NS, "scale", "etcd", CLUSTER, "--replicas", "5"]);
@@ -389,6 +520,22 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(restored.count("/backed-up/").await.unwrap(), 60, "the backup restores to the same keys");
     drop(restored);
 
+    // The metrics the shipped alerts and dashboard read, in real scrapes of the deployed controller from here to
+    // the end of the upgrade (step 9: the upgrade's series exist only while one runs), each with its namespace and
+    // cluster labels; and each member's own etcd metrics on the port named `metrics` (the chart's PodMonitor).
+    let leader = controller_pod(&client, 2).await;
+    let leader_metrics = format!("http://{}:8080/metrics", leader.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
+    let (stop_scraping, scraper) = scrape_names(leader_metrics);
+    let member = pods.get(&backup_members[0].0).await.unwrap();
+    let port = member.spec.as_ref().unwrap().containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"));
+    let port = port.expect("a port named metrics").container_port;
+    let etcd_metrics = curl(&[&format!("http://{}:{port}/metrics", backup_members[0].1)]);
+    assert!(etcd_metrics.contains("etcd_server_has_leader 1"), "etcd's own metrics on its `metrics` port");
+
     // 8. The controller cut off from the members (iptables in its pod's network namespace) for longer than the
     //    recovery's grace while they serve, then their readiness dips briefly (every etcd stopped for 20 s): the
     //    controller says it cannot reach them and times no loss while any is Ready, so the dip starts the grace
@@ -399,8 +546,14 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let before = member_uids(&pods, BACKED_UP).await;
     let members = ready_members(&pods, BACKED_UP).await;
     assert_eq!(members.len(), 3);
-    let cuts: Vec<support::Cut> =
-        members.iter().map(|(_, ip)| support::Cut::outgoing(&["etcd-controller", "run"], ip)).collect();
+    let cuts: Vec<support::Cut> = members
+        .iter()
+        .flat_map(|(_, ip)| {
+            let every_replica = support::processes_with(&["etcd-controller", "run"]);
+            assert_eq!(every_replica.len(), 2, "the two replicas' processes");
+            every_replica.into_iter().map(|pid| support::Cut::outgoing_of(pid, ip))
+        })
+        .collect();
     let cut_at = Instant::now();
     let (seen, _) = eventually("status to say the members are unreachable", Duration::from_secs(90), || {
         let api = api.clone();
@@ -506,6 +659,16 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
         assert_eq!(image.as_deref(), Some("quay.io/coreos/etcd:v3.6.16"));
     }
     let (upgraded, _) = converged(&pods, BACKED_UP, 3, &[], Duration::from_secs(60)).await;
+    stop_scraping.store(true, Ordering::Relaxed);
+    let seen = scraper.await.unwrap();
+    // Series that only some clusters or moments have: certificate expiry (TLS clusters; e2e_tls has them, and
+    // tests/tests/alerts.rs checks every name against the exposition), reconcile failures (after one).
+    let sometimes =
+        ["etcd_controller_certificate_expiry_timestamp_seconds", "etcd_controller_reconcile_failures_total"];
+    let used = system_tests::monitoring::used_metric_names();
+    let missing: Vec<_> = used.iter().filter(|n| !seen.contains(*n) && !sometimes.contains(&n.as_str())).collect();
+    assert!(missing.is_empty(), "the alerts and the dashboard read series no scrape had: {missing:?}");
+    println!("monitoring: the {} controller metrics the alerts and dashboard read were all scraped", used.len());
     assert_eq!(count_keys(&format!("http://{}:2379", upgraded[0].1), "/backed-up/").await, 60, "no key lost");
 
     // 10. A recovery from lost quorum as shipped: two of the three member pods deleted at once (their emptyDirs
@@ -557,7 +720,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert!(recovered.iter().all(|(name, _)| *name != survivor && !lost.contains(name)), "a new cluster");
     assert_eq!(count_keys(&format!("http://{}:2379", recovered[0].1), "/backed-up/").await, 60, "every key is there");
 
-    // 6. Destroy: everything the controller made goes; the backups stay.
+    // 11. Destroy: everything the controller made goes; the backups stay.
     kubectl(&["-n", NS, "delete", "etcd", CLUSTER, BACKED_UP, "--wait=true"]);
     let (_, took) = eventually("pods, services and the sidecar to go", Duration::from_secs(120), || {
         let client = client.clone();
@@ -575,7 +738,7 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     .await;
     println!("destroy: pods, services and sidecar gone {:.1} s after the delete", took.as_secs_f64());
     // The deleted clusters' series go from the controller's metrics.
-    let running = controller_pod(&client).await;
+    let running = controller_pod(&client, 2).await;
     let metrics_url = format!("http://{}:8080/metrics", running.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
     eventually("the deleted clusters' metrics to go", Duration::from_secs(60), || {
         let url = metrics_url.clone();

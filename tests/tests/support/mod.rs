@@ -230,6 +230,22 @@ pub fn kubectl(args: &[&str]) -> String {
     kubectl_with_input(args, "")
 }
 
+/// Runs Helm (`HELM_BIN`, from scripts/install-deps.sh) against the test bed with `args`; panics with its output
+/// unless it succeeds; returns its standard output.
+pub fn helm(args: &[&str]) -> String {
+    let program = std::env::var("HELM_BIN").expect("HELM_BIN (eval \"$(scripts/install-deps.sh)\")");
+    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test bed");
+    let out = std::process::Command::new(&program)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("running helm");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "helm {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// As `kubectl`, with `input` on its standard input (`-f -`).
 pub fn kubectl_with_input(args: &[&str], input: &str) -> String {
     use std::io::Write;
@@ -442,7 +458,11 @@ impl Cut {
     /// Refuses every TCP connection that the one process whose command line holds all of `args` opens to `ip`
     /// (a reset, so the caller fails at once instead of waiting out a timeout).
     pub fn outgoing(args: &[&str], ip: &str) -> Self {
-        let pid = process_with(args);
+        Self::outgoing_of(process_with(args), ip)
+    }
+
+    /// As [`Cut::outgoing`], for process `pid`.
+    pub fn outgoing_of(pid: u32, ip: &str) -> Self {
         let rule: Vec<String> =
             ["OUTPUT", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"].map(String::from).into();
         let cut = Self { pid, rule };
@@ -467,6 +487,13 @@ impl Drop for Cut {
 
 /// The PID of the one process of this machine whose command line holds every one of `args`.
 pub fn process_with(args: &[&str]) -> u32 {
+    let found = processes_with(args);
+    assert_eq!(found.len(), 1, "one process with {args:?}: {found:?}");
+    found[0]
+}
+
+/// The PIDs of every process of this machine whose command line holds every one of `args`.
+pub fn processes_with(args: &[&str]) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -476,8 +503,7 @@ pub fn process_with(args: &[&str]) -> u32 {
             found.push(pid);
         }
     }
-    assert_eq!(found.len(), 1, "one process with {args:?}: {found:?}");
-    found[0]
+    found
 }
 
 /// The sidecar of `cluster` in `namespace` once it answers: its base URL, the `Authorization` header with its

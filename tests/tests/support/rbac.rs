@@ -38,6 +38,9 @@ fn groups_in(namespace: &str) -> Vec<String> {
     vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}"), "system:authenticated".into()]
 }
 
+/// The kinds of a manifest that make the controller's identity and permissions.
+const RBAC_KINDS: [&str; 5] = ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"];
+
 /// Applies the RBAC of `example/etcd-controller-namespaced.yaml` (every document but its Deployment, read from
 /// the file, its namespace `etcd` replaced by `namespace`, which must exist), waits until the API server grants
 /// it, and returns a client that acts as that install's ServiceAccount.
@@ -46,7 +49,7 @@ pub async fn install_namespaced_rbac(namespace: &str) -> kube::Client {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|document| Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|document| !document.is_null() && document["kind"] != "Deployment")
+        .filter(|document| RBAC_KINDS.iter().any(|kind| document["kind"] == *kind))
         .map(|mut document| {
             if document["metadata"]["namespace"] == "etcd" {
                 document["metadata"]["namespace"] = namespace.into();
@@ -80,12 +83,15 @@ fn shipped_documents() -> Vec<Value> {
         .collect()
 }
 
-/// Applies (`kubectl apply`, idempotent) every document of `example/etcd-controller.yaml` but its Deployment:
-/// the namespace, the ServiceAccount, and every role and binding. Waits first until a namespace left terminating
+/// Applies (`kubectl apply`, idempotent) the namespace, the ServiceAccount, and every role and binding of
+/// `example/etcd-controller.yaml` (not its Deployment, budget or Service). Waits first until a namespace left terminating
 /// (e2e_deployed deletes the whole manifest when it ends) is gone, and after until the API server grants every
 /// bound rule to the ServiceAccount, so a controller started next is never refused for a binding not yet seen.
 pub async fn install_rbac(client: &kube::Client) {
-    let documents: Vec<Value> = shipped_documents().into_iter().filter(|d| d["kind"] != "Deployment").collect();
+    let documents: Vec<Value> = shipped_documents()
+        .into_iter()
+        .filter(|d| d["kind"] == "Namespace" || RBAC_KINDS.iter().any(|kind| d["kind"] == *kind))
+        .collect();
     let account = documents.iter().find(|d| d["kind"] == "ServiceAccount").expect("the manifest's ServiceAccount");
     let named = (account["metadata"]["namespace"].as_str(), account["metadata"]["name"].as_str());
     assert_eq!(named, (Some(NAMESPACE), Some(SERVICE_ACCOUNT)), "the shipped ServiceAccount the suites act as");
