@@ -21,6 +21,10 @@ deps=$(scripts/install-deps.sh) || fail "scripts/install-deps.sh failed (its out
 eval "$deps"
 [[ -x ${MINIO_BIN:-} ]] || fail "install-deps.sh printed no usable MINIO_BIN (got '${MINIO_BIN:-}')"
 export MINIO_BIN
+for tool in HELM_BIN PROMTOOL_BIN; do
+  [[ -x ${!tool:-} ]] || fail "install-deps.sh printed no usable $tool (got '${!tool:-}')"
+done
+export HELM_BIN PROMTOOL_BIN
 
 # Every e2e_* file is a suite that needs the test bed: it must be declared with `required-features = ["e2e"]`,
 # or `cargo test --workspace` would run it without one.
@@ -66,7 +70,10 @@ eval "$images"
 KUBECTL=$("$PWD/tests/e2e/build.sh" kubectl)/kubectl
 etcd35=$(tests/e2e/build.sh etcd-3.5)
 # The e2e suite restores snapshots of the clusters it runs (etcd 3.5) with etcd 3.5's own tools.
-export KUBECTL ETCD_BIN=$etcd35/etcd ETCDCTL_BIN=$etcd35/etcdctl KEC_CONTROLLER_IMAGE KEC_SIDECAR_IMAGE
+# The kubectl plugin the suites run (`cargo test --workspace` above built it already).
+cargo build -q -p kubectl-etcd
+KUBECTL_ETCD=$PWD/target/debug/kubectl-etcd
+export KUBECTL ETCD_BIN=$etcd35/etcd ETCDCTL_BIN=$etcd35/etcdctl KEC_CONTROLLER_IMAGE KEC_SIDECAR_IMAGE KUBECTL_ETCD
 # Only the suites: the other tests were built and run above.
 # shellcheck disable=SC2046 # one `--test NAME` pair per suite
 cargo build -q -p system-tests --features e2e $(printf -- '--test %s ' "${suites[@]}")

@@ -27,7 +27,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use support::{
     clusters, converged, converged_now, count_keys, crd_established, curl, eventually, example, fresh_namespace, helm,
-    host_dir, kubectl, kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
+    host_dir, kubectl, kubectl_etcd, kubectl_with_input, local_volume, member_pods, ready_members, testbed, voters,
 };
 
 const NS: &str = "e2e-deployed";
@@ -519,6 +519,35 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let restored = system_tests::etcd::restore_and_start(&snapshot).await.unwrap();
     assert_eq!(restored.count("/backed-up/").await.unwrap(), 60, "the backup restores to the same keys");
     drop(restored);
+
+    // The kubectl plugin, as a person at 3 a.m. uses it (port-forwards to the members and the sidecar, the token
+    // read from its Secret): status, backups, a backup taken now, a restore into a new cluster.
+    let (ok, shown, _) = kubectl_etcd(&["status", BACKED_UP, "-n", NS]);
+    assert!(ok && shown.contains("Phase:       Running") && shown.contains(&taken.name), "{shown}");
+    for (member, _) in &backup_members {
+        let row = shown.lines().find(|l| l.starts_with(member.as_str())).unwrap_or_else(|| panic!("{member}: {shown}"));
+        assert!(row.contains("healthy") && row.contains("3.5."), "{row}");
+    }
+    let leaders = shown.lines().filter(|l| l.starts_with(BACKED_UP) && l.contains(" * ")).count();
+    assert_eq!(leaders, 1, "one leader marked: {shown}");
+    let (ok, listed, _) = kubectl_etcd(&["backups", BACKED_UP, "-n", NS]);
+    assert!(ok && listed.contains(&taken.name) && listed.contains("61"), "{listed}");
+    let (ok, now, _) = kubectl_etcd(&["backup", BACKED_UP, "-n", NS]);
+    let newest = now.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or_default().to_string();
+    assert!(ok && newest.starts_with(BACKED_UP) && newest != taken.name, "{now}");
+    let (ok, _, refused) = kubectl_etcd(&["restore", BACKED_UP, "--backup", "nonesuch", "--to", "copy", "-n", NS]);
+    assert!(!ok && refused.contains("has no backup \"nonesuch\""), "{refused}");
+    let (ok, printed, _) =
+        kubectl_etcd(&["restore", BACKED_UP, "--backup", &newest, "--to", "copy", "-n", NS, "--dry-run"]);
+    let printed: serde_json::Value = serde_yaml::from_str(&printed).unwrap();
+    assert!(ok && printed["spec"]["restore"]["backup"] == newest.as_str(), "{printed}");
+    assert!(api.get_opt("copy").await.unwrap().is_none(), "a dry run creates nothing");
+    let (ok, _, _) = kubectl_etcd(&["restore", BACKED_UP, "--backup", &newest, "--to", "copy", "-n", NS]);
+    assert!(ok);
+    let (copies, took) = converged(&pods, "copy", 3, &[], Duration::from_secs(180)).await;
+    assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/backed-up/").await, 60, "restored by the plugin");
+    println!("plugin: restore into a new cluster serving at size 3 in {:.1} s", took.as_secs_f64());
+    kubectl(&["-n", NS, "delete", "etcd", "copy", "--wait=true"]);
 
     // The metrics the shipped alerts and dashboard read, in real scrapes of the deployed controller from here to
     // the end of the upgrade (step 9: the upgrade's series exist only while one runs), each with its namespace and

@@ -594,6 +594,13 @@ async fn tls_clusters_form_heal_rotate_and_restore_with_client_certificates() {
     let taken = support::take_backup(&client, NS, CLUSTER).await;
     println!("backup over TLS: {} at revision {}", taken.name, taken.revision);
     assert!(support::sidecar_refuses_plain_http(&client, NS, CLUSTER).await, "the sidecar's API is HTTPS only");
+    // The kubectl plugin over a port-forward: the sidecar over HTTPS checked against its serving CA, and every
+    // member's health from its plain metrics listener (no client certificate needed).
+    let (ok, listed, _) = support::kubectl_etcd(&["backups", CLUSTER, "-n", NS]);
+    assert!(ok && listed.contains(&taken.name), "the plugin lists backups over HTTPS: {listed}");
+    let (ok, shown, _) = support::kubectl_etcd(&["status", CLUSTER, "-n", NS]);
+    let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with(&format!("{CLUSTER}-"))).collect();
+    assert!(ok && !rows.is_empty() && rows.iter().all(|r| r.contains("healthy")), "{shown}");
     let copy = serde_json::json!({
         "size": 1,
         "version": "3.6.16",

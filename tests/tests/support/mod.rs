@@ -246,6 +246,19 @@ pub fn helm(args: &[&str]) -> String {
     stdout
 }
 
+/// Runs the kubectl plugin (`kubectl-etcd`: `KUBECTL_ETCD`, else this workspace's debug build) with `args` against
+/// the test bed: whether it succeeded, its standard output and its standard error.
+pub fn kubectl_etcd(args: &[&str]) -> (bool, String, String) {
+    let program = std::env::var("KUBECTL_ETCD")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/kubectl-etcd").to_string());
+    assert!(std::path::Path::new(&program).exists(), "{program}: cargo build -p kubectl-etcd");
+    let out = std::process::Command::new(&program).args(args).output().expect("running kubectl-etcd");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    println!("$ kubectl etcd {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.success(), stdout, stderr)
+}
+
 /// As `kubectl`, with `input` on its standard input (`-f -`).
 pub fn kubectl_with_input(args: &[&str], input: &str) -> String {
     use std::io::Write;
