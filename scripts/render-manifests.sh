@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Renders the plain manifests of example/ from the Helm chart (charts/kube-etcd-controller), the one source of the
-# install: run it after changing the chart; tests/tests/chart.rs fails while they differ.
+# install, and copies the CRD into the chart: run it after changing the chart or the CRD (after
+# `cargo run -p controller -- crd > example/etcd-crd.yaml`); tests/tests/chart.rs fails while they differ.
 #   scripts/render-manifests.sh          writes example/etcd-controller.yaml and example/etcd-controller-namespaced.yaml
 #   scripts/render-manifests.sh --check  fails if either differs from what the chart renders
 set -euo pipefail
@@ -46,4 +47,12 @@ done <<'LIST'
 example/etcd-controller.yaml etcd-controller cluster_header --set namespace.create=true
 example/etcd-controller-namespaced.yaml etcd namespaced_header --set scope=namespace
 LIST
+# The chart ships the CRD as `etcd-controller crd` prints it (example/etcd-crd.yaml, held to the controller by
+# controller/src/crd.rs).
+crd=$chart/files/etcd-crd.yaml
+if ((check)); then
+  cmp -s example/etcd-crd.yaml "$crd" || { echo "render-manifests: $crd differs from example/etcd-crd.yaml: run scripts/render-manifests.sh" >&2; status=1; }
+else
+  cp example/etcd-crd.yaml "$crd"
+fi
 exit $status

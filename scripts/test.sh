@@ -39,6 +39,19 @@ for file in tests/tests/e2e_*.rs; do
 done
 ((${#suites[@]})) || fail "no end-to-end suite found in tests/Cargo.toml"
 
+# The test bed's Go builds (Kubernetes and etcd 3.5-3.7 from their modules: many minutes cold, nothing when cached)
+# run beside the Rust build below, niced, and are waited for before the bed comes up: the Rust build leaves a core
+# idle for much of its time.
+prebuild=
+if [[ ${KEC_SKIP_E2E:-0} != 1 || -n ${CI:-} ]]; then
+  prebuild_log=$(mktemp)
+  # In a session of its own, so that stopping it stops every `go build` it started.
+  setsid bash -c 'tests/e2e/build.sh >/dev/null && for minor in 3.5 3.6 3.7; do tests/e2e/build.sh "etcd-$minor" >/dev/null; done' \
+    >"$prebuild_log" 2>&1 &
+  prebuild=$!
+  trap 'kill -- "-$prebuild" 2>/dev/null || true; rm -f "$prebuild_log"' EXIT
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -q -- -D warnings
 cargo test --workspace --no-fail-fast
@@ -51,6 +64,11 @@ if [[ ${KEC_SKIP_E2E:-0} == 1 ]]; then
     exit 0
   fi
 fi
+if [[ -n $prebuild ]] && ! wait "$prebuild"; then
+  cat "$prebuild_log" >&2
+  fail "building the test bed's Kubernetes and etcd binaries failed (its output is above)"
+fi
+[[ -n $prebuild ]] && { echo "test.sh: the test bed's Go builds were done at $SECONDS s"; cat "$prebuild_log"; rm -f "$prebuild_log"; }
 start=$SECONDS
 trap 'tests/e2e/down.sh' EXIT
 # Not `eval "$(up.sh)"`, for the same reason as above.
@@ -70,9 +88,10 @@ eval "$images"
 KUBECTL=$("$PWD/tests/e2e/build.sh" kubectl)/kubectl
 etcd35=$(tests/e2e/build.sh etcd-3.5)
 # The e2e suite restores snapshots of the clusters it runs (etcd 3.5) with etcd 3.5's own tools.
-# The kubectl plugin the suites run (`cargo test --workspace` above built it already).
-cargo build -q -p kubectl-etcd
+# The kubectl plugin the suites run: `cargo test --workspace` above built it (its CLI test runs the binary; a
+# separate `cargo build -p kubectl-etcd` would build its dependencies again with other features).
 KUBECTL_ETCD=$PWD/target/debug/kubectl-etcd
+[[ -x $KUBECTL_ETCD ]] || fail "cargo test --workspace built no $KUBECTL_ETCD"
 export KUBECTL ETCD_BIN=$etcd35/etcd ETCDCTL_BIN=$etcd35/etcdctl KEC_CONTROLLER_IMAGE KEC_SIDECAR_IMAGE KUBECTL_ETCD
 # Only the suites: the other tests were built and run above.
 # shellcheck disable=SC2046 # one `--test NAME` pair per suite
@@ -114,7 +133,7 @@ for suite in "${suites[@]}"; do
     summary+=("$(printf '%-16s %s after %4d s' "$suite" "$how" $((SECONDS - began)))")
     failed+=("$suite")
     echo "test.sh: $suite failed; the deployed controller's log (if any) and every pod follow" >&2
-    "$KUBECTL" -n etcd-controller logs deployment/etcd-controller --tail 80 >&2 || true
+    "$KUBECTL" -n etcd-controller logs -l app.kubernetes.io/name=etcd-controller --prefix --tail 80 >&2 || true
     "$KUBECTL" get pods -A -o wide >&2 || true
     "$KUBECTL" get nodes -o wide >&2 || true
   fi

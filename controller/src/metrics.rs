@@ -37,6 +37,7 @@ pub struct Metrics {
     abandoned: Counter,
     upgrade_steps: Family<StepLabel, Counter>,
     upgrade_duration: Histogram,
+    leading: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Label of an upgrade step.
@@ -97,7 +98,14 @@ impl Metrics {
             "Duration of completed upgrades, from their start to the cluster version reporting the target",
             upgrade_duration.clone(),
         );
+        let leading = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "leading",
+            "1 while this replica leads (holds the Lease) and reconciles; 0 while it stands by",
+            leading.clone(),
+        );
         Self {
+            leading,
             registry: Mutex::new(registry),
             clusters,
             certificates_issued,
@@ -135,6 +143,11 @@ impl Metrics {
     pub fn upgrade_completed(&self, seconds: f64) {
         self.upgrade_step("completed");
         self.upgrade_duration.observe(seconds);
+    }
+
+    /// This replica leads from now on (it never stops leading: it exits instead).
+    pub fn leads(&self) {
+        self.leading.set(1);
     }
 
     /// Counts a reconcile and times it.
@@ -560,6 +573,10 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(text.contains("etcd_controller_leading 0\n"), "a replica stands by until it leads: {text}");
+        let leading = Metrics::new(&build);
+        leading.leads();
+        assert!(leading.encode().contains("etcd_controller_leading 1\n"));
     }
 
     fn view(members: i64, leader: Option<u64>) -> ClusterView {

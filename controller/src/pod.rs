@@ -293,10 +293,11 @@ pub fn member_pod(
         format!("--quota-backend-bytes={}", spec.etcd.quota_backend_bytes),
         "--auto-compaction-mode=periodic".to_string(),
         format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
-        // etcd's own metrics and health, plain, on the port named `metrics` (the chart's PodMonitor scrapes it).
-        format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT),
     ];
     command.extend(tls_flags(peer_tls, client_tls));
+    // etcd's own metrics and health, plain, on the port named `metrics` (the chart's PodMonitor scrapes it). After
+    // the TLS flags: where a client-TLS member of an earlier build had it, so its settings hash is unchanged.
+    command.push(format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT));
     command.extend(crate::version::version_flags(release.version));
     match join {
         Join::New { token, .. } => {
@@ -1485,6 +1486,15 @@ mod tests {
         let mut on_claims = cluster("demo", 3);
         on_claims.spec.storage = Some(serde_json::from_value(serde_json::json!({ "size": "1Gi" })).unwrap());
         assert_eq!(settings_hash(&on_claims, &Trust::default()), "s2-d3fbb408871c015d");
+        // A client-TLS member had its metrics listener all along, last after its TLS flags: the same command, the
+        // hash earlier builds wrote (read off 8bf35be), so a controller upgrade rolls no TLS member either.
+        let mut tls = cluster("demo", 3);
+        tls.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {}, "client": {} })).unwrap());
+        let pod = pod_of(&tls, "demo-0001", &["demo-0001".into()], &Join::Existing);
+        let command = pod.spec.as_ref().unwrap().containers[0].command.clone().unwrap();
+        let at = command.iter().position(|a| a == "--client-cert-auth").unwrap();
+        assert_eq!(command[at + 1], "--listen-metrics-urls=http://0.0.0.0:2381", "{command:?}");
+        assert_eq!(settings_hash(&tls, &Trust::default()), "s2-56bf2b279a25bae9");
         // A plain member created before every member had a metrics listener is not rolled for it.
         let mut earlier = pod_of(&cluster("demo", 3), "demo-0001", &["demo-0001".into()], &Join::Existing);
         let command = earlier.spec.as_mut().unwrap().containers[0].command.as_mut().unwrap();

@@ -141,6 +141,7 @@ pub async fn run_with_client(client: kube::Client, args: RunArgs, hooks: Hooks) 
         Some(config) => Some(leader::lead(client.clone(), config).await),
         None => None,
     };
+    ctx.metrics.leads();
     let lost = leadership.as_ref().map_or_else(CancellationToken::new, leader::Leadership::lost);
     let stop = {
         let lost = lost.clone();

@@ -175,6 +175,16 @@ fn restored(source: &EtcdCluster, to: &str, backup: &str) -> (EtcdCluster, Vec<S
         spec.paused = false;
         notes.push(format!("{} is paused; the new cluster is not", cluster_name(source)));
     }
+    // A claim of the source's backups may not mount on a second node (ReadWriteOnce): the copy gets no backups
+    // there; S3 is shared safely (each cluster writes under its own name).
+    if let Some(claim) = spec.backup.as_ref().and_then(|b| b.storage.pvc.as_ref()).map(|p| p.claim_name.clone()) {
+        spec.backup = None;
+        notes.push(format!(
+            "{} backs up to claim {claim}, which a second sidecar may not mount: {to} has no spec.backup; set one \
+             (another claim, or S3) to back it up",
+            cluster_name(source)
+        ));
+    }
     if let Some(tls) = spec.tls.as_mut() {
         let mut named = Vec::new();
         if let Some(peer) = tls.peer.as_mut() {
@@ -223,9 +233,17 @@ mod tests {
         assert_eq!((restore.cluster.as_deref(), restore.backup.as_str()), (Some("prod"), "prod-20261204-1200"));
         assert_eq!(new.spec.size, 5);
         assert_eq!(new.spec.storage, prod.spec.storage);
-        assert_eq!(new.spec.backup, prod.spec.backup, "the copy is backed up as the source is");
+        assert_eq!(new.spec.backup, None, "the source's backup claim is not shared");
         assert!(!new.spec.paused, "a paused copy would never be seeded");
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].contains("claim backups"), "{notes:?}");
+        let on_s3 = source(serde_json::json!({
+            "size": 3, "version": "3.5.35",
+            "backup": { "every": "1h", "storage": { "s3": { "bucket": "b", "credentialsSecret": "s3" } } },
+        }));
+        let (new, notes) = restored(&on_s3, "copy", "b");
+        assert_eq!(new.spec.backup, on_s3.spec.backup, "S3 backups carry on, under the copy's own name");
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

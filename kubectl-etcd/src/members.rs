@@ -69,7 +69,7 @@ async fn scrape(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<MemberMetrics> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let port = metrics_port(pod).with_context(|| format!("{name} has no plain metrics port"))?;
     let forward = Forward::start(pods.clone(), &name, port).await?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build()?;
     let text = http.get(format!("http://{}/metrics", forward.local)).send().await?.error_for_status()?.text().await?;
     Ok(MemberMetrics::parse(&text))
 }

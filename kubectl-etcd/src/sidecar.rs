@@ -71,7 +71,9 @@ impl Sidecar {
         let port = u16::try_from(controller::backup::PORT).expect("a port");
         let forward = Forward::start(pods, &pod, port).await?;
 
-        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(15));
+        // Never through a proxy of the environment: the port-forward is on loopback, and the token must not travel
+        // to a proxy (in clear, for a plain sidecar).
+        let mut http = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(15));
         let base = match controller::backup::serving_secret(&deployment) {
             None => format!("http://{}", forward.local),
             Some(serving) => {

@@ -175,7 +175,11 @@ pub fn sidecar_bin() -> PathBuf {
         // <target>/<profile>/deps/<test>-<hash>
         let profile_dir = exe.parent().and_then(Path::parent).expect("the test runs from <target>/<profile>/deps");
         let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
-        workspace_build(&["--package", "backup-sidecar", "--bin", "etcd-backup-sidecar"], &profile);
+        // With the features `cargo test --workspace` resolved (every member's, dev-dependencies' included): a
+        // `--package backup-sidecar` build would compile its whole dependency tree once more with other features.
+        let unified = ["--workspace", "--tests", "--bin", "etcd-backup-sidecar"];
+        let alone = ["--package", "backup-sidecar", "--bin", "etcd-backup-sidecar"];
+        workspace_build(if profile == "debug" { &unified } else { &alone }, &profile);
         let bin = profile_dir.join("etcd-backup-sidecar");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin

@@ -81,7 +81,10 @@ fn the_chart_is_this_release_and_ships_the_crd_as_the_controller_prints_it() {
     let shipped = std::fs::read_to_string(chart().join("files/etcd-crd.yaml")).unwrap();
     // example/etcd-crd.yaml is held to `etcd-controller crd` by controller/src/crd.rs.
     let example = std::fs::read_to_string(root().join("example/etcd-crd.yaml")).unwrap();
-    assert!(shipped == example, "charts/kube-etcd-controller/files/etcd-crd.yaml: cp example/etcd-crd.yaml there");
+    assert!(
+        shipped == example,
+        "charts/kube-etcd-controller/files/etcd-crd.yaml is stale: run scripts/render-manifests.sh"
+    );
 }
 
 #[test]
@@ -117,6 +120,16 @@ fn by_default_two_replicas_spread_over_nodes_with_a_budget_the_crd_kept_on_unins
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(one(&documents, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+
+    // The budget and the Service select this release's controller pods only (never a member, whose pods are
+    // `app.kubernetes.io/name: etcd`), and a release named as the pods the controller makes is refused.
+    let budget = &one(&documents, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"];
+    assert_eq!(budget["app.kubernetes.io/part-of"], "kube-etcd-controller");
+    assert_eq!(one(&documents, "Service")["spec"]["selector"], *budget);
+    for name in ["etcd", "etcd-backup-sidecar"] {
+        let refused = template("etcd-controller", &[&format!("fullnameOverride={name}")]).unwrap_err();
+        assert!(refused.contains("cannot be named"), "{refused}");
+    }
 
     let single = template("etcd-controller", &["replicas=1", "crds.install=false"]).unwrap();
     assert!(of_kind(&single, "PodDisruptionBudget").is_empty(), "no budget for one replica: it would block drains");
@@ -169,6 +182,8 @@ fn the_monitoring_options_ship_the_alerts_the_dashboard_and_the_monitors() {
     assert_eq!(pod_monitor["spec"]["namespaceSelector"]["any"], true);
     let service_monitor = one(&documents, "ServiceMonitor");
     assert_eq!(service_monitor["spec"]["endpoints"][0]["port"], "metrics");
+    // The series' own namespace label (the cluster's) is kept, not replaced by the controller pod's.
+    assert_eq!(service_monitor["spec"]["endpoints"][0]["honorLabels"], true);
     let service = one(&documents, "Service");
     let selected = &service_monitor["spec"]["selector"]["matchLabels"];
     for (key, value) in selected.as_mapping().unwrap() {

@@ -115,18 +115,18 @@ fn helm_install(sidecar: &str) {
     helm(&["install", RELEASE, CHART, "-n", CONTROLLER_NS, "--set", &sidecar, "--wait", "--timeout", "180s"]);
 }
 
-/// Scrapes `url` every 2 s until stopped: every metric name seen, and for per-cluster series only those labelled
+/// Scrapes each of `urls` every 2 s until stopped: every metric name seen, and for per-cluster series only those labelled
 /// with this suite's namespace and a cluster.
-fn scrape_names(url: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<BTreeSet<String>>) {
+fn scrape_names(urls: Vec<String>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<BTreeSet<String>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let handle = tokio::spawn(async move {
         let mut seen = BTreeSet::new();
         let http = reqwest::Client::new();
         while !stopped.load(Ordering::Relaxed) {
-            if let Ok(response) = http.get(&url).timeout(Duration::from_secs(5)).send().await
-                && let Ok(text) = response.text().await
-            {
+            for url in &urls {
+                let Ok(response) = http.get(url).timeout(Duration::from_secs(5)).send().await else { continue };
+                let Ok(text) = response.text().await else { continue };
                 for line in text.lines().filter(|l| !l.starts_with('#')) {
                     let name = line.split(['{', ' ']).next().unwrap_or_default();
                     let per_cluster = line.contains("cluster=\"");
@@ -532,6 +532,8 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     assert_eq!(leaders, 1, "one leader marked: {shown}");
     let (ok, listed, _) = kubectl_etcd(&["backups", BACKED_UP, "-n", NS]);
     assert!(ok && listed.contains(&taken.name) && listed.contains("61"), "{listed}");
+    // A write first: the sidecar answers a backup request at an unchanged revision with the backup it has.
+    etcd.put("/plugin/marker", "taken by the plugin", None).await.unwrap();
     let (ok, now, _) = kubectl_etcd(&["backup", BACKED_UP, "-n", NS]);
     let newest = now.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or_default().to_string();
     assert!(ok && newest.starts_with(BACKED_UP) && newest != taken.name, "{now}");
@@ -545,16 +547,27 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let (ok, _, _) = kubectl_etcd(&["restore", BACKED_UP, "--backup", &newest, "--to", "copy", "-n", NS]);
     assert!(ok);
     let (copies, took) = converged(&pods, "copy", 3, &[], Duration::from_secs(180)).await;
-    assert_eq!(count_keys(&format!("http://{}:2379", copies[0].1), "/backed-up/").await, 60, "restored by the plugin");
+    let copy = format!("http://{}:2379", copies[0].1);
+    assert_eq!(count_keys(&copy, "/backed-up/").await, 60, "restored by the plugin");
+    assert_eq!(count_keys(&copy, "/plugin/").await, 1, "from the backup the plugin took");
     println!("plugin: restore into a new cluster serving at size 3 in {:.1} s", took.as_secs_f64());
     kubectl(&["-n", NS, "delete", "etcd", "copy", "--wait=true"]);
 
     // The metrics the shipped alerts and dashboard read, in real scrapes of the deployed controller from here to
     // the end of the upgrade (step 9: the upgrade's series exist only while one runs), each with its namespace and
     // cluster labels; and each member's own etcd metrics on the port named `metrics` (the chart's PodMonitor).
-    let leader = controller_pod(&client, 2).await;
-    let leader_metrics = format!("http://{}:8080/metrics", leader.status.as_ref().unwrap().pod_ip.as_ref().unwrap());
-    let (stop_scraping, scraper) = scrape_names(leader_metrics);
+    // Both replicas: the leader's series are the ones that count, and leadership may move meanwhile.
+    controller_pod(&client, 2).await;
+    let replicas: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NS);
+    let urls: Vec<String> = replicas
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| Some(format!("http://{}:8080/metrics", p.status.as_ref()?.pod_ip.as_ref()?)))
+        .collect();
+    let (stop_scraping, scraper) = scrape_names(urls);
     let member = pods.get(&backup_members[0].0).await.unwrap();
     let port = member.spec.as_ref().unwrap().containers[0]
         .ports
@@ -575,13 +588,11 @@ async fn deployed_as_a_user_deploys_it_the_controller_runs_the_examples() {
     let before = member_uids(&pods, BACKED_UP).await;
     let members = ready_members(&pods, BACKED_UP).await;
     assert_eq!(members.len(), 3);
+    let every_replica = support::processes_with(&["etcd-controller", "run"]);
+    assert_eq!(every_replica.len(), 2, "the two replicas' processes: {every_replica:?}");
     let cuts: Vec<support::Cut> = members
         .iter()
-        .flat_map(|(_, ip)| {
-            let every_replica = support::processes_with(&["etcd-controller", "run"]);
-            assert_eq!(every_replica.len(), 2, "the two replicas' processes");
-            every_replica.into_iter().map(|pid| support::Cut::outgoing_of(pid, ip))
-        })
+        .flat_map(|(_, ip)| every_replica.iter().map(|pid| support::Cut::outgoing_of(*pid, ip)))
         .collect();
     let cut_at = Instant::now();
     let (seen, _) = eventually("status to say the members are unreachable", Duration::from_secs(90), || {

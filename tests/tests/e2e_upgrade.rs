@@ -375,9 +375,10 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     .await;
     nothing_restarted_for(&pods, Duration::from_secs(6), "a downgrade refused").await;
 
-    // 3.5 -> 3.6 with the controller killed right after its first member restart: another one finishes.
-    running.abort();
-    let _ = running.await;
+    // 3.5 -> 3.6 with the controller killed right after its first member restart: another one finishes. (Each
+    // controller killed here has its Lease deleted with it, as its expiry would 15 s later: e2e_leader and
+    // e2e_nodes time the expiry itself.)
+    support::kill_controller(&client, NS, running).await;
     let (hooks, reached) = stop_after(CLUSTER, |a| matches!(a, Action::RollMember { .. }));
     let frozen =
         support::start_controller_with(&client, NS, "e2e-upgrade-1", RESYNC, Duration::from_secs(2), hooks).await;
@@ -385,8 +386,7 @@ async fn rolling_upgrades_from_3_4_to_3_7_lose_no_acknowledged_write() {
     let began = (Instant::now(), k8s_openapi::jiff::Timestamp::now());
     set_version(&api, V36).await;
     tokio::time::timeout(Duration::from_secs(180), reached.notified()).await.expect("a member restarted");
-    frozen.abort();
-    let _ = frozen.await;
+    support::kill_controller(&client, NS, frozen).await;
     println!("3.5 -> 3.6: controller killed after its first member restart");
     let running = support::start_controller(&client, NS, "e2e-upgrade-2", RESYNC, Duration::from_secs(2)).await;
     let took = upgraded_to(&api, &pods, V36, Duration::from_secs(300)).await;

@@ -13,9 +13,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
-{{/* The controller pods' selector (immutable in a Deployment: the same as the hand-written manifest had). */}}
+{{/* The controller pods' selector in its Deployment (immutable: the same as the hand-written manifest had). The
+names of the pods the controller makes are refused: its selector would take in member or sidecar pods. */}}
 {{- define "kec.selector" -}}
+{{- if has (include "kec.fullname" .) (list "etcd" "etcd-backup-sidecar") }}
+{{- fail (printf "the release cannot be named %q (the name of the pods it makes): use another name or fullnameOverride" (include "kec.fullname" .)) }}
+{{- end }}
 app.kubernetes.io/name: {{ include "kec.fullname" . }}
+{{- end -}}
+
+{{/* The controller pods' selector in the Service, the budget, the NetworkPolicy and the spread (these can change):
+only this release's controller pods, never a pod the controller makes. */}}
+{{- define "kec.podSelector" -}}
+{{ include "kec.selector" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: kube-etcd-controller
 {{- end -}}
 
 {{- define "kec.image" -}}
