@@ -497,7 +497,7 @@ pub fn condition(health: &BackupHealth) -> (bool, &'static str, String) {
 
 mod client;
 
-pub use client::{Reach, SidecarClient, SidecarError, ensure, newest_of, sidecar_exists, sidecar_reach};
+pub use client::{Reach, SidecarClient, SidecarError, chain, ensure, newest_of, sidecar_exists, sidecar_reach};
 
 #[cfg(test)]
 mod tests {

@@ -95,8 +95,11 @@ impl Sidecar {
     }
 
     async fn call(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
-        let response =
-            request.bearer_auth(&self.token).send().await.map_err(|e| anyhow::anyhow!("{what}: {}", chain(&e)))?;
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{what}: {}", controller::backup::chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -116,18 +119,6 @@ impl Sidecar {
         let request = self.http.post(format!("{}/v1/backups", self.base)).timeout(Duration::from_secs(1800));
         Ok(self.call(request, "taking a backup").await?.json().await?)
     }
-}
-
-/// An error with its causes.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Backups as a table: name, age (from `now`), revision, size (compressed), etcd version.

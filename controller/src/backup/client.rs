@@ -359,7 +359,7 @@ impl SidecarClient {
 }
 
 /// An error with its causes (a TLS failure is in a cause of reqwest's error, not in its message).
-fn chain(error: &dyn std::error::Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
