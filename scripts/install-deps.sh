@@ -6,6 +6,8 @@
 #   - Helm (the chart's lint and template tests, the rendered manifests, e2e_deployed's install) and promtool (the
 #     alert rules' checks and unit tests), built from their Go modules the same way.
 # Prints `export` lines for the paths the tests read (MINIO_BIN, HELM_BIN, PROMTOOL_BIN).
+# `install-deps.sh --packages` installs the Debian packages only (scripts/test.sh builds the Go tools beside the
+# Rust build).
 set -euo pipefail
 
 KEC_CACHE=${KEC_CACHE:-$HOME/.cache/kec}
@@ -25,11 +27,14 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# --packages: the Debian packages only (what compiling the workspace needs: protoc), nothing printed.
+[[ ${1:-} == --packages ]] && exit 0
+
 if [[ ! -x $MINIO_DIR/minio ]]; then
   command -v go >/dev/null || { log "Go is needed to build MinIO"; exit 1; }
   log "building MinIO $MINIO_VERSION (a few minutes, once)"
   mkdir -p "$MINIO_DIR"
-  CGO_ENABLED=0 GOBIN=$MINIO_DIR.tmp go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
+  CGO_ENABLED=0 GOBIN=$MINIO_DIR.tmp nice -n 10 go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
   mv "$MINIO_DIR.tmp/minio" "$MINIO_DIR/minio"
   rmdir "$MINIO_DIR.tmp"
 fi

@@ -16,15 +16,21 @@ SECONDS=0
 budget=${KEC_E2E_BUDGET:-4800}
 [[ $budget =~ ^[0-9]+$ ]] || fail "KEC_E2E_BUDGET must be a number of seconds (got '$budget')"
 
-# Not `eval "$(install-deps.sh)"`: eval of an empty string succeeds, which would hide a failed install.
-deps=$(scripts/install-deps.sh) || fail "scripts/install-deps.sh failed (its output is above)"
-eval "$deps"
-[[ -x ${MINIO_BIN:-} ]] || fail "install-deps.sh printed no usable MINIO_BIN (got '${MINIO_BIN:-}')"
-export MINIO_BIN
-for tool in HELM_BIN PROMTOOL_BIN; do
-  [[ -x ${!tool:-} ]] || fail "install-deps.sh printed no usable $tool (got '${!tool:-}')"
-done
-export HELM_BIN PROMTOOL_BIN
+# The Debian packages first (compiling the workspace needs protoc); every Go build (MinIO, Helm and promtool for
+# the tests; Kubernetes and etcd 3.5-3.7 for the test bed: many minutes cold, nothing when cached) runs beside the
+# Rust build below, niced, in a session of its own (so that stopping it stops every `go build` it started), and is
+# waited for before the tests run: the Rust build leaves a core idle for much of its time.
+scripts/install-deps.sh --packages || fail "scripts/install-deps.sh --packages failed (its output is above)"
+gobuild_log=$(mktemp)
+deps_file=$(mktemp)
+bed=0
+if [[ ${KEC_SKIP_E2E:-0} != 1 || -n ${CI:-} ]]; then bed=1; fi
+setsid bash -c 'scripts/install-deps.sh >"$1" || exit 1
+  if (($2)); then
+    tests/e2e/build.sh >/dev/null && for minor in 3.5 3.6 3.7; do tests/e2e/build.sh "etcd-$minor" >/dev/null; done
+  fi' gobuild "$deps_file" "$bed" >"$gobuild_log" 2>&1 &
+gobuild=$!
+trap 'kill -- "-$gobuild" 2>/dev/null || true; rm -f "$gobuild_log" "$deps_file"' EXIT
 
 # Every e2e_* file is a suite that needs the test bed: it must be declared with `required-features = ["e2e"]`,
 # or `cargo test --workspace` would run it without one.
@@ -39,21 +45,23 @@ for file in tests/tests/e2e_*.rs; do
 done
 ((${#suites[@]})) || fail "no end-to-end suite found in tests/Cargo.toml"
 
-# The test bed's Go builds (Kubernetes and etcd 3.5-3.7 from their modules: many minutes cold, nothing when cached)
-# run beside the Rust build below, niced, and are waited for before the bed comes up: the Rust build leaves a core
-# idle for much of its time.
-prebuild=
-if [[ ${KEC_SKIP_E2E:-0} != 1 || -n ${CI:-} ]]; then
-  prebuild_log=$(mktemp)
-  # In a session of its own, so that stopping it stops every `go build` it started.
-  setsid bash -c 'tests/e2e/build.sh >/dev/null && for minor in 3.5 3.6 3.7; do tests/e2e/build.sh "etcd-$minor" >/dev/null; done' \
-    >"$prebuild_log" 2>&1 &
-  prebuild=$!
-  trap 'kill -- "-$prebuild" 2>/dev/null || true; rm -f "$prebuild_log"' EXIT
-fi
-
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -q -- -D warnings
+cargo test --workspace --no-run -q
+if ! wait "$gobuild"; then
+  cat "$gobuild_log" >&2
+  fail "building the Go tools (scripts/install-deps.sh) or the test bed's binaries (tests/e2e/build.sh) failed (the output is above)"
+fi
+cat "$gobuild_log"
+echo "test.sh: Go builds done at $SECONDS s"
+# Not `eval "$(install-deps.sh)"`: eval of an empty string succeeds, which would hide a failed install.
+deps=$(cat "$deps_file")
+eval "$deps"
+[[ -x ${MINIO_BIN:-} ]] || fail "install-deps.sh printed no usable MINIO_BIN (got '${MINIO_BIN:-}')"
+for tool in HELM_BIN PROMTOOL_BIN; do
+  [[ -x ${!tool:-} ]] || fail "install-deps.sh printed no usable $tool (got '${!tool:-}')"
+done
+export MINIO_BIN HELM_BIN PROMTOOL_BIN
 cargo test --workspace --no-fail-fast
 
 if [[ ${KEC_SKIP_E2E:-0} == 1 ]]; then
@@ -64,11 +72,6 @@ if [[ ${KEC_SKIP_E2E:-0} == 1 ]]; then
     exit 0
   fi
 fi
-if [[ -n $prebuild ]] && ! wait "$prebuild"; then
-  cat "$prebuild_log" >&2
-  fail "building the test bed's Kubernetes and etcd binaries failed (its output is above)"
-fi
-[[ -n $prebuild ]] && { echo "test.sh: the test bed's Go builds were done at $SECONDS s"; cat "$prebuild_log"; rm -f "$prebuild_log"; }
 start=$SECONDS
 trap 'tests/e2e/down.sh' EXIT
 # Not `eval "$(up.sh)"`, for the same reason as above.

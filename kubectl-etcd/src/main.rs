@@ -55,7 +55,8 @@ enum Command {
     Restore {
         /// The EtcdCluster whose backup is restored (its sidecar serves the backup to the new cluster).
         name: String,
-        /// The backup (a name `kubectl etcd backups NAME` lists).
+        /// The backup (a name `kubectl etcd backups NAME` lists, or `latest`: the newest when the new cluster is
+        /// seeded).
         #[arg(long)]
         backup: String,
         /// The new EtcdCluster's name.
@@ -117,7 +118,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "taking a backup of {namespace}/{} (waits until it is stored and verified)",
                 cluster_name(&cluster)
             );
-            let taken = sidecar.take().await?;
+            let (taken, created) = sidecar.take().await?;
+            if !created {
+                eprintln!("nothing was written since {}: that backup holds the cluster as it is", taken.name);
+            }
             print!("{}", sidecar::table(std::slice::from_ref(&taken), chrono::Utc::now()));
             Ok(())
         }
@@ -125,13 +129,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cluster = cluster_of(name.clone()).await?;
             let sidecar = sidecar::Sidecar::reach(&client, &cluster).await?;
             let list = sidecar.list().await?;
-            if !list.backups.iter().any(|b| b.name == backup) {
+            // `latest` is what spec.restore takes for the newest; any other name must be listed.
+            let known = if backup == "latest" {
+                !list.backups.is_empty()
+            } else {
+                list.backups.iter().any(|b| b.name == backup)
+            };
+            if !known {
                 bail!(
                     "{namespace}/{name} has no backup {backup:?} (`kubectl etcd backups {name} -n {namespace}` lists its {})",
                     list.backups.len()
                 );
             }
-            if clusters.get_opt(&to).await?.is_some() {
+            if clusters.get_opt(&to).await.with_context(|| format!("reading EtcdCluster {namespace}/{to}"))?.is_some() {
                 bail!(
                     "EtcdCluster {namespace}/{to} exists already: a restore creates a new cluster; choose another --to"
                 );

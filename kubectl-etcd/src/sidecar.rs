@@ -114,10 +114,13 @@ impl Sidecar {
         Ok(self.call(request, "listing backups").await?.json().await?)
     }
 
-    /// A backup taken now (the sidecar answers once it is stored and verified).
-    pub async fn take(&self) -> anyhow::Result<BackupInfo> {
+    /// A backup taken now (the sidecar answers once it is stored and verified), and whether it is new: at a
+    /// revision no newer than its last backup's the sidecar answers with that one instead.
+    pub async fn take(&self) -> anyhow::Result<(BackupInfo, bool)> {
         let request = self.http.post(format!("{}/v1/backups", self.base)).timeout(Duration::from_secs(1800));
-        Ok(self.call(request, "taking a backup").await?.json().await?)
+        let response = self.call(request, "taking a backup").await?;
+        let created = response.status() == reqwest::StatusCode::CREATED;
+        Ok((response.json().await?, created))
     }
 }
 

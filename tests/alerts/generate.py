@@ -83,19 +83,22 @@ T('member down: fewer Ready members than spec.size for 10 minutes', [
     C('10m', 'EtcdMemberDown', []),
     C('12m', 'EtcdMemberDown', [alert('EtcdMemberDown', L(a), '1')]),
 ])
-T('no leader: none reported for 2 minutes, but not while the cluster is created or recovered', [
+T('no leader: none reported for 2 minutes, but not while the cluster is created, recovered or without quorum', [
     S('etcd_controller_cluster_leader', L(a), '1 0x10'),
     S('etcd_controller_cluster_phase', L(a, phase='Running'), '1x11'),
     S('etcd_controller_cluster_leader', L(b), '1 0x10'),
     S('etcd_controller_cluster_phase', L(b, phase='Recovering'), '0 1x10'),
-    S('etcd_controller_cluster_leader', L(c), '1x11'),
+    S('etcd_controller_cluster_leader', L(c), '1 0x10'),
+    S('etcd_controller_cluster_phase', L(c, phase='QuorumLost'), '0 1x10'),
 ], [
     C('2m', 'EtcdClusterNoLeader', []),
     C('4m', 'EtcdClusterNoLeader', [alert('EtcdClusterNoLeader', L(a))]),
 ])
-T('unreachable: no member answers the controller for 5 minutes', [
+T('unreachable: no member answers the controller for 5 minutes, a cluster being created aside', [
     S('etcd_controller_cluster_etcd_reachable', L(a), '1 0x10'),
     S('etcd_controller_cluster_etcd_reachable', L(b), '1 0 1x9'),
+    S('etcd_controller_cluster_etcd_reachable', L(c), '0x11'),
+    S('etcd_controller_cluster_phase', L(c, phase='Creating'), '1x11'),
 ], [
     C('5m', 'EtcdClusterUnreachable', []),
     C('7m', 'EtcdClusterUnreachable', [alert('EtcdClusterUnreachable', L(a))]),
@@ -181,13 +184,15 @@ T('controller not reconciling: no controller scraped at all', [
     C('3m', 'EtcdControllerNotReconciling', []),
     C('6m', 'EtcdControllerNotReconciling', [alert('EtcdControllerNotReconciling', {})]),
 ])
-T('controller not reconciling: replicas run, none leads', [
-    S('etcd_controller_build_info', {'version': '0.1.0', 'pod': 'one'}, '1x10'),
-    S('etcd_controller_leading', {'pod': 'one'}, '1 0x9'),
-    S('etcd_controller_leading', {'pod': 'two'}, '0x10'),
+T('controller not reconciling: the replicas of one release run and none leads, while another release leads', [
+    S('etcd_controller_build_info', {'version': '0.1.0', 'namespace': 'team-a', 'pod': 'one'}, '1x10'),
+    S('etcd_controller_leading', {'namespace': 'team-a', 'pod': 'one'}, '1 0x9'),
+    S('etcd_controller_leading', {'namespace': 'team-a', 'pod': 'two'}, '0x10'),
+    S('etcd_controller_build_info', {'version': '0.1.0', 'namespace': 'team-b', 'pod': 'three'}, '1x10'),
+    S('etcd_controller_leading', {'namespace': 'team-b', 'pod': 'three'}, '1x10'),
 ], [
     C('4m', 'EtcdControllerNotReconciling', []),
-    C('7m', 'EtcdControllerNotReconciling', [alert('EtcdControllerNotReconciling', {})]),
+    C('7m', 'EtcdControllerNotReconciling', [alert('EtcdControllerNotReconciling', {'namespace': 'team-a'})]),
 ])
 doc = {'rule_files': ['../../charts/kube-etcd-controller/files/alerts.yaml'], 'evaluation_interval': '1m',
        'tests': tests}
