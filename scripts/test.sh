@@ -25,7 +25,7 @@ gobuild_log=$(mktemp)
 deps_file=$(mktemp)
 bed=0
 if [[ ${KEC_SKIP_E2E:-0} != 1 || -n ${CI:-} ]]; then bed=1; fi
-setsid bash -c 'scripts/install-deps.sh >"$1" || exit 1
+setsid --wait bash -c 'scripts/install-deps.sh >"$1" || exit 1
   if (($2)); then
     tests/e2e/build.sh >/dev/null && for minor in 3.5 3.6 3.7; do tests/e2e/build.sh "etcd-$minor" >/dev/null; done
   fi' gobuild "$deps_file" "$bed" >"$gobuild_log" 2>&1 &
