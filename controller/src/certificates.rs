@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use proto::cluster::{CertificateStatus, EtcdCluster, TlsPolicy};
+use proto::cluster::{CertificateStatus, ClientTls, EtcdCluster, PeerTls, TlsInUse, TlsPolicy};
 
 use crate::dial::ClientIdentity;
 use crate::labels::{FIELD_MANAGER, cluster_labels, owner};
@@ -112,10 +112,77 @@ pub fn backup_secret(cluster: &EtcdCluster) -> Option<String> {
     used(cluster).into_iter().find(|u| u.purpose == Purpose::Backup).map(|u| u.secret)
 }
 
-/// Every Secret `cluster`'s TLS uses, in a fixed order.
+/// The TLS whose certificates `cluster` uses: `spec.tls`, with the peer or client part it no longer has kept from
+/// `status.tls` while peer or client TLS is turned off for the running cluster (until [`still_in_use`] says no
+/// member needs it): the members still presenting those certificates, and the controller still dialling members
+/// that serve TLS, need them renewed, checked and read. The cluster domain and certificate duration are the spec's
+/// while it has a `tls`, else the kept ones. Members are rendered with the scheme the spec asks for
+/// ([`EtcdClusterSpec::peer_tls`], [`EtcdClusterSpec::client_tls`]): this says which certificates they hold.
+///
+/// A cluster whose status an earlier build wrote (no `status.tls`) keeps what `status.certificates` lists.
+///
+/// [`EtcdClusterSpec::peer_tls`]: proto::cluster::EtcdClusterSpec::peer_tls
+/// [`EtcdClusterSpec::client_tls`]: proto::cluster::EtcdClusterSpec::client_tls
+pub fn policy(cluster: &EtcdCluster) -> Option<TlsPolicy> {
+    let spec = cluster.spec.tls.as_ref();
+    let kept = cluster.status.as_ref().and_then(|s| s.tls.clone().or_else(|| kept_by_earlier_build(s, spec)));
+    let peer = spec.and_then(|t| t.peer.clone()).or_else(|| kept.as_ref().and_then(|k| k.peer.clone()));
+    let client = spec.and_then(|t| t.client.clone()).or_else(|| kept.as_ref().and_then(|k| k.client.clone()));
+    match (spec, kept) {
+        (Some(spec), _) => Some(TlsPolicy { peer, client, ..spec.clone() }),
+        (None, Some(kept)) if peer.is_some() || client.is_some() => Some(TlsPolicy {
+            peer,
+            client,
+            cluster_domain: kept.cluster_domain,
+            certificate_duration: kept.certificate_duration,
+        }),
+        (None, _) => None,
+    }
+}
+
+/// What `status.certificates` of an earlier build (which wrote no `status.tls`) says the members use.
+fn kept_by_earlier_build(status: &proto::cluster::EtcdClusterStatus, spec: Option<&TlsPolicy>) -> Option<TlsInUse> {
+    let listed = |purpose: Purpose| status.certificates.iter().find(|c| c.purpose == purpose.as_str());
+    let given = |purpose: Purpose| listed(purpose).filter(|c| !c.generated).map(|c| c.secret.clone());
+    let peer = listed(Purpose::Peer).map(|_| PeerTls { secret_name: given(Purpose::Peer) });
+    let client = listed(Purpose::Server).map(|_| ClientTls {
+        secret_name: given(Purpose::Server),
+        operator_secret_name: given(Purpose::Operator),
+        application_secret_name: listed(Purpose::Application).map(|c| c.secret.clone()),
+        backup_secret_name: given(Purpose::Backup),
+    });
+    (peer.is_some() || client.is_some()).then(|| TlsInUse {
+        peer,
+        client,
+        cluster_domain: spec
+            .map_or_else(|| proto::cluster::DEFAULT_CLUSTER_DOMAIN.into(), |t| t.cluster_domain.clone()),
+        certificate_duration: spec.and_then(|t| t.certificate_duration.clone()),
+    })
+}
+
+/// What `status.tls` says next: [`policy`], less a part the spec no longer has once no member needs it: peer TLS
+/// once etcd lists every member at a plain peer URL (`registered`: `None` while etcd cannot be asked, which keeps
+/// it), client TLS once no member pod serves TLS (`serving_tls`: how many do). Pure.
+pub fn still_in_use(cluster: &EtcdCluster, registered: Option<&[String]>, serving_tls: usize) -> Option<TlsInUse> {
+    let policy = policy(cluster)?;
+    let spec = cluster.spec.tls.as_ref();
+    let peer_asked = spec.is_some_and(|t| t.peer.is_some());
+    let client_asked = spec.is_some_and(|t| t.client.is_some());
+    let peer_needed =
+        registered.is_none_or(|urls| urls.iter().any(|url| crate::peering::PeerUrl::parse(url).is_none_or(|u| u.tls)));
+    let in_use = TlsInUse {
+        peer: policy.peer.filter(|_| peer_asked || peer_needed),
+        client: policy.client.filter(|_| client_asked || serving_tls > 0),
+        cluster_domain: policy.cluster_domain,
+        certificate_duration: policy.certificate_duration,
+    };
+    (in_use.peer.is_some() || in_use.client.is_some()).then_some(in_use)
+}
+
+/// Every Secret `cluster`'s TLS uses ([`policy`]), in a fixed order.
 pub fn used(cluster: &EtcdCluster) -> Vec<Used> {
     let name = cluster.name_any();
-    let Some(tls) = &cluster.spec.tls else { return Vec::new() };
+    let Some(tls) = policy(cluster) else { return Vec::new() };
     let either = |purpose, given: &Option<String>| Used {
         purpose,
         secret: given.clone().unwrap_or_else(|| generated_secret(&name, purpose)),
@@ -207,14 +274,12 @@ pub async fn pin_trust(
     in_use: &BTreeSet<String>,
 ) -> Result<(), String> {
     use k8s_openapi::api::core::v1::ConfigMap;
-    if !cluster.spec.peer_tls() && !cluster.spec.client_tls() {
-        return Ok(());
-    }
+    // (A cluster without TLS still has its earlier bundles deleted once no pod reads them: TLS turned off.)
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
     let name = cluster.name_any();
     let current = trust_config_map(&name, trust);
     // Nothing to pin while the Secrets cannot be read (status says why; no member is created meanwhile).
-    if !trust.bundles.peer.is_empty() || !trust.bundles.client.is_empty() {
+    if !used(cluster).is_empty() && (!trust.bundles.peer.is_empty() || !trust.bundles.client.is_empty()) {
         let mut labels = cluster_labels(&name);
         labels.insert(TRUST_LABEL.into(), "true".into());
         let map = ConfigMap {
@@ -260,7 +325,9 @@ impl Trust {
     pub fn render(&self, cluster: &EtcdCluster) -> Option<String> {
         let keys = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(",");
         let mut sides = Vec::new();
-        if cluster.spec.peer_tls() {
+        // Peer certificates are held while any member is registered at an https peer URL, also while peer TLS is
+        // turned off ([`policy`]); the client side follows the scheme the spec asks for.
+        if peer_secret(cluster).is_some() {
             sides.push(format!("peer={}", keys(&self.peer)));
         }
         if cluster.spec.client_tls() {
@@ -321,7 +388,8 @@ fn names_for(cluster: &EtcdCluster, purpose: Purpose) -> Vec<String> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let domain =
-        cluster.spec.tls.as_ref().map_or(proto::cluster::DEFAULT_CLUSTER_DOMAIN, |t| t.cluster_domain.as_str());
+        policy(cluster).map_or_else(|| proto::cluster::DEFAULT_CLUSTER_DOMAIN.to_string(), |t| t.cluster_domain);
+    let domain = domain.as_str();
     let names = tls::member_names(&name, &namespace, &client_service_name(&name), domain);
     match purpose {
         Purpose::Peer => names.peer,
@@ -419,8 +487,8 @@ async fn ensure_into(
     propagation: Duration,
     done: &mut Vec<Issuance>,
 ) -> Result<(), String> {
-    let Some(policy) = &cluster.spec.tls else { return Ok(()) };
-    let Ok(duration) = duration(policy) else { return Ok(()) };
+    let Some(policy) = policy(cluster) else { return Ok(()) };
+    let Ok(duration) = duration(&policy) else { return Ok(()) };
     let namespace = cluster.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let now = SystemTime::now();
@@ -928,7 +996,7 @@ pub fn judge(
     now: SystemTime,
 ) -> Seen {
     let mut certificates = Vec::new();
-    let duration_problem = cluster.spec.tls.as_ref().and_then(|t| duration(t).err());
+    let duration_problem = policy(cluster).and_then(|t| duration(&t).err());
     let all = used(cluster);
     let server_ca = all
         .iter()
@@ -939,7 +1007,10 @@ pub fn judge(
         let secret = all.iter().find(|u| u.purpose == purpose).and_then(|u| read.get(&u.secret)?.as_ref());
         secret.and_then(|s| bytes(s).get(CA_KEY).cloned()).unwrap_or_default()
     };
-    let (peer_bundle, client_bundle) = (bundle_of(Purpose::Peer), bundle_of(Purpose::Server));
+    // Members read the client CA bundle only while they serve TLS: while client TLS is turned off, a member is
+    // rendered trusting none (so its trust does not change once the serving Secret is no longer used).
+    let client_bundle = if cluster.spec.client_tls() { bundle_of(Purpose::Server) } else { Vec::new() };
+    let peer_bundle = bundle_of(Purpose::Peer);
     let trust = Trust {
         peer: tls::ca_keys(&peer_bundle),
         client: tls::ca_keys(&client_bundle),
@@ -1114,6 +1185,68 @@ mod tests {
 
     fn generated() -> EtcdCluster {
         tls_cluster(serde_json::json!({ "peer": {}, "client": { "applicationSecretName": "demo-app" } }))
+    }
+
+    #[test]
+    fn tls_turned_off_keeps_its_certificates_until_no_member_needs_them() {
+        let mut c = tls_cluster(serde_json::json!({
+            "peer": { "secretName": "peers" },
+            "client": {},
+            "clusterDomain": "corp.example",
+            "certificateDuration": "720h",
+        }));
+        c.spec.backup = Some(
+            serde_json::from_value(serde_json::json!({ "storage": { "pvc": { "claimName": "backups" } } })).unwrap(),
+        );
+        let before = used(&c);
+        let https = ["https://demo-0000.demo.ns.svc:2380".to_string(), "http://demo-0001.demo.ns.svc:2382".into()];
+        let plain = ["http://demo-0000.demo.ns.svc:2382".to_string(), "http://demo-0001.demo.ns.svc:2382".into()];
+        // Written while TLS is on: what the spec has.
+        let in_use = still_in_use(&c, Some(&https), 3).expect("TLS in use");
+        assert_eq!(still_in_use(&c, Some(&plain), 0), Some(in_use.clone()), "asked for: kept whatever runs");
+        assert_eq!(in_use.cluster_domain, "corp.example");
+        // The spec drops all of TLS: the same Secrets are used, with the same names to cover, while members need them.
+        c.spec.tls = None;
+        assert!(used(&c).is_empty(), "no status: nothing kept");
+        c.status = Some(proto::cluster::EtcdClusterStatus { tls: Some(in_use.clone()), ..Default::default() });
+        assert_eq!(used(&c), before);
+        assert!(names_for(&c, Purpose::Peer).iter().any(|n| n.ends_with(".svc.corp.example")));
+        assert_eq!(policy(&c).and_then(|p| p.certificate_duration).as_deref(), Some("720h"));
+        // Peer: kept while any member is registered https, or etcd cannot be asked; client: while a pod serves TLS.
+        assert_eq!(still_in_use(&c, Some(&https), 1), Some(in_use.clone()));
+        assert_eq!(still_in_use(&c, None, 1), Some(in_use.clone()));
+        let peer_gone = still_in_use(&c, Some(&plain), 1).expect("client TLS still served");
+        assert_eq!((peer_gone.peer, peer_gone.client), (None, in_use.client.clone()));
+        let client_gone = still_in_use(&c, Some(&https), 0).expect("peers still registered https");
+        assert_eq!((client_gone.peer, client_gone.client), (in_use.peer.clone(), None));
+        assert_eq!(still_in_use(&c, Some(&plain), 0), None);
+        // Only the part the spec dropped goes: client TLS kept on, peer TLS off.
+        c.spec.tls =
+            Some(serde_json::from_value(serde_json::json!({ "client": {}, "clusterDomain": "corp.example" })).unwrap());
+        assert_eq!(used(&c), before);
+        let left = still_in_use(&c, Some(&plain), 0).expect("client TLS asked for");
+        assert_eq!((left.peer, left.client), (None, in_use.client.clone()));
+    }
+
+    #[test]
+    fn a_status_of_an_earlier_build_keeps_the_certificates_it_lists() {
+        let mut c = tls_cluster(serde_json::json!({
+            "client": { "secretName": "srv", "operatorSecretName": "op" },
+            "peer": {},
+        }));
+        let listed: Vec<CertificateStatus> = used(&c)
+            .into_iter()
+            .map(|u| CertificateStatus {
+                purpose: u.purpose.as_str().into(),
+                secret: u.secret,
+                generated: u.generated,
+                ..Default::default()
+            })
+            .collect();
+        let before = used(&c);
+        c.spec.tls = None;
+        c.status = Some(proto::cluster::EtcdClusterStatus { certificates: listed, ..Default::default() });
+        assert_eq!(used(&c), before, "the generated peer Secret and the user's client Secrets");
     }
 
     fn owned(c: &EtcdCluster, name: &str, data: [(&str, &str); 3]) -> Secret {

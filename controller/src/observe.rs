@@ -727,8 +727,7 @@ pub fn claim_of(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim, uid: 
 /// turned on, member by member, some do and some do not yet.
 fn serves_tls(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
     let etcd = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == ETCD_CONTAINER));
-    etcd.and_then(|c| c.command.as_ref())
-        .is_some_and(|command| command.iter().any(|a| a.starts_with("--listen-client-urls=https://")))
+    etcd.and_then(|c| c.command.as_ref()).is_some_and(|command| crate::peering::serves_client_tls(command))
 }
 
 /// The cluster version the member at `client_url` reports on `/version` (`etcdcluster`; `not_decided` while a new

@@ -95,6 +95,11 @@ pub fn listened(command: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether a pod's etcd command serves clients over TLS (its `--listen-client-urls` is `https`).
+pub fn serves_client_tls(command: &[String]) -> bool {
+    command.iter().any(|a| a.starts_with("--listen-client-urls=https://"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -271,7 +271,10 @@ pub fn member_pod(
     labels.extend(cluster_labels(&name));
     labels.insert(MEMBER_LABEL.to_string(), member.to_string());
 
+    // The schemes the spec asks for; peer certificates are held while any member may still be registered at an
+    // https peer URL (turning peer TLS off: [`crate::certificates::policy`]).
     let (peer_tls, client_tls) = (spec.peer_tls(), spec.client_tls());
+    let peer_certificates = crate::certificates::peer_secret(cluster).is_some();
     let initial = initial_cluster.iter().map(|(m, url)| format!("{m}={url}")).collect::<Vec<_>>().join(",");
     // Its peer URL as etcd lists it (a new seed: the spec's), and where it listens while that has another scheme
     // than the spec asks for ([`crate::peering`]).
@@ -294,7 +297,7 @@ pub fn member_pod(
         "--auto-compaction-mode=periodic".to_string(),
         format!("--auto-compaction-retention={}", spec.etcd.auto_compaction_retention),
     ];
-    command.extend(tls_flags(peer_tls, client_tls));
+    command.extend(tls_flags(peer_certificates, client_tls));
     // etcd's own metrics and health, plain, on the port named `metrics` (the chart's PodMonitor scrapes it). After
     // the TLS flags: where a client-TLS member of an earlier build had it, so its settings hash is unchanged.
     command.push(format!("--listen-metrics-urls=http://0.0.0.0:{}", crate::version::METRICS_PORT));
@@ -326,7 +329,7 @@ pub fn member_pod(
     // etcd, which reads the files again on each new handshake, without a restart.
     for (volume_name, dir, secret) in [
         ("peer-tls", PEER_TLS_DIR, crate::certificates::peer_secret(cluster)),
-        ("server-tls", SERVER_TLS_DIR, crate::certificates::server_secret(cluster)),
+        ("server-tls", SERVER_TLS_DIR, crate::certificates::server_secret(cluster).filter(|_| client_tls)),
     ] {
         let Some(secret) = secret else { continue };
         volumes.push(secret_volume(volume_name, &secret));
@@ -338,7 +341,7 @@ pub fn member_pod(
         });
     }
     // The CA bundles, pinned: etcd reads them at each start, and reads what the pod's annotation names.
-    if spec.peer_tls() || client_tls {
+    if peer_certificates || client_tls {
         volumes.push(Volume {
             name: "trust".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -1380,6 +1383,70 @@ mod tests {
         // So does one that replaces a member while every pod holds peer certificates (an emptyDir member rolled).
         let initial = initial_cluster(&c, &["demo-0003".to_string()], &registered, true);
         assert_eq!(initial, [("demo-0003".to_string(), "https://demo-0003.demo.ns.svc:2380".to_string())]);
+    }
+
+    #[test]
+    fn a_member_turning_tls_off_holds_its_peer_certificates_until_every_member_is_plain_and_serves_clients_plain() {
+        // Created with peer and client TLS; the spec drops both; status.tls keeps what the members use.
+        let mut c = cluster("demo", 3);
+        let tls: proto::cluster::TlsPolicy =
+            serde_json::from_value(serde_json::json!({ "peer": {}, "client": {} })).unwrap();
+        c.spec.tls = Some(tls.clone());
+        let with_tls = settings_hash(&c, &Trust::default());
+        c.spec.tls = None;
+        let in_use = proto::cluster::TlsInUse {
+            peer: tls.peer.clone(),
+            client: tls.client.clone(),
+            cluster_domain: tls.cluster_domain.clone(),
+            certificate_duration: None,
+        };
+        c.status = Some(proto::cluster::EtcdClusterStatus { tls: Some(in_use.clone()), ..Default::default() });
+        let release = Release::of(&c.spec.repository, Version::parse(&c.spec.version).unwrap());
+        let registered = [
+            ("demo-0000".to_string(), "https://demo-0000.demo.ns.svc:2380".to_string()),
+            ("demo-0001".to_string(), "http://demo-0001.demo.ns.svc:2382".to_string()),
+        ];
+        let render = |c: &EtcdCluster, member: &str| {
+            let names = ["demo-0000".to_string(), "demo-0001".to_string()];
+            let initial = initial_cluster(c, &names, &registered, true);
+            member_pod(c, member, &initial, &Join::Existing, &release, &DataVolume::EmptyDir, &Trust::default())
+        };
+        let pod = render(&c, "demo-0000");
+        let args = command(&pod);
+        for flag in [
+            "--listen-peer-urls=https://0.0.0.0:2380,http://0.0.0.0:2382",
+            "--peer-cert-file=/etc/etcd/tls/peer/tls.crt",
+            "--listen-client-urls=http://0.0.0.0:2379",
+        ] {
+            assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.starts_with("--cert-file") || a == "--client-cert-auth"), "{args:?}");
+        let mounted: Vec<String> =
+            pod.spec.as_ref().unwrap().volumes.iter().flatten().map(|v| v.name.clone()).collect();
+        assert!(
+            mounted.contains(&"peer-tls".to_string()) && !mounted.contains(&"server-tls".to_string()),
+            "{mounted:?}"
+        );
+        // The one switched already listens plain alone, and still presents its certificate to the others.
+        let switched = command(&render(&c, "demo-0001"));
+        assert!(switched.contains(&"--listen-peer-urls=http://0.0.0.0:2382".to_string()), "{switched:?}");
+        assert!(switched.contains(&"--peer-cert-file=/etc/etcd/tls/peer/tls.crt".to_string()));
+        // Its settings are peer TLS's until the certificates go: no second roll while the URLs are switched.
+        let peer_only = {
+            let mut p = cluster("demo", 3);
+            p.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {} })).unwrap());
+            settings_hash(&p, &Trust::default())
+        };
+        assert_eq!(settings_hash(&c, &Trust::default()), peer_only);
+        assert_ne!(peer_only, with_tls, "client TLS off is a setting: every pod is rolled to serve plain");
+        // Once every member is registered plain, status.tls drops the peer part: plain pods, as if never TLS.
+        let mut done = c.clone();
+        done.status = Some(proto::cluster::EtcdClusterStatus {
+            tls: Some(proto::cluster::TlsInUse { peer: None, ..in_use }),
+            ..Default::default()
+        });
+        assert_eq!(settings_hash(&done, &Trust::default()), settings_hash(&cluster("demo", 3), &Trust::default()));
+        assert!(!command(&render(&done, "demo-0001")).iter().any(|a| a.starts_with("--peer-cert-file")));
     }
 
     #[test]

@@ -103,6 +103,20 @@ impl ReconcileError {
     }
 }
 
+/// Sets to null, in `new` (a merge patch's object), each key `old` has that `new` has not, at every depth where
+/// both are objects: a merge patch keeps what it does not mention.
+fn null_removed(new: &mut serde_json::Value, old: &serde_json::Value) {
+    let (Some(new), Some(old)) = (new.as_object_mut(), old.as_object()) else { return };
+    for (key, before) in old {
+        match new.get_mut(key) {
+            Some(now) => null_removed(now, before),
+            None => {
+                new.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+}
+
 /// Reconciles one cluster.
 pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     // Instrumented, never entered across an await: concurrent reconciles would otherwise nest in each other's span.
@@ -290,10 +304,15 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
         let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
         // A merge patch keeps fields it does not mention: cleared ones are sent as null.
-        for key in ["quorumLostSince", "recovery", "restoredFrom", "upgrade", "clusterVersion", "currentVersion"] {
+        for key in ["quorumLostSince", "recovery", "restoredFrom", "upgrade", "clusterVersion", "currentVersion", "tls"]
+        {
             if let Some(map) = body.as_object_mut() {
                 map.entry(key).or_insert(serde_json::Value::Null);
             }
+        }
+        // And within status.tls: a part of TLS turned off and no longer used, a Secret name no longer given.
+        if let (Some(tls), Ok(before)) = (body.get_mut("tls"), serde_json::to_value(&base.tls)) {
+            null_removed(tls, &before);
         }
         // A merge patch merges maps too: members gone from serverVersions are removed by name.
         let before = cluster.status.as_ref().map(|s| s.server_versions.clone()).unwrap_or_default();
@@ -484,5 +503,19 @@ mod tests {
         let first = say("up-20261202T071900.661Z-r3504");
         assert_eq!(first, say("up-20261202T071930.102Z-r3650"), "no new status for every attempt");
         assert_eq!(first, "503 backup failed: storage upload <backup> Unable to open file <backup> denied");
+    }
+
+    #[test]
+    fn a_status_part_no_longer_written_is_sent_as_null_at_its_depth() {
+        use super::null_removed;
+        use serde_json::json;
+        let before =
+            json!({ "peer": { "secretName": "p" }, "client": { "backupSecretName": "b" }, "clusterDomain": "d" });
+        let mut now = json!({ "client": {}, "clusterDomain": "d" });
+        null_removed(&mut now, &before);
+        assert_eq!(now, json!({ "peer": null, "client": { "backupSecretName": null }, "clusterDomain": "d" }));
+        let mut gone = serde_json::Value::Null;
+        null_removed(&mut gone, &before);
+        assert_eq!(gone, serde_json::Value::Null, "status.tls itself is nulled by its caller");
     }
 }

@@ -124,7 +124,8 @@ pub fn derive(
     };
     set("Available", truth(available), available_reason, available_message.clone());
     // A rollout of settings names the members not on the current spec yet.
-    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()), &observed.trust);
+    // As the planner is given it: rendered with the certificates the cluster uses (status.tls too).
+    let wanted = crate::pod::settings_hash(&with_status(spec, observed, previous), &observed.trust);
     let mut drifted = crate::plan::drifted(observed, &wanted);
     if let Some(class) = spec.storage.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
         let other = observed.claims.iter().filter(|c| c.usable() && c.class.as_deref().is_some_and(|c| c != class));
@@ -185,11 +186,11 @@ pub fn derive(
             "etcd's alarms could not be read: no member the controller reaches has a leader".into(),
         );
     }
-    let (drift, drift_reason, drift_message) = config_drift(spec, observed);
+    let (drift, drift_reason, drift_message) = config_drift(spec, observed, &wanted);
     set("ConfigDrift", truth(drift), drift_reason, drift_message);
     let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
     set("UpgradeBlocked", truth(blocked), &blocked_reason, blocked_message);
-    if spec.tls.is_some() {
+    if spec.tls.is_some() || !observed.certificates.is_empty() {
         let (blocking, other): (Vec<_>, Vec<_>) = observed
             .certificates
             .iter()
@@ -207,11 +208,11 @@ pub fn derive(
             let soonest = observed.certificates.iter().filter_map(|c| c.not_after.as_ref()).min_by_key(|t| t.0);
             let message = match soonest {
                 Some(at) => format!(
-                    "every certificate of spec.tls can be used; the first to expire ends at {} (generated ones are \
+                    "every certificate of the cluster's TLS can be used; the first to expire ends at {} (generated ones are \
                      renewed when a third of their life is left)",
                     at.0
                 ),
-                None => "every certificate of spec.tls can be used".into(),
+                None => "every certificate of the cluster's TLS can be used".into(),
             };
             set("CertificatesReady", "True", "CertificatesValid", message);
         } else {
@@ -267,9 +268,35 @@ pub fn derive(
             &now,
         ),
         claims: claims(observed),
+        tls: tls_in_use(spec, observed, previous),
         certificates: observed.certificates.clone(),
         conditions,
     }
+}
+
+/// `status.tls`: the TLS whose certificates the members use ([`crate::certificates::still_in_use`]), judged from
+/// the peer URLs etcd lists (unknown while etcd cannot be asked or lists no member) and the member pods that serve
+/// TLS.
+fn tls_in_use(
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    previous: &EtcdClusterStatus,
+) -> Option<proto::cluster::TlsInUse> {
+    let registered: Option<Vec<String>> = match &observed.etcd {
+        EtcdView::Members(members) if !members.is_empty() => {
+            Some(members.iter().flat_map(|m| m.peer_urls.iter().cloned()).collect())
+        }
+        _ => None,
+    };
+    let serving_tls = observed.pods.iter().filter(|p| crate::peering::serves_client_tls(&p.command)).count();
+    crate::certificates::still_in_use(&with_status(spec, observed, previous), registered.as_deref(), serving_tls)
+}
+
+/// The cluster as reconciled: `spec`, with the status it had (`status.tls` says which certificates it uses).
+fn with_status(spec: &EtcdClusterSpec, observed: &Observed, previous: &EtcdClusterStatus) -> EtcdCluster {
+    let mut cluster = EtcdCluster::new(&observed.cluster, spec.clone());
+    cluster.status = Some(previous.clone());
+    cluster
 }
 
 /// Each member claim as the API server shows it, with its guard's refusal.

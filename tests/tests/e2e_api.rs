@@ -103,19 +103,20 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     let scale = api.get_scale(&name).await.unwrap();
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(5));
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    // spec.tls can be turned on for a running cluster, never off, and its Secrets never changed for others.
+    // spec.tls can be turned on and off for a running cluster, but its Secrets never changed for others.
     let tls: DynamicObject = load(&example("example-etcd-cluster-tls.yaml"));
     let stored = api.create(&PostParams::default(), &tls).await.unwrap();
     let name = stored.name_any();
     for (change, refusal) in [
-        (serde_json::json!({ "spec": { "tls": null } }), "spec.tls cannot be removed"),
-        (serde_json::json!({ "spec": { "tls": { "client": null } } }), "spec.tls.client cannot be removed"),
-        (serde_json::json!({ "spec": { "tls": { "peer": null } } }), "spec.tls.peer cannot be removed"),
-        (serde_json::json!({ "spec": { "tls": { "peer": { "secretName": "other" } } } }), "spec.tls.peer cannot"),
+        (serde_json::json!({ "spec": { "tls": { "peer": { "secretName": "other" } } } }), "spec.tls.peer cannot move"),
         (serde_json::json!({ "spec": { "tls": { "clusterDomain": "example.org" } } }), "clusterDomain cannot change"),
         (
             serde_json::json!({ "spec": { "tls": { "client": { "applicationSecretName": "other" } } } }),
-            "spec.tls.client cannot be removed, nor its secretName, operatorSecretName or applicationSecretName",
+            "spec.tls.client's secretName, operatorSecretName and applicationSecretName cannot change",
+        ),
+        (
+            serde_json::json!({ "spec": { "tls": { "client": { "applicationSecretName": null } } } }),
+            "applicationSecretName cannot change",
         ),
     ] {
         let error = api.patch(&name, &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("refused");
@@ -128,6 +129,14 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&backup_secret))
         .await
         .expect("the backup sidecar's serving Secret may change");
+    // Turned off: client TLS, then peer TLS, then spec.tls itself.
+    for off in [
+        serde_json::json!({ "spec": { "tls": { "client": null } } }),
+        serde_json::json!({ "spec": { "tls": { "peer": null } } }),
+        serde_json::json!({ "spec": { "tls": null } }),
+    ] {
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&off)).await.expect("TLS turned off");
+    }
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     let plain: DynamicObject = load(&example("example-etcd-cluster.yaml"));
     let stored = api.create(&PostParams::default(), &plain).await.unwrap();

@@ -23,7 +23,10 @@
 //!    cluster: every key is there;
 //! 6. (a test of its own) a plain three-member cluster on volumes has peer TLS turned on under a plain writer (each
 //!    pod rolled to listen on both schemes, each member's peer URL switched, each pod rolled to TLS alone), then
-//!    client TLS: no acknowledged write lost, every member registered at an https URL, plain clients refused.
+//!    client TLS: no acknowledged write lost, every member registered at an https URL, plain clients refused; then
+//!    all of TLS turned off at once under a writer with the application certificate and a plain one: no acknowledged
+//!    write lost, every member registered at a plain URL, serving plain, holding no certificate, `status.tls` and
+//!    `status.certificates` empty, no pinned CA bundle left.
 
 mod support;
 
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 use controller::tls::Usage;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use support::etcd_cluster as cluster;
 use support::{
     Writer, clusters, condition, eventually, host_dir, install_crd, local_volume, recreated, status_of as status,
@@ -205,7 +208,7 @@ async fn pinned_once(client: &kube::Client, pods: &Api<Pod>, cluster: &str, memb
     let (kept, _) = eventually(&format!("{cluster}: one pinned CA bundle"), Duration::from_secs(60), || {
         let (maps, selector) = (maps.clone(), selector.clone());
         async move {
-            let listed = maps.list(&kube::api::ListParams::default().labels(&selector)).await.ok()?.items;
+            let listed = maps.list(&ListParams::default().labels(&selector)).await.ok()?.items;
             (listed.len() == 1).then(|| listed.into_iter().next().unwrap())
         }
     })
@@ -645,9 +648,10 @@ async fn listening(pods: &Api<Pod>, cluster: &str) -> std::collections::BTreeMap
 
 /// 6. A plain three-member cluster on volumes has peer TLS turned on under a writer (every pod rolled to listen on
 /// both schemes, each member's peer URL switched, each pod rolled to listen on TLS alone), then client TLS: no
-/// acknowledged write lost, every member registered at an https peer URL and served over TLS alone.
+/// acknowledged write lost, every member registered at an https peer URL and served over TLS alone; then TLS
+/// turned off again, all at once.
 #[tokio::test]
-async fn a_plain_cluster_turns_tls_on_member_by_member_under_writers() {
+async fn a_plain_cluster_turns_tls_on_and_off_member_by_member_under_writers() {
     // The namespace of the other scenarios (its helpers name it), made afresh.
     const ON: &str = NS;
     let client = support::testbed().await;
@@ -764,5 +768,62 @@ async fn a_plain_cluster_turns_tls_on_member_by_member_under_writers() {
         Err(_) => true,
     };
     assert!(refused, "plain HTTP is refused once client TLS is on");
+
+    // TLS off again, peer and client at once, under a writer with the application certificate and a plain one: each
+    // pod rolled to serve clients plain and listen for peers on both schemes (its peer certificate kept), each URL
+    // switched back, each pod rolled to listen plain alone and then without certificates.
+    let app = tls_from_secret(&client, ON, "plain-app", &format!("plain-client.{ON}.svc"), true).await;
+    let tls_writer = Writer::start_with(vec![service.replace("http://", "https://")], "/off/tls/", None, Some(app));
+    let plain_writer = Writer::start_with(vec![service.clone()], "/off/plain/", None, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let off = serde_json::json!({ "spec": { "tls": null } });
+    api.patch("plain", &PatchParams::default(), &Patch::Merge(&off)).await.unwrap();
+    let every_plain = || {
+        let (pods, api) = (pods.clone(), api.clone());
+        async move {
+            let listens = listening(&pods, "plain").await;
+            let plain = listens.len() == 3
+                && listens.values().all(|(peer, client)| {
+                    peer.starts_with("http://") && !peer.contains(',') && client.starts_with("http://")
+                });
+            let selector = format!("{}=plain", controller::labels::CLUSTER_LABEL);
+            let listed = pods.list(&ListParams::default().labels(&selector)).await;
+            let certified = listed.ok()?.items.iter().any(|p| {
+                let etcd = &p.spec.as_ref().unwrap().containers[0];
+                etcd.command.iter().flatten().any(|a| a.starts_with("--peer-cert-file"))
+            });
+            let status = api.get("plain").await.ok()?.data["status"].clone();
+            let kept = !status["tls"].is_null() || status["certificates"].as_array().is_some_and(|c| !c.is_empty());
+            (plain && !certified && !kept).then_some(listens)
+        }
+    };
+    let (listens, _) = eventually(
+        "every member plain, with no certificate, and none in status",
+        Duration::from_secs(600),
+        every_plain,
+    )
+    .await;
+    println!("TLS off in {:.1} s: {listens:?}", started.elapsed().as_secs_f64());
+    let ((urls, _), _) =
+        eventually("every member registered at a plain peer URL", Duration::from_secs(60), || every_member("http://"))
+            .await;
+    println!("registered at {urls:?}");
+    let members = support::converged(&pods, "plain", 3, &[], Duration::from_secs(120)).await.0;
+    let (tls_written, plain_written) = (tls_writer.stop(), plain_writer.stop());
+    let endpoint = format!("http://{}:2379", members[0].1);
+    none_lost("TLS turned off", &endpoint, None, &[("/off/tls/", &tls_written), ("/off/plain/", &plain_written)]).await;
+    for (name, ip) in &members {
+        let mut etcd = etcd_client::Client::connect([format!("http://{ip}:2379")], None).await.unwrap();
+        assert_ne!(etcd.status().await.unwrap().leader(), 0, "{name} knows a leader");
+    }
+    // The pinned CA bundles no pod reads any more are gone.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ON);
+    let selector = format!("{}=plain,{}", controller::labels::CLUSTER_LABEL, controller::certificates::TRUST_LABEL);
+    eventually("no pinned CA bundle left", Duration::from_secs(60), || {
+        let (maps, selector) = (maps.clone(), selector.clone());
+        async move { maps.list(&ListParams::default().labels(&selector)).await.ok()?.items.is_empty().then_some(()) }
+    })
+    .await;
     api.delete("plain", &DeleteParams::default()).await.unwrap();
 }

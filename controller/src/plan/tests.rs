@@ -1642,6 +1642,57 @@ fn a_peer_url_is_switched_only_with_every_pod_listening_on_both_and_every_member
 }
 
 #[test]
+fn peer_tls_turned_off_rolls_every_pod_to_both_schemes_then_switches_each_url_then_rolls_it_plain() {
+    // A cluster created with peer TLS (registered https on 2380); the spec drops it. Its pods keep their peer
+    // certificates (the settings the planner is given render them while any member is registered https), so the
+    // settings are the same until every URL is plain.
+    let (mut desired, mut observed) = turning_peer_tls_on([CREATED_TLS, CREATED_TLS, CREATED_TLS]);
+    desired.peer_tls = false;
+    for (i, member) in members_mut(&mut observed).iter_mut().enumerate() {
+        member.peer_urls = vec![format!("https://{}.{C}.ns.svc:2380", member_name(C, i as u32))];
+    }
+    let both = "https://0.0.0.0:2380,http://0.0.0.0:2382";
+    // 1. Every pod to both schemes, followers first, the leader last.
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
+    observed.pods[1].command[1] = format!("--listen-peer-urls={both}");
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 2), id: 102 });
+    observed.pods[2].command[1] = format!("--listen-peer-urls={both}");
+    assert!(matches!(plan(&desired, &observed), Action::MoveLeader { from: 100, .. }));
+    observed.pods[0].command[1] = format!("--listen-peer-urls={both}");
+    // 2. Each URL switched to plain on the other port, followers first; each pod then listens there alone.
+    let plain_url = |i: u32| format!("http://{}.{C}.ns.svc:2382", member_name(C, i));
+    for i in [1, 2, 0] {
+        if i == 0 {
+            assert_eq!(
+                plan(&desired, &observed),
+                Action::SwitchPeerUrl { name: member_name(C, 0), id: 100, url: plain_url(0) },
+                "the leader's URL last (a membership update: no restart)"
+            );
+        } else {
+            assert_eq!(
+                plan(&desired, &observed),
+                Action::SwitchPeerUrl { name: member_name(C, i), id: 100 + u64::from(i), url: plain_url(i) }
+            );
+        }
+        members_mut(&mut observed)[i as usize].peer_urls = vec![plain_url(i)];
+        if i != 0 {
+            assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, i), id: 100 + u64::from(i) });
+        }
+        observed.pods[i as usize].command[1] = "--listen-peer-urls=http://0.0.0.0:2382".into();
+    }
+    // 3. Every member registered plain: the certificates are no longer rendered, and each pod is rolled without them.
+    desired.settings = Some("plain".into());
+    assert_eq!(plan(&desired, &observed), Action::RollPod { name: member_name(C, 1), id: 101 });
+    observed.pods[1].settings = Some("plain".into());
+    observed.pods[2].settings = Some("plain".into());
+    assert!(matches!(plan(&desired, &observed), Action::MoveLeader { from: 100, .. }));
+    observed.pods[0].settings = Some("plain".into());
+    assert_eq!(plan(&desired, &observed), Action::Done);
+}
+
+const CREATED_TLS: &str = "https://0.0.0.0:2380";
+
+#[test]
 fn a_rollout_step_waits_for_every_gate() {
     let (desired, observed) = rolling(3, true);
     let first = Action::RollPod { name: member_name(C, 1), id: 101 };

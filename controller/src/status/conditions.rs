@@ -308,12 +308,11 @@ pub(super) fn running_quota(command: &[String]) -> Option<i64> {
 
 /// The `ConfigDrift` condition: member pods created from other settings (`spec.etcd`, `spec.pod`) than the spec
 /// holds now, by the hash each pod carries. A pod cannot change them while it lives.
-pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed) -> (bool, &'static str, String) {
-    let wanted = crate::pod::settings_hash(&EtcdCluster::new(&observed.cluster, spec.clone()), &observed.trust);
+pub(super) fn config_drift(spec: &EtcdClusterSpec, observed: &Observed, wanted: &str) -> (bool, &'static str, String) {
     let mut older: Vec<&str> = observed
         .pods
         .iter()
-        .filter(|p| p.state != PodState::Terminating && p.settings.as_ref().is_some_and(|h| *h != wanted))
+        .filter(|p| p.state != PodState::Terminating && p.settings.as_deref().is_some_and(|h| h != wanted))
         .map(|p| p.name.as_str())
         .collect();
     older.sort();
