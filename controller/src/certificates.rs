@@ -125,10 +125,25 @@ pub fn backup_secret(cluster: &EtcdCluster) -> Option<String> {
 /// [`EtcdClusterSpec::client_tls`]: proto::cluster::EtcdClusterSpec::client_tls
 pub fn policy(cluster: &EtcdCluster) -> Option<TlsPolicy> {
     let spec = cluster.spec.tls.as_ref();
-    let kept = cluster.status.as_ref().and_then(|s| s.tls.clone().or_else(|| kept_by_earlier_build(s, spec)));
-    let peer = spec.and_then(|t| t.peer.clone()).or_else(|| kept.as_ref().and_then(|k| k.peer.clone()));
-    let client = spec.and_then(|t| t.client.clone()).or_else(|| kept.as_ref().and_then(|k| k.client.clone()));
+    let kept = kept(cluster);
+    let kept_peer = kept.as_ref().and_then(|k| k.peer.clone());
+    let kept_client = kept.as_ref().and_then(|k| k.client.clone());
+    // A part the spec names other Secrets for than the members still use (turned off and on again before the
+    // turn-off was done) keeps the members' Secrets: [`moved`] reports it, and nothing rolls meanwhile.
+    let peer = match (spec.and_then(|t| t.peer.clone()), kept_peer) {
+        (Some(asked), Some(running)) if asked != running => Some(running),
+        (asked, running) => asked.or(running),
+    };
+    let client = match (spec.and_then(|t| t.client.clone()), kept_client) {
+        (Some(asked), Some(running)) if !same_secrets(&asked, &running) => Some(running),
+        (asked, running) => asked.or(running),
+    };
     match (spec, kept) {
+        (Some(spec), Some(kept))
+            if spec.cluster_domain != kept.cluster_domain && (kept.peer.is_some() || kept.client.is_some()) =>
+        {
+            Some(TlsPolicy { peer, client, cluster_domain: kept.cluster_domain, ..spec.clone() })
+        }
         (Some(spec), _) => Some(TlsPolicy { peer, client, ..spec.clone() }),
         (None, Some(kept)) if peer.is_some() || client.is_some() => Some(TlsPolicy {
             peer,
@@ -158,6 +173,60 @@ fn kept_by_earlier_build(status: &proto::cluster::EtcdClusterStatus, spec: Optio
             .map_or_else(|| proto::cluster::DEFAULT_CLUSTER_DOMAIN.into(), |t| t.cluster_domain.clone()),
         certificate_duration: spec.and_then(|t| t.certificate_duration.clone()),
     })
+}
+
+/// What the cluster's status keeps ([`policy`]): `status.tls`, or for a status of an earlier build, what its
+/// `status.certificates` lists.
+fn kept(cluster: &EtcdCluster) -> Option<TlsInUse> {
+    let spec = cluster.spec.tls.as_ref();
+    cluster.status.as_ref().and_then(|s| s.tls.clone().or_else(|| kept_by_earlier_build(s, spec)))
+}
+
+/// Whether two client TLS settings name the same Secrets for the members, the controller and applications (the
+/// backup sidecar's may change).
+fn same_secrets(a: &ClientTls, b: &ClientTls) -> bool {
+    a.secret_name == b.secret_name
+        && a.operator_secret_name == b.operator_secret_name
+        && a.application_secret_name == b.application_secret_name
+}
+
+/// What the spec asks that [`policy`] does not follow: other Secrets (or another cluster domain) than the members
+/// still use while that TLS is turned off, asked for again before the turn-off was done. Each is a problem of the
+/// members' certificate: nothing rolls until the spec names the Secrets again, or the turn-off is done (remove the
+/// part again, wait until `status.tls` no longer has it, then add it with the new Secrets).
+pub fn moved(cluster: &EtcdCluster) -> Vec<(Purpose, String)> {
+    let (Some(spec), Some(kept)) = (cluster.spec.tls.as_ref(), kept(cluster)) else { return Vec::new() };
+    let mut moved = Vec::new();
+    let wait = "moving to other Secrets is not supported: put back what the members use, or remove it again and \
+                add it once status.tls no longer has it (the turn-off is done)";
+    if let (Some(asked), Some(running)) = (&spec.peer, &kept.peer)
+        && asked != running
+    {
+        let name = |p: &PeerTls| p.secret_name.clone().unwrap_or_else(|| "generated certificates".into());
+        moved.push((
+            Purpose::Peer,
+            format!("spec.tls.peer asks for {} while the members still use {}: {wait}", name(asked), name(running)),
+        ));
+    }
+    if let (Some(asked), Some(running)) = (&spec.client, &kept.client)
+        && !same_secrets(asked, running)
+    {
+        moved.push((
+            Purpose::Server,
+            format!("spec.tls.client names other Secrets than the members still use ({running:?}): {wait}"),
+        ));
+    }
+    if (kept.peer.is_some() || kept.client.is_some()) && spec.cluster_domain != kept.cluster_domain {
+        let purpose = if kept.peer.is_some() { Purpose::Peer } else { Purpose::Server };
+        moved.push((
+            purpose,
+            format!(
+                "spec.tls.clusterDomain is {} while the members' certificates name {}: put it back",
+                spec.cluster_domain, kept.cluster_domain
+            ),
+        ));
+    }
+    moved
 }
 
 /// What `status.tls` says next: [`policy`], less a part the spec no longer has once no member needs it: peer TLS
@@ -1009,8 +1078,10 @@ pub fn judge(
     };
     // Members read the client CA bundle only while they serve TLS: while client TLS is turned off, a member is
     // rendered trusting none (so its trust does not change once the serving Secret is no longer used).
-    let client_bundle = if cluster.spec.client_tls() { bundle_of(Purpose::Server) } else { Vec::new() };
+    let served_bundle = bundle_of(Purpose::Server);
+    let client_bundle = if cluster.spec.client_tls() { served_bundle.clone() } else { Vec::new() };
     let peer_bundle = bundle_of(Purpose::Peer);
+
     let trust = Trust {
         peer: tls::ca_keys(&peer_bundle),
         client: tls::ca_keys(&client_bundle),
@@ -1020,6 +1091,9 @@ pub fn judge(
             client: String::from_utf8_lossy(&client_bundle).into_owned(),
         },
     };
+    // What the members serving TLS are restarted to trust on their client port: the serving Secret's bundle, also
+    // while client TLS is turned off (a member rolled to serve plain trusts none, and checks no certificate).
+    let served_trust = Trust { client: tls::ca_keys(&served_bundle), ..trust.clone() };
     let mut identity = None;
     for used in &all {
         let mut status = CertificateStatus {
@@ -1050,7 +1124,7 @@ pub fn judge(
                 // port), the controller's (client port). Whether the members can be restarted to the trust of the
                 // Secrets now, with the certificates the Secrets hold now.
                 let of = |side: fn(&Trust) -> &BTreeSet<String>| {
-                    (side(&trust), running.iter().map(|(m, t)| (m.clone(), side(t).clone())).collect::<Vec<_>>())
+                    (side(&served_trust), running.iter().map(|(m, t)| (m.clone(), side(t).clone())).collect::<Vec<_>>())
                 };
                 let side = match used.purpose {
                     Purpose::Peer => Some(of(|t| &t.peer)),
@@ -1098,6 +1172,11 @@ pub fn judge(
                 }
             }
         };
+        let asked: Vec<String> =
+            moved(cluster).into_iter().filter(|(p, _)| *p == used.purpose).map(|(_, m)| m).collect();
+        if !asked.is_empty() {
+            status.problem = Some(status.problem.into_iter().chain(asked).collect::<Vec<_>>().join("; "));
+        }
         if status.problem.is_some() {
             status.problem =
                 status.problem.map(|p| format!("{} certificate ({}): {p}", used.purpose.as_str(), used.secret));
@@ -1226,6 +1305,62 @@ mod tests {
         assert_eq!(used(&c), before);
         let left = still_in_use(&c, Some(&plain), 0).expect("client TLS asked for");
         assert_eq!((left.peer, left.client), (None, in_use.client.clone()));
+    }
+
+    #[test]
+    fn members_rolled_to_serve_plain_do_not_make_the_controllers_certificate_refused() {
+        let now = SystemTime::now();
+        let mut c = generated();
+        let (ca, read) = issued_all(&c, now);
+        let in_use = still_in_use(&c, None, 3).unwrap();
+        c.spec.tls = None;
+        c.status = Some(proto::cluster::EtcdClusterStatus { tls: Some(in_use), ..Default::default() });
+        // One member rolled to serve plain (it trusts no client CA), two still serving TLS and trusting the CA.
+        let key = tls::ca_keys(ca.cert_pem.as_bytes());
+        let serving = Trust { peer: key.clone(), client: key.clone(), ..Default::default() };
+        let rolled = Trust { peer: key, ..Default::default() };
+        let running =
+            [("demo-0000".to_string(), serving.clone()), ("demo-0001".into(), rolled), ("demo-0002".into(), serving)];
+        let seen = judge(&c, &read, &running, now);
+        let problems: Vec<_> = seen.certificates.iter().filter_map(|c| c.problem.clone()).collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(seen.identity.is_some(), "the controller still dials the members that serve TLS");
+        assert!(seen.trust.client.is_empty(), "a member rendered now trusts no client CA");
+    }
+
+    #[test]
+    fn other_secrets_asked_for_before_a_turn_off_is_done_are_refused_and_the_members_keep_theirs() {
+        let now = SystemTime::now();
+        let mut c = tls_cluster(serde_json::json!({ "peer": {}, "client": {} }));
+        let in_use = still_in_use(&c, None, 3).unwrap();
+        c.status = Some(proto::cluster::EtcdClusterStatus { tls: Some(in_use), ..Default::default() });
+        let before = used(&c);
+        assert!(moved(&c).is_empty(), "what runs is what is asked");
+        // Peer TLS removed, and added back with a Secret of the user's before the members were all plain.
+        c.spec.tls = Some(
+            serde_json::from_value(serde_json::json!({ "peer": { "secretName": "mine" }, "client": {} })).unwrap(),
+        );
+        assert_eq!(used(&c), before, "the members keep the Secrets they use");
+        let (_, read) = issued_all(&c, now);
+        let seen = judge(&c, &read, &[], now);
+        let peer = seen.certificates.iter().find(|s| s.purpose == "peer").unwrap();
+        let problem = peer.problem.clone().unwrap_or_default();
+        assert!(problem.contains("asks for mine while the members still use generated certificates"), "{problem}");
+        assert!(holds_up(&peer.purpose), "nothing rolls meanwhile");
+        // The backup sidecar's Secret may change; the cluster domain may not.
+        c.spec.tls = Some(
+            serde_json::from_value(serde_json::json!({ "peer": {}, "client": { "backupSecretName": "b" } })).unwrap(),
+        );
+        assert!(moved(&c).is_empty());
+        c.spec.tls = Some(
+            serde_json::from_value(serde_json::json!({ "peer": {}, "client": {}, "clusterDomain": "corp.example" }))
+                .unwrap(),
+        );
+        assert_eq!(moved(&c).len(), 1);
+        assert!(
+            names_for(&c, Purpose::Peer).iter().any(|n| n.ends_with(".svc.cluster.local")),
+            "the members' domain kept"
+        );
     }
 
     #[test]

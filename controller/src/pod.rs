@@ -1439,6 +1439,10 @@ mod tests {
         };
         assert_eq!(settings_hash(&c, &Trust::default()), peer_only);
         assert_ne!(peer_only, with_tls, "client TLS off is a setting: every pod is rolled to serve plain");
+        // What it trusts: the peer CAs while it holds peer certificates, no client CA once it serves plain.
+        let keys = |k: &str| std::collections::BTreeSet::from([k.to_string()]);
+        let trust = Trust { peer: keys("kp"), client: keys("kc"), certificates: "d".into(), ..Default::default() };
+        assert_eq!(trust.render(&c).as_deref(), Some("peer=kp;certificates=d"));
         // Once every member is registered plain, status.tls drops the peer part: plain pods, as if never TLS.
         let mut done = c.clone();
         done.status = Some(proto::cluster::EtcdClusterStatus {
@@ -1447,6 +1451,7 @@ mod tests {
         });
         assert_eq!(settings_hash(&done, &Trust::default()), settings_hash(&cluster("demo", 3), &Trust::default()));
         assert!(!command(&render(&done, "demo-0001")).iter().any(|a| a.starts_with("--peer-cert-file")));
+        assert_eq!(trust.render(&done), None, "no trust annotation, as a member never on TLS");
     }
 
     #[test]

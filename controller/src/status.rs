@@ -229,6 +229,7 @@ pub fn derive(
         set("BackupReady", truth(ready), reason, message);
     }
 
+    let tls = tls_in_use(spec, observed, previous);
     EtcdClusterStatus {
         phase,
         observed_generation: generation,
@@ -268,8 +269,8 @@ pub fn derive(
             &now,
         ),
         claims: claims(observed),
-        tls: tls_in_use(spec, observed, previous),
-        certificates: observed.certificates.clone(),
+        certificates: certificates_of(tls.as_ref(), observed),
+        tls,
         conditions,
     }
 }
@@ -290,6 +291,22 @@ fn tls_in_use(
     };
     let serving_tls = observed.pods.iter().filter(|p| crate::peering::serves_client_tls(&p.command)).count();
     crate::certificates::still_in_use(&with_status(spec, observed, previous), registered.as_deref(), serving_tls)
+}
+
+/// The certificates observed of the parts of TLS still in use (`tls`): one just turned off is no longer listed
+/// (nor read from status again, as a status of an earlier build is).
+fn certificates_of(
+    tls: Option<&proto::cluster::TlsInUse>,
+    observed: &Observed,
+) -> Vec<proto::cluster::CertificateStatus> {
+    let peer = tls.is_some_and(|t| t.peer.is_some());
+    let client = tls.is_some_and(|t| t.client.is_some());
+    observed
+        .certificates
+        .iter()
+        .filter(|c| if c.purpose.starts_with("peer") { peer } else { client })
+        .cloned()
+        .collect()
 }
 
 /// The cluster as reconciled: `spec`, with the status it had (`status.tls` says which certificates it uses).

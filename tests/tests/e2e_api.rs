@@ -150,6 +150,16 @@ async fn the_api_server_takes_the_examples_and_refuses_every_bad_spec() {
     let error = api.patch("small", &PatchParams::default(), &Patch::Merge(&add)).await.expect_err("refused");
     assert!(error.to_string().contains("which needs three members"), "{error}");
     api.delete("small", &DeleteParams::default()).await.unwrap();
+    // Nor off.
+    let small_tls = serde_json::json!({
+        "apiVersion": "kube-etcd-controller.dev/v1alpha1", "kind": "EtcdCluster",
+        "metadata": { "name": "small-tls" }, "spec": { "size": 1, "tls": { "peer": {} } },
+    });
+    api.create(&PostParams::default(), &serde_json::from_value(small_tls).unwrap()).await.unwrap();
+    let off = serde_json::json!({ "spec": { "tls": null } });
+    let error = api.patch("small-tls", &PatchParams::default(), &Patch::Merge(&off)).await.expect_err("refused");
+    assert!(error.to_string().contains("turning TLS on or off"), "{error}");
+    api.delete("small-tls", &DeleteParams::default()).await.unwrap();
     // Turned on in two steps: peer TLS, then client TLS.
     for add in [
         serde_json::json!({ "spec": { "tls": { "peer": {} } } }),

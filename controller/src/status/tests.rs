@@ -728,3 +728,59 @@ fn certificates_are_reported_with_what_holds_the_cluster_up_told_apart_from_what
     assert!(said.message.contains("expired") && said.message.contains("is gone"), "{}", said.message);
     assert!(said.message.contains("Nothing is created, rolled or removed"), "{}", said.message);
 }
+
+#[test]
+fn tls_turned_off_stays_in_status_until_no_member_needs_it_and_then_is_gone_for_good() {
+    let mut c = cluster("demo", 3);
+    c.spec.tls = Some(serde_json::from_value(serde_json::json!({ "peer": {}, "client": {} })).unwrap());
+    let certificate = |purpose: &str| proto::cluster::CertificateStatus {
+        purpose: purpose.into(),
+        secret: format!("demo-tls-{purpose}"),
+        generated: true,
+        ..Default::default()
+    };
+    let mut observed = steady();
+    observed.certificates = ["peer", "server", "operator", "peer-ca", "client-ca"].map(certificate).to_vec();
+    let https = |observed: &mut Observed, scheme: &str| {
+        let EtcdView::Members(members) = &mut observed.etcd else { unreachable!() };
+        for member in members {
+            member.peer_urls = vec![format!("{scheme}://{}.demo.ns.svc:2380", member.name)];
+        }
+    };
+    https(&mut observed, "https");
+    for pod in &mut observed.pods {
+        pod.command = vec!["etcd".into(), "--listen-client-urls=https://0.0.0.0:2379".into()];
+    }
+    let derive_from = |spec: &EtcdClusterSpec, observed: &Observed, previous: &EtcdClusterStatus| {
+        derive(spec, Some(1), observed, &Action::Done, None, previous, time(1))
+    };
+    let on = derive_from(&c.spec, &observed, &EtcdClusterStatus::default());
+    let kept = on.tls.clone().expect("status.tls says what runs");
+    assert!(kept.peer.is_some() && kept.client.is_some());
+    // The spec drops TLS: kept while a pod serves client TLS and a member is registered https.
+    let mut off = c.clone();
+    off.spec.tls = None;
+    let during = derive_from(&off.spec, &observed, &on);
+    assert_eq!(during.tls, Some(kept.clone()));
+    assert_eq!(during.certificates, observed.certificates, "still used, still listed");
+    assert!(condition(&during, "CertificatesReady").status == "True", "still judged");
+    // Every pod serves plain: the client part goes, with its certificates.
+    for pod in &mut observed.pods {
+        pod.command = vec!["etcd".into(), "--listen-client-urls=http://0.0.0.0:2379".into()];
+    }
+    let client_off = derive_from(&off.spec, &observed, &during);
+    assert_eq!(client_off.tls.as_ref().map(|t| (t.peer.is_some(), t.client.is_some())), Some((true, false)));
+    let listed: Vec<&str> = client_off.certificates.iter().map(|c| c.purpose.as_str()).collect();
+    assert_eq!(listed, ["peer", "peer-ca"]);
+    // etcd unreachable: nothing is known of the peer URLs, and the peer part stays.
+    let blind = Observed { etcd: EtcdView::Unreachable("no member answers".into()), ..observed.clone() };
+    assert!(derive_from(&off.spec, &blind, &client_off).tls.is_some());
+    // Every member registered plain: nothing is kept, nothing listed, and it does not come back from status.
+    https(&mut observed, "http");
+    let done = derive_from(&off.spec, &observed, &client_off);
+    assert_eq!((done.tls.clone(), done.certificates.len()), (None, 0));
+    observed.certificates.clear();
+    let after = derive_from(&off.spec, &observed, &done);
+    assert_eq!((after.tls, after.certificates.len()), (None, 0));
+    assert!(!after.conditions.iter().any(|c| c.type_ == "CertificatesReady"));
+}
