@@ -303,26 +303,11 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
     }
     if Some(&status) != cluster.status.as_ref() || base != cluster.status.clone().unwrap_or_default() {
         let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
-        // A merge patch keeps fields it does not mention: cleared ones are sent as null.
-        for key in ["quorumLostSince", "recovery", "restoredFrom", "upgrade", "clusterVersion", "currentVersion", "tls"]
-        {
-            if let Some(map) = body.as_object_mut() {
-                map.entry(key).or_insert(serde_json::Value::Null);
-            }
-        }
-        // And within status.tls: a part of TLS turned off and no longer used, a Secret name no longer given.
-        if let (Some(tls), Ok(before)) = (body.get_mut("tls"), serde_json::to_value(&base.tls)) {
-            null_removed(tls, &before);
-        }
-        // A merge patch merges maps too: members gone from serverVersions are removed by name.
-        let before = cluster.status.as_ref().map(|s| s.server_versions.clone()).unwrap_or_default();
-        if let Some(map) = body.as_object_mut() {
-            let versions = map.entry("serverVersions").or_insert_with(|| json!({}));
-            if let Some(versions) = versions.as_object_mut() {
-                for gone in before.keys().filter(|name| !status.server_versions.contains_key(*name)) {
-                    versions.insert(gone.clone(), serde_json::Value::Null);
-                }
-            }
+        // A merge patch keeps what it does not mention: whatever the stored status has that this one has not (a
+        // field cleared, an empty list left out, a member gone from serverVersions, a part of status.tls no longer
+        // used) is sent as null, at every depth of objects.
+        if let Ok(stored) = serde_json::to_value(&base) {
+            null_removed(&mut body, &stored);
         }
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": body })))
             .await
@@ -514,8 +499,15 @@ mod tests {
         let mut now = json!({ "client": {}, "clusterDomain": "d" });
         null_removed(&mut now, &before);
         assert_eq!(now, json!({ "peer": null, "client": { "backupSecretName": null }, "clusterDomain": "d" }));
-        let mut gone = serde_json::Value::Null;
-        null_removed(&mut gone, &before);
-        assert_eq!(gone, serde_json::Value::Null, "status.tls itself is nulled by its caller");
+        // A whole status: a list left out when empty, a field cleared, a map entry gone.
+        let stored = json!({ "phase": "Running", "certificates": [{ "purpose": "peer" }], "tls": before,
+                             "serverVersions": { "a": "3.5.0", "b": "3.5.0" }, "upgrade": { "target": "3.6.0" } });
+        let mut written = json!({ "phase": "Running", "serverVersions": { "a": "3.5.0" } });
+        null_removed(&mut written, &stored);
+        assert_eq!(
+            written,
+            json!({ "phase": "Running", "certificates": null, "tls": null, "serverVersions": { "a": "3.5.0", "b": null },
+                    "upgrade": null })
+        );
     }
 }
