@@ -131,14 +131,14 @@ pub fn s3_credentials(s3: &S3Storage) -> Vec<EnvVar> {
 }
 
 /// The sidecar's command line after the binary's name.
-pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool) -> Vec<String> {
+pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool, etcd_tls: bool) -> Vec<String> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
     let mut args = vec![
         "serve".to_string(),
         format!(
             "--etcd-endpoints={}://{}.{namespace}.svc:2379",
-            if cluster.spec.client_tls() { "https" } else { "http" },
+            if etcd_tls { "https" } else { "http" },
             client_service_name(&name)
         ),
         format!("--storage={}", storage_url(cluster, policy)),
@@ -160,7 +160,7 @@ pub fn sidecar_args(cluster: &EtcdCluster, policy: &BackupPolicy, https: bool) -
     if let Some(s3) = &policy.storage.s3 {
         args.extend(s3_args(s3));
     }
-    if cluster.spec.client_tls() {
+    if etcd_tls {
         args.extend([
             format!("--etcd-server-name={}", crate::certificates::client_server_name(cluster)),
             format!("--etcd-ca={SERVER_CA_DIR}/ca.crt"),
@@ -224,6 +224,13 @@ pub fn serving_secret(deployment: &Deployment) -> Option<String> {
     volume.secret.as_ref()?.secret_name.clone()
 }
 
+/// Whether the sidecar of `deployment` speaks TLS to etcd (its `--etcd-endpoints` is `https`).
+pub fn etcd_tls_of(deployment: &Deployment) -> Option<bool> {
+    let spec = deployment.spec.template.spec.as_ref()?;
+    let args = spec.containers.first()?.args.as_ref()?;
+    args.iter().find_map(|a| a.strip_prefix("--etcd-endpoints=")).map(|endpoint| endpoint.starts_with("https://"))
+}
+
 /// Where the sidecar finds its client certificate (the operator Secret) with client TLS.
 const OPERATOR_TLS_DIR: &str = "/etc/etcd/tls/operator";
 /// Where the sidecar finds the CA bundle of the members' serving certificates (only `ca.crt` of their Secret).
@@ -234,17 +241,22 @@ const SERVER_CA_DIR: &str = "/etc/etcd/tls/server-ca";
 /// TLS.
 pub fn sidecar_deployment(cluster: &EtcdCluster, policy: &BackupPolicy, default_image: &str) -> Deployment {
     let https = crate::certificates::backup_secret(cluster).is_some();
-    sidecar_deployment_serving(cluster, policy, default_image, https)
+    sidecar_deployment_serving(cluster, policy, default_image, https, cluster.spec.client_tls())
 }
 
-/// [`sidecar_deployment`], its API over HTTPS only when `https` (and the spec asks for it).
+/// [`sidecar_deployment`], its API over HTTPS only when `https` (and the spec asks for it), speaking TLS to etcd
+/// when `etcd_tls` (and the cluster's TLS has the client certificate for it).
 pub fn sidecar_deployment_serving(
     cluster: &EtcdCluster,
     policy: &BackupPolicy,
     default_image: &str,
     https: bool,
+    etcd_tls: bool,
 ) -> Deployment {
     let serving = crate::certificates::backup_secret(cluster).filter(|_| https);
+    let etcd_tls = etcd_tls
+        && crate::certificates::operator_secret(cluster).is_some()
+        && crate::certificates::server_secret(cluster).is_some();
     let name = cluster.name_any();
     let mut mounts = vec![VolumeMount {
         name: "token".into(),
@@ -347,7 +359,7 @@ pub fn sidecar_deployment_serving(
         image: Some(policy.sidecar_image.clone().unwrap_or_else(|| default_image.to_string())),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["etcd-backup-sidecar".into()]),
-        args: Some(sidecar_args(cluster, policy, serving.is_some())),
+        args: Some(sidecar_args(cluster, policy, serving.is_some(), etcd_tls)),
         env: Some(env),
         ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
         volume_mounts: Some(mounts),
@@ -586,11 +598,23 @@ mod tests {
         }
         assert_eq!(crate::security::restricted_violations(&pod), Vec::<String>::new());
         // Until its certificate can be used: everything else (TLS to etcd) rendered, its API not yet on HTTPS.
-        let waiting = sidecar_deployment_serving(&cluster, &policy(pvc()), "sidecar:1", false);
+        let waiting = sidecar_deployment_serving(&cluster, &policy(pvc()), "sidecar:1", false, true);
         assert_eq!(serving_secret(&waiting), None);
+        assert_eq!(etcd_tls_of(&waiting), Some(true));
         let args = waiting.spec.template.spec.unwrap().containers[0].args.clone().unwrap();
         assert!(args.iter().any(|a| a.starts_with("--etcd-cert=")), "{args:?}");
         assert!(!args.iter().any(|a| a.starts_with("--tls-cert-file")), "{args:?}");
+        // While the members still serve plain (client TLS turned on, not rolled yet): plain to etcd, its API on
+        // HTTPS all the same.
+        let before = sidecar_deployment_serving(&cluster, &policy(pvc()), "sidecar:1", true, false);
+        assert_eq!(etcd_tls_of(&before), Some(false));
+        assert!(serving_secret(&before).is_some());
+        let args = before.spec.template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--etcd-endpoints=http://alpha-client.ns.svc:2379".to_string()), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--etcd-cert=") || a.starts_with("--etcd-ca=")), "{args:?}");
+        // No client certificate to present (no client TLS at all): never TLS to etcd.
+        let plain_etcd = sidecar_deployment_serving(&fixture("alpha", 3), &policy(pvc()), "sidecar:1", false, true);
+        assert_eq!(etcd_tls_of(&plain_etcd), Some(false));
         // The user's own Secret, when named.
         if let Some(client) = cluster.spec.tls.as_mut().and_then(|t| t.client.as_mut()) {
             client.backup_secret_name = Some("my-backup-tls".into());

@@ -103,6 +103,18 @@ impl ReconcileError {
     }
 }
 
+/// Whether every member pod (not terminating) serves clients over TLS (`Some(true)`), every one plain
+/// (`Some(false)`), or they differ or none runs (`None`): the scheme the backup sidecar speaks to etcd.
+fn members_serve_tls(observed: &crate::observe::Observed) -> Option<bool> {
+    let mut schemes = observed
+        .pods
+        .iter()
+        .filter(|p| p.state != crate::observe::PodState::Terminating)
+        .map(|p| crate::peering::serves_client_tls(&p.command));
+    let first = schemes.next()?;
+    schemes.all(|tls| tls == first).then_some(first)
+}
+
 /// Sets to null, in `new` (a merge patch's object), each key `old` has that `new` has not, at every depth where
 /// both are objects: a merge patch keeps what it does not mention.
 fn null_removed(new: &mut serde_json::Value, old: &serde_json::Value) {
@@ -239,8 +251,15 @@ async fn reconcile_one(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<R
         .iter()
         .filter(|c| c.purpose == crate::certificates::Purpose::Backup.as_str())
         .all(|c| c.problem.is_none());
-    let ensured =
-        crate::backup::ensure(&ctx.client, &cluster, &ctx.sidecar_image, certificate_ready, ctx.etcd_timeout).await;
+    let ensured = crate::backup::ensure(
+        &ctx.client,
+        &cluster,
+        &ctx.sidecar_image,
+        certificate_ready,
+        members_serve_tls(&observed),
+        ctx.etcd_timeout,
+    )
+    .await;
     let backup = match ensured {
         Ok(health) => health,
         Err(error) => {
@@ -488,6 +507,30 @@ mod tests {
         let first = say("up-20261202T071900.661Z-r3504");
         assert_eq!(first, say("up-20261202T071930.102Z-r3650"), "no new status for every attempt");
         assert_eq!(first, "503 backup failed: storage upload <backup> Unable to open file <backup> denied");
+    }
+
+    #[test]
+    fn the_sidecar_speaks_the_scheme_every_member_serves_and_keeps_its_own_while_they_differ() {
+        use crate::observe::{MemberPod, PodState};
+        let mut observed = crate::status::tests::steady();
+        let serving = |observed: &mut crate::observe::Observed, schemes: [&str; 3]| {
+            for (pod, scheme) in observed.pods.iter_mut().zip(schemes) {
+                pod.command = vec!["etcd".into(), format!("--listen-client-urls={scheme}://0.0.0.0:2379")];
+            }
+        };
+        serving(&mut observed, ["http"; 3]);
+        assert_eq!(super::members_serve_tls(&observed), Some(false));
+        serving(&mut observed, ["https", "http", "http"]);
+        assert_eq!(super::members_serve_tls(&observed), None, "while client TLS rolls: keep the sidecar's");
+        serving(&mut observed, ["https"; 3]);
+        assert_eq!(super::members_serve_tls(&observed), Some(true));
+        // A pod on its way out does not count; no pod at all says nothing.
+        let mut leaving = MemberPod::new("demo-0009", PodState::Terminating);
+        leaving.command = vec!["--listen-client-urls=http://0.0.0.0:2379".into()];
+        observed.pods.push(leaving);
+        assert_eq!(super::members_serve_tls(&observed), Some(true));
+        observed.pods.clear();
+        assert_eq!(super::members_serve_tls(&observed), None);
     }
 
     #[test]

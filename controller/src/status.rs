@@ -190,9 +190,11 @@ pub fn derive(
     set("ConfigDrift", truth(drift), drift_reason, drift_message);
     let (blocked, blocked_reason, blocked_message) = version_verdict(spec, observed, action, previous);
     set("UpgradeBlocked", truth(blocked), &blocked_reason, blocked_message);
-    if spec.tls.is_some() || !observed.certificates.is_empty() {
-        let (blocking, other): (Vec<_>, Vec<_>) = observed
-            .certificates
+    // The certificates of the TLS still in use (one just turned off is neither listed nor judged).
+    let tls = tls_in_use(spec, observed, previous);
+    let certificates = certificates_of(tls.as_ref(), observed);
+    if spec.tls.is_some() || !certificates.is_empty() {
+        let (blocking, other): (Vec<_>, Vec<_>) = certificates
             .iter()
             .filter(|c| c.problem.is_some())
             .partition(|c| crate::certificates::holds_up(&c.purpose));
@@ -205,7 +207,7 @@ pub fn derive(
             );
             set("CertificatesReady", "False", "CertificateTrouble", message);
         } else if problems.is_empty() {
-            let soonest = observed.certificates.iter().filter_map(|c| c.not_after.as_ref()).min_by_key(|t| t.0);
+            let soonest = certificates.iter().filter_map(|c| c.not_after.as_ref()).min_by_key(|t| t.0);
             let message = match soonest {
                 Some(at) => format!(
                     "every certificate of the cluster's TLS can be used; the first to expire ends at {} (generated ones are \
@@ -229,7 +231,6 @@ pub fn derive(
         set("BackupReady", truth(ready), reason, message);
     }
 
-    let tls = tls_in_use(spec, observed, previous);
     EtcdClusterStatus {
         phase,
         observed_generation: generation,
@@ -269,7 +270,7 @@ pub fn derive(
             &now,
         ),
         claims: claims(observed),
-        certificates: certificates_of(tls.as_ref(), observed),
+        certificates,
         tls,
         conditions,
     }

@@ -21,11 +21,17 @@ pub struct SidecarError {
 /// until then none is created, one serving plain HTTP is changed in everything else, and one serving HTTPS is
 /// left as it runs (never rolled onto a certificate it cannot use). The controller never sends the sidecar's token
 /// in clear to a cluster whose spec asks for TLS.
+///
+/// The sidecar reaches etcd through the client Service, with the scheme the members serve (`members_serve_tls`:
+/// every member pod TLS, every one plain, or `None` while they differ or none runs): while client TLS is turned on
+/// or off member by member it keeps the scheme it has, so that a backup (an upgrade's too) works until the members
+/// move, and again once they all have.
 pub async fn ensure(
     client: &kube::Client,
     cluster: &EtcdCluster,
     default_image: &str,
     certificate_ready: bool,
+    members_serve_tls: Option<bool>,
     timeout: Duration,
 ) -> Result<Option<BackupHealth>, SidecarError> {
     let namespace = cluster.namespace().unwrap_or_default();
@@ -78,7 +84,10 @@ pub async fn ensure(
     let current = deployments.get_opt(&sidecar_name(&name)).await.map_err(err("reading deployment".into()))?;
     let asked = crate::certificates::backup_secret(cluster).is_some();
     let serves_https = current.as_ref().and_then(serving_secret).is_some();
-    let mut desired = sidecar_deployment_serving(cluster, policy, default_image, asked && certificate_ready);
+    let etcd_tls = members_serve_tls
+        .or_else(|| current.as_ref().and_then(etcd_tls_of))
+        .unwrap_or_else(|| cluster.spec.client_tls());
+    let mut desired = sidecar_deployment_serving(cluster, policy, default_image, asked && certificate_ready, etcd_tls);
     let hash = spec_hash(&desired);
     let current = match current {
         Some(current) if current.annotations().get(SPEC_HASH) == Some(&hash) => current,

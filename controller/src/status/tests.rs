@@ -779,8 +779,10 @@ fn tls_turned_off_stays_in_status_until_no_member_needs_it_and_then_is_gone_for_
     https(&mut observed, "http");
     let done = derive_from(&off.spec, &observed, &client_off);
     assert_eq!((done.tls.clone(), done.certificates.len()), (None, 0));
-    observed.certificates.clear();
-    let after = derive_from(&off.spec, &observed, &done);
-    assert_eq!((after.tls, after.certificates.len()), (None, 0));
+    // Nor from a stored status that still lists them (as a merge patch that left the list out would keep it): read
+    // as an earlier build's, it says nothing is used once nothing is.
+    let stale = EtcdClusterStatus { tls: None, ..client_off.clone() };
+    let after = derive_from(&off.spec, &observed, &stale);
+    assert_eq!((after.tls.clone(), after.certificates.len()), (None, 0));
     assert!(!after.conditions.iter().any(|c| c.type_ == "CertificatesReady"));
 }
