@@ -21,12 +21,13 @@
 //!    acknowledged write lost;
 //! 5. a backup taken by the sidecar (which speaks TLS to etcd with its own certificate) and restored into a new TLS
 //!    cluster: every key is there;
-//! 6. (a test of its own) a plain three-member cluster on volumes has peer TLS turned on under a plain writer (each
-//!    pod rolled to listen on both schemes, each member's peer URL switched, each pod rolled to TLS alone), then
-//!    client TLS: no acknowledged write lost, every member registered at an https URL, plain clients refused; then
-//!    all of TLS turned off at once under a writer with the application certificate and a plain one: no acknowledged
-//!    write lost, every member registered at a plain URL, serving plain, holding no certificate, `status.tls` and
-//!    `status.certificates` empty, no pinned CA bundle left.
+//! 6. (a test of its own) a plain three-member cluster on volumes with backups has peer TLS turned on under a plain
+//!    writer (each pod rolled to listen on both schemes, each member's peer URL switched, each pod rolled to TLS
+//!    alone), then client TLS: no acknowledged write lost, every member registered at an https URL, plain clients
+//!    refused, the backup sidecar moved to TLS to etcd once every member served it (a backup taken); then all of TLS
+//!    turned off at once under a writer with the application certificate and a plain one: no acknowledged write
+//!    lost, every member registered at a plain URL, serving plain, holding no certificate, `status.tls` and
+//!    `status.certificates` empty, no pinned CA bundle left, the sidecar back on plain HTTP (a backup taken).
 
 mod support;
 
@@ -646,6 +647,30 @@ async fn listening(pods: &Api<Pod>, cluster: &str) -> std::collections::BTreeMap
     found
 }
 
+/// Waits until the backup sidecar of `cluster` speaks to etcd with TLS (`tls`) or plain, serves its API the same
+/// way, and its Deployment has rolled out (one replica, updated and available).
+async fn sidecar_speaks(client: &kube::Client, namespace: &str, cluster: &str, tls: bool) {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), namespace);
+    let name = controller::backup::sidecar_name(cluster);
+    let what = format!("the backup sidecar speaking {} to etcd", if tls { "TLS" } else { "plain HTTP" });
+    let (_, took) = eventually(&what, Duration::from_secs(180), || {
+        let (deployments, name) = (deployments.clone(), name.clone());
+        async move {
+            let found = deployments.get(&name).await.ok()?;
+            let status = found.status.clone()?;
+            let rolled = status.observed_generation == found.metadata.generation
+                && status.updated_replicas == Some(1)
+                && status.available_replicas == Some(1)
+                && status.replicas == Some(1);
+            let speaks = controller::backup::etcd_tls_of(&found) == Some(tls)
+                && controller::backup::serving_secret(&found).is_some() == tls;
+            (rolled && speaks).then_some(())
+        }
+    })
+    .await;
+    println!("{what} ({:.1} s)", took.as_secs_f64());
+}
+
 /// 6. A plain three-member cluster on volumes has peer TLS turned on under a writer (every pod rolled to listen on
 /// both schemes, each member's peer URL switched, each pod rolled to listen on TLS alone), then client TLS: no
 /// acknowledged write lost, every member registered at an https peer URL and served over TLS alone; then TLS
@@ -661,12 +686,15 @@ async fn a_plain_cluster_turns_tls_on_and_off_member_by_member_under_writers() {
         support::start_controller(&client, ON, "e2e-tls-on", Duration::from_secs(5), Duration::from_secs(2)).await;
     let api = clusters(&client, ON);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ON);
-    api.create(
-        &PostParams::default(),
-        &cluster("plain", serde_json::json!({ "size": 3, "storage": { "size": "64Mi" } })),
-    )
-    .await
-    .unwrap();
+    // With backups: the sidecar speaks to etcd with the scheme every member serves.
+    let backups = host_dir("tls-on");
+    local_volume("kec-e2e-tls-on", backups.path(), ON, "on-backups");
+    let spec = serde_json::json!({
+        "size": 3,
+        "storage": { "size": "64Mi" },
+        "backup": { "every": "1h", "storage": { "pvc": { "claimName": "on-backups" } } },
+    });
+    api.create(&PostParams::default(), &cluster("plain", spec)).await.unwrap();
     let (members, took) = support::converged(&pods, "plain", 3, &[], Duration::from_secs(240)).await;
     println!("plain: three members in {:.1} s", took.as_secs_f64());
     let service = support::client_service(&client, ON, "plain").await;
@@ -768,6 +796,10 @@ async fn a_plain_cluster_turns_tls_on_and_off_member_by_member_under_writers() {
         Err(_) => true,
     };
     assert!(refused, "plain HTTP is refused once client TLS is on");
+    // The backup sidecar moved to TLS once every member served it (not before: its backups worked meanwhile).
+    sidecar_speaks(&client, ON, "plain", true).await;
+    let taken = support::take_backup(&client, ON, "plain").await;
+    println!("backup over TLS after client TLS turned on: {} at revision {}", taken.name, taken.revision);
 
     // TLS off again, peer and client at once, under a writer with the application certificate and a plain one: each
     // pod rolled to serve clients plain and listen for peers on both schemes (its peer certificate kept), each URL
@@ -817,6 +849,9 @@ async fn a_plain_cluster_turns_tls_on_and_off_member_by_member_under_writers() {
         let mut etcd = etcd_client::Client::connect([format!("http://{ip}:2379")], None).await.unwrap();
         assert_ne!(etcd.status().await.unwrap().leader(), 0, "{name} knows a leader");
     }
+    sidecar_speaks(&client, ON, "plain", false).await;
+    let taken = support::take_backup(&client, ON, "plain").await;
+    println!("backup over plain HTTP after TLS turned off: {} at revision {}", taken.name, taken.revision);
     // The pinned CA bundles no pod reads any more are gone.
     let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ON);
     let selector = format!("{}=plain,{}", controller::labels::CLUSTER_LABEL, controller::certificates::TRUST_LABEL);
