@@ -1094,6 +1094,8 @@ pub fn judge(
     // What the members serving TLS are restarted to trust on their client port: the serving Secret's bundle, also
     // while client TLS is turned off (a member rolled to serve plain trusts none, and checks no certificate).
     let served_trust = Trust { client: tls::ca_keys(&served_bundle), ..trust.clone() };
+    // Other Secrets the spec asks for mid-turn-off: problems of the members' certificates ([`moved`]).
+    let moved = moved(cluster);
     let mut identity = None;
     for used in &all {
         let mut status = CertificateStatus {
@@ -1172,8 +1174,7 @@ pub fn judge(
                 }
             }
         };
-        let asked: Vec<String> =
-            moved(cluster).into_iter().filter(|(p, _)| *p == used.purpose).map(|(_, m)| m).collect();
+        let asked: Vec<String> = moved.iter().filter(|(p, _)| *p == used.purpose).map(|(_, m)| m.clone()).collect();
         if !asked.is_empty() {
             status.problem = Some(status.problem.into_iter().chain(asked).collect::<Vec<_>>().join("; "));
         }
